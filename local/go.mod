@@ -1,0 +1,8 @@
+module github.com/spoolhq/spool/local
+
+go 1.26.0
+
+replace (
+	github.com/spoolhq/spool/gen => ../gen
+	github.com/spoolhq/spool/platform => ../platform
+)

@@ -1,0 +1,62 @@
+// Package emutest starts emulators for tests and stops them at cleanup.
+package emutest
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/stretchr/testify/require"
+
+	"github.com/spoolhq/spool/platform/emulator"
+)
+
+// Start runs kind on a free loopback port for the rest of the test and
+// returns its endpoint. The emulator's output goes to a file in the test's
+// temporary folder, named in the failure message when it does not start.
+func Start(tb testing.TB, kind emulator.Kind) string {
+	tb.Helper()
+	dir, err := emulator.FindLocalDir()
+	require.NoError(tb, err)
+	port, err := emulator.FreePort()
+	require.NoError(tb, err)
+	cmd, err := emulator.Command(kind, dir, port)
+	require.NoError(tb, err)
+	logPath := filepath.Join(tb.TempDir(), string(kind)+".log")
+	logf, err := os.Create(logPath)
+	require.NoError(tb, err)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	require.NoError(tb, cmd.Start())
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	tb.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		logf.Close()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	endpoint := emulator.Endpoint(port)
+	require.NoError(tb, emulator.WaitReady(ctx, endpoint), "emulator log: %s", logPath)
+	return endpoint
+}
+
+// Config returns an AWS config whose kind endpoint is endpoint, with static
+// credentials, as the services would build from the environment.
+func Config(endpoint string) aws.Config {
+	return aws.Config{
+		Region:       "us-east-1",
+		Credentials:  credentials.NewStaticCredentialsProvider("local", "local", ""),
+		BaseEndpoint: aws.String(endpoint),
+	}
+}

@@ -1,0 +1,141 @@
+// Package provision creates, idempotently, the queue (with its dead-letter
+// queue and redrive policy) and the table Spool runs on. The local stack and
+// `spool init` use it; on AWS the same resources usually come from
+// infrastructure code, and these calls are then no-ops.
+package provision
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/spoolhq/spool/platform/jobstore"
+)
+
+// QueueAPI is the part of the SQS client provisioning uses.
+type QueueAPI interface {
+	CreateQueue(ctx context.Context, in *sqs.CreateQueueInput, opts ...func(*sqs.Options)) (*sqs.CreateQueueOutput, error)
+	GetQueueUrl(ctx context.Context, in *sqs.GetQueueUrlInput, opts ...func(*sqs.Options)) (*sqs.GetQueueUrlOutput, error)
+	GetQueueAttributes(ctx context.Context, in *sqs.GetQueueAttributesInput, opts ...func(*sqs.Options)) (*sqs.GetQueueAttributesOutput, error)
+}
+
+// QueueOptions shape the main queue.
+type QueueOptions struct {
+	// VisibilityTimeout is how long a received message stays hidden.
+	VisibilityTimeout time.Duration
+	// MaxReceiveCount is the redrive policy's safety net. It is high on
+	// purpose: Spool counts delivery attempts itself, and holds, backoffs
+	// and visibility heartbeats must never exhaust it.
+	MaxReceiveCount int
+	// Retention is how long an undelivered message is kept (max 14 days).
+	Retention time.Duration
+}
+
+// DefaultQueueOptions are the values `spool init` and the local stack use.
+var DefaultQueueOptions = QueueOptions{
+	VisibilityTimeout: 60 * time.Second,
+	MaxReceiveCount:   100,
+	Retention:         14 * 24 * time.Hour,
+}
+
+// Queues are the URLs of a provisioned queue pair.
+type Queues struct {
+	URL, DLQURL string
+}
+
+// EnsureQueue creates the queue name and its dead-letter queue name+"-dlq"
+// unless they exist, and returns their URLs.
+func EnsureQueue(ctx context.Context, c QueueAPI, name string, o QueueOptions) (Queues, error) {
+	dlq, err := ensureOne(ctx, c, name+"-dlq", map[string]string{
+		string(sqstypes.QueueAttributeNameMessageRetentionPeriod): secs(o.Retention),
+	})
+	if err != nil {
+		return Queues{}, err
+	}
+	attrs, err := c.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
+		QueueUrl:       aws.String(dlq),
+		AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameQueueArn},
+	})
+	if err != nil {
+		return Queues{}, fmt.Errorf("read ARN of queue %s-dlq: %w", name, err)
+	}
+	policy, err := json.Marshal(map[string]string{
+		"deadLetterTargetArn": attrs.Attributes[string(sqstypes.QueueAttributeNameQueueArn)],
+		"maxReceiveCount":     strconv.Itoa(o.MaxReceiveCount),
+	})
+	if err != nil {
+		return Queues{}, fmt.Errorf("encode redrive policy: %w", err)
+	}
+	main, err := ensureOne(ctx, c, name, map[string]string{
+		string(sqstypes.QueueAttributeNameVisibilityTimeout):      secs(o.VisibilityTimeout),
+		string(sqstypes.QueueAttributeNameMessageRetentionPeriod): secs(o.Retention),
+		string(sqstypes.QueueAttributeNameRedrivePolicy):          string(policy),
+	})
+	if err != nil {
+		return Queues{}, err
+	}
+	return Queues{URL: main, DLQURL: dlq}, nil
+}
+
+func ensureOne(ctx context.Context, c QueueAPI, name string, attrs map[string]string) (string, error) {
+	out, err := c.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String(name), Attributes: attrs})
+	if err == nil {
+		return aws.ToString(out.QueueUrl), nil
+	}
+	// An existing queue with other attributes is left as its owner set it.
+	var exists *sqstypes.QueueNameExists
+	if !errors.As(err, &exists) {
+		return "", fmt.Errorf("create queue %s: %w", name, err)
+	}
+	got, err := c.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(name)})
+	if err != nil {
+		return "", fmt.Errorf("look up existing queue %s: %w", name, err)
+	}
+	return aws.ToString(got.QueueUrl), nil
+}
+
+func secs(d time.Duration) string { return strconv.Itoa(int(d / time.Second)) }
+
+// TableAPI is the part of the DynamoDB client provisioning uses.
+type TableAPI interface {
+	CreateTable(ctx context.Context, in *dynamodb.CreateTableInput, opts ...func(*dynamodb.Options)) (*dynamodb.CreateTableOutput, error)
+	DescribeTable(ctx context.Context, in *dynamodb.DescribeTableInput, opts ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error)
+}
+
+// EnsureTable creates the table unless it exists, and waits until it is
+// active. The key is a generic (pk, sk) pair: see jobstore.
+func EnsureTable(ctx context.Context, c TableAPI, name string) error {
+	_, err := c.CreateTable(ctx, &dynamodb.CreateTableInput{
+		TableName: aws.String(name),
+		AttributeDefinitions: []ddbtypes.AttributeDefinition{
+			{AttributeName: aws.String(jobstore.AttrPK), AttributeType: ddbtypes.ScalarAttributeTypeS},
+			{AttributeName: aws.String(jobstore.AttrSK), AttributeType: ddbtypes.ScalarAttributeTypeS},
+		},
+		KeySchema: []ddbtypes.KeySchemaElement{
+			{AttributeName: aws.String(jobstore.AttrPK), KeyType: ddbtypes.KeyTypeHash},
+			{AttributeName: aws.String(jobstore.AttrSK), KeyType: ddbtypes.KeyTypeRange},
+		},
+		BillingMode: ddbtypes.BillingModePayPerRequest,
+	})
+	var inUse *ddbtypes.ResourceInUseException
+	if err != nil && !errors.As(err, &inUse) {
+		return fmt.Errorf("create table %s: %w", name, err)
+	}
+	w := dynamodb.NewTableExistsWaiter(c, func(o *dynamodb.TableExistsWaiterOptions) {
+		o.MinDelay = 200 * time.Millisecond
+		o.MaxDelay = 2 * time.Second
+	})
+	if err := w.Wait(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(name)}, 2*time.Minute); err != nil {
+		return fmt.Errorf("wait for table %s: %w", name, err)
+	}
+	return nil
+}
