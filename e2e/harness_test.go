@@ -1,0 +1,222 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/local/sample"
+	"github.com/spoolhq/spool/local/stack"
+)
+
+// binDir holds the binaries under test: $SPOOL_BIN_DIR (set by make test),
+// or a fresh build of every command.
+var binDir string
+
+func TestMain(m *testing.M) {
+	code, err := func() (int, error) {
+		binDir = os.Getenv("SPOOL_BIN_DIR")
+		if binDir == "" {
+			dir, err := os.MkdirTemp("", "spool-e2e-bin-")
+			if err != nil {
+				return 1, err
+			}
+			defer os.RemoveAll(dir)
+			cmd := exec.Command("go", "build", "-o", dir+string(os.PathSeparator),
+				"github.com/spoolhq/spool/ingestor/cmd/ingestor",
+				"github.com/spoolhq/spool/dispatcher/cmd/dispatcher",
+				"github.com/spoolhq/spool/sink/cmd/sink",
+				"github.com/spoolhq/spool/cli/cmd/spool")
+			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+			if err := cmd.Run(); err != nil {
+				return 1, fmt.Errorf("build binaries: %w", err)
+			}
+			binDir = dir
+		}
+		return m.Run(), nil
+	}()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+	}
+	os.Exit(code)
+}
+
+// startStack runs a whole stack for the test and stops it at cleanup,
+// checking that every process exits cleanly on SIGTERM.
+func startStack(t *testing.T, dispatchers int, extra func(*stack.Options)) *stack.Stack {
+	t.Helper()
+	o := stack.Options{StateDir: t.TempDir(), BinDir: binDir, Dispatchers: dispatchers}
+	if extra != nil {
+		extra(&o)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := stack.Up(ctx, o)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if err := s.Down(); err != nil {
+			t.Errorf("stack down: %v", err)
+		}
+		if t.Failed() {
+			dumpLogs(t, o.StateDir)
+		}
+	})
+	return s
+}
+
+// dumpLogs prints the tail of every process log of a failed test.
+func dumpLogs(t *testing.T, stateDir string) {
+	t.Helper()
+	logs, _ := filepath.Glob(filepath.Join(stateDir, "logs", "*.log"))
+	for _, l := range logs {
+		b, _ := os.ReadFile(l)
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		if len(lines) > 20 {
+			lines = lines[len(lines)-20:]
+		}
+		t.Logf("--- %s (last lines)\n%s", filepath.Base(l), strings.Join(lines, "\n"))
+	}
+}
+
+// envOf returns the process environment plus the stack's endpoints, as a
+// user gets it by sourcing .spool/stack.env.
+func envOf(s *stack.Stack) []string {
+	return append(os.Environ(), s.Env...)
+}
+
+// writeSample writes a sample payroll file of rows rows.
+func writeSample(t *testing.T, rows int) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), fmt.Sprintf("payroll-%d.csv", rows))
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	require.NoError(t, sample.Write(f, rows, uint64(rows)))
+	require.NoError(t, f.Close())
+	return path
+}
+
+// sinkStats is the sink's /stats answer.
+type sinkStats struct {
+	Requests   int64 `json:"requests"`
+	Distinct   int64 `json:"distinct"`
+	Duplicates int64 `json:"duplicates"`
+}
+
+func getSinkStats(t *testing.T, s *stack.Stack, jobID string) sinkStats {
+	t.Helper()
+	resp, err := http.Get(s.Sink.Addr + "/stats?job=" + jobID)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var st sinkStats
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
+	return st
+}
+
+// sinkRows returns, per row number, how many times the sink applied the
+// transaction of job, and checks each carried the expected key.
+func sinkRows(t *testing.T, s *stack.Stack, jobID string) map[int64]int {
+	t.Helper()
+	resp, err := http.Get(s.Sink.Addr + "/transactions?job=" + jobID)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	got := map[int64]int{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		var tx struct {
+			Job     string `json:"job"`
+			Row     int64  `json:"row"`
+			Applied int    `json:"applied"`
+			Key     string `json:"key"`
+		}
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &tx))
+		require.Equal(t, jobID, tx.Job)
+		require.NotEmpty(t, tx.Key, "row %d arrived without an idempotency key", tx.Row)
+		got[tx.Row] += tx.Applied
+	}
+	require.NoError(t, sc.Err())
+	return got
+}
+
+// requireEachRowOnce checks that rows 1..n each reached the sink once.
+func requireEachRowOnce(t *testing.T, s *stack.Stack, jobID string, n int64) {
+	t.Helper()
+	got := sinkRows(t, s, jobID)
+	var missing, twice []int64
+	for r := int64(1); r <= n; r++ {
+		switch c := got[r]; {
+		case c == 0:
+			missing = append(missing, r)
+		case c > 1:
+			twice = append(twice, r)
+		}
+	}
+	require.Empty(t, missing, "rows never delivered")
+	require.Empty(t, twice, "rows delivered more than once")
+	require.Len(t, got, int(n), "rows outside 1..%d delivered", n)
+}
+
+// dial connects to a service of the stack.
+func dial(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// watchToEnd follows WatchJob on addr and returns the final progress.
+func watchToEnd(t *testing.T, addr, jobID string, timeout time.Duration) *spoolv1.JobProgress {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	stream, err := spoolv1.NewDispatchServiceClient(dial(t, addr)).WatchJob(ctx, &spoolv1.WatchJobRequest{JobId: jobID})
+	require.NoError(t, err)
+	var last *spoolv1.JobProgress
+	for {
+		msg, err := stream.Recv()
+		require.NoError(t, err, "watch ended before a final message (last: %v)", last)
+		last = msg.GetProgress()
+		if last.GetFinal() {
+			return last
+		}
+	}
+}
+
+// runCLI runs bin/spool with the stack's environment.
+func runCLI(t *testing.T, s *stack.Stack, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "spool"), args...)
+	cmd.Env = envOf(s)
+	cmd.Dir = t.TempDir()
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// jobIDFrom finds the job id the CLI printed.
+func jobIDFrom(t *testing.T, out string) string {
+	t.Helper()
+	for _, f := range strings.Fields(out) {
+		f = strings.Trim(f, "(),:")
+		if len(f) == 36 && strings.Count(f, "-") == 4 {
+			return f
+		}
+	}
+	t.Fatalf("no job id in output:\n%s", out)
+	return ""
+}
+

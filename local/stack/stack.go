@@ -1,0 +1,385 @@
+// Package stack runs Spool's whole local stack on loopback: the SQS and
+// DynamoDB emulators, the queue and table, a sink that plays the third
+// party, one ingestor and N dispatchers, each a real process on a free
+// port. `make up`/`make down` use it detached; end-to-end tests use it
+// attached and stop it at cleanup.
+package stack
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/spoolhq/spool/platform/emulator"
+	"github.com/spoolhq/spool/platform/provision"
+)
+
+// Options configure a stack.
+type Options struct {
+	// StateDir receives logs/, the pid file and stack.env.
+	StateDir string
+	// BinDir holds the ingestor, dispatcher and sink binaries.
+	BinDir string
+	// LocalDir holds the emulators; empty means emulator.FindLocalDir.
+	LocalDir string
+	// Dispatchers is how many dispatcher processes run (default 2).
+	Dispatchers int
+	// Queue and Table name the resources (default "spool").
+	Queue, Table string
+	// QueueOptions shape the queue (default provision.DefaultQueueOptions).
+	QueueOptions *provision.QueueOptions
+	// Extra command-line flags per service.
+	IngestorArgs, DispatcherArgs, SinkArgs []string
+	// Detach lets the processes outlive the caller (for `make up`).
+	Detach bool
+	// Log receives one line per step; nil discards.
+	Log io.Writer
+}
+
+// Stack is a running stack.
+type Stack struct {
+	opts Options
+	// Env is what stack.env holds: the endpoints of everything, as the
+	// variables the binaries and the CLI read.
+	Env         []string
+	SQS, Dynamo *Proc
+	Sink        *Proc
+	Ingestor    *Proc
+	Dispatchers []*Proc
+	procs       []*Proc
+	baseEnv     []string
+}
+
+// EnvFile and PIDFile are the names of the files Up writes in StateDir.
+const (
+	EnvFile = "stack.env"
+	PIDFile = "pids"
+)
+
+// Up starts the stack and returns once every part is ready. On error it
+// stops whatever it had started.
+func Up(ctx context.Context, o Options) (s *Stack, err error) {
+	if o.Dispatchers <= 0 {
+		o.Dispatchers = 2
+	}
+	if o.Queue == "" {
+		o.Queue = "spool"
+	}
+	if o.Table == "" {
+		o.Table = "spool"
+	}
+	if o.QueueOptions == nil {
+		o.QueueOptions = &provision.DefaultQueueOptions
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	if o.LocalDir == "" {
+		if o.LocalDir, err = emulator.FindLocalDir(); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(o.StateDir, "logs"), 0o755); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	s = &Stack{opts: o}
+	defer func() {
+		if err != nil {
+			_ = s.Down()
+		}
+	}()
+
+	// Emulators first; everything else needs them.
+	if s.SQS, err = s.startEmulator(ctx, emulator.SQS); err != nil {
+		return nil, err
+	}
+	if s.Dynamo, err = s.startEmulator(ctx, emulator.DynamoDB); err != nil {
+		return nil, err
+	}
+	s.baseEnv = []string{
+		"AWS_REGION=us-east-1",
+		"AWS_ACCESS_KEY_ID=local",
+		"AWS_SECRET_ACCESS_KEY=local",
+		"AWS_EC2_METADATA_DISABLED=true",
+		emulator.SQS.EnvEndpoint() + "=" + s.SQS.Addr,
+		emulator.DynamoDB.EnvEndpoint() + "=" + s.Dynamo.Addr,
+	}
+	queues, err := provisionAll(ctx, s.SQS.Addr, s.Dynamo.Addr, o)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(o.Log, "queue %s (dead letters: %s), table %s\n", queues.URL, queues.DLQURL, o.Table)
+	s.baseEnv = append(s.baseEnv, "SPOOL_QUEUE_URL="+queues.URL, "SPOOL_DLQ_URL="+queues.DLQURL, "SPOOL_TABLE="+o.Table)
+
+	if s.Sink, err = s.startService(ctx, "sink", "sink", o.SinkArgs, nil, httpReady("/healthz")); err != nil {
+		return nil, err
+	}
+	if s.Ingestor, err = s.startService(ctx, "ingestor", "ingestor", o.IngestorArgs, nil, grpcReady); err != nil {
+		return nil, err
+	}
+	for i := 1; i <= o.Dispatchers; i++ {
+		d, err := s.startService(ctx, "dispatcher-"+strconv.Itoa(i), "dispatcher", o.DispatcherArgs,
+			[]string{"SPOOL_DESTINATION_URL=" + s.Sink.Addr + "/"}, grpcReady)
+		if err != nil {
+			return nil, err
+		}
+		s.Dispatchers = append(s.Dispatchers, d)
+	}
+
+	addrs := make([]string, len(s.Dispatchers))
+	for i, d := range s.Dispatchers {
+		addrs[i] = d.Addr
+	}
+	s.Env = append(append([]string(nil), s.baseEnv...),
+		"SPOOL_INGESTOR_ADDR="+s.Ingestor.Addr,
+		"SPOOL_DISPATCHER_ADDRS="+strings.Join(addrs, ","),
+		"SPOOL_SINK_URL="+s.Sink.Addr,
+	)
+	if err := s.writeFiles(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Stack) startEmulator(ctx context.Context, kind emulator.Kind) (*Proc, error) {
+	port, err := emulator.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	cmd, err := emulator.Command(kind, s.opts.LocalDir, port)
+	if err != nil {
+		return nil, err
+	}
+	p := newProc(string(kind), emulator.Endpoint(port), s.opts.StateDir, cmd.Path, cmd.Args[1:], os.Environ(), cmd.Dir, s.opts.Detach)
+	if err := s.launch(ctx, p, func(ctx context.Context, p *Proc) error { return emulator.WaitReady(ctx, p.Addr) }); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// startService starts one of Spool's binaries, configured through the
+// environment exactly as on ECS.
+func (s *Stack) startService(ctx context.Context, name, bin string, args, env []string, ready func(context.Context, *Proc) error) (*Proc, error) {
+	port, err := emulator.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	listen := "127.0.0.1:" + strconv.Itoa(port)
+	addr := listen
+	if bin == "sink" {
+		addr = "http://" + listen
+	}
+	full := append(append(append(os.Environ(), s.baseEnv...), env...), "SPOOL_LISTEN="+listen)
+	p := newProc(name, addr, s.opts.StateDir, filepath.Join(s.opts.BinDir, bin), args, full, s.opts.StateDir, s.opts.Detach)
+	if err := s.launch(ctx, p, ready); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (s *Stack) launch(ctx context.Context, p *Proc, ready func(context.Context, *Proc) error) error {
+	if err := p.start(); err != nil {
+		return err
+	}
+	s.procs = append(s.procs, p)
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := waitReady(ctx, p, ready); err != nil {
+		return err
+	}
+	fmt.Fprintf(s.opts.Log, "%-13s pid %-7d %s\n", p.Name, p.Pid(), p.Addr)
+	return nil
+}
+
+// waitReady runs ready until it succeeds, the process exits, or ctx ends.
+func waitReady(ctx context.Context, p *Proc, ready func(context.Context, *Proc) error) error {
+	errc := make(chan error, 1)
+	go func() { errc <- ready(ctx, p) }()
+	select {
+	case err := <-errc:
+		if err != nil {
+			return fmt.Errorf("%s not ready: %w (log: %s)", p.Name, err, p.LogPath)
+		}
+		return nil
+	case <-p.done:
+		return fmt.Errorf("%s exited during start-up: %v (log: %s)", p.Name, p.err, p.LogPath)
+	}
+}
+
+// Ready is the readiness check of a service process, for Proc.Restart.
+func (s *Stack) Ready(p *Proc) func(context.Context, *Proc) error {
+	if p == s.Sink {
+		return httpReady("/healthz")
+	}
+	return grpcReady
+}
+
+// grpcReady polls the standard gRPC health service until it says SERVING.
+func grpcReady(ctx context.Context, p *Proc) error {
+	conn, err := grpc.NewClient(p.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		resp, err := hc.Check(cctx, &healthpb.HealthCheckRequest{})
+		cancel()
+		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(ctx.Err(), err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func httpReady(path string) func(context.Context, *Proc) error {
+	return func(ctx context.Context, p *Proc) error {
+		for {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.Addr+path, nil)
+			if err != nil {
+				return err
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return nil
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return errors.Join(ctx.Err(), err)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+}
+
+func provisionAll(ctx context.Context, sqsURL, ddbURL string, o Options) (provision.Queues, error) {
+	cfg := aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("local", "local", "")}
+	sq := sqs.NewFromConfig(cfg, func(opt *sqs.Options) { opt.BaseEndpoint = aws.String(sqsURL) })
+	db := dynamodb.NewFromConfig(cfg, func(opt *dynamodb.Options) { opt.BaseEndpoint = aws.String(ddbURL) })
+	q, err := provision.EnsureQueue(ctx, sq, o.Queue, *o.QueueOptions)
+	if err != nil {
+		return provision.Queues{}, err
+	}
+	if err := provision.EnsureTable(ctx, db, o.Table); err != nil {
+		return provision.Queues{}, err
+	}
+	return q, nil
+}
+
+// writeFiles writes stack.env and the pid file.
+func (s *Stack) writeFiles() error {
+	env := strings.Join(s.Env, "\n") + "\n"
+	if err := os.WriteFile(filepath.Join(s.opts.StateDir, EnvFile), []byte(env), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", EnvFile, err)
+	}
+	var b strings.Builder
+	for _, p := range s.procs {
+		fmt.Fprintf(&b, "%s %d %s\n", p.Name, p.Pid(), p.path)
+	}
+	if err := os.WriteFile(filepath.Join(s.opts.StateDir, PIDFile), []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", PIDFile, err)
+	}
+	return nil
+}
+
+// Down stops every process the stack started, services before emulators,
+// and returns the errors of those that did not exit cleanly.
+func (s *Stack) Down() error {
+	var errs []error
+	for i := len(s.procs) - 1; i >= 0; i-- {
+		if err := s.procs[i].Stop(30 * time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	_ = os.Remove(filepath.Join(s.opts.StateDir, PIDFile))
+	return errors.Join(errs...)
+}
+
+// DownDetached stops the processes a detached Up recorded in stateDir's
+// pid file. It signals a pid only while /proc says it still runs the same
+// program, so a recycled pid is never hit.
+func DownDetached(stateDir string, log io.Writer) error {
+	path := filepath.Join(stateDir, PIDFile)
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintln(log, "stack is not up (no pid file)")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open pid file: %w", err)
+	}
+	type entry struct {
+		name, exe string
+		pid       int
+	}
+	var entries []entry
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) != 3 {
+			continue
+		}
+		pid, err := strconv.Atoi(fields[1])
+		if err != nil {
+			continue
+		}
+		entries = append(entries, entry{name: fields[0], pid: pid, exe: fields[2]})
+	}
+	f.Close()
+	var errs []error
+	for i := len(entries) - 1; i >= 0; i-- {
+		e := entries[i]
+		if !runs(e.pid, e.exe) {
+			continue
+		}
+		_ = syscall.Kill(e.pid, syscall.SIGTERM)
+		deadline := time.Now().Add(30 * time.Second)
+		for runs(e.pid, e.exe) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if runs(e.pid, e.exe) {
+			_ = syscall.Kill(e.pid, syscall.SIGKILL)
+			errs = append(errs, fmt.Errorf("%s (pid %d) ignored SIGTERM for 30s; killed", e.name, e.pid))
+		}
+		fmt.Fprintf(log, "stopped %s (pid %d)\n", e.name, e.pid)
+	}
+	if err := os.Remove(path); err != nil {
+		errs = append(errs, fmt.Errorf("remove pid file: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// runs reports whether pid is alive (not a zombie) and runs exe.
+func runs(pid int, exe string) bool {
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || len(cmdline) == 0 {
+		return false
+	}
+	argv0 := strings.SplitN(string(cmdline), "\x00", 2)[0]
+	return argv0 == exe || filepath.Base(argv0) == filepath.Base(exe)
+}
