@@ -1,0 +1,226 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"golang.org/x/term"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/spoolhq/spool/cli/internal/follow"
+	"github.com/spoolhq/spool/cli/internal/progress"
+	"github.com/spoolhq/spool/cli/internal/stackenv"
+	"github.com/spoolhq/spool/platform/awsconf"
+	"github.com/spoolhq/spool/platform/envcfg"
+)
+
+// app holds everything a command touches outside itself, so tests can
+// replace the environment, the network and the clock.
+type app struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	lookup         func(string) (string, bool)
+	setenv         func(key, value string) error
+	// dialOpts are the options every gRPC client is made with.
+	dialOpts []grpc.DialOption
+	// tty is whether stderr is a terminal, where progress is animated.
+	tty bool
+	now func() time.Time
+	// progressEvery is how often a plain progress line is printed.
+	progressEvery time.Duration
+	// watchBackoff is the pause after every dispatcher failed in a row.
+	watchBackoff time.Duration
+	awsConfig    func(context.Context) (aws.Config, error)
+}
+
+func newApp(stdin io.Reader, stdout, stderr io.Writer) *app {
+	tty := false
+	if f, ok := stderr.(*os.File); ok {
+		tty = term.IsTerminal(int(f.Fd()))
+	}
+	return &app{
+		stdin:  stdin,
+		stdout: stdout,
+		stderr: stderr,
+		lookup: os.LookupEnv,
+		setenv: os.Setenv,
+		// Plaintext for now; TLS to the services comes with their TLS.
+		dialOpts:      []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
+		tty:           tty,
+		now:           time.Now,
+		progressEvery: 5 * time.Second,
+		watchBackoff:  follow.DefaultBackoff,
+		awsConfig:     awsconf.Load,
+	}
+}
+
+// usageError is a command line that could not be understood.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{msg: fmt.Sprintf(format, args...)} }
+
+// command is one subcommand: its flags and what it does with them and its
+// positional arguments.
+type command struct {
+	name    string
+	args    string // e.g. "[flags] FILE.csv"
+	summary string
+	fs      *flag.FlagSet
+	run     func(ctx context.Context, args []string) error
+}
+
+func (a *app) commands() []*command {
+	return []*command{a.sendCommand(), a.watchCommand(), a.statusCommand(), a.initCommand()}
+}
+
+func (a *app) run(ctx context.Context, args []string) error {
+	// The real environment wins over the file, and flags over both.
+	if err := stackenv.Load(stackenv.Path, a.lookup, a.setenv); err != nil {
+		return err
+	}
+	if len(args) == 0 {
+		a.usage(a.stderr)
+		return usagef("no command given")
+	}
+	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		return a.help(args[1:])
+	}
+	for _, c := range a.commands() {
+		if c.name != args[0] {
+			continue
+		}
+		pos, err := a.parse(c, args[1:])
+		if err != nil {
+			return err
+		}
+		return c.run(ctx, pos)
+	}
+	return usagef("unknown command %q", args[0])
+}
+
+// parse parses a command's flags, which may come before or after its
+// positional arguments, then fills unset flags from the environment.
+func (a *app) parse(c *command, args []string) ([]string, error) {
+	c.fs.SetOutput(a.stderr)
+	var pos []string
+	for {
+		if err := c.fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, &usageError{msg: fmt.Sprintf("%s: %v", c.name, err)}
+		}
+		args = c.fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		pos, args = append(pos, args[0]), args[1:]
+	}
+	if err := envcfg.Parse(c.fs, nil, a.lookup); err != nil {
+		return nil, &usageError{msg: fmt.Sprintf("%s: %v", c.name, err)}
+	}
+	return pos, nil
+}
+
+// newCommand makes a command whose flag usage names each flag's
+// environment variable, as envcfg would.
+func newCommand(name, args, summary string) *command {
+	c := &command{name: name, args: args, summary: summary, fs: flag.NewFlagSet("spool "+name, flag.ContinueOnError)}
+	c.fs.Usage = func() { c.printUsage(c.fs.Output()) }
+	return c
+}
+
+func (c *command) printUsage(w io.Writer) {
+	fmt.Fprintf(w, "usage: spool %s %s\n\n%s\n", c.name, c.args, c.summary)
+	n := 0
+	c.fs.VisitAll(func(f *flag.Flag) {
+		if !strings.Contains(f.Usage, "$"+envcfg.EnvName(f.Name)) {
+			f.Usage = fmt.Sprintf("%s ($%s)", f.Usage, envcfg.EnvName(f.Name))
+		}
+		n++
+	})
+	if n > 0 {
+		fmt.Fprintln(w, "\nflags (each falls back to the environment variable named):")
+		out := c.fs.Output()
+		c.fs.SetOutput(w)
+		c.fs.PrintDefaults()
+		c.fs.SetOutput(out)
+	}
+}
+
+const intro = `spool sends CSV files of transactions through Spool and follows their delivery.
+
+usage: spool COMMAND [flags] [arguments]
+
+commands:`
+
+const outro = `Settings come from flags, then SPOOL_* environment variables, then
+.spool/stack.env in the working directory (written by 'make up'), which
+fills only variables that are not already set.
+Exit status: 0 when the command (and, for send and watch, the job) succeeded,
+1 when it failed or the job did not complete without failed rows, 2 for a
+command line that could not be understood.`
+
+func (a *app) usage(w io.Writer) {
+	fmt.Fprintln(w, intro)
+	for _, c := range a.commands() {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nrun 'spool help COMMAND' for a command's flags\n\n"+outro)
+}
+
+// help prints the usage of every command, or of the one named, on stdout.
+func (a *app) help(args []string) error {
+	if len(args) == 0 {
+		a.usage(a.stdout)
+		for _, c := range a.commands() {
+			fmt.Fprintln(a.stdout)
+			c.printUsage(a.stdout)
+		}
+		return nil
+	}
+	for _, c := range a.commands() {
+		if c.name == args[0] {
+			c.printUsage(a.stdout)
+			return nil
+		}
+	}
+	return usagef("help: unknown command %q", args[0])
+}
+
+// dial returns a client connection to addr; it connects lazily, on the
+// first call.
+func (a *app) dial(addr string) (*grpc.ClientConn, error) {
+	cc, err := grpc.NewClient(addr, a.dialOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	return cc, nil
+}
+
+// jobDisplay shows a job's progress on stderr.
+func (a *app) jobDisplay(ctx context.Context, jobID string) progress.Job {
+	if a.tty {
+		return progress.NewBar(ctx, a.stderr, jobID)
+	}
+	return progress.NewLines(a.stderr, a.progressEvery, a.now)
+}
+
+// uploadDisplay shows an upload's progress on stderr.
+func (a *app) uploadDisplay(ctx context.Context, name string, size int64) progress.Upload {
+	if a.tty {
+		return progress.NewUploadBar(ctx, a.stderr, name, size)
+	}
+	return progress.NewUploadLines(a.stderr, size, a.progressEvery, a.now)
+}

@@ -1,0 +1,132 @@
+// Command sink is a stand-in for the third-party API Spool delivers to. It
+// accepts transactions (JSON bodies carrying spool_job_id and spool_row),
+// can be slow or fail on purpose, and reports what it received so demos and
+// tests can prove every row arrived exactly once.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spoolhq/spool/platform/envcfg"
+	"github.com/spoolhq/spool/sink/internal/destination"
+	"github.com/spoolhq/spool/sink/internal/ledger"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sink:", err)
+		os.Exit(1)
+	}
+}
+
+// shutdownGrace bounds how long in-flight requests may finish after a
+// signal; a request made to hang on purpose must not hold the process.
+const shutdownGrace = 5 * time.Second
+
+type config struct {
+	listen            string
+	latency, jitter   time.Duration
+	failRate          float64
+	seed              uint64
+	idempotencyHeader string
+	logLevel          slog.Level
+}
+
+func parse(args []string, stderr io.Writer, lookup func(string) (string, bool)) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("sink", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.listen, "listen", ":8080", "address to serve HTTP on")
+	fs.DurationVar(&c.latency, "latency", 0, "fixed delay added to every transaction request")
+	fs.DurationVar(&c.jitter, "latency-jitter", 0, "uniformly random extra delay, up to this much")
+	fs.Float64Var(&c.failRate, "fail-rate", 0, "share of transaction requests (0..1) answered 503 before applying")
+	fs.Uint64Var(&c.seed, "seed", 0, "seed of the random source; 0 seeds from the clock")
+	fs.StringVar(&c.idempotencyHeader, "idempotency-header", destination.DefaultIdempotencyHeader, "header that carries the transaction key")
+	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
+	if err := envcfg.Parse(fs, args, lookup); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if c.failRate < 0 || c.failRate > 1 {
+		return c, fmt.Errorf("-fail-rate %v: want a share between 0 and 1", c.failRate)
+	}
+	if c.latency < 0 || c.jitter < 0 {
+		return c, errors.New("-latency and -latency-jitter cannot be negative")
+	}
+	if c.idempotencyHeader == "" {
+		return c, errors.New("-idempotency-header cannot be empty")
+	}
+	return c, nil
+}
+
+// run serves until ctx ends, then shuts down within shutdownGrace.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c, err := parse(args, stderr, nil)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: c.logLevel}))
+	seed := c.seed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	handler := destination.New(ledger.New(),
+		destination.WithLatency(c.latency, c.jitter),
+		destination.WithFailRate(c.failRate),
+		destination.WithIdempotencyHeader(c.idempotencyHeader),
+		destination.WithRand(destination.NewRand(seed)),
+		destination.WithLogger(log),
+	)
+
+	lis, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", c.listen, err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(lis) }()
+	log.Info("sink listening", "addr", lis.Addr().String(), "latency", c.latency.String(), "latency_jitter", c.jitter.String(),
+		"fail_rate", c.failRate, "seed", seed, "idempotency_header", c.idempotencyHeader)
+	fmt.Fprintf(stdout, "sink listening on http://%s\n", lis.Addr())
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve %s: %w", lis.Addr(), err)
+	case <-ctx.Done():
+	}
+	log.Info("sink shutting down", "grace", shutdownGrace.String())
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		// Requests still running past the grace are cut off.
+		log.Warn("graceful shutdown timed out; closing connections", "err", err)
+		_ = srv.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve %s: %w", lis.Addr(), err)
+	}
+	return nil
+}

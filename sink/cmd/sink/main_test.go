@@ -1,0 +1,90 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		want    config
+		wantErr string
+	}{
+		{
+			name: "defaults",
+			want: config{listen: ":8080", idempotencyHeader: "Idempotency-Key", logLevel: slog.LevelInfo},
+		},
+		{
+			name: "environment fills flags",
+			env: map[string]string{"SPOOL_LISTEN": "127.0.0.1:9", "SPOOL_FAIL_RATE": "0.25", "SPOOL_LATENCY": "5ms",
+				"SPOOL_LATENCY_JITTER": "2ms", "SPOOL_SEED": "7", "SPOOL_IDEMPOTENCY_HEADER": "X-Key", "SPOOL_LOG_LEVEL": "debug"},
+			want: config{listen: "127.0.0.1:9", failRate: 0.25, latency: 5 * time.Millisecond, jitter: 2 * time.Millisecond,
+				seed: 7, idempotencyHeader: "X-Key", logLevel: slog.LevelDebug},
+		},
+		{
+			name: "flags win",
+			args: []string{"-listen", ":1", "-fail-rate", "1"},
+			env:  map[string]string{"SPOOL_LISTEN": ":2"},
+			want: config{listen: ":1", failRate: 1, idempotencyHeader: "Idempotency-Key", logLevel: slog.LevelInfo},
+		},
+		{name: "fail rate above one", args: []string{"-fail-rate", "1.5"}, wantErr: "-fail-rate"},
+		{name: "negative latency", args: []string{"-latency", "-1s"}, wantErr: "negative"},
+		{name: "bad level", env: map[string]string{"SPOOL_LOG_LEVEL": "loud"}, wantErr: "SPOOL_LOG_LEVEL"},
+		{name: "stray argument", args: []string{"extra"}, wantErr: "unexpected arguments"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parse(tt.args, io.Discard, func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok })
+			if tt.wantErr != "" {
+				require.ErrorContains(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tt.want, got)
+		})
+	}
+}
+
+func TestRunServesUntilCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	outR, outW := io.Pipe()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- run(ctx, []string{"-listen", "127.0.0.1:0", "-seed", "3"}, outW, io.Discard)
+		outW.Close()
+	}()
+
+	line, err := bufio.NewReader(outR).ReadString('\n')
+	require.NoError(t, err)
+	url, ok := strings.CutPrefix(strings.TrimSpace(line), "sink listening on ")
+	require.True(t, ok, "first line: %q", line)
+	go func() { _, _ = io.Copy(io.Discard, outR) }()
+
+	resp, err := http.Post(url+"/", "application/json", strings.NewReader(`{"spool_job_id":"j","spool_row":1}`))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+
+	resp, err = http.Get(url + "/stats")
+	require.NoError(t, err)
+	var stats map[string]int64
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&stats))
+	resp.Body.Close()
+	require.Equal(t, int64(1), stats["distinct"])
+
+	cancel()
+	require.NoError(t, <-errc)
+}

@@ -1,0 +1,305 @@
+// Package destination is the sink's HTTP API: it plays the third-party
+// service Spool delivers transactions to, and lets tests read back exactly
+// what arrived.
+//
+// Every transaction request goes through one pipeline of stages:
+//
+//	decode → before-apply stages → apply → after-apply stages → answer
+//
+// Behaviours of a real destination are options that add stages: latency and
+// injected failures (503 before applying) exist today; later ones (apply
+// then hang past the client's timeout, apply then reset the connection,
+// honour the idempotency header) slot in the same way without touching the
+// rest.
+package destination
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/spoolhq/spool/sink/internal/ledger"
+)
+
+// DefaultIdempotencyHeader is the header that carries a transaction's key.
+const DefaultIdempotencyHeader = "Idempotency-Key"
+
+// maxBody bounds a transaction body; a row is far smaller.
+const maxBody = 1 << 20
+
+// Rand is the random source the behaviours draw from. It must be safe for
+// concurrent use.
+type Rand interface {
+	// Float64 returns a number in [0, 1).
+	Float64() float64
+	// Int64N returns a number in [0, n).
+	Int64N(n int64) int64
+}
+
+// Call is one transaction request on its way through the pipeline.
+type Call struct {
+	Job string
+	Row int64
+	// Key is the value of the idempotency header, possibly empty.
+	Key string
+	// Applied is how many times the transaction has been applied, this
+	// request included; set by the apply stage.
+	Applied int64
+}
+
+// stage is one step of the pipeline. It returns false when it answered (or
+// abandoned) the request itself, which ends the pipeline.
+type stage func(w http.ResponseWriter, r *http.Request, c *Call) bool
+
+// Server is the sink's HTTP handler.
+type Server struct {
+	ledger *ledger.Ledger
+	log    *slog.Logger
+	rand   Rand
+	sleep  func(ctx context.Context, d time.Duration) error
+	header string
+
+	latency, jitter time.Duration
+	failRate        float64
+
+	before, after []stage
+	mux           *http.ServeMux
+}
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithLatency delays every transaction request by fixed plus a uniformly
+// random extra in [0, jitter], before anything else happens to it.
+func WithLatency(fixed, jitter time.Duration) Option {
+	return func(s *Server) { s.latency, s.jitter = fixed, jitter }
+}
+
+// WithFailRate answers that share of transaction requests (0..1) with 503
+// before applying them, as a destination that is briefly overloaded would.
+func WithFailRate(p float64) Option {
+	return func(s *Server) { s.failRate = p }
+}
+
+// WithIdempotencyHeader names the header that carries a transaction's key.
+func WithIdempotencyHeader(name string) Option {
+	return func(s *Server) { s.header = name }
+}
+
+// WithRand sets the random source; tests pass a seeded one.
+func WithRand(r Rand) Option {
+	return func(s *Server) { s.rand = r }
+}
+
+// WithSleep replaces the wait used for latency, so tests need not wait.
+func WithSleep(sleep func(ctx context.Context, d time.Duration) error) Option {
+	return func(s *Server) { s.sleep = sleep }
+}
+
+// WithLogger sets the logger; the default discards.
+func WithLogger(l *slog.Logger) Option {
+	return func(s *Server) { s.log = l }
+}
+
+// New returns the handler of a sink recording into l. Without WithRand the
+// random source is seeded from the clock.
+func New(l *ledger.Ledger, opts ...Option) *Server {
+	s := &Server{
+		ledger: l,
+		log:    slog.New(slog.DiscardHandler),
+		sleep:  sleepCtx,
+		header: DefaultIdempotencyHeader,
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.rand == nil {
+		s.rand = NewRand(uint64(time.Now().UnixNano()))
+	}
+	if s.latency > 0 || s.jitter > 0 {
+		s.before = append(s.before, s.delay)
+	}
+	if s.failRate > 0 {
+		s.before = append(s.before, s.fail)
+	}
+
+	s.mux = http.NewServeMux()
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, answer{Status: "ok"}) })
+	s.mux.HandleFunc("GET /stats", s.stats)
+	s.mux.HandleFunc("GET /transactions", s.transactions)
+	s.mux.HandleFunc("POST /reset", s.reset)
+	// Every other POST is a transaction, whatever its path, as the
+	// destination URL of a dispatcher may carry any path.
+	s.mux.HandleFunc("POST /", s.transaction)
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// answer is the tiny JSON every endpoint but /stats and /transactions
+// returns.
+type answer struct {
+	Status  string `json:"status,omitempty"`
+	Applied int64  `json:"applied,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+func (s *Server) transaction(w http.ResponseWriter, r *http.Request) {
+	c, err := decode(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		s.ledger.Rejected(c.Job)
+		s.log.DebugContext(r.Context(), "transaction rejected", "job", c.Job, "reason", err.Error())
+		writeJSON(w, http.StatusBadRequest, answer{Error: err.Error()})
+		return
+	}
+	c.Key = r.Header.Get(s.header)
+	for _, st := range s.before {
+		if !st(w, r, &c) {
+			return
+		}
+	}
+	c.Applied = s.ledger.Apply(c.Job, c.Row, c.Key)
+	s.log.DebugContext(r.Context(), "transaction applied", "job", c.Job, "row", c.Row, "applied", c.Applied)
+	for _, st := range s.after {
+		if !st(w, r, &c) {
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, answer{Status: "applied", Applied: c.Applied})
+}
+
+// decode reads the transaction's identity from body. It returns the job id
+// it found even with an error, so rejections are counted against the job.
+func decode(body io.Reader) (Call, error) {
+	var in struct {
+		JobID *string         `json:"spool_job_id"`
+		Row   json.RawMessage `json:"spool_row"`
+	}
+	if err := json.NewDecoder(body).Decode(&in); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return Call{}, fmt.Errorf("body larger than %d bytes", tooBig.Limit)
+		}
+		var typ *json.UnmarshalTypeError
+		if errors.As(err, &typ) && typ.Field != "" {
+			return Call{}, fmt.Errorf("%s has the wrong type", typ.Field)
+		}
+		return Call{}, errors.New("body is not a JSON object")
+	}
+	var c Call
+	if in.JobID == nil || *in.JobID == "" {
+		return c, errors.New("spool_job_id missing")
+	}
+	c.Job = *in.JobID
+	if len(in.Row) == 0 || string(in.Row) == "null" {
+		return c, errors.New("spool_row missing")
+	}
+	// A JSON number only: a quoted row is a client bug worth surfacing.
+	row, err := strconv.ParseInt(string(in.Row), 10, 64)
+	if err != nil || row < 1 {
+		return c, errors.New("spool_row must be a positive integer")
+	}
+	c.Row = row
+	return c, nil
+}
+
+// delay is the latency stage.
+func (s *Server) delay(w http.ResponseWriter, r *http.Request, c *Call) bool {
+	d := s.latency
+	if s.jitter > 0 {
+		d += time.Duration(s.rand.Int64N(int64(s.jitter) + 1))
+	}
+	if err := s.sleep(r.Context(), d); err != nil {
+		// The client gave up; nothing was applied and nobody listens.
+		return false
+	}
+	return true
+}
+
+// fail is the injected-failure stage: it answers 503 before applying.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, c *Call) bool {
+	if s.rand.Float64() >= s.failRate {
+		return true
+	}
+	s.ledger.Failed(c.Job)
+	s.log.DebugContext(r.Context(), "failure injected", "job", c.Job, "row", c.Row)
+	writeJSON(w, http.StatusServiceUnavailable, answer{Error: "injected failure"})
+	return false
+}
+
+// statsAnswer is the body of GET /stats.
+type statsAnswer struct {
+	Job string `json:"job,omitempty"`
+	ledger.Stats
+}
+
+func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
+	if job := r.URL.Query().Get("job"); job != "" {
+		writeJSON(w, http.StatusOK, statsAnswer{Job: job, Stats: s.ledger.JobStats(job)})
+		return
+	}
+	writeJSON(w, http.StatusOK, statsAnswer{Stats: s.ledger.Stats()})
+}
+
+// transactions streams the transactions of one job (?job=ID), or of every
+// job, as JSON lines in row order.
+func (s *Server) transactions(w http.ResponseWriter, r *http.Request) {
+	jobs := []string{r.URL.Query().Get("job")}
+	if jobs[0] == "" {
+		jobs = s.ledger.Jobs()
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(w, 64<<10)
+	enc := json.NewEncoder(bw)
+	for _, job := range jobs {
+		err := s.ledger.Each(job, func(t ledger.Transaction) error {
+			if err := r.Context().Err(); err != nil {
+				return err
+			}
+			return enc.Encode(t)
+		})
+		if err != nil {
+			s.log.DebugContext(r.Context(), "transactions listing cut short", "job", job, "err", err)
+			return
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		s.log.DebugContext(r.Context(), "transactions listing cut short", "err", err)
+	}
+}
+
+func (s *Server) reset(w http.ResponseWriter, r *http.Request) {
+	s.ledger.Reset()
+	s.log.InfoContext(r.Context(), "ledger reset")
+	writeJSON(w, http.StatusOK, answer{Status: "reset"})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	// The client may be gone; there is nobody to tell.
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

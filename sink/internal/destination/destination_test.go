@@ -1,0 +1,340 @@
+package destination
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/spoolhq/spool/sink/internal/ledger"
+)
+
+// newSink serves a sink over httptest for the rest of the test.
+func newSink(tb testing.TB, opts ...Option) (*httptest.Server, *ledger.Ledger) {
+	tb.Helper()
+	l := ledger.New()
+	opts = append([]Option{WithRand(NewRand(1))}, opts...)
+	srv := httptest.NewServer(New(l, opts...))
+	tb.Cleanup(srv.Close)
+	return srv, l
+}
+
+type reply struct {
+	code int
+	body map[string]any
+}
+
+func post(tb testing.TB, srv *httptest.Server, path, body string, header http.Header) reply {
+	tb.Helper()
+	req, err := http.NewRequest(http.MethodPost, srv.URL+path, strings.NewReader(body))
+	require.NoError(tb, err)
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := srv.Client().Do(req)
+	require.NoError(tb, err)
+	defer resp.Body.Close()
+	r := reply{code: resp.StatusCode}
+	require.NoError(tb, json.NewDecoder(resp.Body).Decode(&r.body))
+	return r
+}
+
+func tx(job string, row int64) string {
+	return fmt.Sprintf(`{"employee":"x","amount":"1.00","spool_job_id":%q,"spool_row":%d}`, job, row)
+}
+
+func getStats(tb testing.TB, srv *httptest.Server, query string) ledger.Stats {
+	tb.Helper()
+	resp, err := srv.Client().Get(srv.URL + "/stats" + query)
+	require.NoError(tb, err)
+	defer resp.Body.Close()
+	require.Equal(tb, http.StatusOK, resp.StatusCode)
+	var s ledger.Stats
+	require.NoError(tb, json.NewDecoder(resp.Body).Decode(&s))
+	return s
+}
+
+func listTransactions(tb testing.TB, srv *httptest.Server, query string) []ledger.Transaction {
+	tb.Helper()
+	resp, err := srv.Client().Get(srv.URL + "/transactions" + query)
+	require.NoError(tb, err)
+	defer resp.Body.Close()
+	require.Equal(tb, http.StatusOK, resp.StatusCode)
+	require.Equal(tb, "application/x-ndjson", resp.Header.Get("Content-Type"))
+	var out []ledger.Transaction
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		var t ledger.Transaction
+		require.NoError(tb, json.Unmarshal(sc.Bytes(), &t), "line %q", sc.Text())
+		out = append(out, t)
+	}
+	require.NoError(tb, sc.Err())
+	return out
+}
+
+func TestTransactionRequests(t *testing.T) {
+	type send struct {
+		body   string
+		key    string
+		path   string
+		status int
+		answer map[string]any
+	}
+	tests := []struct {
+		name  string
+		opts  []Option
+		sends []send
+		want  ledger.Stats
+		rows  []ledger.Transaction
+	}{
+		{
+			name:  "accepted",
+			sends: []send{{body: tx("j1", 1), key: "k1", status: 200, answer: map[string]any{"status": "applied", "applied": 1.0}}},
+			want:  ledger.Stats{Requests: 1, Distinct: 1},
+			rows:  []ledger.Transaction{{Job: "j1", Row: 1, Applied: 1, Key: "k1"}},
+		},
+		{
+			name: "duplicate is accepted and counted",
+			sends: []send{
+				{body: tx("j1", 1), key: "k1", status: 200},
+				{body: tx("j1", 1), key: "k1", status: 200, answer: map[string]any{"status": "applied", "applied": 2.0}},
+			},
+			want: ledger.Stats{Requests: 2, Distinct: 1, Duplicates: 1},
+			rows: []ledger.Transaction{{Job: "j1", Row: 1, Applied: 2, Key: "k1"}},
+		},
+		{
+			name:  "any path is the destination",
+			sends: []send{{body: tx("j1", 3), path: "/payments/v2", status: 200}},
+			want:  ledger.Stats{Requests: 1, Distinct: 1},
+			rows:  []ledger.Transaction{{Job: "j1", Row: 3, Applied: 1}},
+		},
+		{
+			name:  "custom idempotency header",
+			opts:  []Option{WithIdempotencyHeader("X-Request-Key")},
+			sends: []send{{body: tx("j1", 1), key: "k1", status: 200}},
+			want:  ledger.Stats{Requests: 1, Distinct: 1},
+			// The default header was sent, not the configured one.
+			rows: []ledger.Transaction{{Job: "j1", Row: 1, Applied: 1, Key: ""}},
+		},
+		{
+			name: "fail rate 1 never applies",
+			opts: []Option{WithFailRate(1)},
+			sends: []send{
+				{body: tx("j1", 1), status: 503, answer: map[string]any{"error": "injected failure"}},
+				{body: tx("j1", 1), status: 503},
+				{body: tx("j1", 2), status: 503},
+			},
+			want: ledger.Stats{Failed: 3},
+		},
+		{
+			name: "malformed bodies are rejected and not applied",
+			sends: []send{
+				{body: `not json`, status: 400, answer: map[string]any{"error": "body is not a JSON object"}},
+				{body: `[1,2]`, status: 400},
+				{body: `{"spool_row":1}`, status: 400, answer: map[string]any{"error": "spool_job_id missing"}},
+				{body: `{"spool_job_id":"","spool_row":1}`, status: 400},
+				{body: `{"spool_job_id":7,"spool_row":1}`, status: 400, answer: map[string]any{"error": "spool_job_id has the wrong type"}},
+				{body: `{"spool_job_id":"j1"}`, status: 400, answer: map[string]any{"error": "spool_row missing"}},
+				{body: `{"spool_job_id":"j1","spool_row":null}`, status: 400},
+				{body: `{"spool_job_id":"j1","spool_row":"1"}`, status: 400, answer: map[string]any{"error": "spool_row must be a positive integer"}},
+				{body: `{"spool_job_id":"j1","spool_row":1.5}`, status: 400},
+				{body: `{"spool_job_id":"j1","spool_row":0}`, status: 400},
+				{body: `{"spool_job_id":"j1","spool_row":1,"pad":"` + strings.Repeat("x", maxBody) + `"}`, status: 400},
+			},
+			want: ledger.Stats{Rejected: 11},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, _ := newSink(t, tt.opts...)
+			for i, s := range tt.sends {
+				h := http.Header{}
+				if s.key != "" {
+					h.Set(DefaultIdempotencyHeader, s.key)
+				}
+				path := s.path
+				if path == "" {
+					path = "/"
+				}
+				got := post(t, srv, path, s.body, h)
+				require.Equal(t, s.status, got.code, "send %d: %v", i, got.body)
+				if s.answer != nil {
+					require.Equal(t, s.answer, got.body, "send %d", i)
+				}
+			}
+			require.Equal(t, tt.want, getStats(t, srv, ""))
+			require.Equal(t, tt.rows, listTransactions(t, srv, "?job=j1"))
+		})
+	}
+}
+
+func TestStatsAndTransactionsPerJob(t *testing.T) {
+	srv, _ := newSink(t)
+	for _, b := range []string{tx("a", 2), tx("a", 1), tx("a", 2), tx("b", 1), `{"spool_job_id":"b"}`} {
+		post(t, srv, "/", b, nil)
+	}
+	tests := []struct {
+		query string
+		want  ledger.Stats
+		rows  []ledger.Transaction
+	}{
+		{query: "?job=a", want: ledger.Stats{Requests: 3, Distinct: 2, Duplicates: 1},
+			rows: []ledger.Transaction{{Job: "a", Row: 1, Applied: 1}, {Job: "a", Row: 2, Applied: 2}}},
+		{query: "?job=b", want: ledger.Stats{Requests: 1, Distinct: 1, Rejected: 1},
+			rows: []ledger.Transaction{{Job: "b", Row: 1, Applied: 1}}},
+		{query: "?job=unknown", want: ledger.Stats{}},
+		{query: "", want: ledger.Stats{Requests: 4, Distinct: 3, Duplicates: 1, Rejected: 1},
+			rows: []ledger.Transaction{{Job: "a", Row: 1, Applied: 1}, {Job: "a", Row: 2, Applied: 2}, {Job: "b", Row: 1, Applied: 1}}},
+	}
+	for _, tt := range tests {
+		t.Run("query "+tt.query, func(t *testing.T) {
+			require.Equal(t, tt.want, getStats(t, srv, tt.query))
+			require.Equal(t, tt.rows, listTransactions(t, srv, tt.query))
+		})
+	}
+}
+
+func TestStatsNamesTheJob(t *testing.T) {
+	srv, _ := newSink(t)
+	resp, err := srv.Client().Get(srv.URL + "/stats?job=a")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var body map[string]any
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+	require.Equal(t, map[string]any{"job": "a", "requests": 0.0, "distinct": 0.0, "duplicates": 0.0, "failed": 0.0, "rejected": 0.0}, body)
+}
+
+func TestHealthResetAndMethods(t *testing.T) {
+	srv, _ := newSink(t)
+	post(t, srv, "/", tx("a", 1), nil)
+	require.Equal(t, ledger.Stats{Requests: 1, Distinct: 1}, getStats(t, srv, ""))
+
+	got := post(t, srv, "/reset", "", nil)
+	require.Equal(t, http.StatusOK, got.code)
+	require.Equal(t, ledger.Stats{}, getStats(t, srv, ""))
+	require.Empty(t, listTransactions(t, srv, ""))
+
+	for _, tt := range []struct {
+		method, path string
+		want         int
+	}{
+		{http.MethodGet, "/healthz", http.StatusOK},
+		{http.MethodGet, "/", http.StatusMethodNotAllowed},
+		{http.MethodPut, "/", http.StatusMethodNotAllowed},
+	} {
+		req, err := http.NewRequest(tt.method, srv.URL+tt.path, nil)
+		require.NoError(t, err)
+		resp, err := srv.Client().Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, tt.want, resp.StatusCode, "%s %s", tt.method, tt.path)
+	}
+}
+
+func TestFailRateIsReproducibleWithASeed(t *testing.T) {
+	outcomes := func() []int {
+		srv, l := newSink(t, WithFailRate(0.5), WithRand(NewRand(42)))
+		var codes []int
+		for r := int64(1); r <= 200; r++ {
+			codes = append(codes, post(t, srv, "/", tx("j", r), nil).code)
+		}
+		s := l.Stats()
+		require.Equal(t, int64(200), s.Requests+s.Failed)
+		// Roughly half, with plenty of room: the seed makes it exact anyway.
+		require.InDelta(t, 100, s.Failed, 30)
+		return codes
+	}
+	require.Equal(t, outcomes(), outcomes())
+}
+
+func TestLatencyIsFixedPlusJitter(t *testing.T) {
+	var mu sync.Mutex
+	var waits []time.Duration
+	sleep := func(ctx context.Context, d time.Duration) error {
+		mu.Lock()
+		waits = append(waits, d)
+		mu.Unlock()
+		return nil
+	}
+	srv, _ := newSink(t, WithLatency(10*time.Millisecond, 5*time.Millisecond), WithSleep(sleep))
+	for r := int64(1); r <= 50; r++ {
+		require.Equal(t, http.StatusOK, post(t, srv, "/", tx("j", r), nil).code)
+	}
+	require.Len(t, waits, 50)
+	distinct := map[time.Duration]bool{}
+	for _, d := range waits {
+		require.GreaterOrEqual(t, d, 10*time.Millisecond)
+		require.LessOrEqual(t, d, 15*time.Millisecond)
+		distinct[d] = true
+	}
+	require.Greater(t, len(distinct), 1, "jitter must vary the delay")
+}
+
+func TestClientGivingUpDuringLatencyAppliesNothing(t *testing.T) {
+	entered := make(chan struct{})
+	sleep := func(ctx context.Context, d time.Duration) error {
+		close(entered)
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	srv, l := newSink(t, WithLatency(time.Hour, 0), WithSleep(sleep))
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL, strings.NewReader(tx("j", 1)))
+	require.NoError(t, err)
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := srv.Client().Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	<-entered
+	cancel()
+	require.ErrorIs(t, <-errc, context.Canceled)
+	require.Equal(t, ledger.Stats{}, l.Stats())
+}
+
+func TestConcurrentRequestsAreCountedExactly(t *testing.T) {
+	srv, l := newSink(t, WithFailRate(0.2))
+	const workers, rows = 8, 100
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for r := int64(1); r <= rows; r++ {
+				req, err := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(tx("j", r)))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				resp, err := srv.Client().Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
+	wg.Wait()
+	s := l.Stats()
+	require.Equal(t, int64(workers*rows), s.Requests+s.Failed)
+	require.Equal(t, s.Requests-s.Distinct, s.Duplicates)
+	var applied int64
+	for _, tx := range listTransactions(t, srv, "?job=j") {
+		applied += tx.Applied
+	}
+	require.Equal(t, s.Requests, applied)
+	require.LessOrEqual(t, s.Distinct, int64(rows))
+}

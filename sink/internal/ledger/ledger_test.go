@@ -1,0 +1,163 @@
+package ledger
+
+import (
+	"errors"
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestApplyCountsDistinctAndDuplicates(t *testing.T) {
+	tests := []struct {
+		name    string
+		applies []Transaction // Applied is ignored on input.
+		job     string
+		want    Stats
+	}{
+		{name: "nothing", job: "a", want: Stats{}},
+		{name: "one", applies: []Transaction{{Job: "a", Row: 1}}, job: "a", want: Stats{Requests: 1, Distinct: 1}},
+		{
+			name:    "duplicate row",
+			applies: []Transaction{{Job: "a", Row: 1}, {Job: "a", Row: 1}, {Job: "a", Row: 2}},
+			job:     "a",
+			want:    Stats{Requests: 3, Distinct: 2, Duplicates: 1},
+		},
+		{
+			name:    "same row in another job is another transaction",
+			applies: []Transaction{{Job: "a", Row: 1}, {Job: "b", Row: 1}},
+			job:     "b",
+			want:    Stats{Requests: 1, Distinct: 1},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := New()
+			for _, a := range tt.applies {
+				l.Apply(a.Job, a.Row, "k")
+			}
+			require.Equal(t, tt.want, l.JobStats(tt.job))
+		})
+	}
+}
+
+func TestLedgerRecordsFirstKeyAndApplyCount(t *testing.T) {
+	l := New()
+	require.EqualValues(t, 1, l.Apply("j", 7, "first"))
+	require.EqualValues(t, 2, l.Apply("j", 7, "second"))
+	got, ok := l.Lookup("j", 7)
+	require.True(t, ok)
+	require.Equal(t, Transaction{Job: "j", Row: 7, Applied: 2, Key: "first"}, got)
+	_, ok = l.Lookup("j", 8)
+	require.False(t, ok)
+	_, ok = l.Lookup("other", 7)
+	require.False(t, ok)
+}
+
+func TestStatsAddsJobsFailuresAndRejections(t *testing.T) {
+	l := New()
+	l.Apply("a", 1, "")
+	l.Apply("a", 1, "")
+	l.Apply("b", 1, "")
+	l.Failed("a")
+	l.Rejected("b")
+	l.Rejected("")
+	require.Equal(t, Stats{Requests: 3, Distinct: 2, Duplicates: 1, Failed: 1, Rejected: 2}, l.Stats())
+	require.Equal(t, Stats{Requests: 2, Distinct: 1, Duplicates: 1, Failed: 1}, l.JobStats("a"))
+	require.Equal(t, []string{"a", "b"}, l.Jobs())
+
+	l.Reset()
+	require.Equal(t, Stats{}, l.Stats())
+	require.Empty(t, l.Jobs())
+}
+
+func TestEachListsInRowOrderAcrossBatches(t *testing.T) {
+	l := New()
+	const n = 3*lookupBatch + 5
+	// Apply in reverse to prove the listing sorts.
+	for r := int64(n); r >= 1; r-- {
+		l.Apply("j", r, "k"+strconv.FormatInt(r, 10))
+	}
+	l.Apply("j", 10, "again")
+	l.Apply("other", 1, "x")
+
+	var got []Transaction
+	require.NoError(t, l.Each("j", func(tx Transaction) error { got = append(got, tx); return nil }))
+	require.Len(t, got, n)
+	for i, tx := range got {
+		row := int64(i + 1)
+		want := Transaction{Job: "j", Row: row, Applied: 1, Key: "k" + strconv.FormatInt(row, 10)}
+		if row == 10 {
+			want.Applied = 2
+		}
+		require.Equal(t, want, tx)
+	}
+}
+
+func TestEachStopsAtTheFirstError(t *testing.T) {
+	l := New()
+	for r := int64(1); r <= 10; r++ {
+		l.Apply("j", r, "")
+	}
+	stop := errors.New("stop")
+	calls := 0
+	err := l.Each("j", func(Transaction) error {
+		calls++
+		if calls == 3 {
+			return stop
+		}
+		return nil
+	})
+	require.ErrorIs(t, err, stop)
+	require.Equal(t, 3, calls)
+	require.NoError(t, l.Each("missing", func(Transaction) error { return stop }))
+}
+
+func TestConcurrentAppliesAreExact(t *testing.T) {
+	l := New()
+	const workers, rows = 8, 500
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for r := int64(1); r <= rows; r++ {
+				l.Apply("j"+strconv.Itoa(w%2), r, "")
+				if r%50 == 0 {
+					_ = l.Stats()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	want := Stats{Requests: workers / 2 * rows, Distinct: rows, Duplicates: (workers/2 - 1) * rows}
+	require.Equal(t, want, l.JobStats("j0"))
+	require.Equal(t, want, l.JobStats("j1"))
+}
+
+// TestMillionRowsFitInLittleMemory guards the promise that a million-row
+// job costs the sink one small entry per row.
+func TestMillionRowsFitInLittleMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocates a million entries")
+	}
+	const rows = 1_000_000
+	before := heapInUse()
+	l := New()
+	// Keys are shared strings here, so this measures the ledger's own
+	// overhead; real keys add their length once per row.
+	for r := int64(1); r <= rows; r++ {
+		l.Apply("job", r, "key")
+	}
+	perRow := float64(heapInUse()-before) / rows
+	require.EqualValues(t, rows, l.JobStats("job").Distinct)
+	t.Logf("ledger bytes per row: %.1f", perRow)
+	require.Less(t, perRow, 100.0)
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
+}
