@@ -1,0 +1,139 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spoolhq/spool/dispatcher/internal/deliver"
+	"github.com/spoolhq/spool/dispatcher/internal/status"
+	"github.com/spoolhq/spool/platform/envcfg"
+)
+
+// config is everything the dispatcher is told at start.
+type config struct {
+	listen            string
+	queueURL          string
+	table             string
+	destinationURL    string
+	headers           headerList
+	destTimeout       time.Duration
+	idempotencyHeader string
+	concurrency       int
+	pollers           int
+	receiveWait       time.Duration
+	counterFlush      time.Duration
+	watchInterval     time.Duration
+	shutdownGrace     time.Duration
+	logLevel          slog.Level
+}
+
+// parseConfig reads flags, with SPOOL_* environment fallbacks through
+// lookup (os.LookupEnv when nil).
+func parseConfig(args []string, lookup func(string) (string, bool), out io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("dispatcher", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&c.listen, "listen", ":50052", "gRPC listen address")
+	fs.StringVar(&c.queueURL, "queue-url", "", "URL of the SQS queue to consume (required)")
+	fs.StringVar(&c.table, "table", "", "DynamoDB table of the job records (required)")
+	fs.StringVar(&c.destinationURL, "destination-url", "", "URL every transaction is POSTed to (required)")
+	fs.Var(&c.headers, "destination-header", `header added to every POST, "Name: value"; repeatable, or one per line in the environment`)
+	fs.DurationVar(&c.destTimeout, "destination-timeout", 10*time.Second, "timeout of one POST, response included")
+	fs.StringVar(&c.idempotencyHeader, "idempotency-header", deliver.DefaultIdempotencyHeader, "header carrying the transaction key")
+	fs.IntVar(&c.concurrency, "concurrency", 16, "deliveries in flight at once (and most messages held)")
+	fs.IntVar(&c.pollers, "pollers", 0, "parallel receive calls; 0 = ceil(concurrency/10)+1")
+	fs.DurationVar(&c.receiveWait, "receive-wait", 5*time.Second, "long-poll wait of one receive, whole seconds, at most 20s")
+	fs.DurationVar(&c.counterFlush, "counter-flush", time.Second, "how often job counters are written")
+	fs.DurationVar(&c.watchInterval, "watch-interval", status.DefaultInterval, "how often WatchJob reads the job")
+	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 25*time.Second, "bound on shutdown: finish in-flight deliveries, flush deletes and counters")
+	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
+	if err := envcfg.Parse(fs, args, lookup); err != nil {
+		return config{}, err
+	}
+	return c, c.validate()
+}
+
+func (c config) validate() error {
+	var errs []error
+	for _, f := range []struct{ name, value string }{
+		{"queue-url", c.queueURL}, {"table", c.table}, {"destination-url", c.destinationURL},
+	} {
+		if f.value == "" {
+			errs = append(errs, fmt.Errorf("-%s (or $%s) is required", f.name, envcfg.EnvName(f.name)))
+		}
+	}
+	if c.destinationURL != "" {
+		if u, err := url.Parse(c.destinationURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("-destination-url %q: want an http(s) URL", c.destinationURL))
+		}
+	}
+	if c.concurrency < 1 {
+		errs = append(errs, fmt.Errorf("-concurrency %d: want at least 1", c.concurrency))
+	}
+	if c.pollers < 0 {
+		errs = append(errs, fmt.Errorf("-pollers %d: want 0 or more", c.pollers))
+	}
+	if c.receiveWait < 0 || c.receiveWait > 20*time.Second || c.receiveWait%time.Second != 0 {
+		errs = append(errs, fmt.Errorf("-receive-wait %s: want whole seconds from 0s to 20s", c.receiveWait))
+	}
+	for _, f := range []struct {
+		name  string
+		value time.Duration
+	}{
+		{"destination-timeout", c.destTimeout}, {"counter-flush", c.counterFlush},
+		{"watch-interval", c.watchInterval}, {"shutdown-grace", c.shutdownGrace},
+	} {
+		if f.value <= 0 {
+			errs = append(errs, fmt.Errorf("-%s %s: want more than 0", f.name, f.value))
+		}
+	}
+	if c.idempotencyHeader == "" {
+		errs = append(errs, errors.New("-idempotency-header: must not be empty"))
+	}
+	return errors.Join(errs...)
+}
+
+// headerList is a repeatable "Name: value" flag. Each value may hold several
+// headers, one per line, which is how the environment variable lists them:
+// commas cannot separate headers, because header values contain commas.
+type headerList struct {
+	h http.Header
+}
+
+// String lists the names only: values are often credentials.
+func (l *headerList) String() string {
+	if l == nil || len(l.h) == 0 {
+		return ""
+	}
+	return strings.Join(slices.Sorted(maps.Keys(l.h)), ",")
+}
+
+func (l *headerList) Set(v string) error {
+	for line := range strings.Lines(v) {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		name, value, ok := strings.Cut(line, ":")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" || strings.ContainsAny(name, " \t") {
+			// The value is not echoed: it may be a credential.
+			return fmt.Errorf("header %q: want \"Name: value\"", name)
+		}
+		if l.h == nil {
+			l.h = http.Header{}
+		}
+		l.h.Add(textproto.CanonicalMIMEHeaderKey(name), strings.TrimSpace(value))
+	}
+	return nil
+}

@@ -1,0 +1,278 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/emulator"
+	"github.com/spoolhq/spool/platform/emulator/emutest"
+	"github.com/spoolhq/spool/platform/envelope"
+	"github.com/spoolhq/spool/platform/jobstore"
+	"github.com/spoolhq/spool/platform/provision"
+)
+
+// destination is a test HTTP API that records every accepted transaction
+// and can refuse first attempts.
+type destination struct {
+	// failFirst says whether the first attempt of a row is refused.
+	failFirst func(row int64) bool
+
+	mu       sync.Mutex
+	attempts map[int64]int
+	accepted map[string]int // "job/row"
+	byWorker map[string]int
+	problems []string
+}
+
+func newDestination(t testing.TB, failFirst func(int64) bool) (*destination, string) {
+	t.Helper()
+	d := &destination{failFirst: failFirst, attempts: map[int64]int{}, accepted: map[string]int{}, byWorker: map[string]int{}}
+	srv := httptest.NewServer(d)
+	t.Cleanup(srv.Close)
+	return d, srv.URL
+}
+
+func (d *destination) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		JobID  string `json:"spool_job_id"`
+		Row    int64  `json:"spool_row"`
+		Amount string `json:"amount"`
+	}
+	err := json.NewDecoder(r.Body).Decode(&body)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err != nil {
+		d.problems = append(d.problems, err.Error())
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	if want := fmt.Sprintf("%s:%d", body.JobID, body.Row); r.Header.Get("Idempotency-Key") != want || body.Amount != strconv.FormatInt(body.Row, 10)+".00" {
+		d.problems = append(d.problems, fmt.Sprintf("row %d: key %q, amount %q", body.Row, r.Header.Get("Idempotency-Key"), body.Amount))
+	}
+	d.attempts[body.Row]++
+	if d.attempts[body.Row] == 1 && d.failFirst(body.Row) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
+	d.accepted[fmt.Sprintf("%s/%d", body.JobID, body.Row)]++
+	d.byWorker[r.Header.Get("X-Dispatcher")]++
+	w.WriteHeader(http.StatusOK)
+}
+
+// stack is a queue and a table on real emulators, with the environment
+// set so that run finds them as it would on AWS.
+type stack struct {
+	sqs      *sqs.Client
+	jobs     *jobstore.Store
+	queueURL string
+	table    string
+}
+
+func newStack(t testing.TB, visibility time.Duration) *stack {
+	t.Helper()
+	sqsEndpoint := emutest.Start(t, emulator.SQS)
+	ddbEndpoint := emutest.Start(t, emulator.DynamoDB)
+	dir := t.TempDir()
+	for k, v := range map[string]string{
+		"AWS_ENDPOINT_URL_SQS":        sqsEndpoint,
+		"AWS_ENDPOINT_URL_DYNAMODB":   ddbEndpoint,
+		"AWS_REGION":                  "us-east-1",
+		"AWS_ACCESS_KEY_ID":           "local",
+		"AWS_SECRET_ACCESS_KEY":       "local",
+		"AWS_CONFIG_FILE":             filepath.Join(dir, "config"),
+		"AWS_SHARED_CREDENTIALS_FILE": filepath.Join(dir, "credentials"),
+		"AWS_EC2_METADATA_DISABLED":   "true",
+	} {
+		t.Setenv(k, v)
+	}
+	ctx := t.Context()
+	q := sqs.NewFromConfig(emutest.Config(sqsEndpoint))
+	opts := provision.DefaultQueueOptions
+	opts.VisibilityTimeout = visibility
+	queues, err := provision.EnsureQueue(ctx, q, "spool-dispatch-test", opts)
+	require.NoError(t, err)
+	db := dynamodb.NewFromConfig(emutest.Config(ddbEndpoint))
+	require.NoError(t, provision.EnsureTable(ctx, db, "spool-jobs"))
+	return &stack{sqs: q, jobs: jobstore.New(db, "spool-jobs"), queueURL: queues.URL, table: "spool-jobs"}
+}
+
+// publish creates and seals a job of rows transactions and queues them, as
+// the ingestor does.
+func (s *stack) publish(t testing.TB, jobID string, rows int64) {
+	t.Helper()
+	ctx := t.Context()
+	_, err := s.jobs.Create(ctx, &spoolv1.Job{JobId: jobID, Columns: []string{"employee", "amount"}})
+	require.NoError(t, err)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(4)
+	for first := int64(1); first <= rows; first += 10 {
+		g.Go(func() error {
+			var entries []sqstypes.SendMessageBatchRequestEntry
+			for row := first; row < first+10 && row <= rows; row++ {
+				body, attrs, err := envelope.Encode(&spoolv1.Envelope{
+					Version: spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V1, JobId: jobID, Row: row,
+					TransactionKey: fmt.Sprintf("%s:%d", jobID, row),
+					Fields: []*spoolv1.Field{
+						{Name: "employee", Value: fmt.Sprintf("E%d", row)},
+						{Name: "amount", Value: fmt.Sprintf("%d.00", row)},
+					},
+				})
+				if err != nil {
+					return err
+				}
+				entries = append(entries, sqstypes.SendMessageBatchRequestEntry{
+					Id: aws.String(strconv.FormatInt(row, 10)), MessageBody: aws.String(body), MessageAttributes: attrs,
+				})
+			}
+			out, err := s.sqs.SendMessageBatch(gctx, &sqs.SendMessageBatchInput{QueueUrl: aws.String(s.queueURL), Entries: entries})
+			if err != nil {
+				return err
+			}
+			if len(out.Failed) > 0 {
+				return fmt.Errorf("send batch from row %d: %d failed", first, len(out.Failed))
+			}
+			return nil
+		})
+	}
+	require.NoError(t, g.Wait())
+	_, err = s.jobs.Seal(ctx, jobID, jobstore.Ingest{Received: rows, Published: rows})
+	require.NoError(t, err)
+}
+
+// startDispatcher runs the whole dispatcher in-process, as main would, and
+// returns its gRPC address and a function that stops it and returns run's
+// error.
+func startDispatcher(t testing.TB, s *stack, destURL, name, logLevel string) (string, func() error) {
+	t.Helper()
+	port, err := emulator.FreePort()
+	require.NoError(t, err)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{
+			"-listen", addr, "-queue-url", s.queueURL, "-table", s.table, "-destination-url", destURL,
+			"-destination-header", "X-Dispatcher: " + name, "-log-level", logLevel,
+			"-receive-wait", "1s", "-counter-flush", "100ms", "-watch-interval", "100ms", "-shutdown-grace", "10s",
+		}, t.Output())
+	}()
+	var once sync.Once
+	var runErr error
+	stop := func() error {
+		once.Do(func() { cancel(); runErr = <-done })
+		return runErr
+	}
+	t.Cleanup(func() { _ = stop() })
+	return addr, stop
+}
+
+// watchToEnd follows the job on addr until its final message.
+func watchToEnd(t testing.TB, addr, jobID string) *spoolv1.JobProgress {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	ctx, cancel := context.WithTimeout(t.Context(), 45*time.Second)
+	defer cancel()
+	// WaitForReady: the dispatcher may still be starting.
+	stream, err := spoolv1.NewDispatchServiceClient(conn).WatchJob(ctx, &spoolv1.WatchJobRequest{JobId: jobID}, grpc.WaitForReady(true))
+	require.NoError(t, err)
+	for {
+		m, err := stream.Recv()
+		require.NoError(t, err)
+		if m.GetProgress().GetFinal() {
+			return m.GetProgress()
+		}
+	}
+}
+
+func (s *stack) requireQueueEmpty(t testing.TB) {
+	t.Helper()
+	attrs, err := s.sqs.GetQueueAttributes(t.Context(), &sqs.GetQueueAttributesInput{
+		QueueUrl: aws.String(s.queueURL),
+		AttributeNames: []sqstypes.QueueAttributeName{
+			sqstypes.QueueAttributeNameApproximateNumberOfMessages,
+			sqstypes.QueueAttributeNameApproximateNumberOfMessagesNotVisible,
+		},
+	})
+	require.NoError(t, err)
+	require.Equal(t, "0", attrs.Attributes[string(sqstypes.QueueAttributeNameApproximateNumberOfMessages)])
+	require.Equal(t, "0", attrs.Attributes[string(sqstypes.QueueAttributeNameApproximateNumberOfMessagesNotVisible)])
+}
+
+func TestTwoDispatchersDeliverEveryRowOnce(t *testing.T) {
+	tests := []struct {
+		name        string
+		rows        int64
+		visibility  time.Duration
+		failFirst   func(row int64) bool
+		wantRetries int64
+		logLevel    string
+	}{
+		{
+			name: "all accepted", rows: 2000, visibility: 60 * time.Second,
+			failFirst: func(int64) bool { return false }, logLevel: "warn",
+		},
+		{
+			// Every fifth row is refused once; it comes back after the 2 s
+			// visibility timeout and is delivered then.
+			name: "a fifth refused once", rows: 1000, visibility: 2 * time.Second,
+			failFirst: func(row int64) bool { return row%5 == 0 }, wantRetries: 200, logLevel: "error",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStack(t, tt.visibility)
+			dest, destURL := newDestination(t, tt.failFirst)
+			s.publish(t, "job-1", tt.rows)
+
+			addrA, stopA := startDispatcher(t, s, destURL, "a", tt.logLevel)
+			_, stopB := startDispatcher(t, s, destURL, "b", tt.logLevel)
+
+			final := watchToEnd(t, addrA, "job-1")
+			require.Equal(t, spoolv1.JobState_JOB_STATE_COMPLETED, final.GetJob().GetState())
+			require.Equal(t, tt.rows, final.GetJob().GetDelivered())
+			require.Zero(t, final.GetJob().GetFailed())
+			require.Zero(t, final.GetInFlight())
+
+			// Shutdown flushes the last deletes and counters.
+			require.NoError(t, stopA())
+			require.NoError(t, stopB())
+			s.requireQueueEmpty(t)
+
+			job, err := s.jobs.Get(t.Context(), "job-1")
+			require.NoError(t, err)
+			require.Equal(t, tt.rows, job.GetDelivered())
+			require.Equal(t, tt.wantRetries, job.GetRetries())
+
+			dest.mu.Lock()
+			defer dest.mu.Unlock()
+			require.Empty(t, dest.problems)
+			require.Len(t, dest.accepted, int(tt.rows))
+			for row := int64(1); row <= tt.rows; row++ {
+				require.Equal(t, 1, dest.accepted[fmt.Sprintf("job-1/%d", row)], "row %d delivered once", row)
+			}
+			require.Positive(t, dest.byWorker["a"], "dispatcher a delivered")
+			require.Positive(t, dest.byWorker["b"], "dispatcher b delivered")
+			require.Equal(t, int(tt.rows), dest.byWorker["a"]+dest.byWorker["b"])
+		})
+	}
+}

@@ -1,0 +1,177 @@
+// Package deliver POSTs one transaction to the destination HTTP API.
+//
+// A transaction moves money, so this package is careful about one thing
+// above all: a request is sent once per call and never re-sent behind the
+// caller's back. Whether to try again is decided by the caller, which knows
+// whether the transaction was already delivered.
+package deliver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+)
+
+// Names of the fields Spool adds to every body, after the row's own fields.
+const (
+	FieldJobID = "spool_job_id"
+	FieldRow   = "spool_row"
+)
+
+// DefaultIdempotencyHeader carries the transaction key unless configured
+// otherwise.
+const DefaultIdempotencyHeader = "Idempotency-Key"
+
+// maxDrain bounds how much of a response body is read (and discarded) so
+// the connection can be reused; a bigger body costs a new connection instead.
+const maxDrain = 64 << 10
+
+// Options configure a Client.
+type Options struct {
+	// URL receives one POST per transaction.
+	URL string
+	// IdempotencyHeader names the header that carries the transaction key;
+	// DefaultIdempotencyHeader when empty.
+	IdempotencyHeader string
+	// Header is added to every request (authorisation, tenant, ...).
+	Header http.Header
+	// Timeout bounds one request, response headers and body included.
+	Timeout time.Duration
+	// MaxConns is how many requests run at once; idle connections are kept
+	// for that many, so steady traffic never opens new ones.
+	MaxConns int
+}
+
+// Client sends transactions. It is safe for concurrent use.
+type Client struct {
+	url       string
+	keyHeader string
+	header    http.Header
+	http      *http.Client
+}
+
+// New returns a client with its own connection pool.
+func New(o Options) *Client {
+	if o.IdempotencyHeader == "" {
+		o.IdempotencyHeader = DefaultIdempotencyHeader
+	}
+	if o.MaxConns < 1 {
+		o.MaxConns = 1
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = o.MaxConns
+	t.MaxIdleConnsPerHost = o.MaxConns
+	return &Client{
+		url:       o.URL,
+		keyHeader: o.IdempotencyHeader,
+		header:    o.Header.Clone(),
+		http: &http.Client{
+			Transport: t,
+			Timeout:   o.Timeout,
+			// A redirect would be followed as a GET, or re-send the payment
+			// elsewhere; neither is a delivery. The 3xx is returned as a
+			// failure instead.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}
+}
+
+// Failure is a delivery that did not get a 2xx answer.
+type Failure struct {
+	// Status is the HTTP status code, or 0 when no response came back.
+	Status int
+	// Err is the transport error when no response came back.
+	Err error
+}
+
+func (f *Failure) Error() string {
+	if f.Status != 0 {
+		return fmt.Sprintf("destination answered %d %s", f.Status, http.StatusText(f.Status))
+	}
+	return fmt.Sprintf("destination unreachable: %v", f.Err)
+}
+
+func (f *Failure) Unwrap() error { return f.Err }
+
+// Send POSTs e once. It returns nil when the destination answered 2xx, and
+// otherwise a *Failure (or an error building the request).
+func (c *Client) Send(ctx context.Context, e *spoolv1.Envelope) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(Body(e)))
+	if err != nil {
+		return fmt.Errorf("build request for row %d: %w", e.GetRow(), err)
+	}
+	// net/http's Transport silently re-sends a request that failed on a
+	// reused keep-alive connection when it judges the request replayable,
+	// and it judges any POST carrying an Idempotency-Key header replayable
+	// once it can rewind the body through GetBody. The destination may
+	// already have moved the money before the connection died, so the
+	// transport must never resend on its own: without GetBody it cannot.
+	req.GetBody = nil
+	for k, vs := range c.header {
+		req.Header[k] = append([]string(nil), vs...)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(c.keyHeader, e.GetTransactionKey())
+
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return &Failure{Err: err}
+	}
+	defer resp.Body.Close()
+	// Never logged or returned: an answer may echo the payroll data.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return &Failure{Status: resp.StatusCode}
+	}
+	return nil
+}
+
+// IsFailure reports whether err is a *Failure, and returns it.
+func IsFailure(err error) (*Failure, bool) {
+	var f *Failure
+	ok := errors.As(err, &f)
+	return f, ok
+}
+
+// Body returns the JSON object sent for e: the row's fields by name, in
+// column order, then spool_job_id and spool_row. It is written by hand
+// rather than from a map so the order is the file's, which makes requests
+// readable and reproducible. A column named like one of Spool's fields
+// would produce a duplicate key; the ingestor is where such headers belong
+// to be refused.
+func Body(e *spoolv1.Envelope) []byte {
+	b := make([]byte, 0, 256)
+	b = append(b, '{')
+	for _, f := range e.GetFields() {
+		b = appendString(b, f.GetName())
+		b = append(b, ':')
+		b = appendString(b, f.GetValue())
+		b = append(b, ',')
+	}
+	b = appendString(b, FieldJobID)
+	b = append(b, ':')
+	b = appendString(b, e.GetJobId())
+	b = append(b, ',')
+	b = appendString(b, FieldRow)
+	b = append(b, ':')
+	b = strconv.AppendInt(b, e.GetRow(), 10)
+	return append(b, '}')
+}
+
+// appendString appends s as a JSON string, escaped by encoding/json.
+func appendString(b []byte, s string) []byte {
+	q, err := json.Marshal(s)
+	if err != nil {
+		// Marshalling a string cannot fail: invalid UTF-8 is replaced.
+		panic(err)
+	}
+	return append(b, q...)
+}

@@ -1,0 +1,190 @@
+package deliver_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/spoolhq/spool/dispatcher/internal/deliver"
+	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+)
+
+func envelope(row int64, fields ...string) *spoolv1.Envelope {
+	e := &spoolv1.Envelope{Version: spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V1, JobId: "job-1", Row: row, TransactionKey: fmt.Sprintf("job-1:%d", row)}
+	for i := 0; i+1 < len(fields); i += 2 {
+		e.Fields = append(e.Fields, &spoolv1.Field{Name: fields[i], Value: fields[i+1]})
+	}
+	return e
+}
+
+func TestBody(t *testing.T) {
+	tests := []struct {
+		name string
+		env  *spoolv1.Envelope
+		want string
+	}{
+		{
+			name: "column order kept",
+			env:  envelope(7, "zeta", "1", "alpha", "2", "mid", "3"),
+			want: `{"zeta":"1","alpha":"2","mid":"3","spool_job_id":"job-1","spool_row":7}`,
+		},
+		{
+			name: "no fields",
+			env:  envelope(1),
+			want: `{"spool_job_id":"job-1","spool_row":1}`,
+		},
+		{
+			name: "escaping",
+			env:  envelope(12345678901, "na\"me", "a\\b\nc\t\u00e9", "amount", "<1&2>"),
+			want: `{"na\"me":"a\\b\nc\té","amount":"\u003c1\u00262\u003e","spool_job_id":"job-1","spool_row":12345678901}`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := deliver.Body(tt.env)
+			require.Equal(t, tt.want, string(got))
+			require.True(t, json.Valid(got))
+		})
+	}
+}
+
+// recorded is what the test destination saw of one request.
+type recorded struct {
+	method string
+	header http.Header
+	body   string
+}
+
+func TestSend(t *testing.T) {
+	tests := []struct {
+		name       string
+		status     int
+		keyHeader  string
+		wantKeyHdr string
+		wantStatus int // 0: success expected
+	}{
+		{name: "200 is delivered", status: http.StatusOK, wantKeyHdr: "Idempotency-Key"},
+		{name: "204 is delivered", status: http.StatusNoContent, wantKeyHdr: "Idempotency-Key"},
+		{name: "custom key header", status: http.StatusCreated, keyHeader: "X-Request-Key", wantKeyHdr: "X-Request-Key"},
+		{name: "400 fails", status: http.StatusBadRequest, wantKeyHdr: "Idempotency-Key", wantStatus: 400},
+		{name: "503 fails", status: http.StatusServiceUnavailable, wantKeyHdr: "Idempotency-Key", wantStatus: 503},
+		{name: "redirect is not followed", status: http.StatusTemporaryRedirect, wantKeyHdr: "Idempotency-Key", wantStatus: 307},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var (
+				mu  sync.Mutex
+				got []recorded
+			)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				b, err := io.ReadAll(r.Body)
+				require.NoError(t, err)
+				mu.Lock()
+				got = append(got, recorded{method: r.Method, header: r.Header.Clone(), body: string(b)})
+				mu.Unlock()
+				if tt.status == http.StatusTemporaryRedirect {
+					w.Header().Set("Location", "/elsewhere")
+				}
+				w.WriteHeader(tt.status)
+			}))
+			t.Cleanup(srv.Close)
+
+			c := deliver.New(deliver.Options{
+				URL:               srv.URL,
+				IdempotencyHeader: tt.keyHeader,
+				Header:            http.Header{"Authorization": {"Bearer s3cret"}, "X-Tenant": {"acme"}},
+				Timeout:           5 * time.Second,
+				MaxConns:          4,
+			})
+			env := envelope(3, "employee", "E1", "amount", "10.00")
+			env.TransactionKey = "job-1:3"
+			err := c.Send(t.Context(), env)
+			if tt.wantStatus == 0 {
+				require.NoError(t, err)
+			} else {
+				f, ok := deliver.IsFailure(err)
+				require.True(t, ok, "error %v is a failure", err)
+				require.Equal(t, tt.wantStatus, f.Status)
+			}
+
+			mu.Lock()
+			defer mu.Unlock()
+			require.Len(t, got, 1)
+			r := got[0]
+			require.Equal(t, http.MethodPost, r.method)
+			require.Equal(t, `{"employee":"E1","amount":"10.00","spool_job_id":"job-1","spool_row":3}`, r.body)
+			require.Equal(t, "application/json", r.header.Get("Content-Type"))
+			require.Equal(t, "job-1:3", r.header.Get(tt.wantKeyHdr))
+			require.Equal(t, "Bearer s3cret", r.header.Get("Authorization"))
+			require.Equal(t, "acme", r.header.Get("X-Tenant"))
+		})
+	}
+}
+
+func TestSendTimeout(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) })
+
+	c := deliver.New(deliver.Options{URL: srv.URL, Timeout: 100 * time.Millisecond, MaxConns: 1})
+	err := c.Send(t.Context(), envelope(1, "a", "b"))
+	f, ok := deliver.IsFailure(err)
+	require.True(t, ok, "error %v is a failure", err)
+	require.Zero(t, f.Status)
+	require.Error(t, f.Err)
+}
+
+func TestUnreachable(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	url := srv.URL
+	srv.Close()
+	err := deliver.New(deliver.Options{URL: url, Timeout: time.Second}).Send(t.Context(), envelope(1))
+	f, ok := deliver.IsFailure(err)
+	require.True(t, ok)
+	require.Zero(t, f.Status)
+}
+
+// TestNoReplay proves that a POST is not re-sent by the transport when the
+// destination drops a reused keep-alive connection after reading the
+// request: the destination may have moved the money already.
+func TestNoReplay(t *testing.T) {
+	var dropped atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body map[string]any
+		require.NoError(t, json.NewDecoder(r.Body).Decode(&body))
+		if body[deliver.FieldRow] == float64(1) {
+			// The first request opens the keep-alive connection.
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		dropped.Add(1)
+		conn, _, err := http.NewResponseController(w).Hijack()
+		require.NoError(t, err)
+		require.NoError(t, conn.Close())
+	}))
+	t.Cleanup(srv.Close)
+
+	c := deliver.New(deliver.Options{URL: srv.URL, Timeout: 5 * time.Second, MaxConns: 1})
+	require.NoError(t, c.Send(t.Context(), envelope(1)))
+	// The default key header is what makes net/http consider a POST
+	// replayable.
+	err := c.Send(t.Context(), envelope(2))
+	f, ok := deliver.IsFailure(err)
+	require.True(t, ok, "error %v is a failure", err)
+	require.Zero(t, f.Status)
+	require.EqualValues(t, 1, dropped.Load(), "requests received for row 2")
+}

@@ -1,0 +1,230 @@
+// Package status serves DispatchService: WatchJob streams a job's progress
+// from the shared job record, so any dispatcher answers for any job.
+package status
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/jobstore"
+)
+
+// Jobs is the part of the job store WatchJob reads.
+type Jobs interface {
+	Get(ctx context.Context, id string) (*spoolv1.Job, error)
+}
+
+// Defaults for Options.
+const (
+	DefaultInterval  = 500 * time.Millisecond
+	DefaultHeartbeat = 5 * time.Second
+	DefaultWindow    = 10 * time.Second
+)
+
+// Options configure a Server. Zero values get the defaults.
+type Options struct {
+	// Interval is how often a watched job is read.
+	Interval time.Duration
+	// Heartbeat is the longest a watcher goes without a message, so that
+	// clients and proxies can tell a quiet job from a dead stream.
+	Heartbeat time.Duration
+	// Window is how far back the settle rate is measured.
+	Window time.Duration
+	// Shutdown is closed when the dispatcher shuts down: every watch then
+	// ends with Unavailable, so graceful stop need not wait for them.
+	Shutdown <-chan struct{}
+	// Now and Tick are the clock; tests replace them. Tick returns a channel
+	// that delivers every d, and a function that stops it.
+	Now  func() time.Time
+	Tick func(d time.Duration) (<-chan time.Time, func())
+	Log  *slog.Logger
+}
+
+// Server implements spoolv1.DispatchServiceServer.
+type Server struct {
+	spoolv1.UnimplementedDispatchServiceServer
+	jobs Jobs
+	o    Options
+}
+
+// New returns a server reading jobs.
+func New(jobs Jobs, o Options) *Server {
+	if o.Interval <= 0 {
+		o.Interval = DefaultInterval
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = DefaultHeartbeat
+	}
+	if o.Window <= 0 {
+		o.Window = DefaultWindow
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Tick == nil {
+		o.Tick = func(d time.Duration) (<-chan time.Time, func()) {
+			t := time.NewTicker(d)
+			return t.C, t.Stop
+		}
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	return &Server{jobs: jobs, o: o}
+}
+
+// errShutdown tells a watcher to reconnect, to another dispatcher if need be.
+var errShutdown = grpcstatus.Error(codes.Unavailable, "dispatcher shutting down; watch again")
+
+// WatchJob sends the job's progress at once, then whenever the job
+// changes, and at least every heartbeat; it ends after a message with final
+// set once the job reaches a final state.
+func (s *Server) WatchJob(req *spoolv1.WatchJobRequest, stream grpc.ServerStreamingServer[spoolv1.WatchJobResponse]) error {
+	ctx := stream.Context()
+	id := req.GetJobId()
+	if id == "" {
+		return grpcstatus.Error(codes.InvalidArgument, "job_id is required")
+	}
+	tick, stop := s.o.Tick(s.o.Interval)
+	defer stop()
+
+	job, err := s.jobs.Get(ctx, id)
+	if err != nil {
+		return toStatus(ctx, err)
+	}
+	m := &meter{window: s.o.Window}
+	now := s.o.Now()
+	m.add(now, settled(job))
+	if done, err := s.send(stream, job, m); done || err != nil {
+		return err
+	}
+	last, lastSent := job, now
+	for {
+		select {
+		case <-s.o.Shutdown:
+			return errShutdown
+		case <-ctx.Done():
+			return grpcstatus.FromContextError(ctx.Err()).Err()
+		case <-tick:
+		}
+		job, err := s.jobs.Get(ctx, id)
+		if errors.Is(err, jobstore.ErrNotFound) || ctx.Err() != nil {
+			return toStatus(ctx, err)
+		}
+		if err != nil {
+			// The store is shared and its hiccups pass; the watcher keeps
+			// its stream and the next tick tries again.
+			s.o.Log.WarnContext(ctx, "read watched job", "job_id", id, "error", err)
+			continue
+		}
+		now := s.o.Now()
+		m.add(now, settled(job))
+		if proto.Equal(job, last) && now.Sub(lastSent) < s.o.Heartbeat {
+			continue
+		}
+		if done, err := s.send(stream, job, m); done || err != nil {
+			return err
+		}
+		last, lastSent = job, now
+	}
+}
+
+// send sends the job's progress, and reports whether that was the final
+// message.
+func (s *Server) send(stream grpc.ServerStreamingServer[spoolv1.WatchJobResponse], job *spoolv1.Job, m *meter) (bool, error) {
+	p := Progress(job, m.rate())
+	if err := stream.Send(&spoolv1.WatchJobResponse{Progress: p}); err != nil {
+		return false, err
+	}
+	return p.GetFinal(), nil
+}
+
+func toStatus(ctx context.Context, err error) error {
+	switch {
+	case errors.Is(err, jobstore.ErrNotFound):
+		return grpcstatus.Error(codes.NotFound, err.Error())
+	case ctx.Err() != nil:
+		return grpcstatus.FromContextError(ctx.Err()).Err()
+	default:
+		return grpcstatus.Errorf(codes.Unavailable, "read job: %v", err)
+	}
+}
+
+// Progress derives the figures of a job's progress from its record and the
+// measured settle rate (rows per second).
+func Progress(job *spoolv1.Job, rate float64) *spoolv1.JobProgress {
+	p := &spoolv1.JobProgress{
+		Job:           job,
+		InFlight:      max(0, job.GetRowsPublished()-settled(job)),
+		RatePerSecond: rate,
+		Final:         isFinal(job.GetState()),
+	}
+	// While the file is still arriving the total is unknown; what has been
+	// published so far is the best estimate of the work ahead.
+	target := job.GetTotal()
+	if job.GetState() == spoolv1.JobState_JOB_STATE_RECEIVING {
+		target = job.GetRowsPublished()
+	}
+	if rate > 0 && !p.Final {
+		left := float64(max(0, target-settled(job)))
+		// Rounded: nanoseconds of float error mean nothing to a person.
+		p.Eta = durationpb.New(time.Duration(left / rate * float64(time.Second)).Round(time.Millisecond))
+	}
+	return p
+}
+
+func settled(j *spoolv1.Job) int64 { return j.GetDelivered() + j.GetFailed() }
+
+func isFinal(s spoolv1.JobState) bool {
+	switch s {
+	case spoolv1.JobState_JOB_STATE_COMPLETED, spoolv1.JobState_JOB_STATE_ABORTED,
+		spoolv1.JobState_JOB_STATE_REJECTED, spoolv1.JobState_JOB_STATE_CANCELLED:
+		return true
+	}
+	return false
+}
+
+// meter measures a rate over a sliding window of (time, settled) samples.
+type meter struct {
+	window  time.Duration
+	samples []sample
+}
+
+type sample struct {
+	at      time.Time
+	settled int64
+}
+
+// add records a sample and forgets those no longer needed: the oldest kept
+// is the last one at or before the window's start, so the rate always spans
+// a full window once there is that much history.
+func (m *meter) add(at time.Time, settled int64) {
+	m.samples = append(m.samples, sample{at, settled})
+	start := at.Add(-m.window)
+	for len(m.samples) >= 2 && !m.samples[1].at.After(start) {
+		m.samples = m.samples[1:]
+	}
+}
+
+// rate is the settle rate in rows per second, 0 until two samples differ
+// in time.
+func (m *meter) rate() float64 {
+	if len(m.samples) < 2 {
+		return 0
+	}
+	first, last := m.samples[0], m.samples[len(m.samples)-1]
+	dt := last.at.Sub(first.at).Seconds()
+	if dt <= 0 {
+		return 0
+	}
+	return max(0, float64(last.settled-first.settled)/dt)
+}
