@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"google.golang.org/grpc"
+
+	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/ingestor/internal/csvread"
+	"github.com/spoolhq/spool/ingestor/internal/ingest"
+	"github.com/spoolhq/spool/ingestor/internal/publish"
+	"github.com/spoolhq/spool/platform/awsconf"
+	"github.com/spoolhq/spool/platform/envcfg"
+	"github.com/spoolhq/spool/platform/grpcserve"
+	"github.com/spoolhq/spool/platform/jobstore"
+)
+
+// config is everything the flags set.
+type config struct {
+	listen             string
+	queueURL           string
+	table              string
+	publishConcurrency int
+	publishBuffer      int
+	maxMessageBytes    int
+	maxRecordBytes     int64
+	maxRecvMsgBytes    int
+	maxErrors          int
+	progressInterval   time.Duration
+	shutdownGrace      time.Duration
+	logLevel           slog.Level
+}
+
+// parseConfig reads flags, then the environment (lookup), and checks the
+// result.
+func parseConfig(args []string, stderr io.Writer, lookup func(string) (string, bool)) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("ingestor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.listen, "listen", ":50051", "gRPC listen address")
+	fs.StringVar(&c.queueURL, "queue-url", "", "URL of the SQS queue rows are published to (required)")
+	fs.StringVar(&c.table, "table", "", "DynamoDB table of job records (required)")
+	fs.IntVar(&c.publishConcurrency, "publish-concurrency", publish.DefaultConcurrency, "SendMessageBatch calls in flight per stream")
+	fs.IntVar(&c.publishBuffer, "publish-buffer", publish.DefaultBuffer, "rows waiting to be sent per stream before the stream is slowed down")
+	fs.IntVar(&c.maxMessageBytes, "max-message-bytes", 0, "maximum SQS message size; 0 reads the queue's MaximumMessageSize")
+	fs.Int64Var(&c.maxRecordBytes, "max-record-bytes", csvread.DefaultMaxRecordBytes, "maximum bytes of one CSV record in chunk mode")
+	fs.IntVar(&c.maxRecvMsgBytes, "max-recv-msg-bytes", 4<<20, "maximum size of one gRPC message received")
+	fs.IntVar(&c.maxErrors, "max-errors", 100, "row errors returned in a StreamFile response (the count is never capped)")
+	fs.DurationVar(&c.progressInterval, "progress-interval", time.Second, "how often a stream's counters are written to the job record")
+	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 25*time.Second, "time streams get to finish on shutdown")
+	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
+	if err := envcfg.Parse(fs, args, lookup); err != nil {
+		return c, err
+	}
+	var missing []error
+	if c.queueURL == "" {
+		missing = append(missing, errors.New("-queue-url (or $SPOOL_QUEUE_URL) is required"))
+	}
+	if c.table == "" {
+		missing = append(missing, errors.New("-table (or $SPOOL_TABLE) is required"))
+	}
+	for _, p := range []struct {
+		name string
+		v    int64
+	}{
+		{"publish-concurrency", int64(c.publishConcurrency)},
+		{"publish-buffer", int64(c.publishBuffer)},
+		{"max-record-bytes", c.maxRecordBytes},
+		{"max-recv-msg-bytes", int64(c.maxRecvMsgBytes)},
+		{"progress-interval", int64(c.progressInterval)},
+	} {
+		if p.v <= 0 {
+			missing = append(missing, fmt.Errorf("-%s must be positive", p.name))
+		}
+	}
+	if c.maxMessageBytes < 0 || c.maxErrors < 0 {
+		missing = append(missing, errors.New("-max-message-bytes and -max-errors must not be negative"))
+	}
+	return c, errors.Join(missing...)
+}
+
+// run serves until ctx is done. stdout is unused: the service writes only
+// logs, to stderr.
+func run(ctx context.Context, args []string, _, stderr io.Writer) error {
+	c, err := parseConfig(args, stderr, nil)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: c.logLevel}))
+
+	awsCfg, err := awsconf.Load(ctx)
+	if err != nil {
+		return err
+	}
+	q := sqs.NewFromConfig(awsCfg)
+	if c.maxMessageBytes == 0 {
+		if c.maxMessageBytes, err = queueMaxMessageBytes(ctx, q, c.queueURL); err != nil {
+			return err
+		}
+	}
+	jobs := jobstore.New(dynamodb.NewFromConfig(awsCfg), c.table)
+	// Handlers are waited for even when the grace period runs out, so a
+	// stream cut off by shutdown still gets its job marked ABORTED before
+	// the process exits.
+	srv := grpcserve.New(log, grpc.MaxRecvMsgSize(c.maxRecvMsgBytes), grpc.WaitForHandlers(true))
+	spoolv1.RegisterIngestServiceServer(srv, ingest.New(jobs, ingest.Config{
+		NewPublisher: func() (ingest.Publisher, error) {
+			return publish.New(q, publish.Options{
+				QueueURL:        c.queueURL,
+				MaxMessageBytes: c.maxMessageBytes,
+				Concurrency:     c.publishConcurrency,
+				Buffer:          c.publishBuffer,
+				Log:             log,
+			})
+		},
+		MaxErrors:        c.maxErrors,
+		ProgressInterval: c.progressInterval,
+		CSV:              csvread.Options{MaxRecordBytes: c.maxRecordBytes},
+		Log:              log,
+	}))
+
+	lis, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", c.listen, err)
+	}
+	log.Info("serving", "addr", lis.Addr().String(), "queue_url", c.queueURL, "table", c.table,
+		"max_message_bytes", c.maxMessageBytes, "publish_concurrency", c.publishConcurrency, "publish_buffer", c.publishBuffer)
+	err = srv.Run(ctx, lis, c.shutdownGrace)
+	log.Info("stopped")
+	return err
+}
+
+// attributesAPI is the part of the SQS client startup uses.
+type attributesAPI interface {
+	GetQueueAttributes(ctx context.Context, in *sqs.GetQueueAttributesInput, opts ...func(*sqs.Options)) (*sqs.GetQueueAttributesOutput, error)
+}
+
+// queueMaxMessageBytes reads the queue's maximum message size once, at
+// startup, so that the limit follows the queue's configuration and a
+// missing queue is found before the first stream.
+func queueMaxMessageBytes(ctx context.Context, q attributesAPI, url string) (int, error) {
+	out, err := q.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
+		QueueUrl:       aws.String(url),
+		AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameMaximumMessageSize},
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read attributes of queue %s: %w", url, err)
+	}
+	v := out.Attributes[string(sqstypes.QueueAttributeNameMaximumMessageSize)]
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("queue %s: unusable MaximumMessageSize %q; set -max-message-bytes", url, v)
+	}
+	return n, nil
+}

@@ -1,0 +1,218 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/emulator"
+	"github.com/spoolhq/spool/platform/emulator/emutest"
+	"github.com/spoolhq/spool/platform/jobstore"
+	"github.com/spoolhq/spool/platform/provision"
+)
+
+func TestParseConfig(t *testing.T) {
+	required := map[string]string{"SPOOL_QUEUE_URL": "http://q", "SPOOL_TABLE": "jobs"}
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		check   func(t *testing.T, c config)
+		wantErr []string
+	}{
+		{
+			name: "defaults",
+			env:  required,
+			check: func(t *testing.T, c config) {
+				require.Equal(t, ":50051", c.listen)
+				require.Equal(t, 8, c.publishConcurrency)
+				require.Equal(t, 2000, c.publishBuffer)
+				require.Zero(t, c.maxMessageBytes)
+				require.EqualValues(t, 1<<20, c.maxRecordBytes)
+				require.Equal(t, 4<<20, c.maxRecvMsgBytes)
+				require.Equal(t, 100, c.maxErrors)
+				require.Equal(t, time.Second, c.progressInterval)
+				require.Equal(t, 25*time.Second, c.shutdownGrace)
+			},
+		},
+		{
+			name: "environment and flags",
+			args: []string{"-publish-buffer", "50", "-log-level", "debug"},
+			env:  map[string]string{"SPOOL_QUEUE_URL": "http://q", "SPOOL_TABLE": "t", "SPOOL_MAX_MESSAGE_BYTES": "2048", "SPOOL_PUBLISH_BUFFER": "9"},
+			check: func(t *testing.T, c config) {
+				require.Equal(t, "http://q", c.queueURL)
+				require.Equal(t, 2048, c.maxMessageBytes)
+				require.Equal(t, 50, c.publishBuffer, "the flag wins over the environment")
+				require.Equal(t, "DEBUG", c.logLevel.String())
+			},
+		},
+		{name: "required missing", wantErr: []string{"-queue-url", "-table"}},
+		{name: "bad values", env: required, args: []string{"-publish-concurrency", "0", "-max-errors", "-1"}, wantErr: []string{"publish-concurrency", "max-errors"}},
+		{name: "bad environment", env: map[string]string{"SPOOL_PROGRESS_INTERVAL": "soon"}, wantErr: []string{"SPOOL_PROGRESS_INTERVAL"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseConfig(tt.args, io.Discard, func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok })
+			for _, w := range tt.wantErr {
+				require.ErrorContains(t, err, w)
+			}
+			if tt.wantErr == nil {
+				require.NoError(t, err)
+				tt.check(t, c)
+			}
+		})
+	}
+}
+
+func TestRunRequiresConfig(t *testing.T) {
+	t.Setenv("SPOOL_QUEUE_URL", "")
+	t.Setenv("SPOOL_TABLE", "")
+	err := run(context.Background(), nil, io.Discard, io.Discard)
+	require.ErrorContains(t, err, "-queue-url (or $SPOOL_QUEUE_URL) is required")
+}
+
+// TestRunServes runs the whole program against the emulators, configured
+// only by environment as in a container, and checks the wiring: health,
+// the queue's maximum message size read at startup, a stream published,
+// and a clean stop.
+func TestRunServes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts emulators")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sqsURL, ddbURL := emutest.Start(t, emulator.SQS), emutest.Start(t, emulator.DynamoDB)
+	q := sqs.NewFromConfig(emutest.Config(sqsURL))
+	name := "run-" + uuid.NewString()[:8]
+	created, err := q.CreateQueue(ctx, &sqs.CreateQueueInput{
+		QueueName:  aws.String(name),
+		Attributes: map[string]string{string(sqstypes.QueueAttributeNameMaximumMessageSize): "1024"},
+	})
+	require.NoError(t, err)
+	require.NoError(t, provision.EnsureTable(ctx, dynamodb.NewFromConfig(emutest.Config(ddbURL)), "jobs"))
+
+	none := filepath.Join(t.TempDir(), "none")
+	for k, v := range map[string]string{
+		"AWS_ENDPOINT_URL_SQS": sqsURL, "AWS_ENDPOINT_URL_DYNAMODB": ddbURL, "AWS_REGION": "us-east-1",
+		"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_SESSION_TOKEN": "",
+		"AWS_CONFIG_FILE": none, "AWS_SHARED_CREDENTIALS_FILE": none, "AWS_PROFILE": "", "AWS_EC2_METADATA_DISABLED": "true",
+		"SPOOL_QUEUE_URL": aws.ToString(created.QueueUrl), "SPOOL_TABLE": "jobs", "SPOOL_MAX_MESSAGE_BYTES": "",
+	} {
+		t.Setenv(k, v)
+	}
+	port, err := emulator.FreePort()
+	require.NoError(t, err)
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	logs := &syncBuffer{}
+	go func() {
+		args := []string{"-listen", addr, "-max-message-bytes", "0", "-shutdown-grace", "200ms"}
+		done <- run(runCtx, args, io.Discard, io.MultiWriter(logs, t.Output()))
+	}()
+	var stopped bool
+	t.Cleanup(func() {
+		if !stopped {
+			stop()
+			<-done
+		}
+	})
+
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	require.Eventually(t, func() bool {
+		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
+	}, 30*time.Second, 20*time.Millisecond)
+
+	stream, err := spoolv1.NewIngestServiceClient(conn).StreamFile(ctx)
+	require.NoError(t, err)
+	require.NoError(t, stream.Send(&spoolv1.StreamFileRequest{Msg: &spoolv1.StreamFileRequest_Header{Header: &spoolv1.FileHeader{FileName: "run.csv"}}}))
+	csv := "id,note\n1,short\n2," + strings.Repeat("x", 2000) + "\n3,short\n"
+	require.NoError(t, stream.Send(&spoolv1.StreamFileRequest{Msg: &spoolv1.StreamFileRequest_Chunk{Chunk: []byte(csv)}}))
+	resp, err := stream.CloseAndRecv()
+	require.NoError(t, err)
+	require.EqualValues(t, 3, resp.GetRowsReceived())
+	require.EqualValues(t, 2, resp.GetRowsPublished())
+	// The queue's 1,024-byte limit, read at startup, refused row 2.
+	require.Len(t, resp.GetErrors(), 1)
+	require.EqualValues(t, 2, resp.GetErrors()[0].GetRow())
+	require.Contains(t, resp.GetErrors()[0].GetReason(), "max-message-bytes=1024")
+	require.Equal(t, spoolv1.JobState_JOB_STATE_SEALED, resp.GetJob().GetState())
+
+	got, err := spoolv1.NewIngestServiceClient(conn).GetJob(ctx, &spoolv1.GetJobRequest{JobId: resp.GetJobId()})
+	require.NoError(t, err)
+	require.EqualValues(t, 2, got.GetJob().GetTotal())
+
+	// A stream still open at shutdown is cut off after the grace period,
+	// and its job is ABORTED by the time run returns.
+	open, err := spoolv1.NewIngestServiceClient(conn).StreamFile(ctx)
+	require.NoError(t, err)
+	require.NoError(t, open.Send(&spoolv1.StreamFileRequest{Msg: &spoolv1.StreamFileRequest_Header{Header: &spoolv1.FileHeader{Columns: []string{"id"}}}}))
+	require.NoError(t, open.Send(&spoolv1.StreamFileRequest{Msg: &spoolv1.StreamFileRequest_Chunk{Chunk: []byte("1\n")}}))
+	var openID string
+	require.Eventually(t, func() bool {
+		openID = createdJob(logs.String(), resp.GetJobId())
+		return openID != ""
+	}, 10*time.Second, 10*time.Millisecond)
+	stop()
+	require.NoError(t, <-done)
+	stopped = true
+	j, err := jobstore.New(dynamodb.NewFromConfig(emutest.Config(ddbURL)), "jobs").Get(ctx, openID)
+	require.NoError(t, err)
+	require.Equal(t, spoolv1.JobState_JOB_STATE_ABORTED, j.GetState())
+	require.Contains(t, j.GetStateReason(), "stream cancelled")
+}
+
+// createdJob returns the id of a job the log says was created, other than
+// except.
+func createdJob(logs, except string) string {
+	for _, line := range strings.Split(logs, "\n") {
+		var rec struct {
+			Msg   string `json:"msg"`
+			JobID string `json:"job_id"`
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "job created" && rec.JobID != except {
+			return rec.JobID
+		}
+	}
+	return ""
+}
+
+// syncBuffer is a log sink safe for the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
