@@ -219,4 +219,3 @@ func jobIDFrom(t *testing.T, out string) string {
 	t.Fatalf("no job id in output:\n%s", out)
 	return ""
 }
-

@@ -198,10 +198,10 @@ type Ingest struct {
 // progress and the published figure can serve a resumed stream.
 func (s *Store) RecordIngest(ctx context.Context, id string, in Ingest) error {
 	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:           aws.String(s.table),
-		Key:                 jobKey(id),
-		UpdateExpression:    aws.String("SET rows_received = :rcv, rows_published = :pub, rows_rejected = :rej, updated_at = :now"),
-		ConditionExpression: aws.String("#state = :receiving"),
+		TableName:                aws.String(s.table),
+		Key:                      jobKey(id),
+		UpdateExpression:         aws.String("SET rows_received = :rcv, rows_published = :pub, rows_rejected = :rej, updated_at = :now"),
+		ConditionExpression:      aws.String("#state = :receiving"),
 		ExpressionAttributeNames: map[string]string{"#state": "state"},
 		ExpressionAttributeValues: map[string]types.AttributeValue{
 			":rcv":       num(in.Received),
