@@ -136,7 +136,15 @@ func Up(ctx context.Context, o Options) (s *Stack, err error) {
 	}
 	for i := 1; i <= o.Dispatchers; i++ {
 		d, err := s.startService(ctx, "dispatcher-"+strconv.Itoa(i), "dispatcher", o.DispatcherArgs,
-			[]string{"SPOOL_DESTINATION_URL=" + s.Sink.Addr + "/"}, grpcReady)
+			[]string{
+				"SPOOL_DESTINATION_URL=" + s.Sink.Addr + "/",
+				// local-aws-sqs answers a long poll only once it holds
+				// MaxNumberOfMessages or the wait is over (AWS answers as soon
+				// as any message is there), so the last few messages of a job
+				// wait out the poll. A short wait keeps the demo's tail short;
+				// on AWS the default is right.
+				"SPOOL_RECEIVE_WAIT=1s",
+			}, grpcReady)
 		if err != nil {
 			return nil, err
 		}
