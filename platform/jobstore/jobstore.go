@@ -81,6 +81,9 @@ type record struct {
 	Delivered     int64    `dynamodbav:"delivered"`
 	Failed        int64    `dynamodbav:"failed"`
 	Retries       int64    `dynamodbav:"retries"`
+	Unknown       int64    `dynamodbav:"unknown"`
+	Suppressed    int64    `dynamodbav:"duplicates_suppressed"`
+	Dropped       int64    `dynamodbav:"dropped"`
 	CreatedAt     int64    `dynamodbav:"created_at"`
 	UpdatedAt     int64    `dynamodbav:"updated_at"`
 	SealedAt      int64    `dynamodbav:"sealed_at,omitempty"`
@@ -114,23 +117,26 @@ func ts(ms int64) *timestamppb.Timestamp {
 
 func (r *record) job() *spoolv1.Job {
 	return &spoolv1.Job{
-		JobId:         r.JobID,
-		JobKey:        r.JobKey,
-		FileName:      r.FileName,
-		State:         parseState(r.State),
-		StateReason:   r.StateReason,
-		Columns:       r.Columns,
-		RowsReceived:  r.RowsReceived,
-		RowsPublished: r.RowsPublished,
-		RowsRejected:  r.RowsRejected,
-		Total:         r.Total,
-		Delivered:     r.Delivered,
-		Failed:        r.Failed,
-		Retries:       r.Retries,
-		CreatedAt:     ts(r.CreatedAt),
-		UpdatedAt:     ts(r.UpdatedAt),
-		SealedAt:      ts(r.SealedAt),
-		CompletedAt:   ts(r.CompletedAt),
+		JobId:                r.JobID,
+		JobKey:               r.JobKey,
+		FileName:             r.FileName,
+		State:                parseState(r.State),
+		StateReason:          r.StateReason,
+		Columns:              r.Columns,
+		RowsReceived:         r.RowsReceived,
+		RowsPublished:        r.RowsPublished,
+		RowsRejected:         r.RowsRejected,
+		Total:                r.Total,
+		Delivered:            r.Delivered,
+		Failed:               r.Failed,
+		Retries:              r.Retries,
+		Unknown:              r.Unknown,
+		DuplicatesSuppressed: r.Suppressed,
+		Dropped:              r.Dropped,
+		CreatedAt:            ts(r.CreatedAt),
+		UpdatedAt:            ts(r.UpdatedAt),
+		SealedAt:             ts(r.SealedAt),
+		CompletedAt:          ts(r.CompletedAt),
 	}
 }
 
@@ -277,10 +283,17 @@ func (s *Store) End(ctx context.Context, id string, state spoolv1.JobState, reas
 	return unmarshalJob(out.Attributes)
 }
 
-// Counts are deltas of a job's delivery counters.
+// Counts are deltas of a job's delivery counters. A row is settled once
+// it is Delivered, Failed (refused for good) or Unknown (held for
+// reconciliation); resolving an unknown row moves one count from Unknown
+// to Delivered, so deltas may be negative.
 type Counts struct {
-	Delivered, Failed, Retries int64
+	Delivered, Failed, Retries   int64
+	Unknown, Suppressed, Dropped int64
 }
+
+// Settled is how many rows the deltas settle.
+func (c Counts) Settled() int64 { return c.Delivered + c.Failed + c.Unknown }
 
 // IsZero reports whether there is nothing to add.
 func (c Counts) IsZero() bool { return c == Counts{} }
@@ -291,12 +304,17 @@ func (s *Store) Add(ctx context.Context, id string, c Counts) (*spoolv1.Job, err
 	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:           aws.String(s.table),
 		Key:                 jobKey(id),
-		UpdateExpression:    aws.String("ADD delivered :d, failed :f, retries :r SET updated_at = :now"),
+		UpdateExpression:    aws.String("ADD delivered :d, failed :f, retries :r, #unknown :u, duplicates_suppressed :s, dropped :x SET updated_at = :now"),
 		ConditionExpression: aws.String("attribute_exists(pk)"),
+		// UNKNOWN is a DynamoDB reserved word.
+		ExpressionAttributeNames: map[string]string{"#unknown": "unknown"},
 		ExpressionAttributeValues: map[string]types.AttributeValue{
 			":d":   num(c.Delivered),
 			":f":   num(c.Failed),
 			":r":   num(c.Retries),
+			":u":   num(c.Unknown),
+			":s":   num(c.Suppressed),
+			":x":   num(c.Dropped),
 			":now": num(millis(s.now())),
 		},
 		ReturnValues: types.ReturnValueAllNew,
@@ -319,7 +337,8 @@ func (s *Store) completeIfSettled(ctx context.Context, item map[string]types.Att
 	if err != nil {
 		return nil, err
 	}
-	if j.GetState() != spoolv1.JobState_JOB_STATE_SEALED || j.GetDelivered()+j.GetFailed() < j.GetTotal() {
+	settled := j.GetDelivered() + j.GetFailed() + j.GetUnknown()
+	if j.GetState() != spoolv1.JobState_JOB_STATE_SEALED || settled < j.GetTotal() {
 		return j, nil
 	}
 	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{

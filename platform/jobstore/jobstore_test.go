@@ -50,14 +50,24 @@ func TestLifecycle(t *testing.T) {
 	require.EqualValues(t, 5, j.GetTotal())
 	require.ErrorIs(t, s.RecordIngest(ctx, "j1", jobstore.Ingest{}), jobstore.ErrState)
 
-	j, err = s.Add(ctx, "j1", jobstore.Counts{Failed: 1})
+	j, err = s.Add(ctx, "j1", jobstore.Counts{Suppressed: 3, Dropped: 1})
 	require.NoError(t, err)
-	require.Equal(t, spoolv1.JobState_JOB_STATE_COMPLETED, j.GetState())
+	require.Equal(t, spoolv1.JobState_JOB_STATE_SEALED, j.GetState(), "suppressed and dropped messages settle no row")
+	j, err = s.Add(ctx, "j1", jobstore.Counts{Unknown: 1})
+	require.NoError(t, err)
+	require.Equal(t, spoolv1.JobState_JOB_STATE_COMPLETED, j.GetState(), "an unknown row is settled, held for reconciliation")
+	require.EqualValues(t, 3, j.GetDuplicatesSuppressed())
+	require.EqualValues(t, 1, j.GetDropped())
+	// Resolving it moves the count; the job stays complete.
+	j, err = s.Add(ctx, "j1", jobstore.Counts{Unknown: -1, Delivered: 1})
+	require.NoError(t, err)
+	require.EqualValues(t, 0, j.GetUnknown())
+	require.EqualValues(t, 5, j.GetDelivered())
 	require.NotNil(t, j.GetCompletedAt())
 
 	got, err := s.Get(ctx, "j1")
 	require.NoError(t, err)
-	require.EqualValues(t, 4, got.GetDelivered())
+	require.EqualValues(t, 5, got.GetDelivered())
 	require.EqualValues(t, 2, got.GetRetries())
 	require.Equal(t, []string{"a", "b"}, got.GetColumns())
 

@@ -9,6 +9,7 @@ package spoolv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -20,6 +21,121 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// TransactionState is a row's state in the delivery ledger.
+type TransactionState int32
+
+const (
+	TransactionState_TRANSACTION_STATE_UNSPECIFIED TransactionState = 0
+	// A dispatcher owns the row under a lease; nothing was sent yet.
+	TransactionState_TRANSACTION_STATE_CLAIMED TransactionState = 1
+	// Written immediately before the HTTP request.
+	TransactionState_TRANSACTION_STATE_SENDING   TransactionState = 2
+	TransactionState_TRANSACTION_STATE_DELIVERED TransactionState = 3
+	// The destination refused it for good.
+	TransactionState_TRANSACTION_STATE_REJECTED TransactionState = 4
+	// A SENDING lease expired: the request may or may not have been applied.
+	TransactionState_TRANSACTION_STATE_UNKNOWN TransactionState = 5
+)
+
+// Enum value maps for TransactionState.
+var (
+	TransactionState_name = map[int32]string{
+		0: "TRANSACTION_STATE_UNSPECIFIED",
+		1: "TRANSACTION_STATE_CLAIMED",
+		2: "TRANSACTION_STATE_SENDING",
+		3: "TRANSACTION_STATE_DELIVERED",
+		4: "TRANSACTION_STATE_REJECTED",
+		5: "TRANSACTION_STATE_UNKNOWN",
+	}
+	TransactionState_value = map[string]int32{
+		"TRANSACTION_STATE_UNSPECIFIED": 0,
+		"TRANSACTION_STATE_CLAIMED":     1,
+		"TRANSACTION_STATE_SENDING":     2,
+		"TRANSACTION_STATE_DELIVERED":   3,
+		"TRANSACTION_STATE_REJECTED":    4,
+		"TRANSACTION_STATE_UNKNOWN":     5,
+	}
+)
+
+func (x TransactionState) Enum() *TransactionState {
+	p := new(TransactionState)
+	*p = x
+	return p
+}
+
+func (x TransactionState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TransactionState) Descriptor() protoreflect.EnumDescriptor {
+	return file_spool_v1_dispatch_proto_enumTypes[0].Descriptor()
+}
+
+func (TransactionState) Type() protoreflect.EnumType {
+	return &file_spool_v1_dispatch_proto_enumTypes[0]
+}
+
+func (x TransactionState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TransactionState.Descriptor instead.
+func (TransactionState) EnumDescriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{0}
+}
+
+// Resolution is what a person found at the third party.
+type Resolution int32
+
+const (
+	Resolution_RESOLUTION_UNSPECIFIED Resolution = 0
+	// The third party has the transaction: record it DELIVERED.
+	Resolution_RESOLUTION_DELIVERED Resolution = 1
+	// It does not: send it again, with the same idempotency key.
+	Resolution_RESOLUTION_RESEND Resolution = 2
+)
+
+// Enum value maps for Resolution.
+var (
+	Resolution_name = map[int32]string{
+		0: "RESOLUTION_UNSPECIFIED",
+		1: "RESOLUTION_DELIVERED",
+		2: "RESOLUTION_RESEND",
+	}
+	Resolution_value = map[string]int32{
+		"RESOLUTION_UNSPECIFIED": 0,
+		"RESOLUTION_DELIVERED":   1,
+		"RESOLUTION_RESEND":      2,
+	}
+)
+
+func (x Resolution) Enum() *Resolution {
+	p := new(Resolution)
+	*p = x
+	return p
+}
+
+func (x Resolution) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Resolution) Descriptor() protoreflect.EnumDescriptor {
+	return file_spool_v1_dispatch_proto_enumTypes[1].Descriptor()
+}
+
+func (Resolution) Type() protoreflect.EnumType {
+	return &file_spool_v1_dispatch_proto_enumTypes[1]
+}
+
+func (x Resolution) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Resolution.Descriptor instead.
+func (Resolution) EnumDescriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{1}
+}
 
 type WatchJobRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -109,17 +225,532 @@ func (x *WatchJobResponse) GetProgress() *JobProgress {
 	return nil
 }
 
+// LedgerEntry is one row of the delivery ledger.
+type LedgerEntry struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	JobId          string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Row            int64                  `protobuf:"varint,2,opt,name=row,proto3" json:"row,omitempty"`
+	TransactionKey string                 `protobuf:"bytes,3,opt,name=transaction_key,json=transactionKey,proto3" json:"transaction_key,omitempty"`
+	State          TransactionState       `protobuf:"varint,4,opt,name=state,proto3,enum=spool.v1.TransactionState" json:"state,omitempty"`
+	// Values of the business-key columns, joined with "|"; empty without one.
+	BusinessKey string `protobuf:"bytes,5,opt,name=business_key,json=businessKey,proto3" json:"business_key,omitempty"`
+	// The amount column's value, as in the file.
+	Amount   string `protobuf:"bytes,6,opt,name=amount,proto3" json:"amount,omitempty"`
+	Attempts int32  `protobuf:"varint,7,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// HTTP status of the last answer, 0 when there was none.
+	LastStatus    int32                  `protobuf:"varint,8,opt,name=last_status,json=lastStatus,proto3" json:"last_status,omitempty"`
+	Reason        string                 `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LedgerEntry) Reset() {
+	*x = LedgerEntry{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LedgerEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LedgerEntry) ProtoMessage() {}
+
+func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LedgerEntry.ProtoReflect.Descriptor instead.
+func (*LedgerEntry) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *LedgerEntry) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *LedgerEntry) GetRow() int64 {
+	if x != nil {
+		return x.Row
+	}
+	return 0
+}
+
+func (x *LedgerEntry) GetTransactionKey() string {
+	if x != nil {
+		return x.TransactionKey
+	}
+	return ""
+}
+
+func (x *LedgerEntry) GetState() TransactionState {
+	if x != nil {
+		return x.State
+	}
+	return TransactionState_TRANSACTION_STATE_UNSPECIFIED
+}
+
+func (x *LedgerEntry) GetBusinessKey() string {
+	if x != nil {
+		return x.BusinessKey
+	}
+	return ""
+}
+
+func (x *LedgerEntry) GetAmount() string {
+	if x != nil {
+		return x.Amount
+	}
+	return ""
+}
+
+func (x *LedgerEntry) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *LedgerEntry) GetLastStatus() int32 {
+	if x != nil {
+		return x.LastStatus
+	}
+	return 0
+}
+
+func (x *LedgerEntry) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *LedgerEntry) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+type ReportJobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportJobRequest) Reset() {
+	*x = ReportJobRequest{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportJobRequest) ProtoMessage() {}
+
+func (x *ReportJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportJobRequest.ProtoReflect.Descriptor instead.
+func (*ReportJobRequest) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ReportJobRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type ReportJobResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*ReportJobResponse_Entry
+	//	*ReportJobResponse_Summary
+	Msg           isReportJobResponse_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportJobResponse) Reset() {
+	*x = ReportJobResponse{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportJobResponse) ProtoMessage() {}
+
+func (x *ReportJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportJobResponse.ProtoReflect.Descriptor instead.
+func (*ReportJobResponse) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ReportJobResponse) GetMsg() isReportJobResponse_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *ReportJobResponse) GetEntry() *LedgerEntry {
+	if x != nil {
+		if x, ok := x.Msg.(*ReportJobResponse_Entry); ok {
+			return x.Entry
+		}
+	}
+	return nil
+}
+
+func (x *ReportJobResponse) GetSummary() *ReportSummary {
+	if x != nil {
+		if x, ok := x.Msg.(*ReportJobResponse_Summary); ok {
+			return x.Summary
+		}
+	}
+	return nil
+}
+
+type isReportJobResponse_Msg interface {
+	isReportJobResponse_Msg()
+}
+
+type ReportJobResponse_Entry struct {
+	Entry *LedgerEntry `protobuf:"bytes,1,opt,name=entry,proto3,oneof"`
+}
+
+type ReportJobResponse_Summary struct {
+	Summary *ReportSummary `protobuf:"bytes,2,opt,name=summary,proto3,oneof"`
+}
+
+func (*ReportJobResponse_Entry) isReportJobResponse_Msg() {}
+
+func (*ReportJobResponse_Summary) isReportJobResponse_Msg() {}
+
+// ReportSummary closes a report.
+type ReportSummary struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	Totals        []*StateTotal          `protobuf:"bytes,2,rep,name=totals,proto3" json:"totals,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportSummary) Reset() {
+	*x = ReportSummary{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportSummary) ProtoMessage() {}
+
+func (x *ReportSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportSummary.ProtoReflect.Descriptor instead.
+func (*ReportSummary) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ReportSummary) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *ReportSummary) GetTotals() []*StateTotal {
+	if x != nil {
+		return x.Totals
+	}
+	return nil
+}
+
+// StateTotal is the row count and exact amount sum of one ledger state.
+type StateTotal struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	State         TransactionState       `protobuf:"varint,1,opt,name=state,proto3,enum=spool.v1.TransactionState" json:"state,omitempty"`
+	Rows          int64                  `protobuf:"varint,2,opt,name=rows,proto3" json:"rows,omitempty"`
+	AmountSum     string                 `protobuf:"bytes,3,opt,name=amount_sum,json=amountSum,proto3" json:"amount_sum,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StateTotal) Reset() {
+	*x = StateTotal{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StateTotal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StateTotal) ProtoMessage() {}
+
+func (x *StateTotal) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StateTotal.ProtoReflect.Descriptor instead.
+func (*StateTotal) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *StateTotal) GetState() TransactionState {
+	if x != nil {
+		return x.State
+	}
+	return TransactionState_TRANSACTION_STATE_UNSPECIFIED
+}
+
+func (x *StateTotal) GetRows() int64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *StateTotal) GetAmountSum() string {
+	if x != nil {
+		return x.AmountSum
+	}
+	return ""
+}
+
+type ResolveTransactionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Row           int64                  `protobuf:"varint,2,opt,name=row,proto3" json:"row,omitempty"`
+	Resolution    Resolution             `protobuf:"varint,3,opt,name=resolution,proto3,enum=spool.v1.Resolution" json:"resolution,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveTransactionRequest) Reset() {
+	*x = ResolveTransactionRequest{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveTransactionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveTransactionRequest) ProtoMessage() {}
+
+func (x *ResolveTransactionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveTransactionRequest.ProtoReflect.Descriptor instead.
+func (*ResolveTransactionRequest) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ResolveTransactionRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ResolveTransactionRequest) GetRow() int64 {
+	if x != nil {
+		return x.Row
+	}
+	return 0
+}
+
+func (x *ResolveTransactionRequest) GetResolution() Resolution {
+	if x != nil {
+		return x.Resolution
+	}
+	return Resolution_RESOLUTION_UNSPECIFIED
+}
+
+type ResolveTransactionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entry         *LedgerEntry           `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveTransactionResponse) Reset() {
+	*x = ResolveTransactionResponse{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveTransactionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveTransactionResponse) ProtoMessage() {}
+
+func (x *ResolveTransactionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveTransactionResponse.ProtoReflect.Descriptor instead.
+func (*ResolveTransactionResponse) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ResolveTransactionResponse) GetEntry() *LedgerEntry {
+	if x != nil {
+		return x.Entry
+	}
+	return nil
+}
+
 var File_spool_v1_dispatch_proto protoreflect.FileDescriptor
 
 const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"\n" +
-	"\x17spool/v1/dispatch.proto\x12\bspool.v1\x1a\x12spool/v1/job.proto\"(\n" +
+	"\x17spool/v1/dispatch.proto\x12\bspool.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12spool/v1/job.proto\"(\n" +
 	"\x0fWatchJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"E\n" +
 	"\x10WatchJobResponse\x121\n" +
-	"\bprogress\x18\x01 \x01(\v2\x15.spool.v1.JobProgressR\bprogress2V\n" +
+	"\bprogress\x18\x01 \x01(\v2\x15.spool.v1.JobProgressR\bprogress\"\xdc\x02\n" +
+	"\vLedgerEntry\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x10\n" +
+	"\x03row\x18\x02 \x01(\x03R\x03row\x12'\n" +
+	"\x0ftransaction_key\x18\x03 \x01(\tR\x0etransactionKey\x120\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x1a.spool.v1.TransactionStateR\x05state\x12!\n" +
+	"\fbusiness_key\x18\x05 \x01(\tR\vbusinessKey\x12\x16\n" +
+	"\x06amount\x18\x06 \x01(\tR\x06amount\x12\x1a\n" +
+	"\battempts\x18\a \x01(\x05R\battempts\x12\x1f\n" +
+	"\vlast_status\x18\b \x01(\x05R\n" +
+	"lastStatus\x12\x16\n" +
+	"\x06reason\x18\t \x01(\tR\x06reason\x129\n" +
+	"\n" +
+	"updated_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\")\n" +
+	"\x10ReportJobRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"~\n" +
+	"\x11ReportJobResponse\x12-\n" +
+	"\x05entry\x18\x01 \x01(\v2\x15.spool.v1.LedgerEntryH\x00R\x05entry\x123\n" +
+	"\asummary\x18\x02 \x01(\v2\x17.spool.v1.ReportSummaryH\x00R\asummaryB\x05\n" +
+	"\x03msg\"^\n" +
+	"\rReportSummary\x12\x1f\n" +
+	"\x03job\x18\x01 \x01(\v2\r.spool.v1.JobR\x03job\x12,\n" +
+	"\x06totals\x18\x02 \x03(\v2\x14.spool.v1.StateTotalR\x06totals\"q\n" +
+	"\n" +
+	"StateTotal\x120\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x1a.spool.v1.TransactionStateR\x05state\x12\x12\n" +
+	"\x04rows\x18\x02 \x01(\x03R\x04rows\x12\x1d\n" +
+	"\n" +
+	"amount_sum\x18\x03 \x01(\tR\tamountSum\"z\n" +
+	"\x19ResolveTransactionRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x10\n" +
+	"\x03row\x18\x02 \x01(\x03R\x03row\x124\n" +
+	"\n" +
+	"resolution\x18\x03 \x01(\x0e2\x14.spool.v1.ResolutionR\n" +
+	"resolution\"I\n" +
+	"\x1aResolveTransactionResponse\x12+\n" +
+	"\x05entry\x18\x01 \x01(\v2\x15.spool.v1.LedgerEntryR\x05entry*\xd3\x01\n" +
+	"\x10TransactionState\x12!\n" +
+	"\x1dTRANSACTION_STATE_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19TRANSACTION_STATE_CLAIMED\x10\x01\x12\x1d\n" +
+	"\x19TRANSACTION_STATE_SENDING\x10\x02\x12\x1f\n" +
+	"\x1bTRANSACTION_STATE_DELIVERED\x10\x03\x12\x1e\n" +
+	"\x1aTRANSACTION_STATE_REJECTED\x10\x04\x12\x1d\n" +
+	"\x19TRANSACTION_STATE_UNKNOWN\x10\x05*Y\n" +
+	"\n" +
+	"Resolution\x12\x1a\n" +
+	"\x16RESOLUTION_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14RESOLUTION_DELIVERED\x10\x01\x12\x15\n" +
+	"\x11RESOLUTION_RESEND\x10\x022\xff\x01\n" +
 	"\x0fDispatchService\x12C\n" +
-	"\bWatchJob\x12\x19.spool.v1.WatchJobRequest\x1a\x1a.spool.v1.WatchJobResponse0\x01B/Z-github.com/spoolhq/spool/gen/spool/v1;spoolv1b\x06proto3"
+	"\bWatchJob\x12\x19.spool.v1.WatchJobRequest\x1a\x1a.spool.v1.WatchJobResponse0\x01\x12F\n" +
+	"\tReportJob\x12\x1a.spool.v1.ReportJobRequest\x1a\x1b.spool.v1.ReportJobResponse0\x01\x12_\n" +
+	"\x12ResolveTransaction\x12#.spool.v1.ResolveTransactionRequest\x1a$.spool.v1.ResolveTransactionResponseB/Z-github.com/spoolhq/spool/gen/spool/v1;spoolv1b\x06proto3"
 
 var (
 	file_spool_v1_dispatch_proto_rawDescOnce sync.Once
@@ -133,21 +764,46 @@ func file_spool_v1_dispatch_proto_rawDescGZIP() []byte {
 	return file_spool_v1_dispatch_proto_rawDescData
 }
 
-var file_spool_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_spool_v1_dispatch_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_spool_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_spool_v1_dispatch_proto_goTypes = []any{
-	(*WatchJobRequest)(nil),  // 0: spool.v1.WatchJobRequest
-	(*WatchJobResponse)(nil), // 1: spool.v1.WatchJobResponse
-	(*JobProgress)(nil),      // 2: spool.v1.JobProgress
+	(TransactionState)(0),              // 0: spool.v1.TransactionState
+	(Resolution)(0),                    // 1: spool.v1.Resolution
+	(*WatchJobRequest)(nil),            // 2: spool.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),           // 3: spool.v1.WatchJobResponse
+	(*LedgerEntry)(nil),                // 4: spool.v1.LedgerEntry
+	(*ReportJobRequest)(nil),           // 5: spool.v1.ReportJobRequest
+	(*ReportJobResponse)(nil),          // 6: spool.v1.ReportJobResponse
+	(*ReportSummary)(nil),              // 7: spool.v1.ReportSummary
+	(*StateTotal)(nil),                 // 8: spool.v1.StateTotal
+	(*ResolveTransactionRequest)(nil),  // 9: spool.v1.ResolveTransactionRequest
+	(*ResolveTransactionResponse)(nil), // 10: spool.v1.ResolveTransactionResponse
+	(*JobProgress)(nil),                // 11: spool.v1.JobProgress
+	(*timestamppb.Timestamp)(nil),      // 12: google.protobuf.Timestamp
+	(*Job)(nil),                        // 13: spool.v1.Job
 }
 var file_spool_v1_dispatch_proto_depIdxs = []int32{
-	2, // 0: spool.v1.WatchJobResponse.progress:type_name -> spool.v1.JobProgress
-	0, // 1: spool.v1.DispatchService.WatchJob:input_type -> spool.v1.WatchJobRequest
-	1, // 2: spool.v1.DispatchService.WatchJob:output_type -> spool.v1.WatchJobResponse
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	11, // 0: spool.v1.WatchJobResponse.progress:type_name -> spool.v1.JobProgress
+	0,  // 1: spool.v1.LedgerEntry.state:type_name -> spool.v1.TransactionState
+	12, // 2: spool.v1.LedgerEntry.updated_at:type_name -> google.protobuf.Timestamp
+	4,  // 3: spool.v1.ReportJobResponse.entry:type_name -> spool.v1.LedgerEntry
+	7,  // 4: spool.v1.ReportJobResponse.summary:type_name -> spool.v1.ReportSummary
+	13, // 5: spool.v1.ReportSummary.job:type_name -> spool.v1.Job
+	8,  // 6: spool.v1.ReportSummary.totals:type_name -> spool.v1.StateTotal
+	0,  // 7: spool.v1.StateTotal.state:type_name -> spool.v1.TransactionState
+	1,  // 8: spool.v1.ResolveTransactionRequest.resolution:type_name -> spool.v1.Resolution
+	4,  // 9: spool.v1.ResolveTransactionResponse.entry:type_name -> spool.v1.LedgerEntry
+	2,  // 10: spool.v1.DispatchService.WatchJob:input_type -> spool.v1.WatchJobRequest
+	5,  // 11: spool.v1.DispatchService.ReportJob:input_type -> spool.v1.ReportJobRequest
+	9,  // 12: spool.v1.DispatchService.ResolveTransaction:input_type -> spool.v1.ResolveTransactionRequest
+	3,  // 13: spool.v1.DispatchService.WatchJob:output_type -> spool.v1.WatchJobResponse
+	6,  // 14: spool.v1.DispatchService.ReportJob:output_type -> spool.v1.ReportJobResponse
+	10, // 15: spool.v1.DispatchService.ResolveTransaction:output_type -> spool.v1.ResolveTransactionResponse
+	13, // [13:16] is the sub-list for method output_type
+	10, // [10:13] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_spool_v1_dispatch_proto_init() }
@@ -156,18 +812,23 @@ func file_spool_v1_dispatch_proto_init() {
 		return
 	}
 	file_spool_v1_job_proto_init()
+	file_spool_v1_dispatch_proto_msgTypes[4].OneofWrappers = []any{
+		(*ReportJobResponse_Entry)(nil),
+		(*ReportJobResponse_Summary)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spool_v1_dispatch_proto_rawDesc), len(file_spool_v1_dispatch_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   2,
+			NumEnums:      2,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_spool_v1_dispatch_proto_goTypes,
 		DependencyIndexes: file_spool_v1_dispatch_proto_depIdxs,
+		EnumInfos:         file_spool_v1_dispatch_proto_enumTypes,
 		MessageInfos:      file_spool_v1_dispatch_proto_msgTypes,
 	}.Build()
 	File_spool_v1_dispatch_proto = out.File

@@ -19,7 +19,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	DispatchService_WatchJob_FullMethodName = "/spool.v1.DispatchService/WatchJob"
+	DispatchService_WatchJob_FullMethodName           = "/spool.v1.DispatchService/WatchJob"
+	DispatchService_ReportJob_FullMethodName          = "/spool.v1.DispatchService/ReportJob"
+	DispatchService_ResolveTransaction_FullMethodName = "/spool.v1.DispatchService/ResolveTransaction"
 )
 
 // DispatchServiceClient is the client API for DispatchService service.
@@ -32,6 +34,13 @@ type DispatchServiceClient interface {
 	// WatchJob streams a job's progress until the job reaches a final state,
 	// then sends a message with final set and ends.
 	WatchJob(ctx context.Context, in *WatchJobRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchJobResponse], error)
+	// ReportJob streams a reconciliation report of a job from the delivery
+	// ledger: UNKNOWN rows first, then every other row by state, then a
+	// summary with the row count and amount sum per state.
+	ReportJob(ctx context.Context, in *ReportJobRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReportJobResponse], error)
+	// ResolveTransaction settles an UNKNOWN row after a person checked the
+	// third party: it was delivered, or it must be sent again.
+	ResolveTransaction(ctx context.Context, in *ResolveTransactionRequest, opts ...grpc.CallOption) (*ResolveTransactionResponse, error)
 }
 
 type dispatchServiceClient struct {
@@ -61,6 +70,35 @@ func (c *dispatchServiceClient) WatchJob(ctx context.Context, in *WatchJobReques
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type DispatchService_WatchJobClient = grpc.ServerStreamingClient[WatchJobResponse]
 
+func (c *dispatchServiceClient) ReportJob(ctx context.Context, in *ReportJobRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReportJobResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &DispatchService_ServiceDesc.Streams[1], DispatchService_ReportJob_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReportJobRequest, ReportJobResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DispatchService_ReportJobClient = grpc.ServerStreamingClient[ReportJobResponse]
+
+func (c *dispatchServiceClient) ResolveTransaction(ctx context.Context, in *ResolveTransactionRequest, opts ...grpc.CallOption) (*ResolveTransactionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResolveTransactionResponse)
+	err := c.cc.Invoke(ctx, DispatchService_ResolveTransaction_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DispatchServiceServer is the server API for DispatchService service.
 // All implementations must embed UnimplementedDispatchServiceServer
 // for forward compatibility.
@@ -71,6 +109,13 @@ type DispatchServiceServer interface {
 	// WatchJob streams a job's progress until the job reaches a final state,
 	// then sends a message with final set and ends.
 	WatchJob(*WatchJobRequest, grpc.ServerStreamingServer[WatchJobResponse]) error
+	// ReportJob streams a reconciliation report of a job from the delivery
+	// ledger: UNKNOWN rows first, then every other row by state, then a
+	// summary with the row count and amount sum per state.
+	ReportJob(*ReportJobRequest, grpc.ServerStreamingServer[ReportJobResponse]) error
+	// ResolveTransaction settles an UNKNOWN row after a person checked the
+	// third party: it was delivered, or it must be sent again.
+	ResolveTransaction(context.Context, *ResolveTransactionRequest) (*ResolveTransactionResponse, error)
 	mustEmbedUnimplementedDispatchServiceServer()
 }
 
@@ -83,6 +128,12 @@ type UnimplementedDispatchServiceServer struct{}
 
 func (UnimplementedDispatchServiceServer) WatchJob(*WatchJobRequest, grpc.ServerStreamingServer[WatchJobResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchJob not implemented")
+}
+func (UnimplementedDispatchServiceServer) ReportJob(*ReportJobRequest, grpc.ServerStreamingServer[ReportJobResponse]) error {
+	return status.Error(codes.Unimplemented, "method ReportJob not implemented")
+}
+func (UnimplementedDispatchServiceServer) ResolveTransaction(context.Context, *ResolveTransactionRequest) (*ResolveTransactionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResolveTransaction not implemented")
 }
 func (UnimplementedDispatchServiceServer) mustEmbedUnimplementedDispatchServiceServer() {}
 func (UnimplementedDispatchServiceServer) testEmbeddedByValue()                         {}
@@ -116,17 +167,56 @@ func _DispatchService_WatchJob_Handler(srv interface{}, stream grpc.ServerStream
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type DispatchService_WatchJobServer = grpc.ServerStreamingServer[WatchJobResponse]
 
+func _DispatchService_ReportJob_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ReportJobRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(DispatchServiceServer).ReportJob(m, &grpc.GenericServerStream[ReportJobRequest, ReportJobResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DispatchService_ReportJobServer = grpc.ServerStreamingServer[ReportJobResponse]
+
+func _DispatchService_ResolveTransaction_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResolveTransactionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DispatchServiceServer).ResolveTransaction(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DispatchService_ResolveTransaction_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DispatchServiceServer).ResolveTransaction(ctx, req.(*ResolveTransactionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DispatchService_ServiceDesc is the grpc.ServiceDesc for DispatchService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var DispatchService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "spool.v1.DispatchService",
 	HandlerType: (*DispatchServiceServer)(nil),
-	Methods:     []grpc.MethodDesc{},
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ResolveTransaction",
+			Handler:    _DispatchService_ResolveTransaction_Handler,
+		},
+	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "WatchJob",
 			Handler:       _DispatchService_WatchJob_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ReportJob",
+			Handler:       _DispatchService_ReportJob_Handler,
 			ServerStreams: true,
 		},
 	},

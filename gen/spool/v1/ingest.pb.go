@@ -133,8 +133,20 @@ type FileHeader struct {
 	JobKey string `protobuf:"bytes,2,opt,name=job_key,json=jobKey,proto3" json:"job_key,omitempty"`
 	// Column names, when the data carries no header row. When empty, the first
 	// row of the data is the header.
-	Columns       []string    `protobuf:"bytes,3,rep,name=columns,proto3" json:"columns,omitempty"`
-	Csv           *CsvOptions `protobuf:"bytes,4,opt,name=csv,proto3" json:"csv,omitempty"`
+	Columns []string    `protobuf:"bytes,3,rep,name=columns,proto3" json:"columns,omitempty"`
+	Csv     *CsvOptions `protobuf:"bytes,4,opt,name=csv,proto3" json:"csv,omitempty"`
+	// Totals checked when the stream ends; see ControlTotals.
+	Control *ControlTotals `protobuf:"bytes,5,opt,name=control,proto3" json:"control,omitempty"`
+	// Continue a broken stream of the job with this job_key: the data that
+	// follows starts after row resume.after_row (in chunk mode at byte
+	// resume.offset of the file, with no header row). Take both from GetJob's
+	// resume_row and resume_offset.
+	Resume *Resume `protobuf:"bytes,6,opt,name=resume,proto3" json:"resume,omitempty"`
+	// Columns forming the transaction's business key: the same key in another
+	// file is the same transaction and is never paid twice.
+	BusinessKeyColumns []string `protobuf:"bytes,7,rep,name=business_key_columns,json=businessKeyColumns,proto3" json:"business_key_columns,omitempty"`
+	// Column holding the amount, for control totals and reports.
+	AmountColumn  string `protobuf:"bytes,8,opt,name=amount_column,json=amountColumn,proto3" json:"amount_column,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -197,6 +209,87 @@ func (x *FileHeader) GetCsv() *CsvOptions {
 	return nil
 }
 
+func (x *FileHeader) GetControl() *ControlTotals {
+	if x != nil {
+		return x.Control
+	}
+	return nil
+}
+
+func (x *FileHeader) GetResume() *Resume {
+	if x != nil {
+		return x.Resume
+	}
+	return nil
+}
+
+func (x *FileHeader) GetBusinessKeyColumns() []string {
+	if x != nil {
+		return x.BusinessKeyColumns
+	}
+	return nil
+}
+
+func (x *FileHeader) GetAmountColumn() string {
+	if x != nil {
+		return x.AmountColumn
+	}
+	return ""
+}
+
+// Resume says where a resumed stream starts.
+type Resume struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AfterRow      int64                  `protobuf:"varint,1,opt,name=after_row,json=afterRow,proto3" json:"after_row,omitempty"`
+	Offset        int64                  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Resume) Reset() {
+	*x = Resume{}
+	mi := &file_spool_v1_ingest_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Resume) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Resume) ProtoMessage() {}
+
+func (x *Resume) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_ingest_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Resume.ProtoReflect.Descriptor instead.
+func (*Resume) Descriptor() ([]byte, []int) {
+	return file_spool_v1_ingest_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Resume) GetAfterRow() int64 {
+	if x != nil {
+		return x.AfterRow
+	}
+	return 0
+}
+
+func (x *Resume) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
 // CsvOptions tune the parsing of raw CSV chunks.
 type CsvOptions struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -208,7 +301,7 @@ type CsvOptions struct {
 
 func (x *CsvOptions) Reset() {
 	*x = CsvOptions{}
-	mi := &file_spool_v1_ingest_proto_msgTypes[2]
+	mi := &file_spool_v1_ingest_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -220,7 +313,7 @@ func (x *CsvOptions) String() string {
 func (*CsvOptions) ProtoMessage() {}
 
 func (x *CsvOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_ingest_proto_msgTypes[2]
+	mi := &file_spool_v1_ingest_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -233,7 +326,7 @@ func (x *CsvOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CsvOptions.ProtoReflect.Descriptor instead.
 func (*CsvOptions) Descriptor() ([]byte, []int) {
-	return file_spool_v1_ingest_proto_rawDescGZIP(), []int{2}
+	return file_spool_v1_ingest_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CsvOptions) GetDelimiter() string {
@@ -253,7 +346,7 @@ type RowBatch struct {
 
 func (x *RowBatch) Reset() {
 	*x = RowBatch{}
-	mi := &file_spool_v1_ingest_proto_msgTypes[3]
+	mi := &file_spool_v1_ingest_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -265,7 +358,7 @@ func (x *RowBatch) String() string {
 func (*RowBatch) ProtoMessage() {}
 
 func (x *RowBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_ingest_proto_msgTypes[3]
+	mi := &file_spool_v1_ingest_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -278,7 +371,7 @@ func (x *RowBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RowBatch.ProtoReflect.Descriptor instead.
 func (*RowBatch) Descriptor() ([]byte, []int) {
-	return file_spool_v1_ingest_proto_rawDescGZIP(), []int{3}
+	return file_spool_v1_ingest_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RowBatch) GetRows() []*Row {
@@ -298,7 +391,7 @@ type Row struct {
 
 func (x *Row) Reset() {
 	*x = Row{}
-	mi := &file_spool_v1_ingest_proto_msgTypes[4]
+	mi := &file_spool_v1_ingest_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -310,7 +403,7 @@ func (x *Row) String() string {
 func (*Row) ProtoMessage() {}
 
 func (x *Row) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_ingest_proto_msgTypes[4]
+	mi := &file_spool_v1_ingest_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -323,7 +416,7 @@ func (x *Row) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Row.ProtoReflect.Descriptor instead.
 func (*Row) Descriptor() ([]byte, []int) {
-	return file_spool_v1_ingest_proto_rawDescGZIP(), []int{4}
+	return file_spool_v1_ingest_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Row) GetFields() []string {
@@ -344,15 +437,18 @@ type StreamFileResponse struct {
 	// Rows left out because they were invalid.
 	RowsRejected int64 `protobuf:"varint,4,opt,name=rows_rejected,json=rowsRejected,proto3" json:"rows_rejected,omitempty"`
 	// The first errors found, capped; rows_rejected has the full count.
-	Errors        []*RowError `protobuf:"bytes,5,rep,name=errors,proto3" json:"errors,omitempty"`
-	Job           *Job        `protobuf:"bytes,6,opt,name=job,proto3" json:"job,omitempty"`
+	Errors []*RowError `protobuf:"bytes,5,rep,name=errors,proto3" json:"errors,omitempty"`
+	Job    *Job        `protobuf:"bytes,6,opt,name=job,proto3" json:"job,omitempty"`
+	// True when the job key already named a sealed or completed job: that job
+	// is returned and nothing was published.
+	Existing      bool `protobuf:"varint,7,opt,name=existing,proto3" json:"existing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StreamFileResponse) Reset() {
 	*x = StreamFileResponse{}
-	mi := &file_spool_v1_ingest_proto_msgTypes[5]
+	mi := &file_spool_v1_ingest_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -364,7 +460,7 @@ func (x *StreamFileResponse) String() string {
 func (*StreamFileResponse) ProtoMessage() {}
 
 func (x *StreamFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_ingest_proto_msgTypes[5]
+	mi := &file_spool_v1_ingest_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -377,7 +473,7 @@ func (x *StreamFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamFileResponse.ProtoReflect.Descriptor instead.
 func (*StreamFileResponse) Descriptor() ([]byte, []int) {
-	return file_spool_v1_ingest_proto_rawDescGZIP(), []int{5}
+	return file_spool_v1_ingest_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StreamFileResponse) GetJobId() string {
@@ -422,6 +518,13 @@ func (x *StreamFileResponse) GetJob() *Job {
 	return nil
 }
 
+func (x *StreamFileResponse) GetExisting() bool {
+	if x != nil {
+		return x.Existing
+	}
+	return false
+}
+
 // RowError says why one row was rejected.
 type RowError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -436,7 +539,7 @@ type RowError struct {
 
 func (x *RowError) Reset() {
 	*x = RowError{}
-	mi := &file_spool_v1_ingest_proto_msgTypes[6]
+	mi := &file_spool_v1_ingest_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -448,7 +551,7 @@ func (x *RowError) String() string {
 func (*RowError) ProtoMessage() {}
 
 func (x *RowError) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_ingest_proto_msgTypes[6]
+	mi := &file_spool_v1_ingest_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -461,7 +564,7 @@ func (x *RowError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RowError.ProtoReflect.Descriptor instead.
 func (*RowError) Descriptor() ([]byte, []int) {
-	return file_spool_v1_ingest_proto_rawDescGZIP(), []int{6}
+	return file_spool_v1_ingest_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RowError) GetRow() int64 {
@@ -486,15 +589,17 @@ func (x *RowError) GetReason() string {
 }
 
 type GetJobRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Exactly one of job_id and job_key.
+	JobId         string `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	JobKey        string `protobuf:"bytes,2,opt,name=job_key,json=jobKey,proto3" json:"job_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_spool_v1_ingest_proto_msgTypes[7]
+	mi := &file_spool_v1_ingest_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +611,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_ingest_proto_msgTypes[7]
+	mi := &file_spool_v1_ingest_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,12 +624,19 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_spool_v1_ingest_proto_rawDescGZIP(), []int{7}
+	return file_spool_v1_ingest_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetJobRequest) GetJobId() string {
 	if x != nil {
 		return x.JobId
+	}
+	return ""
+}
+
+func (x *GetJobRequest) GetJobKey() string {
+	if x != nil {
+		return x.JobKey
 	}
 	return ""
 }
@@ -538,7 +650,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_spool_v1_ingest_proto_msgTypes[8]
+	mi := &file_spool_v1_ingest_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -550,7 +662,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_ingest_proto_msgTypes[8]
+	mi := &file_spool_v1_ingest_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -563,7 +675,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_spool_v1_ingest_proto_rawDescGZIP(), []int{8}
+	return file_spool_v1_ingest_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -582,33 +694,42 @@ const file_spool_v1_ingest_proto_rawDesc = "" +
 	"\x06header\x18\x01 \x01(\v2\x14.spool.v1.FileHeaderH\x00R\x06header\x12(\n" +
 	"\x04rows\x18\x02 \x01(\v2\x12.spool.v1.RowBatchH\x00R\x04rows\x12\x16\n" +
 	"\x05chunk\x18\x03 \x01(\fH\x00R\x05chunkB\x05\n" +
-	"\x03msg\"\x84\x01\n" +
+	"\x03msg\"\xb8\x02\n" +
 	"\n" +
 	"FileHeader\x12\x1b\n" +
 	"\tfile_name\x18\x01 \x01(\tR\bfileName\x12\x17\n" +
 	"\ajob_key\x18\x02 \x01(\tR\x06jobKey\x12\x18\n" +
 	"\acolumns\x18\x03 \x03(\tR\acolumns\x12&\n" +
-	"\x03csv\x18\x04 \x01(\v2\x14.spool.v1.CsvOptionsR\x03csv\"*\n" +
+	"\x03csv\x18\x04 \x01(\v2\x14.spool.v1.CsvOptionsR\x03csv\x121\n" +
+	"\acontrol\x18\x05 \x01(\v2\x17.spool.v1.ControlTotalsR\acontrol\x12(\n" +
+	"\x06resume\x18\x06 \x01(\v2\x10.spool.v1.ResumeR\x06resume\x120\n" +
+	"\x14business_key_columns\x18\a \x03(\tR\x12businessKeyColumns\x12#\n" +
+	"\ramount_column\x18\b \x01(\tR\famountColumn\"=\n" +
+	"\x06Resume\x12\x1b\n" +
+	"\tafter_row\x18\x01 \x01(\x03R\bafterRow\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\"*\n" +
 	"\n" +
 	"CsvOptions\x12\x1c\n" +
 	"\tdelimiter\x18\x01 \x01(\tR\tdelimiter\"-\n" +
 	"\bRowBatch\x12!\n" +
 	"\x04rows\x18\x01 \x03(\v2\r.spool.v1.RowR\x04rows\"\x1d\n" +
 	"\x03Row\x12\x16\n" +
-	"\x06fields\x18\x01 \x03(\tR\x06fields\"\xe9\x01\n" +
+	"\x06fields\x18\x01 \x03(\tR\x06fields\"\x85\x02\n" +
 	"\x12StreamFileResponse\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12#\n" +
 	"\rrows_received\x18\x02 \x01(\x03R\frowsReceived\x12%\n" +
 	"\x0erows_published\x18\x03 \x01(\x03R\rrowsPublished\x12#\n" +
 	"\rrows_rejected\x18\x04 \x01(\x03R\frowsRejected\x12*\n" +
 	"\x06errors\x18\x05 \x03(\v2\x12.spool.v1.RowErrorR\x06errors\x12\x1f\n" +
-	"\x03job\x18\x06 \x01(\v2\r.spool.v1.JobR\x03job\"L\n" +
+	"\x03job\x18\x06 \x01(\v2\r.spool.v1.JobR\x03job\x12\x1a\n" +
+	"\bexisting\x18\a \x01(\bR\bexisting\"L\n" +
 	"\bRowError\x12\x10\n" +
 	"\x03row\x18\x01 \x01(\x03R\x03row\x12\x16\n" +
 	"\x06column\x18\x02 \x01(\tR\x06column\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"&\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"?\n" +
 	"\rGetJobRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"1\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x17\n" +
+	"\ajob_key\x18\x02 \x01(\tR\x06jobKey\"1\n" +
 	"\x0eGetJobResponse\x12\x1f\n" +
 	"\x03job\x18\x01 \x01(\v2\r.spool.v1.JobR\x03job2\x97\x01\n" +
 	"\rIngestService\x12I\n" +
@@ -628,36 +749,40 @@ func file_spool_v1_ingest_proto_rawDescGZIP() []byte {
 	return file_spool_v1_ingest_proto_rawDescData
 }
 
-var file_spool_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_spool_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_spool_v1_ingest_proto_goTypes = []any{
 	(*StreamFileRequest)(nil),  // 0: spool.v1.StreamFileRequest
 	(*FileHeader)(nil),         // 1: spool.v1.FileHeader
-	(*CsvOptions)(nil),         // 2: spool.v1.CsvOptions
-	(*RowBatch)(nil),           // 3: spool.v1.RowBatch
-	(*Row)(nil),                // 4: spool.v1.Row
-	(*StreamFileResponse)(nil), // 5: spool.v1.StreamFileResponse
-	(*RowError)(nil),           // 6: spool.v1.RowError
-	(*GetJobRequest)(nil),      // 7: spool.v1.GetJobRequest
-	(*GetJobResponse)(nil),     // 8: spool.v1.GetJobResponse
-	(*Job)(nil),                // 9: spool.v1.Job
+	(*Resume)(nil),             // 2: spool.v1.Resume
+	(*CsvOptions)(nil),         // 3: spool.v1.CsvOptions
+	(*RowBatch)(nil),           // 4: spool.v1.RowBatch
+	(*Row)(nil),                // 5: spool.v1.Row
+	(*StreamFileResponse)(nil), // 6: spool.v1.StreamFileResponse
+	(*RowError)(nil),           // 7: spool.v1.RowError
+	(*GetJobRequest)(nil),      // 8: spool.v1.GetJobRequest
+	(*GetJobResponse)(nil),     // 9: spool.v1.GetJobResponse
+	(*ControlTotals)(nil),      // 10: spool.v1.ControlTotals
+	(*Job)(nil),                // 11: spool.v1.Job
 }
 var file_spool_v1_ingest_proto_depIdxs = []int32{
-	1, // 0: spool.v1.StreamFileRequest.header:type_name -> spool.v1.FileHeader
-	3, // 1: spool.v1.StreamFileRequest.rows:type_name -> spool.v1.RowBatch
-	2, // 2: spool.v1.FileHeader.csv:type_name -> spool.v1.CsvOptions
-	4, // 3: spool.v1.RowBatch.rows:type_name -> spool.v1.Row
-	6, // 4: spool.v1.StreamFileResponse.errors:type_name -> spool.v1.RowError
-	9, // 5: spool.v1.StreamFileResponse.job:type_name -> spool.v1.Job
-	9, // 6: spool.v1.GetJobResponse.job:type_name -> spool.v1.Job
-	0, // 7: spool.v1.IngestService.StreamFile:input_type -> spool.v1.StreamFileRequest
-	7, // 8: spool.v1.IngestService.GetJob:input_type -> spool.v1.GetJobRequest
-	5, // 9: spool.v1.IngestService.StreamFile:output_type -> spool.v1.StreamFileResponse
-	8, // 10: spool.v1.IngestService.GetJob:output_type -> spool.v1.GetJobResponse
-	9, // [9:11] is the sub-list for method output_type
-	7, // [7:9] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	1,  // 0: spool.v1.StreamFileRequest.header:type_name -> spool.v1.FileHeader
+	4,  // 1: spool.v1.StreamFileRequest.rows:type_name -> spool.v1.RowBatch
+	3,  // 2: spool.v1.FileHeader.csv:type_name -> spool.v1.CsvOptions
+	10, // 3: spool.v1.FileHeader.control:type_name -> spool.v1.ControlTotals
+	2,  // 4: spool.v1.FileHeader.resume:type_name -> spool.v1.Resume
+	5,  // 5: spool.v1.RowBatch.rows:type_name -> spool.v1.Row
+	7,  // 6: spool.v1.StreamFileResponse.errors:type_name -> spool.v1.RowError
+	11, // 7: spool.v1.StreamFileResponse.job:type_name -> spool.v1.Job
+	11, // 8: spool.v1.GetJobResponse.job:type_name -> spool.v1.Job
+	0,  // 9: spool.v1.IngestService.StreamFile:input_type -> spool.v1.StreamFileRequest
+	8,  // 10: spool.v1.IngestService.GetJob:input_type -> spool.v1.GetJobRequest
+	6,  // 11: spool.v1.IngestService.StreamFile:output_type -> spool.v1.StreamFileResponse
+	9,  // 12: spool.v1.IngestService.GetJob:output_type -> spool.v1.GetJobResponse
+	11, // [11:13] is the sub-list for method output_type
+	9,  // [9:11] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_spool_v1_ingest_proto_init() }
@@ -677,7 +802,7 @@ func file_spool_v1_ingest_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spool_v1_ingest_proto_rawDesc), len(file_spool_v1_ingest_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

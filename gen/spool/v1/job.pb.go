@@ -113,7 +113,7 @@ type Job struct {
 	Total int64 `protobuf:"varint,9,opt,name=total,proto3" json:"total,omitempty"`
 	// Rows the destination accepted.
 	Delivered int64 `protobuf:"varint,10,opt,name=delivered,proto3" json:"delivered,omitempty"`
-	// Rows that were settled without delivery (permanently refused).
+	// Rows the destination refused for good (delivery ledger state REJECTED).
 	Failed int64 `protobuf:"varint,11,opt,name=failed,proto3" json:"failed,omitempty"`
 	// Delivery attempts that failed and will be retried.
 	Retries     int64                  `protobuf:"varint,12,opt,name=retries,proto3" json:"retries,omitempty"`
@@ -122,9 +122,32 @@ type Job struct {
 	SealedAt    *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=sealed_at,json=sealedAt,proto3" json:"sealed_at,omitempty"`
 	CompletedAt *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=completed_at,json=completedAt,proto3" json:"completed_at,omitempty"`
 	// Why the job is in its state, for ABORTED, REJECTED and CANCELLED.
-	StateReason   string `protobuf:"bytes,17,opt,name=state_reason,json=stateReason,proto3" json:"state_reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	StateReason string `protobuf:"bytes,17,opt,name=state_reason,json=stateReason,proto3" json:"state_reason,omitempty"`
+	// Rows whose delivery outcome is unknown (a dispatcher died during the
+	// HTTP call); held for reconciliation unless the destination honours the
+	// idempotency key.
+	Unknown int64 `protobuf:"varint,18,opt,name=unknown,proto3" json:"unknown,omitempty"`
+	// Redelivered messages of rows already settled, deleted without sending.
+	DuplicatesSuppressed int64 `protobuf:"varint,19,opt,name=duplicates_suppressed,json=duplicatesSuppressed,proto3" json:"duplicates_suppressed,omitempty"`
+	// Messages of ABORTED, REJECTED or CANCELLED jobs deleted undelivered.
+	Dropped int64 `protobuf:"varint,20,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	// Where a broken stream resumes: every row up to resume_row is durably
+	// published; in chunk mode resume_offset is the byte offset just after
+	// that row in the raw file.
+	ResumeRow    int64 `protobuf:"varint,21,opt,name=resume_row,json=resumeRow,proto3" json:"resume_row,omitempty"`
+	ResumeOffset int64 `protobuf:"varint,22,opt,name=resume_offset,json=resumeOffset,proto3" json:"resume_offset,omitempty"`
+	// The control totals the caller declared, and what the stream had.
+	Control *ControlTotals `protobuf:"bytes,23,opt,name=control,proto3" json:"control,omitempty"`
+	Actual  *ControlTotals `protobuf:"bytes,24,opt,name=actual,proto3" json:"actual,omitempty"`
+	// A RECEIVING job whose stream has not been seen since this time plus
+	// the abort timeout is ABORTED by whoever notices first.
+	LeaseExpiresAt *timestamppb.Timestamp `protobuf:"bytes,25,opt,name=lease_expires_at,json=leaseExpiresAt,proto3" json:"lease_expires_at,omitempty"`
+	// Columns that identify a transaction across files (its business key),
+	// and the column holding its amount; empty when the file names none.
+	BusinessKeyColumns []string `protobuf:"bytes,26,rep,name=business_key_columns,json=businessKeyColumns,proto3" json:"business_key_columns,omitempty"`
+	AmountColumn       string   `protobuf:"bytes,27,opt,name=amount_column,json=amountColumn,proto3" json:"amount_column,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
@@ -276,6 +299,142 @@ func (x *Job) GetStateReason() string {
 	return ""
 }
 
+func (x *Job) GetUnknown() int64 {
+	if x != nil {
+		return x.Unknown
+	}
+	return 0
+}
+
+func (x *Job) GetDuplicatesSuppressed() int64 {
+	if x != nil {
+		return x.DuplicatesSuppressed
+	}
+	return 0
+}
+
+func (x *Job) GetDropped() int64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+func (x *Job) GetResumeRow() int64 {
+	if x != nil {
+		return x.ResumeRow
+	}
+	return 0
+}
+
+func (x *Job) GetResumeOffset() int64 {
+	if x != nil {
+		return x.ResumeOffset
+	}
+	return 0
+}
+
+func (x *Job) GetControl() *ControlTotals {
+	if x != nil {
+		return x.Control
+	}
+	return nil
+}
+
+func (x *Job) GetActual() *ControlTotals {
+	if x != nil {
+		return x.Actual
+	}
+	return nil
+}
+
+func (x *Job) GetLeaseExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LeaseExpiresAt
+	}
+	return nil
+}
+
+func (x *Job) GetBusinessKeyColumns() []string {
+	if x != nil {
+		return x.BusinessKeyColumns
+	}
+	return nil
+}
+
+func (x *Job) GetAmountColumn() string {
+	if x != nil {
+		return x.AmountColumn
+	}
+	return ""
+}
+
+// ControlTotals let a caller prove the file arrived whole. Every field is
+// optional; a declared total that does not match at the end of the stream
+// rejects the job, and nothing of it is delivered.
+type ControlTotals struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Number of data rows (header excluded).
+	RowCount *int64 `protobuf:"varint,1,opt,name=row_count,json=rowCount,proto3,oneof" json:"row_count,omitempty"`
+	// Exact decimal sum of the amount column, e.g. "1234567.89".
+	AmountSum string `protobuf:"bytes,2,opt,name=amount_sum,json=amountSum,proto3" json:"amount_sum,omitempty"`
+	// Lower-case hex SHA-256 of the raw bytes (chunk mode only).
+	Sha256        string `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ControlTotals) Reset() {
+	*x = ControlTotals{}
+	mi := &file_spool_v1_job_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ControlTotals) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ControlTotals) ProtoMessage() {}
+
+func (x *ControlTotals) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_job_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ControlTotals.ProtoReflect.Descriptor instead.
+func (*ControlTotals) Descriptor() ([]byte, []int) {
+	return file_spool_v1_job_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ControlTotals) GetRowCount() int64 {
+	if x != nil && x.RowCount != nil {
+		return *x.RowCount
+	}
+	return 0
+}
+
+func (x *ControlTotals) GetAmountSum() string {
+	if x != nil {
+		return x.AmountSum
+	}
+	return ""
+}
+
+func (x *ControlTotals) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
 // JobProgress is a point-in-time view of a job, with derived figures.
 type JobProgress struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -294,7 +453,7 @@ type JobProgress struct {
 
 func (x *JobProgress) Reset() {
 	*x = JobProgress{}
-	mi := &file_spool_v1_job_proto_msgTypes[1]
+	mi := &file_spool_v1_job_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -306,7 +465,7 @@ func (x *JobProgress) String() string {
 func (*JobProgress) ProtoMessage() {}
 
 func (x *JobProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_job_proto_msgTypes[1]
+	mi := &file_spool_v1_job_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -319,7 +478,7 @@ func (x *JobProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobProgress.ProtoReflect.Descriptor instead.
 func (*JobProgress) Descriptor() ([]byte, []int) {
-	return file_spool_v1_job_proto_rawDescGZIP(), []int{1}
+	return file_spool_v1_job_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *JobProgress) GetJob() *Job {
@@ -361,7 +520,7 @@ var File_spool_v1_job_proto protoreflect.FileDescriptor
 
 const file_spool_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x12spool/v1/job.proto\x12\bspool.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x04\n" +
+	"\x12spool/v1/job.proto\x12\bspool.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\b\n" +
 	"\x03Job\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x17\n" +
 	"\ajob_key\x18\x02 \x01(\tR\x06jobKey\x12\x1b\n" +
@@ -382,7 +541,25 @@ const file_spool_v1_job_proto_rawDesc = "" +
 	"updated_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x127\n" +
 	"\tsealed_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\bsealedAt\x12=\n" +
 	"\fcompleted_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\vcompletedAt\x12!\n" +
-	"\fstate_reason\x18\x11 \x01(\tR\vstateReason\"\xb6\x01\n" +
+	"\fstate_reason\x18\x11 \x01(\tR\vstateReason\x12\x18\n" +
+	"\aunknown\x18\x12 \x01(\x03R\aunknown\x123\n" +
+	"\x15duplicates_suppressed\x18\x13 \x01(\x03R\x14duplicatesSuppressed\x12\x18\n" +
+	"\adropped\x18\x14 \x01(\x03R\adropped\x12\x1d\n" +
+	"\n" +
+	"resume_row\x18\x15 \x01(\x03R\tresumeRow\x12#\n" +
+	"\rresume_offset\x18\x16 \x01(\x03R\fresumeOffset\x121\n" +
+	"\acontrol\x18\x17 \x01(\v2\x17.spool.v1.ControlTotalsR\acontrol\x12/\n" +
+	"\x06actual\x18\x18 \x01(\v2\x17.spool.v1.ControlTotalsR\x06actual\x12D\n" +
+	"\x10lease_expires_at\x18\x19 \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x120\n" +
+	"\x14business_key_columns\x18\x1a \x03(\tR\x12businessKeyColumns\x12#\n" +
+	"\ramount_column\x18\x1b \x01(\tR\famountColumn\"v\n" +
+	"\rControlTotals\x12 \n" +
+	"\trow_count\x18\x01 \x01(\x03H\x00R\browCount\x88\x01\x01\x12\x1d\n" +
+	"\n" +
+	"amount_sum\x18\x02 \x01(\tR\tamountSum\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256B\f\n" +
+	"\n" +
+	"_row_count\"\xb6\x01\n" +
 	"\vJobProgress\x12\x1f\n" +
 	"\x03job\x18\x01 \x01(\v2\r.spool.v1.JobR\x03job\x12\x1b\n" +
 	"\tin_flight\x18\x02 \x01(\x03R\binFlight\x12&\n" +
@@ -411,27 +588,31 @@ func file_spool_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_spool_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_spool_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_spool_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_spool_v1_job_proto_goTypes = []any{
 	(JobState)(0),                 // 0: spool.v1.JobState
 	(*Job)(nil),                   // 1: spool.v1.Job
-	(*JobProgress)(nil),           // 2: spool.v1.JobProgress
-	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 4: google.protobuf.Duration
+	(*ControlTotals)(nil),         // 2: spool.v1.ControlTotals
+	(*JobProgress)(nil),           // 3: spool.v1.JobProgress
+	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 5: google.protobuf.Duration
 }
 var file_spool_v1_job_proto_depIdxs = []int32{
-	0, // 0: spool.v1.Job.state:type_name -> spool.v1.JobState
-	3, // 1: spool.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	3, // 2: spool.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	3, // 3: spool.v1.Job.sealed_at:type_name -> google.protobuf.Timestamp
-	3, // 4: spool.v1.Job.completed_at:type_name -> google.protobuf.Timestamp
-	1, // 5: spool.v1.JobProgress.job:type_name -> spool.v1.Job
-	4, // 6: spool.v1.JobProgress.eta:type_name -> google.protobuf.Duration
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	0,  // 0: spool.v1.Job.state:type_name -> spool.v1.JobState
+	4,  // 1: spool.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	4,  // 2: spool.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	4,  // 3: spool.v1.Job.sealed_at:type_name -> google.protobuf.Timestamp
+	4,  // 4: spool.v1.Job.completed_at:type_name -> google.protobuf.Timestamp
+	2,  // 5: spool.v1.Job.control:type_name -> spool.v1.ControlTotals
+	2,  // 6: spool.v1.Job.actual:type_name -> spool.v1.ControlTotals
+	4,  // 7: spool.v1.Job.lease_expires_at:type_name -> google.protobuf.Timestamp
+	1,  // 8: spool.v1.JobProgress.job:type_name -> spool.v1.Job
+	5,  // 9: spool.v1.JobProgress.eta:type_name -> google.protobuf.Duration
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_spool_v1_job_proto_init() }
@@ -439,13 +620,14 @@ func file_spool_v1_job_proto_init() {
 	if File_spool_v1_job_proto != nil {
 		return
 	}
+	file_spool_v1_job_proto_msgTypes[1].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spool_v1_job_proto_rawDesc), len(file_spool_v1_job_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
