@@ -6,7 +6,7 @@ export GOWORK := $(CURDIR)/go.work
 MODULES := gen platform ingestor dispatcher cli sink local e2e deploy
 BIN := $(CURDIR)/bin
 
-.PHONY: all deps tools generate lint build up down demo test test-unit test-e2e bench clean
+.PHONY: all deps tools generate check-generate lint build up down demo test chaos bench clean
 
 all: build
 
@@ -68,6 +68,11 @@ demo: deps build
 PKGS := $(foreach m,platform ingestor dispatcher cli sink local e2e deploy,github.com/spoolhq/spool/$(m)/...)
 test: deps tools check-generate lint build
 	SPOOL_BIN_DIR=$(BIN) SPOOL_GRPCURL=$(BIN)/grpcurl go test -count=1 -timeout 20m $(PKGS)
+
+## chaos: the chaos runs of issue #3 at full size (make test runs them reduced)
+CHAOS_ROWS ?= 20000
+chaos: deps build
+	SPOOL_BIN_DIR=$(BIN) SPOOL_CHAOS_ROWS=$(CHAOS_ROWS) SPOOL_CHAOS_INGEST_ROWS=50000 go test -count=1 -v -timeout 60m -run Chaos github.com/spoolhq/spool/e2e
 
 ## bench: the ingestor memory benchmark (1 M rows vs 10 k rows, peak RSS)
 bench: deps

@@ -39,3 +39,28 @@ func TestParse(t *testing.T) {
 		})
 	}
 }
+
+func TestParseExcept(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		wantKey string
+		wantURL string
+	}{
+		{name: "excepted flag ignores its variable", wantKey: "", wantURL: "from-env"},
+		{name: "excepted flag still parses", args: []string{"-job-key", "k1"}, wantKey: "k1", wantURL: "from-env"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("test", flag.ContinueOnError)
+			key := fs.String("job-key", "", "key of one file")
+			url := fs.String("queue-url", "", "queue")
+			env := map[string]string{"SPOOL_JOB_KEY": "from-env", "SPOOL_QUEUE_URL": "from-env"}
+			err := Parse(fs, tt.args, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, Except("job-key"))
+			require.NoError(t, err)
+			require.Equal(t, tt.wantKey, *key)
+			require.Equal(t, tt.wantURL, *url)
+			require.NotContains(t, fs.Lookup("job-key").Usage, "$SPOOL_JOB_KEY", "-help must not promise a fallback")
+		})
+	}
+}

@@ -109,27 +109,65 @@ func secs(d time.Duration) string { return strconv.Itoa(int(d / time.Second)) }
 type TableAPI interface {
 	CreateTable(ctx context.Context, in *dynamodb.CreateTableInput, opts ...func(*dynamodb.Options)) (*dynamodb.CreateTableOutput, error)
 	DescribeTable(ctx context.Context, in *dynamodb.DescribeTableInput, opts ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error)
+	UpdateTable(ctx context.Context, in *dynamodb.UpdateTableInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateTableOutput, error)
 }
 
-// EnsureTable creates the table unless it exists, and waits until it is
-// active. The key is a generic (pk, sk) pair: see jobstore.
+// The delivery ledger's report index: every ledger item carries the job id
+// and row it came from, and a job's report reads them in row order. Job
+// records have a job_id but no row, so the index is sparse: it holds
+// ledger items only.
+const (
+	LedgerIndex    = "ledger-by-job"
+	LedgerIndexPK  = "job_id"
+	LedgerIndexRow = "row"
+)
+
+func ledgerIndex() ddbtypes.GlobalSecondaryIndex {
+	return ddbtypes.GlobalSecondaryIndex{
+		IndexName: aws.String(LedgerIndex),
+		KeySchema: []ddbtypes.KeySchemaElement{
+			{AttributeName: aws.String(LedgerIndexPK), KeyType: ddbtypes.KeyTypeHash},
+			{AttributeName: aws.String(LedgerIndexRow), KeyType: ddbtypes.KeyTypeRange},
+		},
+		Projection: &ddbtypes.Projection{ProjectionType: ddbtypes.ProjectionTypeAll},
+	}
+}
+
+func tableAttributes() []ddbtypes.AttributeDefinition {
+	return []ddbtypes.AttributeDefinition{
+		{AttributeName: aws.String(jobstore.AttrPK), AttributeType: ddbtypes.ScalarAttributeTypeS},
+		{AttributeName: aws.String(jobstore.AttrSK), AttributeType: ddbtypes.ScalarAttributeTypeS},
+		{AttributeName: aws.String(LedgerIndexPK), AttributeType: ddbtypes.ScalarAttributeTypeS},
+		{AttributeName: aws.String(LedgerIndexRow), AttributeType: ddbtypes.ScalarAttributeTypeN},
+	}
+}
+
+// EnsureTable creates the table, with the ledger's report index, unless it
+// exists, and waits until it is active. A table created before the index
+// existed gets it added, and the call waits until the index is active too.
+// The key is a generic (pk, sk) pair: see jobstore.
 func EnsureTable(ctx context.Context, c TableAPI, name string) error {
 	_, err := c.CreateTable(ctx, &dynamodb.CreateTableInput{
-		TableName: aws.String(name),
-		AttributeDefinitions: []ddbtypes.AttributeDefinition{
-			{AttributeName: aws.String(jobstore.AttrPK), AttributeType: ddbtypes.ScalarAttributeTypeS},
-			{AttributeName: aws.String(jobstore.AttrSK), AttributeType: ddbtypes.ScalarAttributeTypeS},
-		},
+		TableName:            aws.String(name),
+		AttributeDefinitions: tableAttributes(),
 		KeySchema: []ddbtypes.KeySchemaElement{
 			{AttributeName: aws.String(jobstore.AttrPK), KeyType: ddbtypes.KeyTypeHash},
 			{AttributeName: aws.String(jobstore.AttrSK), KeyType: ddbtypes.KeyTypeRange},
 		},
-		BillingMode: ddbtypes.BillingModePayPerRequest,
+		GlobalSecondaryIndexes: []ddbtypes.GlobalSecondaryIndex{ledgerIndex()},
+		BillingMode:            ddbtypes.BillingModePayPerRequest,
 	})
 	var inUse *ddbtypes.ResourceInUseException
 	if err != nil && !errors.As(err, &inUse) {
 		return fmt.Errorf("create table %s: %w", name, err)
 	}
+	if err := waitActive(ctx, c, name); err != nil {
+		return err
+	}
+	return ensureLedgerIndex(ctx, c, name)
+}
+
+func waitActive(ctx context.Context, c TableAPI, name string) error {
 	w := dynamodb.NewTableExistsWaiter(c, func(o *dynamodb.TableExistsWaiterOptions) {
 		o.MinDelay = 200 * time.Millisecond
 		o.MaxDelay = 2 * time.Second
@@ -138,4 +176,65 @@ func EnsureTable(ctx context.Context, c TableAPI, name string) error {
 		return fmt.Errorf("wait for table %s: %w", name, err)
 	}
 	return nil
+}
+
+// ensureLedgerIndex adds the report index to a table that lacks it, and
+// waits until the index is active: the dispatchers' reports query it.
+func ensureLedgerIndex(ctx context.Context, c TableAPI, name string) error {
+	const poll = 200 * time.Millisecond
+	deadline := time.Now().Add(5 * time.Minute)
+	created := false
+	for {
+		out, err := c.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(name)})
+		if err != nil {
+			return fmt.Errorf("describe table %s: %w", name, err)
+		}
+		var idx *ddbtypes.GlobalSecondaryIndexDescription
+		for i, g := range out.Table.GlobalSecondaryIndexes {
+			if aws.ToString(g.IndexName) == LedgerIndex {
+				idx = &out.Table.GlobalSecondaryIndexes[i]
+			}
+		}
+		switch {
+		case idx == nil && created:
+			return fmt.Errorf("add index %s to table %s: the table does not list it", LedgerIndex, name)
+		case idx == nil:
+			create := &ddbtypes.CreateGlobalSecondaryIndexAction{
+				IndexName:  aws.String(LedgerIndex),
+				KeySchema:  ledgerIndex().KeySchema,
+				Projection: ledgerIndex().Projection,
+			}
+			// An on-demand table's index takes no throughput; a provisioned
+			// table's index must have some, and the table's own is the
+			// only figure known to fit.
+			if bm := out.Table.BillingModeSummary; bm == nil || bm.BillingMode != ddbtypes.BillingModePayPerRequest {
+				if pt := out.Table.ProvisionedThroughput; pt != nil {
+					create.ProvisionedThroughput = &ddbtypes.ProvisionedThroughput{
+						ReadCapacityUnits:  aws.Int64(max(1, aws.ToInt64(pt.ReadCapacityUnits))),
+						WriteCapacityUnits: aws.Int64(max(1, aws.ToInt64(pt.WriteCapacityUnits))),
+					}
+				}
+			}
+			_, err := c.UpdateTable(ctx, &dynamodb.UpdateTableInput{
+				TableName:                   aws.String(name),
+				AttributeDefinitions:        tableAttributes(),
+				GlobalSecondaryIndexUpdates: []ddbtypes.GlobalSecondaryIndexUpdate{{Create: create}},
+			})
+			if err != nil {
+				return fmt.Errorf("table %s lacks index %s (job_id, row) and it could not be added; add it by hand: %w", name, LedgerIndex, err)
+			}
+			created = true
+		case idx.IndexStatus == ddbtypes.IndexStatusActive || idx.IndexStatus == "":
+			// Some emulators report no status for an index they serve.
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("wait for index %s of table %s: still %s", LedgerIndex, name, idx.IndexStatus)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for index %s of table %s: %w", LedgerIndex, name, ctx.Err())
+		case <-time.After(poll):
+		}
+	}
 }

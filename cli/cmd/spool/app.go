@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -38,7 +39,9 @@ type app struct {
 	progressEvery time.Duration
 	// watchBackoff is the pause after every dispatcher failed in a row.
 	watchBackoff time.Duration
-	awsConfig    func(context.Context) (aws.Config, error)
+	// resumeBackoff is the first pause before resuming a broken upload.
+	resumeBackoff time.Duration
+	awsConfig     func(context.Context) (aws.Config, error)
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *app {
@@ -58,6 +61,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *app {
 		now:           time.Now,
 		progressEvery: 5 * time.Second,
 		watchBackoff:  follow.DefaultBackoff,
+		resumeBackoff: 500 * time.Millisecond,
 		awsConfig:     awsconf.Load,
 	}
 }
@@ -77,10 +81,14 @@ type command struct {
 	summary string
 	fs      *flag.FlagSet
 	run     func(ctx context.Context, args []string) error
+	// perCall names flags that describe one call (one file), which take
+	// no environment fallback: exported once, they would apply to every
+	// later file.
+	perCall []string
 }
 
 func (a *app) commands() []*command {
-	return []*command{a.sendCommand(), a.watchCommand(), a.statusCommand(), a.initCommand()}
+	return []*command{a.sendCommand(), a.watchCommand(), a.statusCommand(), a.reportCommand(), a.resolveCommand(), a.initCommand()}
 }
 
 func (a *app) run(ctx context.Context, args []string) error {
@@ -127,7 +135,7 @@ func (a *app) parse(c *command, args []string) ([]string, error) {
 		}
 		pos, args = append(pos, args[0]), args[1:]
 	}
-	if err := envcfg.Parse(c.fs, nil, a.lookup); err != nil {
+	if err := envcfg.Parse(c.fs, nil, a.lookup, envcfg.Except(c.perCall...)); err != nil {
 		return nil, &usageError{msg: fmt.Sprintf("%s: %v", c.name, err)}
 	}
 	return pos, nil
@@ -145,13 +153,13 @@ func (c *command) printUsage(w io.Writer) {
 	fmt.Fprintf(w, "usage: spool %s %s\n\n%s\n", c.name, c.args, c.summary)
 	n := 0
 	c.fs.VisitAll(func(f *flag.Flag) {
-		if !strings.Contains(f.Usage, "$"+envcfg.EnvName(f.Name)) {
+		if !slices.Contains(c.perCall, f.Name) && !strings.Contains(f.Usage, "$"+envcfg.EnvName(f.Name)) {
 			f.Usage = fmt.Sprintf("%s ($%s)", f.Usage, envcfg.EnvName(f.Name))
 		}
 		n++
 	})
 	if n > 0 {
-		fmt.Fprintln(w, "\nflags (each falls back to the environment variable named):")
+		fmt.Fprintln(w, "\nflags (those naming a variable fall back to it):")
 		out := c.fs.Output()
 		c.fs.SetOutput(w)
 		c.fs.PrintDefaults()
@@ -169,7 +177,8 @@ const outro = `Settings come from flags, then SPOOL_* environment variables, the
 .spool/stack.env in the working directory (written by 'make up'), which
 fills only variables that are not already set.
 Exit status: 0 when the command (and, for send and watch, the job) succeeded,
-1 when it failed or the job did not complete without failed rows, 2 for a
+1 when it failed or the job did not complete with every row delivered
+(no failed, UNKNOWN or rejected row), 2 for a
 command line that could not be understood.`
 
 func (a *app) usage(w io.Writer) {

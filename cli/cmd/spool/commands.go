@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -16,6 +20,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/spoolhq/spool/cli/internal/follow"
+	"github.com/spoolhq/spool/cli/internal/progress"
 	"github.com/spoolhq/spool/cli/internal/report"
 	"github.com/spoolhq/spool/cli/internal/rpcerr"
 	"github.com/spoolhq/spool/cli/internal/upload"
@@ -33,14 +38,20 @@ const (
 const rpcTimeout = 30 * time.Second
 
 func (a *app) sendCommand() *command {
-	c := newCommand("send", "[flags] FILE.csv", "Send a CSV file (- or nothing: standard input) to the ingestor, then follow its delivery.")
+	c := newCommand("send", "[flags] FILE.csv", "Send a CSV file (- or nothing: standard input) to the ingestor, resuming by itself when the stream breaks, then follow its delivery.")
 	ingestor := c.fs.String("ingestor-addr", defaultIngestorAddr, "ingestor gRPC address (host:port)")
 	dispatchers := c.fs.String("dispatcher-addrs", defaultDispatcherAddrs, "dispatcher gRPC addresses, comma-separated; the watch moves to the next when one is unavailable")
-	jobKey := c.fs.String("job-key", "", "your identifier for the file, e.g. payroll-2026-11")
+	jobKey := c.fs.String("job-key", "", "your identifier for the file, e.g. payroll-2026-11; default sha256:<hex of the file>")
 	columns := c.fs.String("columns", "", "column names, comma-separated, when the file has no header row")
 	delimiter := c.fs.String("delimiter", ",", "field delimiter, one character")
 	chunkSize := c.fs.Int("chunk-size", upload.DefaultChunkSize, fmt.Sprintf("bytes per message sent (1 to %d)", upload.MaxChunkSize))
 	noWatch := c.fs.Bool("no-watch", false, "exit once the file is sent, without following its delivery")
+	rows := c.fs.Int64("rows", -1, "control total: the number of data rows the file must have (header excluded)")
+	amountColumn := c.fs.String("amount-column", "", "column holding the amount, for the control sum and reports")
+	amountSum := c.fs.String("amount-sum", "", "control total: the exact sum the amount column must have, e.g. 1234.50")
+	businessKey := c.fs.String("business-key", "", "columns identifying a transaction across files, comma-separated")
+	resumeFor := c.fs.Duration("resume-for", 2*time.Minute, "how long to keep resuming a broken stream")
+	c.perCall = []string{"job-key", "columns", "rows", "amount-column", "amount-sum", "business-key"}
 	c.run = func(ctx context.Context, args []string) error {
 		if len(args) > 1 {
 			return usagef("send: one file at a time, got %d", len(args))
@@ -60,16 +71,28 @@ func (a *app) sendCommand() *command {
 			path = args[0]
 		}
 		header := &spoolv1.FileHeader{
-			JobKey:  *jobKey,
-			Columns: splitList(*columns),
-			Csv:     &spoolv1.CsvOptions{Delimiter: *delimiter},
+			JobKey:             *jobKey,
+			Columns:            splitList(*columns),
+			Csv:                &spoolv1.CsvOptions{Delimiter: *delimiter},
+			AmountColumn:       *amountColumn,
+			BusinessKeyColumns: splitList(*businessKey),
+		}
+		if *rows >= 0 || *amountSum != "" {
+			header.Control = &spoolv1.ControlTotals{AmountSum: *amountSum}
+			if *rows >= 0 {
+				header.Control.RowCount = rows
+			}
 		}
 		start := a.now()
-		resp, err := a.send(ctx, *ingestor, path, header, *chunkSize)
+		resp, err := a.send(ctx, *ingestor, path, header, *chunkSize, *resumeFor)
 		if err != nil {
 			return err
 		}
-		report.Answer(a.stdout, resp)
+		if resp.GetExisting() {
+			fmt.Fprintf(a.stdout, "already submitted as job %s (%s); nothing sent\n", resp.GetJobId(), progress.State(resp.GetJob().GetState()))
+		} else {
+			report.Answer(a.stdout, resp)
+		}
 		if st := resp.GetJob().GetState(); st == spoolv1.JobState_JOB_STATE_REJECTED || st == spoolv1.JobState_JOB_STATE_ABORTED {
 			return report.Outcome(resp.GetJob())
 		}
@@ -82,33 +105,82 @@ func (a *app) sendCommand() *command {
 	return c
 }
 
-// send streams the file at path ("-": stdin) to the ingestor.
-func (a *app) send(ctx context.Context, addr, path string, header *spoolv1.FileHeader, chunkSize int) (*spoolv1.StreamFileResponse, error) {
-	in, name, size := a.stdin, "stdin", int64(0)
-	if path != "-" {
-		f, err := os.Open(path)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		if info, err := f.Stat(); err == nil && info.Mode().IsRegular() {
-			size = info.Size()
-		}
-		in, name = f, filepath.Base(path)
-	}
-	header.FileName = name
+// send streams the file at path ("-": stdin) to the ingestor. A regular
+// file is hashed first, so the ingestor can check it arrived whole and
+// the hash can key the job; then a broken stream is resumed for up to
+// resumeFor. Standard input cannot be read twice, so it is not resumed.
+func (a *app) send(ctx context.Context, addr, path string, header *spoolv1.FileHeader, chunkSize int, resumeFor time.Duration) (*spoolv1.StreamFileResponse, error) {
 	cc, err := a.dial(addr)
 	if err != nil {
 		return nil, err
 	}
 	defer cc.Close()
-	display := a.uploadDisplay(ctx, name, size)
-	resp, err := upload.Send(ctx, spoolv1.NewIngestServiceClient(cc), header, in, chunkSize, display.Sent)
+	client := spoolv1.NewIngestServiceClient(cc)
+	if path == "-" {
+		header.FileName = "stdin"
+		display := a.uploadDisplay(ctx, "stdin", 0)
+		resp, err := upload.Send(ctx, client, header, a.stdin, chunkSize, display.Sent)
+		display.Stop(err == nil)
+		if err != nil {
+			if upload.Resumable(ctx, err) {
+				err = fmt.Errorf("%w\nstandard input cannot be resumed; send a file to have a broken stream resumed", err)
+			}
+			return nil, fmt.Errorf("send stdin to the ingestor at %s: %w%s", addr, err, hint(err, "ingestor", "SPOOL_INGESTOR_ADDR"))
+		}
+		return resp, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file; pipe it to spool send - instead (without resuming)", path)
+	}
+	name := filepath.Base(path)
+	header.FileName = name
+	digest, err := fileSHA256(f)
+	if err != nil {
+		return nil, fmt.Errorf("hash %s: %w", name, err)
+	}
+	if header.Control == nil {
+		header.Control = &spoolv1.ControlTotals{}
+	}
+	header.Control.Sha256 = digest
+	key := header.GetJobKey()
+	if key == "" {
+		key = "sha256:" + digest
+	}
+	display := a.uploadDisplay(ctx, name, info.Size())
+	resp, err := upload.SendResumable(ctx, client, header, f, chunkSize, display.Sent, upload.Resume{
+		Jobs: client, Key: key, For: resumeFor,
+		MinBackoff: a.resumeBackoff, MaxBackoff: 20 * a.resumeBackoff,
+		OnBreak: func(afterRow int64, attempt int, cause error) {
+			display.Note(fmt.Sprintf("stream broke after row %d; resuming (attempt %d): %v", afterRow, attempt, cause))
+		},
+	})
 	display.Stop(err == nil)
 	if err != nil {
 		return nil, fmt.Errorf("send %s to the ingestor at %s: %w%s", name, addr, err, hint(err, "ingestor", "SPOOL_INGESTOR_ADDR"))
 	}
 	return resp, nil
+}
+
+// fileSHA256 returns the hex SHA-256 of f's bytes, streamed, and leaves f
+// at its start.
+func fileSHA256(f io.ReadSeeker) (string, error) {
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func (a *app) watchCommand() *command {
@@ -245,4 +317,104 @@ func hint(err error, service, env string) string {
 		return ""
 	}
 	return fmt.Sprintf("\nis the %s running? set its address with %s or the flag (after 'make up', .spool/stack.env has it)", service, env)
+}
+
+func (a *app) reportCommand() *command {
+	c := newCommand("report", "[flags] JOB_ID", "Print a job's reconciliation report from the delivery ledger: UNKNOWN rows first, then every row by state, then per-state totals with amount sums.")
+	dispatchers := c.fs.String("dispatcher-addrs", defaultDispatcherAddrs, "dispatcher gRPC addresses, comma-separated; the next is tried when one is unavailable")
+	asJSON := c.fs.Bool("json", false, "print JSON lines: {\"entry\": ...} per row, then {\"summary\": ...}")
+	c.run = func(ctx context.Context, args []string) error {
+		if len(args) != 1 {
+			return usagef("report: want one JOB_ID")
+		}
+		addrs, err := splitAddrs(*dispatchers)
+		if err != nil {
+			return err
+		}
+		return a.onDispatcher(addrs, func(client spoolv1.DispatchServiceClient) (bool, error) {
+			stream, err := client.ReportJob(ctx, &spoolv1.ReportJobRequest{JobId: args[0]})
+			if err != nil {
+				return false, err
+			}
+			out := report.NewLedger(a.stdout, *asJSON)
+			wrote := false
+			for {
+				msg, err := stream.Recv()
+				if err != nil {
+					// A dispatcher that fails before the first line may be
+					// replaced by the next; after it, the report is cut.
+					return wrote, fmt.Errorf("report job %s: %w", args[0], rpcerr.Readable(err))
+				}
+				wrote = true
+				if e := msg.GetEntry(); e != nil {
+					if err := out.Entry(e); err != nil {
+						return true, err
+					}
+					continue
+				}
+				return true, out.Summary(msg.GetSummary())
+			}
+		})
+	}
+	return c
+}
+
+func (a *app) resolveCommand() *command {
+	c := newCommand("resolve", "[flags] JOB_ID ROW --delivered|--resend", "Settle an UNKNOWN row after checking the third party: it has the transaction (--delivered), or it must be sent again with the same idempotency key (--resend).")
+	dispatchers := c.fs.String("dispatcher-addrs", defaultDispatcherAddrs, "dispatcher gRPC addresses, comma-separated; the next is tried when one is unavailable")
+	delivered := c.fs.Bool("delivered", false, "the third party has the transaction: record it DELIVERED")
+	resend := c.fs.Bool("resend", false, "the third party does not have it: send it again")
+	c.perCall = []string{"delivered", "resend"}
+	c.run = func(ctx context.Context, args []string) error {
+		if len(args) != 2 {
+			return usagef("resolve: want JOB_ID ROW")
+		}
+		row, err := strconv.ParseInt(args[1], 10, 64)
+		if err != nil || row < 1 {
+			return usagef("resolve: ROW %q: want a row number from 1", args[1])
+		}
+		if *delivered == *resend {
+			return usagef("resolve: give exactly one of --delivered and --resend")
+		}
+		res := spoolv1.Resolution_RESOLUTION_DELIVERED
+		if *resend {
+			res = spoolv1.Resolution_RESOLUTION_RESEND
+		}
+		addrs, err := splitAddrs(*dispatchers)
+		if err != nil {
+			return err
+		}
+		return a.onDispatcher(addrs, func(client spoolv1.DispatchServiceClient) (bool, error) {
+			ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+			defer cancel()
+			resp, err := client.ResolveTransaction(ctx, &spoolv1.ResolveTransactionRequest{JobId: args[0], Row: row, Resolution: res})
+			if err != nil {
+				return false, fmt.Errorf("resolve row %d of job %s: %w", row, args[0], rpcerr.Readable(err))
+			}
+			e := resp.GetEntry()
+			_, err = fmt.Fprintf(a.stdout, "row %d of job %s is now %s\n", e.GetRow(), e.GetJobId(), report.TxState(e.GetState()))
+			return true, err
+		})
+	}
+	return c
+}
+
+// onDispatcher runs call on each dispatcher in turn until one answers:
+// call returns done when it got an answer (or wrote output), and the
+// next dispatcher is tried only when this one was unavailable.
+func (a *app) onDispatcher(addrs []string, call func(spoolv1.DispatchServiceClient) (done bool, err error)) error {
+	var err error
+	for _, addr := range addrs {
+		cc, derr := a.dial(addr)
+		if derr != nil {
+			return derr
+		}
+		var done bool
+		done, err = call(spoolv1.NewDispatchServiceClient(cc))
+		cc.Close()
+		if done || status.Code(err) != codes.Unavailable {
+			return err
+		}
+	}
+	return fmt.Errorf("%w%s", err, hint(err, "dispatcher", "SPOOL_DISPATCHER_ADDRS"))
 }

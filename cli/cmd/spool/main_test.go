@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"os"
@@ -81,7 +83,7 @@ var created = time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC)
 func job(state spoolv1.JobState, delivered, failed, total int64) *spoolv1.Job {
 	j := &spoolv1.Job{
 		JobId: "job-1", JobKey: "payroll-2026-11", FileName: "payroll.csv", State: state,
-		Columns: []string{"id", "name", "amount"}, RowsReceived: total + 1, RowsPublished: total, RowsRejected: 1,
+		Columns: []string{"id", "name", "amount"}, RowsReceived: total, RowsPublished: total,
 		Total: total, Delivered: delivered, Failed: failed, Retries: 3,
 		CreatedAt: timestamppb.New(created),
 	}
@@ -136,6 +138,28 @@ func TestSend(t *testing.T) {
 			wantErr:    "job job-1 completed with 10 failed rows (of 1000)",
 			wantCode:   1,
 			wantStdout: []string{"job job-1 COMPLETED: delivered 990 of 1000, failed 10, retries 3\n"},
+		},
+		{
+			name: "unknown rows exit 1 and point at the report",
+			args: []string{"-chunk-size", "8"},
+			watch: []*spoolv1.JobProgress{jobProgress(func() *spoolv1.Job {
+				j := job(spoolv1.JobState_JOB_STATE_COMPLETED, 997, 0, 1000)
+				j.Unknown = 3
+				return j
+			}(), true)},
+			wantErr:  "3 rows UNKNOWN: run spool report job-1",
+			wantCode: 1,
+		},
+		{
+			name: "rejected rows exit 1",
+			args: []string{"-chunk-size", "8"},
+			watch: []*spoolv1.JobProgress{jobProgress(func() *spoolv1.Job {
+				j := job(spoolv1.JobState_JOB_STATE_COMPLETED, 1000, 0, 1000)
+				j.RowsRejected = 2
+				return j
+			}(), true)},
+			wantErr:  "job job-1 completed, but 2 rows of the file were rejected and not sent",
+			wantCode: 1,
 		},
 		{
 			name: "cancelled job exits 1 with its reason",
@@ -203,7 +227,11 @@ func TestSendHeaderFields(t *testing.T) {
 	// Flags after the file work too.
 	require.NoError(t, h.run("send", "-ingestor-addr", ingestorAddr, path, "-no-watch", "-job-key", "k-1", "-columns", " id , name ,, amount", "-delimiter", ";"))
 	header, _ := ingest.Received()
-	want := &spoolv1.FileHeader{FileName: "nov.csv", JobKey: "k-1", Columns: []string{"id", "name", "amount"}, Csv: &spoolv1.CsvOptions{Delimiter: ";"}}
+	sum := sha256.Sum256([]byte("a;b\n"))
+	want := &spoolv1.FileHeader{
+		FileName: "nov.csv", JobKey: "k-1", Columns: []string{"id", "name", "amount"}, Csv: &spoolv1.CsvOptions{Delimiter: ";"},
+		Control: &spoolv1.ControlTotals{Sha256: hex.EncodeToString(sum[:])},
+	}
 	require.Empty(t, cmp.Diff(want, header, protocmp.Transform()))
 }
 
@@ -330,21 +358,24 @@ func TestStatus(t *testing.T) {
 	h.env["SPOOL_INGESTOR_ADDR"] = ingestorAddr
 
 	require.NoError(t, h.run("status", "job-1"))
-	want := `job        job-1
-key        payroll-2026-11
-file       payroll.csv
-state      COMPLETED
-columns    id, name, amount
-received   1001
-published  1000
-rejected   1
-total      1000
-delivered  1000
-failed     0
-retries    3
-created    2026-11-24T08:00:00Z
-sealed     2026-11-24T08:00:02Z
-completed  2026-11-24T08:00:10Z
+	want := `job         job-1
+key         payroll-2026-11
+file        payroll.csv
+state       COMPLETED
+columns     id, name, amount
+received    1000
+published   1000
+rejected    0
+total       1000
+delivered   1000
+failed      0
+retries     3
+unknown     0
+duplicates  0
+dropped     0
+created     2026-11-24T08:00:00Z
+sealed      2026-11-24T08:00:02Z
+completed   2026-11-24T08:00:10Z
 `
 	require.Equal(t, want, h.stdout.String())
 

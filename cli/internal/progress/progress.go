@@ -31,6 +31,9 @@ type Job interface {
 // Upload displays the bytes of a file sent so far.
 type Upload interface {
 	Sent(n int64)
+	// Note prints a line of text, such as a resume, without breaking the
+	// display.
+	Note(text string)
 	Stop(ok bool)
 }
 
@@ -246,6 +249,9 @@ func NewUploadBar(ctx context.Context, w io.Writer, name string, size int64, opt
 
 // Sent implements Upload.
 func (u *UploadBar) Sent(n int64) { u.bar.SetCurrent(n) }
+
+// Note implements Upload: the line is printed above the bar.
+func (u *UploadBar) Note(text string) { _, _ = fmt.Fprintln(u.p, text) }
 
 // Stop implements Upload.
 func (u *UploadBar) Stop(ok bool) {

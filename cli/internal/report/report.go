@@ -68,6 +68,12 @@ func Job(w io.Writer, j *spoolv1.Job) error {
 	num("delivered", j.GetDelivered())
 	num("failed", j.GetFailed())
 	num("retries", j.GetRetries())
+	num("unknown", j.GetUnknown())
+	num("duplicates", j.GetDuplicatesSuppressed())
+	num("dropped", j.GetDropped())
+	if j.GetState() == spoolv1.JobState_JOB_STATE_RECEIVING {
+		num("resume row", j.GetResumeRow())
+	}
 	line("created", stamp(j.GetCreatedAt()))
 	line("sealed", stamp(j.GetSealedAt()))
 	line("completed", stamp(j.GetCompletedAt()))
@@ -115,8 +121,9 @@ func Summary(w io.Writer, j *spoolv1.Job, wall time.Duration) {
 	fmt.Fprintf(w, "wall time %s, average %s\n", wall.Round(time.Millisecond), progress.Rate(rate))
 }
 
-// Outcome returns nil only when j completed with no failed row, and an
-// error saying what went wrong otherwise.
+// Outcome returns nil only when j completed with no failed, unknown or
+// rejected row, and an error saying what went wrong otherwise: a payroll
+// that paid all but three people is not a success.
 func Outcome(j *spoolv1.Job) error {
 	switch {
 	case j.GetState() != spoolv1.JobState_JOB_STATE_COMPLETED:
@@ -125,8 +132,12 @@ func Outcome(j *spoolv1.Job) error {
 			msg += ": " + j.GetStateReason()
 		}
 		return &OutcomeError{msg: msg}
+	case j.GetUnknown() > 0:
+		return &OutcomeError{msg: fmt.Sprintf("%d rows UNKNOWN: run spool report %s", j.GetUnknown(), j.GetJobId())}
 	case j.GetFailed() > 0:
 		return &OutcomeError{msg: fmt.Sprintf("job %s completed with %d failed rows (of %d)", j.GetJobId(), j.GetFailed(), j.GetTotal())}
+	case j.GetRowsRejected() > 0:
+		return &OutcomeError{msg: fmt.Sprintf("job %s completed, but %d rows of the file were rejected and not sent", j.GetJobId(), j.GetRowsRejected())}
 	}
 	return nil
 }

@@ -175,9 +175,32 @@ type Dispatch struct {
 
 	Progress []*spoolv1.JobProgress
 	End      error
+	// Report is what ReportJob sends, then it ends with ReportErr.
+	Report    []*spoolv1.ReportJobResponse
+	ReportErr error
+	// Resolve answers ResolveTransaction.
+	Resolve func(*spoolv1.ResolveTransactionRequest) (*spoolv1.ResolveTransactionResponse, error)
 
 	mu    sync.Mutex
 	calls []string
+}
+
+// ReportJob implements spoolv1.DispatchServiceServer.
+func (f *Dispatch) ReportJob(_ *spoolv1.ReportJobRequest, stream grpc.ServerStreamingServer[spoolv1.ReportJobResponse]) error {
+	for _, m := range f.Report {
+		if err := stream.Send(m); err != nil {
+			return err
+		}
+	}
+	return f.ReportErr
+}
+
+// ResolveTransaction implements spoolv1.DispatchServiceServer.
+func (f *Dispatch) ResolveTransaction(_ context.Context, req *spoolv1.ResolveTransactionRequest) (*spoolv1.ResolveTransactionResponse, error) {
+	if f.Resolve == nil {
+		return nil, status.Error(codes.Unimplemented, "no resolve scripted")
+	}
+	return f.Resolve(req)
 }
 
 // WatchJob implements spoolv1.DispatchServiceServer.

@@ -44,7 +44,7 @@ func Send(ctx context.Context, c Client, header *spoolv1.FileHeader, r io.Reader
 		return nil, fmt.Errorf("open stream: %w", rpcerr.Readable(err))
 	}
 	if err := stream.Send(&spoolv1.StreamFileRequest{Msg: &spoolv1.StreamFileRequest_Header{Header: header}}); err != nil {
-		return nil, sendError(stream, "send header", err)
+		return sendError(stream, "send header", err)
 	}
 	// gRPC serialises a message before Send returns, so one buffer serves
 	// every chunk.
@@ -54,7 +54,7 @@ func Send(ctx context.Context, c Client, header *spoolv1.FileHeader, r io.Reader
 		read, rerr := io.ReadFull(r, buf)
 		if read > 0 {
 			if err := stream.Send(&spoolv1.StreamFileRequest{Msg: &spoolv1.StreamFileRequest_Chunk{Chunk: buf[:read]}}); err != nil {
-				return nil, sendError(stream, fmt.Sprintf("send chunk %d", n), err)
+				return sendError(stream, fmt.Sprintf("send chunk %d", n), err)
 			}
 			total += int64(read)
 			if sent != nil {
@@ -76,13 +76,19 @@ func Send(ctx context.Context, c Client, header *spoolv1.FileHeader, r io.Reader
 }
 
 // sendError explains a failed Send. io.EOF from Send only means the server
-// ended the stream; the reason is the status CloseAndRecv returns.
-func sendError(stream grpc.ClientStreamingClient[spoolv1.StreamFileRequest, spoolv1.StreamFileResponse], what string, err error) error {
+// ended the stream; what it answered is what CloseAndRecv returns. The one
+// early answer that is not an error is an existing job: the ingestor
+// recognised the job key and reads no further.
+func sendError(stream grpc.ClientStreamingClient[spoolv1.StreamFileRequest, spoolv1.StreamFileResponse], what string, err error) (*spoolv1.StreamFileResponse, error) {
 	if errors.Is(err, io.EOF) {
-		_, err = stream.CloseAndRecv()
+		resp, rerr := stream.CloseAndRecv()
+		if rerr == nil && resp.GetExisting() {
+			return resp, nil
+		}
+		err = rerr
 		if err == nil {
-			err = errors.New("ingestor ended the stream early")
+			err = errors.New("ingestor answered before the end of the file")
 		}
 	}
-	return fmt.Errorf("%s: %w", what, rpcerr.Readable(err))
+	return nil, fmt.Errorf("%s: %w", what, rpcerr.Readable(err))
 }

@@ -119,3 +119,47 @@ func (e errReader) Read([]byte) (int, error) {
 	<-e.after
 	return 0, e.err
 }
+
+// answersAtHeader is an ingestor that recognises the job key from the
+// header and answers at once, reading nothing more.
+type answersAtHeader struct {
+	spoolv1.UnimplementedIngestServiceServer
+	answer *spoolv1.StreamFileResponse
+}
+
+func (a *answersAtHeader) StreamFile(stream grpc.ClientStreamingServer[spoolv1.StreamFileRequest, spoolv1.StreamFileResponse]) error {
+	if _, err := stream.Recv(); err != nil {
+		return err
+	}
+	return stream.SendAndClose(a.answer)
+}
+
+func TestSendAcceptsAnEarlyAnswerOnlyForAnExistingJob(t *testing.T) {
+	// Far more than gRPC's flow-control window, so Send sees the server's
+	// early end while chunks are still going out.
+	file := bytes.Repeat([]byte("id,amount\n1,2.00\n"), 1<<17)
+	tests := []struct {
+		name    string
+		answer  *spoolv1.StreamFileResponse
+		wantErr string
+	}{
+		{name: "existing job", answer: &spoolv1.StreamFileResponse{JobId: "j1", Existing: true}},
+		{name: "anything else is an error", answer: &spoolv1.StreamFileResponse{JobId: "j1"}, wantErr: "answered before the end of the file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			net := spooltest.NewNetwork()
+			net.Serve(t, "127.0.0.1:1", func(s grpc.ServiceRegistrar) {
+				spoolv1.RegisterIngestServiceServer(s, &answersAtHeader{answer: tt.answer})
+			})
+			c := spoolv1.NewIngestServiceClient(net.Dial(t, "127.0.0.1:1"))
+			got, err := Send(context.Background(), c, &spoolv1.FileHeader{JobKey: "k"}, bytes.NewReader(file), 4096, nil)
+			if tt.wantErr != "" {
+				require.ErrorContains(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			require.True(t, got.GetExisting())
+		})
+	}
+}

@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/spoolhq/spool/dispatcher/internal/deliver"
+	"github.com/spoolhq/spool/dispatcher/internal/dispatch"
+	"github.com/spoolhq/spool/dispatcher/internal/ledger"
+	"github.com/spoolhq/spool/dispatcher/internal/recount"
 	"github.com/spoolhq/spool/dispatcher/internal/status"
 	"github.com/spoolhq/spool/platform/envcfg"
 )
@@ -35,6 +38,21 @@ type config struct {
 	watchInterval     time.Duration
 	shutdownGrace     time.Duration
 	logLevel          slog.Level
+	jobCacheTTL       time.Duration
+	receivingDelay    time.Duration
+	unknownPolicy     string
+	claimLease        time.Duration
+	repairInterval    time.Duration
+	repairAfter       time.Duration
+}
+
+// lease is the claim lease: as configured, or long enough for a delivery
+// with its timeout to finish twice over.
+func (c config) lease() time.Duration {
+	if c.claimLease > 0 {
+		return c.claimLease
+	}
+	return 2*c.destTimeout + 5*time.Second
 }
 
 // parseConfig reads flags, with SPOOL_* environment fallbacks through
@@ -56,6 +74,12 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs.DurationVar(&c.counterFlush, "counter-flush", time.Second, "how often job counters are written")
 	fs.DurationVar(&c.watchInterval, "watch-interval", status.DefaultInterval, "how often WatchJob reads the job")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 25*time.Second, "bound on shutdown: finish in-flight deliveries, flush deletes and counters")
+	fs.DurationVar(&c.jobCacheTTL, "job-cache-ttl", dispatch.DefaultJobCacheTTL, "how long a job record read is trusted when gating deliveries")
+	fs.DurationVar(&c.receivingDelay, "receiving-delay", dispatch.DefaultReceivingDelay, "how long a message of a job still receiving waits before it comes back")
+	fs.StringVar(&c.unknownPolicy, "unknown-policy", "hold", "what to do with a row whose delivery outcome is unknown: hold (never resend) or retry-with-key")
+	fs.DurationVar(&c.claimLease, "claim-lease", 0, "how long a dispatcher owns a transaction it claimed; 0 = 2 × destination-timeout + 5s")
+	fs.DurationVar(&c.repairInterval, "repair-interval", recount.DefaultInterval, "how often job counters are checked against the delivery ledger")
+	fs.DurationVar(&c.repairAfter, "repair-after", recount.DefaultAfter, "how long a sealed job's record and ledger must go unchanged before its counters are repaired from the ledger")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
 	if err := envcfg.Parse(fs, args, lookup); err != nil {
 		return config{}, err
@@ -92,10 +116,18 @@ func (c config) validate() error {
 	}{
 		{"destination-timeout", c.destTimeout}, {"counter-flush", c.counterFlush},
 		{"watch-interval", c.watchInterval}, {"shutdown-grace", c.shutdownGrace},
+		{"job-cache-ttl", c.jobCacheTTL}, {"receiving-delay", c.receivingDelay},
+		{"repair-interval", c.repairInterval}, {"repair-after", c.repairAfter},
 	} {
 		if f.value <= 0 {
 			errs = append(errs, fmt.Errorf("-%s %s: want more than 0", f.name, f.value))
 		}
+	}
+	if c.claimLease < 0 {
+		errs = append(errs, fmt.Errorf("-claim-lease %s: want 0 or more", c.claimLease))
+	}
+	if _, err := ledger.ParsePolicy(c.unknownPolicy); err != nil {
+		errs = append(errs, fmt.Errorf("-unknown-policy: %w", err))
 	}
 	if c.idempotencyHeader == "" {
 		errs = append(errs, errors.New("-idempotency-header: must not be empty"))

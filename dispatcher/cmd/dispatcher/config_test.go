@@ -32,6 +32,12 @@ func TestParseConfig(t *testing.T) {
 				require.Equal(t, 500*time.Millisecond, c.watchInterval)
 				require.Equal(t, 25*time.Second, c.shutdownGrace)
 				require.Empty(t, c.headers.h)
+				require.Equal(t, time.Second, c.jobCacheTTL)
+				require.Equal(t, 10*time.Second, c.receivingDelay)
+				require.Equal(t, "hold", c.unknownPolicy)
+				require.Equal(t, 25*time.Second, c.lease())
+				require.Equal(t, 5*time.Second, c.repairInterval)
+				require.Equal(t, 10*time.Second, c.repairAfter)
 			},
 		},
 		{
@@ -40,6 +46,8 @@ func TestParseConfig(t *testing.T) {
 				"SPOOL_QUEUE_URL": "http://q", "SPOOL_TABLE": "jobs", "SPOOL_DESTINATION_URL": "https://dest/pay",
 				"SPOOL_DESTINATION_HEADER": "Authorization: Bearer a,b\nx-tenant: acme\n",
 				"SPOOL_CONCURRENCY":        "64", "SPOOL_LOG_LEVEL": "debug", "SPOOL_RECEIVE_WAIT": "20s",
+				"SPOOL_UNKNOWN_POLICY": "retry-with-key", "SPOOL_CLAIM_LEASE": "90s",
+				"SPOOL_REPAIR_INTERVAL": "1s", "SPOOL_REPAIR_AFTER": "30s",
 			},
 			check: func(t *testing.T, c config) {
 				require.Equal(t, http.Header{"Authorization": {"Bearer a,b"}, "X-Tenant": {"acme"}}, c.headers.h)
@@ -47,6 +55,10 @@ func TestParseConfig(t *testing.T) {
 				require.Equal(t, "DEBUG", c.logLevel.String())
 				require.Equal(t, 20*time.Second, c.receiveWait)
 				require.Equal(t, "Authorization,X-Tenant", c.headers.String())
+				require.Equal(t, "retry-with-key", c.unknownPolicy)
+				require.Equal(t, 90*time.Second, c.lease())
+				require.Equal(t, time.Second, c.repairInterval)
+				require.Equal(t, 30*time.Second, c.repairAfter)
 			},
 		},
 		{
@@ -62,6 +74,9 @@ func TestParseConfig(t *testing.T) {
 		{name: "receive wait too long", args: append([]string{"-receive-wait", "30s"}, required...), wantErr: "-receive-wait"},
 		{name: "receive wait fraction", args: append([]string{"-receive-wait", "1500ms"}, required...), wantErr: "-receive-wait"},
 		{name: "no concurrency", args: append([]string{"-concurrency", "0"}, required...), wantErr: "-concurrency"},
+		{name: "bad policy", args: append([]string{"-unknown-policy", "resend"}, required...), wantErr: "-unknown-policy"},
+		{name: "negative lease", args: append([]string{"-claim-lease", "-1s"}, required...), wantErr: "-claim-lease"},
+		{name: "no repair delay", args: append([]string{"-repair-after", "0s"}, required...), wantErr: "-repair-after"},
 		{name: "bad log level", args: append([]string{"-log-level", "loud"}, required...), wantErr: "log-level"},
 	}
 	for _, tt := range tests {

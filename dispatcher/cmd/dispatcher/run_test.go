@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,7 +20,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	grpcstatus "google.golang.org/grpc/status"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/emulator"
@@ -81,6 +84,7 @@ func (d *destination) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // set so that run finds them as it would on AWS.
 type stack struct {
 	sqs      *sqs.Client
+	db       *dynamodb.Client
 	jobs     *jobstore.Store
 	queueURL string
 	table    string
@@ -111,19 +115,26 @@ func newStack(t testing.TB, visibility time.Duration) *stack {
 	require.NoError(t, err)
 	db := dynamodb.NewFromConfig(emutest.Config(ddbEndpoint))
 	require.NoError(t, provision.EnsureTable(ctx, db, "spool-jobs"))
-	return &stack{sqs: q, jobs: jobstore.New(db, "spool-jobs"), queueURL: queues.URL, table: "spool-jobs"}
+	return &stack{sqs: q, db: db, jobs: jobstore.New(db, "spool-jobs"), queueURL: queues.URL, table: "spool-jobs"}
 }
 
 // publish creates and seals a job of rows transactions and queues them, as
 // the ingestor does.
 func (s *stack) publish(t testing.TB, jobID string, rows int64) {
 	t.Helper()
+	s.publishFrom(t, jobID, 1, rows)
+}
+
+// publishFrom is publish of a job of rows transactions that queues only
+// those from row from on: the others were delivered already.
+func (s *stack) publishFrom(t testing.TB, jobID string, from, rows int64) {
+	t.Helper()
 	ctx := t.Context()
 	_, err := s.jobs.Create(ctx, &spoolv1.Job{JobId: jobID, Columns: []string{"employee", "amount"}})
 	require.NoError(t, err)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(4)
-	for first := int64(1); first <= rows; first += 10 {
+	for first := from; first <= rows; first += 10 {
 		g.Go(func() error {
 			var entries []sqstypes.SendMessageBatchRequestEntry
 			for row := first; row < first+10 && row <= rows; row++ {
@@ -160,7 +171,7 @@ func (s *stack) publish(t testing.TB, jobID string, rows int64) {
 // startDispatcher runs the whole dispatcher in-process, as main would, and
 // returns its gRPC address and a function that stops it and returns run's
 // error.
-func startDispatcher(t testing.TB, s *stack, destURL, name, logLevel string) (string, func() error) {
+func startDispatcher(t testing.TB, s *stack, destURL, name, logLevel string, extra ...string) (string, func() error) {
 	t.Helper()
 	port, err := emulator.FreePort()
 	require.NoError(t, err)
@@ -168,11 +179,11 @@ func startDispatcher(t testing.TB, s *stack, destURL, name, logLevel string) (st
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{
+		done <- run(ctx, append([]string{
 			"-listen", addr, "-queue-url", s.queueURL, "-table", s.table, "-destination-url", destURL,
 			"-destination-header", "X-Dispatcher: " + name, "-log-level", logLevel,
 			"-receive-wait", "1s", "-counter-flush", "100ms", "-watch-interval", "100ms", "-shutdown-grace", "10s",
-		}, t.Output())
+		}, extra...), t.Output())
 	}()
 	var once sync.Once
 	var runErr error
@@ -274,5 +285,146 @@ func TestTwoDispatchersDeliverEveryRowOnce(t *testing.T) {
 			require.Positive(t, dest.byWorker["b"], "dispatcher b delivered")
 			require.Equal(t, int(tt.rows), dest.byWorker["a"]+dest.byWorker["b"])
 		})
+	}
+}
+
+// hangingDestination applies every request, and for the rows in hang it
+// then holds the first answer past the client's timeout: the dispatcher
+// cannot know that the payment went through.
+type hangingDestination struct {
+	hang map[int64]bool
+
+	mu      sync.Mutex
+	applied map[int64]int
+	keys    map[int64][]string
+}
+
+func (d *hangingDestination) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Row int64 `json:"spool_row"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	d.mu.Lock()
+	d.applied[body.Row]++
+	d.keys[body.Row] = append(d.keys[body.Row], r.Header.Get("Idempotency-Key"))
+	first := d.applied[body.Row] == 1
+	d.mu.Unlock()
+	if first && d.hang[body.Row] {
+		<-r.Context().Done()
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func TestUnknownOutcomes(t *testing.T) {
+	const rows = 200
+	hang := map[int64]bool{7: true, 50: true, 123: true}
+	tests := []struct {
+		policy string
+		// wantApplied is how often a hanging row reaches the destination.
+		wantApplied   int
+		wantUnknown   int64
+		wantDelivered int64
+	}{
+		{policy: "hold", wantApplied: 1, wantUnknown: 3, wantDelivered: rows - 3},
+		{policy: "retry-with-key", wantApplied: 2, wantUnknown: 0, wantDelivered: rows},
+	}
+	for _, tt := range tests {
+		t.Run(tt.policy, func(t *testing.T) {
+			s := newStack(t, 2*time.Second)
+			dest := &hangingDestination{hang: hang, applied: map[int64]int{}, keys: map[int64][]string{}}
+			srv := httptest.NewServer(dest)
+			t.Cleanup(srv.Close)
+			s.publish(t, "job-u", rows)
+
+			start := time.Now()
+			addr, stop := startDispatcher(t, s, srv.URL, "a", "error",
+				"-destination-timeout", "500ms", "-unknown-policy", tt.policy)
+			// Under retry-with-key the job completes while the unknown rows
+			// still wait for their resend: wait for the figures instead.
+			require.Eventually(t, func() bool {
+				j, err := s.jobs.Get(t.Context(), "job-u")
+				require.NoError(t, err)
+				return j.GetState() == spoolv1.JobState_JOB_STATE_COMPLETED &&
+					j.GetDelivered() == tt.wantDelivered && j.GetUnknown() == tt.wantUnknown
+			}, 40*time.Second, 50*time.Millisecond)
+			t.Logf("policy %s: %d rows with the ledger in %s", tt.policy, rows, time.Since(start))
+
+			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			require.NoError(t, err)
+			t.Cleanup(func() { conn.Close() })
+			client := spoolv1.NewDispatchServiceClient(conn)
+			report := readReport(t, client, "job-u")
+			if tt.policy == "hold" {
+				require.Equal(t, []string{"UNKNOWN 7", "UNKNOWN 50", "UNKNOWN 123"}, report.first)
+				require.Equal(t, "3", report.rows["UNKNOWN"])
+
+				// A person checked: row 7 arrived.
+				res, err := client.ResolveTransaction(t.Context(), &spoolv1.ResolveTransactionRequest{
+					JobId: "job-u", Row: 7, Resolution: spoolv1.Resolution_RESOLUTION_DELIVERED,
+				})
+				require.NoError(t, err)
+				require.Equal(t, spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, res.GetEntry().GetState())
+				_, err = client.ResolveTransaction(t.Context(), &spoolv1.ResolveTransactionRequest{
+					JobId: "job-u", Row: 8, Resolution: spoolv1.Resolution_RESOLUTION_DELIVERED,
+				})
+				require.Equal(t, codes.FailedPrecondition, grpcstatus.Code(err))
+				require.ErrorContains(t, err, "DELIVERED")
+				require.Eventually(t, func() bool {
+					j, err := s.jobs.Get(t.Context(), "job-u")
+					require.NoError(t, err)
+					return j.GetUnknown() == 2 && j.GetDelivered() == rows-2
+				}, 5*time.Second, 50*time.Millisecond)
+			} else {
+				require.Empty(t, report.first)
+				require.Equal(t, "200", report.rows["DELIVERED"])
+			}
+			require.NoError(t, stop())
+
+			dest.mu.Lock()
+			defer dest.mu.Unlock()
+			for row := int64(1); row <= rows; row++ {
+				want := 1
+				if hang[row] {
+					want = tt.wantApplied
+				}
+				require.Equal(t, want, dest.applied[row], "row %d applied", row)
+				for _, k := range dest.keys[row] {
+					require.Equal(t, fmt.Sprintf("job-u:%d", row), k, "same key on every send")
+				}
+			}
+		})
+	}
+}
+
+type report struct {
+	// first lists the UNKNOWN entries, in order.
+	first []string
+	// rows maps a state to its row count in the summary.
+	rows map[string]string
+}
+
+func readReport(t testing.TB, c spoolv1.DispatchServiceClient, jobID string) report {
+	t.Helper()
+	stream, err := c.ReportJob(t.Context(), &spoolv1.ReportJobRequest{JobId: jobID})
+	require.NoError(t, err)
+	r := report{rows: map[string]string{}}
+	for {
+		m, err := stream.Recv()
+		require.NoError(t, err)
+		if e := m.GetEntry(); e != nil {
+			if e.GetState() == spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN {
+				r.first = append(r.first, fmt.Sprintf("UNKNOWN %d", e.GetRow()))
+			}
+			continue
+		}
+		for _, st := range m.GetSummary().GetTotals() {
+			name := strings.TrimPrefix(st.GetState().String(), "TRANSACTION_STATE_")
+			r.rows[name] = strconv.FormatInt(st.GetRows(), 10)
+		}
+		return r
 	}
 }

@@ -33,22 +33,33 @@ const maxReceive = 10
 type API interface {
 	ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, opts ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error)
 	DeleteMessageBatch(ctx context.Context, in *sqs.DeleteMessageBatchInput, opts ...func(*sqs.Options)) (*sqs.DeleteMessageBatchOutput, error)
+	ChangeMessageVisibility(ctx context.Context, in *sqs.ChangeMessageVisibilityInput, opts ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityOutput, error)
 }
 
 // Disposition is what happens to a message once its handler returns.
-type Disposition int
+type Disposition struct {
+	del   bool
+	delay time.Duration
+}
 
-const (
+var (
 	// Leave keeps the message: it becomes visible again when its visibility
 	// timeout ends, and is then received again (here or elsewhere).
-	Leave Disposition = iota
+	Leave = Disposition{}
 	// Delete removes the message: it was delivered, or settled for good.
-	Delete
+	Delete = Disposition{del: true}
 )
 
+// After keeps the message and makes it visible again after d (at most 12
+// hours, SQS's bound), instead of after the visibility timeout.
+func After(d time.Duration) Disposition { return Disposition{delay: max(d, time.Second)} }
+
 func (d Disposition) String() string {
-	if d == Delete {
+	switch {
+	case d.del:
 		return "delete"
+	case d.delay > 0:
+		return "after " + d.delay.String()
 	}
 	return "leave"
 }
@@ -301,7 +312,27 @@ func (c *Consumer) handle(ctx context.Context, m types.Message, del *deleter) {
 			"unknown_version", errors.Is(err, envelope.ErrUnknownVersion))
 		return
 	}
-	if c.handler.Handle(ctx, Message{ID: id, ReceiveCount: count, Envelope: env}) == Delete {
+	d := c.handler.Handle(ctx, Message{ID: id, ReceiveCount: count, Envelope: env})
+	switch {
+	case d.del:
 		del.add(id, aws.ToString(m.ReceiptHandle))
+	case d.delay > 0:
+		c.postpone(id, aws.ToString(m.ReceiptHandle), d.delay)
+	}
+}
+
+// postpone makes a message visible again after delay. It is not a delivery
+// attempt: Spool counts attempts in the ledger. Should the call fail, the
+// message simply comes back after its visibility timeout.
+func (c *Consumer) postpone(id, receipt string, delay time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), deleteCallTimeout)
+	defer cancel()
+	_, err := c.api.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
+		QueueUrl:          aws.String(c.o.QueueURL),
+		ReceiptHandle:     aws.String(receipt),
+		VisibilityTimeout: int32(min(delay, 12*time.Hour) / time.Second),
+	})
+	if err != nil {
+		c.log.Warn("postpone message", "message_id", id, "delay", delay, "error", err)
 	}
 }

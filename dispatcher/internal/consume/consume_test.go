@@ -48,14 +48,23 @@ type fakeSQS struct {
 	receiveCtxDone int
 	missingQueue   bool
 	arrived        chan struct{}
+	// postponed records ChangeMessageVisibility calls: receipt → seconds.
+	postponed map[string]int32
 }
 
 func newFake(concurrency int, finished *atomic.Int64) *fakeSQS {
 	return &fakeSQS{
 		concurrency: concurrency, finished: finished,
 		deleted: map[string]int{}, attempts: map[string]int{}, failEntryOnce: map[string]bool{},
-		arrived: make(chan struct{}, 1),
+		arrived: make(chan struct{}, 1), postponed: map[string]int32{},
 	}
+}
+
+func (f *fakeSQS) ChangeMessageVisibility(_ context.Context, in *sqs.ChangeMessageVisibilityInput, _ ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityOutput, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.postponed[aws.ToString(in.ReceiptHandle)] = in.VisibilityTimeout
+	return &sqs.ChangeMessageVisibilityOutput{}, nil
 }
 
 func (f *fakeSQS) push(msgs ...types.Message) {
@@ -379,6 +388,25 @@ func TestLeaveIsNotDeleted(t *testing.T) {
 	require.NoError(t, stop())
 	_, deleted, _, _ := f.snapshot()
 	require.Equal(t, map[string]int{receipt(1): 1, receipt(3): 1, receipt(5): 1}, deleted)
+}
+
+func TestAfterPostponesWithoutDeleting(t *testing.T) {
+	f, h := setup(4)
+	h.decide = func(_ context.Context, m consume.Message) consume.Disposition {
+		if m.Envelope.GetRow() == 2 {
+			return consume.After(10 * time.Second)
+		}
+		return consume.Delete
+	}
+	f.push(message(t, 1), message(t, 2))
+	stop := start(t, f, h, consume.Options{Concurrency: 4, DeleteInterval: time.Hour, Drain: time.Minute})
+	require.Eventually(t, func() bool { return len(h.handled()) == 2 }, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, stop())
+	_, deleted, _, _ := f.snapshot()
+	require.Equal(t, map[string]int{receipt(1): 1}, deleted)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	require.Equal(t, map[string]int32{receipt(2): 10}, f.postponed)
 }
 
 func TestShutdownFinishesInflightAndFlushes(t *testing.T) {

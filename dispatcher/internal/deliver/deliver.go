@@ -14,7 +14,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
@@ -84,12 +87,24 @@ func New(o Options) *Client {
 	}
 }
 
+// maxExcerpt bounds the part of a refusal's body kept as its reason.
+const maxExcerpt = 256
+
 // Failure is a delivery that did not get a 2xx answer.
 type Failure struct {
 	// Status is the HTTP status code, or 0 when no response came back.
 	Status int
 	// Err is the transport error when no response came back.
 	Err error
+	// Written says the request's headers reached the connection, so the
+	// destination may have acted on it. A failure with Written false
+	// provably never left the machine (a dial or TLS error, say) and is
+	// safe to retry whatever the destination's idempotency.
+	Written bool
+	// Excerpt is the start of a refusal's body. It may echo payroll data:
+	// it goes to the delivery ledger for reconciliation, and never into
+	// an error message or a log.
+	Excerpt string
 }
 
 func (f *Failure) Error() string {
@@ -121,16 +136,27 @@ func (c *Client) Send(ctx context.Context, e *spoolv1.Envelope) error {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(c.keyHeader, e.GetTransactionKey())
 
+	// Whether anything reached the wire decides whether a failed request
+	// may have been applied. The transport writes headers first, so a
+	// request none of whose headers were written was never seen.
+	var written atomic.Bool
+	req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteHeaders: func() { written.Store(true) },
+		WroteRequest: func(httptrace.WroteRequestInfo) { written.Store(true) },
+	}))
+
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return &Failure{Err: err}
+		return &Failure{Err: err, Written: written.Load()}
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, maxExcerpt))
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
+		return &Failure{Status: resp.StatusCode, Written: true, Excerpt: strings.ToValidUTF8(string(excerpt), "")}
+	}
 	// Never logged or returned: an answer may echo the payroll data.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return &Failure{Status: resp.StatusCode}
-	}
 	return nil
 }
 

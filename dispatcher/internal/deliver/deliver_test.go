@@ -94,6 +94,7 @@ func TestSend(t *testing.T) {
 					w.Header().Set("Location", "/elsewhere")
 				}
 				w.WriteHeader(tt.status)
+				_, _ = io.WriteString(w, "refused")
 			}))
 			t.Cleanup(srv.Close)
 
@@ -113,6 +114,9 @@ func TestSend(t *testing.T) {
 				f, ok := deliver.IsFailure(err)
 				require.True(t, ok, "error %v is a failure", err)
 				require.Equal(t, tt.wantStatus, f.Status)
+				require.True(t, f.Written)
+				require.Equal(t, "refused", f.Excerpt)
+				require.NotContains(t, f.Error(), "refused", "the body may echo payroll data")
 			}
 
 			mu.Lock()
@@ -146,6 +150,7 @@ func TestSendTimeout(t *testing.T) {
 	require.True(t, ok, "error %v is a failure", err)
 	require.Zero(t, f.Status)
 	require.Error(t, f.Err)
+	require.True(t, f.Written, "the request reached the destination before the timeout")
 }
 
 func TestUnreachable(t *testing.T) {
@@ -156,6 +161,7 @@ func TestUnreachable(t *testing.T) {
 	f, ok := deliver.IsFailure(err)
 	require.True(t, ok)
 	require.Zero(t, f.Status)
+	require.False(t, f.Written, "a refused dial never left the machine")
 }
 
 // TestNoReplay proves that a POST is not re-sent by the transport when the
@@ -186,5 +192,6 @@ func TestNoReplay(t *testing.T) {
 	f, ok := deliver.IsFailure(err)
 	require.True(t, ok, "error %v is a failure", err)
 	require.Zero(t, f.Status)
+	require.True(t, f.Written, "the dropped request may have been applied")
 	require.EqualValues(t, 1, dropped.Load(), "requests received for row 2")
 }

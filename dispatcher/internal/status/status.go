@@ -1,5 +1,7 @@
 // Package status serves DispatchService: WatchJob streams a job's progress
-// from the shared job record, so any dispatcher answers for any job.
+// from the shared job record, so any dispatcher answers for any job;
+// ReportJob and ResolveTransaction (report.go) read and settle the delivery
+// ledger for the people who reconcile a job.
 package status
 
 import (
@@ -47,6 +49,15 @@ type Options struct {
 	Now  func() time.Time
 	Tick func(d time.Duration) (<-chan time.Time, func())
 	Log  *slog.Logger
+	// Ledger, Counter and Requeue serve ReportJob and ResolveTransaction;
+	// without a Ledger those answer Unimplemented.
+	Ledger  Ledger
+	Counter Counter
+	Requeue func(ctx context.Context, e *spoolv1.Envelope) error
+	// Watched, when set, is told the id of every job a watch starts on
+	// that is not final yet: someone waits for it, so the counter repair
+	// must look at it even if this dispatcher delivered none of its rows.
+	Watched func(jobID string)
 }
 
 // Server implements spoolv1.DispatchServiceServer.
@@ -100,6 +111,9 @@ func (s *Server) WatchJob(req *spoolv1.WatchJobRequest, stream grpc.ServerStream
 	job, err := s.jobs.Get(ctx, id)
 	if err != nil {
 		return toStatus(ctx, err)
+	}
+	if s.o.Watched != nil && !isFinal(job.GetState()) {
+		s.o.Watched(id)
 	}
 	m := &meter{window: s.o.Window}
 	now := s.o.Now()
@@ -182,7 +196,9 @@ func Progress(job *spoolv1.Job, rate float64) *spoolv1.JobProgress {
 	return p
 }
 
-func settled(j *spoolv1.Job) int64 { return j.GetDelivered() + j.GetFailed() }
+// settled counts rows whose outcome is recorded: delivered, refused, or
+// unknown and held for reconciliation.
+func settled(j *spoolv1.Job) int64 { return j.GetDelivered() + j.GetFailed() + j.GetUnknown() }
 
 func isFinal(s spoolv1.JobState) bool {
 	switch s {

@@ -87,17 +87,21 @@ func (c *clock) advance(d time.Duration) {
 // serve runs the real gRPC server chain over bufconn and returns a client.
 // Cancelling the returned function shuts the server down as the dispatcher
 // does.
-func serve(t testing.TB, jobs status.Jobs, clk *clock) (spoolv1.DispatchServiceClient, context.CancelFunc) {
+func serve(t testing.TB, jobs status.Jobs, clk *clock, opts ...func(*status.Options)) (spoolv1.DispatchServiceClient, context.CancelFunc) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := grpcserve.New(log)
-	spoolv1.RegisterDispatchServiceServer(srv, status.New(jobs, status.Options{
+	o := status.Options{
 		Shutdown: ctx.Done(),
 		Now:      clk.Now,
 		Tick:     func(time.Duration) (<-chan time.Time, func()) { return clk.tick, func() {} },
 		Log:      log,
-	}))
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	spoolv1.RegisterDispatchServiceServer(srv, status.New(jobs, o))
 	lis := bufconn.Listen(1 << 20)
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx, lis, 5*time.Second) }()
@@ -299,6 +303,39 @@ func TestProgress(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.want.Job = tt.job
 			require.Empty(t, cmp.Diff(tt.want, status.Progress(tt.job, tt.rate), protocmp.Transform()))
+		})
+	}
+}
+
+func TestWatchedTellsWhichJobsAreAwaited(t *testing.T) {
+	tests := []struct {
+		name  string
+		state spoolv1.JobState
+		want  []string
+	}{
+		{name: "sealed", state: spoolv1.JobState_JOB_STATE_SEALED, want: []string{"j"}},
+		{name: "completed", state: spoolv1.JobState_JOB_STATE_COMPLETED},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			job := sealed(5, 5)
+			job.State = tt.state
+			watched := make(chan string, 1)
+			client, cancel := serve(t, &fakeJobs{job: job}, newClock(), func(o *status.Options) {
+				o.Watched = func(id string) { watched <- id }
+			})
+			stream, err := client.WatchJob(t.Context(), &spoolv1.WatchJobRequest{JobId: "j"})
+			require.NoError(t, err)
+			_, err = stream.Recv()
+			require.NoError(t, err)
+			cancel()
+			_, _ = recvAll(t, stream)
+			close(watched)
+			var got []string
+			for id := range watched {
+				got = append(got, id)
+			}
+			require.Equal(t, tt.want, got)
 		})
 	}
 }

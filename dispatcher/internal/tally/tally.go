@@ -81,7 +81,8 @@ func (t *Tally) Flush(ctx context.Context) error {
 			// Nothing can ever count these: the job was never created (or
 			// was removed). Keeping them would retry forever.
 			t.log.Warn("counts dropped for unknown job", "job_id", id,
-				"delivered", c.Delivered, "failed", c.Failed, "retries", c.Retries)
+				"delivered", c.Delivered, "failed", c.Failed, "retries", c.Retries,
+				"unknown", c.Unknown, "suppressed", c.Suppressed, "dropped", c.Dropped)
 		default:
 			t.Add(id, c)
 			errs = append(errs, fmt.Errorf("flush counts of job %s: %w", id, err))
@@ -115,8 +116,11 @@ func (t *Tally) Run(ctx context.Context, interval, finalTimeout time.Duration) {
 
 func sum(a, b jobstore.Counts) jobstore.Counts {
 	return jobstore.Counts{
-		Delivered: a.Delivered + b.Delivered,
-		Failed:    a.Failed + b.Failed,
-		Retries:   a.Retries + b.Retries,
+		Delivered:  a.Delivered + b.Delivered,
+		Failed:     a.Failed + b.Failed,
+		Retries:    a.Retries + b.Retries,
+		Unknown:    a.Unknown + b.Unknown,
+		Suppressed: a.Suppressed + b.Suppressed,
+		Dropped:    a.Dropped + b.Dropped,
 	}
 }

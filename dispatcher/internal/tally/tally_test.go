@@ -38,7 +38,10 @@ func (s *fakeStore) Add(_ context.Context, id string, c jobstore.Counts) (*spool
 	}
 	s.writes = append(s.writes, id)
 	t := s.totals[id]
-	s.totals[id] = jobstore.Counts{Delivered: t.Delivered + c.Delivered, Failed: t.Failed + c.Failed, Retries: t.Retries + c.Retries}
+	s.totals[id] = jobstore.Counts{
+		Delivered: t.Delivered + c.Delivered, Failed: t.Failed + c.Failed, Retries: t.Retries + c.Retries,
+		Unknown: t.Unknown + c.Unknown, Suppressed: t.Suppressed + c.Suppressed, Dropped: t.Dropped + c.Dropped,
+	}
 	select {
 	case s.written <- struct{}{}:
 	default:
@@ -85,9 +88,11 @@ func TestFlush(t *testing.T) {
 				func(t *tally.Tally) { t.Add("a", jobstore.Counts{Delivered: 1, Retries: 2}) },
 				func(t *tally.Tally) { t.Add("b", jobstore.Counts{Failed: 1}) },
 				func(t *tally.Tally) { t.Add("a", jobstore.Counts{}) },
+				func(t *tally.Tally) { t.Add("c", jobstore.Counts{Unknown: 2, Suppressed: 1, Dropped: 4}) },
+				func(t *tally.Tally) { t.Add("c", jobstore.Counts{Unknown: -1, Delivered: 1}) },
 			},
-			wantWrites:  2,
-			wantTotals:  map[string]jobstore.Counts{"a": {Delivered: 2, Retries: 2}, "b": {Failed: 1}},
+			wantWrites:  3,
+			wantTotals:  map[string]jobstore.Counts{"a": {Delivered: 2, Retries: 2}, "b": {Failed: 1}, "c": {Unknown: 1, Delivered: 1, Suppressed: 1, Dropped: 4}},
 			wantPending: map[string]jobstore.Counts{},
 		},
 		{

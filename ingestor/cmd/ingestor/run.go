@@ -39,6 +39,7 @@ type config struct {
 	maxRecvMsgBytes    int
 	maxErrors          int
 	progressInterval   time.Duration
+	abortAfter         time.Duration
 	shutdownGrace      time.Duration
 	logLevel           slog.Level
 }
@@ -59,6 +60,7 @@ func parseConfig(args []string, stderr io.Writer, lookup func(string) (string, b
 	fs.IntVar(&c.maxRecvMsgBytes, "max-recv-msg-bytes", 4<<20, "maximum size of one gRPC message received")
 	fs.IntVar(&c.maxErrors, "max-errors", 100, "row errors returned in a StreamFile response (the count is never capped)")
 	fs.DurationVar(&c.progressInterval, "progress-interval", time.Second, "how often a stream's counters are written to the job record")
+	fs.DurationVar(&c.abortAfter, "abort-after", jobstore.DefaultAbortAfter, "how long a broken stream's job waits to be resumed before it is ABORTED")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 25*time.Second, "time streams get to finish on shutdown")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	if err := envcfg.Parse(fs, args, lookup); err != nil {
@@ -80,6 +82,7 @@ func parseConfig(args []string, stderr io.Writer, lookup func(string) (string, b
 		{"max-record-bytes", c.maxRecordBytes},
 		{"max-recv-msg-bytes", int64(c.maxRecvMsgBytes)},
 		{"progress-interval", int64(c.progressInterval)},
+		{"abort-after", int64(c.abortAfter)},
 	} {
 		if p.v <= 0 {
 			missing = append(missing, fmt.Errorf("-%s must be positive", p.name))
@@ -87,6 +90,10 @@ func parseConfig(args []string, stderr io.Writer, lookup func(string) (string, b
 	}
 	if c.maxMessageBytes < 0 || c.maxErrors < 0 {
 		missing = append(missing, errors.New("-max-message-bytes and -max-errors must not be negative"))
+	}
+	if c.abortAfter > 0 && c.abortAfter <= 2*c.progressInterval {
+		// The lease is renewed by progress writes; it must outlast a few.
+		missing = append(missing, errors.New("-abort-after must be more than twice -progress-interval"))
 	}
 	return c, errors.Join(missing...)
 }
@@ -113,10 +120,10 @@ func run(ctx context.Context, args []string, _, stderr io.Writer) error {
 			return err
 		}
 	}
-	jobs := jobstore.New(dynamodb.NewFromConfig(awsCfg), c.table)
+	jobs := jobstore.New(dynamodb.NewFromConfig(awsCfg), c.table, jobstore.WithAbortAfter(c.abortAfter))
 	// Handlers are waited for even when the grace period runs out, so a
-	// stream cut off by shutdown still gets its job marked ABORTED before
-	// the process exits.
+	// stream cut off by shutdown still records its checkpoint (or ends its
+	// job) before the process exits.
 	srv := grpcserve.New(log, grpc.MaxRecvMsgSize(c.maxRecvMsgBytes), grpc.WaitForHandlers(true))
 	spoolv1.RegisterIngestServiceServer(srv, ingest.New(jobs, ingest.Config{
 		NewPublisher: func() (ingest.Publisher, error) {

@@ -14,7 +14,9 @@ import (
 	"encoding/csv"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -52,6 +54,26 @@ type Options struct {
 	// unterminated quote cannot make the parser buffer the whole file.
 	// Zero means DefaultMaxRecordBytes.
 	MaxRecordBytes int64
+	// Resume, when set, reads a resumed stream of a job; see Resume.
+	Resume *Resume
+	// Hash, when set, receives the raw bytes of a chunk stream, exactly as
+	// sent (a BOM included), in step with the rows: after each row its
+	// state is that of the file up to Offset. A resumed stream passes the
+	// digest restored from the job's checkpoint.
+	Hash hash.Hash
+}
+
+// Resume says where a resumed stream starts and what the job already knows.
+type Resume struct {
+	// AfterRow is the number of the last row before the stream's data.
+	AfterRow int64
+	// Offset is the byte offset in the file where chunks start. At offset
+	// zero the chunks start with the file's header row, if it has one, as
+	// in a fresh stream.
+	Offset int64
+	// Columns are the job's columns. Rows and chunks past offset zero
+	// carry no header row; a header row at offset zero must match them.
+	Columns []string
 }
 
 // Row is one data row. Exactly one of Fields and Reject is set.
@@ -93,12 +115,25 @@ type Reader struct {
 	csv     *csv.Reader
 	limit   *limitReader
 	skipped int64
+
+	resume *Resume
+	base   int64 // file offset of the first byte of the stream
+	tap    *hashTap
 }
 
 // New returns a reader of the messages that follow header on src. It fails
 // with ErrInvalidInput when the header's own settings are unusable.
 func New(src Source, header *spoolv1.FileHeader, o Options) (*Reader, error) {
-	r := &Reader{src: src, header: header, delim: ',', maxRec: o.MaxRecordBytes}
+	r := &Reader{src: src, header: header, delim: ',', maxRec: o.MaxRecordBytes, resume: o.Resume}
+	if o.Hash != nil {
+		r.tap = &hashTap{h: o.Hash}
+	}
+	if o.Resume != nil {
+		r.row, r.base = o.Resume.AfterRow, o.Resume.Offset
+		if r.tap != nil {
+			r.tap.hashed = o.Resume.Offset
+		}
+	}
 	if r.maxRec <= 0 {
 		r.maxRec = DefaultMaxRecordBytes
 	}
@@ -123,6 +158,9 @@ func New(src Source, header *spoolv1.FileHeader, o Options) (*Reader, error) {
 func (r *Reader) Columns() ([]string, error) {
 	if r.columns != nil {
 		return r.columns, nil
+	}
+	if r.resume != nil {
+		return r.resumeColumns()
 	}
 	if err := r.start(); err != nil {
 		return nil, err
@@ -164,6 +202,46 @@ func (r *Reader) Columns() ([]string, error) {
 	}
 	r.columns = cols
 	return cols, nil
+}
+
+// resumeColumns returns the job's columns for a resumed stream, checking
+// the header row when the chunks start at the top of the file.
+func (r *Reader) resumeColumns() ([]string, error) {
+	if err := r.start(); err != nil {
+		return nil, err
+	}
+	want := r.resume.Columns
+	if r.mode != modeChunks || r.base > 0 || len(r.header.GetColumns()) > 0 {
+		r.columns = want
+		return want, nil
+	}
+	r.resume = nil // read the header row as a fresh stream would
+	cols, err := r.Columns()
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Equal(cols, want) {
+		return nil, fmt.Errorf("%w: the header row of the resumed stream differs from the job's columns", ErrInvalidInput)
+	}
+	return cols, nil
+}
+
+// Chunked reports whether the stream carries raw chunks, receiving its
+// first data message when needed.
+func (r *Reader) Chunked() (bool, error) {
+	if err := r.start(); err != nil {
+		return false, err
+	}
+	return r.mode == modeChunks, nil
+}
+
+// Offset is the file offset just after the last row returned (or the
+// header row), in chunk mode; zero otherwise.
+func (r *Reader) Offset() int64 {
+	if r.csv == nil {
+		return 0
+	}
+	return r.base + r.skipped + r.csv.InputOffset()
 }
 
 // checkHeader rejects a header without columns, or with a column whose name
@@ -302,12 +380,20 @@ func (r *Reader) check(fields []string) Row {
 // startChunks builds the parsing pipeline: stream messages → byte reader →
 // record-size cap → buffered reader (BOM dropped) → CSV parser.
 func (r *Reader) startChunks(first []byte) {
-	r.limit = &limitReader{r: &chunkReader{src: r.src, buf: first}, max: r.maxRec}
+	var in io.Reader = &chunkReader{src: r.src, buf: first}
+	if r.tap != nil {
+		r.tap.r = in
+		in = r.tap
+	}
+	r.limit = &limitReader{r: in, max: r.maxRec}
 	br := bufio.NewReaderSize(r.limit, bufferSize)
 	// The BOM may be split across chunks; Peek receives as many as needed.
-	if b, _ := br.Peek(len(utf8BOM)); bytes.Equal(b, utf8BOM) {
-		_, _ = br.Discard(len(utf8BOM))
-		r.skipped = int64(len(utf8BOM))
+	// Only a file's first bytes can be one.
+	if r.base == 0 {
+		if b, _ := br.Peek(len(utf8BOM)); bytes.Equal(b, utf8BOM) {
+			_, _ = br.Discard(len(utf8BOM))
+			r.skipped = int64(len(utf8BOM))
+		}
 	}
 	r.csv = csv.NewReader(br)
 	r.csv.Comma = r.delim
@@ -320,6 +406,9 @@ func (r *Reader) startChunks(first []byte) {
 func (r *Reader) nextFromChunks() (Row, error) {
 	rec, err := r.csv.Read()
 	if errors.Is(err, io.EOF) {
+		if r.tap != nil {
+			r.tap.finish()
+		}
 		return Row{}, io.EOF
 	}
 	var perr *csv.ParseError
@@ -332,6 +421,9 @@ func (r *Reader) nextFromChunks() (Row, error) {
 	}
 	r.row++
 	r.limit.mark(r.skipped + r.csv.InputOffset())
+	if r.tap != nil {
+		r.tap.advance(r.Offset())
+	}
 	if perr != nil {
 		// The parser resumes at the next line, so a malformed record costs
 		// one row, not the file. The error names positions, never content.
@@ -409,3 +501,43 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	l.read += int64(n)
 	return n, err
 }
+
+// hashTap hashes the raw bytes of a chunk stream in step with the parser.
+// The parser reads ahead of the rows it returns, so the bytes it has read
+// wait in pending until a row boundary passes them; the digest then
+// covers the file exactly up to the last row, which is what a checkpoint
+// needs. pending holds at most the parser's read-ahead plus one record.
+type hashTap struct {
+	r       io.Reader
+	h       hash.Hash
+	pending []byte
+	start   int   // index in pending of the first byte not yet hashed
+	hashed  int64 // file offset of pending[start]
+}
+
+func (t *hashTap) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if n > 0 {
+		if t.start > 0 && t.start >= len(t.pending)/2 {
+			t.pending = append(t.pending[:0], t.pending[t.start:]...)
+			t.start = 0
+		}
+		t.pending = append(t.pending, p[:n]...)
+	}
+	return n, err
+}
+
+// advance hashes the bytes up to file offset off.
+func (t *hashTap) advance(off int64) {
+	n := int(off - t.hashed)
+	if n <= 0 {
+		return
+	}
+	n = min(n, len(t.pending)-t.start)
+	t.h.Write(t.pending[t.start : t.start+n])
+	t.start += n
+	t.hashed += int64(n)
+}
+
+// finish hashes every byte read, at the end of the stream.
+func (t *hashTap) finish() { t.advance(t.hashed + int64(len(t.pending)-t.start)) }

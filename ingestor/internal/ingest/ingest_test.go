@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/ingestor/internal/csvread"
@@ -28,24 +29,60 @@ import (
 	"github.com/spoolhq/spool/platform/jobstore"
 )
 
-// fakeJobs is an in-memory job store with the state rules of jobstore.
+// fakeJobs is an in-memory job store with the state rules of jobstore:
+// keys, stream fencing, leases on an injected clock, checkpoints and the
+// control-total check of Seal.
 type fakeJobs struct {
-	mu      sync.Mutex
-	jobs    map[string]*spoolv1.Job
-	ingests []jobstore.Ingest
+	mu          sync.Mutex
+	jobs        map[string]*spoolv1.Job
+	keys        map[string]string
+	streams     map[string]string
+	checkpoints map[string]jobstore.Checkpoint
+	ingests     []jobstore.Ingest
+	now         time.Time
+	abortAfter  time.Duration
 }
 
-func newFakeJobs() *fakeJobs { return &fakeJobs{jobs: map[string]*spoolv1.Job{}} }
+func newFakeJobs() *fakeJobs {
+	return &fakeJobs{
+		jobs: map[string]*spoolv1.Job{}, keys: map[string]string{}, streams: map[string]string{},
+		checkpoints: map[string]jobstore.Checkpoint{},
+		now:         time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC), abortAfter: time.Minute,
+	}
+}
 
-func (f *fakeJobs) Create(_ context.Context, j *spoolv1.Job) (*spoolv1.Job, error) {
+func (f *fakeJobs) advance(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now = f.now.Add(d)
+}
+
+func (f *fakeJobs) Create(ctx context.Context, j *spoolv1.Job) (*spoolv1.Job, error) {
+	return f.Start(ctx, j, "")
+}
+
+func (f *fakeJobs) Start(_ context.Context, j *spoolv1.Job, stream string) (*spoolv1.Job, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.jobs[j.GetJobId()]; ok {
 		return nil, jobstore.ErrExists
 	}
+	if k := j.GetJobKey(); k != "" {
+		if old, ok := f.keys[k]; ok {
+			o := f.expire(f.jobs[old])
+			switch o.GetState() {
+			case spoolv1.JobState_JOB_STATE_ABORTED, spoolv1.JobState_JOB_STATE_REJECTED, spoolv1.JobState_JOB_STATE_CANCELLED:
+			default:
+				return nil, &jobstore.KeyTakenError{Key: k, Job: proto.Clone(o).(*spoolv1.Job)}
+			}
+		}
+		f.keys[k] = j.GetJobId()
+	}
 	c := proto.Clone(j).(*spoolv1.Job)
 	c.State = spoolv1.JobState_JOB_STATE_RECEIVING
+	c.LeaseExpiresAt = timestamppb.New(f.now.Add(f.abortAfter))
 	f.jobs[j.GetJobId()] = c
+	f.streams[j.GetJobId()] = stream
 	return proto.Clone(c).(*spoolv1.Job), nil
 }
 
@@ -59,12 +96,53 @@ func (f *fakeJobs) Get(_ context.Context, id string) (*spoolv1.Job, error) {
 	return proto.Clone(j).(*spoolv1.Job), nil
 }
 
-func (f *fakeJobs) receiving(id string) (*spoolv1.Job, error) {
+func (f *fakeJobs) GetByKey(ctx context.Context, key string) (*spoolv1.Job, error) {
+	f.mu.Lock()
+	id, ok := f.keys[key]
+	f.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("get job key %s: %w", key, jobstore.ErrNotFound)
+	}
+	return f.Get(ctx, id)
+}
+
+// expire ends a stored job whose lease ran out; f.mu is held.
+func (f *fakeJobs) expire(j *spoolv1.Job) *spoolv1.Job {
+	if j.GetState() == spoolv1.JobState_JOB_STATE_RECEIVING && !j.GetLeaseExpiresAt().AsTime().After(f.now) {
+		j.State, j.StateReason = spoolv1.JobState_JOB_STATE_ABORTED, "stream not resumed within "+f.abortAfter.String()
+	}
+	return j
+}
+
+func (f *fakeJobs) ExpireIfAbandoned(_ context.Context, j *spoolv1.Job) (*spoolv1.Job, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	stored, ok := f.jobs[j.GetJobId()]
+	if !ok {
+		return j, nil
+	}
+	return proto.Clone(f.expire(stored)).(*spoolv1.Job), nil
+}
+
+func (f *fakeJobs) Takeover(_ context.Context, id, stream string) (*spoolv1.Job, jobstore.Checkpoint, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	j, ok := f.jobs[id]
+	if !ok || f.expire(j).GetState() != spoolv1.JobState_JOB_STATE_RECEIVING {
+		return nil, jobstore.Checkpoint{}, jobstore.ErrState
+	}
+	f.streams[id] = stream
+	j.LeaseExpiresAt = timestamppb.New(f.now.Add(f.abortAfter))
+	return proto.Clone(j).(*spoolv1.Job), f.checkpoints[id], nil
+}
+
+// owned returns the job when stream may write it; f.mu is held.
+func (f *fakeJobs) owned(id, stream string) (*spoolv1.Job, error) {
 	j, ok := f.jobs[id]
 	if !ok {
 		return nil, jobstore.ErrNotFound
 	}
-	if j.GetState() != spoolv1.JobState_JOB_STATE_RECEIVING {
+	if j.GetState() != spoolv1.JobState_JOB_STATE_RECEIVING || f.streams[id] != stream {
 		return nil, jobstore.ErrState
 	}
 	return j, nil
@@ -73,11 +151,16 @@ func (f *fakeJobs) receiving(id string) (*spoolv1.Job, error) {
 func (f *fakeJobs) RecordIngest(_ context.Context, id string, in jobstore.Ingest) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	j, err := f.receiving(id)
+	j, err := f.owned(id, in.Stream)
 	if err != nil {
 		return err
 	}
 	j.RowsReceived, j.RowsPublished, j.RowsRejected = in.Received, in.Published, in.Rejected
+	j.LeaseExpiresAt = timestamppb.New(f.now.Add(f.abortAfter))
+	if in.Checkpoint != nil {
+		f.checkpoints[id] = *in.Checkpoint
+		j.ResumeRow, j.ResumeOffset = in.Checkpoint.Row, in.Checkpoint.Offset
+	}
 	f.ingests = append(f.ingests, in)
 	return nil
 }
@@ -85,24 +168,36 @@ func (f *fakeJobs) RecordIngest(_ context.Context, id string, in jobstore.Ingest
 func (f *fakeJobs) Seal(_ context.Context, id string, in jobstore.Ingest) (*spoolv1.Job, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	j, err := f.receiving(id)
+	j, err := f.owned(id, in.Stream)
 	if err != nil {
 		return nil, err
 	}
-	j.State = spoolv1.JobState_JOB_STATE_SEALED
-	j.RowsReceived, j.RowsPublished, j.RowsRejected, j.Total = in.Received, in.Published, in.Rejected, in.Published
+	j.RowsReceived, j.RowsPublished, j.RowsRejected = in.Received, in.Published, in.Rejected
+	j.Actual = in.Actual
+	if reason := jobstore.CompareTotals(j.GetControl(), in.Actual); reason != "" {
+		j.State, j.StateReason = spoolv1.JobState_JOB_STATE_REJECTED, reason
+	} else {
+		j.State, j.Total = spoolv1.JobState_JOB_STATE_SEALED, in.Published
+	}
 	return proto.Clone(j).(*spoolv1.Job), nil
 }
 
-func (f *fakeJobs) End(_ context.Context, id string, state spoolv1.JobState, reason string) (*spoolv1.Job, error) {
+func (f *fakeJobs) EndStream(_ context.Context, id, stream string, state spoolv1.JobState, reason string) (*spoolv1.Job, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	j, ok := f.jobs[id]
-	if !ok {
-		return nil, jobstore.ErrNotFound
+	j, err := f.owned(id, stream)
+	if err != nil {
+		return nil, err
 	}
 	j.State, j.StateReason = state, reason
 	return proto.Clone(j).(*spoolv1.Job), nil
+}
+
+// set changes a stored job, as another process would.
+func (f *fakeJobs) set(id string, change func(*spoolv1.Job)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	change(f.jobs[id])
 }
 
 func (f *fakeJobs) only(tb testing.TB) *spoolv1.Job {
@@ -349,7 +444,7 @@ func TestStreamFileRefusedBeforeJob(t *testing.T) {
 	}
 }
 
-func TestStreamFileAborted(t *testing.T) {
+func TestStreamFileEnded(t *testing.T) {
 	unavailable := errors.New("sqs: connection refused")
 	tests := []struct {
 		name     string
@@ -358,18 +453,21 @@ func TestStreamFileAborted(t *testing.T) {
 		msgs     []*spoolv1.StreamFileRequest
 		wantCode codes.Code
 		reason   string
+		state    spoolv1.JobState
 	}{
 		{
 			name:     "mixed modes",
 			msgs:     []*spoolv1.StreamFileRequest{hdr(&spoolv1.FileHeader{Columns: []string{"a"}}), rowsMsg([]string{"1"}), chunkMsg("2\n")},
 			wantCode: codes.InvalidArgument,
 			reason:   "mixed",
+			state:    spoolv1.JobState_JOB_STATE_REJECTED,
 		},
 		{
 			name:     "second header",
 			msgs:     []*spoolv1.StreamFileRequest{hdr(&spoolv1.FileHeader{Columns: []string{"a"}}), rowsMsg([]string{"1"}), hdr(&spoolv1.FileHeader{})},
 			wantCode: codes.InvalidArgument,
 			reason:   "second header",
+			state:    spoolv1.JobState_JOB_STATE_REJECTED,
 		},
 		{
 			name:     "record limit",
@@ -377,6 +475,7 @@ func TestStreamFileAborted(t *testing.T) {
 			msgs:     []*spoolv1.StreamFileRequest{hdr(&spoolv1.FileHeader{}), chunkMsg("a\n\"" + strings.Repeat("x", 2000))},
 			wantCode: codes.ResourceExhausted,
 			reason:   "max-record-bytes=1024",
+			state:    spoolv1.JobState_JOB_STATE_REJECTED,
 		},
 		{
 			name:     "publish failure",
@@ -384,6 +483,7 @@ func TestStreamFileAborted(t *testing.T) {
 			msgs:     []*spoolv1.StreamFileRequest{hdr(&spoolv1.FileHeader{Columns: []string{"a"}}), rowsMsg([]string{"1"})},
 			wantCode: codes.Unavailable,
 			reason:   "connection refused",
+			state:    spoolv1.JobState_JOB_STATE_ABORTED,
 		},
 		{
 			name:     "SQS refuses the request",
@@ -391,6 +491,7 @@ func TestStreamFileAborted(t *testing.T) {
 			msgs:     []*spoolv1.StreamFileRequest{hdr(&spoolv1.FileHeader{Columns: []string{"a"}}), rowsMsg([]string{"1"})},
 			wantCode: codes.Internal,
 			reason:   "rejected",
+			state:    spoolv1.JobState_JOB_STATE_ABORTED,
 		},
 	}
 	for _, tt := range tests {
@@ -406,7 +507,7 @@ func TestStreamFileAborted(t *testing.T) {
 			require.Equal(t, tt.wantCode, status.Code(err), "%v", err)
 			require.ErrorContains(t, err, tt.reason)
 			j := jobs.only(t)
-			require.Equal(t, spoolv1.JobState_JOB_STATE_ABORTED, j.GetState())
+			require.Equal(t, tt.state, j.GetState(), "bad input rejects; a job without a key cannot be resumed")
 			require.Contains(t, j.GetStateReason(), tt.reason)
 		})
 	}
@@ -485,7 +586,7 @@ func TestProgressRecorded(t *testing.T) {
 		jobs.mu.Lock()
 		defer jobs.mu.Unlock()
 		for _, in := range jobs.ingests {
-			if in == (jobstore.Ingest{Received: 3, Published: 2}) {
+			if in.Received == 3 && in.Published == 2 {
 				return true
 			}
 		}

@@ -24,23 +24,29 @@ func TestParse(t *testing.T) {
 	}{
 		{
 			name: "defaults",
-			want: config{listen: ":8080", idempotencyHeader: "Idempotency-Key", logLevel: slog.LevelInfo},
+			want: config{listen: ":8080", idempotencyHeader: "Idempotency-Key", logLevel: slog.LevelInfo, hangFor: 30 * time.Second},
 		},
 		{
 			name: "environment fills flags",
 			env: map[string]string{"SPOOL_LISTEN": "127.0.0.1:9", "SPOOL_FAIL_RATE": "0.25", "SPOOL_LATENCY": "5ms",
-				"SPOOL_LATENCY_JITTER": "2ms", "SPOOL_SEED": "7", "SPOOL_IDEMPOTENCY_HEADER": "X-Key", "SPOOL_LOG_LEVEL": "debug"},
+				"SPOOL_LATENCY_JITTER": "2ms", "SPOOL_SEED": "7", "SPOOL_IDEMPOTENCY_HEADER": "X-Key", "SPOOL_LOG_LEVEL": "debug",
+				"SPOOL_HANG_RATE": "0.03", "SPOOL_HANG_FOR": "3s", "SPOOL_RESET_RATE": "0.01", "SPOOL_HONOUR_KEY": "true"},
 			want: config{listen: "127.0.0.1:9", failRate: 0.25, latency: 5 * time.Millisecond, jitter: 2 * time.Millisecond,
-				seed: 7, idempotencyHeader: "X-Key", logLevel: slog.LevelDebug},
+				seed: 7, idempotencyHeader: "X-Key", logLevel: slog.LevelDebug,
+				hangRate: 0.03, hangFor: 3 * time.Second, resetRate: 0.01, honourKey: true},
 		},
 		{
 			name: "flags win",
 			args: []string{"-listen", ":1", "-fail-rate", "1"},
 			env:  map[string]string{"SPOOL_LISTEN": ":2"},
-			want: config{listen: ":1", failRate: 1, idempotencyHeader: "Idempotency-Key", logLevel: slog.LevelInfo},
+			want: config{listen: ":1", failRate: 1, idempotencyHeader: "Idempotency-Key", logLevel: slog.LevelInfo, hangFor: 30 * time.Second},
 		},
 		{name: "fail rate above one", args: []string{"-fail-rate", "1.5"}, wantErr: "-fail-rate"},
+		{name: "negative hang rate", args: []string{"-hang-rate", "-0.1"}, wantErr: "-hang-rate"},
+		{name: "reset rate above one", args: []string{"-reset-rate", "2"}, wantErr: "-reset-rate"},
+		{name: "hang and reset above one together", args: []string{"-hang-rate", "0.6", "-reset-rate", "0.5"}, wantErr: "add up to more than 1"},
 		{name: "negative latency", args: []string{"-latency", "-1s"}, wantErr: "negative"},
+		{name: "negative hang", args: []string{"-hang-for", "-1s"}, wantErr: "negative"},
 		{name: "bad level", env: map[string]string{"SPOOL_LOG_LEVEL": "loud"}, wantErr: "SPOOL_LOG_LEVEL"},
 		{name: "stray argument", args: []string{"extra"}, wantErr: "unexpected arguments"},
 	}
@@ -87,4 +93,46 @@ func TestRunServesUntilCancelled(t *testing.T) {
 
 	cancel()
 	require.NoError(t, <-errc)
+}
+
+// TestShutdownAbortsAHeldAnswer checks that a request held on purpose does
+// not keep the sink alive for the whole shutdown grace.
+func TestShutdownAbortsAHeldAnswer(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	outR, outW := io.Pipe()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- run(ctx, []string{"-listen", "127.0.0.1:0", "-hang-rate", "1", "-hang-for", "1h"}, outW, io.Discard)
+		outW.Close()
+	}()
+	line, err := bufio.NewReader(outR).ReadString('\n')
+	require.NoError(t, err)
+	url, ok := strings.CutPrefix(strings.TrimSpace(line), "sink listening on ")
+	require.True(t, ok, "first line: %q", line)
+	go func() { _, _ = io.Copy(io.Discard, outR) }()
+
+	posted := make(chan error, 1)
+	go func() {
+		resp, err := http.Post(url+"/", "application/json", strings.NewReader(`{"spool_job_id":"j","spool_row":1}`))
+		if err == nil {
+			resp.Body.Close()
+		}
+		posted <- err
+	}()
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(url + "/stats")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var stats map[string]int64
+		return json.NewDecoder(resp.Body).Decode(&stats) == nil && stats["hung"] == 1
+	}, 5*time.Second, 10*time.Millisecond)
+
+	start := time.Now()
+	cancel()
+	require.NoError(t, <-errc)
+	require.Less(t, time.Since(start), shutdownGrace, "the held request kept the sink up for the whole grace")
+	require.Error(t, <-posted, "a held request must be aborted, not answered")
 }

@@ -7,10 +7,11 @@
 //	decode → before-apply stages → apply → after-apply stages → answer
 //
 // Behaviours of a real destination are options that add stages: latency and
-// injected failures (503 before applying) exist today; later ones (apply
-// then hang past the client's timeout, apply then reset the connection,
-// honour the idempotency header) slot in the same way without touching the
-// rest.
+// injected failures (503 before applying) come before; holding the answer
+// past the client's timeout and resetting the connection without an answer
+// come after the transaction was applied, which is what makes an outcome
+// unknown to the client. Apply itself either applies every request or, with
+// WithHonourKey, applies each idempotency key once.
 package destination
 
 import (
@@ -21,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -68,6 +70,10 @@ type Server struct {
 
 	latency, jitter time.Duration
 	failRate        float64
+	hangRate        float64
+	hangFor         time.Duration
+	resetRate       float64
+	honourKey       bool
 
 	before, after []stage
 	mux           *http.ServeMux
@@ -86,6 +92,43 @@ func WithLatency(fixed, jitter time.Duration) Option {
 // before applying them, as a destination that is briefly overloaded would.
 func WithFailRate(p float64) Option {
 	return func(s *Server) { s.failRate = p }
+}
+
+// DefaultHangFor is how long WithHang holds an answer unless told: far
+// longer than any sensible client timeout.
+const DefaultHangFor = 30 * time.Second
+
+// WithHang makes the sink apply that share of transaction requests (0..1)
+// and then hold the answer for d (DefaultHangFor when d is 0), as a
+// destination that committed a payment and then stalled would. The client
+// times out first and cannot know the payment went through. When the client
+// goes away the response is aborted; when it waited, it gets a 200.
+func WithHang(p float64, d time.Duration) Option {
+	return func(s *Server) {
+		s.hangRate, s.hangFor = p, d
+		if d == 0 {
+			s.hangFor = DefaultHangFor
+		}
+	}
+}
+
+// WithReset makes the sink apply that share of transaction requests (0..1)
+// and then reset the TCP connection (SO_LINGER 0) instead of answering. A
+// client sees a connection reset after its request was written; Go's
+// net/http replays such a request on its own when it carries an idempotency
+// header and the connection was reused, which is exactly the hazard a
+// client under a never-resend policy must guard against. Shares of WithHang
+// and WithReset together must not exceed 1: one draw decides both.
+func WithReset(p float64) Option {
+	return func(s *Server) { s.resetRate = p }
+}
+
+// WithHonourKey makes the sink behave like a destination that honours the
+// idempotency header: a request whose key was already applied is answered
+// 200 without applying it again, and counted as deduplicated. Without it,
+// such a request is applied again and counted as a duplicate.
+func WithHonourKey(on bool) Option {
+	return func(s *Server) { s.honourKey = on }
 }
 
 // WithIdempotencyHeader names the header that carries a transaction's key.
@@ -129,12 +172,15 @@ func New(l *ledger.Ledger, opts ...Option) *Server {
 	if s.failRate > 0 {
 		s.before = append(s.before, s.fail)
 	}
+	if s.hangRate > 0 || s.resetRate > 0 {
+		s.after = append(s.after, s.disrupt)
+	}
 
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, answer{Status: "ok"}) })
 	s.mux.HandleFunc("GET /stats", s.stats)
 	s.mux.HandleFunc("GET /transactions", s.transactions)
-	s.mux.HandleFunc("POST /reset", s.reset)
+	s.mux.HandleFunc("POST /reset", s.forget)
 	// Every other POST is a transaction, whatever its path, as the
 	// destination URL of a dispatcher may carry any path.
 	s.mux.HandleFunc("POST /", s.transaction)
@@ -166,7 +212,19 @@ func (s *Server) transaction(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	c.Applied = s.ledger.Apply(c.Job, c.Row, c.Key)
+	if s.honourKey {
+		var applied bool
+		c.Applied, applied = s.ledger.ApplyOnce(c.Job, c.Row, c.Key)
+		if !applied {
+			// Answered as the first time was, and spared the after-apply
+			// stages: nothing was applied that could be left unknown.
+			s.log.DebugContext(r.Context(), "transaction deduplicated", "job", c.Job, "row", c.Row)
+			writeJSON(w, http.StatusOK, answer{Status: "deduplicated", Applied: c.Applied})
+			return
+		}
+	} else {
+		c.Applied = s.ledger.Apply(c.Job, c.Row, c.Key)
+	}
 	s.log.DebugContext(r.Context(), "transaction applied", "job", c.Job, "row", c.Row, "applied", c.Applied)
 	for _, st := range s.after {
 		if !st(w, r, &c) {
@@ -235,6 +293,52 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, c *Call) bool {
 	return false
 }
 
+// disrupt is the after-apply stage: one draw decides whether the applied
+// transaction's answer hangs, its connection is reset, or it is answered.
+func (s *Server) disrupt(w http.ResponseWriter, r *http.Request, c *Call) bool {
+	u := s.rand.Float64()
+	switch {
+	case u < s.hangRate:
+		return s.hang(w, r, c)
+	case u < s.hangRate+s.resetRate:
+		s.reset(w, r, c)
+		return false
+	}
+	return true
+}
+
+// hang holds the answer of an applied transaction for hangFor.
+func (s *Server) hang(_ http.ResponseWriter, r *http.Request, c *Call) bool {
+	s.ledger.Hung(c.Job)
+	s.log.DebugContext(r.Context(), "answer held", "job", c.Job, "row", c.Row, "for", s.hangFor.String())
+	if err := s.sleep(r.Context(), s.hangFor); err != nil {
+		// The client gave up (or the sink is shutting down): abort the
+		// response rather than complete it, so nobody sees a late 200.
+		panic(http.ErrAbortHandler)
+	}
+	return true
+}
+
+// reset closes the connection of an applied transaction without an answer.
+// SO_LINGER 0 makes the close send a TCP RST rather than a FIN, so the
+// client reads "connection reset by peer", as when a destination's load
+// balancer drops a connection mid-response.
+func (s *Server) reset(w http.ResponseWriter, r *http.Request, c *Call) {
+	s.ledger.ConnReset(c.Job)
+	s.log.DebugContext(r.Context(), "connection reset", "job", c.Job, "row", c.Row)
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		// HTTP/2 cannot hand over its connection; aborting the handler
+		// resets the stream instead, which the client sees the same way.
+		panic(http.ErrAbortHandler)
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		// Best effort: without it the client sees an EOF, still no answer.
+		_ = tc.SetLinger(0)
+	}
+	_ = conn.Close()
+}
+
 // statsAnswer is the body of GET /stats.
 type statsAnswer struct {
 	Job string `json:"job,omitempty"`
@@ -277,7 +381,8 @@ func (s *Server) transactions(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Server) reset(w http.ResponseWriter, r *http.Request) {
+// forget empties the ledger (POST /reset).
+func (s *Server) forget(w http.ResponseWriter, r *http.Request) {
 	s.ledger.Reset()
 	s.log.InfoContext(r.Context(), "ledger reset")
 	writeJSON(w, http.StatusOK, answer{Status: "reset"})

@@ -127,6 +127,17 @@ func TestTransactionRequests(t *testing.T) {
 			rows: []ledger.Transaction{{Job: "j1", Row: 1, Applied: 1, Key: ""}},
 		},
 		{
+			name: "honoured key is applied once",
+			opts: []Option{WithHonourKey(true)},
+			sends: []send{
+				{body: tx("j1", 1), key: "k1", status: 200, answer: map[string]any{"status": "applied", "applied": 1.0}},
+				{body: tx("j1", 1), key: "k1", status: 200, answer: map[string]any{"status": "deduplicated", "applied": 1.0}},
+				{body: tx("j1", 1), key: "k2", status: 200, answer: map[string]any{"status": "applied", "applied": 2.0}},
+			},
+			want: ledger.Stats{Requests: 2, Distinct: 1, Duplicates: 1, Deduplicated: 1},
+			rows: []ledger.Transaction{{Job: "j1", Row: 1, Applied: 2, Key: "k1", Deduplicated: 1}},
+		},
+		{
 			name: "fail rate 1 never applies",
 			opts: []Option{WithFailRate(1)},
 			sends: []send{
@@ -211,7 +222,8 @@ func TestStatsNamesTheJob(t *testing.T) {
 	defer resp.Body.Close()
 	var body map[string]any
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
-	require.Equal(t, map[string]any{"job": "a", "requests": 0.0, "distinct": 0.0, "duplicates": 0.0, "failed": 0.0, "rejected": 0.0}, body)
+	require.Equal(t, map[string]any{"job": "a", "requests": 0.0, "distinct": 0.0, "duplicates": 0.0, "failed": 0.0, "rejected": 0.0,
+		"deduplicated": 0.0, "hung": 0.0, "resets": 0.0}, body)
 }
 
 func TestHealthResetAndMethods(t *testing.T) {
@@ -337,4 +349,152 @@ func TestConcurrentRequestsAreCountedExactly(t *testing.T) {
 	}
 	require.Equal(t, s.Requests, applied)
 	require.LessOrEqual(t, s.Distinct, int64(rows))
+}
+
+// seqRand returns its values in turn, so a test decides every draw.
+type seqRand struct {
+	mu   sync.Mutex
+	vals []float64
+}
+
+func (r *seqRand) Float64() float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.vals) == 0 {
+		panic("seqRand: out of values")
+	}
+	v := r.vals[0]
+	r.vals = r.vals[1:]
+	return v
+}
+
+func (r *seqRand) Int64N(n int64) int64 { return int64(r.Float64() * float64(n)) }
+
+func TestHangHoldsTheAnswerOfAnAppliedTransaction(t *testing.T) {
+	t.Run("a client that waits gets its answer", func(t *testing.T) {
+		var waits []time.Duration
+		sleep := func(ctx context.Context, d time.Duration) error { waits = append(waits, d); return nil }
+		srv, l := newSink(t, WithHang(1, 3*time.Second), WithSleep(sleep))
+		got := post(t, srv, "/", tx("j", 1), nil)
+		require.Equal(t, http.StatusOK, got.code)
+		require.Equal(t, map[string]any{"status": "applied", "applied": 1.0}, got.body)
+		require.Equal(t, []time.Duration{3 * time.Second}, waits)
+		require.Equal(t, ledger.Stats{Requests: 1, Distinct: 1, Hung: 1}, l.Stats())
+	})
+	t.Run("a client that times out never learns it was applied", func(t *testing.T) {
+		srv, l := newSink(t, WithHang(1, time.Hour))
+		client := srv.Client()
+		client.Timeout = 100 * time.Millisecond
+		resp, err := client.Post(srv.URL, "application/json", strings.NewReader(tx("j", 1)))
+		if err == nil {
+			resp.Body.Close()
+		}
+		require.ErrorContains(t, err, "Client.Timeout")
+		require.Equal(t, ledger.Stats{Requests: 1, Distinct: 1, Hung: 1}, l.Stats())
+	})
+	t.Run("zero hang-for means the default", func(t *testing.T) {
+		var waits []time.Duration
+		sleep := func(ctx context.Context, d time.Duration) error { waits = append(waits, d); return nil }
+		srv, _ := newSink(t, WithHang(1, 0), WithSleep(sleep))
+		require.Equal(t, http.StatusOK, post(t, srv, "/", tx("j", 1), nil).code)
+		require.Equal(t, []time.Duration{DefaultHangFor}, waits)
+	})
+}
+
+// TestResetAppliesThenDropsTheConnection also pins down the hazard the
+// dispatcher must guard against: Go's http.Transport replays a POST that
+// carries an Idempotency-Key header when a reused connection is reset
+// after the request was written, so a destination ignoring the key applies
+// it twice without the caller ever seeing an error.
+func TestResetAppliesThenDropsTheConnection(t *testing.T) {
+	tests := []struct {
+		name      string
+		key       string
+		honour    bool
+		wantErr   bool
+		want      ledger.Stats
+		wantTwice bool
+	}{
+		{name: "without a key the client sees the reset", wantErr: true,
+			want: ledger.Stats{Requests: 2, Distinct: 2, Resets: 1}},
+		{name: "with a key the transport silently replays it", key: "k2", wantTwice: true,
+			want: ledger.Stats{Requests: 3, Distinct: 2, Duplicates: 1, Resets: 1}},
+		{name: "a destination honouring the key absorbs the replay", key: "k2", honour: true,
+			want: ledger.Stats{Requests: 2, Distinct: 2, Resets: 1, Deduplicated: 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Request 1 answered (its connection is then reused), request 2
+			// reset; a replay, if any, is answered.
+			draws := &seqRand{vals: []float64{0.9, 0.1, 0.9}}
+			srv, l := newSink(t, WithReset(0.5), WithHonourKey(tt.honour), WithRand(draws))
+			require.Equal(t, http.StatusOK, post(t, srv, "/", tx("j", 1), nil).code)
+
+			req, err := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(tx("j", 2)))
+			require.NoError(t, err)
+			if tt.key != "" {
+				req.Header.Set(DefaultIdempotencyHeader, tt.key)
+			}
+			resp, err := srv.Client().Do(req)
+			if tt.wantErr {
+				require.Error(t, err)
+				require.Contains(t, err.Error(), "connection reset by peer")
+			} else {
+				require.NoError(t, err)
+				resp.Body.Close()
+				require.Equal(t, http.StatusOK, resp.StatusCode)
+			}
+			require.Equal(t, tt.want, l.Stats())
+			got, ok := l.Lookup("j", 2)
+			require.True(t, ok)
+			require.Equal(t, tt.wantTwice, got.Applied == 2, "row 2 applied %d times", got.Applied)
+		})
+	}
+}
+
+func TestHonouredKeySkipsTheAfterApplyStages(t *testing.T) {
+	// Draw 1 hangs the first request; a deduplicated request draws nothing.
+	draws := &seqRand{vals: []float64{0.0}}
+	sleep := func(ctx context.Context, d time.Duration) error { return nil }
+	srv, l := newSink(t, WithHang(0.5, time.Hour), WithHonourKey(true), WithRand(draws), WithSleep(sleep))
+	h := http.Header{DefaultIdempotencyHeader: {"k"}}
+	require.Equal(t, http.StatusOK, post(t, srv, "/", tx("j", 1), h).code)
+	got := post(t, srv, "/", tx("j", 1), h)
+	require.Equal(t, map[string]any{"status": "deduplicated", "applied": 1.0}, got.body)
+	require.Equal(t, ledger.Stats{Requests: 1, Distinct: 1, Hung: 1, Deduplicated: 1}, l.Stats())
+}
+
+func TestHangAndResetSharesAreReproducibleWithASeed(t *testing.T) {
+	outcomes := func() []string {
+		sleep := func(ctx context.Context, d time.Duration) error { return nil }
+		srv, l := newSink(t, WithHang(0.2, time.Hour), WithReset(0.1), WithSleep(sleep), WithRand(NewRand(7)))
+		var got []string
+		for r := int64(1); r <= 300; r++ {
+			// A fresh connection per request: no transport replay muddles
+			// the count.
+			req, err := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(tx("j", r)))
+			require.NoError(t, err)
+			req.Close = true
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				got = append(got, "error")
+				continue
+			}
+			resp.Body.Close()
+			got = append(got, resp.Status)
+		}
+		s := l.Stats()
+		require.Equal(t, int64(300), s.Requests, "every request is applied before its fate")
+		require.InDelta(t, 60, s.Hung, 25)
+		require.InDelta(t, 30, s.Resets, 18)
+		var errs int64
+		for _, o := range got {
+			if o == "error" {
+				errs++
+			}
+		}
+		require.Equal(t, s.Resets, errs)
+		return got
+	}
+	require.Equal(t, outcomes(), outcomes())
 }

@@ -1,7 +1,9 @@
 // Package ledger is the sink's memory of what it applied: one small entry
 // per distinct transaction (job, row), with how many times it was applied
 // and the idempotency key it first came with, plus per-job counters of
-// accepted, failed and rejected requests.
+// accepted, failed, rejected, deduplicated, hung and reset requests. When
+// the sink honours idempotency keys, the ledger also remembers every key it
+// applied, so a key seen again is answered without applying it twice.
 //
 // Tests read the ledger to prove that every row arrived exactly once, so it
 // must stay exact under concurrency and small enough for million-row jobs.
@@ -26,6 +28,16 @@ type Stats struct {
 	Failed int64 `json:"failed"`
 	// Rejected counts malformed requests (400).
 	Rejected int64 `json:"rejected"`
+	// Deduplicated counts requests whose idempotency key had already been
+	// applied, answered without applying again (only when keys are
+	// honoured; otherwise such a request is applied and is a duplicate).
+	Deduplicated int64 `json:"deduplicated"`
+	// Hung counts applied requests held past the client's timeout on
+	// purpose.
+	Hung int64 `json:"hung"`
+	// Resets counts applied requests whose connection was reset on purpose
+	// instead of answered.
+	Resets int64 `json:"resets"`
 }
 
 func (s *Stats) add(o Stats) {
@@ -34,6 +46,9 @@ func (s *Stats) add(o Stats) {
 	s.Duplicates += o.Duplicates
 	s.Failed += o.Failed
 	s.Rejected += o.Rejected
+	s.Deduplicated += o.Deduplicated
+	s.Hung += o.Hung
+	s.Resets += o.Resets
 }
 
 // Transaction is what the ledger knows of one transaction.
@@ -44,13 +59,17 @@ type Transaction struct {
 	Applied int64 `json:"applied"`
 	// Key is the idempotency header of the first request that applied it.
 	Key string `json:"key"`
+	// Deduplicated is how many requests for it were answered without
+	// applying, because their idempotency key had been applied already.
+	Deduplicated int64 `json:"deduplicated,omitempty"`
 }
 
 // entry is kept per distinct transaction, by value in the job's map; it is
-// deliberately small (a counter and a string header) because a job can have
-// millions of rows.
+// deliberately small (two counters and a string header) because a job can
+// have millions of rows.
 type entry struct {
 	applied uint32
+	dedup   uint32
 	key     string
 }
 
@@ -68,11 +87,17 @@ type Ledger struct {
 	jobs map[string]*job
 	// unattributed counts rejected requests that named no job.
 	unattributed Stats
+
+	// keys holds every idempotency key ApplyOnce applied. Keys are global,
+	// not per job, as at a real destination: the same business key sent
+	// in another file is the same transaction.
+	keysMu sync.Mutex
+	keys   map[string]struct{}
 }
 
 // New returns an empty ledger.
 func New() *Ledger {
-	return &Ledger{jobs: map[string]*job{}}
+	return &Ledger{jobs: map[string]*job{}, keys: map[string]struct{}{}}
 }
 
 // job returns the ledger of id, creating it when create is set; nil when it
@@ -113,6 +138,58 @@ func (l *Ledger) Apply(jobID string, row int64, key string) int64 {
 	return int64(e.applied)
 }
 
+// ApplyOnce is Apply for a destination that honours idempotency keys: when
+// key was applied before (by any job), it applies nothing, counts the
+// request as deduplicated and returns false with the transaction's apply
+// count. An empty key cannot be honoured, so it is applied like Apply does.
+// Two concurrent requests with one key apply it once.
+func (l *Ledger) ApplyOnce(jobID string, row int64, key string) (applied int64, ok bool) {
+	if key == "" {
+		return l.Apply(jobID, row, key), true
+	}
+	l.keysMu.Lock()
+	_, seen := l.keys[key]
+	if !seen {
+		l.keys[key] = struct{}{}
+	}
+	l.keysMu.Unlock()
+	if !seen {
+		return l.Apply(jobID, row, key), true
+	}
+	j := l.job(jobID, true)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.stats.Deduplicated++
+	// The key may have been applied under another job (a business key
+	// repeated across files); then this job has no entry for the row and
+	// none is made, since nothing of it was applied.
+	e, ok := j.rows[row]
+	if !ok {
+		return 0, false
+	}
+	e.dedup++
+	j.rows[row] = e
+	return int64(e.applied), false
+}
+
+// Hung records an applied request of jobID held past the client's timeout.
+func (l *Ledger) Hung(jobID string) {
+	l.count(jobID, func(s *Stats) { s.Hung++ })
+}
+
+// ConnReset records an applied request of jobID answered by resetting the
+// connection.
+func (l *Ledger) ConnReset(jobID string) {
+	l.count(jobID, func(s *Stats) { s.Resets++ })
+}
+
+func (l *Ledger) count(jobID string, inc func(*Stats)) {
+	j := l.job(jobID, true)
+	j.mu.Lock()
+	inc(&j.stats)
+	j.mu.Unlock()
+}
+
 // Lookup returns what the ledger knows of (jobID, row), and false when the
 // transaction was never applied.
 func (l *Ledger) Lookup(jobID string, row int64) (Transaction, bool) {
@@ -126,15 +203,16 @@ func (l *Ledger) Lookup(jobID string, row int64) (Transaction, bool) {
 	if !ok {
 		return Transaction{}, false
 	}
-	return Transaction{Job: jobID, Row: row, Applied: int64(e.applied), Key: e.key}, true
+	return e.transaction(jobID, row), true
+}
+
+func (e entry) transaction(jobID string, row int64) Transaction {
+	return Transaction{Job: jobID, Row: row, Applied: int64(e.applied), Key: e.key, Deduplicated: int64(e.dedup)}
 }
 
 // Failed records an injected failure for jobID.
 func (l *Ledger) Failed(jobID string) {
-	j := l.job(jobID, true)
-	j.mu.Lock()
-	j.stats.Failed++
-	j.mu.Unlock()
+	l.count(jobID, func(s *Stats) { s.Failed++ })
 }
 
 // Rejected records a malformed request; jobID is empty when the request
@@ -217,7 +295,7 @@ func (l *Ledger) Each(jobID string, fn func(Transaction) error) error {
 		for _, r := range rows[start:min(start+lookupBatch, len(rows))] {
 			// A reset may have emptied the job since the rows were copied.
 			if e, ok := j.rows[r]; ok {
-				batch = append(batch, Transaction{Job: jobID, Row: r, Applied: int64(e.applied), Key: e.key})
+				batch = append(batch, e.transaction(jobID, r))
 			}
 		}
 		j.mu.Unlock()
@@ -244,4 +322,7 @@ func (l *Ledger) Reset() {
 	}
 	l.jobs = map[string]*job{}
 	l.unattributed = Stats{}
+	l.keysMu.Lock()
+	l.keys = map[string]struct{}{}
+	l.keysMu.Unlock()
 }

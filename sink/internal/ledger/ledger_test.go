@@ -161,3 +161,109 @@ func heapInUse() uint64 {
 	runtime.ReadMemStats(&m)
 	return m.HeapInuse
 }
+
+func TestApplyOnceHonoursKeys(t *testing.T) {
+	type apply struct {
+		job, key string
+		row      int64
+		applied  int64
+		ok       bool
+	}
+	tests := []struct {
+		name    string
+		applies []apply
+		job     string
+		want    Stats
+		rows    []Transaction
+	}{
+		{
+			name: "a key seen again is not applied",
+			applies: []apply{
+				{job: "a", row: 1, key: "k1", applied: 1, ok: true},
+				{job: "a", row: 1, key: "k1", applied: 1, ok: false},
+				{job: "a", row: 1, key: "k1", applied: 1, ok: false},
+			},
+			job:  "a",
+			want: Stats{Requests: 1, Distinct: 1, Deduplicated: 2},
+			rows: []Transaction{{Job: "a", Row: 1, Applied: 1, Key: "k1", Deduplicated: 2}},
+		},
+		{
+			name: "another key for the same row is applied",
+			applies: []apply{
+				{job: "a", row: 1, key: "k1", applied: 1, ok: true},
+				{job: "a", row: 1, key: "k2", applied: 2, ok: true},
+			},
+			job:  "a",
+			want: Stats{Requests: 2, Distinct: 1, Duplicates: 1},
+			rows: []Transaction{{Job: "a", Row: 1, Applied: 2, Key: "k1"}},
+		},
+		{
+			name: "an empty key cannot be honoured",
+			applies: []apply{
+				{job: "a", row: 1, applied: 1, ok: true},
+				{job: "a", row: 1, applied: 2, ok: true},
+			},
+			job:  "a",
+			want: Stats{Requests: 2, Distinct: 1, Duplicates: 1},
+			rows: []Transaction{{Job: "a", Row: 1, Applied: 2}},
+		},
+		{
+			name: "a key applied by another job is not applied again",
+			applies: []apply{
+				{job: "a", row: 4, key: "bk", applied: 1, ok: true},
+				{job: "b", row: 9, key: "bk", applied: 0, ok: false},
+			},
+			job:  "b",
+			want: Stats{Deduplicated: 1},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := New()
+			for i, a := range tt.applies {
+				applied, ok := l.ApplyOnce(a.job, a.row, a.key)
+				require.Equal(t, a.applied, applied, "apply %d", i)
+				require.Equal(t, a.ok, ok, "apply %d", i)
+			}
+			require.Equal(t, tt.want, l.JobStats(tt.job))
+			var rows []Transaction
+			require.NoError(t, l.Each(tt.job, func(tx Transaction) error { rows = append(rows, tx); return nil }))
+			require.Equal(t, tt.rows, rows)
+		})
+	}
+}
+
+func TestApplyOnceUnderContentionAppliesEachKeyOnce(t *testing.T) {
+	l := New()
+	const workers, rows = 8, 300
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for r := int64(1); r <= rows; r++ {
+				l.ApplyOnce("j", r, "k"+strconv.FormatInt(r, 10))
+			}
+		})
+	}
+	wg.Wait()
+	require.Equal(t, Stats{Requests: rows, Distinct: rows, Deduplicated: (workers - 1) * rows}, l.JobStats("j"))
+	require.NoError(t, l.Each("j", func(tx Transaction) error {
+		require.EqualValues(t, 1, tx.Applied, "row %d", tx.Row)
+		return nil
+	}))
+}
+
+func TestHungResetsAndResetForgetsKeys(t *testing.T) {
+	l := New()
+	l.ApplyOnce("a", 1, "k")
+	l.Hung("a")
+	l.ConnReset("a")
+	l.ConnReset("b")
+	require.Equal(t, Stats{Requests: 1, Distinct: 1, Hung: 1, Resets: 1}, l.JobStats("a"))
+	require.Equal(t, Stats{Requests: 1, Distinct: 1, Hung: 1, Resets: 2}, l.Stats())
+
+	l.Reset()
+	// The key is forgotten with the rest: it applies again.
+	_, ok := l.ApplyOnce("a", 1, "k")
+	require.True(t, ok)
+	require.Equal(t, Stats{Requests: 1, Distinct: 1}, l.Stats())
+}

@@ -1,0 +1,61 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+
+	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/jobstore"
+)
+
+// Count is what the ledger holds of one job: the figures the job's settled
+// counters must reach once every dispatcher wrote its deltas.
+type Count struct {
+	Delivered, Failed int64
+	// Unknown are the rows counted in the job's Unknown figure: those
+	// UNKNOWN, and those claimed or being sent again after they were (a
+	// resend under retry-with-key, or one a person asked for).
+	Unknown int64
+	// Pending are the rows claimed or being sent that settle nothing yet.
+	Pending int64
+	// LastChange is the newest change of any of the job's records, Unix
+	// milliseconds; 0 when the ledger has none.
+	LastChange int64
+}
+
+// Settled returns the figures the job record's counters must equal.
+func (c Count) Settled() jobstore.Settled {
+	return jobstore.Settled{Delivered: c.Delivered, Failed: c.Failed, Unknown: c.Unknown}
+}
+
+// Count counts the job's records by what they mean for its counters. It
+// reads the job's index entries once per state, so memory stays flat; on
+// DynamoDB the index is eventually consistent, so a record written just
+// before may be missing.
+func (l *Ledger) Count(ctx context.Context, jobID string) (Count, error) {
+	var c Count
+	for _, s := range ReportOrder {
+		err := l.b.ByJob(ctx, jobID, s, func(r Record) error {
+			c.LastChange = max(c.LastChange, r.UpdatedAt)
+			switch r.State {
+			case spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED:
+				c.Delivered++
+			case spoolv1.TransactionState_TRANSACTION_STATE_REJECTED:
+				c.Failed++
+			case spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN:
+				c.Unknown++
+			default:
+				if r.Counted {
+					c.Unknown++
+				} else {
+					c.Pending++
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return Count{}, fmt.Errorf("count %s rows of job %s: %w", StateName(s), jobID, err)
+		}
+	}
+	return c, nil
+}

@@ -1,0 +1,205 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/jobstore"
+	"github.com/spoolhq/spool/platform/provision"
+)
+
+const (
+	pkPrefix = "TX#"
+	sk       = "TX"
+)
+
+// API is the part of the DynamoDB client the ledger uses.
+type API interface {
+	GetItem(ctx context.Context, in *dynamodb.GetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
+	PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
+	Query(ctx context.Context, in *dynamodb.QueryInput, opts ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
+}
+
+// Dynamo is the Backend on DynamoDB: one item per transaction in the job
+// table, pk TX#<transaction key>, sk TX, found per job through the
+// provision.LedgerIndex index on (job_id, row).
+type Dynamo struct {
+	db    API
+	table string
+}
+
+// NewDynamo returns a backend over table, which provision.EnsureTable made.
+func NewDynamo(db API, table string) *Dynamo { return &Dynamo{db: db, table: table} }
+
+// item is a record as stored.
+type item struct {
+	PK          string `dynamodbav:"pk"`
+	SK          string `dynamodbav:"sk"`
+	JobID       string `dynamodbav:"job_id"`
+	Row         int64  `dynamodbav:"row"`
+	TxKey       string `dynamodbav:"tx_key"`
+	State       string `dynamodbav:"state"`
+	Owner       string `dynamodbav:"owner"`
+	LeaseUntil  int64  `dynamodbav:"lease_until"`
+	Fence       int64  `dynamodbav:"fence"`
+	Version     int64  `dynamodbav:"version"`
+	Attempts    int32  `dynamodbav:"attempts"`
+	LastStatus  int32  `dynamodbav:"last_status"`
+	Reason      string `dynamodbav:"reason,omitempty"`
+	BusinessKey string `dynamodbav:"business_key,omitempty"`
+	Amount      string `dynamodbav:"amount,omitempty"`
+	UpdatedAt   int64  `dynamodbav:"updated_at"`
+	Counted     bool   `dynamodbav:"counted_unknown,omitempty"`
+	Resend      bool   `dynamodbav:"resend,omitempty"`
+	Envelope    []byte `dynamodbav:"envelope,omitempty"`
+}
+
+func toItem(r Record) item {
+	return item{
+		PK: pkPrefix + r.Key, SK: sk, JobID: r.JobID, Row: r.Row, TxKey: r.Key, State: StateName(r.State),
+		Owner: r.Owner, LeaseUntil: r.LeaseUntil, Fence: r.Fence, Version: r.Version, Attempts: r.Attempts,
+		LastStatus: r.LastStatus, Reason: r.Reason, BusinessKey: r.BusinessKey, Amount: r.Amount,
+		UpdatedAt: r.UpdatedAt, Counted: r.Counted, Resend: r.Resend, Envelope: r.Envelope,
+	}
+}
+
+func (it item) record() Record {
+	return Record{
+		Key: it.TxKey, JobID: it.JobID, Row: it.Row, State: parseState(it.State), Owner: it.Owner,
+		LeaseUntil: it.LeaseUntil, Fence: it.Fence, Version: it.Version, Attempts: it.Attempts,
+		LastStatus: it.LastStatus, Reason: it.Reason, BusinessKey: it.BusinessKey, Amount: it.Amount,
+		UpdatedAt: it.UpdatedAt, Counted: it.Counted, Resend: it.Resend, Envelope: it.Envelope,
+	}
+}
+
+func unmarshal(m map[string]types.AttributeValue) (Record, error) {
+	var it item
+	if err := attributevalue.UnmarshalMap(m, &it); err != nil {
+		return Record{}, fmt.Errorf("unmarshal ledger item: %w", err)
+	}
+	return it.record(), nil
+}
+
+// Get implements Backend.
+func (d *Dynamo) Get(ctx context.Context, key string) (Record, bool, error) {
+	out, err := d.db.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName: aws.String(d.table),
+		Key: map[string]types.AttributeValue{
+			jobstore.AttrPK: &types.AttributeValueMemberS{Value: pkPrefix + key},
+			jobstore.AttrSK: &types.AttributeValueMemberS{Value: sk},
+		},
+		ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return Record{}, false, fmt.Errorf("get ledger item %s: %w", key, err)
+	}
+	if len(out.Item) == 0 {
+		return Record{}, false, nil
+	}
+	r, err := unmarshal(out.Item)
+	return r, err == nil, err
+}
+
+// Create implements Backend.
+func (d *Dynamo) Create(ctx context.Context, r Record) error {
+	return d.put(ctx, r, "attribute_not_exists(pk)", nil)
+}
+
+// Replace implements Backend.
+func (d *Dynamo) Replace(ctx context.Context, prev int64, next Record) error {
+	return d.put(ctx, next, "#version = :prev", map[string]types.AttributeValue{
+		":prev": &types.AttributeValueMemberN{Value: strconv.FormatInt(prev, 10)},
+	})
+}
+
+func (d *Dynamo) put(ctx context.Context, r Record, cond string, values map[string]types.AttributeValue) error {
+	av, err := attributevalue.MarshalMap(toItem(r))
+	if err != nil {
+		return fmt.Errorf("marshal ledger item %s: %w", r.Key, err)
+	}
+	in := &dynamodb.PutItemInput{
+		TableName:                 aws.String(d.table),
+		Item:                      av,
+		ConditionExpression:       aws.String(cond),
+		ExpressionAttributeValues: values,
+	}
+	if values != nil {
+		in.ExpressionAttributeNames = map[string]string{"#version": "version"}
+	}
+	_, err = d.db.PutItem(ctx, in)
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		return ErrConflict
+	}
+	if err != nil {
+		return fmt.Errorf("put ledger item %s: %w", r.Key, err)
+	}
+	return nil
+}
+
+// ByJob implements Backend. The filter on state is applied by DynamoDB
+// after reading each page, so every state costs one pass over the job's
+// index entries; a report is rare, and this keeps memory flat.
+func (d *Dynamo) ByJob(ctx context.Context, jobID string, state spoolv1.TransactionState, fn func(Record) error) error {
+	p := dynamodb.NewQueryPaginator(d.db, &dynamodb.QueryInput{
+		TableName:              aws.String(d.table),
+		IndexName:              aws.String(provision.LedgerIndex),
+		KeyConditionExpression: aws.String("#job = :job"),
+		FilterExpression:       aws.String("#state = :state"),
+		ExpressionAttributeNames: map[string]string{
+			"#job": provision.LedgerIndexPK, "#state": "state",
+		},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":job":   &types.AttributeValueMemberS{Value: jobID},
+			":state": &types.AttributeValueMemberS{Value: StateName(state)},
+		},
+	})
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("query ledger of job %s: %w", jobID, err)
+		}
+		for _, m := range out.Items {
+			r, err := unmarshal(m)
+			if err != nil {
+				return err
+			}
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Find implements Backend.
+func (d *Dynamo) Find(ctx context.Context, jobID string, row int64) (Record, bool, error) {
+	out, err := d.db.Query(ctx, &dynamodb.QueryInput{
+		TableName:              aws.String(d.table),
+		IndexName:              aws.String(provision.LedgerIndex),
+		KeyConditionExpression: aws.String("#job = :job AND #row = :row"),
+		ExpressionAttributeNames: map[string]string{
+			"#job": provision.LedgerIndexPK, "#row": provision.LedgerIndexRow,
+		},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":job": &types.AttributeValueMemberS{Value: jobID},
+			":row": &types.AttributeValueMemberN{Value: strconv.FormatInt(row, 10)},
+		},
+	})
+	if err != nil {
+		return Record{}, false, fmt.Errorf("find row %d of job %s: %w", row, jobID, err)
+	}
+	if len(out.Items) == 0 {
+		return Record{}, false, nil
+	}
+	r, err := unmarshal(out.Items[0])
+	return r, err == nil, err
+}

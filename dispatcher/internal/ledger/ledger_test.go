@@ -1,0 +1,319 @@
+package ledger_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/testing/protocmp"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/spoolhq/spool/dispatcher/internal/ledger"
+	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/emulator"
+	"github.com/spoolhq/spool/platform/emulator/emutest"
+	"github.com/spoolhq/spool/platform/jobstore"
+	"github.com/spoolhq/spool/platform/provision"
+)
+
+const (
+	claimed   = spoolv1.TransactionState_TRANSACTION_STATE_CLAIMED
+	sending   = spoolv1.TransactionState_TRANSACTION_STATE_SENDING
+	delivered = spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED
+	rejected  = spoolv1.TransactionState_TRANSACTION_STATE_REJECTED
+	unknown   = spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN
+)
+
+// clock is a manual clock shared by the ledgers of one test.
+type clock struct{ ms atomic.Int64 }
+
+func (c *clock) now() time.Time          { return time.UnixMilli(c.ms.Load()) }
+func (c *clock) advance(d time.Duration) { c.ms.Add(d.Milliseconds()) }
+
+// world is one backend and the ledgers of several dispatchers on it.
+type world struct {
+	backend ledger.Backend
+	clock   *clock
+}
+
+func (w *world) dispatcher(owner string, p ledger.Policy) *ledger.Ledger {
+	return ledger.New(w.backend, ledger.Options{Owner: owner, Lease: 10 * time.Second, Policy: p, Now: w.clock.now})
+}
+
+// backends returns every Backend implementation, so each test is a
+// contract that the fake and DynamoDB (on dynalite) both meet.
+var backends = map[string]func(t *testing.T) ledger.Backend{
+	"memory": func(*testing.T) ledger.Backend { return ledger.NewMemory() },
+	"dynamodb": func(t *testing.T) ledger.Backend {
+		db := dynamodb.NewFromConfig(emutest.Config(emutest.Start(t, emulator.DynamoDB)))
+		require.NoError(t, provision.EnsureTable(context.Background(), db, "spool"))
+		return ledger.NewDynamo(db, "spool")
+	},
+}
+
+func eachBackend(t *testing.T, fn func(t *testing.T, w *world)) {
+	t.Helper()
+	for name, mk := range backends {
+		t.Run(name, func(t *testing.T) {
+			c := &clock{}
+			c.ms.Store(time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC).UnixMilli())
+			fn(t, &world{backend: mk(t), clock: c})
+		})
+	}
+}
+
+func tx(row int64) ledger.Tx {
+	return ledger.Tx{
+		Key: fmt.Sprintf("job-1:%d", row), JobID: "job-1", Row: row, BusinessKey: fmt.Sprintf("E%d|2026-11", row),
+		Amount: fmt.Sprintf("%d.50", row),
+		Envelope: &spoolv1.Envelope{
+			Version: spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V1, JobId: "job-1", Row: row,
+			TransactionKey: fmt.Sprintf("job-1:%d", row),
+		},
+	}
+}
+
+// send claims, marks sending and finishes with outcome, as the dispatcher does.
+func send(t *testing.T, l *ledger.Ledger, tx ledger.Tx, outcome spoolv1.TransactionState) (ledger.Record, jobstore.Counts) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := l.Claim(ctx, tx)
+	require.NoError(t, err)
+	require.Equal(t, ledger.Send, c.Verdict)
+	r, err := l.Sending(ctx, c.Record)
+	require.NoError(t, err)
+	r, counts, err := l.Finish(ctx, r, ledger.Outcome{State: outcome, Status: 200, Envelope: tx.Envelope})
+	require.NoError(t, err)
+	return r, sum(c.Counts, counts)
+}
+
+func sum(a, b jobstore.Counts) jobstore.Counts {
+	return jobstore.Counts{
+		Delivered: a.Delivered + b.Delivered, Failed: a.Failed + b.Failed, Retries: a.Retries + b.Retries,
+		Unknown: a.Unknown + b.Unknown, Suppressed: a.Suppressed + b.Suppressed, Dropped: a.Dropped + b.Dropped,
+	}
+}
+
+func TestDeliveredOnceThenSuppressed(t *testing.T) {
+	eachBackend(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		a, b := w.dispatcher("a", ledger.Hold), w.dispatcher("b", ledger.Hold)
+		r, counts := send(t, a, tx(1), delivered)
+		require.Equal(t, jobstore.Counts{Delivered: 1}, counts)
+		require.Equal(t, delivered, r.State)
+		require.EqualValues(t, 1, r.Attempts)
+		require.Empty(t, r.Envelope, "no payroll data kept once settled")
+
+		for _, l := range []*ledger.Ledger{a, b} {
+			c, err := l.Claim(ctx, tx(1))
+			require.NoError(t, err)
+			require.Equal(t, ledger.Settled, c.Verdict)
+			require.Equal(t, jobstore.Counts{Suppressed: 1}, c.Counts)
+		}
+	})
+}
+
+func TestTwoClaimersOneWins(t *testing.T) {
+	eachBackend(t, func(t *testing.T, w *world) {
+		const claimers = 8
+		var sends atomic.Int64
+		var wg sync.WaitGroup
+		for i := range claimers {
+			l := w.dispatcher(fmt.Sprintf("d%d", i), ledger.Hold)
+			wg.Go(func() {
+				c, err := l.Claim(context.Background(), tx(7))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if c.Verdict == ledger.Send {
+					sends.Add(1)
+				} else if c.Verdict != ledger.Busy {
+					t.Errorf("verdict %v", c.Verdict)
+				}
+			})
+		}
+		wg.Wait()
+		require.EqualValues(t, 1, sends.Load())
+	})
+}
+
+func TestExpiredClaimIsTakenOverAndFenced(t *testing.T) {
+	eachBackend(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		a, b := w.dispatcher("a", ledger.Hold), w.dispatcher("b", ledger.Hold)
+		ca, err := a.Claim(ctx, tx(3))
+		require.NoError(t, err)
+		require.Equal(t, ledger.Send, ca.Verdict)
+
+		cb, err := b.Claim(ctx, tx(3))
+		require.NoError(t, err)
+		require.Equal(t, ledger.Busy, cb.Verdict, "a live claim is left alone")
+
+		w.clock.advance(11 * time.Second)
+		cb, err = b.Claim(ctx, tx(3))
+		require.NoError(t, err)
+		require.Equal(t, ledger.Send, cb.Verdict)
+		require.Equal(t, ca.Record.Fence+1, cb.Record.Fence)
+		require.Equal(t, "b", cb.Record.Owner)
+
+		// a woke up late: it must not send.
+		_, err = a.Sending(ctx, ca.Record)
+		require.ErrorIs(t, err, ledger.ErrLost)
+	})
+}
+
+func TestExpiredSendBecomesUnknownCountedOnce(t *testing.T) {
+	eachBackend(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		a := w.dispatcher("a", ledger.Hold)
+		c, err := a.Claim(ctx, tx(4))
+		require.NoError(t, err)
+		sent, err := a.Sending(ctx, c.Record)
+		require.NoError(t, err)
+		// a dies during the request.
+		w.clock.advance(11 * time.Second)
+
+		var unknowns atomic.Int64
+		var wg sync.WaitGroup
+		for i := range 4 {
+			l := w.dispatcher(fmt.Sprintf("d%d", i), ledger.Hold)
+			wg.Go(func() {
+				c, err := l.Claim(ctx, tx(4))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if c.Verdict != ledger.Held {
+					t.Errorf("verdict %v under hold", c.Verdict)
+				}
+				unknowns.Add(c.Counts.Unknown)
+			})
+		}
+		wg.Wait()
+		require.EqualValues(t, 1, unknowns.Load(), "only the winning writer counts")
+
+		r, ok, err := w.backend.Get(ctx, tx(4).Key)
+		require.NoError(t, err)
+		require.True(t, ok)
+		require.Equal(t, unknown, r.State)
+		got, err := r.EnvelopeProto()
+		require.NoError(t, err)
+		require.Empty(t, cmp.Diff(tx(4).Envelope, got, protocmp.Transform()), "kept for a resend")
+
+		// The stale owner's outcome cannot overwrite what others decided.
+		_, _, err = a.Finish(ctx, sent, ledger.Outcome{State: delivered, Status: 200})
+		require.ErrorIs(t, err, ledger.ErrLost)
+	})
+}
+
+func TestOutcomes(t *testing.T) {
+	tests := []struct {
+		name       string
+		policy     ledger.Policy
+		outcome    spoolv1.TransactionState
+		wantCounts jobstore.Counts
+		// wantNext is the next claim's verdict.
+		wantNext ledger.Verdict
+	}{
+		{name: "delivered", outcome: delivered, wantCounts: jobstore.Counts{Delivered: 1}, wantNext: ledger.Settled},
+		{name: "rejected", outcome: rejected, wantCounts: jobstore.Counts{Failed: 1}, wantNext: ledger.Settled},
+		{name: "released", outcome: claimed, wantCounts: jobstore.Counts{Retries: 1}, wantNext: ledger.Send},
+		{name: "unknown held", outcome: unknown, wantCounts: jobstore.Counts{Unknown: 1}, wantNext: ledger.Held},
+		{name: "unknown resent", policy: ledger.RetryWithKey, outcome: unknown, wantCounts: jobstore.Counts{Unknown: 1}, wantNext: ledger.Send},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			eachBackend(t, func(t *testing.T, w *world) {
+				a, b := w.dispatcher("a", tt.policy), w.dispatcher("b", tt.policy)
+				_, counts := send(t, a, tx(5), tt.outcome)
+				require.Equal(t, tt.wantCounts, counts)
+				// A released or unknown row has no live lease: another
+				// dispatcher may act on it at once.
+				c, err := b.Claim(context.Background(), tx(5))
+				require.NoError(t, err)
+				require.Equal(t, tt.wantNext, c.Verdict)
+			})
+		})
+	}
+}
+
+func TestResendAfterUnknownMovesTheCount(t *testing.T) {
+	eachBackend(t, func(t *testing.T, w *world) {
+		a := w.dispatcher("a", ledger.RetryWithKey)
+		_, counts := send(t, a, tx(6), unknown)
+		require.Equal(t, jobstore.Counts{Unknown: 1}, counts)
+		// Unknown again on the resend: still counted once.
+		_, counts = send(t, a, tx(6), unknown)
+		require.Equal(t, jobstore.Counts{}, counts)
+		r, counts := send(t, a, tx(6), delivered)
+		require.Equal(t, jobstore.Counts{Unknown: -1, Delivered: 1}, counts)
+		require.EqualValues(t, 3, r.Attempts)
+		require.EqualValues(t, 3, r.Fence)
+	})
+}
+
+func TestResolve(t *testing.T) {
+	eachBackend(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		a := w.dispatcher("a", ledger.Hold)
+		send(t, a, tx(1), delivered)
+		send(t, a, tx(2), unknown)
+		send(t, a, tx(3), unknown)
+
+		_, _, err := a.Resolve(ctx, "job-1", 1, spoolv1.Resolution_RESOLUTION_DELIVERED)
+		require.ErrorIs(t, err, ledger.ErrState)
+		require.ErrorContains(t, err, "is DELIVERED")
+		_, _, err = a.Resolve(ctx, "job-1", 99, spoolv1.Resolution_RESOLUTION_DELIVERED)
+		require.ErrorIs(t, err, ledger.ErrNotFound)
+
+		r, counts, err := a.Resolve(ctx, "job-1", 2, spoolv1.Resolution_RESOLUTION_DELIVERED)
+		require.NoError(t, err)
+		require.Equal(t, delivered, r.State)
+		require.Equal(t, jobstore.Counts{Unknown: -1, Delivered: 1}, counts)
+
+		r, counts, err = a.Resolve(ctx, "job-1", 3, spoolv1.Resolution_RESOLUTION_RESEND)
+		require.NoError(t, err)
+		require.Zero(t, counts)
+		env, err := r.EnvelopeProto()
+		require.NoError(t, err)
+		require.EqualValues(t, 3, env.GetRow())
+		// Under hold, the resent message is sent once, and counted out of
+		// Unknown when delivered.
+		_, counts = send(t, a, tx(3), delivered)
+		require.Equal(t, jobstore.Counts{Unknown: -1, Delivered: 1}, counts)
+	})
+}
+
+func TestReportOrder(t *testing.T) {
+	eachBackend(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		a := w.dispatcher("a", ledger.Hold)
+		send(t, a, tx(4), delivered)
+		send(t, a, tx(2), delivered)
+		send(t, a, tx(5), unknown)
+		send(t, a, tx(1), rejected)
+		send(t, a, tx(3), unknown)
+		// Another job's row stays out.
+		other := tx(1)
+		other.Key, other.JobID = "job-2:1", "job-2"
+		send(t, a, other, delivered)
+
+		var got []string
+		require.NoError(t, a.Report(ctx, "job-1", func(r ledger.Record) error {
+			got = append(got, fmt.Sprintf("%s %d %s", ledger.StateName(r.State), r.Row, r.BusinessKey))
+			return nil
+		}))
+		require.Equal(t, []string{
+			"UNKNOWN 3 E3|2026-11", "UNKNOWN 5 E5|2026-11",
+			"DELIVERED 2 E2|2026-11", "DELIVERED 4 E4|2026-11",
+			"REJECTED 1 E1|2026-11",
+		}, got)
+	})
+}

@@ -1,0 +1,283 @@
+package recount_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/spoolhq/spool/dispatcher/internal/ledger"
+	"github.com/spoolhq/spool/dispatcher/internal/recount"
+	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/jobstore"
+)
+
+var t0 = time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)
+
+const (
+	sealed    = spoolv1.JobState_JOB_STATE_SEALED
+	completed = spoolv1.JobState_JOB_STATE_COMPLETED
+)
+
+// jobs is a job store that repairs as the real one does: only a SEALED job
+// whose updated_at is still the one seen.
+type jobs struct {
+	now func() time.Time
+
+	mu      sync.Mutex
+	byID    map[string]*spoolv1.Job
+	repairs int
+	// race, when set, runs before a repair's condition is checked, as a
+	// counter write landing between the read and the repair would.
+	race func(j *spoolv1.Job)
+}
+
+func (f *jobs) Get(_ context.Context, id string) (*spoolv1.Job, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	j, ok := f.byID[id]
+	if !ok {
+		return nil, jobstore.ErrNotFound
+	}
+	return proto.Clone(j).(*spoolv1.Job), nil
+}
+
+func (f *jobs) RepairCounts(_ context.Context, id string, seen time.Time, c jobstore.Settled) (*spoolv1.Job, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	j, ok := f.byID[id]
+	if f.race != nil && ok {
+		f.race(j)
+		f.race = nil
+	}
+	if !ok || j.GetState() != sealed || !j.GetUpdatedAt().AsTime().Equal(seen) {
+		return nil, jobstore.ErrChanged
+	}
+	f.repairs++
+	j.Delivered, j.Failed, j.Unknown = c.Delivered, c.Failed, c.Unknown
+	j.UpdatedAt = timestamppb.New(f.now())
+	if c.Delivered+c.Failed+c.Unknown >= j.GetTotal() {
+		j.State = completed
+	}
+	return proto.Clone(j).(*spoolv1.Job), nil
+}
+
+// counts is a ledger that answers fixed counts.
+type counts struct {
+	mu    sync.Mutex
+	byJob map[string]ledger.Count
+	calls int
+	err   error
+}
+
+func (f *counts) Count(_ context.Context, id string) (ledger.Count, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	return f.byJob[id], f.err
+}
+
+type fixture struct {
+	r      *recount.Repairer
+	jobs   *jobs
+	ledger *counts
+	now    time.Time
+	logs   *bytes.Buffer
+}
+
+func newFixture(t testing.TB, job *spoolv1.Job, c ledger.Count) *fixture {
+	t.Helper()
+	f := &fixture{now: t0, logs: &bytes.Buffer{}, ledger: &counts{byJob: map[string]ledger.Count{job.GetJobId(): c}}}
+	now := func() time.Time { return f.now }
+	f.jobs = &jobs{now: now, byID: map[string]*spoolv1.Job{job.GetJobId(): job}}
+	f.r = recount.New(f.jobs, f.ledger, recount.Options{
+		Interval: 5 * time.Second, After: 10 * time.Second, Now: now,
+		Log: slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	f.r.Note(job.GetJobId())
+	return f
+}
+
+// stalled is a sealed job of 10 rows whose counters last moved ago.
+func stalled(ago time.Duration, delivered int64) *spoolv1.Job {
+	return &spoolv1.Job{
+		JobId: "job", State: sealed, Total: 10, Delivered: delivered, Retries: 4,
+		UpdatedAt: timestamppb.New(t0.Add(-ago)),
+	}
+}
+
+// quiet is a ledger count whose last change was 30 s ago.
+func quiet(delivered, failed, unknown int64) ledger.Count {
+	return ledger.Count{Delivered: delivered, Failed: failed, Unknown: unknown, LastChange: t0.Add(-30 * time.Second).UnixMilli()}
+}
+
+func TestCheck(t *testing.T) {
+	tests := []struct {
+		name        string
+		job         *spoolv1.Job
+		count       ledger.Count
+		wantCounts  int
+		wantRepairs int
+		want        jobstore.Settled
+		wantState   spoolv1.JobState
+		wantTracked []string
+	}{
+		{
+			name: "stalled job repaired and completed", job: stalled(30*time.Second, 7), count: quiet(8, 1, 1),
+			wantCounts: 1, wantRepairs: 1, want: jobstore.Settled{Delivered: 8, Failed: 1, Unknown: 1}, wantState: completed,
+		},
+		{
+			name: "stalled job repaired, rows still pending", job: stalled(30*time.Second, 2),
+			count:      ledger.Count{Delivered: 5, Pending: 5, LastChange: t0.Add(-time.Minute).UnixMilli()},
+			wantCounts: 1, wantRepairs: 1, want: jobstore.Settled{Delivered: 5}, wantState: sealed, wantTracked: []string{"job"},
+		},
+		{
+			name: "live job untouched", job: stalled(2*time.Second, 7), count: quiet(10, 0, 0),
+			want: jobstore.Settled{Delivered: 7}, wantState: sealed, wantTracked: []string{"job"},
+		},
+		{
+			// A dispatcher settled a row a moment ago and may hold its delta.
+			name: "recent ledger change waits", job: stalled(30*time.Second, 7),
+			count:      ledger.Count{Delivered: 10, LastChange: t0.Add(-time.Second).UnixMilli()},
+			wantCounts: 1, want: jobstore.Settled{Delivered: 7}, wantState: sealed, wantTracked: []string{"job"},
+		},
+		{
+			name: "counts equal, no write", job: stalled(30*time.Second, 7), count: quiet(7, 0, 0),
+			wantCounts: 1, want: jobstore.Settled{Delivered: 7}, wantState: sealed, wantTracked: []string{"job"},
+		},
+		{
+			name: "ledger behind the record, no write", job: stalled(30*time.Second, 7), count: quiet(6, 0, 0),
+			wantCounts: 1, want: jobstore.Settled{Delivered: 7}, wantState: sealed, wantTracked: []string{"job"},
+		},
+		{
+			name: "receiving job waits", job: &spoolv1.Job{JobId: "job", State: spoolv1.JobState_JOB_STATE_RECEIVING, UpdatedAt: timestamppb.New(t0.Add(-time.Hour))},
+			count: quiet(3, 0, 0), wantState: spoolv1.JobState_JOB_STATE_RECEIVING, wantTracked: []string{"job"},
+		},
+		{
+			name: "final job forgotten", job: &spoolv1.Job{JobId: "job", State: completed, Total: 10, Delivered: 9, UpdatedAt: timestamppb.New(t0.Add(-time.Hour))},
+			count: quiet(10, 0, 0), want: jobstore.Settled{Delivered: 9}, wantState: completed,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, tt.job, tt.count)
+			f.r.Check(t.Context())
+
+			require.Equal(t, tt.wantCounts, f.ledger.calls, "ledger counts")
+			require.Equal(t, tt.wantRepairs, f.jobs.repairs, "repairs")
+			j, err := f.jobs.Get(t.Context(), "job")
+			require.NoError(t, err)
+			require.Equal(t, tt.want, jobstore.Settled{Delivered: j.GetDelivered(), Failed: j.GetFailed(), Unknown: j.GetUnknown()})
+			require.Equal(t, tt.wantState, j.GetState())
+			require.Equal(t, tt.wantTracked, nilIfEmpty(f.r.Tracked()))
+			if tt.wantRepairs > 0 {
+				require.Contains(t, f.logs.String(), "job counters repaired from the ledger")
+				require.Contains(t, f.logs.String(), "job_id=job")
+				require.EqualValues(t, 4, j.GetRetries(), "a repair leaves the counters the ledger does not hold")
+			} else {
+				require.NotContains(t, f.logs.String(), "job counters repaired")
+			}
+		})
+	}
+}
+
+func nilIfEmpty(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
+}
+
+func TestRefusedRepairIsTriedAgain(t *testing.T) {
+	f := newFixture(t, stalled(30*time.Second, 7), quiet(10, 0, 0))
+	// A late delta lands between the read and the repair.
+	f.jobs.race = func(j *spoolv1.Job) {
+		j.Delivered++
+		j.UpdatedAt = timestamppb.New(t0.Add(-time.Millisecond))
+	}
+	f.r.Check(t.Context())
+	require.Zero(t, f.jobs.repairs)
+	require.Equal(t, []string{"job"}, f.r.Tracked())
+	require.Contains(t, f.logs.String(), "counter repair refused")
+	j, err := f.jobs.Get(t.Context(), "job")
+	require.NoError(t, err)
+	require.EqualValues(t, 8, j.GetDelivered(), "the late delta stands")
+
+	// The job is live again, so the next check leaves it alone; once it
+	// is quiet for the repair delay, it is repaired.
+	f.r.Check(t.Context())
+	require.Zero(t, f.jobs.repairs)
+	f.now = f.now.Add(10 * time.Second)
+	f.r.Check(t.Context())
+	require.Equal(t, 1, f.jobs.repairs)
+	j, err = f.jobs.Get(t.Context(), "job")
+	require.NoError(t, err)
+	require.Equal(t, completed, j.GetState())
+	require.EqualValues(t, 10, j.GetDelivered())
+	require.Empty(t, f.r.Tracked())
+}
+
+func TestCountsAgainOnlyAfterBackOff(t *testing.T) {
+	f := newFixture(t, stalled(30*time.Second, 7), quiet(7, 0, 0))
+	f.r.Check(t.Context())
+	require.Equal(t, 1, f.ledger.calls)
+	f.r.Check(t.Context())
+	require.Equal(t, 1, f.ledger.calls, "nothing changed: the ledger is not read again at once")
+
+	// Deltas of a killed dispatcher were lost meanwhile; after the
+	// back-off the repairer counts again and finds them.
+	f.ledger.byJob["job"] = quiet(10, 0, 0)
+	f.now = f.now.Add(5 * time.Second)
+	f.r.Check(t.Context())
+	require.Equal(t, 2, f.ledger.calls)
+	require.Equal(t, 1, f.jobs.repairs)
+}
+
+func TestErrorsKeepTheJob(t *testing.T) {
+	f := newFixture(t, stalled(30*time.Second, 7), quiet(10, 0, 0))
+	f.ledger.err = errors.New("throttled")
+	f.r.Check(t.Context())
+	require.Zero(t, f.jobs.repairs)
+	require.Equal(t, []string{"job"}, f.r.Tracked())
+	require.Contains(t, f.logs.String(), "throttled")
+
+	f.ledger.err = nil
+	f.r.Check(t.Context())
+	require.Equal(t, 1, f.jobs.repairs)
+}
+
+func TestMissingJobIsForgotten(t *testing.T) {
+	f := newFixture(t, stalled(30*time.Second, 7), quiet(10, 0, 0))
+	f.r.Note("gone")
+	require.Equal(t, []string{"gone", "job"}, f.r.Tracked())
+	f.r.Check(t.Context())
+	require.Empty(t, f.r.Tracked(), "gone does not exist; job completed")
+}
+
+func TestNoteForgetsTheOldestPastTheBound(t *testing.T) {
+	now := t0
+	r := recount.New(&jobs{}, &counts{}, recount.Options{Now: func() time.Time { return now }})
+	note := func(id string) {
+		now = now.Add(time.Millisecond)
+		r.Note(id)
+	}
+	for i := range 1024 {
+		note(fmt.Sprintf("job-%04d", i))
+	}
+	// Noting a tracked job again keeps it fresh.
+	note("job-0000")
+	note("job-1024")
+	tracked := r.Tracked()
+	require.Len(t, tracked, 1024)
+	require.Contains(t, tracked, "job-0000")
+	require.NotContains(t, tracked, "job-0001")
+	require.Contains(t, tracked, "job-1024")
+}

@@ -1,0 +1,153 @@
+package status
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/big"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	grpcstatus "google.golang.org/grpc/status"
+
+	"github.com/spoolhq/spool/dispatcher/internal/ledger"
+	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/jobstore"
+)
+
+// Ledger is the part of the delivery ledger reports and resolutions use.
+type Ledger interface {
+	Report(ctx context.Context, jobID string, fn func(ledger.Record) error) error
+	Resolve(ctx context.Context, jobID string, row int64, res spoolv1.Resolution) (ledger.Record, jobstore.Counts, error)
+}
+
+// Counter accumulates job counter deltas.
+type Counter interface {
+	Add(jobID string, c jobstore.Counts)
+}
+
+// ReportJob streams every ledger entry of the job (UNKNOWN first, then by
+// state, rows ascending), then a summary with the job and, per state, the
+// row count and the exact sum of the amounts.
+func (s *Server) ReportJob(req *spoolv1.ReportJobRequest, stream grpc.ServerStreamingServer[spoolv1.ReportJobResponse]) error {
+	ctx := stream.Context()
+	if s.o.Ledger == nil {
+		return grpcstatus.Error(codes.Unimplemented, "no delivery ledger configured")
+	}
+	id := req.GetJobId()
+	if id == "" {
+		return grpcstatus.Error(codes.InvalidArgument, "job_id is required")
+	}
+	job, err := s.jobs.Get(ctx, id)
+	if err != nil {
+		return toStatus(ctx, err)
+	}
+	totals := map[spoolv1.TransactionState]*stateTotal{}
+	err = s.o.Ledger.Report(ctx, id, func(r ledger.Record) error {
+		t := totals[r.State]
+		if t == nil {
+			t = &stateTotal{}
+			totals[r.State] = t
+		}
+		t.rows++
+		t.sum.add(r.Amount)
+		return stream.Send(&spoolv1.ReportJobResponse{Msg: &spoolv1.ReportJobResponse_Entry{Entry: r.Entry()}})
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return grpcstatus.FromContextError(ctx.Err()).Err()
+		}
+		return grpcstatus.Errorf(codes.Unavailable, "read ledger: %v", err)
+	}
+	sum := &spoolv1.ReportSummary{Job: job}
+	for _, st := range ledger.ReportOrder {
+		if t := totals[st]; t != nil {
+			sum.Totals = append(sum.Totals, &spoolv1.StateTotal{State: st, Rows: t.rows, AmountSum: t.sum.String()})
+		}
+	}
+	return stream.Send(&spoolv1.ReportJobResponse{Msg: &spoolv1.ReportJobResponse_Summary{Summary: sum}})
+}
+
+type stateTotal struct {
+	rows int64
+	sum  decimalSum
+}
+
+// ResolveTransaction settles an UNKNOWN row: DELIVERED records it so;
+// RESEND marks it and puts its envelope back on the queue.
+func (s *Server) ResolveTransaction(ctx context.Context, req *spoolv1.ResolveTransactionRequest) (*spoolv1.ResolveTransactionResponse, error) {
+	if s.o.Ledger == nil {
+		return nil, grpcstatus.Error(codes.Unimplemented, "no delivery ledger configured")
+	}
+	switch {
+	case req.GetJobId() == "":
+		return nil, grpcstatus.Error(codes.InvalidArgument, "job_id is required")
+	case req.GetRow() <= 0:
+		return nil, grpcstatus.Error(codes.InvalidArgument, "row must be positive")
+	case req.GetResolution() != spoolv1.Resolution_RESOLUTION_DELIVERED && req.GetResolution() != spoolv1.Resolution_RESOLUTION_RESEND:
+		return nil, grpcstatus.Error(codes.InvalidArgument, "resolution must be DELIVERED or RESEND")
+	}
+	r, counts, err := s.o.Ledger.Resolve(ctx, req.GetJobId(), req.GetRow(), req.GetResolution())
+	switch {
+	case errors.Is(err, ledger.ErrNotFound):
+		return nil, grpcstatus.Error(codes.NotFound, err.Error())
+	case errors.Is(err, ledger.ErrState):
+		return nil, grpcstatus.Error(codes.FailedPrecondition, err.Error())
+	case err != nil:
+		return nil, grpcstatus.Errorf(codes.Unavailable, "resolve: %v", err)
+	}
+	if s.o.Counter != nil {
+		s.o.Counter.Add(req.GetJobId(), counts)
+	}
+	if req.GetResolution() == spoolv1.Resolution_RESOLUTION_RESEND {
+		env, err := r.EnvelopeProto()
+		if err == nil && s.o.Requeue != nil {
+			err = s.o.Requeue(ctx, env)
+		}
+		if err != nil {
+			// The row stays UNKNOWN and marked: resolving it again requeues.
+			return nil, grpcstatus.Errorf(codes.Unavailable, "requeue row %d: %v; resolve again", req.GetRow(), err)
+		}
+	}
+	s.o.Log.InfoContext(ctx, "transaction resolved", "job_id", req.GetJobId(), "row", req.GetRow(), "resolution", req.GetResolution().String())
+	return &spoolv1.ResolveTransactionResponse{Entry: r.Entry()}, nil
+}
+
+// decimalSum adds decimal amounts exactly, as written in the file: money is
+// never summed in floating point. Amounts that are not plain decimals are
+// counted apart and reported after the sum.
+type decimalSum struct {
+	sum     big.Rat
+	scale   int
+	invalid int
+}
+
+func (d *decimalSum) add(s string) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return
+	}
+	var r big.Rat
+	if strings.ContainsAny(s, "eE/") {
+		d.invalid++
+		return
+	}
+	if _, ok := r.SetString(s); !ok {
+		d.invalid++
+		return
+	}
+	if i := strings.IndexByte(s, '.'); i >= 0 {
+		d.scale = max(d.scale, len(s)-i-1)
+	}
+	d.sum.Add(&d.sum, &r)
+}
+
+// String is the sum with as many decimals as the most precise amount.
+func (d *decimalSum) String() string {
+	out := d.sum.FloatString(d.scale)
+	if d.invalid > 0 {
+		out += fmt.Sprintf(" (%d amounts not decimal, left out)", d.invalid)
+	}
+	return out
+}

@@ -1,0 +1,65 @@
+package jobstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+)
+
+// ErrChanged means the job record changed since the caller read it (a
+// counter write landed, or the job left SEALED), so figures computed from
+// that read may be stale. Read the job again and retry later.
+var ErrChanged = errors.New("job changed since it was read")
+
+// Settled are the absolute figures of a job's settled rows, as counted in
+// the delivery ledger.
+type Settled struct {
+	Delivered, Failed, Unknown int64
+}
+
+// RepairCounts sets a SEALED job's delivered, failed and unknown counters
+// to c, and completes the job when that settles every row.
+//
+// Dispatchers add counter deltas they batch in memory; a dispatcher killed
+// between a ledger write and its next flush loses its deltas, and the job
+// would never complete. The ledger is the truth, and a repairer counts it.
+// The write is conditional on the record's updated_at still being seen, the
+// value the repairer read before it counted: every Add moves updated_at, so
+// a delta written meanwhile makes the repair fail with ErrChanged rather
+// than be overwritten. The caller makes sure no live dispatcher still holds
+// deltas of rows it counted (see the dispatcher's recount package).
+func (s *Store) RepairCounts(ctx context.Context, id string, seen time.Time, c Settled) (*spoolv1.Job, error) {
+	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:           aws.String(s.table),
+		Key:                 jobKey(id),
+		UpdateExpression:    aws.String("SET delivered = :d, failed = :f, #unknown = :u, updated_at = :now"),
+		ConditionExpression: aws.String("#state = :sealed AND updated_at = :seen"),
+		// UNKNOWN is a DynamoDB reserved word.
+		ExpressionAttributeNames: map[string]string{"#state": "state", "#unknown": "unknown"},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":d":      num(c.Delivered),
+			":f":      num(c.Failed),
+			":u":      num(c.Unknown),
+			":now":    num(millis(s.now())),
+			":seen":   num(millis(seen)),
+			":sealed": str(stateName(spoolv1.JobState_JOB_STATE_SEALED)),
+		},
+		ReturnValues: types.ReturnValueAllNew,
+	})
+	if isConditionFailed(err) {
+		// A missing item fails the condition too; ErrChanged covers it, as
+		// the caller read the job before and re-reads it anyway.
+		return nil, fmt.Errorf("repair counts of job %s: %w", id, ErrChanged)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("repair counts of job %s: %w", id, err)
+	}
+	return s.completeIfSettled(ctx, out.Attributes)
+}
