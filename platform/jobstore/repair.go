@@ -24,8 +24,11 @@ type Settled struct {
 	Delivered, Failed, Unknown int64
 }
 
-// RepairCounts sets a SEALED job's delivered, failed and unknown counters
-// to c, and completes the job when that settles every row.
+// RepairCounts sets a SEALED or COMPLETED job's delivered, failed and
+// unknown counters to c, and completes a SEALED job when that settles every
+// row. A COMPLETED job is repaired too: under the retry-with-key policy an
+// UNKNOWN row may be resent after the job completed, and the delta that
+// moves it from unknown to delivered can be lost like any other.
 //
 // Dispatchers add counter deltas they batch in memory; a dispatcher killed
 // between a ledger write and its next flush loses its deltas, and the job
@@ -40,16 +43,17 @@ func (s *Store) RepairCounts(ctx context.Context, id string, seen time.Time, c S
 		TableName:           aws.String(s.table),
 		Key:                 jobKey(id),
 		UpdateExpression:    aws.String("SET delivered = :d, failed = :f, #unknown = :u, updated_at = :now"),
-		ConditionExpression: aws.String("#state = :sealed AND updated_at = :seen"),
+		ConditionExpression: aws.String("#state IN (:sealed, :completed) AND updated_at = :seen"),
 		// UNKNOWN is a DynamoDB reserved word.
 		ExpressionAttributeNames: map[string]string{"#state": "state", "#unknown": "unknown"},
 		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":d":      num(c.Delivered),
-			":f":      num(c.Failed),
-			":u":      num(c.Unknown),
-			":now":    num(millis(s.now())),
-			":seen":   num(millis(seen)),
-			":sealed": str(stateName(spoolv1.JobState_JOB_STATE_SEALED)),
+			":d":         num(c.Delivered),
+			":f":         num(c.Failed),
+			":u":         num(c.Unknown),
+			":now":       num(millis(s.now())),
+			":seen":      num(millis(seen)),
+			":sealed":    str(stateName(spoolv1.JobState_JOB_STATE_SEALED)),
+			":completed": str(stateName(spoolv1.JobState_JOB_STATE_COMPLETED)),
 		},
 		ReturnValues: types.ReturnValueAllNew,
 	})

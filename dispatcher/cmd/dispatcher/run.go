@@ -22,6 +22,7 @@ import (
 	"github.com/spoolhq/spool/dispatcher/internal/deliver"
 	"github.com/spoolhq/spool/dispatcher/internal/dispatch"
 	"github.com/spoolhq/spool/dispatcher/internal/ledger"
+	"github.com/spoolhq/spool/dispatcher/internal/openjobs"
 	"github.com/spoolhq/spool/dispatcher/internal/recount"
 	"github.com/spoolhq/spool/dispatcher/internal/status"
 	"github.com/spoolhq/spool/dispatcher/internal/tally"
@@ -74,7 +75,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	// Deltas a killed dispatcher held are lost; the repairer sets the
 	// counters of the jobs this one works on or is watched for from the
 	// ledger once they stall.
-	repairer := recount.New(store, book, recount.Options{Interval: cfg.repairInterval, After: cfg.repairAfter, Log: log})
+	// The register of open jobs outlives every process, so a job whose
+	// dispatchers were all killed is still repaired by those started after.
+	repairer := recount.New(store, book, recount.Options{
+		Interval: cfg.repairInterval, After: cfg.repairAfter, Log: log,
+		Open: openjobs.New(db, cfg.table, nil), KeepUnknown: policy == ledger.RetryWithKey,
+	})
 	handler := dispatch.New(sender, counts, book, store, dispatch.Options{
 		JobCacheTTL: cfg.jobCacheTTL, ReceivingDelay: cfg.receivingDelay, Log: log, Seen: repairer.Note,
 	})

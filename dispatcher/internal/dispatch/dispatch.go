@@ -128,11 +128,12 @@ func (h *Handler) Handle(ctx context.Context, m consume.Message) consume.Disposi
 		tx.Key = e.GetJobId() + ":" + strconv.FormatInt(e.GetRow(), 10)
 	}
 	c, err := h.ledger.Claim(ctx, tx)
+	// A failed claim may still have recorded an expired send UNKNOWN.
+	h.count.Add(e.GetJobId(), c.Counts)
 	if err != nil {
 		h.log.WarnContext(ctx, "claim transaction; left for redelivery", "job_id", e.GetJobId(), "row", e.GetRow(), "message_id", m.ID, "error", err)
 		return consume.Leave
 	}
-	h.count.Add(e.GetJobId(), c.Counts)
 	switch c.Verdict {
 	case ledger.Busy:
 		return consume.Leave

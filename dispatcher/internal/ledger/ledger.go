@@ -48,14 +48,17 @@ const MaxReason = 256
 
 // Record is one transaction in the ledger. Times are Unix milliseconds.
 type Record struct {
-	Key         string
-	JobID       string
-	Row         int64
-	State       spoolv1.TransactionState
-	Owner       string
-	LeaseUntil  int64
-	Fence       int64
-	Version     int64
+	Key        string
+	JobID      string
+	Row        int64
+	State      spoolv1.TransactionState
+	Owner      string
+	LeaseUntil int64
+	Fence      int64
+	Version    int64
+	// Attempts counts the requests sent: it is bumped with SENDING, before
+	// the request, so that a send whose sender died counts as one. A row
+	// applied twice is then always one with two attempts or more.
 	Attempts    int32
 	LastStatus  int32
 	Reason      string
@@ -210,7 +213,11 @@ type Claim struct {
 // it and the message is left.
 const maxClaimRounds = 4
 
-// Claim takes ownership of tx for one send, or says why not.
+// Claim takes ownership of tx for one send, or says why not. Its Counts
+// are earned even when it fails: a claim that recorded an expired send
+// UNKNOWN and then failed to take the row over has still moved the row
+// into the job's Unknown figure, and the caller must count it, or the
+// resend that later settles the row takes one off a count never added.
 func (l *Ledger) Claim(ctx context.Context, tx Tx) (Claim, error) {
 	now := l.o.Now().UnixMilli()
 	fresh := Record{
@@ -236,7 +243,7 @@ func (l *Ledger) Claim(ctx context.Context, tx Tx) (Claim, error) {
 			var err error
 			cur, ok, err = l.b.Get(ctx, tx.Key)
 			if err != nil {
-				return Claim{}, fmt.Errorf("claim %s: %w", tx.Key, err)
+				return Claim{Counts: counts}, fmt.Errorf("claim %s: %w", tx.Key, err)
 			}
 			if !ok {
 				err := l.b.Create(ctx, fresh)
@@ -244,7 +251,7 @@ func (l *Ledger) Claim(ctx context.Context, tx Tx) (Claim, error) {
 					continue
 				}
 				if err != nil {
-					return Claim{}, fmt.Errorf("claim %s: %w", tx.Key, err)
+					return Claim{Counts: counts}, fmt.Errorf("claim %s: %w", tx.Key, err)
 				}
 				return Claim{Verdict: Send, Record: fresh, Counts: counts}, nil
 			}
@@ -264,7 +271,7 @@ func (l *Ledger) Claim(ctx context.Context, tx Tx) (Claim, error) {
 				continue
 			}
 			if err != nil {
-				return Claim{}, err
+				return Claim{Counts: counts}, err
 			}
 			return Claim{Verdict: Send, Record: next, Counts: counts}, nil
 
@@ -287,7 +294,7 @@ func (l *Ledger) Claim(ctx context.Context, tx Tx) (Claim, error) {
 				continue
 			}
 			if err != nil {
-				return Claim{}, fmt.Errorf("expire send of %s: %w", tx.Key, err)
+				return Claim{Counts: counts}, fmt.Errorf("expire send of %s: %w", tx.Key, err)
 			}
 			// Only the writer whose conditional write won counts it.
 			if !cur.Counted {
@@ -304,12 +311,12 @@ func (l *Ledger) Claim(ctx context.Context, tx Tx) (Claim, error) {
 				continue
 			}
 			if err != nil {
-				return Claim{}, err
+				return Claim{Counts: counts}, err
 			}
 			return Claim{Verdict: Send, Record: next, Counts: counts}, nil
 
 		default:
-			return Claim{}, fmt.Errorf("claim %s: record in state %v", tx.Key, cur.State)
+			return Claim{Counts: counts}, fmt.Errorf("claim %s: record in state %v", tx.Key, cur.State)
 		}
 	}
 	return Claim{Verdict: Busy, Record: cur, Counts: counts}, nil
@@ -344,6 +351,7 @@ func (l *Ledger) Sending(ctx context.Context, r Record) (Record, error) {
 	next.State = spoolv1.TransactionState_TRANSACTION_STATE_SENDING
 	// The lease runs from the send, so a slow claim does not eat into it.
 	next.LeaseUntil = now + l.o.Lease.Milliseconds()
+	next.Attempts++
 	next.Version++
 	next.UpdatedAt = now
 	if err := l.replaceOwned(ctx, r, next); err != nil {
@@ -377,7 +385,6 @@ func (l *Ledger) Finish(ctx context.Context, r Record, o Outcome) (Record, jobst
 	next.State = o.State
 	next.LastStatus = int32(o.Status)
 	next.Reason = bound(o.Reason)
-	next.Attempts++
 	next.LeaseUntil = 0
 	next.Version++
 	next.UpdatedAt = now

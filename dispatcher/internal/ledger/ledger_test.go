@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -315,5 +316,69 @@ func TestReportOrder(t *testing.T) {
 			"DELIVERED 2 E2|2026-11", "DELIVERED 4 E4|2026-11",
 			"REJECTED 1 E1|2026-11",
 		}, got)
+	})
+}
+
+// failingReplace fails the nth Replace (counting from 1) with a transport
+// error, as a throttled or timed-out write would.
+type failingReplace struct {
+	ledger.Backend
+	n, calls atomic.Int64
+}
+
+func (f *failingReplace) Replace(ctx context.Context, prev int64, next ledger.Record) error {
+	if f.calls.Add(1) == f.n.Load() {
+		return errors.New("request timed out")
+	}
+	return f.Backend.Replace(ctx, prev, next)
+}
+
+// A claim that records an expired send UNKNOWN and then fails to take the
+// row over for its resend still reports the Unknown it earned: the record
+// is counted now, and the resend that settles it moves the count back.
+func TestFailedTakeOverAfterExpiryKeepsItsCount(t *testing.T) {
+	eachBackend(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		a := w.dispatcher("a", ledger.RetryWithKey)
+		c, err := a.Claim(ctx, tx(8))
+		require.NoError(t, err)
+		_, err = a.Sending(ctx, c.Record)
+		require.NoError(t, err)
+		// a dies during the request.
+		w.clock.advance(11 * time.Second)
+
+		// b's second write (the take-over after the UNKNOWN write) fails.
+		fb := &failingReplace{Backend: w.backend}
+		fb.n.Store(2)
+		b := ledger.New(fb, ledger.Options{Owner: "b", Lease: 10 * time.Second, Policy: ledger.RetryWithKey, Now: w.clock.now})
+		c, err = b.Claim(ctx, tx(8))
+		require.Error(t, err)
+		require.Equal(t, jobstore.Counts{Unknown: 1}, c.Counts, "the UNKNOWN write won, so its count stands")
+
+		// The resend settles it: over the whole story Unknown is back at 0.
+		_, counts := send(t, w.dispatcher("c", ledger.RetryWithKey), tx(8), delivered)
+		require.Equal(t, jobstore.Counts{Unknown: -1, Delivered: 1}, counts)
+		require.Zero(t, c.Counts.Unknown+counts.Unknown)
+	})
+}
+
+// A send whose sender died during the request is an attempt: the row's
+// resend is its second, so a row the destination applied twice always
+// shows two attempts or more.
+func TestSendOfDeadSenderCountsAsAttempt(t *testing.T) {
+	eachBackend(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		a := w.dispatcher("a", ledger.RetryWithKey)
+		c, err := a.Claim(ctx, tx(9))
+		require.NoError(t, err)
+		sent, err := a.Sending(ctx, c.Record)
+		require.NoError(t, err)
+		require.EqualValues(t, 1, sent.Attempts)
+		// a dies during the request; b finds the send expired and resends.
+		w.clock.advance(11 * time.Second)
+		r, counts := send(t, w.dispatcher("b", ledger.RetryWithKey), tx(9), delivered)
+		require.Equal(t, jobstore.Counts{Delivered: 1}, counts, "unknown on the claim, delivered on the resend")
+		require.EqualValues(t, 2, r.Attempts)
+		require.EqualValues(t, 2, r.Entry().GetAttempts())
 	})
 }

@@ -17,6 +17,16 @@
 // repair one job at once: the condition lets one win, and the others find
 // the counts right.
 //
+// Which jobs to look at is kept in a register shared by every dispatcher
+// (Options.Open, package openjobs), not only in memory: under repeated
+// kills, every process that worked on a job may be gone by the time its
+// last rows settle, and a process started after the job's messages were
+// all deleted never hears of it. A job leaves the register only once it is
+// final and its counters agree with the ledger. A COMPLETED job is
+// repaired too: under retry-with-key an UNKNOWN row is resent after the
+// job completed, and the delta moving it to Delivered can be lost like any
+// other.
+//
 // It is its own package, not part of tally: the tally only adds what this
 // process saw, while the repair reads the job record and the ledger that
 // every process writes, on its own schedule.
@@ -32,6 +42,7 @@ import (
 	"time"
 
 	"github.com/spoolhq/spool/dispatcher/internal/ledger"
+	"github.com/spoolhq/spool/dispatcher/internal/openjobs"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/jobstore"
 )
@@ -40,6 +51,15 @@ import (
 type Jobs interface {
 	Get(ctx context.Context, id string) (*spoolv1.Job, error)
 	RepairCounts(ctx context.Context, id string, seen time.Time, c jobstore.Settled) (*spoolv1.Job, error)
+}
+
+// Open is the register of open jobs shared by every dispatcher.
+type Open interface {
+	Mark(ctx context.Context, jobID string) error
+	List(ctx context.Context) ([]string, error)
+	// Unmark removes the job unless it was marked after cutoff
+	// (openjobs.ErrMarked).
+	Unmark(ctx context.Context, jobID string, cutoff time.Time) error
 }
 
 // Ledger counts a job's ledger records.
@@ -74,6 +94,14 @@ type Options struct {
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	Log *slog.Logger
+	// Open, when set, is the shared register of open jobs: the jobs this
+	// process notes are marked in it, and the jobs listed in it are
+	// tracked too.
+	Open Open
+	// KeepUnknown says UNKNOWN rows are resent (retry-with-key): a
+	// COMPLETED job whose ledger still counts some stays tracked, because
+	// their resends will move its counters again.
+	KeepUnknown bool
 }
 
 // Repairer tracks the jobs a dispatcher works on and repairs their
@@ -85,6 +113,8 @@ type Repairer struct {
 
 	mu      sync.Mutex
 	tracked map[string]*entry
+	// kick wakes the marker when a job is due to be marked open.
+	kick chan struct{}
 }
 
 // entry is what the repairer knows of one tracked job.
@@ -96,6 +126,10 @@ type entry struct {
 	seen int64
 	next time.Time
 	wait time.Duration
+	// marked is when this process last marked the job open; due says it
+	// should be marked (again).
+	marked time.Time
+	due    bool
 }
 
 // New returns a repairer.
@@ -112,8 +146,16 @@ func New(jobs Jobs, l Ledger, o Options) *Repairer {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	return &Repairer{jobs: jobs, ledger: l, o: o, tracked: map[string]*entry{}}
+	return &Repairer{jobs: jobs, ledger: l, o: o, tracked: map[string]*entry{}, kick: make(chan struct{}, 1)}
 }
+
+// markEvery is how often a job this process keeps working on is marked
+// open again, and unmarkSlack how recent a mark keeps a job open: a
+// dispatcher marks a job at most markEvery before it handles a message of
+// it, so a repairer that saw no mark within unmarkSlack before its ledger
+// count knows nobody handled one since.
+func (r *Repairer) markEvery() time.Duration   { return r.o.After / 4 }
+func (r *Repairer) unmarkSlack() time.Duration { return r.o.After / 2 }
 
 // Note tracks a job until it is final. It is cheap: call it whenever the
 // job is read.
@@ -123,6 +165,10 @@ func (r *Repairer) Note(jobID string) {
 	defer r.mu.Unlock()
 	if e, ok := r.tracked[jobID]; ok {
 		e.noted = now
+		if r.o.Open != nil && !e.due && now.Sub(e.marked) >= r.markEvery() {
+			e.due = true
+			r.wake()
+		}
 		return
 	}
 	if len(r.tracked) >= maxJobs {
@@ -134,7 +180,64 @@ func (r *Repairer) Note(jobID string) {
 		}
 		delete(r.tracked, oldest)
 	}
-	r.tracked[jobID] = &entry{noted: now}
+	r.tracked[jobID] = &entry{noted: now, due: r.o.Open != nil}
+	r.wake()
+}
+
+func (r *Repairer) wake() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Mark marks every job due in the register; a failed mark is tried again
+// at the next.
+func (r *Repairer) Mark(ctx context.Context) {
+	if r.o.Open == nil {
+		return
+	}
+	r.mu.Lock()
+	var due []string
+	for id, e := range r.tracked {
+		if e.due {
+			due = append(due, id)
+		}
+	}
+	r.mu.Unlock()
+	for _, id := range due {
+		if err := r.o.Open.Mark(ctx, id); err != nil {
+			r.o.Log.WarnContext(ctx, "mark job open", "job_id", id, "error", err)
+			continue
+		}
+		now := r.o.Now()
+		r.mu.Lock()
+		if e, ok := r.tracked[id]; ok {
+			e.due, e.marked = false, now
+		}
+		r.mu.Unlock()
+	}
+}
+
+// Sync tracks every job in the register this process does not track yet.
+func (r *Repairer) Sync(ctx context.Context) {
+	if r.o.Open == nil {
+		return
+	}
+	ids, err := r.o.Open.List(ctx)
+	if err != nil {
+		r.o.Log.WarnContext(ctx, "list open jobs", "error", err)
+		return
+	}
+	now := r.o.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, id := range ids {
+		if _, ok := r.tracked[id]; !ok && len(r.tracked) < maxJobs {
+			// Listed, so marked already; the first Note marks it again.
+			r.tracked[id] = &entry{noted: now}
+		}
+	}
 }
 
 // Tracked returns the ids of the tracked jobs, sorted.
@@ -144,16 +247,32 @@ func (r *Repairer) Tracked() []string {
 	return slices.Sorted(maps.Keys(r.tracked))
 }
 
-// Run looks at the tracked jobs every interval until ctx is done.
+// Run marks the jobs this process notes open as they come, and looks at
+// the open and tracked jobs at once and then every interval, until ctx is
+// done.
 func (r *Repairer) Run(ctx context.Context) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-r.kick:
+				r.Mark(ctx)
+			}
+		}
+	}()
+	defer func() { <-done }()
 	tick := time.NewTicker(r.o.Interval)
 	defer tick.Stop()
 	for {
+		r.Sync(ctx)
+		r.Check(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			r.Check(ctx)
 		}
 	}
 }
@@ -196,23 +315,28 @@ func (r *Repairer) check(ctx context.Context, id string) {
 // look checks one job and returns its entry after the check, and whether to
 // keep tracking it.
 func (r *Repairer) look(ctx context.Context, id string, e entry) (entry, bool) {
+	now := r.o.Now()
 	j, err := r.jobs.Get(ctx, id)
 	if errors.Is(err, jobstore.ErrNotFound) {
-		return e, false
+		return r.forget(ctx, id, e, now)
 	}
 	if err != nil {
 		r.o.Log.WarnContext(ctx, "read job for counter repair", "job_id", id, "error", err)
 		return e, true
 	}
+	have := jobstore.Settled{Delivered: j.GetDelivered(), Failed: j.GetFailed(), Unknown: j.GetUnknown()}
 	switch j.GetState() {
 	case spoolv1.JobState_JOB_STATE_SEALED:
 	case spoolv1.JobState_JOB_STATE_RECEIVING:
 		return e, true
+	case spoolv1.JobState_JOB_STATE_COMPLETED:
+		if have.Unknown == 0 {
+			// Every row delivered or rejected: nothing moves any more.
+			return r.forget(ctx, id, e, now)
+		}
 	default:
-		return e, false
+		return r.forget(ctx, id, e, now)
 	}
-	have := jobstore.Settled{Delivered: j.GetDelivered(), Failed: j.GetFailed(), Unknown: j.GetUnknown()}
-	now := r.o.Now()
 	updated := j.GetUpdatedAt().AsTime()
 	if now.Sub(updated) < r.o.After {
 		// Live: dispatchers are still writing, and may hold deltas.
@@ -250,6 +374,12 @@ func (r *Repairer) look(ctx context.Context, id string, e entry) (entry, bool) {
 	case want == have && sum(have) < j.GetTotal():
 		// Right, and rows still to settle: their deltas will come.
 		return backOff(), true
+	case want == have && j.GetState() == spoolv1.JobState_JOB_STATE_COMPLETED:
+		if r.o.KeepUnknown && want.Unknown > 0 {
+			// Right, and the unknown rows will be resent.
+			return backOff(), true
+		}
+		return r.forget(ctx, id, backOff(), now)
 	}
 	// Counts that differ are repaired; equal ones that settle every row
 	// are written again too, so that the job, which a failed completion
@@ -267,7 +397,30 @@ func (r *Repairer) look(ctx context.Context, id string, e entry) (entry, bool) {
 		"delivered_before", have.Delivered, "failed_before", have.Failed, "unknown_before", have.Unknown,
 		"delivered", want.Delivered, "failed", want.Failed, "unknown", want.Unknown,
 		"pending", c.Pending, "state", got.GetState().String())
-	return entry{noted: e.noted}, got.GetState() == spoolv1.JobState_JOB_STATE_SEALED
+	next := entry{noted: e.noted, marked: e.marked, due: e.due}
+	if got.GetState() == spoolv1.JobState_JOB_STATE_SEALED || (r.o.KeepUnknown && want.Unknown > 0) {
+		return next, true
+	}
+	return r.forget(ctx, id, next, now)
+}
+
+// forget stops tracking a final job and takes it out of the register,
+// unless a dispatcher marked it open again lately: it may hold deltas of
+// the job, which is then looked at again later.
+func (r *Repairer) forget(ctx context.Context, id string, e entry, now time.Time) (entry, bool) {
+	if r.o.Open == nil {
+		return e, false
+	}
+	err := r.o.Open.Unmark(ctx, id, now.Add(-r.unmarkSlack()))
+	if errors.Is(err, openjobs.ErrMarked) {
+		r.o.Log.DebugContext(ctx, "final job left open; marked again lately", "job_id", id)
+		return e, true
+	}
+	if err != nil {
+		r.o.Log.WarnContext(ctx, "unmark final job", "job_id", id, "error", err)
+		return e, true
+	}
+	return e, false
 }
 
 func sum(c jobstore.Settled) int64 { return c.Delivered + c.Failed + c.Unknown }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/spoolhq/spool/dispatcher/internal/ledger"
+	"github.com/spoolhq/spool/dispatcher/internal/openjobs"
 	"github.com/spoolhq/spool/dispatcher/internal/recount"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/jobstore"
@@ -27,8 +30,8 @@ const (
 	completed = spoolv1.JobState_JOB_STATE_COMPLETED
 )
 
-// jobs is a job store that repairs as the real one does: only a SEALED job
-// whose updated_at is still the one seen.
+// jobs is a job store that repairs as the real one does: only a SEALED or
+// COMPLETED job whose updated_at is still the one seen.
 type jobs struct {
 	now func() time.Time
 
@@ -58,13 +61,13 @@ func (f *jobs) RepairCounts(_ context.Context, id string, seen time.Time, c jobs
 		f.race(j)
 		f.race = nil
 	}
-	if !ok || j.GetState() != sealed || !j.GetUpdatedAt().AsTime().Equal(seen) {
+	if !ok || (j.GetState() != sealed && j.GetState() != completed) || !j.GetUpdatedAt().AsTime().Equal(seen) {
 		return nil, jobstore.ErrChanged
 	}
 	f.repairs++
 	j.Delivered, j.Failed, j.Unknown = c.Delivered, c.Failed, c.Unknown
 	j.UpdatedAt = timestamppb.New(f.now())
-	if c.Delivered+c.Failed+c.Unknown >= j.GetTotal() {
+	if j.GetState() == sealed && c.Delivered+c.Failed+c.Unknown >= j.GetTotal() {
 		j.State = completed
 	}
 	return proto.Clone(j).(*spoolv1.Job), nil
@@ -280,4 +283,126 @@ func TestNoteForgetsTheOldestPastTheBound(t *testing.T) {
 	require.Contains(t, tracked, "job-0000")
 	require.NotContains(t, tracked, "job-0001")
 	require.Contains(t, tracked, "job-1024")
+}
+
+// register is an in-memory register of open jobs, shared by the repairers
+// of one test as the table is by the dispatchers.
+type register struct {
+	mu     sync.Mutex
+	marked map[string]time.Time
+	now    func() time.Time
+}
+
+func (g *register) Mark(_ context.Context, id string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.marked[id] = g.now()
+	return nil
+}
+
+func (g *register) List(context.Context) ([]string, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Sorted(maps.Keys(g.marked)), nil
+}
+
+func (g *register) Unmark(_ context.Context, id string, cutoff time.Time) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if m, ok := g.marked[id]; ok && m.After(cutoff) {
+		return openjobs.ErrMarked
+	}
+	delete(g.marked, id)
+	return nil
+}
+
+func (f *fixture) repairer(open recount.Open, keepUnknown bool) *recount.Repairer {
+	return recount.New(f.jobs, f.ledger, recount.Options{
+		Interval: 5 * time.Second, After: 10 * time.Second, Now: func() time.Time { return f.now },
+		Log: slog.New(slog.NewTextHandler(f.logs, nil)), Open: open, KeepUnknown: keepUnknown,
+	})
+}
+
+// Every dispatcher that worked on a job is killed before its counters are
+// repaired, and its messages are all gone: a dispatcher started afterwards
+// never reads the job, yet finds it in the register and repairs it.
+func TestJobOfKilledDispatchersIsRepairedByANewOne(t *testing.T) {
+	f := newFixture(t, stalled(30*time.Second, 7), quiet(10, 0, 0))
+	open := &register{marked: map[string]time.Time{}, now: func() time.Time { return f.now }}
+	worker := f.repairer(open, false)
+	worker.Note("job")
+	worker.Mark(t.Context())
+	// worker is SIGKILLed here; its tracked jobs die with it.
+
+	fresh := f.repairer(open, false)
+	fresh.Sync(t.Context())
+	require.Equal(t, []string{"job"}, fresh.Tracked())
+	f.now = f.now.Add(10 * time.Second)
+	fresh.Check(t.Context())
+	require.Equal(t, 1, f.jobs.repairs)
+	j, err := f.jobs.Get(t.Context(), "job")
+	require.NoError(t, err)
+	require.Equal(t, completed, j.GetState())
+	require.EqualValues(t, 10, j.GetDelivered())
+	require.Empty(t, fresh.Tracked(), "final and right: forgotten")
+	ids, err := open.List(t.Context())
+	require.NoError(t, err)
+	require.Empty(t, ids, "and out of the register")
+}
+
+// Under retry-with-key an UNKNOWN row is resent after its job completed;
+// the delta that moves it to delivered was lost with a killed dispatcher.
+// The completed job is repaired, and kept while the ledger counts rows
+// unknown that will be resent.
+func TestCompletedJobWithResentUnknownIsRepaired(t *testing.T) {
+	job := &spoolv1.Job{
+		JobId: "job", State: completed, Total: 10, Delivered: 8, Unknown: 2, Retries: 4,
+		UpdatedAt: timestamppb.New(t0.Add(-30 * time.Second)),
+	}
+	f := newFixture(t, job, quiet(9, 0, 1))
+	open := &register{marked: map[string]time.Time{}, now: func() time.Time { return f.now }}
+	r := f.repairer(open, true)
+	r.Note("job")
+	r.Mark(t.Context())
+	f.now = f.now.Add(10 * time.Second)
+	r.Check(t.Context())
+	require.Equal(t, 1, f.jobs.repairs)
+	j, err := f.jobs.Get(t.Context(), "job")
+	require.NoError(t, err)
+	require.Equal(t, completed, j.GetState())
+	require.Equal(t, jobstore.Settled{Delivered: 9, Unknown: 1}, jobstore.Settled{Delivered: j.GetDelivered(), Failed: j.GetFailed(), Unknown: j.GetUnknown()})
+	require.Equal(t, []string{"job"}, r.Tracked(), "one row will still be resent")
+
+	// The last resend settles; its delta is lost too.
+	f.ledger.byJob["job"] = ledger.Count{Delivered: 10, LastChange: f.now.UnixMilli()}
+	f.now = f.now.Add(time.Minute)
+	r.Check(t.Context())
+	j, err = f.jobs.Get(t.Context(), "job")
+	require.NoError(t, err)
+	require.EqualValues(t, 10, j.GetDelivered())
+	require.Zero(t, j.GetUnknown())
+	r.Check(t.Context())
+	require.Empty(t, r.Tracked())
+	ids, err := open.List(t.Context())
+	require.NoError(t, err)
+	require.Empty(t, ids)
+}
+
+// A job marked again lately stays in the register: the dispatcher that
+// marked it may hold deltas of it.
+func TestRecentlyMarkedJobStaysOpen(t *testing.T) {
+	job := &spoolv1.Job{JobId: "job", State: completed, Total: 10, Delivered: 10, UpdatedAt: timestamppb.New(t0.Add(-time.Hour))}
+	f := newFixture(t, job, quiet(10, 0, 0))
+	open := &register{marked: map[string]time.Time{}, now: func() time.Time { return f.now }}
+	other := f.repairer(open, false)
+	other.Note("job")
+	other.Mark(t.Context())
+
+	r := f.repairer(open, false)
+	r.Sync(t.Context())
+	r.Check(t.Context())
+	require.Equal(t, []string{"job"}, r.Tracked())
+	f.now = f.now.Add(10 * time.Second)
+	r.Check(t.Context())
+	require.Empty(t, r.Tracked())
 }
