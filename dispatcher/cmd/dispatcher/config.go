@@ -75,7 +75,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs.DurationVar(&c.watchInterval, "watch-interval", status.DefaultInterval, "how often WatchJob reads the job")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 25*time.Second, "bound on shutdown: finish in-flight deliveries, flush deletes and counters")
 	fs.DurationVar(&c.jobCacheTTL, "job-cache-ttl", dispatch.DefaultJobCacheTTL, "how long a job record read is trusted when gating deliveries")
-	fs.DurationVar(&c.receivingDelay, "receiving-delay", dispatch.DefaultReceivingDelay, "how long a message of a job still receiving waits before it comes back")
+	fs.DurationVar(&c.receivingDelay, "receiving-delay", dispatch.DefaultReceivingDelay, "longest wait before a message of a job still receiving comes back (the first is 1s, doubling per receive)")
 	fs.StringVar(&c.unknownPolicy, "unknown-policy", "hold", "what to do with a row whose delivery outcome is unknown: hold (never resend) or retry-with-key")
 	fs.DurationVar(&c.claimLease, "claim-lease", 0, "how long a dispatcher owns a transaction it claimed; 0 = 2 × destination-timeout + 5s")
 	fs.DurationVar(&c.repairInterval, "repair-interval", recount.DefaultInterval, "how often job counters are checked against the delivery ledger")

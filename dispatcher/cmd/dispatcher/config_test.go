@@ -33,7 +33,7 @@ func TestParseConfig(t *testing.T) {
 				require.Equal(t, 25*time.Second, c.shutdownGrace)
 				require.Empty(t, c.headers.h)
 				require.Equal(t, time.Second, c.jobCacheTTL)
-				require.Equal(t, 10*time.Second, c.receivingDelay)
+				require.Equal(t, 2*time.Minute, c.receivingDelay)
 				require.Equal(t, "hold", c.unknownPolicy)
 				require.Equal(t, 25*time.Second, c.lease())
 				require.Equal(t, 5*time.Second, c.repairInterval)

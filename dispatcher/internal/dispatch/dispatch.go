@@ -54,8 +54,13 @@ type Ledger interface {
 // Defaults for Options.
 const (
 	DefaultJobCacheTTL    = time.Second
-	DefaultReceivingDelay = 10 * time.Second
+	DefaultReceivingDelay = 2 * time.Minute
 )
+
+// firstReceivingDelay is how soon a message of a job still RECEIVING is
+// first tried again: most files are sealed within seconds of their first
+// rows, and a small file should not wait long for its seal.
+const firstReceivingDelay = time.Second
 
 // outcomeTimeout bounds the ledger write after a send. It runs even when
 // the delivery's context was cancelled at shutdown: the destination has
@@ -66,8 +71,11 @@ const outcomeTimeout = 10 * time.Second
 type Options struct {
 	// JobCacheTTL is how long a job record read is trusted.
 	JobCacheTTL time.Duration
-	// ReceivingDelay is how long a message of a job still RECEIVING waits
-	// before it is received again.
+	// ReceivingDelay is the longest a message of a job still RECEIVING
+	// waits before it is received again. The first wait is a second and
+	// each receive doubles it, so a file that streams for hours does not
+	// walk its first messages to the queue's maxReceiveCount (every receive
+	// counts there, on AWS too), while a small file is delivered promptly.
 	ReceivingDelay time.Duration
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
@@ -203,7 +211,7 @@ func (h *Handler) gate(ctx context.Context, m consume.Message) (*spoolv1.Job, co
 	}
 	if job.GetState() == spoolv1.JobState_JOB_STATE_RECEIVING {
 		if exp := job.GetLeaseExpiresAt(); exp == nil || !exp.AsTime().Before(h.o.Now()) {
-			return nil, consume.After(h.o.ReceivingDelay), false
+			return nil, consume.After(h.receivingDelay(m.ReceiveCount)), false
 		}
 		j, err := h.jobs.ExpireIfAbandoned(ctx, job)
 		if err != nil {
@@ -220,7 +228,7 @@ func (h *Handler) gate(ctx context.Context, m consume.Message) (*spoolv1.Job, co
 	case spoolv1.JobState_JOB_STATE_SEALED, spoolv1.JobState_JOB_STATE_COMPLETED:
 		return job, consume.Disposition{}, true
 	case spoolv1.JobState_JOB_STATE_RECEIVING:
-		return nil, consume.After(h.o.ReceivingDelay), false
+		return nil, consume.After(h.receivingDelay(m.ReceiveCount)), false
 	case spoolv1.JobState_JOB_STATE_ABORTED, spoolv1.JobState_JOB_STATE_REJECTED, spoolv1.JobState_JOB_STATE_CANCELLED:
 		h.count.Add(e.GetJobId(), jobstore.Counts{Dropped: 1})
 		return nil, consume.Delete, false
@@ -282,4 +290,15 @@ func field(e *spoolv1.Envelope, name string) string {
 		}
 	}
 	return ""
+}
+
+// receivingDelay is the wait before a message of a RECEIVING job, received
+// receiveCount times, comes back: 1 s, 2 s, 4 s, … up to ReceivingDelay.
+// The receive count only paces the wait; it is not a retry budget.
+func (h *Handler) receivingDelay(receiveCount int) time.Duration {
+	d := firstReceivingDelay
+	for i := 1; i < receiveCount && d < h.o.ReceivingDelay; i++ {
+		d *= 2
+	}
+	return min(d, h.o.ReceivingDelay)
 }

@@ -213,7 +213,7 @@ func TestGating(t *testing.T) {
 		wantCounts  jobstore.Counts
 		wantExpired int64
 	}{
-		{name: "receiving comes back later", state: spoolv1.JobState_JOB_STATE_RECEIVING, want: consume.After(10 * time.Second)},
+		{name: "receiving comes back soon at first", state: spoolv1.JobState_JOB_STATE_RECEIVING, want: consume.After(time.Second)},
 		{name: "receiving and abandoned is aborted and dropped", state: spoolv1.JobState_JOB_STATE_RECEIVING, leaseGone: true,
 			want: consume.Delete, wantCounts: jobstore.Counts{Dropped: 1}, wantExpired: 1},
 		{name: "aborted is dropped", state: spoolv1.JobState_JOB_STATE_ABORTED, want: consume.Delete, wantCounts: jobstore.Counts{Dropped: 1}},
@@ -238,6 +238,24 @@ func TestGating(t *testing.T) {
 			_, claimed, err := f.ledger.Get(t.Context(), "job:1")
 			require.NoError(t, err)
 			require.False(t, claimed, "no ledger record")
+		})
+	}
+}
+
+func TestReceivingDelayGrowsToItsCap(t *testing.T) {
+	tests := []struct {
+		receiveCount int
+		want         time.Duration
+	}{
+		{0, time.Second}, {1, time.Second}, {2, 2 * time.Second}, {4, 8 * time.Second},
+		{8, 2 * time.Minute}, {99, 2 * time.Minute},
+	}
+	f := newFixture(t, spoolv1.JobState_JOB_STATE_RECEIVING, ledger.Hold)
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.receiveCount), func(t *testing.T) {
+			m := message(1)
+			m.ReceiveCount = tt.receiveCount
+			require.Equal(t, consume.After(tt.want), f.h.Handle(t.Context(), m))
 		})
 	}
 }
