@@ -73,10 +73,9 @@ func Command(kind Kind, localDir string, port int) (*exec.Cmd, error) {
 	case SQS:
 		cmd = exec.Command("node", "sqs.mjs", "--port", p, "--host", "127.0.0.1")
 	case DynamoDB:
-		// In memory (no --path): tables vanish with the process, which is
-		// what tests and the demo want.
-		cmd = exec.Command("node", filepath.Join("node_modules", "dynalite", "cli.js"),
-			"--port", p, "--host", "127.0.0.1", "--createTableMs", "0", "--deleteTableMs", "0")
+		// dynamodb.mjs runs dynalite in memory and survives clients killed
+		// mid-request (see the comment there).
+		cmd = exec.Command("node", "dynamodb.mjs", "--port", p, "--host", "127.0.0.1")
 	default:
 		return nil, fmt.Errorf("unknown emulator %q", kind)
 	}
