@@ -55,7 +55,7 @@ func TestDecodeRejects(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Decode(tt.body, tt.attrs)
 			require.Error(t, err)
-			require.Equal(t, tt.unknownVer, errorsIs(err, ErrUnknownVersion))
+			require.Equal(t, tt.unknownVer, errors.Is(err, ErrUnknownVersion))
 		})
 	}
 }
@@ -68,5 +68,3 @@ func mustMarshal(t testing.TB, m proto.Message) []byte {
 	require.NoError(t, err)
 	return b
 }
-
-func errorsIs(err, target error) bool { return errors.Is(err, target) }
