@@ -36,6 +36,9 @@ const (
 	TransactionState_TRANSACTION_STATE_REJECTED TransactionState = 4
 	// A SENDING lease expired: the request may or may not have been applied.
 	TransactionState_TRANSACTION_STATE_UNKNOWN TransactionState = 5
+	// Not sent: another row (of this job or another) carries the same
+	// business key and holds the transaction; duplicate_of names it.
+	TransactionState_TRANSACTION_STATE_DUPLICATE TransactionState = 6
 )
 
 // Enum value maps for TransactionState.
@@ -47,6 +50,7 @@ var (
 		3: "TRANSACTION_STATE_DELIVERED",
 		4: "TRANSACTION_STATE_REJECTED",
 		5: "TRANSACTION_STATE_UNKNOWN",
+		6: "TRANSACTION_STATE_DUPLICATE",
 	}
 	TransactionState_value = map[string]int32{
 		"TRANSACTION_STATE_UNSPECIFIED": 0,
@@ -55,6 +59,7 @@ var (
 		"TRANSACTION_STATE_DELIVERED":   3,
 		"TRANSACTION_STATE_REJECTED":    4,
 		"TRANSACTION_STATE_UNKNOWN":     5,
+		"TRANSACTION_STATE_DUPLICATE":   6,
 	}
 )
 
@@ -238,11 +243,14 @@ type LedgerEntry struct {
 	Amount   string `protobuf:"bytes,6,opt,name=amount,proto3" json:"amount,omitempty"`
 	Attempts int32  `protobuf:"varint,7,opt,name=attempts,proto3" json:"attempts,omitempty"`
 	// HTTP status of the last answer, 0 when there was none.
-	LastStatus    int32                  `protobuf:"varint,8,opt,name=last_status,json=lastStatus,proto3" json:"last_status,omitempty"`
-	Reason        string                 `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LastStatus int32                  `protobuf:"varint,8,opt,name=last_status,json=lastStatus,proto3" json:"last_status,omitempty"`
+	Reason     string                 `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
+	UpdatedAt  *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// For a DUPLICATE row: the job and row that hold the transaction.
+	DuplicateOfJobId string `protobuf:"bytes,11,opt,name=duplicate_of_job_id,json=duplicateOfJobId,proto3" json:"duplicate_of_job_id,omitempty"`
+	DuplicateOfRow   int64  `protobuf:"varint,12,opt,name=duplicate_of_row,json=duplicateOfRow,proto3" json:"duplicate_of_row,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *LedgerEntry) Reset() {
@@ -343,6 +351,20 @@ func (x *LedgerEntry) GetUpdatedAt() *timestamppb.Timestamp {
 		return x.UpdatedAt
 	}
 	return nil
+}
+
+func (x *LedgerEntry) GetDuplicateOfJobId() string {
+	if x != nil {
+		return x.DuplicateOfJobId
+	}
+	return ""
+}
+
+func (x *LedgerEntry) GetDuplicateOfRow() int64 {
+	if x != nil {
+		return x.DuplicateOfRow
+	}
+	return 0
 }
 
 type ReportJobRequest struct {
@@ -697,7 +719,7 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"\x0fWatchJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"E\n" +
 	"\x10WatchJobResponse\x121\n" +
-	"\bprogress\x18\x01 \x01(\v2\x15.spool.v1.JobProgressR\bprogress\"\xdc\x02\n" +
+	"\bprogress\x18\x01 \x01(\v2\x15.spool.v1.JobProgressR\bprogress\"\xb5\x03\n" +
 	"\vLedgerEntry\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x10\n" +
 	"\x03row\x18\x02 \x01(\x03R\x03row\x12'\n" +
@@ -711,7 +733,9 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"\x06reason\x18\t \x01(\tR\x06reason\x129\n" +
 	"\n" +
 	"updated_at\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\")\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12-\n" +
+	"\x13duplicate_of_job_id\x18\v \x01(\tR\x10duplicateOfJobId\x12(\n" +
+	"\x10duplicate_of_row\x18\f \x01(\x03R\x0eduplicateOfRow\")\n" +
 	"\x10ReportJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"~\n" +
 	"\x11ReportJobResponse\x12-\n" +
@@ -734,14 +758,15 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"resolution\x18\x03 \x01(\x0e2\x14.spool.v1.ResolutionR\n" +
 	"resolution\"I\n" +
 	"\x1aResolveTransactionResponse\x12+\n" +
-	"\x05entry\x18\x01 \x01(\v2\x15.spool.v1.LedgerEntryR\x05entry*\xd3\x01\n" +
+	"\x05entry\x18\x01 \x01(\v2\x15.spool.v1.LedgerEntryR\x05entry*\xf4\x01\n" +
 	"\x10TransactionState\x12!\n" +
 	"\x1dTRANSACTION_STATE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19TRANSACTION_STATE_CLAIMED\x10\x01\x12\x1d\n" +
 	"\x19TRANSACTION_STATE_SENDING\x10\x02\x12\x1f\n" +
 	"\x1bTRANSACTION_STATE_DELIVERED\x10\x03\x12\x1e\n" +
 	"\x1aTRANSACTION_STATE_REJECTED\x10\x04\x12\x1d\n" +
-	"\x19TRANSACTION_STATE_UNKNOWN\x10\x05*Y\n" +
+	"\x19TRANSACTION_STATE_UNKNOWN\x10\x05\x12\x1f\n" +
+	"\x1bTRANSACTION_STATE_DUPLICATE\x10\x06*Y\n" +
 	"\n" +
 	"Resolution\x12\x1a\n" +
 	"\x16RESOLUTION_UNSPECIFIED\x10\x00\x12\x18\n" +

@@ -146,8 +146,12 @@ type Job struct {
 	// and the column holding its amount; empty when the file names none.
 	BusinessKeyColumns []string `protobuf:"bytes,26,rep,name=business_key_columns,json=businessKeyColumns,proto3" json:"business_key_columns,omitempty"`
 	AmountColumn       string   `protobuf:"bytes,27,opt,name=amount_column,json=amountColumn,proto3" json:"amount_column,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Rows not sent because their business key was already settled by
+	// another row (of this file or an earlier one): each is in the ledger as
+	// DUPLICATE, naming the row that carries the transaction.
+	DuplicateRows int64 `protobuf:"varint,28,opt,name=duplicate_rows,json=duplicateRows,proto3" json:"duplicate_rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
@@ -369,6 +373,13 @@ func (x *Job) GetAmountColumn() string {
 	return ""
 }
 
+func (x *Job) GetDuplicateRows() int64 {
+	if x != nil {
+		return x.DuplicateRows
+	}
+	return 0
+}
+
 // ControlTotals let a caller prove the file arrived whole. Every field is
 // optional; a declared total that does not match at the end of the stream
 // rejects the job, and nothing of it is delivered.
@@ -520,7 +531,7 @@ var File_spool_v1_job_proto protoreflect.FileDescriptor
 
 const file_spool_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x12spool/v1/job.proto\x12\bspool.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\b\n" +
+	"\x12spool/v1/job.proto\x12\bspool.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd3\b\n" +
 	"\x03Job\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x17\n" +
 	"\ajob_key\x18\x02 \x01(\tR\x06jobKey\x12\x1b\n" +
@@ -552,7 +563,8 @@ const file_spool_v1_job_proto_rawDesc = "" +
 	"\x06actual\x18\x18 \x01(\v2\x17.spool.v1.ControlTotalsR\x06actual\x12D\n" +
 	"\x10lease_expires_at\x18\x19 \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x120\n" +
 	"\x14business_key_columns\x18\x1a \x03(\tR\x12businessKeyColumns\x12#\n" +
-	"\ramount_column\x18\x1b \x01(\tR\famountColumn\"v\n" +
+	"\ramount_column\x18\x1b \x01(\tR\famountColumn\x12%\n" +
+	"\x0eduplicate_rows\x18\x1c \x01(\x03R\rduplicateRows\"v\n" +
 	"\rControlTotals\x12 \n" +
 	"\trow_count\x18\x01 \x01(\x03H\x00R\browCount\x88\x01\x01\x12\x1d\n" +
 	"\n" +
