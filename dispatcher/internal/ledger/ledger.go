@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -77,6 +78,10 @@ type Record struct {
 	// long as the row is unsettled, like the queue's copy, and it is
 	// removed once the row is DELIVERED or REJECTED.
 	Envelope []byte
+	// DupJobID and DupRow name, on a DUPLICATE record, the row whose
+	// record holds the transaction.
+	DupJobID string
+	DupRow   int64
 }
 
 // Entry returns the record as a report entry.
@@ -85,6 +90,7 @@ func (r Record) Entry() *spoolv1.LedgerEntry {
 		JobId: r.JobID, Row: r.Row, TransactionKey: r.Key, State: r.State,
 		BusinessKey: r.BusinessKey, Amount: r.Amount, Attempts: r.Attempts,
 		LastStatus: r.LastStatus, Reason: r.Reason,
+		DuplicateOfJobId: r.DupJobID, DuplicateOfRow: r.DupRow,
 	}
 	if r.UpdatedAt != 0 {
 		e.UpdatedAt = timestamppb.New(time.UnixMilli(r.UpdatedAt))
@@ -185,8 +191,9 @@ const (
 	Send Verdict = iota
 	// Busy: another dispatcher's claim is live; leave the message.
 	Busy
-	// Settled: the transaction is DELIVERED or REJECTED already; delete the
-	// message without sending (a duplicate suppressed).
+	// Settled: the transaction is DELIVERED or REJECTED already, or the
+	// row is recorded DUPLICATE of another row's transaction; delete the
+	// message without sending.
 	Settled
 	// Held: the outcome is unknown and the policy holds it; delete the
 	// message without sending.
@@ -220,9 +227,14 @@ const maxClaimRounds = 4
 // resend that later settles the row takes one off a count never added.
 func (l *Ledger) Claim(ctx context.Context, tx Tx) (Claim, error) {
 	now := l.o.Now().UnixMilli()
+	// The claim is written as SENDING: the caller sends at once (anything
+	// it waits for, it waits for before claiming), so the claim and the
+	// mark before the request are one conditional write, not two. The
+	// window in which a crash leaves the row UNKNOWN is the same either
+	// way: from this write until the request is on the wire.
 	fresh := Record{
-		Key: tx.Key, JobID: tx.JobID, Row: tx.Row, State: spoolv1.TransactionState_TRANSACTION_STATE_CLAIMED,
-		Owner: l.o.Owner, LeaseUntil: now + l.o.Lease.Milliseconds(), Fence: 1, Version: 1,
+		Key: tx.Key, JobID: tx.JobID, Row: tx.Row, State: spoolv1.TransactionState_TRANSACTION_STATE_SENDING,
+		Owner: l.o.Owner, LeaseUntil: now + l.o.Lease.Milliseconds(), Fence: 1, Version: 1, Attempts: 1,
 		BusinessKey: tx.BusinessKey, Amount: tx.Amount, UpdatedAt: now,
 	}
 	// The first delivery of a row is by far the most common case: one
@@ -257,6 +269,11 @@ func (l *Ledger) Claim(ctx context.Context, tx Tx) (Claim, error) {
 			}
 		}
 		read = true
+		if cur.JobID != tx.JobID || cur.Row != tx.Row {
+			// Another row carries the same business key: this row is a
+			// duplicate of its transaction, never sent on its own.
+			return l.duplicate(ctx, tx, cur, now, counts)
+		}
 		switch cur.State {
 		case spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, spoolv1.TransactionState_TRANSACTION_STATE_REJECTED:
 			counts.Suppressed++
@@ -322,13 +339,54 @@ func (l *Ledger) Claim(ctx context.Context, tx Tx) (Claim, error) {
 	return Claim{Verdict: Busy, Record: cur, Counts: counts}, nil
 }
 
-// takeOver claims a record whose lease ended, or an UNKNOWN one to resend:
-// the fence moves on, so the previous owner's late writes fail.
+// duplicate settles tx, whose business key is held by another row's
+// record cur. Once that transaction has an outcome (delivered, refused, or
+// unknown and held), tx is recorded DUPLICATE under its own job and row,
+// so that its job settles the row and reports it; the first writer counts
+// it, later redeliveries are suppressed. While the other row is still
+// being worked on, tx waits: its outcome is that row's.
+func (l *Ledger) duplicate(ctx context.Context, tx Tx, cur Record, now int64, counts jobstore.Counts) (Claim, error) {
+	switch cur.State {
+	case spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, spoolv1.TransactionState_TRANSACTION_STATE_REJECTED,
+		spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN:
+	default:
+		return Claim{Verdict: Busy, Record: cur, Counts: counts}, nil
+	}
+	dup := Record{
+		Key: DuplicateKey(tx.JobID, tx.Row), JobID: tx.JobID, Row: tx.Row,
+		State: spoolv1.TransactionState_TRANSACTION_STATE_DUPLICATE, Version: 1,
+		BusinessKey: tx.BusinessKey, Amount: tx.Amount, UpdatedAt: now,
+		Reason:   fmt.Sprintf("business key already %s by job %s row %d", strings.ToLower(StateName(cur.State)), cur.JobID, cur.Row),
+		DupJobID: cur.JobID, DupRow: cur.Row,
+	}
+	err := l.b.Create(ctx, dup)
+	switch {
+	case err == nil:
+		counts.Duplicates++
+	case errors.Is(err, ErrConflict):
+		counts.Suppressed++
+	default:
+		return Claim{Counts: counts}, fmt.Errorf("record row %d of job %s duplicate of %s: %w", tx.Row, tx.JobID, cur.Key, err)
+	}
+	return Claim{Verdict: Settled, Record: dup, Counts: counts}, nil
+}
+
+// DuplicateKey is the key of the record of a row that duplicates another
+// row's transaction. Transaction keys are "<job>:<row>" or "bk:<hash>", so
+// it cannot collide with one.
+func DuplicateKey(jobID string, row int64) string {
+	return "dup:" + jobID + ":" + strconv.FormatInt(row, 10)
+}
+
+// takeOver claims a record whose lease ended, or an UNKNOWN one to resend,
+// and marks it SENDING in the same write (see Claim): the fence moves on,
+// so the previous owner's late writes fail.
 func (l *Ledger) takeOver(ctx context.Context, cur Record, now int64) (Record, error) {
 	next := cur
-	next.State = spoolv1.TransactionState_TRANSACTION_STATE_CLAIMED
+	next.State = spoolv1.TransactionState_TRANSACTION_STATE_SENDING
 	next.Owner = l.o.Owner
 	next.LeaseUntil = now + l.o.Lease.Milliseconds()
+	next.Attempts++
 	next.Fence++
 	next.Version++
 	next.Resend = false
@@ -341,8 +399,12 @@ func (l *Ledger) takeOver(ctx context.Context, cur Record, now int64) (Record, e
 
 // Sending records, immediately before the request, that the owner is
 // sending: from here on a crash leaves the outcome unknown. It fails with
-// ErrLost when the claim was taken over.
+// ErrLost when the claim was taken over. A record the claim already wrote
+// SENDING is returned as it is, without a write.
 func (l *Ledger) Sending(ctx context.Context, r Record) (Record, error) {
+	if r.State == spoolv1.TransactionState_TRANSACTION_STATE_SENDING && r.Owner == l.o.Owner {
+		return r, nil
+	}
 	if r.State != spoolv1.TransactionState_TRANSACTION_STATE_CLAIMED || r.Owner != l.o.Owner {
 		return Record{}, fmt.Errorf("mark %s sending: %w", r.Key, ErrState)
 	}
@@ -498,6 +560,7 @@ var ReportOrder = []spoolv1.TransactionState{
 	spoolv1.TransactionState_TRANSACTION_STATE_SENDING,
 	spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED,
 	spoolv1.TransactionState_TRANSACTION_STATE_REJECTED,
+	spoolv1.TransactionState_TRANSACTION_STATE_DUPLICATE,
 }
 
 // Report calls fn for every record of the job, in ReportOrder and rows

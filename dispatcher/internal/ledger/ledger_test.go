@@ -98,6 +98,7 @@ func sum(a, b jobstore.Counts) jobstore.Counts {
 	return jobstore.Counts{
 		Delivered: a.Delivered + b.Delivered, Failed: a.Failed + b.Failed, Retries: a.Retries + b.Retries,
 		Unknown: a.Unknown + b.Unknown, Suppressed: a.Suppressed + b.Suppressed, Dropped: a.Dropped + b.Dropped,
+		Duplicates: a.Duplicates + b.Duplicates,
 	}
 }
 
@@ -145,7 +146,28 @@ func TestTwoClaimersOneWins(t *testing.T) {
 	})
 }
 
-func TestExpiredClaimIsTakenOverAndFenced(t *testing.T) {
+func TestClaimIsOneWriteMarkedSending(t *testing.T) {
+	eachBackend(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		a := w.dispatcher("a", ledger.Hold)
+		c, err := a.Claim(ctx, tx(2))
+		require.NoError(t, err)
+		require.Equal(t, ledger.Send, c.Verdict)
+		require.Equal(t, sending, c.Record.State, "the claim is the mark before the request")
+		require.EqualValues(t, 1, c.Record.Attempts, "counted before the request")
+		require.EqualValues(t, 1, c.Record.Version)
+
+		r, err := a.Sending(ctx, c.Record)
+		require.NoError(t, err)
+		require.Equal(t, c.Record, r, "no second write")
+		stored, ok, err := w.backend.Get(ctx, tx(2).Key)
+		require.NoError(t, err)
+		require.True(t, ok)
+		require.Equal(t, c.Record.Version, stored.Version)
+	})
+}
+
+func TestReleasedClaimIsTakenOverAndFenced(t *testing.T) {
 	eachBackend(t, func(t *testing.T, w *world) {
 		ctx := context.Background()
 		a, b := w.dispatcher("a", ledger.Hold), w.dispatcher("b", ledger.Hold)
@@ -157,16 +179,86 @@ func TestExpiredClaimIsTakenOverAndFenced(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, ledger.Busy, cb.Verdict, "a live claim is left alone")
 
-		w.clock.advance(11 * time.Second)
+		// The destination said 503: a releases the row for another attempt.
+		released, counts, err := a.Finish(ctx, ca.Record, ledger.Outcome{State: claimed, Status: 503})
+		require.NoError(t, err)
+		require.Equal(t, jobstore.Counts{Retries: 1}, counts)
+
 		cb, err = b.Claim(ctx, tx(3))
 		require.NoError(t, err)
 		require.Equal(t, ledger.Send, cb.Verdict)
 		require.Equal(t, ca.Record.Fence+1, cb.Record.Fence)
 		require.Equal(t, "b", cb.Record.Owner)
+		require.Equal(t, sending, cb.Record.State)
+		require.EqualValues(t, 2, cb.Record.Attempts)
 
-		// a woke up late: it must not send.
-		_, err = a.Sending(ctx, ca.Record)
+		// a's late writes, from either of its records, are fenced off.
+		_, _, err = a.Finish(ctx, ca.Record, ledger.Outcome{State: delivered, Status: 200})
 		require.ErrorIs(t, err, ledger.ErrLost)
+		_, err = a.Sending(ctx, released)
+		require.ErrorIs(t, err, ledger.ErrLost)
+	})
+}
+
+func TestBusinessKeyDuplicateOfAnotherRow(t *testing.T) {
+	eachBackend(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		a, b := w.dispatcher("a", ledger.Hold), w.dispatcher("b", ledger.Hold)
+		first := tx(1)
+		first.Key = "bk:e1-2026-11"
+		second := first
+		second.JobID, second.Row = "job-2", 5
+
+		c, err := a.Claim(ctx, first)
+		require.NoError(t, err)
+		require.Equal(t, ledger.Send, c.Verdict)
+		got, err := b.Claim(ctx, second)
+		require.NoError(t, err)
+		require.Equal(t, ledger.Busy, got.Verdict, "its outcome is the other row's: wait for it")
+		require.True(t, got.Counts.IsZero())
+
+		_, _, err = a.Finish(ctx, c.Record, ledger.Outcome{State: delivered, Status: 200})
+		require.NoError(t, err)
+		got, err = b.Claim(ctx, second)
+		require.NoError(t, err)
+		require.Equal(t, ledger.Settled, got.Verdict)
+		require.Equal(t, jobstore.Counts{Duplicates: 1}, got.Counts, "the row is settled in its own job")
+		require.Equal(t, spoolv1.TransactionState_TRANSACTION_STATE_DUPLICATE, got.Record.State)
+		require.Equal(t, "job-1", got.Record.DupJobID)
+		require.EqualValues(t, 1, got.Record.DupRow)
+		require.Contains(t, got.Record.Reason, "already delivered by job job-1 row 1")
+
+		got, err = a.Claim(ctx, second)
+		require.NoError(t, err)
+		require.Equal(t, ledger.Settled, got.Verdict)
+		require.Equal(t, jobstore.Counts{Suppressed: 1}, got.Counts, "a redelivery is counted once, as suppressed")
+
+		count, err := b.Count(ctx, "job-2")
+		require.NoError(t, err)
+		require.EqualValues(t, 1, count.Duplicates)
+		require.EqualValues(t, 1, count.Settled().Sum())
+		var rows []int64
+		require.NoError(t, b.Report(ctx, "job-2", func(r ledger.Record) error {
+			rows = append(rows, r.Row)
+			require.Equal(t, "E1|2026-11", r.BusinessKey)
+			require.Equal(t, "1.50", r.Amount)
+			return nil
+		}))
+		require.Equal(t, []int64{5}, rows)
+
+		// An unknown outcome under hold: the duplicate follows it.
+		third := first
+		third.Key, third.JobID, third.Row = "bk:e9", "job-1", 9
+		c, err = a.Claim(ctx, third)
+		require.NoError(t, err)
+		_, _, err = a.Finish(ctx, c.Record, ledger.Outcome{State: unknown, Envelope: third.Envelope})
+		require.NoError(t, err)
+		fourth := third
+		fourth.JobID, fourth.Row = "job-2", 6
+		got, err = b.Claim(ctx, fourth)
+		require.NoError(t, err)
+		require.Equal(t, ledger.Settled, got.Verdict)
+		require.Contains(t, got.Record.Reason, "already unknown by job job-1 row 9")
 	})
 }
 
