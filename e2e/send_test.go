@@ -1,14 +1,19 @@
 package e2e
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/local/sample"
 )
 
 // TestSendExactlyOnce sends a payroll file with the CLI through two
@@ -74,4 +79,68 @@ func TestLargeFileThreeDispatchers(t *testing.T) {
 	require.Equal(t, spoolv1.JobState_JOB_STATE_COMPLETED, p.GetJob().GetState())
 	require.EqualValues(t, rows, p.GetJob().GetDelivered())
 	require.EqualValues(t, rows, p.GetJob().GetTotal())
+}
+
+// TestBusinessKeyAcrossFiles sends a file, then a longer file that repeats
+// its transactions (same employee and pay date) before new ones: the second
+// job sends only the new rows, records the repeated ones DUPLICATE of the
+// first job's rows, and completes.
+func TestBusinessKeyAcrossFiles(t *testing.T) {
+	const first, second = 300, 500
+	s := startStack(t, 2, nil)
+	dir := t.TempDir()
+	write := func(name string, rows int) string {
+		path := filepath.Join(dir, name)
+		f, err := os.Create(path)
+		require.NoError(t, err)
+		// One seed: the longer file begins with the shorter one's rows.
+		require.NoError(t, sample.Write(f, rows, 42))
+		require.NoError(t, f.Close())
+		return path
+	}
+	a, b := write("november.csv", first), write("november-corrected.csv", second)
+
+	out, err := runCLI(t, s, "send", "-business-key", "employee_id,pay_date", "-amount-column", "amount", a)
+	require.NoError(t, err, "spool send:\n%s", out)
+	jobA := jobIDFrom(t, out)
+	out, err = runCLI(t, s, "send", "-business-key", "employee_id,pay_date", "-amount-column", "amount", b)
+	require.NoError(t, err, "spool send:\n%s", out)
+	require.Contains(t, out, fmt.Sprintf("%d rows not sent", first))
+	jobB := jobIDFrom(t, out)
+	require.NotEqual(t, jobA, jobB)
+
+	requireEachRowOnce(t, s, jobA, first)
+	got := sinkRows(t, s, jobB)
+	require.Len(t, got, second-first, "only the new rows reach the destination")
+	for r := int64(first + 1); r <= second; r++ {
+		require.Equal(t, 1, got[r], "row %d", r)
+	}
+
+	p := watchToEnd(t, s.Dispatchers[0].Addr, jobB, 30*time.Second)
+	require.Equal(t, spoolv1.JobState_JOB_STATE_COMPLETED, p.GetJob().GetState())
+	require.EqualValues(t, second-first, p.GetJob().GetDelivered())
+	require.EqualValues(t, first, p.GetJob().GetDuplicateRows())
+
+	// The second job's report names, for each repeated row, the row that
+	// carries the transaction.
+	out, err = runCLI(t, s, "report", "-json", jobB)
+	require.NoError(t, err, out)
+	dups := 0
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var msg struct {
+			Entry *struct {
+				Row              string `json:"row"`
+				State            string `json:"state"`
+				DuplicateOfJobID string `json:"duplicateOfJobId"`
+				DuplicateOfRow   string `json:"duplicateOfRow"`
+			} `json:"entry"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(line), &msg), line)
+		if e := msg.Entry; e != nil && e.State == "TRANSACTION_STATE_DUPLICATE" {
+			dups++
+			require.Equal(t, jobA, e.DuplicateOfJobID)
+			require.Equal(t, e.Row, e.DuplicateOfRow, "the same employee's row in the first file")
+		}
+	}
+	require.Equal(t, first, dups)
 }

@@ -134,6 +134,7 @@ type record struct {
 	Unknown       int64    `dynamodbav:"unknown"`
 	Suppressed    int64    `dynamodbav:"duplicates_suppressed"`
 	Dropped       int64    `dynamodbav:"dropped"`
+	DuplicateRows int64    `dynamodbav:"duplicate_rows"`
 	CreatedAt     int64    `dynamodbav:"created_at"`
 	UpdatedAt     int64    `dynamodbav:"updated_at"`
 	SealedAt      int64    `dynamodbav:"sealed_at,omitempty"`
@@ -240,6 +241,7 @@ func (r *record) job() *spoolv1.Job {
 		Retries:              r.Retries,
 		Unknown:              r.Unknown,
 		DuplicatesSuppressed: r.Suppressed,
+		DuplicateRows:        r.DuplicateRows,
 		Dropped:              r.Dropped,
 		CreatedAt:            ts(r.CreatedAt),
 		UpdatedAt:            ts(r.UpdatedAt),
@@ -758,16 +760,19 @@ func (s *Store) end(ctx context.Context, id string, state spoolv1.JobState, reas
 }
 
 // Counts are deltas of a job's delivery counters. A row is settled once
-// it is Delivered, Failed (refused for good) or Unknown (held for
-// reconciliation); resolving an unknown row moves one count from Unknown
-// to Delivered, so deltas may be negative.
+// it is Delivered, Failed (refused for good), Unknown (held for
+// reconciliation) or a Duplicate (its business key is another row's
+// transaction); resolving an unknown row moves one count from Unknown to
+// Delivered, so deltas may be negative. Suppressed counts messages, not
+// rows: redeliveries of rows already settled.
 type Counts struct {
 	Delivered, Failed, Retries   int64
 	Unknown, Suppressed, Dropped int64
+	Duplicates                   int64
 }
 
 // Settled is how many rows the deltas settle.
-func (c Counts) Settled() int64 { return c.Delivered + c.Failed + c.Unknown }
+func (c Counts) Settled() int64 { return c.Delivered + c.Failed + c.Unknown + c.Duplicates }
 
 // IsZero reports whether there is nothing to add.
 func (c Counts) IsZero() bool { return c == Counts{} }
@@ -778,7 +783,7 @@ func (s *Store) Add(ctx context.Context, id string, c Counts) (*spoolv1.Job, err
 	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:           aws.String(s.table),
 		Key:                 jobKey(id),
-		UpdateExpression:    aws.String("ADD delivered :d, failed :f, retries :r, #unknown :u, duplicates_suppressed :s, dropped :x SET updated_at = :now"),
+		UpdateExpression:    aws.String("ADD delivered :d, failed :f, retries :r, #unknown :u, duplicates_suppressed :s, dropped :x, duplicate_rows :dup SET updated_at = :now"),
 		ConditionExpression: aws.String("attribute_exists(pk)"),
 		// UNKNOWN is a DynamoDB reserved word.
 		ExpressionAttributeNames: map[string]string{"#unknown": "unknown"},
@@ -789,6 +794,7 @@ func (s *Store) Add(ctx context.Context, id string, c Counts) (*spoolv1.Job, err
 			":u":   num(c.Unknown),
 			":s":   num(c.Suppressed),
 			":x":   num(c.Dropped),
+			":dup": num(c.Duplicates),
 			":now": num(millis(s.now())),
 		},
 		ReturnValues: types.ReturnValueAllNew,
@@ -811,7 +817,7 @@ func (s *Store) completeIfSettled(ctx context.Context, item map[string]types.Att
 	if err != nil {
 		return nil, err
 	}
-	settled := j.GetDelivered() + j.GetFailed() + j.GetUnknown()
+	settled := j.GetDelivered() + j.GetFailed() + j.GetUnknown() + j.GetDuplicateRows()
 	if j.GetState() != spoolv1.JobState_JOB_STATE_SEALED || settled < j.GetTotal() {
 		return j, nil
 	}

@@ -40,7 +40,7 @@ func TestLifecycle(t *testing.T) {
 
 	require.NoError(t, s.RecordIngest(ctx, "j1", jobstore.Ingest{Received: 5, Published: 4}))
 	// Dispatchers may settle rows before the job is sealed: no completion yet.
-	j, err = s.Add(ctx, "j1", jobstore.Counts{Delivered: 4, Retries: 2})
+	j, err = s.Add(ctx, "j1", jobstore.Counts{Delivered: 3, Duplicates: 1, Retries: 2})
 	require.NoError(t, err)
 	require.Equal(t, spoolv1.JobState_JOB_STATE_RECEIVING, j.GetState())
 
@@ -62,12 +62,13 @@ func TestLifecycle(t *testing.T) {
 	j, err = s.Add(ctx, "j1", jobstore.Counts{Unknown: -1, Delivered: 1})
 	require.NoError(t, err)
 	require.EqualValues(t, 0, j.GetUnknown())
-	require.EqualValues(t, 5, j.GetDelivered())
+	require.EqualValues(t, 4, j.GetDelivered())
 	require.NotNil(t, j.GetCompletedAt())
 
 	got, err := s.Get(ctx, "j1")
 	require.NoError(t, err)
-	require.EqualValues(t, 5, got.GetDelivered())
+	require.EqualValues(t, 4, got.GetDelivered())
+	require.EqualValues(t, 1, got.GetDuplicateRows(), "a duplicate row settles the row it stands for")
 	require.EqualValues(t, 2, got.GetRetries())
 	require.Equal(t, []string{"a", "b"}, got.GetColumns())
 

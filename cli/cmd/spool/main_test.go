@@ -358,24 +358,25 @@ func TestStatus(t *testing.T) {
 	h.env["SPOOL_INGESTOR_ADDR"] = ingestorAddr
 
 	require.NoError(t, h.run("status", "job-1"))
-	want := `job         job-1
-key         payroll-2026-11
-file        payroll.csv
-state       COMPLETED
-columns     id, name, amount
-received    1000
-published   1000
-rejected    0
-total       1000
-delivered   1000
-failed      0
-retries     3
-unknown     0
-duplicates  0
-dropped     0
-created     2026-11-24T08:00:00Z
-sealed      2026-11-24T08:00:02Z
-completed   2026-11-24T08:00:10Z
+	want := `job             job-1
+key             payroll-2026-11
+file            payroll.csv
+state           COMPLETED
+columns         id, name, amount
+received        1000
+published       1000
+rejected        0
+total           1000
+delivered       1000
+failed          0
+retries         3
+unknown         0
+duplicate rows  0
+suppressed      0
+dropped         0
+created         2026-11-24T08:00:00Z
+sealed          2026-11-24T08:00:02Z
+completed       2026-11-24T08:00:10Z
 `
 	require.Equal(t, want, h.stdout.String())
 

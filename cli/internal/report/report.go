@@ -69,7 +69,8 @@ func Job(w io.Writer, j *spoolv1.Job) error {
 	num("failed", j.GetFailed())
 	num("retries", j.GetRetries())
 	num("unknown", j.GetUnknown())
-	num("duplicates", j.GetDuplicatesSuppressed())
+	num("duplicate rows", j.GetDuplicateRows())
+	num("suppressed", j.GetDuplicatesSuppressed())
 	num("dropped", j.GetDropped())
 	if j.GetState() == spoolv1.JobState_JOB_STATE_RECEIVING {
 		num("resume row", j.GetResumeRow())
@@ -111,6 +112,9 @@ func Summary(w io.Writer, j *spoolv1.Job, wall time.Duration) {
 	settled, of := progress.Settled(j)
 	fmt.Fprintf(w, "job %s %s: delivered %d of %d, failed %d, retries %d\n",
 		j.GetJobId(), progress.State(j.GetState()), j.GetDelivered(), of, j.GetFailed(), j.GetRetries())
+	if n := j.GetDuplicateRows(); n > 0 {
+		fmt.Fprintf(w, "%d rows not sent: their business key was already settled (spool report %s)\n", n, j.GetJobId())
+	}
 	if j.GetStateReason() != "" {
 		fmt.Fprintf(w, "reason: %s\n", j.GetStateReason())
 	}

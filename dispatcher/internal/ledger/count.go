@@ -12,6 +12,8 @@ import (
 // counters must reach once every dispatcher wrote its deltas.
 type Count struct {
 	Delivered, Failed int64
+	// Duplicates are the rows recorded DUPLICATE of another row.
+	Duplicates int64
 	// Unknown are the rows counted in the job's Unknown figure: those
 	// UNKNOWN, and those claimed or being sent again after they were (a
 	// resend under retry-with-key, or one a person asked for).
@@ -25,7 +27,7 @@ type Count struct {
 
 // Settled returns the figures the job record's counters must equal.
 func (c Count) Settled() jobstore.Settled {
-	return jobstore.Settled{Delivered: c.Delivered, Failed: c.Failed, Unknown: c.Unknown}
+	return jobstore.Settled{Delivered: c.Delivered, Failed: c.Failed, Unknown: c.Unknown, Duplicates: c.Duplicates}
 }
 
 // Count counts the job's records by what they mean for its counters. It
@@ -42,6 +44,8 @@ func (l *Ledger) Count(ctx context.Context, jobID string) (Count, error) {
 				c.Delivered++
 			case spoolv1.TransactionState_TRANSACTION_STATE_REJECTED:
 				c.Failed++
+			case spoolv1.TransactionState_TRANSACTION_STATE_DUPLICATE:
+				c.Duplicates++
 			case spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN:
 				c.Unknown++
 			default:

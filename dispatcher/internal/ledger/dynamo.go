@@ -60,6 +60,8 @@ type item struct {
 	Counted     bool   `dynamodbav:"counted_unknown,omitempty"`
 	Resend      bool   `dynamodbav:"resend,omitempty"`
 	Envelope    []byte `dynamodbav:"envelope,omitempty"`
+	DupJobID    string `dynamodbav:"dup_job_id,omitempty"`
+	DupRow      int64  `dynamodbav:"dup_row,omitempty"`
 }
 
 func toItem(r Record) item {
@@ -68,6 +70,7 @@ func toItem(r Record) item {
 		Owner: r.Owner, LeaseUntil: r.LeaseUntil, Fence: r.Fence, Version: r.Version, Attempts: r.Attempts,
 		LastStatus: r.LastStatus, Reason: r.Reason, BusinessKey: r.BusinessKey, Amount: r.Amount,
 		UpdatedAt: r.UpdatedAt, Counted: r.Counted, Resend: r.Resend, Envelope: r.Envelope,
+		DupJobID: r.DupJobID, DupRow: r.DupRow,
 	}
 }
 
@@ -77,6 +80,7 @@ func (it item) record() Record {
 		LeaseUntil: it.LeaseUntil, Fence: it.Fence, Version: it.Version, Attempts: it.Attempts,
 		LastStatus: it.LastStatus, Reason: it.Reason, BusinessKey: it.BusinessKey, Amount: it.Amount,
 		UpdatedAt: it.UpdatedAt, Counted: it.Counted, Resend: it.Resend, Envelope: it.Envelope,
+		DupJobID: it.DupJobID, DupRow: it.DupRow,
 	}
 }
 

@@ -324,7 +324,7 @@ func (r *Repairer) look(ctx context.Context, id string, e entry) (entry, bool) {
 		r.o.Log.WarnContext(ctx, "read job for counter repair", "job_id", id, "error", err)
 		return e, true
 	}
-	have := jobstore.Settled{Delivered: j.GetDelivered(), Failed: j.GetFailed(), Unknown: j.GetUnknown()}
+	have := jobstore.Settled{Delivered: j.GetDelivered(), Failed: j.GetFailed(), Unknown: j.GetUnknown(), Duplicates: j.GetDuplicateRows()}
 	switch j.GetState() {
 	case spoolv1.JobState_JOB_STATE_SEALED:
 	case spoolv1.JobState_JOB_STATE_RECEIVING:
@@ -368,8 +368,9 @@ func (r *Repairer) look(ctx context.Context, id string, e entry) (entry, bool) {
 		// rows in the ledger means its index is behind (or something else
 		// is wrong); lowering the counters could only hide it.
 		r.o.Log.WarnContext(ctx, "ledger counts fewer settled rows than the job; not repaired", "job_id", id,
-			"delivered", have.Delivered, "failed", have.Failed, "unknown", have.Unknown,
-			"ledger_delivered", want.Delivered, "ledger_failed", want.Failed, "ledger_unknown", want.Unknown)
+			"delivered", have.Delivered, "failed", have.Failed, "unknown", have.Unknown, "duplicates", have.Duplicates,
+			"ledger_delivered", want.Delivered, "ledger_failed", want.Failed, "ledger_unknown", want.Unknown,
+			"ledger_duplicates", want.Duplicates)
 		return backOff(), true
 	case want == have && sum(have) < j.GetTotal():
 		// Right, and rows still to settle: their deltas will come.
@@ -395,7 +396,7 @@ func (r *Repairer) look(ctx context.Context, id string, e entry) (entry, bool) {
 	}
 	r.o.Log.InfoContext(ctx, "job counters repaired from the ledger", "job_id", id, "total", j.GetTotal(),
 		"delivered_before", have.Delivered, "failed_before", have.Failed, "unknown_before", have.Unknown,
-		"delivered", want.Delivered, "failed", want.Failed, "unknown", want.Unknown,
+		"delivered", want.Delivered, "failed", want.Failed, "unknown", want.Unknown, "duplicates", want.Duplicates,
 		"pending", c.Pending, "state", got.GetState().String())
 	next := entry{noted: e.noted, marked: e.marked, due: e.due}
 	if got.GetState() == spoolv1.JobState_JOB_STATE_SEALED || (r.o.KeepUnknown && want.Unknown > 0) {
@@ -423,4 +424,4 @@ func (r *Repairer) forget(ctx context.Context, id string, e entry, now time.Time
 	return e, false
 }
 
-func sum(c jobstore.Settled) int64 { return c.Delivered + c.Failed + c.Unknown }
+func sum(c jobstore.Settled) int64 { return c.Sum() }

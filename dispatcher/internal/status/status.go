@@ -198,7 +198,9 @@ func Progress(job *spoolv1.Job, rate float64) *spoolv1.JobProgress {
 
 // settled counts rows whose outcome is recorded: delivered, refused, or
 // unknown and held for reconciliation.
-func settled(j *spoolv1.Job) int64 { return j.GetDelivered() + j.GetFailed() + j.GetUnknown() }
+func settled(j *spoolv1.Job) int64 {
+	return j.GetDelivered() + j.GetFailed() + j.GetUnknown() + j.GetDuplicateRows()
+}
 
 func isFinal(s spoolv1.JobState) bool {
 	switch s {

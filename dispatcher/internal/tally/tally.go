@@ -122,5 +122,6 @@ func sum(a, b jobstore.Counts) jobstore.Counts {
 		Unknown:    a.Unknown + b.Unknown,
 		Suppressed: a.Suppressed + b.Suppressed,
 		Dropped:    a.Dropped + b.Dropped,
+		Duplicates: a.Duplicates + b.Duplicates,
 	}
 }
