@@ -74,9 +74,10 @@ CHAOS_ROWS ?= 20000
 chaos: deps build
 	SPOOL_BIN_DIR=$(BIN) SPOOL_CHAOS_ROWS=$(CHAOS_ROWS) SPOOL_CHAOS_INGEST_ROWS=50000 go test -count=1 -v -timeout 60m -run Chaos github.com/spoolhq/spool/e2e
 
-## bench: the ingestor memory benchmark (1 M rows vs 10 k rows, peak RSS)
+## bench: the ingestor memory benchmark (1 M rows vs 10 k rows, peak RSS) and the ledger's cost per row
 bench: deps
 	cd ingestor && go test -run '^$$' -bench IngestRSS -benchtime 1x -timeout 30m ./bench/
+	cd dispatcher && go test -run '^$$' -bench LedgerWrites -benchtime 3x -timeout 10m ./internal/ledger/
 
 clean:
 	rm -rf bin .spool

@@ -296,6 +296,11 @@ func provisionAll(ctx context.Context, sqsURL, ddbURL string, o Options) (provis
 	if err := provision.EnsureTable(ctx, db, o.Table); err != nil {
 		return provision.Queues{}, err
 	}
+	// dynalite has no UpdateTimeToLive: locally, settled ledger records
+	// simply stay.
+	if err := provision.EnsureExpiry(ctx, db, o.Table); err != nil && !errors.Is(err, provision.ErrExpiryUnsupported) {
+		return provision.Queues{}, err
+	}
 	return q, nil
 }
 

@@ -17,6 +17,7 @@ import (
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/aws/smithy-go"
 
 	"github.com/spoolhq/spool/platform/jobstore"
 )
@@ -237,4 +238,59 @@ func ensureLedgerIndex(ctx context.Context, c TableAPI, name string) error {
 		case <-time.After(poll):
 		}
 	}
+}
+
+// ExpiresAttribute is the table's time-to-live attribute: an item that
+// carries it (Unix seconds) is deleted by DynamoDB some time after then.
+// Only items that may go are given one: settled ledger records, after the
+// retention window in which they suppress duplicates.
+const ExpiresAttribute = "expires_at"
+
+// ErrExpiryUnsupported means the endpoint does not implement time to live
+// (some emulators); items then stay until deleted.
+var ErrExpiryUnsupported = errors.New("the DynamoDB endpoint does not support time to live")
+
+// ExpiryAPI is the part of the DynamoDB client EnsureExpiry uses.
+type ExpiryAPI interface {
+	DescribeTimeToLive(ctx context.Context, in *dynamodb.DescribeTimeToLiveInput, opts ...func(*dynamodb.Options)) (*dynamodb.DescribeTimeToLiveOutput, error)
+	UpdateTimeToLive(ctx context.Context, in *dynamodb.UpdateTimeToLiveInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateTimeToLiveOutput, error)
+}
+
+// EnsureExpiry turns on the table's time to live on ExpiresAttribute,
+// unless it is on already. A table whose time to live is on for another
+// attribute is left as its owner set it, with an error saying so. It
+// returns ErrExpiryUnsupported when the endpoint lacks the operation.
+func EnsureExpiry(ctx context.Context, c ExpiryAPI, table string) error {
+	out, err := c.DescribeTimeToLive(ctx, &dynamodb.DescribeTimeToLiveInput{TableName: aws.String(table)})
+	if err != nil {
+		return fmt.Errorf("describe time to live of table %s: %w", table, unsupported(err))
+	}
+	if d := out.TimeToLiveDescription; d != nil {
+		switch d.TimeToLiveStatus {
+		case ddbtypes.TimeToLiveStatusEnabled, ddbtypes.TimeToLiveStatusEnabling:
+			if attr := aws.ToString(d.AttributeName); attr != ExpiresAttribute {
+				return fmt.Errorf("table %s expires items by %q, not %q: ledger records will not expire", table, attr, ExpiresAttribute)
+			}
+			return nil
+		}
+	}
+	_, err = c.UpdateTimeToLive(ctx, &dynamodb.UpdateTimeToLiveInput{
+		TableName: aws.String(table),
+		TimeToLiveSpecification: &ddbtypes.TimeToLiveSpecification{
+			AttributeName: aws.String(ExpiresAttribute), Enabled: aws.Bool(true),
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("turn on time to live of table %s: %w", table, unsupported(err))
+	}
+	return nil
+}
+
+// unsupported marks an unknown-operation answer as ErrExpiryUnsupported.
+func unsupported(err error) error {
+	var api smithy.APIError
+	if errors.As(err, &api) && api.ErrorCode() == "UnknownOperationException" {
+		return errors.Join(ErrExpiryUnsupported, err)
+	}
+	return err
 }

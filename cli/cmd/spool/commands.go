@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -280,8 +281,17 @@ func (a *app) initCommand() *command {
 		if err != nil {
 			return err
 		}
-		if err := provision.EnsureTable(ctx, dynamodb.NewFromConfig(cfg), *table); err != nil {
+		db := dynamodb.NewFromConfig(cfg)
+		if err := provision.EnsureTable(ctx, db, *table); err != nil {
 			return err
+		}
+		// Without time to live the ledger keeps every record: nothing is
+		// lost or sent twice, the table only grows.
+		if err := provision.EnsureExpiry(ctx, db, *table); err != nil {
+			if !errors.Is(err, provision.ErrExpiryUnsupported) {
+				return err
+			}
+			fmt.Fprintf(a.stderr, "warning: %v; settled ledger records will not expire\n", err)
 		}
 		// Only KEY=value lines on stdout, so scripts can append them to
 		// an env file.

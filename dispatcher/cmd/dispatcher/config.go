@@ -42,9 +42,16 @@ type config struct {
 	receivingDelay    time.Duration
 	unknownPolicy     string
 	claimLease        time.Duration
+	ledgerRetention   time.Duration
 	repairInterval    time.Duration
 	repairAfter       time.Duration
 }
+
+// Ledger retention: how long a settled record suppresses duplicates.
+const (
+	defaultLedgerRetention = 90 * 24 * time.Hour
+	minLedgerRetention     = 15 * 24 * time.Hour
+)
 
 // lease is the claim lease: as configured, or long enough for a delivery
 // with its timeout to finish twice over.
@@ -78,6 +85,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs.DurationVar(&c.receivingDelay, "receiving-delay", dispatch.DefaultReceivingDelay, "longest wait before a message of a job still receiving comes back (the first is 1s, doubling per receive)")
 	fs.StringVar(&c.unknownPolicy, "unknown-policy", "hold", "what to do with a row whose delivery outcome is unknown: hold (never resend) or retry-with-key")
 	fs.DurationVar(&c.claimLease, "claim-lease", 0, "how long a dispatcher owns a transaction it claimed; 0 = 2 × destination-timeout + 5s")
+	fs.DurationVar(&c.ledgerRetention, "ledger-retention", defaultLedgerRetention, "how long a settled ledger record is kept, suppressing the same transaction in redeliveries and later files (DynamoDB time to live); at least 15 days")
 	fs.DurationVar(&c.repairInterval, "repair-interval", recount.DefaultInterval, "how often job counters are checked against the delivery ledger")
 	fs.DurationVar(&c.repairAfter, "repair-after", recount.DefaultAfter, "how long a sealed job's record and ledger must go unchanged before its counters are repaired from the ledger")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
@@ -122,6 +130,12 @@ func (c config) validate() error {
 		if f.value <= 0 {
 			errs = append(errs, fmt.Errorf("-%s %s: want more than 0", f.name, f.value))
 		}
+	}
+	if c.ledgerRetention < minLedgerRetention {
+		// A record must outlive every message of its row: SQS keeps a
+		// message up to 14 days, and a redelivery after its record expired
+		// would be sent again.
+		errs = append(errs, fmt.Errorf("-ledger-retention %s: want at least %s, longer than SQS keeps a message", c.ledgerRetention, minLedgerRetention))
 	}
 	if c.claimLease < 0 {
 		errs = append(errs, fmt.Errorf("-claim-lease %s: want 0 or more", c.claimLease))

@@ -38,6 +38,7 @@ func TestParseConfig(t *testing.T) {
 				require.Equal(t, 25*time.Second, c.lease())
 				require.Equal(t, 5*time.Second, c.repairInterval)
 				require.Equal(t, 10*time.Second, c.repairAfter)
+				require.Equal(t, 90*24*time.Hour, c.ledgerRetention)
 			},
 		},
 		{
@@ -47,7 +48,7 @@ func TestParseConfig(t *testing.T) {
 				"SPOOL_DESTINATION_HEADER": "Authorization: Bearer a,b\nx-tenant: acme\n",
 				"SPOOL_CONCURRENCY":        "64", "SPOOL_LOG_LEVEL": "debug", "SPOOL_RECEIVE_WAIT": "20s",
 				"SPOOL_UNKNOWN_POLICY": "retry-with-key", "SPOOL_CLAIM_LEASE": "90s",
-				"SPOOL_REPAIR_INTERVAL": "1s", "SPOOL_REPAIR_AFTER": "30s",
+				"SPOOL_REPAIR_INTERVAL": "1s", "SPOOL_REPAIR_AFTER": "30s", "SPOOL_LEDGER_RETENTION": "8760h",
 			},
 			check: func(t *testing.T, c config) {
 				require.Equal(t, http.Header{"Authorization": {"Bearer a,b"}, "X-Tenant": {"acme"}}, c.headers.h)
@@ -59,6 +60,7 @@ func TestParseConfig(t *testing.T) {
 				require.Equal(t, 90*time.Second, c.lease())
 				require.Equal(t, time.Second, c.repairInterval)
 				require.Equal(t, 30*time.Second, c.repairAfter)
+				require.Equal(t, 365*24*time.Hour, c.ledgerRetention)
 			},
 		},
 		{
@@ -76,6 +78,7 @@ func TestParseConfig(t *testing.T) {
 		{name: "no concurrency", args: append([]string{"-concurrency", "0"}, required...), wantErr: "-concurrency"},
 		{name: "bad policy", args: append([]string{"-unknown-policy", "resend"}, required...), wantErr: "-unknown-policy"},
 		{name: "negative lease", args: append([]string{"-claim-lease", "-1s"}, required...), wantErr: "-claim-lease"},
+		{name: "retention shorter than the queue's", args: append([]string{"-ledger-retention", "336h"}, required...), wantErr: "-ledger-retention 336h0m0s: want at least 360h0m0s"},
 		{name: "no repair delay", args: append([]string{"-repair-after", "0s"}, required...), wantErr: "-repair-after"},
 		{name: "bad log level", args: append([]string{"-log-level", "loud"}, required...), wantErr: "log-level"},
 	}

@@ -58,7 +58,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	// One owner id per process: a restarted dispatcher is a new owner, and
 	// its predecessor's claims are taken over once their leases end.
 	owner := uuid.NewString()
-	book := ledger.New(ledger.NewDynamo(db, cfg.table), ledger.Options{Owner: owner, Lease: cfg.lease(), Policy: policy})
+	book := ledger.New(ledger.NewDynamo(db, cfg.table), ledger.Options{Owner: owner, Lease: cfg.lease(), Policy: policy, Retention: cfg.ledgerRetention})
 	warnShortVisibility(ctx, queue, cfg, log)
 	sender := deliver.New(deliver.Options{
 		URL:               cfg.destinationURL,

@@ -62,6 +62,9 @@ type item struct {
 	Envelope    []byte `dynamodbav:"envelope,omitempty"`
 	DupJobID    string `dynamodbav:"dup_job_id,omitempty"`
 	DupRow      int64  `dynamodbav:"dup_row,omitempty"`
+	// ExpiresAt is the table's time-to-live attribute
+	// (provision.ExpiresAttribute).
+	ExpiresAt int64 `dynamodbav:"expires_at,omitempty"`
 }
 
 func toItem(r Record) item {
@@ -70,7 +73,7 @@ func toItem(r Record) item {
 		Owner: r.Owner, LeaseUntil: r.LeaseUntil, Fence: r.Fence, Version: r.Version, Attempts: r.Attempts,
 		LastStatus: r.LastStatus, Reason: r.Reason, BusinessKey: r.BusinessKey, Amount: r.Amount,
 		UpdatedAt: r.UpdatedAt, Counted: r.Counted, Resend: r.Resend, Envelope: r.Envelope,
-		DupJobID: r.DupJobID, DupRow: r.DupRow,
+		DupJobID: r.DupJobID, DupRow: r.DupRow, ExpiresAt: r.ExpiresAt,
 	}
 }
 
@@ -80,7 +83,7 @@ func (it item) record() Record {
 		LeaseUntil: it.LeaseUntil, Fence: it.Fence, Version: it.Version, Attempts: it.Attempts,
 		LastStatus: it.LastStatus, Reason: it.Reason, BusinessKey: it.BusinessKey, Amount: it.Amount,
 		UpdatedAt: it.UpdatedAt, Counted: it.Counted, Resend: it.Resend, Envelope: it.Envelope,
-		DupJobID: it.DupJobID, DupRow: it.DupRow,
+		DupJobID: it.DupJobID, DupRow: it.DupRow, ExpiresAt: it.ExpiresAt,
 	}
 }
 

@@ -82,6 +82,9 @@ type Record struct {
 	// record holds the transaction.
 	DupJobID string
 	DupRow   int64
+	// ExpiresAt (Unix seconds) is when DynamoDB may delete a settled
+	// record (its time to live); 0 on records that must stay.
+	ExpiresAt int64
 }
 
 // Entry returns the record as a report entry.
@@ -151,6 +154,12 @@ type Options struct {
 	// dispatcher may take it over; longer than any delivery.
 	Lease  time.Duration
 	Policy Policy
+	// Retention is how long a settled record (DELIVERED, REJECTED,
+	// DUPLICATE) is kept, and so how long it suppresses the same
+	// transaction arriving again, in a redelivered message or another
+	// file. Records of rows still unsettled or UNKNOWN never expire. Zero
+	// keeps every record.
+	Retention time.Duration
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -357,7 +366,7 @@ func (l *Ledger) duplicate(ctx context.Context, tx Tx, cur Record, now int64, co
 		State: spoolv1.TransactionState_TRANSACTION_STATE_DUPLICATE, Version: 1,
 		BusinessKey: tx.BusinessKey, Amount: tx.Amount, UpdatedAt: now,
 		Reason:   fmt.Sprintf("business key already %s by job %s row %d", strings.ToLower(StateName(cur.State)), cur.JobID, cur.Row),
-		DupJobID: cur.JobID, DupRow: cur.Row,
+		DupJobID: cur.JobID, DupRow: cur.Row, ExpiresAt: l.expiry(now),
 	}
 	err := l.b.Create(ctx, dup)
 	switch {
@@ -456,6 +465,7 @@ func (l *Ledger) Finish(ctx context.Context, r Record, o Outcome) (Record, jobst
 		c = settle(r.Counted, o.State)
 		next.Counted = false
 		next.Envelope = nil
+		next.ExpiresAt = l.expiry(now)
 	case spoolv1.TransactionState_TRANSACTION_STATE_CLAIMED:
 		c.Retries = 1
 	case spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN:
@@ -471,6 +481,14 @@ func (l *Ledger) Finish(ctx context.Context, r Record, o Outcome) (Record, jobst
 		return Record{}, jobstore.Counts{}, fmt.Errorf("finish %s as %v: %w", r.Key, o.State, err)
 	}
 	return next, c, nil
+}
+
+// expiry is the time to live of a record settled at now (Unix ms).
+func (l *Ledger) expiry(now int64) int64 {
+	if l.o.Retention <= 0 {
+		return 0
+	}
+	return time.UnixMilli(now).Add(l.o.Retention).Unix()
 }
 
 // settle is the count of a row reaching a final state, moving it out of
@@ -530,6 +548,7 @@ func (l *Ledger) Resolve(ctx context.Context, jobID string, row int64, res spool
 			next.Reason = "resolved: delivered, confirmed at the destination"
 			next.Counted = false
 			next.Envelope = nil
+			next.ExpiresAt = l.expiry(now)
 			c = settle(cur.Counted, next.State)
 		case spoolv1.Resolution_RESOLUTION_RESEND:
 			if len(cur.Envelope) == 0 {

@@ -31,6 +31,9 @@ const (
 	unknown   = spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN
 )
 
+// retention is the ledgers' retention in tests.
+const retention = 30 * 24 * time.Hour
+
 // clock is a manual clock shared by the ledgers of one test.
 type clock struct{ ms atomic.Int64 }
 
@@ -44,7 +47,7 @@ type world struct {
 }
 
 func (w *world) dispatcher(owner string, p ledger.Policy) *ledger.Ledger {
-	return ledger.New(w.backend, ledger.Options{Owner: owner, Lease: 10 * time.Second, Policy: p, Now: w.clock.now})
+	return ledger.New(w.backend, ledger.Options{Owner: owner, Lease: 10 * time.Second, Policy: p, Now: w.clock.now, Retention: retention})
 }
 
 // backends returns every Backend implementation, so each test is a
@@ -472,5 +475,36 @@ func TestSendOfDeadSenderCountsAsAttempt(t *testing.T) {
 		require.Equal(t, jobstore.Counts{Delivered: 1}, counts, "unknown on the claim, delivered on the resend")
 		require.EqualValues(t, 2, r.Attempts)
 		require.EqualValues(t, 2, r.Entry().GetAttempts())
+	})
+}
+
+func TestSettledRecordsExpireUnsettledStay(t *testing.T) {
+	eachBackend(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		a := w.dispatcher("a", ledger.Hold)
+		wantExpiry := w.clock.now().Add(retention).Unix()
+		stored := func(key string) ledger.Record {
+			t.Helper()
+			r, ok, err := w.backend.Get(ctx, key)
+			require.NoError(t, err)
+			require.True(t, ok)
+			return r
+		}
+
+		c, err := a.Claim(ctx, tx(1))
+		require.NoError(t, err)
+		require.Zero(t, stored(tx(1).Key).ExpiresAt, "a row being sent stays")
+		_, _, err = a.Finish(ctx, c.Record, ledger.Outcome{State: delivered, Status: 200})
+		require.NoError(t, err)
+		require.Equal(t, wantExpiry, stored(tx(1).Key).ExpiresAt)
+
+		c, err = a.Claim(ctx, tx(2))
+		require.NoError(t, err)
+		_, _, err = a.Finish(ctx, c.Record, ledger.Outcome{State: unknown, Envelope: tx(2).Envelope})
+		require.NoError(t, err)
+		require.Zero(t, stored(tx(2).Key).ExpiresAt, "an UNKNOWN row stays until a person settles it")
+		_, _, err = a.Resolve(ctx, "job-1", 2, spoolv1.Resolution_RESOLUTION_DELIVERED)
+		require.NoError(t, err)
+		require.Equal(t, wantExpiry, stored(tx(2).Key).ExpiresAt)
 	})
 }
