@@ -9,6 +9,7 @@ package spoolv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -21,6 +22,63 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// BreakerState is a circuit breaker's state.
+type BreakerState int32
+
+const (
+	BreakerState_BREAKER_STATE_UNSPECIFIED BreakerState = 0
+	// Receiving and delivering.
+	BreakerState_BREAKER_STATE_CLOSED BreakerState = 1
+	// The destination is down: nothing is received from the queue, so no
+	// receive count or retry budget burns, until the cool-down ends.
+	BreakerState_BREAKER_STATE_OPEN BreakerState = 2
+	// One probe delivery decides between closed and open.
+	BreakerState_BREAKER_STATE_HALF_OPEN BreakerState = 3
+)
+
+// Enum value maps for BreakerState.
+var (
+	BreakerState_name = map[int32]string{
+		0: "BREAKER_STATE_UNSPECIFIED",
+		1: "BREAKER_STATE_CLOSED",
+		2: "BREAKER_STATE_OPEN",
+		3: "BREAKER_STATE_HALF_OPEN",
+	}
+	BreakerState_value = map[string]int32{
+		"BREAKER_STATE_UNSPECIFIED": 0,
+		"BREAKER_STATE_CLOSED":      1,
+		"BREAKER_STATE_OPEN":        2,
+		"BREAKER_STATE_HALF_OPEN":   3,
+	}
+)
+
+func (x BreakerState) Enum() *BreakerState {
+	p := new(BreakerState)
+	*p = x
+	return p
+}
+
+func (x BreakerState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BreakerState) Descriptor() protoreflect.EnumDescriptor {
+	return file_spool_v1_dispatch_proto_enumTypes[0].Descriptor()
+}
+
+func (BreakerState) Type() protoreflect.EnumType {
+	return &file_spool_v1_dispatch_proto_enumTypes[0]
+}
+
+func (x BreakerState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BreakerState.Descriptor instead.
+func (BreakerState) EnumDescriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{0}
+}
 
 // TransactionState is a row's state in the delivery ledger.
 type TransactionState int32
@@ -74,11 +132,11 @@ func (x TransactionState) String() string {
 }
 
 func (TransactionState) Descriptor() protoreflect.EnumDescriptor {
-	return file_spool_v1_dispatch_proto_enumTypes[0].Descriptor()
+	return file_spool_v1_dispatch_proto_enumTypes[1].Descriptor()
 }
 
 func (TransactionState) Type() protoreflect.EnumType {
-	return &file_spool_v1_dispatch_proto_enumTypes[0]
+	return &file_spool_v1_dispatch_proto_enumTypes[1]
 }
 
 func (x TransactionState) Number() protoreflect.EnumNumber {
@@ -87,7 +145,7 @@ func (x TransactionState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TransactionState.Descriptor instead.
 func (TransactionState) EnumDescriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{0}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{1}
 }
 
 // Resolution is what a person found at the third party.
@@ -126,11 +184,11 @@ func (x Resolution) String() string {
 }
 
 func (Resolution) Descriptor() protoreflect.EnumDescriptor {
-	return file_spool_v1_dispatch_proto_enumTypes[1].Descriptor()
+	return file_spool_v1_dispatch_proto_enumTypes[2].Descriptor()
 }
 
 func (Resolution) Type() protoreflect.EnumType {
-	return &file_spool_v1_dispatch_proto_enumTypes[1]
+	return &file_spool_v1_dispatch_proto_enumTypes[2]
 }
 
 func (x Resolution) Number() protoreflect.EnumNumber {
@@ -139,7 +197,7 @@ func (x Resolution) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Resolution.Descriptor instead.
 func (Resolution) EnumDescriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{1}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{2}
 }
 
 type WatchJobRequest struct {
@@ -187,8 +245,10 @@ func (x *WatchJobRequest) GetJobId() string {
 }
 
 type WatchJobResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Progress      *JobProgress           `protobuf:"bytes,1,opt,name=progress,proto3" json:"progress,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Progress *JobProgress           `protobuf:"bytes,1,opt,name=progress,proto3" json:"progress,omitempty"`
+	// The answering dispatcher's flow control, at the time of the message.
+	Flow          *FlowControl `protobuf:"bytes,2,opt,name=flow,proto3" json:"flow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -230,6 +290,209 @@ func (x *WatchJobResponse) GetProgress() *JobProgress {
 	return nil
 }
 
+func (x *WatchJobResponse) GetFlow() *FlowControl {
+	if x != nil {
+		return x.Flow
+	}
+	return nil
+}
+
+type GetDispatcherStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDispatcherStatusRequest) Reset() {
+	*x = GetDispatcherStatusRequest{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDispatcherStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDispatcherStatusRequest) ProtoMessage() {}
+
+func (x *GetDispatcherStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDispatcherStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetDispatcherStatusRequest) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{2}
+}
+
+type GetDispatcherStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The dispatcher's owner id in ledger claims.
+	DispatcherId  string       `protobuf:"bytes,1,opt,name=dispatcher_id,json=dispatcherId,proto3" json:"dispatcher_id,omitempty"`
+	Flow          *FlowControl `protobuf:"bytes,2,opt,name=flow,proto3" json:"flow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDispatcherStatusResponse) Reset() {
+	*x = GetDispatcherStatusResponse{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDispatcherStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDispatcherStatusResponse) ProtoMessage() {}
+
+func (x *GetDispatcherStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDispatcherStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetDispatcherStatusResponse) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GetDispatcherStatusResponse) GetDispatcherId() string {
+	if x != nil {
+		return x.DispatcherId
+	}
+	return ""
+}
+
+func (x *GetDispatcherStatusResponse) GetFlow() *FlowControl {
+	if x != nil {
+		return x.Flow
+	}
+	return nil
+}
+
+// FlowControl is one dispatcher's view of how it paces the destination.
+type FlowControl struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Adaptive concurrency: the current limit and deliveries in flight.
+	ConcurrencyLimit int32 `protobuf:"varint,1,opt,name=concurrency_limit,json=concurrencyLimit,proto3" json:"concurrency_limit,omitempty"`
+	InFlight         int32 `protobuf:"varint,2,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	// Fleet-wide requests per second toward the destination; 0 when off.
+	RateLimit    float64      `protobuf:"fixed64,3,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	BreakerState BreakerState `protobuf:"varint,4,opt,name=breaker_state,json=breakerState,proto3,enum=spool.v1.BreakerState" json:"breaker_state,omitempty"`
+	// How often the breaker opened, and for how long it was not closed in
+	// total, since the dispatcher started.
+	BreakerOpens    int64                `protobuf:"varint,5,opt,name=breaker_opens,json=breakerOpens,proto3" json:"breaker_opens,omitempty"`
+	BreakerOpenTime *durationpb.Duration `protobuf:"bytes,6,opt,name=breaker_open_time,json=breakerOpenTime,proto3" json:"breaker_open_time,omitempty"`
+	// Destination latency: the baseline the limit is judged against, and
+	// the recent average.
+	LatencyBaseline *durationpb.Duration `protobuf:"bytes,7,opt,name=latency_baseline,json=latencyBaseline,proto3" json:"latency_baseline,omitempty"`
+	LatencyRecent   *durationpb.Duration `protobuf:"bytes,8,opt,name=latency_recent,json=latencyRecent,proto3" json:"latency_recent,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *FlowControl) Reset() {
+	*x = FlowControl{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlowControl) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlowControl) ProtoMessage() {}
+
+func (x *FlowControl) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlowControl.ProtoReflect.Descriptor instead.
+func (*FlowControl) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *FlowControl) GetConcurrencyLimit() int32 {
+	if x != nil {
+		return x.ConcurrencyLimit
+	}
+	return 0
+}
+
+func (x *FlowControl) GetInFlight() int32 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
+func (x *FlowControl) GetRateLimit() float64 {
+	if x != nil {
+		return x.RateLimit
+	}
+	return 0
+}
+
+func (x *FlowControl) GetBreakerState() BreakerState {
+	if x != nil {
+		return x.BreakerState
+	}
+	return BreakerState_BREAKER_STATE_UNSPECIFIED
+}
+
+func (x *FlowControl) GetBreakerOpens() int64 {
+	if x != nil {
+		return x.BreakerOpens
+	}
+	return 0
+}
+
+func (x *FlowControl) GetBreakerOpenTime() *durationpb.Duration {
+	if x != nil {
+		return x.BreakerOpenTime
+	}
+	return nil
+}
+
+func (x *FlowControl) GetLatencyBaseline() *durationpb.Duration {
+	if x != nil {
+		return x.LatencyBaseline
+	}
+	return nil
+}
+
+func (x *FlowControl) GetLatencyRecent() *durationpb.Duration {
+	if x != nil {
+		return x.LatencyRecent
+	}
+	return nil
+}
+
 // LedgerEntry is one row of the delivery ledger.
 type LedgerEntry struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -255,7 +518,7 @@ type LedgerEntry struct {
 
 func (x *LedgerEntry) Reset() {
 	*x = LedgerEntry{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[2]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -267,7 +530,7 @@ func (x *LedgerEntry) String() string {
 func (*LedgerEntry) ProtoMessage() {}
 
 func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[2]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -280,7 +543,7 @@ func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LedgerEntry.ProtoReflect.Descriptor instead.
 func (*LedgerEntry) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{2}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *LedgerEntry) GetJobId() string {
@@ -376,7 +639,7 @@ type ReportJobRequest struct {
 
 func (x *ReportJobRequest) Reset() {
 	*x = ReportJobRequest{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[3]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -388,7 +651,7 @@ func (x *ReportJobRequest) String() string {
 func (*ReportJobRequest) ProtoMessage() {}
 
 func (x *ReportJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[3]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -401,7 +664,7 @@ func (x *ReportJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportJobRequest.ProtoReflect.Descriptor instead.
 func (*ReportJobRequest) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{3}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ReportJobRequest) GetJobId() string {
@@ -424,7 +687,7 @@ type ReportJobResponse struct {
 
 func (x *ReportJobResponse) Reset() {
 	*x = ReportJobResponse{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[4]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -436,7 +699,7 @@ func (x *ReportJobResponse) String() string {
 func (*ReportJobResponse) ProtoMessage() {}
 
 func (x *ReportJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[4]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -449,7 +712,7 @@ func (x *ReportJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportJobResponse.ProtoReflect.Descriptor instead.
 func (*ReportJobResponse) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{4}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReportJobResponse) GetMsg() isReportJobResponse_Msg {
@@ -504,7 +767,7 @@ type ReportSummary struct {
 
 func (x *ReportSummary) Reset() {
 	*x = ReportSummary{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[5]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -516,7 +779,7 @@ func (x *ReportSummary) String() string {
 func (*ReportSummary) ProtoMessage() {}
 
 func (x *ReportSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[5]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -529,7 +792,7 @@ func (x *ReportSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportSummary.ProtoReflect.Descriptor instead.
 func (*ReportSummary) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{5}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReportSummary) GetJob() *Job {
@@ -558,7 +821,7 @@ type StateTotal struct {
 
 func (x *StateTotal) Reset() {
 	*x = StateTotal{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[6]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -570,7 +833,7 @@ func (x *StateTotal) String() string {
 func (*StateTotal) ProtoMessage() {}
 
 func (x *StateTotal) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[6]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -583,7 +846,7 @@ func (x *StateTotal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateTotal.ProtoReflect.Descriptor instead.
 func (*StateTotal) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{6}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StateTotal) GetState() TransactionState {
@@ -618,7 +881,7 @@ type ResolveTransactionRequest struct {
 
 func (x *ResolveTransactionRequest) Reset() {
 	*x = ResolveTransactionRequest{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[7]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -630,7 +893,7 @@ func (x *ResolveTransactionRequest) String() string {
 func (*ResolveTransactionRequest) ProtoMessage() {}
 
 func (x *ResolveTransactionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[7]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -643,7 +906,7 @@ func (x *ResolveTransactionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveTransactionRequest.ProtoReflect.Descriptor instead.
 func (*ResolveTransactionRequest) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{7}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ResolveTransactionRequest) GetJobId() string {
@@ -676,7 +939,7 @@ type ResolveTransactionResponse struct {
 
 func (x *ResolveTransactionResponse) Reset() {
 	*x = ResolveTransactionResponse{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[8]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -688,7 +951,7 @@ func (x *ResolveTransactionResponse) String() string {
 func (*ResolveTransactionResponse) ProtoMessage() {}
 
 func (x *ResolveTransactionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[8]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -701,7 +964,7 @@ func (x *ResolveTransactionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveTransactionResponse.ProtoReflect.Descriptor instead.
 func (*ResolveTransactionResponse) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{8}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ResolveTransactionResponse) GetEntry() *LedgerEntry {
@@ -715,11 +978,26 @@ var File_spool_v1_dispatch_proto protoreflect.FileDescriptor
 
 const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"\n" +
-	"\x17spool/v1/dispatch.proto\x12\bspool.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12spool/v1/job.proto\"(\n" +
+	"\x17spool/v1/dispatch.proto\x12\bspool.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12spool/v1/job.proto\"(\n" +
 	"\x0fWatchJobRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"E\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"p\n" +
 	"\x10WatchJobResponse\x121\n" +
-	"\bprogress\x18\x01 \x01(\v2\x15.spool.v1.JobProgressR\bprogress\"\xb5\x03\n" +
+	"\bprogress\x18\x01 \x01(\v2\x15.spool.v1.JobProgressR\bprogress\x12)\n" +
+	"\x04flow\x18\x02 \x01(\v2\x15.spool.v1.FlowControlR\x04flow\"\x1c\n" +
+	"\x1aGetDispatcherStatusRequest\"m\n" +
+	"\x1bGetDispatcherStatusResponse\x12#\n" +
+	"\rdispatcher_id\x18\x01 \x01(\tR\fdispatcherId\x12)\n" +
+	"\x04flow\x18\x02 \x01(\v2\x15.spool.v1.FlowControlR\x04flow\"\xa7\x03\n" +
+	"\vFlowControl\x12+\n" +
+	"\x11concurrency_limit\x18\x01 \x01(\x05R\x10concurrencyLimit\x12\x1b\n" +
+	"\tin_flight\x18\x02 \x01(\x05R\binFlight\x12\x1d\n" +
+	"\n" +
+	"rate_limit\x18\x03 \x01(\x01R\trateLimit\x12;\n" +
+	"\rbreaker_state\x18\x04 \x01(\x0e2\x16.spool.v1.BreakerStateR\fbreakerState\x12#\n" +
+	"\rbreaker_opens\x18\x05 \x01(\x03R\fbreakerOpens\x12E\n" +
+	"\x11breaker_open_time\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0fbreakerOpenTime\x12D\n" +
+	"\x10latency_baseline\x18\a \x01(\v2\x19.google.protobuf.DurationR\x0flatencyBaseline\x12@\n" +
+	"\x0elatency_recent\x18\b \x01(\v2\x19.google.protobuf.DurationR\rlatencyRecent\"\xb5\x03\n" +
 	"\vLedgerEntry\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x10\n" +
 	"\x03row\x18\x02 \x01(\x03R\x03row\x12'\n" +
@@ -758,7 +1036,12 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"resolution\x18\x03 \x01(\x0e2\x14.spool.v1.ResolutionR\n" +
 	"resolution\"I\n" +
 	"\x1aResolveTransactionResponse\x12+\n" +
-	"\x05entry\x18\x01 \x01(\v2\x15.spool.v1.LedgerEntryR\x05entry*\xf4\x01\n" +
+	"\x05entry\x18\x01 \x01(\v2\x15.spool.v1.LedgerEntryR\x05entry*|\n" +
+	"\fBreakerState\x12\x1d\n" +
+	"\x19BREAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14BREAKER_STATE_CLOSED\x10\x01\x12\x16\n" +
+	"\x12BREAKER_STATE_OPEN\x10\x02\x12\x1b\n" +
+	"\x17BREAKER_STATE_HALF_OPEN\x10\x03*\xf4\x01\n" +
 	"\x10TransactionState\x12!\n" +
 	"\x1dTRANSACTION_STATE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19TRANSACTION_STATE_CLAIMED\x10\x01\x12\x1d\n" +
@@ -771,11 +1054,12 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"Resolution\x12\x1a\n" +
 	"\x16RESOLUTION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14RESOLUTION_DELIVERED\x10\x01\x12\x15\n" +
-	"\x11RESOLUTION_RESEND\x10\x022\xff\x01\n" +
+	"\x11RESOLUTION_RESEND\x10\x022\xe3\x02\n" +
 	"\x0fDispatchService\x12C\n" +
 	"\bWatchJob\x12\x19.spool.v1.WatchJobRequest\x1a\x1a.spool.v1.WatchJobResponse0\x01\x12F\n" +
 	"\tReportJob\x12\x1a.spool.v1.ReportJobRequest\x1a\x1b.spool.v1.ReportJobResponse0\x01\x12_\n" +
-	"\x12ResolveTransaction\x12#.spool.v1.ResolveTransactionRequest\x1a$.spool.v1.ResolveTransactionResponseB/Z-github.com/spoolhq/spool/gen/spool/v1;spoolv1b\x06proto3"
+	"\x12ResolveTransaction\x12#.spool.v1.ResolveTransactionRequest\x1a$.spool.v1.ResolveTransactionResponse\x12b\n" +
+	"\x13GetDispatcherStatus\x12$.spool.v1.GetDispatcherStatusRequest\x1a%.spool.v1.GetDispatcherStatusResponseB/Z-github.com/spoolhq/spool/gen/spool/v1;spoolv1b\x06proto3"
 
 var (
 	file_spool_v1_dispatch_proto_rawDescOnce sync.Once
@@ -789,46 +1073,59 @@ func file_spool_v1_dispatch_proto_rawDescGZIP() []byte {
 	return file_spool_v1_dispatch_proto_rawDescData
 }
 
-var file_spool_v1_dispatch_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_spool_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_spool_v1_dispatch_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_spool_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_spool_v1_dispatch_proto_goTypes = []any{
-	(TransactionState)(0),              // 0: spool.v1.TransactionState
-	(Resolution)(0),                    // 1: spool.v1.Resolution
-	(*WatchJobRequest)(nil),            // 2: spool.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),           // 3: spool.v1.WatchJobResponse
-	(*LedgerEntry)(nil),                // 4: spool.v1.LedgerEntry
-	(*ReportJobRequest)(nil),           // 5: spool.v1.ReportJobRequest
-	(*ReportJobResponse)(nil),          // 6: spool.v1.ReportJobResponse
-	(*ReportSummary)(nil),              // 7: spool.v1.ReportSummary
-	(*StateTotal)(nil),                 // 8: spool.v1.StateTotal
-	(*ResolveTransactionRequest)(nil),  // 9: spool.v1.ResolveTransactionRequest
-	(*ResolveTransactionResponse)(nil), // 10: spool.v1.ResolveTransactionResponse
-	(*JobProgress)(nil),                // 11: spool.v1.JobProgress
-	(*timestamppb.Timestamp)(nil),      // 12: google.protobuf.Timestamp
-	(*Job)(nil),                        // 13: spool.v1.Job
+	(BreakerState)(0),                   // 0: spool.v1.BreakerState
+	(TransactionState)(0),               // 1: spool.v1.TransactionState
+	(Resolution)(0),                     // 2: spool.v1.Resolution
+	(*WatchJobRequest)(nil),             // 3: spool.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),            // 4: spool.v1.WatchJobResponse
+	(*GetDispatcherStatusRequest)(nil),  // 5: spool.v1.GetDispatcherStatusRequest
+	(*GetDispatcherStatusResponse)(nil), // 6: spool.v1.GetDispatcherStatusResponse
+	(*FlowControl)(nil),                 // 7: spool.v1.FlowControl
+	(*LedgerEntry)(nil),                 // 8: spool.v1.LedgerEntry
+	(*ReportJobRequest)(nil),            // 9: spool.v1.ReportJobRequest
+	(*ReportJobResponse)(nil),           // 10: spool.v1.ReportJobResponse
+	(*ReportSummary)(nil),               // 11: spool.v1.ReportSummary
+	(*StateTotal)(nil),                  // 12: spool.v1.StateTotal
+	(*ResolveTransactionRequest)(nil),   // 13: spool.v1.ResolveTransactionRequest
+	(*ResolveTransactionResponse)(nil),  // 14: spool.v1.ResolveTransactionResponse
+	(*JobProgress)(nil),                 // 15: spool.v1.JobProgress
+	(*durationpb.Duration)(nil),         // 16: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),       // 17: google.protobuf.Timestamp
+	(*Job)(nil),                         // 18: spool.v1.Job
 }
 var file_spool_v1_dispatch_proto_depIdxs = []int32{
-	11, // 0: spool.v1.WatchJobResponse.progress:type_name -> spool.v1.JobProgress
-	0,  // 1: spool.v1.LedgerEntry.state:type_name -> spool.v1.TransactionState
-	12, // 2: spool.v1.LedgerEntry.updated_at:type_name -> google.protobuf.Timestamp
-	4,  // 3: spool.v1.ReportJobResponse.entry:type_name -> spool.v1.LedgerEntry
-	7,  // 4: spool.v1.ReportJobResponse.summary:type_name -> spool.v1.ReportSummary
-	13, // 5: spool.v1.ReportSummary.job:type_name -> spool.v1.Job
-	8,  // 6: spool.v1.ReportSummary.totals:type_name -> spool.v1.StateTotal
-	0,  // 7: spool.v1.StateTotal.state:type_name -> spool.v1.TransactionState
-	1,  // 8: spool.v1.ResolveTransactionRequest.resolution:type_name -> spool.v1.Resolution
-	4,  // 9: spool.v1.ResolveTransactionResponse.entry:type_name -> spool.v1.LedgerEntry
-	2,  // 10: spool.v1.DispatchService.WatchJob:input_type -> spool.v1.WatchJobRequest
-	5,  // 11: spool.v1.DispatchService.ReportJob:input_type -> spool.v1.ReportJobRequest
-	9,  // 12: spool.v1.DispatchService.ResolveTransaction:input_type -> spool.v1.ResolveTransactionRequest
-	3,  // 13: spool.v1.DispatchService.WatchJob:output_type -> spool.v1.WatchJobResponse
-	6,  // 14: spool.v1.DispatchService.ReportJob:output_type -> spool.v1.ReportJobResponse
-	10, // 15: spool.v1.DispatchService.ResolveTransaction:output_type -> spool.v1.ResolveTransactionResponse
-	13, // [13:16] is the sub-list for method output_type
-	10, // [10:13] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	15, // 0: spool.v1.WatchJobResponse.progress:type_name -> spool.v1.JobProgress
+	7,  // 1: spool.v1.WatchJobResponse.flow:type_name -> spool.v1.FlowControl
+	7,  // 2: spool.v1.GetDispatcherStatusResponse.flow:type_name -> spool.v1.FlowControl
+	0,  // 3: spool.v1.FlowControl.breaker_state:type_name -> spool.v1.BreakerState
+	16, // 4: spool.v1.FlowControl.breaker_open_time:type_name -> google.protobuf.Duration
+	16, // 5: spool.v1.FlowControl.latency_baseline:type_name -> google.protobuf.Duration
+	16, // 6: spool.v1.FlowControl.latency_recent:type_name -> google.protobuf.Duration
+	1,  // 7: spool.v1.LedgerEntry.state:type_name -> spool.v1.TransactionState
+	17, // 8: spool.v1.LedgerEntry.updated_at:type_name -> google.protobuf.Timestamp
+	8,  // 9: spool.v1.ReportJobResponse.entry:type_name -> spool.v1.LedgerEntry
+	11, // 10: spool.v1.ReportJobResponse.summary:type_name -> spool.v1.ReportSummary
+	18, // 11: spool.v1.ReportSummary.job:type_name -> spool.v1.Job
+	12, // 12: spool.v1.ReportSummary.totals:type_name -> spool.v1.StateTotal
+	1,  // 13: spool.v1.StateTotal.state:type_name -> spool.v1.TransactionState
+	2,  // 14: spool.v1.ResolveTransactionRequest.resolution:type_name -> spool.v1.Resolution
+	8,  // 15: spool.v1.ResolveTransactionResponse.entry:type_name -> spool.v1.LedgerEntry
+	3,  // 16: spool.v1.DispatchService.WatchJob:input_type -> spool.v1.WatchJobRequest
+	9,  // 17: spool.v1.DispatchService.ReportJob:input_type -> spool.v1.ReportJobRequest
+	13, // 18: spool.v1.DispatchService.ResolveTransaction:input_type -> spool.v1.ResolveTransactionRequest
+	5,  // 19: spool.v1.DispatchService.GetDispatcherStatus:input_type -> spool.v1.GetDispatcherStatusRequest
+	4,  // 20: spool.v1.DispatchService.WatchJob:output_type -> spool.v1.WatchJobResponse
+	10, // 21: spool.v1.DispatchService.ReportJob:output_type -> spool.v1.ReportJobResponse
+	14, // 22: spool.v1.DispatchService.ResolveTransaction:output_type -> spool.v1.ResolveTransactionResponse
+	6,  // 23: spool.v1.DispatchService.GetDispatcherStatus:output_type -> spool.v1.GetDispatcherStatusResponse
+	20, // [20:24] is the sub-list for method output_type
+	16, // [16:20] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_spool_v1_dispatch_proto_init() }
@@ -837,7 +1134,7 @@ func file_spool_v1_dispatch_proto_init() {
 		return
 	}
 	file_spool_v1_job_proto_init()
-	file_spool_v1_dispatch_proto_msgTypes[4].OneofWrappers = []any{
+	file_spool_v1_dispatch_proto_msgTypes[7].OneofWrappers = []any{
 		(*ReportJobResponse_Entry)(nil),
 		(*ReportJobResponse_Summary)(nil),
 	}
@@ -846,8 +1143,8 @@ func file_spool_v1_dispatch_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spool_v1_dispatch_proto_rawDesc), len(file_spool_v1_dispatch_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   9,
+			NumEnums:      3,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

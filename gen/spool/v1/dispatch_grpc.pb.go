@@ -19,9 +19,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	DispatchService_WatchJob_FullMethodName           = "/spool.v1.DispatchService/WatchJob"
-	DispatchService_ReportJob_FullMethodName          = "/spool.v1.DispatchService/ReportJob"
-	DispatchService_ResolveTransaction_FullMethodName = "/spool.v1.DispatchService/ResolveTransaction"
+	DispatchService_WatchJob_FullMethodName            = "/spool.v1.DispatchService/WatchJob"
+	DispatchService_ReportJob_FullMethodName           = "/spool.v1.DispatchService/ReportJob"
+	DispatchService_ResolveTransaction_FullMethodName  = "/spool.v1.DispatchService/ResolveTransaction"
+	DispatchService_GetDispatcherStatus_FullMethodName = "/spool.v1.DispatchService/GetDispatcherStatus"
 )
 
 // DispatchServiceClient is the client API for DispatchService service.
@@ -41,6 +42,10 @@ type DispatchServiceClient interface {
 	// ResolveTransaction settles an UNKNOWN row after a person checked the
 	// third party: it was delivered, or it must be sent again.
 	ResolveTransaction(ctx context.Context, in *ResolveTransactionRequest, opts ...grpc.CallOption) (*ResolveTransactionResponse, error)
+	// GetDispatcherStatus reports the answering dispatcher's flow control
+	// toward the destination: its concurrency limit, the fleet-wide rate
+	// limit, and its circuit breaker.
+	GetDispatcherStatus(ctx context.Context, in *GetDispatcherStatusRequest, opts ...grpc.CallOption) (*GetDispatcherStatusResponse, error)
 }
 
 type dispatchServiceClient struct {
@@ -99,6 +104,16 @@ func (c *dispatchServiceClient) ResolveTransaction(ctx context.Context, in *Reso
 	return out, nil
 }
 
+func (c *dispatchServiceClient) GetDispatcherStatus(ctx context.Context, in *GetDispatcherStatusRequest, opts ...grpc.CallOption) (*GetDispatcherStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetDispatcherStatusResponse)
+	err := c.cc.Invoke(ctx, DispatchService_GetDispatcherStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DispatchServiceServer is the server API for DispatchService service.
 // All implementations must embed UnimplementedDispatchServiceServer
 // for forward compatibility.
@@ -116,6 +131,10 @@ type DispatchServiceServer interface {
 	// ResolveTransaction settles an UNKNOWN row after a person checked the
 	// third party: it was delivered, or it must be sent again.
 	ResolveTransaction(context.Context, *ResolveTransactionRequest) (*ResolveTransactionResponse, error)
+	// GetDispatcherStatus reports the answering dispatcher's flow control
+	// toward the destination: its concurrency limit, the fleet-wide rate
+	// limit, and its circuit breaker.
+	GetDispatcherStatus(context.Context, *GetDispatcherStatusRequest) (*GetDispatcherStatusResponse, error)
 	mustEmbedUnimplementedDispatchServiceServer()
 }
 
@@ -134,6 +153,9 @@ func (UnimplementedDispatchServiceServer) ReportJob(*ReportJobRequest, grpc.Serv
 }
 func (UnimplementedDispatchServiceServer) ResolveTransaction(context.Context, *ResolveTransactionRequest) (*ResolveTransactionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResolveTransaction not implemented")
+}
+func (UnimplementedDispatchServiceServer) GetDispatcherStatus(context.Context, *GetDispatcherStatusRequest) (*GetDispatcherStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetDispatcherStatus not implemented")
 }
 func (UnimplementedDispatchServiceServer) mustEmbedUnimplementedDispatchServiceServer() {}
 func (UnimplementedDispatchServiceServer) testEmbeddedByValue()                         {}
@@ -196,6 +218,24 @@ func _DispatchService_ResolveTransaction_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DispatchService_GetDispatcherStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetDispatcherStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DispatchServiceServer).GetDispatcherStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DispatchService_GetDispatcherStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DispatchServiceServer).GetDispatcherStatus(ctx, req.(*GetDispatcherStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DispatchService_ServiceDesc is the grpc.ServiceDesc for DispatchService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -206,6 +246,10 @@ var DispatchService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ResolveTransaction",
 			Handler:    _DispatchService_ResolveTransaction_Handler,
+		},
+		{
+			MethodName: "GetDispatcherStatus",
+			Handler:    _DispatchService_GetDispatcherStatus_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
