@@ -1,0 +1,194 @@
+// Package flow paces one dispatcher toward its destination. It puts the
+// three flow-control parts together behind the two questions the delivery
+// path asks, and the one answer it gives back:
+//
+//   - May I receive? The circuit breaker says no while the destination is
+//     down, so that messages stay in the queue, where neither their receive
+//     count nor their retry budget burns (Receive).
+//   - May I send? A slot of the adaptive concurrency limit, then a slot of
+//     the fleet-wide rate limit (Slot, then Slot.Pace): both are waited for
+//     before the row is claimed in the ledger, so that no row waits while
+//     marked as being sent.
+//   - How did it go? The outcome of each send teaches the concurrency limit
+//     and the breaker (Slot.Done).
+//
+// Each part is optional: a nil Control, or one without a part, lets
+// everything through, so tests and configurations without flow control
+// need no special case.
+package flow
+
+import (
+	"context"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/spoolhq/spool/dispatcher/internal/breaker"
+	"github.com/spoolhq/spool/dispatcher/internal/limit"
+	"github.com/spoolhq/spool/dispatcher/internal/rate"
+	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+)
+
+// Outcome is what a send told about the destination.
+type Outcome int
+
+const (
+	// NotSent: nothing reached the destination (the row was settled, held,
+	// or gated, or the request never left the machine for a local reason).
+	// It teaches nothing.
+	NotSent Outcome = iota
+	// Accepted: a 2xx, or a status configured as already applied.
+	Accepted
+	// Refused: a permanent 4xx. The destination is up and answering; the
+	// row is at fault, not the load.
+	Refused
+	// Overloaded: 408, 429, 5xx, a refused connection or a timeout: the
+	// destination is down or asks for less.
+	Overloaded
+	// Lost: the request was written and its answer never came (a reset or
+	// a timeout after writing): like Overloaded for the breaker, but its
+	// latency is not a sample.
+	Lost
+)
+
+func (o Outcome) String() string {
+	return [...]string{"not-sent", "accepted", "refused", "overloaded", "lost"}[o]
+}
+
+// Control is one dispatcher's flow control. Any field may be nil.
+type Control struct {
+	Limit   *limit.Limiter
+	Rate    *rate.Limiter
+	Breaker *breaker.Breaker
+}
+
+// Receive waits until the breaker lets the dispatcher receive. probe says
+// the breaker is half-open and this receive carries its one probe: take a
+// single message, and report its outcome (or ReceivedNothing).
+func (c *Control) Receive(ctx context.Context) (probe bool, err error) {
+	if c == nil || c.Breaker == nil {
+		return false, ctx.Err()
+	}
+	return c.Breaker.Wait(ctx)
+}
+
+// ReceivedNothing tells the breaker that a probe receive found no message,
+// so another probe may go.
+func (c *Control) ReceivedNothing() {
+	if c != nil && c.Breaker != nil {
+		c.Breaker.Record(breaker.Ignore)
+	}
+}
+
+// Slot is the right to send one request: one unit of the concurrency limit.
+// Done must be called exactly once; later calls do nothing.
+type Slot struct {
+	c     *Control
+	tok   *limit.Token
+	start time.Time
+	done  bool
+}
+
+// Acquire waits for a concurrency slot.
+func (c *Control) Acquire(ctx context.Context) (*Slot, error) {
+	s := &Slot{c: c}
+	if c == nil || c.Limit == nil {
+		return s, ctx.Err()
+	}
+	tok, err := c.Limit.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.tok = tok
+	return s, nil
+}
+
+// TryAcquire takes a concurrency slot if one is free now.
+func (c *Control) TryAcquire() (*Slot, bool) {
+	if c == nil || c.Limit == nil {
+		return &Slot{c: c}, true
+	}
+	tok, ok := c.Limit.TryAcquire()
+	if !ok {
+		return nil, false
+	}
+	return &Slot{c: c, tok: tok}, true
+}
+
+// Pace waits for the fleet-wide rate limit's next slot; call it right
+// before claiming the row, after everything else that may wait. The
+// send's latency is measured from here.
+func (s *Slot) Pace(ctx context.Context) error {
+	if s.c != nil && s.c.Rate != nil {
+		if err := s.c.Rate.Wait(ctx); err != nil {
+			return err
+		}
+	}
+	s.start = time.Now()
+	return nil
+}
+
+// Done returns the slot and tells the limit and the breaker how the send
+// went.
+func (s *Slot) Done(o Outcome) {
+	if s == nil || s.done {
+		return
+	}
+	s.done = true
+	var latency time.Duration
+	if !s.start.IsZero() {
+		latency = time.Since(s.start)
+	}
+	if s.tok != nil {
+		switch o {
+		case Accepted:
+			s.tok.Done(limit.Success, latency)
+		case Overloaded:
+			s.tok.Done(limit.Overload, latency)
+		default:
+			s.tok.Done(limit.Ignore, 0)
+		}
+	}
+	if s.c == nil || s.c.Breaker == nil {
+		return
+	}
+	switch o {
+	case Accepted, Refused:
+		s.c.Breaker.Record(breaker.Success)
+	case Overloaded, Lost:
+		s.c.Breaker.Record(breaker.Failure)
+	default:
+		s.c.Breaker.Record(breaker.Ignore)
+	}
+}
+
+// Status is the dispatcher's flow control for the status RPCs.
+func (c *Control) Status() *spoolv1.FlowControl {
+	f := &spoolv1.FlowControl{BreakerState: spoolv1.BreakerState_BREAKER_STATE_CLOSED}
+	if c == nil {
+		return f
+	}
+	if c.Limit != nil {
+		st := c.Limit.Stats()
+		f.ConcurrencyLimit, f.InFlight = int32(st.Limit), int32(st.InFlight)
+		f.LatencyBaseline, f.LatencyRecent = durationpb.New(st.Baseline), durationpb.New(st.Recent)
+	}
+	f.RateLimit = c.Rate.Rate()
+	if c.Breaker != nil {
+		st := c.Breaker.Stats()
+		f.BreakerState = breakerState(st.State)
+		f.BreakerOpens = st.Opens
+		f.BreakerOpenTime = durationpb.New(st.OpenTime)
+	}
+	return f
+}
+
+func breakerState(s breaker.State) spoolv1.BreakerState {
+	switch s {
+	case breaker.Open:
+		return spoolv1.BreakerState_BREAKER_STATE_OPEN
+	case breaker.HalfOpen:
+		return spoolv1.BreakerState_BREAKER_STATE_HALF_OPEN
+	}
+	return spoolv1.BreakerState_BREAKER_STATE_CLOSED
+}
