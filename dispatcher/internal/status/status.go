@@ -58,6 +58,15 @@ type Options struct {
 	// that is not final yet: someone waits for it, so the counter repair
 	// must look at it even if this dispatcher delivered none of its rows.
 	Watched func(jobID string)
+	// DispatcherID and Flow serve GetDispatcherStatus, and Flow adds the
+	// answering dispatcher's flow control to every WatchJob message.
+	DispatcherID string
+	Flow         FlowStatus
+}
+
+// FlowStatus reports a dispatcher's flow control (flow.Control).
+type FlowStatus interface {
+	Status() *spoolv1.FlowControl
 }
 
 // Server implements spoolv1.DispatchServiceServer.
@@ -156,7 +165,7 @@ func (s *Server) WatchJob(req *spoolv1.WatchJobRequest, stream grpc.ServerStream
 // message.
 func (s *Server) send(stream grpc.ServerStreamingServer[spoolv1.WatchJobResponse], job *spoolv1.Job, m *meter) (bool, error) {
 	p := Progress(job, m.rate())
-	if err := stream.Send(&spoolv1.WatchJobResponse{Progress: p}); err != nil {
+	if err := stream.Send(&spoolv1.WatchJobResponse{Progress: p, Flow: s.flow()}); err != nil {
 		return false, err
 	}
 	return p.GetFinal(), nil
