@@ -33,6 +33,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/spoolhq/spool/dispatcher/internal/clock"
 )
 
 // State is a breaker's state.
@@ -84,17 +86,6 @@ func (o Outcome) String() string {
 	return "outcome(" + strconv.Itoa(int(o)) + ")"
 }
 
-// Clock tells the time and waits; tests inject a fake one.
-type Clock interface {
-	Now() time.Time
-	After(d time.Duration) <-chan time.Time
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                         { return time.Now() }
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
-
 // Defaults for Options.
 const (
 	DefaultFailures     = 10
@@ -128,7 +119,7 @@ type Options struct {
 	// take.
 	ProbeTimeout time.Duration
 	// Clock is the time source; the real clock when nil.
-	Clock Clock
+	Clock clock.Clock
 	// Log gets a line per state change; slog.Default() when nil.
 	Log *slog.Logger
 }
@@ -154,7 +145,7 @@ func (o Options) withDefaults() Options {
 		o.ProbeTimeout = DefaultProbeTimeout
 	}
 	if o.Clock == nil {
-		o.Clock = realClock{}
+		o.Clock = clock.Real{}
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()

@@ -10,12 +10,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/spoolhq/spool/dispatcher/internal/breaker"
+
+	"github.com/spoolhq/spool/dispatcher/internal/clock/clocktest"
 )
 
 // newBreaker returns a breaker on a fake clock, with quiet logs.
-func newBreaker(tb testing.TB, o breaker.Options) (*breaker.Breaker, *fakeClock) {
+func newBreaker(tb testing.TB, o breaker.Options) (*breaker.Breaker, *clocktest.Clock) {
 	tb.Helper()
-	clk := newFakeClock()
+	clk := clocktest.New(false)
 	o.Clock = clk
 	o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	return breaker.New(o), clk

@@ -47,6 +47,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/spoolhq/spool/dispatcher/internal/clock"
 )
 
 // Backend keeps each destination's shared schedule.
@@ -56,17 +58,6 @@ type Backend interface {
 	// start. It is atomic across every dispatcher sharing the backend.
 	Reserve(ctx context.Context, dest string, floor time.Time, span time.Duration) (time.Time, error)
 }
-
-// Clock tells the time and waits; tests inject a fake one.
-type Clock interface {
-	Now() time.Time
-	After(d time.Duration) <-chan time.Time
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                         { return time.Now() }
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // Defaults for Options.
 const (
@@ -91,7 +82,7 @@ type Options struct {
 	// leases one slot at a time.
 	Ahead time.Duration
 	// Clock is the time source; the real clock when nil.
-	Clock Clock
+	Clock clock.Clock
 }
 
 func (o Options) withDefaults() Options {
@@ -108,7 +99,7 @@ func (o Options) withDefaults() Options {
 		o.Ahead = DefaultAhead
 	}
 	if o.Clock == nil {
-		o.Clock = realClock{}
+		o.Clock = clock.Real{}
 	}
 	return o
 }

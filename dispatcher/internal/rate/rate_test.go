@@ -10,6 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/spoolhq/spool/dispatcher/internal/rate"
+
+	"github.com/spoolhq/spool/dispatcher/internal/clock/clocktest"
 )
 
 // countingBackend counts reservations and can fail them.
@@ -34,7 +36,7 @@ func (c *countingBackend) Reserve(ctx context.Context, dest string, floor time.T
 }
 
 // waitTimes calls Wait n times in a row and returns the clock after each.
-func waitTimes(tb testing.TB, l *rate.Limiter, clk *fakeClock, n int) []time.Duration {
+func waitTimes(tb testing.TB, l *rate.Limiter, clk *clocktest.Clock, n int) []time.Duration {
 	tb.Helper()
 	start := clk.Now()
 	out := make([]time.Duration, n)
@@ -68,7 +70,7 @@ func TestSpacing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			clk := newFakeClock(true)
+			clk := clocktest.New(true)
 			l := rate.NewWith(rate.NewMemory(), "d", tt.perSecond, rate.Options{Burst: tt.burst, Clock: clk})
 			got := waitTimes(t, l, clk, len(tt.want))
 			for i := range tt.want {
@@ -81,7 +83,7 @@ func TestSpacing(t *testing.T) {
 }
 
 func TestLeasesGrowAndSaveWrites(t *testing.T) {
-	clk := newFakeClock(true)
+	clk := clocktest.New(true)
 	b := &countingBackend{Backend: rate.NewMemory()}
 	l := rate.NewWith(b, "d", 100, rate.Options{MaxLease: 10, Clock: clk})
 	got := waitTimes(t, l, clk, 1000)
@@ -106,7 +108,7 @@ func ms(ds []time.Duration) []time.Duration {
 }
 
 func TestUnusedSlotsExpire(t *testing.T) {
-	clk := newFakeClock(true)
+	clk := clocktest.New(true)
 	b := &countingBackend{Backend: rate.NewMemory()}
 	l := rate.NewWith(b, "d", 100, rate.Options{MaxLease: 8, Expire: 50 * time.Millisecond, Clock: clk})
 	waitTimes(t, l, clk, 1+2+4+1) // the last lease holds 8 slots, one used
@@ -123,7 +125,7 @@ func TestUnusedSlotsExpire(t *testing.T) {
 }
 
 func TestCancelledWaitGivesItsSlotBack(t *testing.T) {
-	clk := newFakeClock(false)
+	clk := clocktest.New(false)
 	l := rate.NewWith(rate.NewMemory(), "d", 10, rate.Options{Clock: clk})
 	require.NoError(t, l.Wait(context.Background())) // slot 0, now
 
@@ -155,7 +157,7 @@ func TestCancelledWaitGivesItsSlotBack(t *testing.T) {
 }
 
 func TestCancelledBeforeASlot(t *testing.T) {
-	l := rate.NewWith(rate.NewMemory(), "d", 10, rate.Options{Clock: newFakeClock(true)})
+	l := rate.NewWith(rate.NewMemory(), "d", 10, rate.Options{Clock: clocktest.New(true)})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	require.ErrorIs(t, l.Wait(ctx), context.Canceled)
@@ -165,7 +167,7 @@ func TestCancelledBeforeASlot(t *testing.T) {
 func TestBackendErrors(t *testing.T) {
 	boom := errors.New("throttled")
 	b := &countingBackend{Backend: rate.NewMemory(), err: boom}
-	l := rate.NewWith(b, "pay.example", 10, rate.Options{Clock: newFakeClock(true)})
+	l := rate.NewWith(b, "pay.example", 10, rate.Options{Clock: clocktest.New(true)})
 	err := l.Wait(context.Background())
 	require.ErrorIs(t, err, boom)
 	require.ErrorContains(t, err, "reserve 1 requests to pay.example")
@@ -179,7 +181,7 @@ func TestBackendErrors(t *testing.T) {
 // TestConcurrentWaitersShareLeases runs many callers at once on virtual
 // time: every grant is a distinct slot, and the lease covers the queue.
 func TestConcurrentWaitersShareLeases(t *testing.T) {
-	clk := newFakeClock(true)
+	clk := clocktest.New(true)
 	b := &countingBackend{Backend: rate.NewMemory()}
 	l := rate.NewWith(b, "d", 1000, rate.Options{MaxLease: 10, Clock: clk})
 	var wg sync.WaitGroup
@@ -207,7 +209,7 @@ func TestConcurrentWaitersShareLeases(t *testing.T) {
 }
 
 func TestFarAheadLeasesOneAtATime(t *testing.T) {
-	clk := newFakeClock(true)
+	clk := clocktest.New(true)
 	mem := rate.NewMemory()
 	// Other dispatchers booked five seconds of the schedule.
 	_, err := mem.Reserve(context.Background(), "d", clk.Now(), 5*time.Second)
@@ -240,7 +242,7 @@ func (g *gatedBackend) Reserve(ctx context.Context, dest string, floor time.Time
 
 func TestLeaseOutlivesItsCaller(t *testing.T) {
 	g := &gatedBackend{Backend: rate.NewMemory(), entered: make(chan struct{}, 1), release: make(chan struct{})}
-	clk := newFakeClock(true)
+	clk := clocktest.New(true)
 	l := rate.NewWith(g, "d", 10, rate.Options{Clock: clk})
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
@@ -264,7 +266,7 @@ func TestLeaseOutlivesItsCaller(t *testing.T) {
 // TestDeadDispatcherCostsOneLease: a dispatcher that stops with leased
 // slots in hand holds up the schedule by that lease at most, once.
 func TestDeadDispatcherCostsOneLease(t *testing.T) {
-	clk := newFakeClock(true)
+	clk := clocktest.New(true)
 	mem := rate.NewMemory()
 	dead := rate.NewWith(mem, "d", 10, rate.Options{Clock: clk})
 	// Leases of 1, 2, 4 and 8 slots; it dies after its slot at 700 ms,
