@@ -10,7 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/spoolhq/spool/dispatcher/internal/breaker"
-
 	"github.com/spoolhq/spool/dispatcher/internal/clock/clocktest"
 )
 
