@@ -9,8 +9,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/spoolhq/spool/dispatcher/internal/rate"
 	"github.com/spoolhq/spool/dispatcher/internal/clock/clocktest"
+	"github.com/spoolhq/spool/dispatcher/internal/rate"
 )
 
 // countingBackend counts reservations and can fail them.
