@@ -4,6 +4,7 @@ go 1.26.0
 
 replace (
 	github.com/spoolhq/spool/gen => ../gen
+	github.com/spoolhq/spool/ingestor => ../ingestor
 	github.com/spoolhq/spool/platform => ../platform
 )
 
@@ -13,6 +14,7 @@ require (
 	github.com/aws/aws-sdk-go-v2/service/sqs v1.52.11
 	github.com/google/go-cmp v0.7.0
 	github.com/spoolhq/spool/gen v0.0.0
+	github.com/spoolhq/spool/ingestor v0.0.0
 	github.com/spoolhq/spool/platform v0.0.0
 	github.com/stretchr/testify v1.12.1
 	github.com/vbauerster/mpb/v8 v8.16.2

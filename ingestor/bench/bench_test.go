@@ -95,7 +95,7 @@ func measure(b *testing.B, bin, ddbURL string, rows int) result {
 }
 
 // buildIngestor compiles the service into a temporary folder.
-func buildIngestor(b *testing.B) string {
+func buildIngestor(b testing.TB) string {
 	b.Helper()
 	bin := filepath.Join(b.TempDir(), "ingestor")
 	out, err := exec.Command("go", "build", "-o", bin, "github.com/spoolhq/spool/ingestor/cmd/ingestor").CombinedOutput()
@@ -112,7 +112,7 @@ type process struct {
 
 // startIngestor starts the binary on a free port, configured through the
 // environment as in a container, and waits until it reports SERVING.
-func startIngestor(b *testing.B, bin, sqsURL, ddbURL, queueURL string) *process {
+func startIngestor(b testing.TB, bin, sqsURL, ddbURL, queueURL string) *process {
 	b.Helper()
 	port, err := emulator.FreePort()
 	require.NoError(b, err)
@@ -159,7 +159,7 @@ func startIngestor(b *testing.B, bin, sqsURL, ddbURL, queueURL string) *process 
 
 // stop ends the process with SIGTERM, as ECS does, and kills it if it
 // does not stop in time.
-func (p *process) stop(b *testing.B) {
+func (p *process) stop(b testing.TB) {
 	b.Helper()
 	if p.stopped {
 		return
@@ -212,7 +212,7 @@ func streamRows(b *testing.B, addr string, rows int) *spoolv1.StreamFileResponse
 }
 
 // peakRSS returns the process's peak resident set size (VmHWM) in KiB.
-func peakRSS(b *testing.B, pid int) int64 {
+func peakRSS(b testing.TB, pid int) int64 {
 	b.Helper()
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	require.NoError(b, err)

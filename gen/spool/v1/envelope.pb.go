@@ -90,8 +90,12 @@ type Envelope struct {
 	// idempotency header. The same transaction always has the same key.
 	TransactionKey string                 `protobuf:"bytes,5,opt,name=transaction_key,json=transactionKey,proto3" json:"transaction_key,omitempty"`
 	PublishedAt    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=published_at,json=publishedAt,proto3" json:"published_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The JSON object the destination receives, when the file's profile maps
+	// one (see Profile.body). Empty: the destination receives the fields by
+	// name, as strings, with spool_job_id and spool_row.
+	Body          string `protobuf:"bytes,7,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Envelope) Reset() {
@@ -166,6 +170,13 @@ func (x *Envelope) GetPublishedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Envelope) GetBody() string {
+	if x != nil {
+		return x.Body
+	}
+	return ""
+}
+
 // Field is one named value of a row.
 type Field struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -223,14 +234,15 @@ var File_spool_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_spool_v1_envelope_proto_rawDesc = "" +
 	"\n" +
-	"\x17spool/v1/envelope.proto\x12\bspool.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf9\x01\n" +
+	"\x17spool/v1/envelope.proto\x12\bspool.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x02\n" +
 	"\bEnvelope\x123\n" +
 	"\aversion\x18\x01 \x01(\x0e2\x19.spool.v1.EnvelopeVersionR\aversion\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x10\n" +
 	"\x03row\x18\x03 \x01(\x03R\x03row\x12'\n" +
 	"\x06fields\x18\x04 \x03(\v2\x0f.spool.v1.FieldR\x06fields\x12'\n" +
 	"\x0ftransaction_key\x18\x05 \x01(\tR\x0etransactionKey\x12=\n" +
-	"\fpublished_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vpublishedAt\"1\n" +
+	"\fpublished_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vpublishedAt\x12\x12\n" +
+	"\x04body\x18\a \x01(\tR\x04body\"1\n" +
 	"\x05Field\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value*L\n" +

@@ -146,7 +146,14 @@ type FileHeader struct {
 	// file is the same transaction and is never paid twice.
 	BusinessKeyColumns []string `protobuf:"bytes,7,rep,name=business_key_columns,json=businessKeyColumns,proto3" json:"business_key_columns,omitempty"`
 	// Column holding the amount, for control totals and reports.
-	AmountColumn  string `protobuf:"bytes,8,opt,name=amount_column,json=amountColumn,proto3" json:"amount_column,omitempty"`
+	AmountColumn string `protobuf:"bytes,8,opt,name=amount_column,json=amountColumn,proto3" json:"amount_column,omitempty"`
+	// Name of a profile configured on the ingestor (see ListProfiles) that
+	// checks the file and maps its rows. At most one of profile and
+	// inline_profile; with neither, every column is a string, and one invalid
+	// row rejects the file.
+	Profile string `protobuf:"bytes,9,opt,name=profile,proto3" json:"profile,omitempty"`
+	// A profile sent with the file; its name is for reports only.
+	InlineProfile *Profile `protobuf:"bytes,10,opt,name=inline_profile,json=inlineProfile,proto3" json:"inline_profile,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -235,6 +242,20 @@ func (x *FileHeader) GetAmountColumn() string {
 		return x.AmountColumn
 	}
 	return ""
+}
+
+func (x *FileHeader) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *FileHeader) GetInlineProfile() *Profile {
+	if x != nil {
+		return x.InlineProfile
+	}
+	return nil
 }
 
 // Resume says where a resumed stream starts.
@@ -531,8 +552,12 @@ type RowError struct {
 	// 1-based data row number (header excluded); 0 for the header itself.
 	Row int64 `protobuf:"varint,1,opt,name=row,proto3" json:"row,omitempty"`
 	// Column name, when the problem is in one field.
-	Column        string `protobuf:"bytes,2,opt,name=column,proto3" json:"column,omitempty"`
-	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Column string `protobuf:"bytes,2,opt,name=column,proto3" json:"column,omitempty"`
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The start of the offending value, at most 32 characters, with control
+	// characters and invalid UTF-8 escaped. It may be payroll data: it is
+	// returned to the caller, never logged.
+	Excerpt       string `protobuf:"bytes,4,opt,name=excerpt,proto3" json:"excerpt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -584,6 +609,13 @@ func (x *RowError) GetColumn() string {
 func (x *RowError) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *RowError) GetExcerpt() string {
+	if x != nil {
+		return x.Excerpt
 	}
 	return ""
 }
@@ -685,16 +717,96 @@ func (x *GetJobResponse) GetJob() *Job {
 	return nil
 }
 
+type ListProfilesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProfilesRequest) Reset() {
+	*x = ListProfilesRequest{}
+	mi := &file_spool_v1_ingest_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProfilesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProfilesRequest) ProtoMessage() {}
+
+func (x *ListProfilesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_ingest_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProfilesRequest.ProtoReflect.Descriptor instead.
+func (*ListProfilesRequest) Descriptor() ([]byte, []int) {
+	return file_spool_v1_ingest_proto_rawDescGZIP(), []int{10}
+}
+
+type ListProfilesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Profiles      []*Profile             `protobuf:"bytes,1,rep,name=profiles,proto3" json:"profiles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProfilesResponse) Reset() {
+	*x = ListProfilesResponse{}
+	mi := &file_spool_v1_ingest_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProfilesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProfilesResponse) ProtoMessage() {}
+
+func (x *ListProfilesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_ingest_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProfilesResponse.ProtoReflect.Descriptor instead.
+func (*ListProfilesResponse) Descriptor() ([]byte, []int) {
+	return file_spool_v1_ingest_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ListProfilesResponse) GetProfiles() []*Profile {
+	if x != nil {
+		return x.Profiles
+	}
+	return nil
+}
+
 var File_spool_v1_ingest_proto protoreflect.FileDescriptor
 
 const file_spool_v1_ingest_proto_rawDesc = "" +
 	"\n" +
-	"\x15spool/v1/ingest.proto\x12\bspool.v1\x1a\x12spool/v1/job.proto\"\x8c\x01\n" +
+	"\x15spool/v1/ingest.proto\x12\bspool.v1\x1a\x12spool/v1/job.proto\x1a\x16spool/v1/profile.proto\"\x8c\x01\n" +
 	"\x11StreamFileRequest\x12.\n" +
 	"\x06header\x18\x01 \x01(\v2\x14.spool.v1.FileHeaderH\x00R\x06header\x12(\n" +
 	"\x04rows\x18\x02 \x01(\v2\x12.spool.v1.RowBatchH\x00R\x04rows\x12\x16\n" +
 	"\x05chunk\x18\x03 \x01(\fH\x00R\x05chunkB\x05\n" +
-	"\x03msg\"\xb8\x02\n" +
+	"\x03msg\"\x8c\x03\n" +
 	"\n" +
 	"FileHeader\x12\x1b\n" +
 	"\tfile_name\x18\x01 \x01(\tR\bfileName\x12\x17\n" +
@@ -704,7 +816,10 @@ const file_spool_v1_ingest_proto_rawDesc = "" +
 	"\acontrol\x18\x05 \x01(\v2\x17.spool.v1.ControlTotalsR\acontrol\x12(\n" +
 	"\x06resume\x18\x06 \x01(\v2\x10.spool.v1.ResumeR\x06resume\x120\n" +
 	"\x14business_key_columns\x18\a \x03(\tR\x12businessKeyColumns\x12#\n" +
-	"\ramount_column\x18\b \x01(\tR\famountColumn\"=\n" +
+	"\ramount_column\x18\b \x01(\tR\famountColumn\x12\x18\n" +
+	"\aprofile\x18\t \x01(\tR\aprofile\x128\n" +
+	"\x0einline_profile\x18\n" +
+	" \x01(\v2\x11.spool.v1.ProfileR\rinlineProfile\"=\n" +
 	"\x06Resume\x12\x1b\n" +
 	"\tafter_row\x18\x01 \x01(\x03R\bafterRow\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\"*\n" +
@@ -722,20 +837,25 @@ const file_spool_v1_ingest_proto_rawDesc = "" +
 	"\rrows_rejected\x18\x04 \x01(\x03R\frowsRejected\x12*\n" +
 	"\x06errors\x18\x05 \x03(\v2\x12.spool.v1.RowErrorR\x06errors\x12\x1f\n" +
 	"\x03job\x18\x06 \x01(\v2\r.spool.v1.JobR\x03job\x12\x1a\n" +
-	"\bexisting\x18\a \x01(\bR\bexisting\"L\n" +
+	"\bexisting\x18\a \x01(\bR\bexisting\"f\n" +
 	"\bRowError\x12\x10\n" +
 	"\x03row\x18\x01 \x01(\x03R\x03row\x12\x16\n" +
 	"\x06column\x18\x02 \x01(\tR\x06column\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"?\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
+	"\aexcerpt\x18\x04 \x01(\tR\aexcerpt\"?\n" +
 	"\rGetJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x17\n" +
 	"\ajob_key\x18\x02 \x01(\tR\x06jobKey\"1\n" +
 	"\x0eGetJobResponse\x12\x1f\n" +
-	"\x03job\x18\x01 \x01(\v2\r.spool.v1.JobR\x03job2\x97\x01\n" +
+	"\x03job\x18\x01 \x01(\v2\r.spool.v1.JobR\x03job\"\x15\n" +
+	"\x13ListProfilesRequest\"E\n" +
+	"\x14ListProfilesResponse\x12-\n" +
+	"\bprofiles\x18\x01 \x03(\v2\x11.spool.v1.ProfileR\bprofiles2\xe6\x01\n" +
 	"\rIngestService\x12I\n" +
 	"\n" +
 	"StreamFile\x12\x1b.spool.v1.StreamFileRequest\x1a\x1c.spool.v1.StreamFileResponse(\x01\x12;\n" +
-	"\x06GetJob\x12\x17.spool.v1.GetJobRequest\x1a\x18.spool.v1.GetJobResponseB/Z-github.com/spoolhq/spool/gen/spool/v1;spoolv1b\x06proto3"
+	"\x06GetJob\x12\x17.spool.v1.GetJobRequest\x1a\x18.spool.v1.GetJobResponse\x12M\n" +
+	"\fListProfiles\x12\x1d.spool.v1.ListProfilesRequest\x1a\x1e.spool.v1.ListProfilesResponseB/Z-github.com/spoolhq/spool/gen/spool/v1;spoolv1b\x06proto3"
 
 var (
 	file_spool_v1_ingest_proto_rawDescOnce sync.Once
@@ -749,40 +869,47 @@ func file_spool_v1_ingest_proto_rawDescGZIP() []byte {
 	return file_spool_v1_ingest_proto_rawDescData
 }
 
-var file_spool_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_spool_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_spool_v1_ingest_proto_goTypes = []any{
-	(*StreamFileRequest)(nil),  // 0: spool.v1.StreamFileRequest
-	(*FileHeader)(nil),         // 1: spool.v1.FileHeader
-	(*Resume)(nil),             // 2: spool.v1.Resume
-	(*CsvOptions)(nil),         // 3: spool.v1.CsvOptions
-	(*RowBatch)(nil),           // 4: spool.v1.RowBatch
-	(*Row)(nil),                // 5: spool.v1.Row
-	(*StreamFileResponse)(nil), // 6: spool.v1.StreamFileResponse
-	(*RowError)(nil),           // 7: spool.v1.RowError
-	(*GetJobRequest)(nil),      // 8: spool.v1.GetJobRequest
-	(*GetJobResponse)(nil),     // 9: spool.v1.GetJobResponse
-	(*ControlTotals)(nil),      // 10: spool.v1.ControlTotals
-	(*Job)(nil),                // 11: spool.v1.Job
+	(*StreamFileRequest)(nil),    // 0: spool.v1.StreamFileRequest
+	(*FileHeader)(nil),           // 1: spool.v1.FileHeader
+	(*Resume)(nil),               // 2: spool.v1.Resume
+	(*CsvOptions)(nil),           // 3: spool.v1.CsvOptions
+	(*RowBatch)(nil),             // 4: spool.v1.RowBatch
+	(*Row)(nil),                  // 5: spool.v1.Row
+	(*StreamFileResponse)(nil),   // 6: spool.v1.StreamFileResponse
+	(*RowError)(nil),             // 7: spool.v1.RowError
+	(*GetJobRequest)(nil),        // 8: spool.v1.GetJobRequest
+	(*GetJobResponse)(nil),       // 9: spool.v1.GetJobResponse
+	(*ListProfilesRequest)(nil),  // 10: spool.v1.ListProfilesRequest
+	(*ListProfilesResponse)(nil), // 11: spool.v1.ListProfilesResponse
+	(*ControlTotals)(nil),        // 12: spool.v1.ControlTotals
+	(*Profile)(nil),              // 13: spool.v1.Profile
+	(*Job)(nil),                  // 14: spool.v1.Job
 }
 var file_spool_v1_ingest_proto_depIdxs = []int32{
 	1,  // 0: spool.v1.StreamFileRequest.header:type_name -> spool.v1.FileHeader
 	4,  // 1: spool.v1.StreamFileRequest.rows:type_name -> spool.v1.RowBatch
 	3,  // 2: spool.v1.FileHeader.csv:type_name -> spool.v1.CsvOptions
-	10, // 3: spool.v1.FileHeader.control:type_name -> spool.v1.ControlTotals
+	12, // 3: spool.v1.FileHeader.control:type_name -> spool.v1.ControlTotals
 	2,  // 4: spool.v1.FileHeader.resume:type_name -> spool.v1.Resume
-	5,  // 5: spool.v1.RowBatch.rows:type_name -> spool.v1.Row
-	7,  // 6: spool.v1.StreamFileResponse.errors:type_name -> spool.v1.RowError
-	11, // 7: spool.v1.StreamFileResponse.job:type_name -> spool.v1.Job
-	11, // 8: spool.v1.GetJobResponse.job:type_name -> spool.v1.Job
-	0,  // 9: spool.v1.IngestService.StreamFile:input_type -> spool.v1.StreamFileRequest
-	8,  // 10: spool.v1.IngestService.GetJob:input_type -> spool.v1.GetJobRequest
-	6,  // 11: spool.v1.IngestService.StreamFile:output_type -> spool.v1.StreamFileResponse
-	9,  // 12: spool.v1.IngestService.GetJob:output_type -> spool.v1.GetJobResponse
-	11, // [11:13] is the sub-list for method output_type
-	9,  // [9:11] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	13, // 5: spool.v1.FileHeader.inline_profile:type_name -> spool.v1.Profile
+	5,  // 6: spool.v1.RowBatch.rows:type_name -> spool.v1.Row
+	7,  // 7: spool.v1.StreamFileResponse.errors:type_name -> spool.v1.RowError
+	14, // 8: spool.v1.StreamFileResponse.job:type_name -> spool.v1.Job
+	14, // 9: spool.v1.GetJobResponse.job:type_name -> spool.v1.Job
+	13, // 10: spool.v1.ListProfilesResponse.profiles:type_name -> spool.v1.Profile
+	0,  // 11: spool.v1.IngestService.StreamFile:input_type -> spool.v1.StreamFileRequest
+	8,  // 12: spool.v1.IngestService.GetJob:input_type -> spool.v1.GetJobRequest
+	10, // 13: spool.v1.IngestService.ListProfiles:input_type -> spool.v1.ListProfilesRequest
+	6,  // 14: spool.v1.IngestService.StreamFile:output_type -> spool.v1.StreamFileResponse
+	9,  // 15: spool.v1.IngestService.GetJob:output_type -> spool.v1.GetJobResponse
+	11, // 16: spool.v1.IngestService.ListProfiles:output_type -> spool.v1.ListProfilesResponse
+	14, // [14:17] is the sub-list for method output_type
+	11, // [11:14] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_spool_v1_ingest_proto_init() }
@@ -791,6 +918,7 @@ func file_spool_v1_ingest_proto_init() {
 		return
 	}
 	file_spool_v1_job_proto_init()
+	file_spool_v1_profile_proto_init()
 	file_spool_v1_ingest_proto_msgTypes[0].OneofWrappers = []any{
 		(*StreamFileRequest_Header)(nil),
 		(*StreamFileRequest_Rows)(nil),
@@ -802,7 +930,7 @@ func file_spool_v1_ingest_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spool_v1_ingest_proto_rawDesc), len(file_spool_v1_ingest_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,8 +19,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	IngestService_StreamFile_FullMethodName = "/spool.v1.IngestService/StreamFile"
-	IngestService_GetJob_FullMethodName     = "/spool.v1.IngestService/GetJob"
+	IngestService_StreamFile_FullMethodName   = "/spool.v1.IngestService/StreamFile"
+	IngestService_GetJob_FullMethodName       = "/spool.v1.IngestService/GetJob"
+	IngestService_ListProfiles_FullMethodName = "/spool.v1.IngestService/ListProfiles"
 )
 
 // IngestServiceClient is the client API for IngestService service.
@@ -35,6 +36,8 @@ type IngestServiceClient interface {
 	StreamFile(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[StreamFileRequest, StreamFileResponse], error)
 	// GetJob returns the current record of a job.
 	GetJob(ctx context.Context, in *GetJobRequest, opts ...grpc.CallOption) (*GetJobResponse, error)
+	// ListProfiles returns the profiles configured on the ingestor.
+	ListProfiles(ctx context.Context, in *ListProfilesRequest, opts ...grpc.CallOption) (*ListProfilesResponse, error)
 }
 
 type ingestServiceClient struct {
@@ -68,6 +71,16 @@ func (c *ingestServiceClient) GetJob(ctx context.Context, in *GetJobRequest, opt
 	return out, nil
 }
 
+func (c *ingestServiceClient) ListProfiles(ctx context.Context, in *ListProfilesRequest, opts ...grpc.CallOption) (*ListProfilesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListProfilesResponse)
+	err := c.cc.Invoke(ctx, IngestService_ListProfiles_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // IngestServiceServer is the server API for IngestService service.
 // All implementations must embed UnimplementedIngestServiceServer
 // for forward compatibility.
@@ -80,6 +93,8 @@ type IngestServiceServer interface {
 	StreamFile(grpc.ClientStreamingServer[StreamFileRequest, StreamFileResponse]) error
 	// GetJob returns the current record of a job.
 	GetJob(context.Context, *GetJobRequest) (*GetJobResponse, error)
+	// ListProfiles returns the profiles configured on the ingestor.
+	ListProfiles(context.Context, *ListProfilesRequest) (*ListProfilesResponse, error)
 	mustEmbedUnimplementedIngestServiceServer()
 }
 
@@ -95,6 +110,9 @@ func (UnimplementedIngestServiceServer) StreamFile(grpc.ClientStreamingServer[St
 }
 func (UnimplementedIngestServiceServer) GetJob(context.Context, *GetJobRequest) (*GetJobResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetJob not implemented")
+}
+func (UnimplementedIngestServiceServer) ListProfiles(context.Context, *ListProfilesRequest) (*ListProfilesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListProfiles not implemented")
 }
 func (UnimplementedIngestServiceServer) mustEmbedUnimplementedIngestServiceServer() {}
 func (UnimplementedIngestServiceServer) testEmbeddedByValue()                       {}
@@ -142,6 +160,24 @@ func _IngestService_GetJob_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _IngestService_ListProfiles_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListProfilesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IngestServiceServer).ListProfiles(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IngestService_ListProfiles_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IngestServiceServer).ListProfiles(ctx, req.(*ListProfilesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // IngestService_ServiceDesc is the grpc.ServiceDesc for IngestService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -152,6 +188,10 @@ var IngestService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetJob",
 			Handler:    _IngestService_GetJob_Handler,
+		},
+		{
+			MethodName: "ListProfiles",
+			Handler:    _IngestService_ListProfiles_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

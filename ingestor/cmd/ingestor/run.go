@@ -20,6 +20,7 @@ import (
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/ingestor/internal/csvread"
 	"github.com/spoolhq/spool/ingestor/internal/ingest"
+	"github.com/spoolhq/spool/ingestor/internal/profile"
 	"github.com/spoolhq/spool/ingestor/internal/publish"
 	"github.com/spoolhq/spool/platform/awsconf"
 	"github.com/spoolhq/spool/platform/envcfg"
@@ -35,7 +36,8 @@ type config struct {
 	publishConcurrency int
 	publishBuffer      int
 	maxMessageBytes    int
-	maxRecordBytes     int64
+	limits             csvread.Limits
+	profiles           string
 	maxRecvMsgBytes    int
 	maxErrors          int
 	progressInterval   time.Duration
@@ -56,8 +58,13 @@ func parseConfig(args []string, stderr io.Writer, lookup func(string) (string, b
 	fs.IntVar(&c.publishConcurrency, "publish-concurrency", publish.DefaultConcurrency, "SendMessageBatch calls in flight per stream")
 	fs.IntVar(&c.publishBuffer, "publish-buffer", publish.DefaultBuffer, "rows waiting to be sent per stream before the stream is slowed down")
 	fs.IntVar(&c.maxMessageBytes, "max-message-bytes", 0, "maximum SQS message size; 0 reads the queue's MaximumMessageSize")
-	fs.Int64Var(&c.maxRecordBytes, "max-record-bytes", csvread.DefaultMaxRecordBytes, "maximum bytes of one CSV record in chunk mode")
+	fs.Int64Var(&c.limits.MaxFieldBytes, "max-field-bytes", csvread.DefaultMaxFieldBytes, "maximum bytes of one field; an unterminated quote is cut off here")
+	fs.Int64Var(&c.limits.MaxRecordBytes, "max-record-bytes", csvread.DefaultMaxRecordBytes, "maximum bytes of one CSV record")
+	fs.Int64Var(&c.limits.MaxHeaderBytes, "max-header-bytes", csvread.DefaultMaxHeaderBytes, "maximum bytes of the header row")
+	fs.IntVar(&c.limits.MaxColumns, "max-columns", csvread.DefaultMaxColumns, "maximum fields of one record")
+	fs.Int64Var(&c.limits.MaxRows, "max-rows", csvread.DefaultMaxRows, "maximum data rows of one file")
 	fs.IntVar(&c.maxRecvMsgBytes, "max-recv-msg-bytes", 4<<20, "maximum size of one gRPC message received")
+	fs.StringVar(&c.profiles, "profiles", "", "YAML or JSON `file` of the profiles streams may name; none when empty")
 	fs.IntVar(&c.maxErrors, "max-errors", 100, "row errors returned in a StreamFile response (the count is never capped)")
 	fs.DurationVar(&c.progressInterval, "progress-interval", time.Second, "how often a stream's counters are written to the job record")
 	fs.DurationVar(&c.abortAfter, "abort-after", jobstore.DefaultAbortAfter, "how long a broken stream's job waits to be resumed before it is ABORTED")
@@ -79,7 +86,11 @@ func parseConfig(args []string, stderr io.Writer, lookup func(string) (string, b
 	}{
 		{"publish-concurrency", int64(c.publishConcurrency)},
 		{"publish-buffer", int64(c.publishBuffer)},
-		{"max-record-bytes", c.maxRecordBytes},
+		{"max-field-bytes", c.limits.MaxFieldBytes},
+		{"max-record-bytes", c.limits.MaxRecordBytes},
+		{"max-header-bytes", c.limits.MaxHeaderBytes},
+		{"max-columns", int64(c.limits.MaxColumns)},
+		{"max-rows", c.limits.MaxRows},
 		{"max-recv-msg-bytes", int64(c.maxRecvMsgBytes)},
 		{"progress-interval", int64(c.progressInterval)},
 		{"abort-after", int64(c.abortAfter)},
@@ -110,6 +121,12 @@ func run(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: c.logLevel}))
 
+	var profiles *profile.Set
+	if c.profiles != "" {
+		if profiles, err = profile.Load(c.profiles); err != nil {
+			return err
+		}
+	}
 	awsCfg, err := awsconf.Load(ctx)
 	if err != nil {
 		return err
@@ -137,7 +154,8 @@ func run(ctx context.Context, args []string, _, stderr io.Writer) error {
 		},
 		MaxErrors:        c.maxErrors,
 		ProgressInterval: c.progressInterval,
-		CSV:              csvread.Options{MaxRecordBytes: c.maxRecordBytes},
+		CSV:              csvread.Options{Limits: c.limits},
+		Profiles:         profiles,
 		Log:              log,
 	}))
 
@@ -146,7 +164,7 @@ func run(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return fmt.Errorf("listen on %s: %w", c.listen, err)
 	}
 	log.Info("serving", "addr", lis.Addr().String(), "queue_url", c.queueURL, "table", c.table,
-		"max_message_bytes", c.maxMessageBytes, "publish_concurrency", c.publishConcurrency, "publish_buffer", c.publishBuffer)
+		"max_message_bytes", c.maxMessageBytes, "profiles", len(profiles.List()), "publish_concurrency", c.publishConcurrency, "publish_buffer", c.publishBuffer)
 	err = srv.Run(ctx, lis, c.shutdownGrace)
 	log.Info("stopped")
 	return err

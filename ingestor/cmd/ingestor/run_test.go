@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,6 +19,8 @@ import (
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
+
+	"github.com/spoolhq/spool/ingestor/internal/csvread"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -46,7 +49,7 @@ func TestParseConfig(t *testing.T) {
 				require.Equal(t, 8, c.publishConcurrency)
 				require.Equal(t, 2000, c.publishBuffer)
 				require.Zero(t, c.maxMessageBytes)
-				require.EqualValues(t, 1<<20, c.maxRecordBytes)
+				require.Equal(t, csvread.Limits{MaxFieldBytes: 64 << 10, MaxRecordBytes: 1 << 20, MaxHeaderBytes: 64 << 10, MaxColumns: 1024, MaxRows: 100_000_000}, c.limits)
 				require.Equal(t, 4<<20, c.maxRecvMsgBytes)
 				require.Equal(t, 100, c.maxErrors)
 				require.Equal(t, time.Second, c.progressInterval)
@@ -113,11 +116,16 @@ func TestRunServes(t *testing.T) {
 	require.NoError(t, provision.EnsureTable(ctx, dynamodb.NewFromConfig(emutest.Config(ddbURL)), "jobs"))
 
 	none := filepath.Join(t.TempDir(), "none")
+	// The profile file is read at startup; the stream below names its
+	// skip-rows profile, so a row too large for the queue is left out.
+	profiles := filepath.Join(t.TempDir(), "profiles.yaml")
+	require.NoError(t, os.WriteFile(profiles, []byte("profiles: [{name: lenient, row_policy: skip-rows}]\n"), 0o600))
 	for k, v := range map[string]string{
 		"AWS_ENDPOINT_URL_SQS": sqsURL, "AWS_ENDPOINT_URL_DYNAMODB": ddbURL, "AWS_REGION": "us-east-1",
 		"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_SESSION_TOKEN": "",
 		"AWS_CONFIG_FILE": none, "AWS_SHARED_CREDENTIALS_FILE": none, "AWS_PROFILE": "", "AWS_EC2_METADATA_DISABLED": "true",
 		"SPOOL_QUEUE_URL": aws.ToString(created.QueueUrl), "SPOOL_TABLE": "jobs", "SPOOL_MAX_MESSAGE_BYTES": "",
+		"SPOOL_PROFILES": profiles,
 	} {
 		t.Setenv(k, v)
 	}
@@ -150,7 +158,7 @@ func TestRunServes(t *testing.T) {
 
 	stream, err := spoolv1.NewIngestServiceClient(conn).StreamFile(ctx)
 	require.NoError(t, err)
-	require.NoError(t, stream.Send(&spoolv1.StreamFileRequest{Msg: &spoolv1.StreamFileRequest_Header{Header: &spoolv1.FileHeader{FileName: "run.csv"}}}))
+	require.NoError(t, stream.Send(&spoolv1.StreamFileRequest{Msg: &spoolv1.StreamFileRequest_Header{Header: &spoolv1.FileHeader{FileName: "run.csv", Profile: "lenient"}}}))
 	csv := "id,note\n1,short\n2," + strings.Repeat("x", 2000) + "\n3,short\n"
 	require.NoError(t, stream.Send(&spoolv1.StreamFileRequest{Msg: &spoolv1.StreamFileRequest_Chunk{Chunk: []byte(csv)}}))
 	resp, err := stream.CloseAndRecv()

@@ -11,7 +11,6 @@ package csvread
 import (
 	"bufio"
 	"bytes"
-	"encoding/csv"
 	"errors"
 	"fmt"
 	"hash"
@@ -23,12 +22,19 @@ import (
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 )
 
-// DefaultMaxRecordBytes caps one CSV record when Options leave it zero.
-const DefaultMaxRecordBytes = 1 << 20
+// Default limits, used where Limits leave a field zero. They are far above
+// what a payroll row needs and far below what would strain the process.
+const (
+	DefaultMaxFieldBytes  = 64 << 10
+	DefaultMaxRecordBytes = 1 << 20
+	DefaultMaxHeaderBytes = 64 << 10
+	DefaultMaxColumns     = 1024
+	DefaultMaxRows        = 100_000_000
+)
 
 // bufferSize is the read buffer of the CSV parser: large enough that a
-// typical record is found without growing a line buffer, small enough not to
-// matter per stream.
+// typical record is found in one read, small enough not to matter per
+// stream.
 const bufferSize = 64 << 10
 
 var (
@@ -36,9 +42,82 @@ var (
 	// whose header is unusable. The caller maps it to InvalidArgument.
 	ErrInvalidInput = errors.New("invalid input")
 	// ErrLimit marks a stream that exceeded a configured limit. The caller
-	// maps it to ResourceExhausted.
+	// maps it to ResourceExhausted; errors.As gives the *LimitError.
 	ErrLimit = errors.New("limit exceeded")
 )
+
+// Limits bound what one stream may hold. Every one is checked while the
+// data is read, before it is buffered, so no input can grow memory past
+// them. Zero fields take the defaults.
+type Limits struct {
+	// MaxFieldBytes caps one field; an unterminated quote is cut off here.
+	MaxFieldBytes int64
+	// MaxRecordBytes caps one record as it is in the file (delimiters,
+	// quotes and line break included), or the sum of a row's fields.
+	MaxRecordBytes int64
+	// MaxHeaderBytes caps the header row.
+	MaxHeaderBytes int64
+	// MaxColumns caps the fields of any record, the header included.
+	MaxColumns int
+	// MaxRows caps the data rows of a file.
+	MaxRows int64
+}
+
+// WithDefaults returns l with every zero field set to its default.
+func (l Limits) WithDefaults() Limits {
+	if l.MaxFieldBytes <= 0 {
+		l.MaxFieldBytes = DefaultMaxFieldBytes
+	}
+	if l.MaxRecordBytes <= 0 {
+		l.MaxRecordBytes = DefaultMaxRecordBytes
+	}
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if l.MaxColumns <= 0 {
+		l.MaxColumns = DefaultMaxColumns
+	}
+	if l.MaxRows <= 0 {
+		l.MaxRows = DefaultMaxRows
+	}
+	return l
+}
+
+// LimitError says which limit a stream exceeded, and where. It matches
+// ErrLimit with errors.Is.
+type LimitError struct {
+	// Limit is the limit's name, as its flag is spelled: max-field-bytes.
+	Limit string
+	// Value is the limit's configured value.
+	Value int64
+	// Row is the 1-based data row, or 0 for the header row.
+	Row int64
+	// Column is the 1-based column, or 0 when the whole record is over;
+	// Name is its name when the header gives one.
+	Column int
+	Name   string
+}
+
+func (e *LimitError) Error() string {
+	where := fmt.Sprintf("row %d", e.Row)
+	if e.Row == 0 {
+		where = "header row"
+	}
+	if e.Column > 0 {
+		where += fmt.Sprintf(", column %d", e.Column)
+		if e.Name != "" {
+			where += fmt.Sprintf(" (%s)", e.Name)
+		}
+	}
+	hint := ""
+	if e.Limit == "max-field-bytes" || e.Limit == "max-record-bytes" {
+		hint = " (an unterminated quote?)"
+	}
+	return fmt.Sprintf("%s: %s=%d exceeded%s", where, e.Limit, e.Value, hint)
+}
+
+// Is makes errors.Is(err, ErrLimit) true.
+func (e *LimitError) Is(target error) bool { return target == ErrLimit }
 
 // utf8BOM is the byte order mark some spreadsheet programs write first.
 var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
@@ -50,10 +129,8 @@ type Source interface {
 
 // Options tune the reader.
 type Options struct {
-	// MaxRecordBytes caps the bytes of one CSV record in chunk mode, so an
-	// unterminated quote cannot make the parser buffer the whole file.
-	// Zero means DefaultMaxRecordBytes.
-	MaxRecordBytes int64
+	// Limits bound fields, records, columns and rows.
+	Limits Limits
 	// Resume, when set, reads a resumed stream of a job; see Resume.
 	Resume *Resume
 	// Hash, when set, receives the raw bytes of a chunk stream, exactly as
@@ -101,8 +178,8 @@ const (
 type Reader struct {
 	src     Source
 	header  *spoolv1.FileHeader
-	delim   rune
-	maxRec  int64
+	delim   byte
+	lim     Limits
 	mode    mode
 	columns []string
 	row     int64
@@ -110,10 +187,9 @@ type Reader struct {
 	// Rows mode: the batch being consumed.
 	pending []*spoolv1.Row
 
-	// Chunk mode: the parser, the reader that caps record size, and the
-	// bytes dropped before the parser saw them (a BOM).
-	csv     *csv.Reader
-	limit   *limitReader
+	// Chunk mode: the parser, and the bytes dropped before it saw them (a
+	// BOM).
+	parser  *parser
 	skipped int64
 
 	resume *Resume
@@ -124,7 +200,7 @@ type Reader struct {
 // New returns a reader of the messages that follow header on src. It fails
 // with ErrInvalidInput when the header's own settings are unusable.
 func New(src Source, header *spoolv1.FileHeader, o Options) (*Reader, error) {
-	r := &Reader{src: src, header: header, delim: ',', maxRec: o.MaxRecordBytes, resume: o.Resume}
+	r := &Reader{src: src, header: header, delim: ',', lim: o.Limits.WithDefaults(), resume: o.Resume}
 	if o.Hash != nil {
 		r.tap = &hashTap{h: o.Hash}
 	}
@@ -134,24 +210,25 @@ func New(src Source, header *spoolv1.FileHeader, o Options) (*Reader, error) {
 			r.tap.hashed = o.Resume.Offset
 		}
 	}
-	if r.maxRec <= 0 {
-		r.maxRec = DefaultMaxRecordBytes
-	}
 	if d := header.GetCsv().GetDelimiter(); d != "" {
-		c, size := utf8.DecodeRuneInString(d)
-		if size != len(d) || c == utf8.RuneError || c == '"' || c == '\r' || c == '\n' {
-			return nil, fmt.Errorf("%w: delimiter %q must be a single character other than a quote or line break", ErrInvalidInput, d)
+		// One ASCII byte: the parser splits on bytes, and every
+		// delimiter in real use (comma, semicolon, tab, pipe) is one.
+		if len(d) != 1 || d[0] >= utf8.RuneSelf || d[0] == '"' || d[0] == '\r' || d[0] == '\n' {
+			return nil, fmt.Errorf("%w: delimiter %q must be one ASCII character other than a quote or line break", ErrInvalidInput, d)
 		}
-		r.delim = c
+		r.delim = d[0]
 	}
 	if cols := header.GetColumns(); len(cols) > 0 {
-		if err := checkHeader(cols); err != nil {
+		if err := r.checkHeader(cols); err != nil {
 			return nil, err
 		}
 		r.columns = cols
 	}
 	return r, nil
 }
+
+// Limits returns the limits in force, defaults filled in.
+func (r *Reader) Limits() Limits { return r.lim }
 
 // Columns returns the column names: the FileHeader's, or else the first
 // record of the data, which is then not a data row.
@@ -178,26 +255,35 @@ func (r *Reader) Columns() ([]string, error) {
 			return nil, err
 		}
 		cols = append([]string(nil), first.GetFields()...)
+		if err := r.checkRowSize(cols, r.lim.MaxHeaderBytes, "max-header-bytes"); err != nil {
+			return nil, err
+		}
 	case modeChunks:
-		rec, err := r.csv.Read()
+		rec, bad, err := r.parser.read(recordLimits{field: r.lim.MaxHeaderBytes, record: r.lim.MaxHeaderBytes, columns: r.lim.MaxColumns})
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%w: the file has no header row and the header names no columns", ErrInvalidInput)
 		}
-		var perr *csv.ParseError
-		if errors.As(err, &perr) {
-			return nil, fmt.Errorf("%w: header row: %v", ErrInvalidInput, perr)
+		var hit *limitHit
+		if errors.As(err, &hit) {
+			// The header's field and record limit is the header's own.
+			if hit.limit == "max-columns" {
+				return nil, &LimitError{Limit: hit.limit, Value: hit.value}
+			}
+			return nil, &LimitError{Limit: "max-header-bytes", Value: r.lim.MaxHeaderBytes, Column: hit.field + 1}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("read header row: %w", err)
 		}
-		r.limit.mark(r.skipped + r.csv.InputOffset())
-		// The record is reused by the next Read; keep a copy.
+		if bad != nil {
+			return nil, fmt.Errorf("%w: header row, column %d: %s", ErrInvalidInput, bad.field+1, bad.reason)
+		}
+		// The record is reused by the next read; keep a copy.
 		cols = append([]string(nil), rec...)
 	}
 	if len(cols) > 0 {
 		cols[0] = strings.TrimPrefix(cols[0], string(utf8BOM))
 	}
-	if err := checkHeader(cols); err != nil {
+	if err := r.checkHeader(cols); err != nil {
 		return nil, err
 	}
 	r.columns = cols
@@ -238,28 +324,54 @@ func (r *Reader) Chunked() (bool, error) {
 // Offset is the file offset just after the last row returned (or the
 // header row), in chunk mode; zero otherwise.
 func (r *Reader) Offset() int64 {
-	if r.csv == nil {
+	if r.parser == nil {
 		return 0
 	}
-	return r.base + r.skipped + r.csv.InputOffset()
+	return r.base + r.skipped + r.parser.offset
 }
 
+// HeaderError is a header that cannot be used: Column is its 1-based
+// column, or 0 when the header as a whole is at fault. It matches
+// ErrInvalidInput with errors.Is.
+type HeaderError struct {
+	Column int
+	Reason string
+}
+
+func (e *HeaderError) Error() string {
+	if e.Column == 0 {
+		return fmt.Sprintf("%v: header: %s", ErrInvalidInput, e.Reason)
+	}
+	return fmt.Sprintf("%v: header column %d: %s", ErrInvalidInput, e.Column, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrInvalidInput) true.
+func (e *HeaderError) Is(target error) bool { return target == ErrInvalidInput }
+
 // checkHeader rejects a header without columns, or with a column whose name
-// is empty or repeated, because fields are addressed by name downstream.
-func checkHeader(cols []string) error {
+// is empty, repeated or not text, because fields are addressed by name
+// downstream and names travel in every SQS message.
+func (r *Reader) checkHeader(cols []string) error {
 	if len(cols) == 0 || (len(cols) == 1 && cols[0] == "") {
-		return fmt.Errorf("%w: header has no columns", ErrInvalidInput)
+		return &HeaderError{Reason: "no columns"}
+	}
+	if len(cols) > r.lim.MaxColumns {
+		return &LimitError{Limit: "max-columns", Value: int64(r.lim.MaxColumns)}
 	}
 	seen := make(map[string]int, len(cols))
 	for i, c := range cols {
 		if c == "" {
-			return fmt.Errorf("%w: header column %d has an empty name", ErrInvalidInput, i+1)
+			return &HeaderError{Column: i + 1, Reason: "empty name"}
 		}
-		if !utf8.ValidString(c) {
-			return fmt.Errorf("%w: header column %d is not valid UTF-8", ErrInvalidInput, i+1)
+		if reason := CheckText(c); reason != "" {
+			return &HeaderError{Column: i + 1, Reason: reason}
+		}
+		if strings.ContainsAny(c, "\r\n") {
+			// A file with CR-only line endings reads as one long header.
+			return &HeaderError{Column: i + 1, Reason: "line break in a column name (CR-only line endings?)"}
 		}
 		if j, dup := seen[c]; dup {
-			return fmt.Errorf("%w: header column %q appears twice (columns %d and %d)", ErrInvalidInput, c, j+1, i+1)
+			return &HeaderError{Column: i + 1, Reason: fmt.Sprintf("%q appears twice (columns %d and %d)", c, j+1, i+1)}
 		}
 		seen[c] = i
 	}
@@ -354,12 +466,56 @@ func (r *Reader) nextFromRows() (Row, error) {
 	if err != nil {
 		return Row{}, err
 	}
-	r.row++
+	if err := r.count(); err != nil {
+		return Row{}, err
+	}
+	if err := r.checkRowSize(row.GetFields(), r.lim.MaxRecordBytes, "max-record-bytes"); err != nil {
+		return Row{}, err
+	}
 	return r.check(row.GetFields()), nil
 }
 
+// count numbers the next row, within the row limit.
+func (r *Reader) count() error {
+	r.row++
+	if r.row > r.lim.MaxRows {
+		return &LimitError{Limit: "max-rows", Value: r.lim.MaxRows, Row: r.row}
+	}
+	return nil
+}
+
+// checkRowSize applies to a row sent already split the limits the parser
+// applies to raw records.
+func (r *Reader) checkRowSize(fields []string, maxBytes int64, limit string) error {
+	row := r.row
+	if r.columns == nil {
+		row = 0
+	}
+	if len(fields) > r.lim.MaxColumns {
+		return &LimitError{Limit: "max-columns", Value: int64(r.lim.MaxColumns), Row: row}
+	}
+	var total int64
+	for i, f := range fields {
+		if int64(len(f)) > r.lim.MaxFieldBytes {
+			return &LimitError{Limit: "max-field-bytes", Value: r.lim.MaxFieldBytes, Row: row, Column: i + 1, Name: r.columnName(i)}
+		}
+		total += int64(len(f))
+	}
+	if total > maxBytes {
+		return &LimitError{Limit: limit, Value: maxBytes, Row: row}
+	}
+	return nil
+}
+
+func (r *Reader) columnName(i int) string {
+	if i >= 0 && i < len(r.columns) {
+		return r.columns[i]
+	}
+	return ""
+}
+
 // check turns fields into a row, or a rejected row when their count is
-// wrong or a value is not UTF-8 (which the envelope cannot carry).
+// wrong or a value is not text SQS can carry.
 func (r *Reader) check(fields []string) Row {
 	if len(fields) != len(r.columns) {
 		return Row{Num: r.row, Reject: &spoolv1.RowError{
@@ -368,9 +524,9 @@ func (r *Reader) check(fields []string) Row {
 		}}
 	}
 	for i, f := range fields {
-		if !utf8.ValidString(f) {
+		if reason := CheckText(f); reason != "" {
 			return Row{Num: r.row, Reject: &spoolv1.RowError{
-				Row: r.row, Column: r.columns[i], Reason: "value is not valid UTF-8",
+				Row: r.row, Column: r.columns[i], Reason: reason, Excerpt: Excerpt(f),
 			}}
 		}
 	}
@@ -378,15 +534,14 @@ func (r *Reader) check(fields []string) Row {
 }
 
 // startChunks builds the parsing pipeline: stream messages → byte reader →
-// record-size cap → buffered reader (BOM dropped) → CSV parser.
+// buffered reader (BOM dropped) → parser, which enforces the limits.
 func (r *Reader) startChunks(first []byte) {
 	var in io.Reader = &chunkReader{src: r.src, buf: first}
 	if r.tap != nil {
 		r.tap.r = in
 		in = r.tap
 	}
-	r.limit = &limitReader{r: in, max: r.maxRec}
-	br := bufio.NewReaderSize(r.limit, bufferSize)
+	br := bufio.NewReaderSize(in, bufferSize)
 	// The BOM may be split across chunks; Peek receives as many as needed.
 	// Only a file's first bytes can be one.
 	if r.base == 0 {
@@ -395,39 +550,40 @@ func (r *Reader) startChunks(first []byte) {
 			r.skipped = int64(len(utf8BOM))
 		}
 	}
-	r.csv = csv.NewReader(br)
-	r.csv.Comma = r.delim
-	r.csv.ReuseRecord = true
-	// The field count is checked here, so that a wrong count is a row error
-	// with both figures rather than a parse error.
-	r.csv.FieldsPerRecord = -1
+	r.parser = &parser{br: br, delim: r.delim}
 }
 
 func (r *Reader) nextFromChunks() (Row, error) {
-	rec, err := r.csv.Read()
+	rec, bad, err := r.parser.read(recordLimits{field: r.lim.MaxFieldBytes, record: r.lim.MaxRecordBytes, columns: r.lim.MaxColumns})
 	if errors.Is(err, io.EOF) {
 		if r.tap != nil {
 			r.tap.finish()
 		}
 		return Row{}, io.EOF
 	}
-	var perr *csv.ParseError
-	if err != nil && !errors.As(err, &perr) {
-		var lerr *recordLimitError
-		if errors.As(err, &lerr) {
-			return Row{}, fmt.Errorf("%w: record after data row %d exceeds max-record-bytes=%d (an unterminated quote?)", ErrLimit, r.row, lerr.max)
+	var hit *limitHit
+	if errors.As(err, &hit) {
+		e := &LimitError{Limit: hit.limit, Value: hit.value, Row: r.row + 1}
+		if hit.field >= 0 {
+			e.Column, e.Name = hit.field+1, r.columnName(hit.field)
 		}
+		return Row{}, e
+	}
+	if err != nil {
 		return Row{}, fmt.Errorf("read data row %d: %w", r.row+1, err)
 	}
-	r.row++
-	r.limit.mark(r.skipped + r.csv.InputOffset())
+	if err := r.count(); err != nil {
+		return Row{}, err
+	}
 	if r.tap != nil {
 		r.tap.advance(r.Offset())
 	}
-	if perr != nil {
+	if bad != nil {
 		// The parser resumes at the next line, so a malformed record costs
-		// one row, not the file. The error names positions, never content.
-		return Row{Num: r.row, Reject: &spoolv1.RowError{Row: r.row, Reason: perr.Error()}}, nil
+		// one row, not the file.
+		return Row{Num: r.row, Reject: &spoolv1.RowError{
+			Row: r.row, Column: r.columnName(bad.field), Reason: bad.reason,
+		}}, nil
 	}
 	return r.check(rec), nil
 }
@@ -467,39 +623,6 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 	n := copy(p, c.buf)
 	c.buf = c.buf[n:]
 	return n, nil
-}
-
-// recordLimitError is what limitReader returns once a record is too long.
-type recordLimitError struct{ max int64 }
-
-func (e *recordLimitError) Error() string {
-	return fmt.Sprintf("record longer than %d bytes", e.max)
-}
-
-// limitReader hands the parser at most max bytes past the start of the
-// current record (the parser's offset at the last record boundary). The
-// parser buffers a record until it ends, so this caps its memory whatever
-// the input.
-type limitReader struct {
-	r    io.Reader
-	max  int64
-	read int64 // bytes handed out so far
-	base int64 // input offset of the current record's start
-}
-
-func (l *limitReader) mark(offset int64) { l.base = offset }
-
-func (l *limitReader) Read(p []byte) (int, error) {
-	room := l.base + l.max - l.read
-	if room <= 0 {
-		return 0, &recordLimitError{max: l.max}
-	}
-	if int64(len(p)) > room {
-		p = p[:room]
-	}
-	n, err := l.r.Read(p)
-	l.read += int64(n)
-	return n, err
 }
 
 // hashTap hashes the raw bytes of a chunk stream in step with the parser.

@@ -271,10 +271,10 @@ func TestStreamErrors(t *testing.T) {
 		msg     string
 	}{
 		{name: "duplicate column in FileHeader", header: &spoolv1.FileHeader{Columns: []string{"a", "b", "a"}}, wantErr: ErrInvalidInput, msg: `"a" appears twice`},
-		{name: "empty column in FileHeader", header: &spoolv1.FileHeader{Columns: []string{"a", ""}}, wantErr: ErrInvalidInput, msg: "column 2 has an empty name"},
+		{name: "empty column in FileHeader", header: &spoolv1.FileHeader{Columns: []string{"a", ""}}, wantErr: ErrInvalidInput, msg: "header column 2: empty name"},
 		{name: "duplicate column in first row", msgs: []*spoolv1.StreamFileRequest{chunk("id,amount,amount\n")}, wantErr: ErrInvalidInput, msg: `"amount" appears twice`},
 		{name: "duplicate column in first row of rows", msgs: []*spoolv1.StreamFileRequest{rows([]string{"id", "id"})}, wantErr: ErrInvalidInput, msg: `"id" appears twice`},
-		{name: "empty column in first row", msgs: []*spoolv1.StreamFileRequest{chunk("id,,x\n")}, wantErr: ErrInvalidInput, msg: "column 2 has an empty name"},
+		{name: "empty column in first row", msgs: []*spoolv1.StreamFileRequest{chunk("id,,x\n")}, wantErr: ErrInvalidInput, msg: "header column 2: empty name"},
 		{name: "empty header row", msgs: []*spoolv1.StreamFileRequest{rows([]string{})}, wantErr: ErrInvalidInput, msg: "no columns"},
 		{name: "empty file", wantErr: ErrInvalidInput, msg: "empty"},
 		{name: "chunks of nothing", msgs: []*spoolv1.StreamFileRequest{chunk(""), chunk("\n")}, wantErr: ErrInvalidInput, msg: "no header row"},
@@ -332,16 +332,19 @@ func (e *endless) Recv() (*spoolv1.StreamFileRequest, error) {
 	return &spoolv1.StreamFileRequest{Msg: &spoolv1.StreamFileRequest_Chunk{Chunk: e.chunk}}, nil
 }
 
-func TestUnterminatedQuoteIsCutAtRecordLimit(t *testing.T) {
+func TestUnterminatedQuoteIsCutAtFieldLimit(t *testing.T) {
 	const limit = 256 << 10
 	src := &endless{chunk: []byte(strings.Repeat("x", 1000) + "\n")}
-	r, err := New(src, nil, Options{MaxRecordBytes: limit})
+	r, err := New(src, nil, Options{Limits: Limits{MaxFieldBytes: limit}})
 	require.NoError(t, err)
 	_, err = r.Columns()
 	require.NoError(t, err)
 	_, err = r.Next()
 	require.ErrorIs(t, err, ErrLimit)
-	require.ErrorContains(t, err, "max-record-bytes=262144")
+	var lerr *LimitError
+	require.ErrorAs(t, err, &lerr)
+	require.Equal(t, LimitError{Limit: "max-field-bytes", Value: limit, Row: 1, Column: 1, Name: "a"}, *lerr)
+	require.EqualError(t, err, "row 1, column 1 (a): max-field-bytes=262144 exceeded (an unterminated quote?)")
 	// Memory stayed bounded: the reader pulled at most one chunk beyond
 	// the limit from a source that would never have ended.
 	require.LessOrEqual(t, src.received, limit+len(src.chunk)+6)
@@ -350,10 +353,10 @@ func TestUnterminatedQuoteIsCutAtRecordLimit(t *testing.T) {
 func TestRecordJustUnderLimitPasses(t *testing.T) {
 	const limit = 1024
 	long := strings.Repeat("y", limit-10)
-	got := readAll(t, nil, Options{MaxRecordBytes: limit}, chunk("a,b\n"), chunk("1,\""+long+"\"\n2,3\n"))
+	got := readAll(t, nil, Options{Limits: Limits{MaxRecordBytes: limit}}, chunk("a,b\n"), chunk("1,\""+long+"\"\n2,3\n"))
 	require.Equal(t, [][]string{{"1", long}, {"2", "3"}}, got.rows)
 
-	_, err := tryReadAll(nil, Options{MaxRecordBytes: limit}, chunk("a,b\n1,"+long+long+"\n"))
+	_, err := tryReadAll(nil, Options{Limits: Limits{MaxRecordBytes: limit}}, chunk("a,b\n1,"+long+long+"\n"))
 	require.ErrorIs(t, err, ErrLimit)
 }
 

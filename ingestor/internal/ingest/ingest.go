@@ -30,15 +30,18 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/protoadapt"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/ingestor/internal/csvread"
 	"github.com/spoolhq/spool/ingestor/internal/decimal"
+	"github.com/spoolhq/spool/ingestor/internal/profile"
 	"github.com/spoolhq/spool/ingestor/internal/publish"
 	"github.com/spoolhq/spool/platform/jobstore"
 )
@@ -86,8 +89,10 @@ type Config struct {
 	// CheckpointEvery is how many rows pass between two candidate resume
 	// points. Zero means DefaultCheckpointEvery.
 	CheckpointEvery int64
-	// CSV tunes the parsing of raw chunks.
+	// CSV tunes the parsing of raw chunks and the limits of every stream.
 	CSV csvread.Options
+	// Profiles are the profiles a FileHeader may name; nil means none.
+	Profiles *profile.Set
 	// Log receives job events; never row contents.
 	Log *slog.Logger
 	// Now and NewID default to the clock and random UUIDs.
@@ -155,6 +160,11 @@ func (s *Server) GetJob(ctx context.Context, req *spoolv1.GetJobRequest) (*spool
 	return &spoolv1.GetJobResponse{Job: j}, nil
 }
 
+// ListProfiles returns the configured profiles.
+func (s *Server) ListProfiles(context.Context, *spoolv1.ListProfilesRequest) (*spoolv1.ListProfilesResponse, error) {
+	return &spoolv1.ListProfilesResponse{Profiles: s.cfg.Profiles.List()}, nil
+}
+
 // StreamFile reads one file and publishes its rows; see ingest.proto.
 func (s *Server) StreamFile(stream grpc.ClientStreamingServer[spoolv1.StreamFileRequest, spoolv1.StreamFileResponse]) error {
 	ctx := stream.Context()
@@ -169,6 +179,10 @@ func (s *Server) StreamFile(stream grpc.ClientStreamingServer[spoolv1.StreamFile
 	header := first.GetHeader()
 	if header == nil {
 		return status.Error(codes.InvalidArgument, "the first message must be a header")
+	}
+	prof, header, err := s.applyProfile(header)
+	if err != nil {
+		return err
 	}
 	if err := checkControl(header.GetControl(), header.GetAmountColumn()); err != nil {
 		return err
@@ -221,6 +235,10 @@ func (s *Server) StreamFile(stream grpc.ClientStreamingServer[spoolv1.StreamFile
 		s.cfg.Log.InfoContext(ctx, "stream refused", "err", err)
 		return readStatus(ctx, err)
 	}
+	validator, err := profile.Compile(prof, cols)
+	if err != nil {
+		return badRequest("the file does not fit its profile", err)
+	}
 	if err := checkColumns(cols, header); err != nil {
 		return err
 	}
@@ -251,6 +269,7 @@ func (s *Server) StreamFile(stream grpc.ClientStreamingServer[spoolv1.StreamFile
 	if err != nil {
 		return s.fail(ctx, log, st, nil, err)
 	}
+	j.validator = validator
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stopProgress := s.reportProgress(runCtx, log, j, cancel)
@@ -263,6 +282,14 @@ func (s *Server) StreamFile(stream grpc.ClientStreamingServer[spoolv1.StreamFile
 		if errors.Is(context.Cause(runCtx), errFenced) {
 			log.WarnContext(ctx, "stream fenced")
 			return status.Errorf(codes.FailedPrecondition, "job %s was resumed by another stream or ended; this stream stops", j.id)
+		}
+		if errors.Is(err, errInvalidRows) {
+			// The job keeps the figures of what was read, so its record
+			// says why it was rejected.
+			if rerr := s.jobs.RecordIngest(ctx, j.id, j.ingest(false)); rerr != nil {
+				log.WarnContext(ctx, "record counts of rejected file", "err", rerr)
+			}
+			err = j.rejectedStatus()
 		}
 		return s.fail(ctx, log, st, j, err)
 	}
@@ -458,7 +485,8 @@ func checkColumns(cols []string, h *spoolv1.FileHeader) error {
 	}
 	for _, c := range named {
 		if !slices.Contains(cols, c) {
-			return status.Errorf(codes.InvalidArgument, "column %q named in the header is not a column of the file", c)
+			return attach(status.Newf(codes.InvalidArgument, "column %q named in the header is not a column of the file", c),
+				&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "header.columns", Description: fmt.Sprintf("column %q is missing", c)}}})
 		}
 	}
 	return nil
@@ -488,6 +516,7 @@ type job struct {
 	bkIdx     []int               // business-key column indexes
 	amountIdx int                 // -1 without an amount column
 	sum       *decimal.Sum
+	validator *profile.Validator
 
 	// Counted over rows past base.Row only: rows up to it were counted by
 	// the stream that checkpointed them.
@@ -551,6 +580,9 @@ func (j *job) run(ctx context.Context, r *csvread.Reader, now func() time.Time) 
 		if counted {
 			j.received.Add(1)
 		}
+		if row.Reject == nil {
+			row.Reject = j.validator.Row(row.Num, row.Fields)
+		}
 		if row.Reject != nil {
 			j.reject(row.Reject, counted)
 			j.maybeCheckpoint(row.Num, r.Offset())
@@ -565,6 +597,11 @@ func (j *job) run(ctx context.Context, r *csvread.Reader, now func() time.Time) 
 				continue
 			}
 		}
+		if j.refusing() {
+			// The file is rejected whatever follows; the rest is only read
+			// to count and report its invalid rows.
+			continue
+		}
 		e := &spoolv1.Envelope{
 			Version:        spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V1,
 			JobId:          j.id,
@@ -576,6 +613,7 @@ func (j *job) run(ctx context.Context, r *csvread.Reader, now func() time.Time) 
 		for i, c := range j.cols {
 			e.Fields[i] = &spoolv1.Field{Name: c, Value: row.Fields[i]}
 		}
+		e.Body = j.validator.Body(row.Fields, profile.Meta{JobID: j.id, Row: row.Num, TransactionKey: e.GetTransactionKey()})
 		err = j.pub.Publish(ctx, e)
 		if errors.Is(err, publish.ErrTooLarge) {
 			j.reject(&spoolv1.RowError{Row: row.Num, Reason: err.Error()}, counted)
@@ -596,10 +634,55 @@ func (j *job) run(ctx context.Context, r *csvread.Reader, now func() time.Time) 
 		}
 		j.maybeCheckpoint(row.Num, r.Offset())
 	}
+	if j.refusing() {
+		return errInvalidRows
+	}
 	if err := j.pub.Flush(ctx); err != nil {
 		return publishStatus(ctx, err)
 	}
 	return nil
+}
+
+// errInvalidRows ends a stream whose file is rejected for its rows.
+var errInvalidRows = errors.New("invalid rows under the reject-file policy")
+
+// refusing reports whether the file is rejected for an invalid row.
+func (j *job) refusing() bool {
+	return j.validator.Policy() == spoolv1.RowPolicy_ROW_POLICY_REJECT_FILE && j.base.Rejected+j.rejected.Load() > 0
+}
+
+// rejectedStatus is the answer for a file rejected for its rows: the
+// count, and the first row errors as BadRequest field violations. The row
+// errors with their value excerpts travel in a StreamFileResponse detail
+// only: the status message is logged, and must not carry payroll data.
+func (j *job) rejectedStatus() error {
+	n := j.base.Rejected + j.rejected.Load()
+	st := status.Newf(codes.InvalidArgument, "job %s rejected, nothing will be delivered: %d invalid rows of %d (row policy reject-file)",
+		j.id, n, j.base.Row+j.received.Load())
+	return withRowErrors(st, j.errors, &spoolv1.StreamFileResponse{
+		JobId:        j.id,
+		RowsReceived: j.base.Row + j.received.Load(),
+		RowsRejected: n,
+		Errors:       j.errors,
+	})
+}
+
+// withRowErrors attaches row errors to st as BadRequest violations, and
+// resp, when given, whole.
+func withRowErrors(st *status.Status, errs []*spoolv1.RowError, resp *spoolv1.StreamFileResponse) error {
+	br := &errdetails.BadRequest{}
+	for _, e := range errs {
+		field := fmt.Sprintf("row %d", e.GetRow())
+		if e.GetColumn() != "" {
+			field += ", column " + e.GetColumn()
+		}
+		br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{Field: field, Description: e.GetReason()})
+	}
+	details := []protoadapt.MessageV1{br}
+	if resp != nil {
+		details = append(details, resp)
+	}
+	return attach(st, details...)
 }
 
 // transactionKey is the row's stable key, sent to the destination as the
@@ -797,10 +880,91 @@ func (s *Server) fail(ctx context.Context, log *slog.Logger, st *streamState, j 
 	return failure
 }
 
-// readStatus maps an error of reading the stream to a status: bad input,
-// a limit, the client going away, or the transport's own status.
-func readStatus(ctx context.Context, err error) error {
+// attach returns st with details, or st alone should they not encode.
+func attach(st *status.Status, details ...protoadapt.MessageV1) error {
+	if with, err := st.WithDetails(details...); err == nil {
+		return with.Err()
+	}
+	return st.Err()
+}
+
+// badRequest is InvalidArgument for a profile or header that does not fit,
+// each problem a BadRequest field violation.
+func badRequest(msg string, err error) error {
+	var perr *profile.Error
+	if !errors.As(err, &perr) {
+		return status.Errorf(codes.InvalidArgument, "%s: %v", msg, err)
+	}
+	br := &errdetails.BadRequest{}
+	for _, v := range perr.Violations {
+		br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{Field: v.Field, Description: v.Description})
+	}
+	return attach(status.Newf(codes.InvalidArgument, "%s: %v", msg, err), br)
+}
+
+// applyProfile finds the profile the header names, or the one it carries,
+// and returns it with the header as the stream uses it: the business-key
+// and amount columns are the profile's unless the header names its own,
+// which must then agree.
+func (s *Server) applyProfile(h *spoolv1.FileHeader) (*spoolv1.Profile, *spoolv1.FileHeader, error) {
+	var p *spoolv1.Profile
 	switch {
+	case h.GetProfile() != "" && h.GetInlineProfile() != nil:
+		return nil, nil, attach(status.New(codes.InvalidArgument, "the header names a profile and carries one; give one or the other"),
+			&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "header.profile", Description: "give profile or inline_profile, not both"}}})
+	case h.GetProfile() != "":
+		var ok bool
+		if p, ok = s.cfg.Profiles.Get(h.GetProfile()); !ok {
+			return nil, nil, attach(status.Newf(codes.InvalidArgument, "no profile %q on this ingestor (see ListProfiles)", h.GetProfile()),
+				&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "header.profile", Description: fmt.Sprintf("unknown profile %q", h.GetProfile())}}})
+		}
+	case h.GetInlineProfile() != nil:
+		p = h.GetInlineProfile()
+		if err := profile.Check(p); err != nil {
+			return nil, nil, badRequest("the header's inline profile is invalid", err)
+		}
+	default:
+		return nil, h, nil
+	}
+	bk, amount := h.GetBusinessKeyColumns(), h.GetAmountColumn()
+	var vs []profile.Violation
+	if len(bk) > 0 && len(p.GetBusinessKeyColumns()) > 0 && !slices.Equal(bk, p.GetBusinessKeyColumns()) {
+		vs = append(vs, profile.Violation{Field: "header.business_key_columns", Description: fmt.Sprintf("differ from profile %q's", p.GetName())})
+	}
+	if amount != "" && p.GetAmountColumn() != "" && amount != p.GetAmountColumn() {
+		vs = append(vs, profile.Violation{Field: "header.amount_column", Description: fmt.Sprintf("differs from profile %q's", p.GetName())})
+	}
+	if len(vs) > 0 {
+		return nil, nil, badRequest("the header contradicts its profile", &profile.Error{Subject: "header", Violations: vs})
+	}
+	h = proto.Clone(h).(*spoolv1.FileHeader)
+	if len(bk) == 0 {
+		h.BusinessKeyColumns = p.GetBusinessKeyColumns()
+	}
+	if amount == "" {
+		h.AmountColumn = p.GetAmountColumn()
+	}
+	return p, h, nil
+}
+
+// readStatus maps an error of reading the stream to a status: bad input,
+// a limit, the client going away, or the transport's own status. A limit
+// carries a QuotaFailure naming it; a bad header a BadRequest.
+func readStatus(ctx context.Context, err error) error {
+	var lerr *csvread.LimitError
+	var herr *csvread.HeaderError
+	switch {
+	case errors.As(err, &lerr):
+		return attach(status.New(codes.ResourceExhausted, err.Error()), &errdetails.QuotaFailure{
+			Violations: []*errdetails.QuotaFailure_Violation{{Subject: lerr.Limit, Description: fmt.Sprintf("%s=%d", lerr.Limit, lerr.Value)}},
+		})
+	case errors.As(err, &herr):
+		field := "header.columns"
+		if herr.Column > 0 {
+			field = fmt.Sprintf("header.columns[%d]", herr.Column)
+		}
+		return attach(status.New(codes.InvalidArgument, err.Error()),
+			&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: herr.Reason}}})
 	case errors.Is(err, csvread.ErrInvalidInput):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, csvread.ErrLimit):

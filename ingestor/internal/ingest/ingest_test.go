@@ -338,6 +338,9 @@ func send(ctx context.Context, c spoolv1.IngestServiceClient, msgs ...*spoolv1.S
 
 const secret = "SECRET-SALARY-98765"
 
+// lenient is a profile that only sets the skip-rows policy.
+var lenient = &spoolv1.Profile{Name: "lenient", RowPolicy: spoolv1.RowPolicy_ROW_POLICY_SKIP_ROWS, FormulaPolicy: spoolv1.FormulaPolicy_FORMULA_POLICY_ALLOW}
+
 func TestStreamFileHappyPath(t *testing.T) {
 	tests := []struct {
 		name string
@@ -346,7 +349,7 @@ func TestStreamFileHappyPath(t *testing.T) {
 		{
 			name: "rows with header row",
 			msgs: []*spoolv1.StreamFileRequest{
-				hdr(&spoolv1.FileHeader{FileName: "pay.csv", JobKey: "payroll-11"}),
+				hdr(&spoolv1.FileHeader{FileName: "pay.csv", JobKey: "payroll-11", InlineProfile: lenient}),
 				rowsMsg([]string{"id", "amount"}, []string{"e1", secret}),
 				rowsMsg([]string{"e2", "2.00", "extra"}, []string{"e3", "3.00"}),
 			},
@@ -354,7 +357,7 @@ func TestStreamFileHappyPath(t *testing.T) {
 		{
 			name: "rows with FileHeader columns",
 			msgs: []*spoolv1.StreamFileRequest{
-				hdr(&spoolv1.FileHeader{FileName: "pay.csv", JobKey: "payroll-11", Columns: []string{"id", "amount"}}),
+				hdr(&spoolv1.FileHeader{FileName: "pay.csv", JobKey: "payroll-11", Columns: []string{"id", "amount"}, InlineProfile: lenient}),
 				rowsMsg([]string{"e1", secret}, []string{"e2", "2.00", "extra"}),
 				rowsMsg([]string{"e3", "3.00"}),
 			},
@@ -362,7 +365,7 @@ func TestStreamFileHappyPath(t *testing.T) {
 		{
 			name: "chunks",
 			msgs: []*spoolv1.StreamFileRequest{
-				hdr(&spoolv1.FileHeader{FileName: "pay.csv", JobKey: "payroll-11"}),
+				hdr(&spoolv1.FileHeader{FileName: "pay.csv", JobKey: "payroll-11", InlineProfile: lenient}),
 				chunkMsg("id,amo"), chunkMsg("unt\r\ne1," + secret[:5]), chunkMsg(secret[5:] + "\r\ne2,2.00,extra\r\ne3,\"3.00\"\r\n"),
 			},
 		},
@@ -471,10 +474,10 @@ func TestStreamFileEnded(t *testing.T) {
 		},
 		{
 			name:     "record limit",
-			cfg:      Config{CSV: csvread.Options{MaxRecordBytes: 1024}},
+			cfg:      Config{CSV: csvread.Options{Limits: csvread.Limits{MaxFieldBytes: 4096, MaxRecordBytes: 1024}}},
 			msgs:     []*spoolv1.StreamFileRequest{hdr(&spoolv1.FileHeader{}), chunkMsg("a\n\"" + strings.Repeat("x", 2000))},
 			wantCode: codes.ResourceExhausted,
-			reason:   "max-record-bytes=1024",
+			reason:   "row 1: max-record-bytes=1024 exceeded",
 			state:    spoolv1.JobState_JOB_STATE_REJECTED,
 		},
 		{
@@ -548,7 +551,7 @@ func TestRejectedRowsAndErrorCap(t *testing.T) {
 	}}
 	c, _ := startServer(t, jobs, Config{NewPublisher: pubFactory(pub), MaxErrors: 2})
 	resp, err := send(context.Background(), c,
-		hdr(&spoolv1.FileHeader{Columns: []string{"id", "v"}}),
+		hdr(&spoolv1.FileHeader{Columns: []string{"id", "v"}, InlineProfile: lenient}),
 		rowsMsg([]string{"1", "huge"}, []string{"2", "ok"}, []string{"3"}, []string{"4"}, []string{"5"}, []string{"6", "ok"}))
 	require.NoError(t, err)
 	require.EqualValues(t, 6, resp.GetRowsReceived())

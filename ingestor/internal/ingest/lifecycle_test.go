@@ -237,7 +237,7 @@ func TestHeaderChecks(t *testing.T) {
 func TestBadAmountIsARowError(t *testing.T) {
 	jobs, ps := newFakeJobs(), &pubs{}
 	c, _ := startServer(t, jobs, Config{NewPublisher: ps.factory(), MaxErrors: 5})
-	resp, err := send(context.Background(), c, hdr(&spoolv1.FileHeader{AmountColumn: "amount"}), chunkMsg("id,amount\n1,1.5\n2,1,5\n3,abc\n"))
+	resp, err := send(context.Background(), c, hdr(&spoolv1.FileHeader{AmountColumn: "amount", InlineProfile: lenient}), chunkMsg("id,amount\n1,1.5\n2,1,5\n3,abc\n"))
 	require.NoError(t, err)
 	require.EqualValues(t, 2, resp.GetRowsRejected())
 	require.Equal(t, "amount", resp.GetErrors()[1].GetColumn())
