@@ -135,6 +135,7 @@ type record struct {
 	Suppressed    int64    `dynamodbav:"duplicates_suppressed"`
 	Dropped       int64    `dynamodbav:"dropped"`
 	DuplicateRows int64    `dynamodbav:"duplicate_rows"`
+	Paused        bool     `dynamodbav:"paused,omitempty"`
 	CreatedAt     int64    `dynamodbav:"created_at"`
 	UpdatedAt     int64    `dynamodbav:"updated_at"`
 	SealedAt      int64    `dynamodbav:"sealed_at,omitempty"`
@@ -242,6 +243,7 @@ func (r *record) job() *spoolv1.Job {
 		Unknown:              r.Unknown,
 		DuplicatesSuppressed: r.Suppressed,
 		DuplicateRows:        r.DuplicateRows,
+		Paused:               r.Paused,
 		Dropped:              r.Dropped,
 		CreatedAt:            ts(r.CreatedAt),
 		UpdatedAt:            ts(r.UpdatedAt),
@@ -755,6 +757,45 @@ func (s *Store) end(ctx context.Context, id string, state spoolv1.JobState, reas
 	}
 	if err != nil {
 		return nil, fmt.Errorf("end job %s as %s: %w", id, stateName(state), err)
+	}
+	return unmarshalJob(out.Attributes)
+}
+
+// SetPaused pauses or resumes a RECEIVING or SEALED job and returns it.
+// Pausing is a flag on the record rather than a state, because a paused
+// job is still in its lifecycle: it keeps receiving, or stays sealed with
+// its total, and its counters still move as deliveries under way finish.
+// It fails with ErrNotFound, or ErrState when the job is over. Setting
+// the flag it already has is not an error.
+func (s *Store) SetPaused(ctx context.Context, id string, paused bool) (*spoolv1.Job, error) {
+	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                aws.String(s.table),
+		Key:                      jobKey(id),
+		UpdateExpression:         aws.String("SET paused = :paused, updated_at = :now"),
+		ConditionExpression:      aws.String("#state IN (:receiving, :sealed)"),
+		ExpressionAttributeNames: map[string]string{"#state": "state"},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":paused":    &types.AttributeValueMemberBOOL{Value: paused},
+			":now":       num(millis(s.now())),
+			":receiving": str(stateName(spoolv1.JobState_JOB_STATE_RECEIVING)),
+			":sealed":    str(stateName(spoolv1.JobState_JOB_STATE_SEALED)),
+		},
+		ReturnValues: types.ReturnValueAllNew,
+	})
+	verb := "resume"
+	if paused {
+		verb = "pause"
+	}
+	if isConditionFailed(err) {
+		// Either there is no such job, or it is over: tell which.
+		j, gerr := s.Get(ctx, id)
+		if gerr != nil {
+			return nil, fmt.Errorf("%s job %s: %w", verb, id, gerr)
+		}
+		return j, fmt.Errorf("%s job %s, which is %s: %w", verb, id, stateName(j.GetState()), ErrState)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s job %s: %w", verb, id, err)
 	}
 	return unmarshalJob(out.Attributes)
 }

@@ -88,7 +88,8 @@ type command struct {
 }
 
 func (a *app) commands() []*command {
-	return []*command{a.sendCommand(), a.watchCommand(), a.statusCommand(), a.reportCommand(), a.resolveCommand(), a.initCommand()}
+	return []*command{a.sendCommand(), a.watchCommand(), a.statusCommand(), a.reportCommand(), a.resolveCommand(),
+		a.deadLettersCommand(), a.redriveCommand(), a.pauseCommand(), a.resumeCommand(), a.cancelCommand(), a.initCommand(), a.profilesCommand(), a.validateCommand()}
 }
 
 func (a *app) run(ctx context.Context, args []string) error {
@@ -184,7 +185,7 @@ command line that could not be understood.`
 func (a *app) usage(w io.Writer) {
 	fmt.Fprintln(w, intro)
 	for _, c := range a.commands() {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nrun 'spool help COMMAND' for a command's flags\n\n"+outro)
 }

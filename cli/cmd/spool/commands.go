@@ -51,8 +51,9 @@ func (a *app) sendCommand() *command {
 	amountColumn := c.fs.String("amount-column", "", "column holding the amount, for the control sum and reports")
 	amountSum := c.fs.String("amount-sum", "", "control total: the exact sum the amount column must have, e.g. 1234.50")
 	businessKey := c.fs.String("business-key", "", "columns identifying a transaction across files, comma-separated")
+	profile := c.fs.String("profile", "", "profile on the ingestor that checks the file and maps its rows (see spool profiles)")
 	resumeFor := c.fs.Duration("resume-for", 2*time.Minute, "how long to keep resuming a broken stream")
-	c.perCall = []string{"job-key", "columns", "rows", "amount-column", "amount-sum", "business-key"}
+	c.perCall = []string{"job-key", "columns", "rows", "amount-column", "amount-sum", "business-key", "profile"}
 	c.run = func(ctx context.Context, args []string) error {
 		if len(args) > 1 {
 			return usagef("send: one file at a time, got %d", len(args))
@@ -77,6 +78,7 @@ func (a *app) sendCommand() *command {
 			Csv:                &spoolv1.CsvOptions{Delimiter: *delimiter},
 			AmountColumn:       *amountColumn,
 			BusinessKeyColumns: splitList(*businessKey),
+			Profile:            *profile,
 		}
 		if *rows >= 0 || *amountSum != "" {
 			header.Control = &spoolv1.ControlTotals{AmountSum: *amountSum}

@@ -146,8 +146,9 @@ func TestSendControlFlags(t *testing.T) {
 	ingest := &spooltest.Ingest{Answer: answer}
 	h.ingest(t, ingest)
 	path := writeFile(t, "nov.csv", "id,amount\n1,2.50\n")
-	require.NoError(t, h.run("send", "-ingestor-addr", ingestorAddr, "-no-watch", "-rows", "1", "-amount-column", "amount", "-amount-sum", "2.5", "-business-key", "id, amount", path))
+	require.NoError(t, h.run("send", "-ingestor-addr", ingestorAddr, "-no-watch", "-rows", "1", "-amount-column", "amount", "-amount-sum", "2.5", "-business-key", "id, amount", "-profile", "payroll", path))
 	header, _ := ingest.Received()
+	require.Equal(t, "payroll", header.GetProfile())
 	require.EqualValues(t, 1, header.GetControl().GetRowCount())
 	require.Equal(t, "2.5", header.GetControl().GetAmountSum())
 	require.Equal(t, "amount", header.GetAmountColumn())

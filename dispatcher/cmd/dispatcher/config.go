@@ -11,12 +11,17 @@ import (
 	"net/textproto"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/spoolhq/spool/dispatcher/internal/breaker"
+	"github.com/spoolhq/spool/dispatcher/internal/deadletter"
 	"github.com/spoolhq/spool/dispatcher/internal/deliver"
 	"github.com/spoolhq/spool/dispatcher/internal/dispatch"
 	"github.com/spoolhq/spool/dispatcher/internal/ledger"
+	"github.com/spoolhq/spool/dispatcher/internal/limit"
+	"github.com/spoolhq/spool/dispatcher/internal/rate"
 	"github.com/spoolhq/spool/dispatcher/internal/recount"
 	"github.com/spoolhq/spool/dispatcher/internal/status"
 	"github.com/spoolhq/spool/platform/envcfg"
@@ -45,6 +50,31 @@ type config struct {
 	ledgerRetention   time.Duration
 	repairInterval    time.Duration
 	repairAfter       time.Duration
+
+	// Delivery failure handling (#4).
+	deadLetterURL     string
+	alreadyApplied    statusList
+	maxAttempts       int
+	maxAge            time.Duration
+	backoffBase       time.Duration
+	backoffMax        time.Duration
+	retryAfterMax     time.Duration
+	visibilityTimeout time.Duration
+	heartbeat         time.Duration
+	pausedDelay       time.Duration
+	deadLetterScan    int
+	deadLetterHold    time.Duration
+
+	// Flow control toward the destination.
+	concurrencyMin     int
+	concurrencyInitial int
+	rateLimit          float64
+	rateBurst          int
+	rateKey            string
+	breakerFailures    int
+	breakerFailureRate float64
+	breakerCooldown    time.Duration
+	breakerMaxCooldown time.Duration
 }
 
 // Ledger retention: how long a settled record suppresses duplicates.
@@ -75,7 +105,16 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs.Var(&c.headers, "destination-header", `header added to every POST, "Name: value"; repeatable, or one per line in the environment`)
 	fs.DurationVar(&c.destTimeout, "destination-timeout", 10*time.Second, "timeout of one POST, response included")
 	fs.StringVar(&c.idempotencyHeader, "idempotency-header", deliver.DefaultIdempotencyHeader, "header carrying the transaction key")
-	fs.IntVar(&c.concurrency, "concurrency", 16, "deliveries in flight at once (and most messages held)")
+	fs.IntVar(&c.concurrency, "concurrency", 16, "most deliveries in flight at once (and most messages held): the adaptive concurrency limit's ceiling")
+	fs.IntVar(&c.concurrencyMin, "concurrency-min", limit.DefaultMin, "floor of the adaptive concurrency limit")
+	fs.IntVar(&c.concurrencyInitial, "concurrency-initial", limit.DefaultInitial, "adaptive concurrency limit before the first latency samples (capped by -concurrency)")
+	fs.Float64Var(&c.rateLimit, "rate-limit", 0, "requests per second to the destination for the whole fleet of dispatchers, shared through the table; 0 = no limit")
+	fs.IntVar(&c.rateBurst, "rate-burst", rate.DefaultBurst, "requests let through at once after an idle spell, under -rate-limit")
+	fs.StringVar(&c.rateKey, "rate-key", "", "name of the shared rate limit: dispatchers with the same key share one; empty = the destination URL's host")
+	fs.IntVar(&c.breakerFailures, "breaker-failures", breaker.DefaultFailures, "destination failures in a row (5xx, 429, 408, timeouts, refused connections) that open the circuit breaker and stop receiving")
+	fs.Float64Var(&c.breakerFailureRate, "breaker-failure-rate", 0, "share of failed requests over 10s (at least 20 requests) that also opens the breaker; 0 = off")
+	fs.DurationVar(&c.breakerCooldown, "breaker-cooldown", breaker.DefaultCooldown, "how long the breaker stays open before one probe delivery; doubles per failed probe")
+	fs.DurationVar(&c.breakerMaxCooldown, "breaker-max-cooldown", breaker.DefaultMaxCooldown, "cap on the breaker's doubling cool-down")
 	fs.IntVar(&c.pollers, "pollers", 0, "parallel receive calls; 0 = ceil(concurrency/10)+1")
 	fs.DurationVar(&c.receiveWait, "receive-wait", 5*time.Second, "long-poll wait of one receive, whole seconds, at most 20s")
 	fs.DurationVar(&c.counterFlush, "counter-flush", time.Second, "how often job counters are written")
@@ -88,6 +127,19 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs.DurationVar(&c.ledgerRetention, "ledger-retention", defaultLedgerRetention, "how long a settled ledger record is kept, suppressing the same transaction in redeliveries and later files (DynamoDB time to live); at least 15 days")
 	fs.DurationVar(&c.repairInterval, "repair-interval", recount.DefaultInterval, "how often job counters are checked against the delivery ledger")
 	fs.DurationVar(&c.repairAfter, "repair-after", recount.DefaultAfter, "how long a sealed job's record and ledger must go unchanged before its counters are repaired from the ledger")
+	fs.StringVar(&c.deadLetterURL, "dead-letter-queue-url", "", "URL of the dead-letter queue; empty = the one the queue's redrive policy names")
+	c.alreadyApplied = statusList{http.StatusConflict}
+	fs.Var(&c.alreadyApplied, "already-applied", "HTTP statuses meaning the destination has the transaction already, comma-separated; they count as delivered (empty: none)")
+	fs.IntVar(&c.maxAttempts, "max-attempts", dispatch.DefaultMaxAttempts, "delivery attempts of a row before a retryable failure dead-letters it")
+	fs.DurationVar(&c.maxAge, "max-age", dispatch.DefaultMaxAge, "age of a message (since it was queued) after which a retryable failure dead-letters it")
+	fs.DurationVar(&c.backoffBase, "backoff-base", dispatch.DefaultBackoffBase, "first retry backoff ceiling; it doubles per attempt, with full jitter")
+	fs.DurationVar(&c.backoffMax, "backoff-max", dispatch.DefaultBackoffMax, "largest retry backoff ceiling")
+	fs.DurationVar(&c.retryAfterMax, "retry-after-max", dispatch.DefaultRetryAfterMax, "longest wait a destination's Retry-After is honoured for")
+	fs.DurationVar(&c.visibilityTimeout, "visibility-timeout", 30*time.Second, "visibility timeout asked for on every receive, whole seconds; deliveries are extended by it while they run")
+	fs.DurationVar(&c.heartbeat, "heartbeat", 0, "how often a message being delivered is extended; 0 = a third of -visibility-timeout")
+	fs.DurationVar(&c.pausedDelay, "paused-delay", dispatch.DefaultPausedDelay, "longest wait before a message of a paused job comes back (the first is 10s, doubling per receive)")
+	fs.IntVar(&c.deadLetterScan, "dead-letter-scan", deadletter.DefaultMaxScan, "most dead-letter queue messages one listing or redrive reads")
+	fs.DurationVar(&c.deadLetterHold, "dead-letter-hold", deadletter.DefaultHold, "visibility of dead letters while a listing or redrive reads them (it reads for half of it)")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
 	if err := envcfg.Parse(fs, args, lookup); err != nil {
 		return config{}, err
@@ -112,6 +164,27 @@ func (c config) validate() error {
 	if c.concurrency < 1 {
 		errs = append(errs, fmt.Errorf("-concurrency %d: want at least 1", c.concurrency))
 	}
+	if c.concurrencyMin < 1 || c.concurrencyMin > max(c.concurrency, 1) {
+		errs = append(errs, fmt.Errorf("-concurrency-min %d: want 1 to -concurrency (%d)", c.concurrencyMin, c.concurrency))
+	}
+	if c.concurrencyInitial < 1 {
+		errs = append(errs, fmt.Errorf("-concurrency-initial %d: want at least 1", c.concurrencyInitial))
+	}
+	if c.rateLimit < 0 {
+		errs = append(errs, fmt.Errorf("-rate-limit %v: want 0 (off) or more", c.rateLimit))
+	}
+	if c.rateBurst < 1 {
+		errs = append(errs, fmt.Errorf("-rate-burst %d: want at least 1", c.rateBurst))
+	}
+	if c.breakerFailures < 1 {
+		errs = append(errs, fmt.Errorf("-breaker-failures %d: want at least 1", c.breakerFailures))
+	}
+	if c.breakerFailureRate < 0 || c.breakerFailureRate > 1 {
+		errs = append(errs, fmt.Errorf("-breaker-failure-rate %v: want 0 (off) to 1", c.breakerFailureRate))
+	}
+	if c.breakerCooldown <= 0 || c.breakerMaxCooldown < c.breakerCooldown {
+		errs = append(errs, fmt.Errorf("-breaker-cooldown %s, -breaker-max-cooldown %s: want 0 < cooldown <= max", c.breakerCooldown, c.breakerMaxCooldown))
+	}
 	if c.pollers < 0 {
 		errs = append(errs, fmt.Errorf("-pollers %d: want 0 or more", c.pollers))
 	}
@@ -126,6 +199,8 @@ func (c config) validate() error {
 		{"watch-interval", c.watchInterval}, {"shutdown-grace", c.shutdownGrace},
 		{"job-cache-ttl", c.jobCacheTTL}, {"receiving-delay", c.receivingDelay},
 		{"repair-interval", c.repairInterval}, {"repair-after", c.repairAfter},
+		{"max-age", c.maxAge}, {"backoff-base", c.backoffBase}, {"backoff-max", c.backoffMax},
+		{"retry-after-max", c.retryAfterMax}, {"paused-delay", c.pausedDelay},
 	} {
 		if f.value <= 0 {
 			errs = append(errs, fmt.Errorf("-%s %s: want more than 0", f.name, f.value))
@@ -137,6 +212,21 @@ func (c config) validate() error {
 		// would be sent again.
 		errs = append(errs, fmt.Errorf("-ledger-retention %s: want at least %s, longer than SQS keeps a message", c.ledgerRetention, minLedgerRetention))
 	}
+	if c.maxAttempts < 1 {
+		errs = append(errs, fmt.Errorf("-max-attempts %d: want at least 1", c.maxAttempts))
+	}
+	if c.visibilityTimeout < 3*time.Second || c.visibilityTimeout > 12*time.Hour || c.visibilityTimeout%time.Second != 0 {
+		errs = append(errs, fmt.Errorf("-visibility-timeout %s: want whole seconds from 3s to 12h", c.visibilityTimeout))
+	}
+	if c.heartbeat < 0 || (c.heartbeat > 0 && c.heartbeat >= c.visibilityTimeout) {
+		errs = append(errs, fmt.Errorf("-heartbeat %s: want 0, or less than -visibility-timeout", c.heartbeat))
+	}
+	if c.deadLetterScan < 1 {
+		errs = append(errs, fmt.Errorf("-dead-letter-scan %d: want at least 1", c.deadLetterScan))
+	}
+	if c.deadLetterHold < 2*time.Second || c.deadLetterHold > 12*time.Hour {
+		errs = append(errs, fmt.Errorf("-dead-letter-hold %s: want 2s to 12h", c.deadLetterHold))
+	}
 	if c.claimLease < 0 {
 		errs = append(errs, fmt.Errorf("-claim-lease %s: want 0 or more", c.claimLease))
 	}
@@ -147,6 +237,38 @@ func (c config) validate() error {
 		errs = append(errs, errors.New("-idempotency-header: must not be empty"))
 	}
 	return errors.Join(errs...)
+}
+
+// statusList is a comma-separated list of HTTP statuses.
+type statusList []int
+
+func (l *statusList) String() string {
+	if l == nil {
+		return ""
+	}
+	s := make([]string, len(*l))
+	for i, v := range *l {
+		s[i] = strconv.Itoa(v)
+	}
+	return strings.Join(s, ",")
+}
+
+// Set replaces the list: the default is not added to.
+func (l *statusList) Set(v string) error {
+	var out statusList
+	for f := range strings.SplitSeq(v, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 100 || n > 599 {
+			return fmt.Errorf("status %q: want an HTTP status from 100 to 599", f)
+		}
+		out = append(out, n)
+	}
+	*l = out
+	return nil
 }
 
 // headerList is a repeatable "Name: value" flag. Each value may hold several

@@ -39,7 +39,48 @@ func TestParseConfig(t *testing.T) {
 				require.Equal(t, 5*time.Second, c.repairInterval)
 				require.Equal(t, 10*time.Second, c.repairAfter)
 				require.Equal(t, 90*24*time.Hour, c.ledgerRetention)
+				require.Empty(t, c.deadLetterURL)
+				require.Equal(t, statusList{409}, c.alreadyApplied)
+				require.Equal(t, 20, c.maxAttempts)
+				require.Equal(t, 12*time.Hour, c.maxAge)
+				require.Equal(t, time.Second, c.backoffBase)
+				require.Equal(t, 5*time.Minute, c.backoffMax)
+				require.Equal(t, 10*time.Minute, c.retryAfterMax)
+				require.Equal(t, 30*time.Second, c.visibilityTimeout)
+				require.Zero(t, c.heartbeat)
+				require.Equal(t, 5*time.Minute, c.pausedDelay)
+				require.Equal(t, 10000, c.deadLetterScan)
+				require.Equal(t, time.Minute, c.deadLetterHold)
 			},
+		},
+		{
+			name: "failure handling from the environment",
+			env: map[string]string{
+				"SPOOL_QUEUE_URL": "http://q", "SPOOL_TABLE": "jobs", "SPOOL_DESTINATION_URL": "https://dest/pay",
+				"SPOOL_DEAD_LETTER_QUEUE_URL": "http://q-dlq", "SPOOL_ALREADY_APPLIED": "409, 208",
+				"SPOOL_MAX_ATTEMPTS": "5", "SPOOL_MAX_AGE": "1h", "SPOOL_BACKOFF_BASE": "2s", "SPOOL_BACKOFF_MAX": "1m",
+				"SPOOL_RETRY_AFTER_MAX": "30s", "SPOOL_VISIBILITY_TIMEOUT": "60s", "SPOOL_HEARTBEAT": "15s",
+				"SPOOL_PAUSED_DELAY": "30s", "SPOOL_DEAD_LETTER_SCAN": "500", "SPOOL_DEAD_LETTER_HOLD": "2m",
+			},
+			check: func(t *testing.T, c config) {
+				require.Equal(t, "http://q-dlq", c.deadLetterURL)
+				require.Equal(t, statusList{409, 208}, c.alreadyApplied)
+				require.Equal(t, 5, c.maxAttempts)
+				require.Equal(t, time.Hour, c.maxAge)
+				require.Equal(t, 2*time.Second, c.backoffBase)
+				require.Equal(t, time.Minute, c.backoffMax)
+				require.Equal(t, 30*time.Second, c.retryAfterMax)
+				require.Equal(t, time.Minute, c.visibilityTimeout)
+				require.Equal(t, 15*time.Second, c.heartbeat)
+				require.Equal(t, 30*time.Second, c.pausedDelay)
+				require.Equal(t, 500, c.deadLetterScan)
+				require.Equal(t, 2*time.Minute, c.deadLetterHold)
+			},
+		},
+		{
+			name:  "no already-applied status",
+			args:  append([]string{"-already-applied", ""}, required...),
+			check: func(t *testing.T, c config) { require.Empty(t, c.alreadyApplied) },
 		},
 		{
 			name: "everything from the environment",
@@ -80,6 +121,11 @@ func TestParseConfig(t *testing.T) {
 		{name: "negative lease", args: append([]string{"-claim-lease", "-1s"}, required...), wantErr: "-claim-lease"},
 		{name: "retention shorter than the queue's", args: append([]string{"-ledger-retention", "336h"}, required...), wantErr: "-ledger-retention 336h0m0s: want at least 360h0m0s"},
 		{name: "no repair delay", args: append([]string{"-repair-after", "0s"}, required...), wantErr: "-repair-after"},
+		{name: "bad already-applied", args: append([]string{"-already-applied", "409,abc"}, required...), wantErr: `status "abc"`},
+		{name: "no attempts", args: append([]string{"-max-attempts", "0"}, required...), wantErr: "-max-attempts"},
+		{name: "visibility fraction", args: append([]string{"-visibility-timeout", "2500ms"}, required...), wantErr: "-visibility-timeout"},
+		{name: "heartbeat slower than visibility", args: append([]string{"-heartbeat", "30s"}, required...), wantErr: "-heartbeat"},
+		{name: "no backoff", args: append([]string{"-backoff-max", "0s"}, required...), wantErr: "-backoff-max"},
 		{name: "bad log level", args: append([]string{"-log-level", "loud"}, required...), wantErr: "log-level"},
 	}
 	for _, tt := range tests {
@@ -91,6 +137,28 @@ func TestParseConfig(t *testing.T) {
 			}
 			require.NoError(t, err)
 			tt.check(t, c)
+		})
+	}
+}
+
+func TestDeadLetterName(t *testing.T) {
+	tests := []struct {
+		name, policy, want, wantErr string
+	}{
+		{name: "arn", policy: `{"deadLetterTargetArn":"arn:aws:sqs:eu-west-1:123456789012:spool-dlq","maxReceiveCount":"100"}`, want: "spool-dlq"},
+		{name: "none", policy: "", wantErr: "no redrive policy"},
+		{name: "not json", policy: "{", wantErr: "parse redrive policy"},
+		{name: "not an arn", policy: `{"deadLetterTargetArn":"spool-dlq"}`, wantErr: "want a queue ARN"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := deadLetterName(tt.policy)
+			if tt.wantErr != "" {
+				require.ErrorContains(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tt.want, got)
 		})
 	}
 }

@@ -2,13 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -19,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/spoolhq/spool/dispatcher/internal/consume"
+	"github.com/spoolhq/spool/dispatcher/internal/deadletter"
 	"github.com/spoolhq/spool/dispatcher/internal/deliver"
 	"github.com/spoolhq/spool/dispatcher/internal/dispatch"
 	"github.com/spoolhq/spool/dispatcher/internal/ledger"
@@ -34,8 +36,10 @@ import (
 )
 
 // run serves until ctx is done, then shuts down within the shutdown grace:
-// polling stops, in-flight deliveries finish (or are cut off and left for
-// redelivery), settled messages are deleted and counters written.
+// polling stops, messages received but not yet started are released for
+// other dispatchers (visibility 0), in-flight deliveries finish (or are cut
+// off and left for redelivery), settled messages are deleted and counters
+// written; it then returns nil, so SIGTERM exits 0.
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg, err := parseConfig(args, nil, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -59,7 +63,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	// its predecessor's claims are taken over once their leases end.
 	owner := uuid.NewString()
 	book := ledger.New(ledger.NewDynamo(db, cfg.table), ledger.Options{Owner: owner, Lease: cfg.lease(), Policy: policy, Retention: cfg.ledgerRetention})
-	warnShortVisibility(ctx, queue, cfg, log)
+	dlq := cfg.deadLetterURL
+	if dlq == "" {
+		dlq = deadLetterQueue(ctx, queue, cfg.queueURL, log)
+	}
 	sender := deliver.New(deliver.Options{
 		URL:               cfg.destinationURL,
 		IdempotencyHeader: cfg.idempotencyHeader,
@@ -81,18 +88,37 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Interval: cfg.repairInterval, After: cfg.repairAfter, Log: log,
 		Open: openjobs.New(db, cfg.table, nil), KeepUnknown: policy == ledger.RetryWithKey,
 	})
+	// Flow control toward the destination: the breaker holds receiving
+	// while it is down; the concurrency and rate limits pace the sends.
+	paced := newFlow(cfg, db, log)
 	handler := dispatch.New(sender, counts, book, store, dispatch.Options{
 		JobCacheTTL: cfg.jobCacheTTL, ReceivingDelay: cfg.receivingDelay, Log: log, Seen: repairer.Note,
+		AlreadyApplied: cfg.alreadyApplied, MaxAttempts: cfg.maxAttempts, MaxAge: cfg.maxAge,
+		BackoffBase: cfg.backoffBase, BackoffMax: cfg.backoffMax, RetryAfterMax: cfg.retryAfterMax,
+		PausedDelay: cfg.pausedDelay,
+		Pacer:       pacer{paced},
 	})
 	consumer := consume.New(queue, handler, consume.Options{
-		QueueURL:     cfg.queueURL,
-		Concurrency:  cfg.concurrency,
-		Pollers:      cfg.pollers,
-		WaitTime:     cfg.receiveWait,
-		Drain:        cfg.shutdownGrace - 2*reserve,
-		FlushTimeout: reserve,
-		Log:          log,
+		QueueURL:          cfg.queueURL,
+		Concurrency:       cfg.concurrency,
+		Pollers:           cfg.pollers,
+		WaitTime:          cfg.receiveWait,
+		Drain:             cfg.shutdownGrace - 2*reserve,
+		FlushTimeout:      reserve,
+		VisibilityTimeout: cfg.visibilityTimeout,
+		Heartbeat:         cfg.heartbeat,
+		DeadLetterURL:     dlq,
+		DispatcherID:      owner,
+		Admit:             paced.Receive,
+		ProbeEmpty:        paced.ReceivedNothing,
+		Log:               log,
 	})
+	var deadLetters status.DeadLetters
+	if dlq != "" {
+		deadLetters = deadletter.NewScanner(queue, deadletter.Options{
+			DeadLetterURL: dlq, QueueURL: cfg.queueURL, MaxScan: cfg.deadLetterScan, Hold: cfg.deadLetterHold, Log: log,
+		})
+	}
 
 	lis, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
@@ -108,6 +134,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Counter:  counts,
 		Requeue:  func(ctx context.Context, e *spoolv1.Envelope) error { return requeue(ctx, queue, cfg.queueURL, e) },
 		Watched:  repairer.Note,
+
+		DeadLetters:  deadLetters,
+		Control:      store,
+		DispatcherID: owner,
+		Flow:         paced,
 	}))
 
 	// Counters are flushed one last time only after the consumer stopped,
@@ -137,7 +168,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	log.Info("dispatcher started", "listen", lis.Addr().String(), "queue_url", cfg.queueURL, "table", cfg.table,
 		"concurrency", cfg.concurrency, "pollers", pollers, "destination_headers", cfg.headers.String(),
 		"owner", owner, "unknown_policy", policy.String(), "claim_lease", cfg.lease(),
-		"repair_interval", cfg.repairInterval, "repair_after", cfg.repairAfter)
+		"repair_interval", cfg.repairInterval, "repair_after", cfg.repairAfter,
+		"dead_letter_queue_url", dlq, "max_attempts", cfg.maxAttempts, "visibility_timeout", cfg.visibilityTimeout,
+		"concurrency_min", cfg.concurrencyMin, "rate_limit", cfg.rateLimit, "rate_key", rateKey(cfg),
+		"breaker_failures", cfg.breakerFailures, "breaker_cooldown", cfg.breakerCooldown)
 	// main reports an error; it is not logged here too.
 	if err := g.Wait(); err != nil {
 		return err
@@ -146,24 +180,49 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
-// warnShortVisibility warns when a message may become visible again while
-// its delivery is still owned: the redelivery then finds a live claim and
-// waits another visibility timeout. Until heartbeats extend visibility
-// (#4), the queue's timeout should exceed the claim lease.
-func warnShortVisibility(ctx context.Context, q *sqs.Client, cfg config, log *slog.Logger) {
+// deadLetterQueue finds the dead-letter queue the queue's redrive policy
+// names, or returns "" (with a warning) when there is none: poison
+// messages and exhausted retries are then left for the redrive policy, and
+// dead letters cannot be listed or redriven.
+func deadLetterQueue(ctx context.Context, q *sqs.Client, queueURL string, log *slog.Logger) string {
 	out, err := q.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
-		QueueUrl:       aws.String(cfg.queueURL),
-		AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameVisibilityTimeout},
+		QueueUrl:       aws.String(queueURL),
+		AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameRedrivePolicy},
 	})
 	if err != nil {
-		log.Warn("read queue visibility timeout", "error", err)
-		return
+		log.Warn("read queue redrive policy; no dead-letter queue", "error", err)
+		return ""
 	}
-	secs, err := strconv.Atoi(out.Attributes[string(sqstypes.QueueAttributeNameVisibilityTimeout)])
-	if err == nil && time.Duration(secs)*time.Second < cfg.lease() {
-		log.Warn("queue visibility timeout is shorter than the claim lease",
-			"visibility_timeout", time.Duration(secs)*time.Second, "claim_lease", cfg.lease())
+	name, err := deadLetterName(out.Attributes[string(sqstypes.QueueAttributeNameRedrivePolicy)])
+	if err != nil {
+		log.Warn("queue has no usable redrive policy; no dead-letter queue", "error", err)
+		return ""
 	}
+	u, err := q.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(name)})
+	if err != nil {
+		log.Warn("look up dead-letter queue; none used", "name", name, "error", err)
+		return ""
+	}
+	return aws.ToString(u.QueueUrl)
+}
+
+// deadLetterName reads the dead-letter queue's name off a redrive policy:
+// the last part of its deadLetterTargetArn.
+func deadLetterName(policy string) (string, error) {
+	if policy == "" {
+		return "", errors.New("no redrive policy")
+	}
+	var p struct {
+		Target string `json:"deadLetterTargetArn"`
+	}
+	if err := json.Unmarshal([]byte(policy), &p); err != nil {
+		return "", fmt.Errorf("parse redrive policy: %w", err)
+	}
+	parts := strings.Split(p.Target, ":")
+	if len(parts) != 6 || parts[5] == "" {
+		return "", fmt.Errorf("redrive policy target %q: want a queue ARN", p.Target)
+	}
+	return parts[5], nil
 }
 
 // requeue puts a transaction back on the queue, for a resend a person

@@ -7,6 +7,12 @@
 // takes free delivery slots and asks the queue for at most that many
 // messages. Many dispatcher processes can run this loop on one queue; they
 // coordinate only through SQS (and, in the handler, DynamoDB).
+//
+// While a handler runs, a heartbeat keeps extending the message's
+// visibility, so a slow delivery never becomes visible to another
+// dispatcher. A message that cannot be decoded, or that the handler gives
+// up on, is sent to the dead-letter queue with its reason attached and
+// deleted from the main queue: it never loops through the dispatchers.
 package consume
 
 import (
@@ -22,6 +28,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
+	"github.com/spoolhq/spool/dispatcher/internal/deadletter"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/envelope"
 )
@@ -34,12 +41,16 @@ type API interface {
 	ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, opts ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error)
 	DeleteMessageBatch(ctx context.Context, in *sqs.DeleteMessageBatchInput, opts ...func(*sqs.Options)) (*sqs.DeleteMessageBatchOutput, error)
 	ChangeMessageVisibility(ctx context.Context, in *sqs.ChangeMessageVisibilityInput, opts ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityOutput, error)
+	// SendMessage puts a dead letter on the dead-letter queue.
+	SendMessage(ctx context.Context, in *sqs.SendMessageInput, opts ...func(*sqs.Options)) (*sqs.SendMessageOutput, error)
 }
 
 // Disposition is what happens to a message once its handler returns.
 type Disposition struct {
-	del   bool
-	delay time.Duration
+	del     bool
+	release bool
+	delay   time.Duration
+	dead    *deadletter.Reason
 }
 
 var (
@@ -48,7 +59,17 @@ var (
 	Leave = Disposition{}
 	// Delete removes the message: it was delivered, or settled for good.
 	Delete = Disposition{del: true}
+	// Release makes the message visible again at once, for another
+	// dispatcher: it was received but its delivery never started (the
+	// dispatcher is shutting down).
+	Release = Disposition{release: true}
 )
+
+// DeadLetter moves the message to the dead-letter queue with r attached
+// (the dispatcher and time are filled in), then deletes it from the main
+// queue. Should the dead-letter queue refuse it, the message is left and
+// comes back after its visibility timeout.
+func DeadLetter(r deadletter.Reason) Disposition { return Disposition{dead: &r} }
 
 // After keeps the message and makes it visible again after d (at most 12
 // hours, SQS's bound), instead of after the visibility timeout.
@@ -58,6 +79,10 @@ func (d Disposition) String() string {
 	switch {
 	case d.del:
 		return "delete"
+	case d.release:
+		return "release"
+	case d.dead != nil:
+		return "dead-letter"
 	case d.delay > 0:
 		return "after " + d.delay.String()
 	}
@@ -72,7 +97,16 @@ type Message struct {
 	// approximate, and an emulator bumps it on visibility changes: use it
 	// for logs, never for a retry budget.
 	ReceiveCount int
-	Envelope     *spoolv1.Envelope
+	// SentAt is when the message was sent to the queue (SQS's
+	// SentTimestamp; a redriven message was sent anew), zero when absent.
+	SentAt time.Time
+	// AttemptBase is the row's delivery attempts before a redrive: the
+	// message's retry budget counts from there.
+	AttemptBase int
+	Envelope    *spoolv1.Envelope
+	// Stopping is closed when the dispatcher begins to shut down. A
+	// handler still waiting to start its delivery then returns Release.
+	Stopping <-chan struct{}
 }
 
 // Handler settles one message. It is called concurrently, once per
@@ -100,7 +134,31 @@ type Options struct {
 	Drain time.Duration
 	// FlushTimeout bounds the final delete flush at shutdown. Default 5 s.
 	FlushTimeout time.Duration
-	Log          *slog.Logger
+	// VisibilityTimeout is asked for on every receive, in whole seconds;
+	// the heartbeat extends a message by it while its handler runs.
+	// Default 30 s.
+	VisibilityTimeout time.Duration
+	// Heartbeat is how often a message being handled is extended; default
+	// a third of VisibilityTimeout, so that two heartbeats may fail before
+	// the message becomes visible again.
+	Heartbeat time.Duration
+	// DeadLetterURL is the dead-letter queue. Without one, a message that
+	// should be dead-lettered is left, and the queue's redrive policy moves
+	// it after maxReceiveCount receives.
+	DeadLetterURL string
+	// DispatcherID goes on every dead letter, naming who gave up.
+	DispatcherID string
+	// Admit, when set, is asked before every receive and blocks while the
+	// dispatcher must not take messages (the destination is down): a
+	// message not received burns neither a receive count nor a retry. It
+	// returns an error only when ctx is done. probe says this receive is
+	// the one that tries the destination again: it takes one message, and
+	// ProbeEmpty is called when it finds none, so that another probe may go.
+	Admit      func(ctx context.Context) (probe bool, err error)
+	ProbeEmpty func()
+	// Now is the clock of dead-letter times; time.Now when nil.
+	Now func() time.Time
+	Log *slog.Logger
 }
 
 // Pollers returns the default number of pollers for concurrency: enough
@@ -118,6 +176,8 @@ type Consumer struct {
 	o       Options
 	log     *slog.Logger
 	slots   chan struct{}
+	// stopping is closed when shutdown begins.
+	stopping chan struct{}
 }
 
 // New returns a consumer; zero options get defaults.
@@ -137,6 +197,15 @@ func New(api API, h Handler, o Options) *Consumer {
 	if o.FlushTimeout <= 0 {
 		o.FlushTimeout = 5 * time.Second
 	}
+	if o.VisibilityTimeout < time.Second {
+		o.VisibilityTimeout = 30 * time.Second
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = o.VisibilityTimeout / 3
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
@@ -146,13 +215,18 @@ func New(api API, h Handler, o Options) *Consumer {
 		o:       o,
 		log:     o.Log,
 		slots:   make(chan struct{}, o.Concurrency),
+
+		stopping: make(chan struct{}),
 	}
 }
 
 // Run consumes until ctx is done, then shuts down: it stops polling (a poll
-// under way is let finish, see poll), gives in-flight deliveries up to
+// under way is let finish, and the messages it brings are released, see
+// poll), tells handlers through Message.Stopping (those still waiting to
+// start release their message), gives in-flight deliveries up to
 // Options.Drain, flushes pending deletes and returns nil. It returns an
-// error only when the queue cannot be consumed at all.
+// error only when the queue cannot be consumed at all. A Consumer runs
+// once.
 func (c *Consumer) Run(ctx context.Context) error {
 	// Receives, deliveries and deletes outlive ctx: shutdown is ordered
 	// below rather than cut short by cancellation.
@@ -168,7 +242,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 	var drainOnce sync.Once
 	var drainTimer *time.Timer
 	startDrain := func() {
-		drainOnce.Do(func() { drainTimer = time.AfterFunc(c.o.Drain, cancelHandlers) })
+		drainOnce.Do(func() {
+			close(c.stopping)
+			drainTimer = time.AfterFunc(c.o.Drain, cancelHandlers)
+		})
 	}
 	stopAfter := context.AfterFunc(ctx, startDrain)
 	defer stopAfter()
@@ -234,17 +311,35 @@ func (c *Consumer) release(n int) {
 // poll is one poller's loop. pollCtx stops it; receives use base, which
 // shutdown does not cancel: a long poll abandoned by its client may still
 // take messages that then stay invisible for the whole visibility timeout,
-// so the last poll is let finish (within WaitTime) and its messages are
-// delivered during the drain.
+// so the last poll is let finish (within WaitTime) and the messages it
+// brings are released at once, for the dispatchers that stay.
 func (c *Consumer) poll(pollCtx, base, handleCtx context.Context, del *deleter, inflight *sync.WaitGroup) error {
 	backoff := time.Duration(0)
 	for {
+		probe := false
+		if c.o.Admit != nil {
+			// The breaker's wait comes before the slots are taken, so a
+			// closed destination holds no slot and no message.
+			p, err := c.o.Admit(pollCtx)
+			if err != nil {
+				return nil
+			}
+			probe = p
+		}
 		n := c.acquire(pollCtx)
 		if n == 0 {
+			c.probeEmpty(probe)
 			return nil
+		}
+		if probe && n > 1 {
+			c.release(n - 1)
+			n = 1
 		}
 		msgs, err := c.receive(base, n)
 		c.release(n - len(msgs))
+		if len(msgs) == 0 {
+			c.probeEmpty(probe)
+		}
 		if err != nil {
 			if qe := (*types.QueueDoesNotExist)(nil); errors.As(err, &qe) {
 				return err
@@ -259,12 +354,32 @@ func (c *Consumer) poll(pollCtx, base, handleCtx context.Context, del *deleter, 
 			continue
 		}
 		backoff = 0
+		if pollCtx.Err() != nil && len(msgs) > 0 {
+			// Shutdown began during this poll: nothing of these messages
+			// was started, so others may have them now.
+			var wg sync.WaitGroup
+			for _, m := range msgs {
+				wg.Go(func() {
+					c.changeVisibility(aws.ToString(m.MessageId), aws.ToString(m.ReceiptHandle), 0)
+				})
+			}
+			wg.Wait()
+			c.release(len(msgs))
+			return nil
+		}
 		for _, m := range msgs {
 			inflight.Go(func() {
 				defer c.release(1)
 				c.handle(handleCtx, m, del)
 			})
 		}
+	}
+}
+
+// probeEmpty tells the breaker that its probe receive brought nothing.
+func (c *Consumer) probeEmpty(probe bool) {
+	if probe && c.o.ProbeEmpty != nil {
+		c.o.ProbeEmpty()
 	}
 }
 
@@ -278,13 +393,16 @@ func (c *Consumer) receive(base context.Context, n int) ([]types.Message, error)
 		MaxNumberOfMessages:   int32(n),
 		WaitTimeSeconds:       int32(c.o.WaitTime / time.Second),
 		MessageAttributeNames: []string{"All"},
+		VisibilityTimeout:     int32(c.o.VisibilityTimeout / time.Second),
 		MessageSystemAttributeNames: []types.MessageSystemAttributeName{
 			types.MessageSystemAttributeNameApproximateReceiveCount,
+			types.MessageSystemAttributeNameSentTimestamp,
 		},
 		// The deprecated field too: some SQS implementations (the local
 		// emulator among them) only honour this one.
 		AttributeNames: []types.QueueAttributeName{
 			types.QueueAttributeName(types.MessageSystemAttributeNameApproximateReceiveCount),
+			types.QueueAttributeName(types.MessageSystemAttributeNameSentTimestamp),
 		},
 	})
 	if err != nil {
@@ -299,40 +417,112 @@ func (c *Consumer) receive(base context.Context, n int) ([]types.Message, error)
 }
 
 func (c *Consumer) handle(ctx context.Context, m types.Message, del *deleter) {
-	id := aws.ToString(m.MessageId)
+	id, receipt := aws.ToString(m.MessageId), aws.ToString(m.ReceiptHandle)
 	count, _ := strconv.Atoi(m.Attributes[string(types.MessageSystemAttributeNameApproximateReceiveCount)])
 	env, err := envelope.Decode(aws.ToString(m.Body), m.MessageAttributes)
 	if err != nil {
-		// A poison message is left, so the queue's redrive policy moves it
-		// to the dead-letter queue after maxReceiveCount receives. Issue #4
-		// will dead-letter it at once, with the reason attached. The body
-		// is never logged: it is payroll data.
-		c.log.Error("undecodable message left for the dead-letter queue",
-			"message_id", id, "receive_count", count, "error", err,
-			"unknown_version", errors.Is(err, envelope.ErrUnknownVersion))
+		// A poison message goes to the dead-letter queue at once, with the
+		// reason: no dispatcher could ever deliver it. The body is never
+		// logged: it is payroll data.
+		unknown := errors.Is(err, envelope.ErrUnknownVersion)
+		reason := "undecodable message: " + err.Error()
+		if unknown {
+			reason = "unknown envelope version: " + err.Error()
+		}
+		c.log.Error("poison message", "message_id", id, "receive_count", count, "error", err, "unknown_version", unknown)
+		c.deadLetter(m, deadletter.Reason{Reason: reason}, del)
 		return
 	}
-	d := c.handler.Handle(ctx, Message{ID: id, ReceiveCount: count, Envelope: env})
+	msg := Message{
+		ID: id, ReceiveCount: count, Envelope: env, Stopping: c.stopping,
+		AttemptBase: deadletter.AttemptBase(m.MessageAttributes),
+	}
+	if ms, err := strconv.ParseInt(m.Attributes[string(types.MessageSystemAttributeNameSentTimestamp)], 10, 64); err == nil && ms > 0 {
+		msg.SentAt = time.UnixMilli(ms)
+	}
+	stopBeat := c.heartbeat(id, receipt)
+	d := c.handler.Handle(ctx, msg)
+	// The heartbeat is stopped before the message is settled, so that no
+	// late extension overrides a release or a postponement.
+	stopBeat()
 	switch {
 	case d.del:
-		del.add(id, aws.ToString(m.ReceiptHandle))
+		del.add(id, receipt)
+	case d.release:
+		c.changeVisibility(id, receipt, 0)
+	case d.dead != nil:
+		c.deadLetter(m, *d.dead, del)
 	case d.delay > 0:
-		c.postpone(id, aws.ToString(m.ReceiptHandle), d.delay)
+		c.changeVisibility(id, receipt, min(d.delay, 12*time.Hour))
 	}
 }
 
-// postpone makes a message visible again after delay. It is not a delivery
-// attempt: Spool counts attempts in the ledger. Should the call fail, the
-// message simply comes back after its visibility timeout.
-func (c *Consumer) postpone(id, receipt string, delay time.Duration) {
+// heartbeat extends the message's visibility every Options.Heartbeat by
+// Options.VisibilityTimeout until the returned function is called; that
+// function returns once no extension is under way.
+func (c *Consumer) heartbeat(id, receipt string) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(c.o.Heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				c.changeVisibility(id, receipt, c.o.VisibilityTimeout)
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
+
+// changeVisibility makes a message visible again after d: 0 releases it,
+// the visibility timeout extends it, anything else postpones it. None of
+// these is a delivery attempt: Spool counts attempts in the ledger. Should
+// the call fail, the message simply comes back after its current
+// visibility timeout.
+func (c *Consumer) changeVisibility(id, receipt string, d time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), deleteCallTimeout)
 	defer cancel()
 	_, err := c.api.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
 		QueueUrl:          aws.String(c.o.QueueURL),
 		ReceiptHandle:     aws.String(receipt),
-		VisibilityTimeout: int32(min(delay, 12*time.Hour) / time.Second),
+		VisibilityTimeout: int32(d / time.Second),
 	})
 	if err != nil {
-		c.log.Warn("postpone message", "message_id", id, "delay", delay, "error", err)
+		c.log.Warn("change message visibility", "message_id", id, "visible_in", d, "error", err)
 	}
+}
+
+// deadLetter sends m to the dead-letter queue with r attached, then
+// deletes it from the main queue. It is sent before it is deleted, so a
+// crash in between leaves a copy in both queues rather than in neither; a
+// redriven duplicate is suppressed by the delivery ledger.
+func (c *Consumer) deadLetter(m types.Message, r deadletter.Reason, del *deleter) {
+	id := aws.ToString(m.MessageId)
+	if c.o.DeadLetterURL == "" {
+		c.log.Error("no dead-letter queue; message left for the redrive policy", "message_id", id, "reason", r.Reason)
+		return
+	}
+	r.Dispatcher = c.o.DispatcherID
+	r.At = c.o.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), deleteCallTimeout)
+	defer cancel()
+	_, err := c.api.SendMessage(ctx, &sqs.SendMessageInput{
+		QueueUrl:          aws.String(c.o.DeadLetterURL),
+		MessageBody:       m.Body,
+		MessageAttributes: deadletter.Mark(m.MessageAttributes, r),
+	})
+	if err != nil {
+		c.log.Error("dead-letter message; left for redelivery", "message_id", id, "error", err)
+		return
+	}
+	c.log.Warn("message dead-lettered", "message_id", id, "job_id", deadletter.JobID(m.MessageAttributes),
+		"row", deadletter.Row(m.MessageAttributes), "reason", r.Reason, "status", r.Status, "attempts", r.Attempts)
+	del.add(id, aws.ToString(m.ReceiptHandle))
 }

@@ -17,9 +17,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/spoolhq/spool/dispatcher/internal/consume"
+	"github.com/spoolhq/spool/dispatcher/internal/deadletter"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/envelope"
 )
+
+var t0 = time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)
 
 // fakeSQS is an in-memory queue. It checks, at every receive, that the
 // consumer never asks for more messages than it has free slots, counting as
@@ -48,15 +51,20 @@ type fakeSQS struct {
 	receiveCtxDone int
 	missingQueue   bool
 	arrived        chan struct{}
-	// postponed records ChangeMessageVisibility calls: receipt → seconds.
-	postponed map[string]int32
+	// postponed records ChangeMessageVisibility calls: receipt → seconds
+	// of the last call; visibility has every call in order.
+	postponed  map[string]int32
+	visibility map[string][]int32
+	// sent records SendMessage calls (dead letters); failSend fails them.
+	sent     []*sqs.SendMessageInput
+	failSend bool
 }
 
 func newFake(concurrency int, finished *atomic.Int64) *fakeSQS {
 	return &fakeSQS{
 		concurrency: concurrency, finished: finished,
 		deleted: map[string]int{}, attempts: map[string]int{}, failEntryOnce: map[string]bool{},
-		arrived: make(chan struct{}, 1), postponed: map[string]int32{},
+		arrived: make(chan struct{}, 1), postponed: map[string]int32{}, visibility: map[string][]int32{},
 	}
 }
 
@@ -64,7 +72,30 @@ func (f *fakeSQS) ChangeMessageVisibility(_ context.Context, in *sqs.ChangeMessa
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.postponed[aws.ToString(in.ReceiptHandle)] = in.VisibilityTimeout
+	f.visibility[aws.ToString(in.ReceiptHandle)] = append(f.visibility[aws.ToString(in.ReceiptHandle)], in.VisibilityTimeout)
 	return &sqs.ChangeMessageVisibilityOutput{}, nil
+}
+
+func (f *fakeSQS) SendMessage(_ context.Context, in *sqs.SendMessageInput, _ ...func(*sqs.Options)) (*sqs.SendMessageOutput, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failSend {
+		return nil, errors.New("connection reset")
+	}
+	f.sent = append(f.sent, in)
+	return &sqs.SendMessageOutput{MessageId: aws.String(fmt.Sprintf("dl-%d", len(f.sent)))}, nil
+}
+
+func (f *fakeSQS) deadLetters() []*sqs.SendMessageInput {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*sqs.SendMessageInput(nil), f.sent...)
+}
+
+func (f *fakeSQS) visibilityOf(receipt string) []int32 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]int32(nil), f.visibility[receipt]...)
 }
 
 func (f *fakeSQS) push(msgs ...types.Message) {
@@ -92,7 +123,7 @@ func (f *fakeSQS) ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInpu
 		<-gate
 	}
 	if len(in.MessageAttributeNames) != 1 || in.MessageAttributeNames[0] != "All" ||
-		len(in.MessageSystemAttributeNames) != 1 || len(in.AttributeNames) != 1 {
+		len(in.MessageSystemAttributeNames) != 2 || len(in.AttributeNames) != 2 {
 		return nil, fmt.Errorf("unexpected attribute selection")
 	}
 	for range 2 {
@@ -352,7 +383,7 @@ func TestFailedDeletesAreRetried(t *testing.T) {
 	}
 }
 
-func TestPoisonIsLeft(t *testing.T) {
+func TestPoisonIsDeadLettered(t *testing.T) {
 	f, h := setup(4)
 	good := message(t, 1)
 	garbage := message(t, 2)
@@ -364,12 +395,170 @@ func TestPoisonIsLeft(t *testing.T) {
 	last := message(t, 4)
 	f.push(good, garbage, newer, last)
 
-	stop := start(t, f, h, consume.Options{Concurrency: 4, DeleteInterval: 10 * time.Millisecond, Drain: time.Minute})
-	require.Eventually(t, func() bool { _, deleted, _, _ := f.snapshot(); return len(deleted) == 2 }, 5*time.Second, 5*time.Millisecond)
+	stop := start(t, f, h, consume.Options{
+		Concurrency: 4, DeleteInterval: 10 * time.Millisecond, Drain: time.Minute,
+		DeadLetterURL: "dlq", DispatcherID: "d-1", Now: func() time.Time { return t0 },
+	})
+	require.Eventually(t, func() bool { _, deleted, _, _ := f.snapshot(); return len(deleted) == 4 }, 5*time.Second, 5*time.Millisecond)
 	require.NoError(t, stop())
 	_, deleted, _, _ := f.snapshot()
-	require.Equal(t, map[string]int{receipt(1): 1, receipt(4): 1}, deleted)
-	require.Equal(t, map[int64]int{1: 1, 4: 1}, h.handled())
+	require.Equal(t, map[string]int{receipt(1): 1, receipt(2): 1, receipt(3): 1, receipt(4): 1}, deleted)
+	require.Equal(t, map[int64]int{1: 1, 4: 1}, h.handled(), "poison never reaches the handler")
+
+	dls := f.deadLetters()
+	require.Len(t, dls, 2)
+	reasons := map[string]deadletter.Reason{}
+	for _, dl := range dls {
+		require.Equal(t, "dlq", aws.ToString(dl.QueueUrl))
+		reasons[aws.ToString(dl.MessageBody)] = deadletter.Parse(dl.MessageAttributes)
+	}
+	require.Contains(t, reasons["not an envelope"].Reason, "undecodable message")
+	require.Equal(t, "d-1", reasons["not an envelope"].Dispatcher)
+	require.True(t, t0.Equal(reasons["not an envelope"].At))
+	require.Contains(t, reasons[aws.ToString(newer.Body)].Reason, "unknown envelope version")
+}
+
+func TestPoisonIsLeftWhenTheDeadLetterQueueFails(t *testing.T) {
+	f, h := setup(2)
+	f.failSend = true
+	garbage := message(t, 1)
+	garbage.Body = aws.String("not an envelope")
+	f.push(garbage, message(t, 2))
+	stop := start(t, f, h, consume.Options{Concurrency: 2, DeleteInterval: 10 * time.Millisecond, Drain: time.Minute, DeadLetterURL: "dlq"})
+	require.Eventually(t, func() bool { _, deleted, _, _ := f.snapshot(); return len(deleted) == 1 }, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, stop())
+	_, deleted, _, _ := f.snapshot()
+	require.Equal(t, map[string]int{receipt(2): 1}, deleted, "a message not dead-lettered is not deleted")
+}
+
+func TestDeadLetterDisposition(t *testing.T) {
+	f, h := setup(2)
+	h.decide = func(_ context.Context, m consume.Message) consume.Disposition {
+		return consume.DeadLetter(deadletter.Reason{Reason: "gave up after 20 attempts: 503 Service Unavailable", Status: 503, Attempts: 20})
+	}
+	f.push(message(t, 7))
+	stop := start(t, f, h, consume.Options{Concurrency: 2, DeleteInterval: 10 * time.Millisecond, Drain: time.Minute, DeadLetterURL: "dlq", DispatcherID: "d-2"})
+	require.Eventually(t, func() bool { _, deleted, _, _ := f.snapshot(); return len(deleted) == 1 }, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, stop())
+	dls := f.deadLetters()
+	require.Len(t, dls, 1)
+	r := deadletter.Parse(dls[0].MessageAttributes)
+	require.Equal(t, deadletter.Reason{Reason: "gave up after 20 attempts: 503 Service Unavailable", Status: 503, Attempts: 20, Dispatcher: "d-2", At: r.At}, r)
+	require.Equal(t, "job", deadletter.JobID(dls[0].MessageAttributes), "the envelope attributes travel with it")
+	require.EqualValues(t, 7, deadletter.Row(dls[0].MessageAttributes))
+}
+
+func TestHeartbeatExtendsWhileHandling(t *testing.T) {
+	f, h := setup(2)
+	h.gate = make(chan struct{})
+	f.push(message(t, 1))
+	stop := start(t, f, h, consume.Options{
+		Concurrency: 2, DeleteInterval: 10 * time.Millisecond, Drain: time.Minute,
+		VisibilityTimeout: 6 * time.Second, Heartbeat: 10 * time.Millisecond,
+	})
+	// The handler is blocked: the message is extended again and again.
+	require.Eventually(t, func() bool { return len(f.visibilityOf(receipt(1))) >= 3 }, 5*time.Second, 5*time.Millisecond)
+	close(h.gate)
+	require.Eventually(t, func() bool { _, deleted, _, _ := f.snapshot(); return len(deleted) == 1 }, 5*time.Second, 5*time.Millisecond)
+	beats := len(f.visibilityOf(receipt(1)))
+	require.NoError(t, stop())
+	for _, v := range f.visibilityOf(receipt(1)) {
+		require.EqualValues(t, 6, v, "every beat extends by the visibility timeout")
+	}
+	require.Len(t, f.visibilityOf(receipt(1)), beats, "no beat after the handler returned")
+}
+
+func TestHeartbeatStopsBeforeRelease(t *testing.T) {
+	f, h := setup(2)
+	h.gate = make(chan struct{})
+	h.decide = func(context.Context, consume.Message) consume.Disposition { return consume.Release }
+	f.push(message(t, 1))
+	stop := start(t, f, h, consume.Options{Concurrency: 2, Drain: time.Minute, VisibilityTimeout: 6 * time.Second, Heartbeat: 5 * time.Millisecond})
+	require.Eventually(t, func() bool { return len(f.visibilityOf(receipt(1))) >= 2 }, 5*time.Second, 5*time.Millisecond)
+	close(h.gate)
+	require.Eventually(t, func() bool {
+		v := f.visibilityOf(receipt(1))
+		return len(v) > 1 && v[len(v)-1] == 0
+	}, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, stop())
+	v := f.visibilityOf(receipt(1))
+	require.EqualValues(t, 0, v[len(v)-1], "the release is the last visibility change")
+	_, deleted, _, _ := f.snapshot()
+	require.Empty(t, deleted)
+}
+
+func TestAdmitHoldsReceiving(t *testing.T) {
+	f, h := setup(2)
+	open := make(chan struct{})
+	var asked atomic.Int64
+	f.push(message(t, 1))
+	stop := start(t, f, h, consume.Options{
+		Concurrency: 2, DeleteInterval: 10 * time.Millisecond, Drain: time.Minute,
+		Admit: func(ctx context.Context) (bool, error) {
+			asked.Add(1)
+			select {
+			case <-open:
+				return false, nil
+			case <-ctx.Done():
+				return false, ctx.Err()
+			}
+		},
+	})
+	require.Eventually(t, func() bool { return asked.Load() >= 1 }, 5*time.Second, 5*time.Millisecond)
+	f.mu.Lock()
+	received := f.received
+	f.mu.Unlock()
+	require.Zero(t, received, "nothing is received while admission is held")
+	close(open)
+	require.Eventually(t, func() bool { _, deleted, _, _ := f.snapshot(); return len(deleted) == 1 }, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, stop())
+}
+
+func TestProbeTakesOneMessage(t *testing.T) {
+	f, h := setup(4)
+	var probes, empty atomic.Int64
+	stop := start(t, f, h, consume.Options{
+		Concurrency: 4, Pollers: 1, WaitTime: time.Second, DeleteInterval: 10 * time.Millisecond, Drain: time.Minute,
+		// Every receive is a probe, as while a breaker is half-open.
+		Admit:      func(context.Context) (bool, error) { probes.Add(1); return true, nil },
+		ProbeEmpty: func() { empty.Add(1) },
+	})
+	require.Eventually(t, func() bool { return empty.Load() >= 1 }, 5*time.Second, 5*time.Millisecond,
+		"a probe that finds nothing lets the next one go")
+	f.push(message(t, 1))
+	f.push(message(t, 2))
+	require.Eventually(t, func() bool { _, deleted, _, _ := f.snapshot(); return len(deleted) == 2 }, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, stop())
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, n := range f.requests {
+		require.EqualValues(t, 1, n, "a probe receives one message")
+	}
+	require.Empty(t, f.violations)
+}
+
+func TestStoppingTellsWaitingHandlers(t *testing.T) {
+	f, h := setup(2)
+	h.decide = func(ctx context.Context, m consume.Message) consume.Disposition {
+		select {
+		case <-m.Stopping:
+			return consume.Release
+		case <-ctx.Done():
+			return consume.Leave
+		}
+	}
+	f.push(message(t, 1))
+	stop := start(t, f, h, consume.Options{Concurrency: 2, Drain: time.Minute})
+	require.Eventually(t, func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.received == 1
+	}, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, stop())
+	require.Equal(t, []int32{0}, f.visibilityOf(receipt(1)), "released, not left for the visibility timeout")
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	require.Zero(t, h.ctxDone, "released at once, long before the drain deadline")
 }
 
 func TestLeaveIsNotDeleted(t *testing.T) {
@@ -438,7 +627,7 @@ func TestShutdownFinishesInflightAndFlushes(t *testing.T) {
 	require.Zero(t, h.ctxDone, "in-flight deliveries were not cancelled within the drain")
 }
 
-func TestShutdownLetsTheLastPollFinish(t *testing.T) {
+func TestShutdownReleasesTheLastPoll(t *testing.T) {
 	f, h := setup(4)
 	f.gate, f.atGate = make(chan struct{}), make(chan struct{})
 	atGate := f.atGate
@@ -453,13 +642,17 @@ func TestShutdownLetsTheLastPollFinish(t *testing.T) {
 	go func() { done <- c.Run(ctx) }()
 
 	// The poll under way answers only after shutdown began; its messages
-	// are still delivered and deleted rather than left invisible.
+	// were never started, so they are released for the dispatchers that
+	// stay rather than left invisible for the visibility timeout.
 	<-atGate
 	cancel()
 	close(f.gate)
 	require.NoError(t, <-done)
 	_, deleted, _, _ := f.snapshot()
-	require.Equal(t, map[string]int{receipt(1): 1, receipt(2): 1}, deleted)
+	require.Empty(t, deleted)
+	require.Empty(t, h.handled())
+	require.Equal(t, []int32{0}, f.visibilityOf(receipt(1)))
+	require.Equal(t, []int32{0}, f.visibilityOf(receipt(2)))
 	require.Zero(t, f.receiveCtxDone, "the receive context is not cancelled by shutdown")
 }
 

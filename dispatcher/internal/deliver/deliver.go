@@ -105,6 +105,9 @@ type Failure struct {
 	// it goes to the delivery ledger for reconciliation, and never into
 	// an error message or a log.
 	Excerpt string
+	// RetryAfter is the wait the destination asked for in a Retry-After
+	// header (delay seconds or an HTTP date), 0 when it named none.
+	RetryAfter time.Duration
 }
 
 func (f *Failure) Error() string {
@@ -153,11 +156,36 @@ func (c *Client) Send(ctx context.Context, e *spoolv1.Envelope) error {
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, maxExcerpt))
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
-		return &Failure{Status: resp.StatusCode, Written: true, Excerpt: strings.ToValidUTF8(string(excerpt), "")}
+		return &Failure{
+			Status: resp.StatusCode, Written: true, Excerpt: strings.ToValidUTF8(string(excerpt), ""),
+			RetryAfter: RetryAfter(resp.Header.Get("Retry-After"), time.Now()),
+		}
 	}
 	// Never logged or returned: an answer may echo the payroll data.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
 	return nil
+}
+
+// RetryAfter parses a Retry-After value, delay seconds or an HTTP date,
+// into a wait from now. It returns 0 for an empty, malformed or past value:
+// the caller's own backoff then applies.
+func RetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		// Bounded before the multiplication, so a huge value cannot wrap.
+		return time.Duration(min(secs, int64(365*24*time.Hour/time.Second))) * time.Second
+	}
+	t, err := http.ParseTime(v)
+	if err != nil || !t.After(now) {
+		return 0
+	}
+	return t.Sub(now)
 }
 
 // IsFailure reports whether err is a *Failure, and returns it.
@@ -167,13 +195,18 @@ func IsFailure(err error) (*Failure, bool) {
 	return f, ok
 }
 
-// Body returns the JSON object sent for e: the row's fields by name, in
-// column order, then spool_job_id and spool_row. It is written by hand
+// Body returns the JSON object sent for e: the body the file's profile
+// mapped, when the ingestor built one (it is sent exactly as built, so a
+// decimal keeps the file's digits); otherwise the row's fields by name, in
+// column order, then spool_job_id and spool_row. The latter is written by hand
 // rather than from a map so the order is the file's, which makes requests
 // readable and reproducible. A column named like one of Spool's fields
 // would produce a duplicate key; the ingestor is where such headers belong
 // to be refused.
 func Body(e *spoolv1.Envelope) []byte {
+	if mapped := e.GetBody(); mapped != "" {
+		return []byte(mapped)
+	}
 	b := make([]byte, 0, 256)
 	b = append(b, '{')
 	for _, f := range e.GetFields() {

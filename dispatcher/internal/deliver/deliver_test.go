@@ -46,6 +46,15 @@ func TestBody(t *testing.T) {
 			env:  envelope(12345678901, "na\"me", "a\\b\nc\t\u00e9", "amount", "<1&2>"),
 			want: `{"na\"me":"a\\b\nc\té","amount":"\u003c1\u00262\u003e","spool_job_id":"job-1","spool_row":12345678901}`,
 		},
+		{
+			name: "a profile's mapped body is sent as built",
+			env: func() *spoolv1.Envelope {
+				e := envelope(3, "amount", "10.50")
+				e.Body = `{"amount":10.50,"ref":"k"}`
+				return e
+			}(),
+			want: `{"amount":10.50,"ref":"k"}`,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -194,4 +203,41 @@ func TestNoReplay(t *testing.T) {
 	require.Zero(t, f.Status)
 	require.True(t, f.Written, "the dropped request may have been applied")
 	require.EqualValues(t, 1, dropped.Load(), "requests received for row 2")
+}
+
+func TestRetryAfter(t *testing.T) {
+	now := time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name  string
+		value string
+		want  time.Duration
+	}{
+		{name: "absent", value: "", want: 0},
+		{name: "seconds", value: "3", want: 3 * time.Second},
+		{name: "seconds with spaces", value: " 120 ", want: 2 * time.Minute},
+		{name: "zero seconds", value: "0", want: 0},
+		{name: "negative seconds", value: "-5", want: 0},
+		{name: "huge seconds are bounded", value: "99999999999999", want: 365 * 24 * time.Hour},
+		{name: "http date", value: now.Add(90 * time.Second).Format(http.TimeFormat), want: 90 * time.Second},
+		{name: "past http date", value: now.Add(-time.Minute).Format(http.TimeFormat), want: 0},
+		{name: "garbage", value: "soon", want: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			require.Equal(t, tt.want, deliver.RetryAfter(tt.value, now))
+		})
+	}
+}
+
+func TestFailureCarriesRetryAfter(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "7")
+		w.WriteHeader(http.StatusTooManyRequests)
+	}))
+	t.Cleanup(srv.Close)
+	err := deliver.New(deliver.Options{URL: srv.URL, Timeout: 5 * time.Second}).Send(t.Context(), envelope(1))
+	f, ok := deliver.IsFailure(err)
+	require.True(t, ok, "error %v is a failure", err)
+	require.Equal(t, http.StatusTooManyRequests, f.Status)
+	require.Equal(t, 7*time.Second, f.RetryAfter)
 }

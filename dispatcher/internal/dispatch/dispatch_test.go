@@ -101,6 +101,13 @@ type fixture struct {
 
 func newFixture(t testing.TB, state spoolv1.JobState, policy ledger.Policy, script ...error) *fixture {
 	t.Helper()
+	return newFixtureWith(t, state, policy, dispatch.Options{}, script...)
+}
+
+// newFixtureWith is newFixture with options; the clock, the log and a
+// jitter of one half are set unless o sets them.
+func newFixtureWith(t testing.TB, state spoolv1.JobState, policy ledger.Policy, o dispatch.Options, script ...error) *fixture {
+	t.Helper()
 	f := &fixture{
 		send: &sender{script: script}, counts: &counts{c: map[string]jobstore.Counts{}}, ledger: ledger.NewMemory(), logs: &bytes.Buffer{},
 		jobs: &jobs{job: &spoolv1.Job{
@@ -110,7 +117,14 @@ func newFixture(t testing.TB, state spoolv1.JobState, policy ledger.Policy, scri
 	}
 	now := func() time.Time { return t0 }
 	l := ledger.New(f.ledger, ledger.Options{Owner: "me", Lease: 25 * time.Second, Policy: policy, Now: now})
-	f.h = dispatch.New(f.send, f.counts, l, f.jobs, dispatch.Options{Now: now, Log: slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if o.Now == nil {
+		o.Now = now
+	}
+	if o.Rand == nil {
+		o.Rand = func() float64 { return 0.5 }
+	}
+	o.Log = slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	f.h = dispatch.New(f.send, f.counts, l, f.jobs, o)
 	return f
 }
 
@@ -149,24 +163,51 @@ func TestHandle(t *testing.T) {
 			name: "refused for good", script: []error{&deliver.Failure{Status: 422, Written: true, Excerpt: "bad iban"}},
 			want: consume.Delete, wantAgain: consume.Delete, wantSends: 1,
 			wantCounts: jobstore.Counts{Failed: 1, Suppressed: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_REJECTED,
-			wantLog: "status=422", wantReason: "Unprocessable Entity: bad iban",
+			wantLog: "status=422", wantReason: "422 Unprocessable Entity: bad iban",
 		},
 		{
 			name: "503 is retried", script: []error{&deliver.Failure{Status: 503, Written: true}},
-			want: consume.Leave, wantAgain: consume.Delete, wantSends: 2,
+			want: consume.After(time.Second), wantAgain: consume.Delete, wantSends: 2,
 			wantCounts: jobstore.Counts{Retries: 1, Delivered: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED,
 			wantLog: "status=503",
 		},
 		{
 			name: "429 is retried", script: []error{&deliver.Failure{Status: 429, Written: true}},
-			want: consume.Leave, wantAgain: consume.Delete, wantSends: 2,
+			want: consume.After(time.Second), wantAgain: consume.Delete, wantSends: 2,
 			wantCounts: jobstore.Counts{Retries: 1, Delivered: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED,
 		},
 		{
 			name: "never written is retried under hold", script: []error{&deliver.Failure{Err: errors.New("dial tcp: refused")}},
-			want: consume.Leave, wantAgain: consume.Delete, wantSends: 2,
+			want: consume.After(time.Second), wantAgain: consume.Delete, wantSends: 2,
 			wantCounts: jobstore.Counts{Retries: 1, Delivered: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED,
 			wantLog: "dial tcp",
+		},
+		{
+			name: "404 is refused for good", script: []error{&deliver.Failure{Status: 404, Written: true}},
+			want: consume.Delete, wantAgain: consume.Delete, wantSends: 1,
+			wantCounts: jobstore.Counts{Failed: 1, Suppressed: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_REJECTED,
+			wantReason: "404 Not Found",
+		},
+		{
+			name: "409 is already applied", script: []error{&deliver.Failure{Status: 409, Written: true, Excerpt: "duplicate key"}},
+			want: consume.Delete, wantAgain: consume.Delete, wantSends: 1,
+			wantCounts: jobstore.Counts{Delivered: 1, Suppressed: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED,
+			wantReason: "409 Conflict: already applied",
+		},
+		{
+			name: "408 is retried", script: []error{&deliver.Failure{Status: 408, Written: true}},
+			want: consume.After(time.Second), wantAgain: consume.Delete, wantSends: 2,
+			wantCounts: jobstore.Counts{Retries: 1, Delivered: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED,
+		},
+		{
+			name: "Retry-After is honoured", script: []error{&deliver.Failure{Status: 429, Written: true, RetryAfter: 42 * time.Second}},
+			want: consume.After(42 * time.Second), wantAgain: consume.Delete, wantSends: 2,
+			wantCounts: jobstore.Counts{Retries: 1, Delivered: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED,
+		},
+		{
+			name: "Retry-After is capped", script: []error{&deliver.Failure{Status: 503, Written: true, RetryAfter: 24 * time.Hour}},
+			want: consume.After(dispatch.DefaultRetryAfterMax), wantAgain: consume.Delete, wantSends: 2,
+			wantCounts: jobstore.Counts{Retries: 1, Delivered: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED,
 		},
 		{
 			name: "timeout after writing is held", script: []error{timedOut},
@@ -176,13 +217,13 @@ func TestHandle(t *testing.T) {
 		},
 		{
 			name: "timeout after writing is resent with the key", policy: ledger.RetryWithKey, script: []error{timedOut},
-			want: consume.Leave, wantAgain: consume.Delete, wantSends: 2,
+			want: consume.After(time.Second), wantAgain: consume.Delete, wantSends: 2,
 			wantCounts: jobstore.Counts{Delivered: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFixture(t, sealed, tt.policy, tt.script...)
+			f := newFixtureWith(t, sealed, tt.policy, dispatch.Options{AlreadyApplied: []int{409}}, tt.script...)
 			require.Equal(t, tt.want, f.h.Handle(t.Context(), message(1)))
 			require.Equal(t, tt.wantAgain, f.h.Handle(t.Context(), message(1)))
 			require.Equal(t, tt.wantSends, f.send.calls)

@@ -6,9 +6,9 @@
 //     down, so that messages stay in the queue, where neither their receive
 //     count nor their retry budget burns (Receive).
 //   - May I send? A slot of the adaptive concurrency limit, then a slot of
-//     the fleet-wide rate limit (Slot, then Slot.Pace): both are waited for
-//     before the row is claimed in the ledger, so that no row waits while
-//     marked as being sent.
+//     the fleet-wide rate limit (Acquire): both are waited for before the
+//     row is claimed in the ledger, so that no row waits while marked as
+//     being sent.
 //   - How did it go? The outcome of each send teaches the concurrency limit
 //     and the breaker (Slot.Done).
 //
@@ -80,65 +80,44 @@ func (c *Control) ReceivedNothing() {
 	}
 }
 
-// Slot is the right to send one request: one unit of the concurrency limit.
-// Done must be called exactly once; later calls do nothing.
+// Slot is the right to send one request: one unit of the concurrency limit,
+// and one of the fleet's rate. Done must be called once; later calls do
+// nothing.
 type Slot struct {
-	c     *Control
-	tok   *limit.Token
-	start time.Time
-	done  bool
+	c    *Control
+	tok  *limit.Token
+	done bool
 }
 
-// Acquire waits for a concurrency slot.
+// Acquire waits for a concurrency slot, then for the fleet-wide rate's
+// next slot: call it before claiming the row, after everything else that
+// may wait, so that no row waits while marked as being sent.
 func (c *Control) Acquire(ctx context.Context) (*Slot, error) {
 	s := &Slot{c: c}
-	if c == nil || c.Limit == nil {
+	if c == nil {
 		return s, ctx.Err()
 	}
-	tok, err := c.Limit.Acquire(ctx)
-	if err != nil {
+	if c.Limit != nil {
+		tok, err := c.Limit.Acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		s.tok = tok
+	}
+	if err := c.Rate.Wait(ctx); err != nil {
+		s.Done(NotSent, 0)
 		return nil, err
 	}
-	s.tok = tok
-	return s, nil
-}
-
-// TryAcquire takes a concurrency slot if one is free now.
-func (c *Control) TryAcquire() (*Slot, bool) {
-	if c == nil || c.Limit == nil {
-		return &Slot{c: c}, true
-	}
-	tok, ok := c.Limit.TryAcquire()
-	if !ok {
-		return nil, false
-	}
-	return &Slot{c: c, tok: tok}, true
-}
-
-// Pace waits for the fleet-wide rate limit's next slot; call it right
-// before claiming the row, after everything else that may wait. The
-// send's latency is measured from here.
-func (s *Slot) Pace(ctx context.Context) error {
-	if s.c != nil && s.c.Rate != nil {
-		if err := s.c.Rate.Wait(ctx); err != nil {
-			return err
-		}
-	}
-	s.start = time.Now()
-	return nil
+	return s, ctx.Err()
 }
 
 // Done returns the slot and tells the limit and the breaker how the send
-// went.
-func (s *Slot) Done(o Outcome) {
+// went; latency is the request's, from sending it to its answer.
+func (s *Slot) Done(o Outcome, latency time.Duration) {
 	if s == nil || s.done {
 		return
 	}
 	s.done = true
-	var latency time.Duration
-	if !s.start.IsZero() {
-		latency = time.Since(s.start)
-	}
 	if s.tok != nil {
 		switch o {
 		case Accepted:

@@ -21,11 +21,8 @@ func TestNilControlLetsEverythingThrough(t *testing.T) {
 		require.False(t, probe)
 		s, err := c.Acquire(ctx)
 		require.NoError(t, err)
-		require.NoError(t, s.Pace(ctx))
-		s.Done(flow.Overloaded)
-		s.Done(flow.Overloaded)
-		_, ok := c.TryAcquire()
-		require.True(t, ok)
+		s.Done(flow.Overloaded, time.Millisecond)
+		s.Done(flow.Overloaded, time.Millisecond)
 		st := c.Status()
 		require.Equal(t, spoolv1.BreakerState_BREAKER_STATE_CLOSED, st.GetBreakerState())
 		require.Zero(t, st.GetRateLimit())
@@ -55,9 +52,8 @@ func TestOutcomesTeachTheBreaker(t *testing.T) {
 			for _, o := range tt.outcomes {
 				s, err := c.Acquire(ctx)
 				require.NoError(t, err)
-				require.NoError(t, s.Pace(ctx))
-				s.Done(o)
-				s.Done(o) // a second Done changes nothing
+				s.Done(o, time.Millisecond)
+				s.Done(o, time.Millisecond) // a second Done changes nothing
 			}
 			st := c.Status()
 			require.Zero(t, st.GetInFlight(), "every slot returned")
@@ -80,8 +76,7 @@ func TestOverloadShrinksTheLimit(t *testing.T) {
 	c := &flow.Control{Limit: limit.New(limit.Options{Min: 1, Max: 16, Initial: 16})}
 	s, err := c.Acquire(ctx)
 	require.NoError(t, err)
-	require.NoError(t, s.Pace(ctx))
-	s.Done(flow.Overloaded)
+	s.Done(flow.Overloaded, time.Millisecond)
 	require.Less(t, c.Status().GetConcurrencyLimit(), int32(16))
 
 	// Refusals and lost answers say nothing about load.
@@ -89,7 +84,7 @@ func TestOverloadShrinksTheLimit(t *testing.T) {
 	for _, o := range []flow.Outcome{flow.Refused, flow.Lost, flow.NotSent} {
 		s, err := c.Acquire(ctx)
 		require.NoError(t, err)
-		s.Done(o)
+		s.Done(o, time.Millisecond)
 	}
 	require.EqualValues(t, 16, c.Status().GetConcurrencyLimit())
 }

@@ -62,6 +62,11 @@ type Options struct {
 	// answering dispatcher's flow control to every WatchJob message.
 	DispatcherID string
 	Flow         FlowStatus
+	// DeadLetters serves ListDeadLetters and RedriveDeadLetters; Control
+	// serves PauseJob, ResumeJob and CancelJob. Without them those answer
+	// Unimplemented.
+	DeadLetters DeadLetters
+	Control     Control
 }
 
 // FlowStatus reports a dispatcher's flow control (flow.Control).

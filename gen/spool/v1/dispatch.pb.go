@@ -200,6 +200,693 @@ func (Resolution) EnumDescriptor() ([]byte, []int) {
 	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{2}
 }
 
+// DeadLetter is one message of a job in the dead-letter queue.
+type DeadLetter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// The row, 0 when the message could not be decoded.
+	Row    int64  `protobuf:"varint,2,opt,name=row,proto3" json:"row,omitempty"`
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// HTTP status of the destination's last answer, 0 when there was none.
+	Status int32 `protobuf:"varint,4,opt,name=status,proto3" json:"status,omitempty"`
+	// Delivery attempts of the row when it was dead-lettered.
+	Attempts int32 `protobuf:"varint,5,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// The dispatcher that dead-lettered it; empty when the queue's redrive
+	// policy moved it.
+	DispatcherId   string                 `protobuf:"bytes,6,opt,name=dispatcher_id,json=dispatcherId,proto3" json:"dispatcher_id,omitempty"`
+	DeadLetteredAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=dead_lettered_at,json=deadLetteredAt,proto3" json:"dead_lettered_at,omitempty"`
+	MessageId      string                 `protobuf:"bytes,8,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *DeadLetter) Reset() {
+	*x = DeadLetter{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetter) ProtoMessage() {}
+
+func (x *DeadLetter) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
+func (*DeadLetter) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *DeadLetter) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetRow() int64 {
+	if x != nil {
+		return x.Row
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetStatus() int32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetDispatcherId() string {
+	if x != nil {
+		return x.DispatcherId
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetDeadLetteredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeadLetteredAt
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+type ListDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// The most dead-letter queue messages (of every job) the scan reads;
+	// 0 means the server's default.
+	MaxScan       int32 `protobuf:"varint,2,opt,name=max_scan,json=maxScan,proto3" json:"max_scan,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersRequest) Reset() {
+	*x = ListDeadLettersRequest{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersRequest) ProtoMessage() {}
+
+func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ListDeadLettersRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ListDeadLettersRequest) GetMaxScan() int32 {
+	if x != nil {
+		return x.MaxScan
+	}
+	return 0
+}
+
+type ListDeadLettersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*ListDeadLettersResponse_Entry
+	//	*ListDeadLettersResponse_Summary
+	Msg           isListDeadLettersResponse_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersResponse) Reset() {
+	*x = ListDeadLettersResponse{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersResponse) ProtoMessage() {}
+
+func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ListDeadLettersResponse) GetMsg() isListDeadLettersResponse_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *ListDeadLettersResponse) GetEntry() *DeadLetter {
+	if x != nil {
+		if x, ok := x.Msg.(*ListDeadLettersResponse_Entry); ok {
+			return x.Entry
+		}
+	}
+	return nil
+}
+
+func (x *ListDeadLettersResponse) GetSummary() *DeadLetterSummary {
+	if x != nil {
+		if x, ok := x.Msg.(*ListDeadLettersResponse_Summary); ok {
+			return x.Summary
+		}
+	}
+	return nil
+}
+
+type isListDeadLettersResponse_Msg interface {
+	isListDeadLettersResponse_Msg()
+}
+
+type ListDeadLettersResponse_Entry struct {
+	Entry *DeadLetter `protobuf:"bytes,1,opt,name=entry,proto3,oneof"`
+}
+
+type ListDeadLettersResponse_Summary struct {
+	Summary *DeadLetterSummary `protobuf:"bytes,2,opt,name=summary,proto3,oneof"`
+}
+
+func (*ListDeadLettersResponse_Entry) isListDeadLettersResponse_Msg() {}
+
+func (*ListDeadLettersResponse_Summary) isListDeadLettersResponse_Msg() {}
+
+// DeadLetterSummary ends a listing or a redrive.
+type DeadLetterSummary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The job's dead letters found (listed, or moved back).
+	Matched int64 `protobuf:"varint,1,opt,name=matched,proto3" json:"matched,omitempty"`
+	// Messages of every job the scan read.
+	Scanned int64 `protobuf:"varint,2,opt,name=scanned,proto3" json:"scanned,omitempty"`
+	// True when the scan reached the end of the queue. False when it
+	// stopped at max_scan or its time bound, or when messages were held by
+	// another reader (see held_elsewhere): run it again for the rest.
+	Complete bool `protobuf:"varint,3,opt,name=complete,proto3" json:"complete,omitempty"`
+	// Messages invisible when the scan began: held by another listing or
+	// redrive, and not seen by this one.
+	HeldElsewhere int64 `protobuf:"varint,4,opt,name=held_elsewhere,json=heldElsewhere,proto3" json:"held_elsewhere,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadLetterSummary) Reset() {
+	*x = DeadLetterSummary{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetterSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetterSummary) ProtoMessage() {}
+
+func (x *DeadLetterSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetterSummary.ProtoReflect.Descriptor instead.
+func (*DeadLetterSummary) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *DeadLetterSummary) GetMatched() int64 {
+	if x != nil {
+		return x.Matched
+	}
+	return 0
+}
+
+func (x *DeadLetterSummary) GetScanned() int64 {
+	if x != nil {
+		return x.Scanned
+	}
+	return 0
+}
+
+func (x *DeadLetterSummary) GetComplete() bool {
+	if x != nil {
+		return x.Complete
+	}
+	return false
+}
+
+func (x *DeadLetterSummary) GetHeldElsewhere() int64 {
+	if x != nil {
+		return x.HeldElsewhere
+	}
+	return 0
+}
+
+type RedriveDeadLettersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	MaxScan       int32                  `protobuf:"varint,2,opt,name=max_scan,json=maxScan,proto3" json:"max_scan,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedriveDeadLettersRequest) Reset() {
+	*x = RedriveDeadLettersRequest{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedriveDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedriveDeadLettersRequest) ProtoMessage() {}
+
+func (x *RedriveDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedriveDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*RedriveDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RedriveDeadLettersRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *RedriveDeadLettersRequest) GetMaxScan() int32 {
+	if x != nil {
+		return x.MaxScan
+	}
+	return 0
+}
+
+type RedriveDeadLettersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Summary       *DeadLetterSummary     `protobuf:"bytes,1,opt,name=summary,proto3" json:"summary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedriveDeadLettersResponse) Reset() {
+	*x = RedriveDeadLettersResponse{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedriveDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedriveDeadLettersResponse) ProtoMessage() {}
+
+func (x *RedriveDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedriveDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*RedriveDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RedriveDeadLettersResponse) GetSummary() *DeadLetterSummary {
+	if x != nil {
+		return x.Summary
+	}
+	return nil
+}
+
+type PauseJobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseJobRequest) Reset() {
+	*x = PauseJobRequest{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseJobRequest) ProtoMessage() {}
+
+func (x *PauseJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseJobRequest.ProtoReflect.Descriptor instead.
+func (*PauseJobRequest) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PauseJobRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type PauseJobResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseJobResponse) Reset() {
+	*x = PauseJobResponse{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseJobResponse) ProtoMessage() {}
+
+func (x *PauseJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseJobResponse.ProtoReflect.Descriptor instead.
+func (*PauseJobResponse) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PauseJobResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+type ResumeJobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeJobRequest) Reset() {
+	*x = ResumeJobRequest{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeJobRequest) ProtoMessage() {}
+
+func (x *ResumeJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeJobRequest.ProtoReflect.Descriptor instead.
+func (*ResumeJobRequest) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ResumeJobRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type ResumeJobResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeJobResponse) Reset() {
+	*x = ResumeJobResponse{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeJobResponse) ProtoMessage() {}
+
+func (x *ResumeJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeJobResponse.ProtoReflect.Descriptor instead.
+func (*ResumeJobResponse) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ResumeJobResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+type CancelJobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// Why, for the job's state_reason.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelJobRequest) Reset() {
+	*x = CancelJobRequest{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelJobRequest) ProtoMessage() {}
+
+func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
+func (*CancelJobRequest) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CancelJobRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *CancelJobRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type CancelJobResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelJobResponse) Reset() {
+	*x = CancelJobResponse{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelJobResponse) ProtoMessage() {}
+
+func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
+func (*CancelJobResponse) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CancelJobResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
 type WatchJobRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -209,7 +896,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[0]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -221,7 +908,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[0]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -234,7 +921,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{0}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WatchJobRequest) GetJobId() string {
@@ -255,7 +942,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[1]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -267,7 +954,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[1]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -280,7 +967,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{1}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchJobResponse) GetProgress() *JobProgress {
@@ -305,7 +992,7 @@ type GetDispatcherStatusRequest struct {
 
 func (x *GetDispatcherStatusRequest) Reset() {
 	*x = GetDispatcherStatusRequest{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[2]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -317,7 +1004,7 @@ func (x *GetDispatcherStatusRequest) String() string {
 func (*GetDispatcherStatusRequest) ProtoMessage() {}
 
 func (x *GetDispatcherStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[2]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -330,7 +1017,7 @@ func (x *GetDispatcherStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDispatcherStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetDispatcherStatusRequest) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{2}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{14}
 }
 
 type GetDispatcherStatusResponse struct {
@@ -344,7 +1031,7 @@ type GetDispatcherStatusResponse struct {
 
 func (x *GetDispatcherStatusResponse) Reset() {
 	*x = GetDispatcherStatusResponse{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[3]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -356,7 +1043,7 @@ func (x *GetDispatcherStatusResponse) String() string {
 func (*GetDispatcherStatusResponse) ProtoMessage() {}
 
 func (x *GetDispatcherStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[3]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -369,7 +1056,7 @@ func (x *GetDispatcherStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDispatcherStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetDispatcherStatusResponse) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{3}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetDispatcherStatusResponse) GetDispatcherId() string {
@@ -409,7 +1096,7 @@ type FlowControl struct {
 
 func (x *FlowControl) Reset() {
 	*x = FlowControl{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[4]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -421,7 +1108,7 @@ func (x *FlowControl) String() string {
 func (*FlowControl) ProtoMessage() {}
 
 func (x *FlowControl) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[4]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -434,7 +1121,7 @@ func (x *FlowControl) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlowControl.ProtoReflect.Descriptor instead.
 func (*FlowControl) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{4}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *FlowControl) GetConcurrencyLimit() int32 {
@@ -518,7 +1205,7 @@ type LedgerEntry struct {
 
 func (x *LedgerEntry) Reset() {
 	*x = LedgerEntry{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[5]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -530,7 +1217,7 @@ func (x *LedgerEntry) String() string {
 func (*LedgerEntry) ProtoMessage() {}
 
 func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[5]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -543,7 +1230,7 @@ func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LedgerEntry.ProtoReflect.Descriptor instead.
 func (*LedgerEntry) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{5}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LedgerEntry) GetJobId() string {
@@ -639,7 +1326,7 @@ type ReportJobRequest struct {
 
 func (x *ReportJobRequest) Reset() {
 	*x = ReportJobRequest{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[6]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -651,7 +1338,7 @@ func (x *ReportJobRequest) String() string {
 func (*ReportJobRequest) ProtoMessage() {}
 
 func (x *ReportJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[6]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -664,7 +1351,7 @@ func (x *ReportJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportJobRequest.ProtoReflect.Descriptor instead.
 func (*ReportJobRequest) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{6}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ReportJobRequest) GetJobId() string {
@@ -687,7 +1374,7 @@ type ReportJobResponse struct {
 
 func (x *ReportJobResponse) Reset() {
 	*x = ReportJobResponse{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[7]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +1386,7 @@ func (x *ReportJobResponse) String() string {
 func (*ReportJobResponse) ProtoMessage() {}
 
 func (x *ReportJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[7]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +1399,7 @@ func (x *ReportJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportJobResponse.ProtoReflect.Descriptor instead.
 func (*ReportJobResponse) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{7}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReportJobResponse) GetMsg() isReportJobResponse_Msg {
@@ -767,7 +1454,7 @@ type ReportSummary struct {
 
 func (x *ReportSummary) Reset() {
 	*x = ReportSummary{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[8]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -779,7 +1466,7 @@ func (x *ReportSummary) String() string {
 func (*ReportSummary) ProtoMessage() {}
 
 func (x *ReportSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[8]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -792,7 +1479,7 @@ func (x *ReportSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportSummary.ProtoReflect.Descriptor instead.
 func (*ReportSummary) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{8}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReportSummary) GetJob() *Job {
@@ -821,7 +1508,7 @@ type StateTotal struct {
 
 func (x *StateTotal) Reset() {
 	*x = StateTotal{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[9]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -833,7 +1520,7 @@ func (x *StateTotal) String() string {
 func (*StateTotal) ProtoMessage() {}
 
 func (x *StateTotal) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[9]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -846,7 +1533,7 @@ func (x *StateTotal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateTotal.ProtoReflect.Descriptor instead.
 func (*StateTotal) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{9}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StateTotal) GetState() TransactionState {
@@ -881,7 +1568,7 @@ type ResolveTransactionRequest struct {
 
 func (x *ResolveTransactionRequest) Reset() {
 	*x = ResolveTransactionRequest{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[10]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -893,7 +1580,7 @@ func (x *ResolveTransactionRequest) String() string {
 func (*ResolveTransactionRequest) ProtoMessage() {}
 
 func (x *ResolveTransactionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[10]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -906,7 +1593,7 @@ func (x *ResolveTransactionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveTransactionRequest.ProtoReflect.Descriptor instead.
 func (*ResolveTransactionRequest) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{10}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ResolveTransactionRequest) GetJobId() string {
@@ -939,7 +1626,7 @@ type ResolveTransactionResponse struct {
 
 func (x *ResolveTransactionResponse) Reset() {
 	*x = ResolveTransactionResponse{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[11]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -951,7 +1638,7 @@ func (x *ResolveTransactionResponse) String() string {
 func (*ResolveTransactionResponse) ProtoMessage() {}
 
 func (x *ResolveTransactionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[11]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -964,7 +1651,7 @@ func (x *ResolveTransactionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveTransactionResponse.ProtoReflect.Descriptor instead.
 func (*ResolveTransactionResponse) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{11}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ResolveTransactionResponse) GetEntry() *LedgerEntry {
@@ -978,7 +1665,48 @@ var File_spool_v1_dispatch_proto protoreflect.FileDescriptor
 
 const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"\n" +
-	"\x17spool/v1/dispatch.proto\x12\bspool.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12spool/v1/job.proto\"(\n" +
+	"\x17spool/v1/dispatch.proto\x12\bspool.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12spool/v1/job.proto\"\x8b\x02\n" +
+	"\n" +
+	"DeadLetter\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x10\n" +
+	"\x03row\x18\x02 \x01(\x03R\x03row\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06status\x18\x04 \x01(\x05R\x06status\x12\x1a\n" +
+	"\battempts\x18\x05 \x01(\x05R\battempts\x12#\n" +
+	"\rdispatcher_id\x18\x06 \x01(\tR\fdispatcherId\x12D\n" +
+	"\x10dead_lettered_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0edeadLetteredAt\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\b \x01(\tR\tmessageId\"J\n" +
+	"\x16ListDeadLettersRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
+	"\bmax_scan\x18\x02 \x01(\x05R\amaxScan\"\x87\x01\n" +
+	"\x17ListDeadLettersResponse\x12,\n" +
+	"\x05entry\x18\x01 \x01(\v2\x14.spool.v1.DeadLetterH\x00R\x05entry\x127\n" +
+	"\asummary\x18\x02 \x01(\v2\x1b.spool.v1.DeadLetterSummaryH\x00R\asummaryB\x05\n" +
+	"\x03msg\"\x8a\x01\n" +
+	"\x11DeadLetterSummary\x12\x18\n" +
+	"\amatched\x18\x01 \x01(\x03R\amatched\x12\x18\n" +
+	"\ascanned\x18\x02 \x01(\x03R\ascanned\x12\x1a\n" +
+	"\bcomplete\x18\x03 \x01(\bR\bcomplete\x12%\n" +
+	"\x0eheld_elsewhere\x18\x04 \x01(\x03R\rheldElsewhere\"M\n" +
+	"\x19RedriveDeadLettersRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
+	"\bmax_scan\x18\x02 \x01(\x05R\amaxScan\"S\n" +
+	"\x1aRedriveDeadLettersResponse\x125\n" +
+	"\asummary\x18\x01 \x01(\v2\x1b.spool.v1.DeadLetterSummaryR\asummary\"(\n" +
+	"\x0fPauseJobRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"3\n" +
+	"\x10PauseJobResponse\x12\x1f\n" +
+	"\x03job\x18\x01 \x01(\v2\r.spool.v1.JobR\x03job\")\n" +
+	"\x10ResumeJobRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"4\n" +
+	"\x11ResumeJobResponse\x12\x1f\n" +
+	"\x03job\x18\x01 \x01(\v2\r.spool.v1.JobR\x03job\"A\n" +
+	"\x10CancelJobRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"4\n" +
+	"\x11CancelJobResponse\x12\x1f\n" +
+	"\x03job\x18\x01 \x01(\v2\r.spool.v1.JobR\x03job\"(\n" +
 	"\x0fWatchJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"p\n" +
 	"\x10WatchJobResponse\x121\n" +
@@ -1054,12 +1782,17 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"Resolution\x12\x1a\n" +
 	"\x16RESOLUTION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14RESOLUTION_DELIVERED\x10\x01\x12\x15\n" +
-	"\x11RESOLUTION_RESEND\x10\x022\xe3\x02\n" +
+	"\x11RESOLUTION_RESEND\x10\x022\xed\x05\n" +
 	"\x0fDispatchService\x12C\n" +
 	"\bWatchJob\x12\x19.spool.v1.WatchJobRequest\x1a\x1a.spool.v1.WatchJobResponse0\x01\x12F\n" +
 	"\tReportJob\x12\x1a.spool.v1.ReportJobRequest\x1a\x1b.spool.v1.ReportJobResponse0\x01\x12_\n" +
 	"\x12ResolveTransaction\x12#.spool.v1.ResolveTransactionRequest\x1a$.spool.v1.ResolveTransactionResponse\x12b\n" +
-	"\x13GetDispatcherStatus\x12$.spool.v1.GetDispatcherStatusRequest\x1a%.spool.v1.GetDispatcherStatusResponseB/Z-github.com/spoolhq/spool/gen/spool/v1;spoolv1b\x06proto3"
+	"\x13GetDispatcherStatus\x12$.spool.v1.GetDispatcherStatusRequest\x1a%.spool.v1.GetDispatcherStatusResponse\x12X\n" +
+	"\x0fListDeadLetters\x12 .spool.v1.ListDeadLettersRequest\x1a!.spool.v1.ListDeadLettersResponse0\x01\x12_\n" +
+	"\x12RedriveDeadLetters\x12#.spool.v1.RedriveDeadLettersRequest\x1a$.spool.v1.RedriveDeadLettersResponse\x12A\n" +
+	"\bPauseJob\x12\x19.spool.v1.PauseJobRequest\x1a\x1a.spool.v1.PauseJobResponse\x12D\n" +
+	"\tResumeJob\x12\x1a.spool.v1.ResumeJobRequest\x1a\x1b.spool.v1.ResumeJobResponse\x12D\n" +
+	"\tCancelJob\x12\x1a.spool.v1.CancelJobRequest\x1a\x1b.spool.v1.CancelJobResponseB/Z-github.com/spoolhq/spool/gen/spool/v1;spoolv1b\x06proto3"
 
 var (
 	file_spool_v1_dispatch_proto_rawDescOnce sync.Once
@@ -1074,58 +1807,87 @@ func file_spool_v1_dispatch_proto_rawDescGZIP() []byte {
 }
 
 var file_spool_v1_dispatch_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_spool_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_spool_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_spool_v1_dispatch_proto_goTypes = []any{
 	(BreakerState)(0),                   // 0: spool.v1.BreakerState
 	(TransactionState)(0),               // 1: spool.v1.TransactionState
 	(Resolution)(0),                     // 2: spool.v1.Resolution
-	(*WatchJobRequest)(nil),             // 3: spool.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),            // 4: spool.v1.WatchJobResponse
-	(*GetDispatcherStatusRequest)(nil),  // 5: spool.v1.GetDispatcherStatusRequest
-	(*GetDispatcherStatusResponse)(nil), // 6: spool.v1.GetDispatcherStatusResponse
-	(*FlowControl)(nil),                 // 7: spool.v1.FlowControl
-	(*LedgerEntry)(nil),                 // 8: spool.v1.LedgerEntry
-	(*ReportJobRequest)(nil),            // 9: spool.v1.ReportJobRequest
-	(*ReportJobResponse)(nil),           // 10: spool.v1.ReportJobResponse
-	(*ReportSummary)(nil),               // 11: spool.v1.ReportSummary
-	(*StateTotal)(nil),                  // 12: spool.v1.StateTotal
-	(*ResolveTransactionRequest)(nil),   // 13: spool.v1.ResolveTransactionRequest
-	(*ResolveTransactionResponse)(nil),  // 14: spool.v1.ResolveTransactionResponse
-	(*JobProgress)(nil),                 // 15: spool.v1.JobProgress
-	(*durationpb.Duration)(nil),         // 16: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),       // 17: google.protobuf.Timestamp
-	(*Job)(nil),                         // 18: spool.v1.Job
+	(*DeadLetter)(nil),                  // 3: spool.v1.DeadLetter
+	(*ListDeadLettersRequest)(nil),      // 4: spool.v1.ListDeadLettersRequest
+	(*ListDeadLettersResponse)(nil),     // 5: spool.v1.ListDeadLettersResponse
+	(*DeadLetterSummary)(nil),           // 6: spool.v1.DeadLetterSummary
+	(*RedriveDeadLettersRequest)(nil),   // 7: spool.v1.RedriveDeadLettersRequest
+	(*RedriveDeadLettersResponse)(nil),  // 8: spool.v1.RedriveDeadLettersResponse
+	(*PauseJobRequest)(nil),             // 9: spool.v1.PauseJobRequest
+	(*PauseJobResponse)(nil),            // 10: spool.v1.PauseJobResponse
+	(*ResumeJobRequest)(nil),            // 11: spool.v1.ResumeJobRequest
+	(*ResumeJobResponse)(nil),           // 12: spool.v1.ResumeJobResponse
+	(*CancelJobRequest)(nil),            // 13: spool.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),           // 14: spool.v1.CancelJobResponse
+	(*WatchJobRequest)(nil),             // 15: spool.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),            // 16: spool.v1.WatchJobResponse
+	(*GetDispatcherStatusRequest)(nil),  // 17: spool.v1.GetDispatcherStatusRequest
+	(*GetDispatcherStatusResponse)(nil), // 18: spool.v1.GetDispatcherStatusResponse
+	(*FlowControl)(nil),                 // 19: spool.v1.FlowControl
+	(*LedgerEntry)(nil),                 // 20: spool.v1.LedgerEntry
+	(*ReportJobRequest)(nil),            // 21: spool.v1.ReportJobRequest
+	(*ReportJobResponse)(nil),           // 22: spool.v1.ReportJobResponse
+	(*ReportSummary)(nil),               // 23: spool.v1.ReportSummary
+	(*StateTotal)(nil),                  // 24: spool.v1.StateTotal
+	(*ResolveTransactionRequest)(nil),   // 25: spool.v1.ResolveTransactionRequest
+	(*ResolveTransactionResponse)(nil),  // 26: spool.v1.ResolveTransactionResponse
+	(*timestamppb.Timestamp)(nil),       // 27: google.protobuf.Timestamp
+	(*Job)(nil),                         // 28: spool.v1.Job
+	(*JobProgress)(nil),                 // 29: spool.v1.JobProgress
+	(*durationpb.Duration)(nil),         // 30: google.protobuf.Duration
 }
 var file_spool_v1_dispatch_proto_depIdxs = []int32{
-	15, // 0: spool.v1.WatchJobResponse.progress:type_name -> spool.v1.JobProgress
-	7,  // 1: spool.v1.WatchJobResponse.flow:type_name -> spool.v1.FlowControl
-	7,  // 2: spool.v1.GetDispatcherStatusResponse.flow:type_name -> spool.v1.FlowControl
-	0,  // 3: spool.v1.FlowControl.breaker_state:type_name -> spool.v1.BreakerState
-	16, // 4: spool.v1.FlowControl.breaker_open_time:type_name -> google.protobuf.Duration
-	16, // 5: spool.v1.FlowControl.latency_baseline:type_name -> google.protobuf.Duration
-	16, // 6: spool.v1.FlowControl.latency_recent:type_name -> google.protobuf.Duration
-	1,  // 7: spool.v1.LedgerEntry.state:type_name -> spool.v1.TransactionState
-	17, // 8: spool.v1.LedgerEntry.updated_at:type_name -> google.protobuf.Timestamp
-	8,  // 9: spool.v1.ReportJobResponse.entry:type_name -> spool.v1.LedgerEntry
-	11, // 10: spool.v1.ReportJobResponse.summary:type_name -> spool.v1.ReportSummary
-	18, // 11: spool.v1.ReportSummary.job:type_name -> spool.v1.Job
-	12, // 12: spool.v1.ReportSummary.totals:type_name -> spool.v1.StateTotal
-	1,  // 13: spool.v1.StateTotal.state:type_name -> spool.v1.TransactionState
-	2,  // 14: spool.v1.ResolveTransactionRequest.resolution:type_name -> spool.v1.Resolution
-	8,  // 15: spool.v1.ResolveTransactionResponse.entry:type_name -> spool.v1.LedgerEntry
-	3,  // 16: spool.v1.DispatchService.WatchJob:input_type -> spool.v1.WatchJobRequest
-	9,  // 17: spool.v1.DispatchService.ReportJob:input_type -> spool.v1.ReportJobRequest
-	13, // 18: spool.v1.DispatchService.ResolveTransaction:input_type -> spool.v1.ResolveTransactionRequest
-	5,  // 19: spool.v1.DispatchService.GetDispatcherStatus:input_type -> spool.v1.GetDispatcherStatusRequest
-	4,  // 20: spool.v1.DispatchService.WatchJob:output_type -> spool.v1.WatchJobResponse
-	10, // 21: spool.v1.DispatchService.ReportJob:output_type -> spool.v1.ReportJobResponse
-	14, // 22: spool.v1.DispatchService.ResolveTransaction:output_type -> spool.v1.ResolveTransactionResponse
-	6,  // 23: spool.v1.DispatchService.GetDispatcherStatus:output_type -> spool.v1.GetDispatcherStatusResponse
-	20, // [20:24] is the sub-list for method output_type
-	16, // [16:20] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	27, // 0: spool.v1.DeadLetter.dead_lettered_at:type_name -> google.protobuf.Timestamp
+	3,  // 1: spool.v1.ListDeadLettersResponse.entry:type_name -> spool.v1.DeadLetter
+	6,  // 2: spool.v1.ListDeadLettersResponse.summary:type_name -> spool.v1.DeadLetterSummary
+	6,  // 3: spool.v1.RedriveDeadLettersResponse.summary:type_name -> spool.v1.DeadLetterSummary
+	28, // 4: spool.v1.PauseJobResponse.job:type_name -> spool.v1.Job
+	28, // 5: spool.v1.ResumeJobResponse.job:type_name -> spool.v1.Job
+	28, // 6: spool.v1.CancelJobResponse.job:type_name -> spool.v1.Job
+	29, // 7: spool.v1.WatchJobResponse.progress:type_name -> spool.v1.JobProgress
+	19, // 8: spool.v1.WatchJobResponse.flow:type_name -> spool.v1.FlowControl
+	19, // 9: spool.v1.GetDispatcherStatusResponse.flow:type_name -> spool.v1.FlowControl
+	0,  // 10: spool.v1.FlowControl.breaker_state:type_name -> spool.v1.BreakerState
+	30, // 11: spool.v1.FlowControl.breaker_open_time:type_name -> google.protobuf.Duration
+	30, // 12: spool.v1.FlowControl.latency_baseline:type_name -> google.protobuf.Duration
+	30, // 13: spool.v1.FlowControl.latency_recent:type_name -> google.protobuf.Duration
+	1,  // 14: spool.v1.LedgerEntry.state:type_name -> spool.v1.TransactionState
+	27, // 15: spool.v1.LedgerEntry.updated_at:type_name -> google.protobuf.Timestamp
+	20, // 16: spool.v1.ReportJobResponse.entry:type_name -> spool.v1.LedgerEntry
+	23, // 17: spool.v1.ReportJobResponse.summary:type_name -> spool.v1.ReportSummary
+	28, // 18: spool.v1.ReportSummary.job:type_name -> spool.v1.Job
+	24, // 19: spool.v1.ReportSummary.totals:type_name -> spool.v1.StateTotal
+	1,  // 20: spool.v1.StateTotal.state:type_name -> spool.v1.TransactionState
+	2,  // 21: spool.v1.ResolveTransactionRequest.resolution:type_name -> spool.v1.Resolution
+	20, // 22: spool.v1.ResolveTransactionResponse.entry:type_name -> spool.v1.LedgerEntry
+	15, // 23: spool.v1.DispatchService.WatchJob:input_type -> spool.v1.WatchJobRequest
+	21, // 24: spool.v1.DispatchService.ReportJob:input_type -> spool.v1.ReportJobRequest
+	25, // 25: spool.v1.DispatchService.ResolveTransaction:input_type -> spool.v1.ResolveTransactionRequest
+	17, // 26: spool.v1.DispatchService.GetDispatcherStatus:input_type -> spool.v1.GetDispatcherStatusRequest
+	4,  // 27: spool.v1.DispatchService.ListDeadLetters:input_type -> spool.v1.ListDeadLettersRequest
+	7,  // 28: spool.v1.DispatchService.RedriveDeadLetters:input_type -> spool.v1.RedriveDeadLettersRequest
+	9,  // 29: spool.v1.DispatchService.PauseJob:input_type -> spool.v1.PauseJobRequest
+	11, // 30: spool.v1.DispatchService.ResumeJob:input_type -> spool.v1.ResumeJobRequest
+	13, // 31: spool.v1.DispatchService.CancelJob:input_type -> spool.v1.CancelJobRequest
+	16, // 32: spool.v1.DispatchService.WatchJob:output_type -> spool.v1.WatchJobResponse
+	22, // 33: spool.v1.DispatchService.ReportJob:output_type -> spool.v1.ReportJobResponse
+	26, // 34: spool.v1.DispatchService.ResolveTransaction:output_type -> spool.v1.ResolveTransactionResponse
+	18, // 35: spool.v1.DispatchService.GetDispatcherStatus:output_type -> spool.v1.GetDispatcherStatusResponse
+	5,  // 36: spool.v1.DispatchService.ListDeadLetters:output_type -> spool.v1.ListDeadLettersResponse
+	8,  // 37: spool.v1.DispatchService.RedriveDeadLetters:output_type -> spool.v1.RedriveDeadLettersResponse
+	10, // 38: spool.v1.DispatchService.PauseJob:output_type -> spool.v1.PauseJobResponse
+	12, // 39: spool.v1.DispatchService.ResumeJob:output_type -> spool.v1.ResumeJobResponse
+	14, // 40: spool.v1.DispatchService.CancelJob:output_type -> spool.v1.CancelJobResponse
+	32, // [32:41] is the sub-list for method output_type
+	23, // [23:32] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_spool_v1_dispatch_proto_init() }
@@ -1134,7 +1896,11 @@ func file_spool_v1_dispatch_proto_init() {
 		return
 	}
 	file_spool_v1_job_proto_init()
-	file_spool_v1_dispatch_proto_msgTypes[7].OneofWrappers = []any{
+	file_spool_v1_dispatch_proto_msgTypes[2].OneofWrappers = []any{
+		(*ListDeadLettersResponse_Entry)(nil),
+		(*ListDeadLettersResponse_Summary)(nil),
+	}
+	file_spool_v1_dispatch_proto_msgTypes[19].OneofWrappers = []any{
 		(*ReportJobResponse_Entry)(nil),
 		(*ReportJobResponse_Summary)(nil),
 	}
@@ -1144,7 +1910,7 @@ func file_spool_v1_dispatch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spool_v1_dispatch_proto_rawDesc), len(file_spool_v1_dispatch_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   12,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,6 +23,11 @@ const (
 	DispatchService_ReportJob_FullMethodName           = "/spool.v1.DispatchService/ReportJob"
 	DispatchService_ResolveTransaction_FullMethodName  = "/spool.v1.DispatchService/ResolveTransaction"
 	DispatchService_GetDispatcherStatus_FullMethodName = "/spool.v1.DispatchService/GetDispatcherStatus"
+	DispatchService_ListDeadLetters_FullMethodName     = "/spool.v1.DispatchService/ListDeadLetters"
+	DispatchService_RedriveDeadLetters_FullMethodName  = "/spool.v1.DispatchService/RedriveDeadLetters"
+	DispatchService_PauseJob_FullMethodName            = "/spool.v1.DispatchService/PauseJob"
+	DispatchService_ResumeJob_FullMethodName           = "/spool.v1.DispatchService/ResumeJob"
+	DispatchService_CancelJob_FullMethodName           = "/spool.v1.DispatchService/CancelJob"
 )
 
 // DispatchServiceClient is the client API for DispatchService service.
@@ -46,6 +51,24 @@ type DispatchServiceClient interface {
 	// toward the destination: its concurrency limit, the fleet-wide rate
 	// limit, and its circuit breaker.
 	GetDispatcherStatus(ctx context.Context, in *GetDispatcherStatusRequest, opts ...grpc.CallOption) (*GetDispatcherStatusResponse, error)
+	// ListDeadLetters streams a job's messages in the dead-letter queue, with
+	// why each was dead-lettered, then a summary. The queue is shared by
+	// every job and SQS can only be read by receiving, so the listing is a
+	// bounded scan: see DeadLetterSummary.
+	ListDeadLetters(ctx context.Context, in *ListDeadLettersRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ListDeadLettersResponse], error)
+	// RedriveDeadLetters moves a job's dead letters back to the main queue,
+	// each with a fresh retry budget. Rows the ledger already settled are
+	// suppressed when they arrive again, never sent twice.
+	RedriveDeadLetters(ctx context.Context, in *RedriveDeadLettersRequest, opts ...grpc.CallOption) (*RedriveDeadLettersResponse, error)
+	// PauseJob stops the delivery of a RECEIVING or SEALED job: within a few
+	// seconds no dispatcher starts a delivery of it (those under way
+	// finish), and its messages come back later without using their retry
+	// budget. ResumeJob undoes it.
+	PauseJob(ctx context.Context, in *PauseJobRequest, opts ...grpc.CallOption) (*PauseJobResponse, error)
+	ResumeJob(ctx context.Context, in *ResumeJobRequest, opts ...grpc.CallOption) (*ResumeJobResponse, error)
+	// CancelJob ends a RECEIVING or SEALED job CANCELLED: its remaining rows
+	// are never delivered, and are counted as dropped.
+	CancelJob(ctx context.Context, in *CancelJobRequest, opts ...grpc.CallOption) (*CancelJobResponse, error)
 }
 
 type dispatchServiceClient struct {
@@ -114,6 +137,65 @@ func (c *dispatchServiceClient) GetDispatcherStatus(ctx context.Context, in *Get
 	return out, nil
 }
 
+func (c *dispatchServiceClient) ListDeadLetters(ctx context.Context, in *ListDeadLettersRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ListDeadLettersResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &DispatchService_ServiceDesc.Streams[2], DispatchService_ListDeadLetters_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ListDeadLettersRequest, ListDeadLettersResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DispatchService_ListDeadLettersClient = grpc.ServerStreamingClient[ListDeadLettersResponse]
+
+func (c *dispatchServiceClient) RedriveDeadLetters(ctx context.Context, in *RedriveDeadLettersRequest, opts ...grpc.CallOption) (*RedriveDeadLettersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RedriveDeadLettersResponse)
+	err := c.cc.Invoke(ctx, DispatchService_RedriveDeadLetters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *dispatchServiceClient) PauseJob(ctx context.Context, in *PauseJobRequest, opts ...grpc.CallOption) (*PauseJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PauseJobResponse)
+	err := c.cc.Invoke(ctx, DispatchService_PauseJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *dispatchServiceClient) ResumeJob(ctx context.Context, in *ResumeJobRequest, opts ...grpc.CallOption) (*ResumeJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResumeJobResponse)
+	err := c.cc.Invoke(ctx, DispatchService_ResumeJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *dispatchServiceClient) CancelJob(ctx context.Context, in *CancelJobRequest, opts ...grpc.CallOption) (*CancelJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelJobResponse)
+	err := c.cc.Invoke(ctx, DispatchService_CancelJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DispatchServiceServer is the server API for DispatchService service.
 // All implementations must embed UnimplementedDispatchServiceServer
 // for forward compatibility.
@@ -135,6 +217,24 @@ type DispatchServiceServer interface {
 	// toward the destination: its concurrency limit, the fleet-wide rate
 	// limit, and its circuit breaker.
 	GetDispatcherStatus(context.Context, *GetDispatcherStatusRequest) (*GetDispatcherStatusResponse, error)
+	// ListDeadLetters streams a job's messages in the dead-letter queue, with
+	// why each was dead-lettered, then a summary. The queue is shared by
+	// every job and SQS can only be read by receiving, so the listing is a
+	// bounded scan: see DeadLetterSummary.
+	ListDeadLetters(*ListDeadLettersRequest, grpc.ServerStreamingServer[ListDeadLettersResponse]) error
+	// RedriveDeadLetters moves a job's dead letters back to the main queue,
+	// each with a fresh retry budget. Rows the ledger already settled are
+	// suppressed when they arrive again, never sent twice.
+	RedriveDeadLetters(context.Context, *RedriveDeadLettersRequest) (*RedriveDeadLettersResponse, error)
+	// PauseJob stops the delivery of a RECEIVING or SEALED job: within a few
+	// seconds no dispatcher starts a delivery of it (those under way
+	// finish), and its messages come back later without using their retry
+	// budget. ResumeJob undoes it.
+	PauseJob(context.Context, *PauseJobRequest) (*PauseJobResponse, error)
+	ResumeJob(context.Context, *ResumeJobRequest) (*ResumeJobResponse, error)
+	// CancelJob ends a RECEIVING or SEALED job CANCELLED: its remaining rows
+	// are never delivered, and are counted as dropped.
+	CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error)
 	mustEmbedUnimplementedDispatchServiceServer()
 }
 
@@ -156,6 +256,21 @@ func (UnimplementedDispatchServiceServer) ResolveTransaction(context.Context, *R
 }
 func (UnimplementedDispatchServiceServer) GetDispatcherStatus(context.Context, *GetDispatcherStatusRequest) (*GetDispatcherStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetDispatcherStatus not implemented")
+}
+func (UnimplementedDispatchServiceServer) ListDeadLetters(*ListDeadLettersRequest, grpc.ServerStreamingServer[ListDeadLettersResponse]) error {
+	return status.Error(codes.Unimplemented, "method ListDeadLetters not implemented")
+}
+func (UnimplementedDispatchServiceServer) RedriveDeadLetters(context.Context, *RedriveDeadLettersRequest) (*RedriveDeadLettersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RedriveDeadLetters not implemented")
+}
+func (UnimplementedDispatchServiceServer) PauseJob(context.Context, *PauseJobRequest) (*PauseJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PauseJob not implemented")
+}
+func (UnimplementedDispatchServiceServer) ResumeJob(context.Context, *ResumeJobRequest) (*ResumeJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResumeJob not implemented")
+}
+func (UnimplementedDispatchServiceServer) CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelJob not implemented")
 }
 func (UnimplementedDispatchServiceServer) mustEmbedUnimplementedDispatchServiceServer() {}
 func (UnimplementedDispatchServiceServer) testEmbeddedByValue()                         {}
@@ -236,6 +351,89 @@ func _DispatchService_GetDispatcherStatus_Handler(srv interface{}, ctx context.C
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DispatchService_ListDeadLetters_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ListDeadLettersRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(DispatchServiceServer).ListDeadLetters(m, &grpc.GenericServerStream[ListDeadLettersRequest, ListDeadLettersResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DispatchService_ListDeadLettersServer = grpc.ServerStreamingServer[ListDeadLettersResponse]
+
+func _DispatchService_RedriveDeadLetters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RedriveDeadLettersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DispatchServiceServer).RedriveDeadLetters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DispatchService_RedriveDeadLetters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DispatchServiceServer).RedriveDeadLetters(ctx, req.(*RedriveDeadLettersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DispatchService_PauseJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PauseJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DispatchServiceServer).PauseJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DispatchService_PauseJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DispatchServiceServer).PauseJob(ctx, req.(*PauseJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DispatchService_ResumeJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumeJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DispatchServiceServer).ResumeJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DispatchService_ResumeJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DispatchServiceServer).ResumeJob(ctx, req.(*ResumeJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DispatchService_CancelJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DispatchServiceServer).CancelJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DispatchService_CancelJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DispatchServiceServer).CancelJob(ctx, req.(*CancelJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DispatchService_ServiceDesc is the grpc.ServiceDesc for DispatchService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -251,6 +449,22 @@ var DispatchService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "GetDispatcherStatus",
 			Handler:    _DispatchService_GetDispatcherStatus_Handler,
 		},
+		{
+			MethodName: "RedriveDeadLetters",
+			Handler:    _DispatchService_RedriveDeadLetters_Handler,
+		},
+		{
+			MethodName: "PauseJob",
+			Handler:    _DispatchService_PauseJob_Handler,
+		},
+		{
+			MethodName: "ResumeJob",
+			Handler:    _DispatchService_ResumeJob_Handler,
+		},
+		{
+			MethodName: "CancelJob",
+			Handler:    _DispatchService_CancelJob_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -261,6 +475,11 @@ var DispatchService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "ReportJob",
 			Handler:       _DispatchService_ReportJob_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ListDeadLetters",
+			Handler:       _DispatchService_ListDeadLetters_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -150,6 +150,10 @@ type Job struct {
 	// another row (of this file or an earlier one): each is in the ledger as
 	// DUPLICATE, naming the row that carries the transaction.
 	DuplicateRows int64 `protobuf:"varint,28,opt,name=duplicate_rows,json=duplicateRows,proto3" json:"duplicate_rows,omitempty"`
+	// An operator paused the job: dispatchers start no delivery of it, and
+	// its messages come back later without using their retry budget, until
+	// it is resumed. Only a RECEIVING or SEALED job can be paused.
+	Paused        bool `protobuf:"varint,29,opt,name=paused,proto3" json:"paused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -380,6 +384,13 @@ func (x *Job) GetDuplicateRows() int64 {
 	return 0
 }
 
+func (x *Job) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
 // ControlTotals let a caller prove the file arrived whole. Every field is
 // optional; a declared total that does not match at the end of the stream
 // rejects the job, and nothing of it is delivered.
@@ -531,7 +542,7 @@ var File_spool_v1_job_proto protoreflect.FileDescriptor
 
 const file_spool_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x12spool/v1/job.proto\x12\bspool.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd3\b\n" +
+	"\x12spool/v1/job.proto\x12\bspool.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\b\n" +
 	"\x03Job\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x17\n" +
 	"\ajob_key\x18\x02 \x01(\tR\x06jobKey\x12\x1b\n" +
@@ -564,7 +575,8 @@ const file_spool_v1_job_proto_rawDesc = "" +
 	"\x10lease_expires_at\x18\x19 \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x120\n" +
 	"\x14business_key_columns\x18\x1a \x03(\tR\x12businessKeyColumns\x12#\n" +
 	"\ramount_column\x18\x1b \x01(\tR\famountColumn\x12%\n" +
-	"\x0eduplicate_rows\x18\x1c \x01(\x03R\rduplicateRows\"v\n" +
+	"\x0eduplicate_rows\x18\x1c \x01(\x03R\rduplicateRows\x12\x16\n" +
+	"\x06paused\x18\x1d \x01(\bR\x06paused\"v\n" +
 	"\rControlTotals\x12 \n" +
 	"\trow_count\x18\x01 \x01(\x03H\x00R\browCount\x88\x01\x01\x12\x1d\n" +
 	"\n" +

@@ -53,6 +53,8 @@ type config struct {
 	seed              uint64
 	idempotencyHeader string
 	logLevel          slog.Level
+	rejectEvery       int64
+	rateLimit         int
 }
 
 func parse(args []string, stderr io.Writer, lookup func(string) (string, bool)) (config, error) {
@@ -69,6 +71,8 @@ func parse(args []string, stderr io.Writer, lookup func(string) (string, bool)) 
 	fs.BoolVar(&c.honourKey, "honour-key", false, "apply each idempotency key once; a key seen again is answered 200 and counted as deduplicated")
 	fs.Uint64Var(&c.seed, "seed", 0, "seed of the random source; 0 seeds from the clock")
 	fs.StringVar(&c.idempotencyHeader, "idempotency-header", destination.DefaultIdempotencyHeader, "header that carries the transaction key")
+	fs.Int64Var(&c.rejectEvery, "reject-every", 0, "answer 422 to every request for a row that is a multiple of this (50: 2 % of rows, the same ones every run); 0 = none")
+	fs.IntVar(&c.rateLimit, "rate-limit", 0, "answer 429 with Retry-After: 1 above this many requests per second (sliding 1s window); 0 = no limit")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
 	if err := envcfg.Parse(fs, args, lookup); err != nil {
 		return c, err
@@ -86,6 +90,9 @@ func parse(args []string, stderr io.Writer, lookup func(string) (string, bool)) 
 	}
 	if c.hangRate+c.resetRate > 1 {
 		return c, fmt.Errorf("-hang-rate %v and -reset-rate %v add up to more than 1", c.hangRate, c.resetRate)
+	}
+	if c.rejectEvery < 0 || c.rateLimit < 0 {
+		return c, errors.New("-reject-every and -rate-limit cannot be negative")
 	}
 	if c.latency < 0 || c.jitter < 0 || c.hangFor < 0 {
 		return c, errors.New("-latency, -latency-jitter and -hang-for cannot be negative")
@@ -114,6 +121,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		destination.WithReset(c.resetRate),
 		destination.WithHonourKey(c.honourKey),
 		destination.WithIdempotencyHeader(c.idempotencyHeader),
+		destination.WithRejectEvery(c.rejectEvery),
+		destination.WithRateLimit(c.rateLimit),
 		destination.WithRand(destination.NewRand(seed)),
 		destination.WithLogger(log),
 	)
@@ -137,7 +146,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	go func() { errc <- srv.Serve(lis) }()
 	log.Info("sink listening", "addr", lis.Addr().String(), "latency", c.latency.String(), "latency_jitter", c.jitter.String(),
 		"fail_rate", c.failRate, "hang_rate", c.hangRate, "hang_for", c.hangFor.String(), "reset_rate", c.resetRate,
-		"honour_key", c.honourKey, "seed", seed, "idempotency_header", c.idempotencyHeader)
+		"honour_key", c.honourKey, "seed", seed, "idempotency_header", c.idempotencyHeader,
+		"reject_every", c.rejectEvery, "rate_limit", c.rateLimit)
 	fmt.Fprintf(stdout, "sink listening on http://%s\n", lis.Addr())
 
 	select {

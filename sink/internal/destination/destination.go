@@ -6,8 +6,10 @@
 //
 //	decode → before-apply stages → apply → after-apply stages → answer
 //
-// Behaviours of a real destination are options that add stages: latency and
-// injected failures (503 before applying) come before; holding the answer
+// Behaviours of a real destination are options that add stages: playing
+// down (503 to everything for a while, POST /down), a rate limit (429 with
+// Retry-After above it), latency, injected failures (503 before applying)
+// and refusals of chosen rows (422) come before; holding the answer
 // past the client's timeout and resetting the connection without an answer
 // come after the transaction was applied, which is what makes an outcome
 // unknown to the client. Apply itself either applies every request or, with
@@ -25,6 +27,8 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spoolhq/spool/sink/internal/ledger"
@@ -74,6 +78,20 @@ type Server struct {
 	hangFor         time.Duration
 	resetRate       float64
 	honourKey       bool
+	rejectEvery     int64
+	rateLimit       int
+	now             func() time.Time
+
+	// downUntil is when playing down ends (Unix nanoseconds; 0: up).
+	downUntil atomic.Int64
+
+	// mu guards the rate limiter's window (the admission times of the last
+	// second, oldest first) and the accepted-rate figures.
+	mu             sync.Mutex
+	window         []time.Time
+	firstAccepted  time.Time
+	lastAccepted   time.Time
+	acceptedInRate int64
 
 	before, after []stage
 	mux           *http.ServeMux
@@ -131,6 +149,25 @@ func WithHonourKey(on bool) Option {
 	return func(s *Server) { s.honourKey = on }
 }
 
+// WithRejectEvery answers 422 to every request for a row that is a
+// multiple of n (n ≤ 0: none), before applying: a deterministic share of
+// rows (1/n) the destination refuses for good, which tests can name.
+func WithRejectEvery(n int64) Option {
+	return func(s *Server) { s.rejectEvery = n }
+}
+
+// WithRateLimit answers 429 with Retry-After: 1 to a transaction request
+// when perSecond requests were already admitted in the last second (a
+// sliding window); 0 is no limit.
+func WithRateLimit(perSecond int) Option {
+	return func(s *Server) { s.rateLimit = perSecond }
+}
+
+// WithClock replaces time.Now for the rate limit and playing down.
+func WithClock(now func() time.Time) Option {
+	return func(s *Server) { s.now = now }
+}
+
 // WithIdempotencyHeader names the header that carries a transaction's key.
 func WithIdempotencyHeader(name string) Option {
 	return func(s *Server) { s.header = name }
@@ -159,6 +196,7 @@ func New(l *ledger.Ledger, opts ...Option) *Server {
 		log:    slog.New(slog.DiscardHandler),
 		sleep:  sleepCtx,
 		header: DefaultIdempotencyHeader,
+		now:    time.Now,
 	}
 	for _, o := range opts {
 		o(s)
@@ -166,11 +204,20 @@ func New(l *ledger.Ledger, opts ...Option) *Server {
 	if s.rand == nil {
 		s.rand = NewRand(uint64(time.Now().UnixNano()))
 	}
+	// A destination that is down or over its rate answers at once, before
+	// any work.
+	s.before = append(s.before, s.down)
+	if s.rateLimit > 0 {
+		s.before = append(s.before, s.throttle)
+	}
 	if s.latency > 0 || s.jitter > 0 {
 		s.before = append(s.before, s.delay)
 	}
 	if s.failRate > 0 {
 		s.before = append(s.before, s.fail)
+	}
+	if s.rejectEvery > 0 {
+		s.before = append(s.before, s.refuse)
 	}
 	if s.hangRate > 0 || s.resetRate > 0 {
 		s.after = append(s.after, s.disrupt)
@@ -181,6 +228,8 @@ func New(l *ledger.Ledger, opts ...Option) *Server {
 	s.mux.HandleFunc("GET /stats", s.stats)
 	s.mux.HandleFunc("GET /transactions", s.transactions)
 	s.mux.HandleFunc("POST /reset", s.forget)
+	s.mux.HandleFunc("POST /down", s.goDown)
+	s.mux.HandleFunc("GET /refused", s.refused)
 	// Every other POST is a transaction, whatever its path, as the
 	// destination URL of a dispatcher may carry any path.
 	s.mux.HandleFunc("POST /", s.transaction)
@@ -226,6 +275,7 @@ func (s *Server) transaction(w http.ResponseWriter, r *http.Request) {
 		c.Applied = s.ledger.Apply(c.Job, c.Row, c.Key)
 	}
 	s.log.DebugContext(r.Context(), "transaction applied", "job", c.Job, "row", c.Row, "applied", c.Applied)
+	s.accepted()
 	for _, st := range s.after {
 		if !st(w, r, &c) {
 			return
@@ -267,6 +317,94 @@ func decode(body io.Reader) (Call, error) {
 	}
 	c.Row = row
 	return c, nil
+}
+
+// down is the stage of a destination that is down: 503 to everything
+// until the window set by POST /down ends.
+func (s *Server) down(w http.ResponseWriter, r *http.Request, c *Call) bool {
+	until := s.downUntil.Load()
+	if until == 0 || s.now().UnixNano() >= until {
+		return true
+	}
+	s.ledger.Down(c.Job)
+	writeJSON(w, http.StatusServiceUnavailable, answer{Error: "down"})
+	return false
+}
+
+// throttle is the rate-limit stage: 429 with Retry-After: 1 once
+// rateLimit requests were admitted in the last second.
+func (s *Server) throttle(w http.ResponseWriter, r *http.Request, c *Call) bool {
+	now := s.now()
+	s.mu.Lock()
+	cut := 0
+	for cut < len(s.window) && now.Sub(s.window[cut]) >= time.Second {
+		cut++
+	}
+	s.window = s.window[cut:]
+	admit := len(s.window) < s.rateLimit
+	if admit {
+		s.window = append(s.window, now)
+	}
+	s.mu.Unlock()
+	if admit {
+		return true
+	}
+	s.ledger.Throttled(c.Job)
+	w.Header().Set("Retry-After", "1")
+	writeJSON(w, http.StatusTooManyRequests, answer{Error: "rate limit exceeded"})
+	return false
+}
+
+// refuse is the stage of rows refused for good: 422 to every request for a
+// row that is a multiple of rejectEvery.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, c *Call) bool {
+	if c.Row%s.rejectEvery != 0 {
+		return true
+	}
+	n := s.ledger.Refused(c.Job, c.Row)
+	s.log.DebugContext(r.Context(), "transaction refused", "job", c.Job, "row", c.Row, "requests", n)
+	writeJSON(w, http.StatusUnprocessableEntity, answer{Error: fmt.Sprintf("row %d refused: invalid account", c.Row)})
+	return false
+}
+
+// accepted notes an applied request for the accepted rate.
+func (s *Server) accepted() {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.firstAccepted.IsZero() {
+		s.firstAccepted = now
+	}
+	s.lastAccepted = now
+	s.acceptedInRate++
+}
+
+// goDown plays down (POST /down?for=30s): every transaction request is
+// answered 503 until then. for=0s brings the sink back up.
+func (s *Server) goDown(w http.ResponseWriter, r *http.Request) {
+	d, err := time.ParseDuration(r.URL.Query().Get("for"))
+	if err != nil || d < 0 {
+		writeJSON(w, http.StatusBadRequest, answer{Error: "for: want a duration such as 30s"})
+		return
+	}
+	until := int64(0)
+	if d > 0 {
+		until = s.now().Add(d).UnixNano()
+	}
+	s.downUntil.Store(until)
+	s.log.InfoContext(r.Context(), "playing down", "for", d.String())
+	writeJSON(w, http.StatusOK, answer{Status: "down for " + d.String()})
+}
+
+// refused lists the refused rows of a job (?job=ID) with the requests each
+// got, as one JSON object {"row": requests}.
+func (s *Server) refused(w http.ResponseWriter, r *http.Request) {
+	rows := s.ledger.RefusedRows(r.URL.Query().Get("job"))
+	out := make(map[string]int64, len(rows))
+	for k, v := range rows {
+		out[strconv.FormatInt(k, 10)] = v
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // delay is the latency stage.
@@ -343,14 +481,30 @@ func (s *Server) reset(w http.ResponseWriter, r *http.Request, c *Call) {
 type statsAnswer struct {
 	Job string `json:"job,omitempty"`
 	ledger.Stats
+	// AcceptedPerSecond is the sink-wide rate of applied requests between
+	// the first and the last one (0 before two); AcceptedSeconds is that
+	// span.
+	AcceptedPerSecond float64 `json:"accepted_per_second"`
+	AcceptedSeconds   float64 `json:"accepted_seconds"`
 }
 
 func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	span := s.lastAccepted.Sub(s.firstAccepted).Seconds()
+	n := s.acceptedInRate
+	s.mu.Unlock()
+	a := statsAnswer{AcceptedSeconds: span}
+	if span > 0 {
+		// n requests span n-1 intervals.
+		a.AcceptedPerSecond = float64(n-1) / span
+	}
 	if job := r.URL.Query().Get("job"); job != "" {
-		writeJSON(w, http.StatusOK, statsAnswer{Job: job, Stats: s.ledger.JobStats(job)})
+		a.Job, a.Stats = job, s.ledger.JobStats(job)
+		writeJSON(w, http.StatusOK, a)
 		return
 	}
-	writeJSON(w, http.StatusOK, statsAnswer{Stats: s.ledger.Stats()})
+	a.Stats = s.ledger.Stats()
+	writeJSON(w, http.StatusOK, a)
 }
 
 // transactions streams the transactions of one job (?job=ID), or of every
@@ -384,6 +538,9 @@ func (s *Server) transactions(w http.ResponseWriter, r *http.Request) {
 // forget empties the ledger (POST /reset).
 func (s *Server) forget(w http.ResponseWriter, r *http.Request) {
 	s.ledger.Reset()
+	s.mu.Lock()
+	s.firstAccepted, s.lastAccepted, s.acceptedInRate, s.window = time.Time{}, time.Time{}, 0, nil
+	s.mu.Unlock()
 	s.log.InfoContext(r.Context(), "ledger reset")
 	writeJSON(w, http.StatusOK, answer{Status: "reset"})
 }

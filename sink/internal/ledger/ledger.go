@@ -38,6 +38,14 @@ type Stats struct {
 	// Resets counts applied requests whose connection was reset on purpose
 	// instead of answered.
 	Resets int64 `json:"resets"`
+	// Refused counts requests answered 422 for their row, and RefusedRows
+	// the distinct rows refused: equal when no refused row was sent twice.
+	Refused     int64 `json:"refused"`
+	RefusedRows int64 `json:"refused_rows"`
+	// Throttled counts requests answered 429 above the rate limit, and
+	// Down those answered 503 while the sink played down.
+	Throttled int64 `json:"throttled"`
+	Down      int64 `json:"down"`
 }
 
 func (s *Stats) add(o Stats) {
@@ -49,6 +57,10 @@ func (s *Stats) add(o Stats) {
 	s.Deduplicated += o.Deduplicated
 	s.Hung += o.Hung
 	s.Resets += o.Resets
+	s.Refused += o.Refused
+	s.RefusedRows += o.RefusedRows
+	s.Throttled += o.Throttled
+	s.Down += o.Down
 }
 
 // Transaction is what the ledger knows of one transaction.
@@ -79,6 +91,9 @@ type job struct {
 	mu    sync.Mutex
 	stats Stats
 	rows  map[int64]entry
+	// refused counts the requests of each row answered 422; only refused
+	// rows are in it, a small share of a job.
+	refused map[int64]int64
 }
 
 // Ledger records transactions. The zero value is not usable; call New.
@@ -112,7 +127,7 @@ func (l *Ledger) job(id string, create bool) *job {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if j = l.jobs[id]; j == nil {
-		j = &job{rows: map[int64]entry{}}
+		j = &job{rows: map[int64]entry{}, refused: map[int64]int64{}}
 		l.jobs[id] = j
 	}
 	return j
@@ -208,6 +223,45 @@ func (l *Ledger) Lookup(jobID string, row int64) (Transaction, bool) {
 
 func (e entry) transaction(jobID string, row int64) Transaction {
 	return Transaction{Job: jobID, Row: row, Applied: int64(e.applied), Key: e.key, Deduplicated: int64(e.dedup)}
+}
+
+// Refused records a request of (jobID, row) answered 422, and returns how
+// many requests of the row were refused so far.
+func (l *Ledger) Refused(jobID string, row int64) int64 {
+	j := l.job(jobID, true)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.stats.Refused++
+	if j.refused[row] == 0 {
+		j.stats.RefusedRows++
+	}
+	j.refused[row]++
+	return j.refused[row]
+}
+
+// RefusedRows returns the job's refused rows with their request counts.
+func (l *Ledger) RefusedRows(jobID string) map[int64]int64 {
+	j := l.job(jobID, false)
+	if j == nil {
+		return map[int64]int64{}
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	out := make(map[int64]int64, len(j.refused))
+	for k, v := range j.refused {
+		out[k] = v
+	}
+	return out
+}
+
+// Throttled records a request of jobID answered 429.
+func (l *Ledger) Throttled(jobID string) {
+	l.count(jobID, func(s *Stats) { s.Throttled++ })
+}
+
+// Down records a request of jobID answered 503 while the sink played down.
+func (l *Ledger) Down(jobID string) {
+	l.count(jobID, func(s *Stats) { s.Down++ })
 }
 
 // Failed records an injected failure for jobID.
@@ -317,6 +371,7 @@ func (l *Ledger) Reset() {
 		// longer reachable, so they vanish with it.
 		j.mu.Lock()
 		j.rows = map[int64]entry{}
+		j.refused = map[int64]int64{}
 		j.stats = Stats{}
 		j.mu.Unlock()
 	}

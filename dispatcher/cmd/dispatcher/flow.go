@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"github.com/spoolhq/spool/dispatcher/internal/breaker"
+	"github.com/spoolhq/spool/dispatcher/internal/dispatch"
+	"github.com/spoolhq/spool/dispatcher/internal/flow"
+	"github.com/spoolhq/spool/dispatcher/internal/limit"
+	"github.com/spoolhq/spool/dispatcher/internal/rate"
+)
+
+// newFlow builds the dispatcher's flow control from its configuration:
+// the adaptive concurrency limit (always, between -concurrency-min and
+// -concurrency), the fleet's rate limit (when -rate-limit is set) and the
+// circuit breaker (always).
+func newFlow(cfg config, db rate.API, log *slog.Logger) *flow.Control {
+	c := &flow.Control{
+		Limit: limit.New(limit.Options{
+			Min: cfg.concurrencyMin, Max: cfg.concurrency, Initial: min(cfg.concurrencyInitial, cfg.concurrency),
+		}),
+		Breaker: breaker.New(breaker.Options{
+			Failures: cfg.breakerFailures, FailureRate: cfg.breakerFailureRate,
+			Cooldown: cfg.breakerCooldown, MaxCooldown: cfg.breakerMaxCooldown,
+			// A probe is one delivery: it has answered, or timed out, well
+			// within twice the destination timeout.
+			ProbeTimeout: 2*cfg.destTimeout + 5*time.Second,
+			Log:          log,
+		}),
+	}
+	if cfg.rateLimit > 0 {
+		c.Rate = rate.New(db, cfg.table, rateKey(cfg), cfg.rateLimit, rate.Options{Burst: cfg.rateBurst})
+	}
+	return c
+}
+
+// rateKey names the shared rate limit: by default the destination's host,
+// so dispatchers of different queues that post to one API share its limit.
+func rateKey(cfg config) string {
+	if cfg.rateKey != "" {
+		return cfg.rateKey
+	}
+	if u, err := url.Parse(cfg.destinationURL); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return cfg.destinationURL
+}
+
+// pacer adapts flow.Control to dispatch.Pacer.
+type pacer struct{ c *flow.Control }
+
+func (p pacer) Acquire(ctx context.Context) (dispatch.Pass, error) {
+	s, err := p.c.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return pass{s}, nil
+}
+
+type pass struct{ s *flow.Slot }
+
+func (p pass) Done(c dispatch.Class, latency time.Duration) {
+	switch c {
+	case dispatch.Success:
+		p.s.Done(flow.Accepted, latency)
+	case dispatch.Overload:
+		p.s.Done(flow.Overloaded, latency)
+	default:
+		p.s.Done(flow.NotSent, 0)
+	}
+}

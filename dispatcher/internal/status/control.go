@@ -1,0 +1,147 @@
+package status
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/spoolhq/spool/dispatcher/internal/deadletter"
+	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/jobstore"
+)
+
+// DeadLetters lists and redrives a job's dead letters (deadletter.Scanner).
+type DeadLetters interface {
+	List(ctx context.Context, jobID string, maxScan int, fn func(deadletter.Entry) error) (deadletter.Summary, error)
+	Redrive(ctx context.Context, jobID string, maxScan int) (deadletter.Summary, error)
+}
+
+// Control changes a job on an operator's word. The job record is the
+// shared truth every dispatcher gates on, so any dispatcher can serve it.
+type Control interface {
+	SetPaused(ctx context.Context, id string, paused bool) (*spoolv1.Job, error)
+	End(ctx context.Context, id string, state spoolv1.JobState, reason string) (*spoolv1.Job, error)
+}
+
+// ListDeadLetters streams the job's dead letters, then the scan's summary.
+func (s *Server) ListDeadLetters(req *spoolv1.ListDeadLettersRequest, stream grpc.ServerStreamingServer[spoolv1.ListDeadLettersResponse]) error {
+	ctx := stream.Context()
+	if s.o.DeadLetters == nil {
+		return grpcstatus.Error(codes.Unimplemented, "no dead-letter queue configured")
+	}
+	if req.GetJobId() == "" {
+		return grpcstatus.Error(codes.InvalidArgument, "job_id is required")
+	}
+	sum, err := s.o.DeadLetters.List(ctx, req.GetJobId(), int(req.GetMaxScan()), func(e deadletter.Entry) error {
+		return stream.Send(&spoolv1.ListDeadLettersResponse{Msg: &spoolv1.ListDeadLettersResponse_Entry{Entry: deadLetterProto(e)}})
+	})
+	if err != nil {
+		return scanStatus(ctx, err)
+	}
+	return stream.Send(&spoolv1.ListDeadLettersResponse{Msg: &spoolv1.ListDeadLettersResponse_Summary{Summary: summaryProto(sum)}})
+}
+
+// RedriveDeadLetters moves the job's dead letters back to the main queue.
+func (s *Server) RedriveDeadLetters(ctx context.Context, req *spoolv1.RedriveDeadLettersRequest) (*spoolv1.RedriveDeadLettersResponse, error) {
+	if s.o.DeadLetters == nil {
+		return nil, grpcstatus.Error(codes.Unimplemented, "no dead-letter queue configured")
+	}
+	if req.GetJobId() == "" {
+		return nil, grpcstatus.Error(codes.InvalidArgument, "job_id is required")
+	}
+	sum, err := s.o.DeadLetters.Redrive(ctx, req.GetJobId(), int(req.GetMaxScan()))
+	if err != nil {
+		// Some may have moved before the failure: say how many.
+		return nil, scanStatus(ctx, fmt.Errorf("%d moved before: %w", sum.Matched, err))
+	}
+	s.o.Log.InfoContext(ctx, "dead letters redriven", "job_id", req.GetJobId(), "moved", sum.Matched, "scanned", sum.Scanned, "complete", sum.Complete)
+	return &spoolv1.RedriveDeadLettersResponse{Summary: summaryProto(sum)}, nil
+}
+
+// PauseJob pauses the job; every dispatcher sees it within its job cache
+// time to live.
+func (s *Server) PauseJob(ctx context.Context, req *spoolv1.PauseJobRequest) (*spoolv1.PauseJobResponse, error) {
+	j, err := s.setPaused(ctx, req.GetJobId(), true)
+	if err != nil {
+		return nil, err
+	}
+	return &spoolv1.PauseJobResponse{Job: j}, nil
+}
+
+// ResumeJob resumes a paused job.
+func (s *Server) ResumeJob(ctx context.Context, req *spoolv1.ResumeJobRequest) (*spoolv1.ResumeJobResponse, error) {
+	j, err := s.setPaused(ctx, req.GetJobId(), false)
+	if err != nil {
+		return nil, err
+	}
+	return &spoolv1.ResumeJobResponse{Job: j}, nil
+}
+
+func (s *Server) setPaused(ctx context.Context, id string, paused bool) (*spoolv1.Job, error) {
+	if s.o.Control == nil {
+		return nil, grpcstatus.Error(codes.Unimplemented, "job control not configured")
+	}
+	if id == "" {
+		return nil, grpcstatus.Error(codes.InvalidArgument, "job_id is required")
+	}
+	j, err := s.o.Control.SetPaused(ctx, id, paused)
+	if err != nil {
+		return nil, controlStatus(ctx, err)
+	}
+	s.o.Log.InfoContext(ctx, "job paused flag set", "job_id", id, "paused", paused)
+	return j, nil
+}
+
+// CancelJob ends the job CANCELLED; dispatchers drop its remaining rows.
+func (s *Server) CancelJob(ctx context.Context, req *spoolv1.CancelJobRequest) (*spoolv1.CancelJobResponse, error) {
+	if s.o.Control == nil {
+		return nil, grpcstatus.Error(codes.Unimplemented, "job control not configured")
+	}
+	if req.GetJobId() == "" {
+		return nil, grpcstatus.Error(codes.InvalidArgument, "job_id is required")
+	}
+	reason := req.GetReason()
+	if reason == "" {
+		reason = "cancelled by an operator"
+	}
+	j, err := s.o.Control.End(ctx, req.GetJobId(), spoolv1.JobState_JOB_STATE_CANCELLED, reason)
+	if err != nil {
+		return nil, controlStatus(ctx, err)
+	}
+	s.o.Log.InfoContext(ctx, "job cancelled", "job_id", req.GetJobId())
+	return &spoolv1.CancelJobResponse{Job: j}, nil
+}
+
+func controlStatus(ctx context.Context, err error) error {
+	if errors.Is(err, jobstore.ErrState) {
+		return grpcstatus.Error(codes.FailedPrecondition, err.Error())
+	}
+	return toStatus(ctx, err)
+}
+
+func scanStatus(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return grpcstatus.FromContextError(ctx.Err()).Err()
+	}
+	return grpcstatus.Error(codes.Unavailable, err.Error())
+}
+
+func deadLetterProto(e deadletter.Entry) *spoolv1.DeadLetter {
+	d := &spoolv1.DeadLetter{
+		JobId: e.JobID, Row: e.Row, Reason: e.Reason.Reason, Status: int32(e.Reason.Status),
+		Attempts: int32(e.Reason.Attempts), DispatcherId: e.Reason.Dispatcher, MessageId: e.MessageID,
+	}
+	if !e.Reason.At.IsZero() {
+		d.DeadLetteredAt = timestamppb.New(e.Reason.At)
+	}
+	return d
+}
+
+func summaryProto(s deadletter.Summary) *spoolv1.DeadLetterSummary {
+	return &spoolv1.DeadLetterSummary{Matched: s.Matched, Scanned: s.Scanned, Complete: s.Complete, HeldElsewhere: s.HeldElsewhere}
+}
