@@ -64,19 +64,23 @@ demo: deps build
 	  $(BIN)/spool send .spool/payroll-sample.csv && \
 	  $(BIN)/spool-stack check -rows $(DEMO_ROWS)
 
-## test: lint, generated-code check, unit, integration and end-to-end tests
+## test: lint, generated-code check, unit, integration and end-to-end tests, then each fuzz target for FUZZTIME
 PKGS := $(foreach m,platform ingestor dispatcher cli sink local e2e deploy,github.com/spoolhq/spool/$(m)/...)
+FUZZTIME ?= 20s
 test: deps tools check-generate lint build
 	SPOOL_BIN_DIR=$(BIN) SPOOL_GRPCURL=$(BIN)/grpcurl go test -count=1 -timeout 20m $(PKGS)
+	cd ingestor && go test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/csvread/
+	cd ingestor && go test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) ./internal/profile/
 
 ## chaos: the chaos runs of issue #3 at full size (make test runs them reduced)
 CHAOS_ROWS ?= 20000
 chaos: deps build
 	SPOOL_BIN_DIR=$(BIN) SPOOL_CHAOS_ROWS=$(CHAOS_ROWS) SPOOL_CHAOS_INGEST_ROWS=50000 go test -count=1 -v -timeout 60m -run Chaos github.com/spoolhq/spool/e2e
 
-## bench: the ingestor memory benchmark (1 M rows vs 10 k rows, peak RSS) and the ledger's cost per row
+## bench: the ingestor memory benchmarks (1 M rows vs 10 k rows; a 1 GiB unterminated quote) and the ledger's cost per row
 bench: deps
 	cd ingestor && go test -run '^$$' -bench IngestRSS -benchtime 1x -timeout 30m ./bench/
+	cd ingestor && go test -run '^$$' -bench UnterminatedQuoteRSS -benchtime 1x -timeout 10m ./bench/
 	cd dispatcher && go test -run '^$$' -bench LedgerWrites -benchtime 3x -timeout 10m ./internal/ledger/
 
 clean:
