@@ -227,18 +227,20 @@ func flowOf(t *testing.T, addr string) *spoolv1.FlowControl {
 }
 
 // TestThrottledDestination: the destination answers 429 with Retry-After:
-// 1 above 50 requests/s, and three dispatchers with no configured rate
-// find that rate by themselves (the adaptive concurrency shrinks on 429s,
-// the rows throttled come back after the second asked for). The rate the
+// 1 above 50 requests/s. Three dispatchers share a fleet-wide rate limit
+// set a little above it (60/s, as an operator who knows the destination's
+// limit only roughly would), so the destination is kept saturated: the
+// excess is answered 429, shrinks the concurrency limits without opening
+// the breakers, and comes back after the second asked for. The rate the
 // destination accepts stays within 10 % of 50/s over the run, and nothing
-// is dead-lettered. SPOOL_RATE_ROWS sets the size (1 500: about 30 s).
+// is dead-lettered. SPOOL_RATE_ROWS sets the size (3 000: about a minute).
 func TestThrottledDestination(t *testing.T) {
 	requireFlags(t, "sink", "rate-limit")
-	const perSecond = 50
-	rows := envInt(t, "SPOOL_RATE_ROWS", 1500)
+	const perSecond, fleetRate = 50, 60
+	rows := envInt(t, "SPOOL_RATE_ROWS", 3000)
 	s := startStack(t, 3, func(o *stack.Options) {
 		o.SinkArgs = []string{"-rate-limit", fmt.Sprint(perSecond), "-latency", "20ms"}
-		o.DispatcherArgs = []string{"-receiving-delay", "1s"}
+		o.DispatcherArgs = []string{"-receiving-delay", "1s", "-rate-limit", fmt.Sprint(fleetRate)}
 	})
 	resp := streamFile(t, s.Ingestor.Addr, writeSample(t, rows), &spoolv1.FileHeader{FileName: "throttled.csv"})
 	jobID := resp.GetJobId()
@@ -263,8 +265,11 @@ func TestThrottledDestination(t *testing.T) {
 	require.True(t, sum.GetComplete())
 	var limits []int32
 	for _, d := range s.Dispatchers {
-		limits = append(limits, flowOf(t, d.Addr).GetConcurrencyLimit())
+		f := flowOf(t, d.Addr)
+		require.EqualValues(t, fleetRate, f.GetRateLimit())
+		require.Zero(t, f.GetBreakerOpens(), "%s: a destination answering 429 is up", d.Name)
+		limits = append(limits, f.GetConcurrencyLimit())
 	}
-	t.Logf("%d rows at a destination taking %d/s: accepted %.1f/s over %.1f s, %d answered 429, %d retries, concurrency limits now %v",
-		rows, perSecond, st.AcceptedPerSecond, st.AcceptedSeconds, st.Throttled, job.GetRetries(), limits)
+	t.Logf("%d rows at a destination taking %d/s, fleet limit %d/s: accepted %.1f/s over %.1f s, %d answered 429, %d retries, concurrency limits now %v",
+		rows, perSecond, fleetRate, st.AcceptedPerSecond, st.AcceptedSeconds, st.Throttled, job.GetRetries(), limits)
 }

@@ -68,6 +68,8 @@ func (p pass) Done(c dispatch.Class, latency time.Duration) {
 		p.s.Done(flow.Accepted, latency)
 	case dispatch.Overload:
 		p.s.Done(flow.Overloaded, latency)
+	case dispatch.Throttle:
+		p.s.Done(flow.Throttled, latency)
 	default:
 		p.s.Done(flow.NotSent, 0)
 	}

@@ -71,16 +71,19 @@ const (
 	// Success is an answer that counts as delivered (2xx, or a status
 	// configured as already applied): its latency is a fair sample.
 	Success Class = iota
-	// Overload says the destination has too much or is down: 408, 429,
-	// 5xx, a timeout, a refused or reset connection.
+	// Overload says the destination has too much or is down: 408, 5xx, a
+	// timeout, a refused or reset connection.
 	Overload
 	// Ignore teaches nothing about the destination's load: a permanent
 	// refusal, an unknown outcome, or no request sent at all.
 	Ignore
+	// Throttle is a 429: the destination asks for fewer requests. It is
+	// up and answering, so it is load to shed, not an outage to wait out.
+	Throttle
 )
 
 func (c Class) String() string {
-	return [...]string{"success", "overload", "ignore"}[c]
+	return [...]string{"success", "overload", "ignore", "throttle"}[c]
 }
 
 // Pacer is the flow control toward the destination: a concurrency limit,
@@ -515,7 +518,13 @@ func (h *Handler) classify(err error, e *spoolv1.Envelope) result {
 			reason += ": " + f.Excerpt
 		}
 		return result{outcome: ledger.Outcome{State: spoolv1.TransactionState_TRANSACTION_STATE_REJECTED, Status: f.Status, Reason: reason}, class: Ignore}
-	case f.Status == http.StatusRequestTimeout || f.Status == http.StatusTooManyRequests || f.Status >= 500:
+	case f.Status == http.StatusTooManyRequests:
+		return result{
+			outcome:    ledger.Outcome{State: spoolv1.TransactionState_TRANSACTION_STATE_CLAIMED, Status: f.Status, Reason: http.StatusText(f.Status)},
+			class:      Throttle,
+			retryAfter: f.RetryAfter,
+		}
+	case f.Status == http.StatusRequestTimeout || f.Status >= 500:
 		return result{
 			outcome:    ledger.Outcome{State: spoolv1.TransactionState_TRANSACTION_STATE_CLAIMED, Status: f.Status, Reason: http.StatusText(f.Status)},
 			class:      Overload,

@@ -158,16 +158,19 @@ func TestPacerIsToldEveryOutcome(t *testing.T) {
 	p := &pacer{}
 	f := newFixtureWith(t, sealed, ledger.Hold, dispatch.Options{Pacer: p, AlreadyApplied: []int{409}},
 		&deliver.Failure{Status: 503, Written: true}, &deliver.Failure{Status: 422, Written: true},
-		&deliver.Failure{Status: 409, Written: true}, timedOut)
+		&deliver.Failure{Status: 409, Written: true}, timedOut, &deliver.Failure{Status: 429, Written: true, RetryAfter: 2 * time.Second})
 	require.Equal(t, consume.After(time.Second), f.h.Handle(t.Context(), message(1)))
 	require.Equal(t, consume.Delete, f.h.Handle(t.Context(), messageKey(2)))
 	require.Equal(t, consume.Delete, f.h.Handle(t.Context(), messageKey(3)))
 	require.Equal(t, consume.Delete, f.h.Handle(t.Context(), messageKey(4)))
-	require.Equal(t, consume.Delete, f.h.Handle(t.Context(), messageKey(5)))
+	require.Equal(t, consume.After(2*time.Second), f.h.Handle(t.Context(), messageKey(5)), "a 429's Retry-After is honoured")
+	require.Equal(t, consume.Delete, f.h.Handle(t.Context(), messageKey(6)))
 	// Row 2 again: suppressed by the ledger, no request, yet the pass is
 	// given back.
 	require.Equal(t, consume.Delete, f.h.Handle(t.Context(), messageKey(2)))
-	require.Equal(t, []dispatch.Class{dispatch.Overload, dispatch.Ignore, dispatch.Success, dispatch.Overload, dispatch.Success, dispatch.Ignore}, p.classes())
+	require.Equal(t, []dispatch.Class{
+		dispatch.Overload, dispatch.Ignore, dispatch.Success, dispatch.Overload, dispatch.Throttle, dispatch.Success, dispatch.Ignore,
+	}, p.classes())
 }
 
 func TestShutdownReleasesWhatWaitsForThePacer(t *testing.T) {

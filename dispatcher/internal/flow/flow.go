@@ -49,10 +49,14 @@ const (
 	// a timeout after writing): like Overloaded for the breaker, but its
 	// latency is not a sample.
 	Lost
+	// Throttled: a 429. The concurrency limit shrinks as on overload, but
+	// the breaker does not count it: a destination that answers is up, and
+	// stopping every receive for a cool-down would undershoot its rate.
+	Throttled
 )
 
 func (o Outcome) String() string {
-	return [...]string{"not-sent", "accepted", "refused", "overloaded", "lost"}[o]
+	return [...]string{"not-sent", "accepted", "refused", "overloaded", "lost", "throttled"}[o]
 }
 
 // Control is one dispatcher's flow control. Any field may be nil.
@@ -122,7 +126,7 @@ func (s *Slot) Done(o Outcome, latency time.Duration) {
 		switch o {
 		case Accepted:
 			s.tok.Done(limit.Success, latency)
-		case Overloaded:
+		case Overloaded, Throttled:
 			s.tok.Done(limit.Overload, latency)
 		default:
 			s.tok.Done(limit.Ignore, 0)

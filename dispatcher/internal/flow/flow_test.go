@@ -41,6 +41,7 @@ func TestOutcomesTeachTheBreaker(t *testing.T) {
 		{outcomes: []flow.Outcome{flow.Overloaded, flow.Overloaded, flow.Refused, flow.Overloaded}, open: false},
 		{outcomes: []flow.Outcome{flow.Overloaded, flow.Overloaded, flow.Accepted, flow.Overloaded}, open: false},
 		{outcomes: []flow.Outcome{flow.Overloaded, flow.Overloaded, flow.NotSent}, open: false},
+		{outcomes: []flow.Outcome{flow.Throttled, flow.Throttled, flow.Throttled, flow.Throttled}, open: false},
 	}
 	for _, tt := range tests {
 		t.Run(fmtOutcomes(tt.outcomes), func(t *testing.T) {
@@ -73,14 +74,16 @@ func TestOutcomesTeachTheBreaker(t *testing.T) {
 
 func TestOverloadShrinksTheLimit(t *testing.T) {
 	ctx := context.Background()
-	c := &flow.Control{Limit: limit.New(limit.Options{Min: 1, Max: 16, Initial: 16})}
-	s, err := c.Acquire(ctx)
-	require.NoError(t, err)
-	s.Done(flow.Overloaded, time.Millisecond)
-	require.Less(t, c.Status().GetConcurrencyLimit(), int32(16))
+	for _, o := range []flow.Outcome{flow.Overloaded, flow.Throttled} {
+		c := &flow.Control{Limit: limit.New(limit.Options{Min: 1, Max: 16, Initial: 16})}
+		s, err := c.Acquire(ctx)
+		require.NoError(t, err)
+		s.Done(o, time.Millisecond)
+		require.Less(t, c.Status().GetConcurrencyLimit(), int32(16), "%s shrinks the limit", o)
+	}
 
 	// Refusals and lost answers say nothing about load.
-	c = &flow.Control{Limit: limit.New(limit.Options{Min: 1, Max: 16, Initial: 16})}
+	c := &flow.Control{Limit: limit.New(limit.Options{Min: 1, Max: 16, Initial: 16})}
 	for _, o := range []flow.Outcome{flow.Refused, flow.Lost, flow.NotSent} {
 		s, err := c.Acquire(ctx)
 		require.NoError(t, err)
