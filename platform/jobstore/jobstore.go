@@ -135,6 +135,7 @@ type record struct {
 	Suppressed    int64    `dynamodbav:"duplicates_suppressed"`
 	Dropped       int64    `dynamodbav:"dropped"`
 	DuplicateRows int64    `dynamodbav:"duplicate_rows"`
+	DeadLettered  int64    `dynamodbav:"dead_lettered"`
 	Paused        bool     `dynamodbav:"paused,omitempty"`
 	CreatedAt     int64    `dynamodbav:"created_at"`
 	UpdatedAt     int64    `dynamodbav:"updated_at"`
@@ -243,6 +244,7 @@ func (r *record) job() *spoolv1.Job {
 		Unknown:              r.Unknown,
 		DuplicatesSuppressed: r.Suppressed,
 		DuplicateRows:        r.DuplicateRows,
+		DeadLettered:         r.DeadLettered,
 		Paused:               r.Paused,
 		Dropped:              r.Dropped,
 		CreatedAt:            ts(r.CreatedAt),
@@ -804,16 +806,29 @@ func (s *Store) SetPaused(ctx context.Context, id string, paused bool) (*spoolv1
 // it is Delivered, Failed (refused for good), Unknown (held for
 // reconciliation) or a Duplicate (its business key is another row's
 // transaction); resolving an unknown row moves one count from Unknown to
-// Delivered, so deltas may be negative. Suppressed counts messages, not
-// rows: redeliveries of rows already settled.
+// Delivered, so deltas may be negative. A row dead-lettered after its retry
+// budget is settled too (DeadLettered) until it is redriven and settles
+// otherwise. Suppressed counts messages, not rows: redeliveries of rows
+// already settled.
 type Counts struct {
 	Delivered, Failed, Retries   int64
 	Unknown, Suppressed, Dropped int64
-	Duplicates                   int64
+	Duplicates, DeadLettered     int64
 }
 
 // Settled is how many rows the deltas settle.
-func (c Counts) Settled() int64 { return c.Delivered + c.Failed + c.Unknown + c.Duplicates }
+func (c Counts) Settled() int64 {
+	return c.Delivered + c.Failed + c.Unknown + c.Duplicates + c.DeadLettered
+}
+
+// Plus returns the sum of c and d, field by field.
+func (c Counts) Plus(d Counts) Counts {
+	return Counts{
+		Delivered: c.Delivered + d.Delivered, Failed: c.Failed + d.Failed, Retries: c.Retries + d.Retries,
+		Unknown: c.Unknown + d.Unknown, Suppressed: c.Suppressed + d.Suppressed, Dropped: c.Dropped + d.Dropped,
+		Duplicates: c.Duplicates + d.Duplicates, DeadLettered: c.DeadLettered + d.DeadLettered,
+	}
+}
 
 // IsZero reports whether there is nothing to add.
 func (c Counts) IsZero() bool { return c == Counts{} }
@@ -824,7 +839,7 @@ func (s *Store) Add(ctx context.Context, id string, c Counts) (*spoolv1.Job, err
 	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:           aws.String(s.table),
 		Key:                 jobKey(id),
-		UpdateExpression:    aws.String("ADD delivered :d, failed :f, retries :r, #unknown :u, duplicates_suppressed :s, dropped :x, duplicate_rows :dup SET updated_at = :now"),
+		UpdateExpression:    aws.String("ADD delivered :d, failed :f, retries :r, #unknown :u, duplicates_suppressed :s, dropped :x, duplicate_rows :dup, dead_lettered :dl SET updated_at = :now"),
 		ConditionExpression: aws.String("attribute_exists(pk)"),
 		// UNKNOWN is a DynamoDB reserved word.
 		ExpressionAttributeNames: map[string]string{"#unknown": "unknown"},
@@ -836,6 +851,7 @@ func (s *Store) Add(ctx context.Context, id string, c Counts) (*spoolv1.Job, err
 			":s":   num(c.Suppressed),
 			":x":   num(c.Dropped),
 			":dup": num(c.Duplicates),
+			":dl":  num(c.DeadLettered),
 			":now": num(millis(s.now())),
 		},
 		ReturnValues: types.ReturnValueAllNew,
@@ -858,7 +874,7 @@ func (s *Store) completeIfSettled(ctx context.Context, item map[string]types.Att
 	if err != nil {
 		return nil, err
 	}
-	settled := j.GetDelivered() + j.GetFailed() + j.GetUnknown() + j.GetDuplicateRows()
+	settled := j.GetDelivered() + j.GetFailed() + j.GetUnknown() + j.GetDuplicateRows() + j.GetDeadLettered()
 	if j.GetState() != spoolv1.JobState_JOB_STATE_SEALED || settled < j.GetTotal() {
 		return j, nil
 	}

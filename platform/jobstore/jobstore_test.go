@@ -53,9 +53,16 @@ func TestLifecycle(t *testing.T) {
 	j, err = s.Add(ctx, "j1", jobstore.Counts{Suppressed: 3, Dropped: 1})
 	require.NoError(t, err)
 	require.Equal(t, spoolv1.JobState_JOB_STATE_SEALED, j.GetState(), "suppressed and dropped messages settle no row")
-	j, err = s.Add(ctx, "j1", jobstore.Counts{Unknown: 1})
+	j, err = s.Add(ctx, "j1", jobstore.Counts{DeadLettered: 1})
 	require.NoError(t, err)
-	require.Equal(t, spoolv1.JobState_JOB_STATE_COMPLETED, j.GetState(), "an unknown row is settled, held for reconciliation")
+	require.Equal(t, spoolv1.JobState_JOB_STATE_COMPLETED, j.GetState(), "a dead-lettered row settles its job")
+	require.EqualValues(t, 1, j.GetDeadLettered())
+	// Redriven, it was sent again and its outcome is unknown.
+	j, err = s.Add(ctx, "j1", jobstore.Counts{DeadLettered: -1, Unknown: 1})
+	require.NoError(t, err)
+	require.Equal(t, spoolv1.JobState_JOB_STATE_COMPLETED, j.GetState())
+	require.EqualValues(t, 0, j.GetDeadLettered())
+	require.EqualValues(t, 1, j.GetUnknown())
 	require.EqualValues(t, 3, j.GetDuplicatesSuppressed())
 	require.EqualValues(t, 1, j.GetDropped())
 	// Resolving it moves the count; the job stays complete.

@@ -21,14 +21,16 @@ var ErrChanged = errors.New("job changed since it was read")
 // Settled are the absolute figures of a job's settled rows, as counted in
 // the delivery ledger.
 type Settled struct {
-	Delivered, Failed, Unknown, Duplicates int64
+	Delivered, Failed, Unknown, Duplicates, DeadLettered int64
 }
 
 // Sum is the number of settled rows.
-func (c Settled) Sum() int64 { return c.Delivered + c.Failed + c.Unknown + c.Duplicates }
+func (c Settled) Sum() int64 {
+	return c.Delivered + c.Failed + c.Unknown + c.Duplicates + c.DeadLettered
+}
 
-// RepairCounts sets a SEALED or COMPLETED job's delivered, failed, unknown
-// and duplicate-row counters to c, and completes a SEALED job when that settles every
+// RepairCounts sets a SEALED or COMPLETED job's delivered, failed, unknown,
+// duplicate-row and dead-lettered counters to c, and completes a SEALED job when that settles every
 // row. A COMPLETED job is repaired too: under the retry-with-key policy an
 // UNKNOWN row may be resent after the job completed, and the delta that
 // moves it from unknown to delivered can be lost like any other.
@@ -45,7 +47,7 @@ func (s *Store) RepairCounts(ctx context.Context, id string, seen time.Time, c S
 	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:           aws.String(s.table),
 		Key:                 jobKey(id),
-		UpdateExpression:    aws.String("SET delivered = :d, failed = :f, #unknown = :u, duplicate_rows = :dup, updated_at = :now"),
+		UpdateExpression:    aws.String("SET delivered = :d, failed = :f, #unknown = :u, duplicate_rows = :dup, dead_lettered = :dl, updated_at = :now"),
 		ConditionExpression: aws.String("#state IN (:sealed, :completed) AND updated_at = :seen"),
 		// UNKNOWN is a DynamoDB reserved word.
 		ExpressionAttributeNames: map[string]string{"#state": "state", "#unknown": "unknown"},
@@ -54,6 +56,7 @@ func (s *Store) RepairCounts(ctx context.Context, id string, seen time.Time, c S
 			":f":         num(c.Failed),
 			":u":         num(c.Unknown),
 			":dup":       num(c.Duplicates),
+			":dl":        num(c.DeadLettered),
 			":now":       num(millis(s.now())),
 			":seen":      num(millis(seen)),
 			":sealed":    str(stateName(spoolv1.JobState_JOB_STATE_SEALED)),

@@ -33,11 +33,12 @@ func TestRepairCounts(t *testing.T) {
 
 	t.Run("settles and completes", func(t *testing.T) {
 		seen := sealed(t, "all")
-		j, err := s.RepairCounts(ctx, "all", seen.GetUpdatedAt().AsTime(), jobstore.Settled{Delivered: 7, Failed: 1, Unknown: 1, Duplicates: 1})
+		j, err := s.RepairCounts(ctx, "all", seen.GetUpdatedAt().AsTime(), jobstore.Settled{Delivered: 6, Failed: 1, Unknown: 1, Duplicates: 1, DeadLettered: 1})
 		require.NoError(t, err)
 		require.Equal(t, spoolv1.JobState_JOB_STATE_COMPLETED, j.GetState())
-		require.EqualValues(t, 7, j.GetDelivered())
+		require.EqualValues(t, 6, j.GetDelivered())
 		require.EqualValues(t, 1, j.GetDuplicateRows())
+		require.EqualValues(t, 1, j.GetDeadLettered())
 		require.EqualValues(t, 1, j.GetFailed())
 		require.EqualValues(t, 1, j.GetUnknown())
 		require.EqualValues(t, 2, j.GetRetries(), "counters the ledger does not hold are left alone")

@@ -371,6 +371,7 @@ delivered       1000
 failed          0
 retries         3
 unknown         0
+dead-lettered   0
 duplicate rows  0
 suppressed      0
 dropped         0

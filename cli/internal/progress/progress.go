@@ -41,7 +41,7 @@ type Upload interface {
 // job is known to have: its total once sealed, the rows published so far
 // while the file is still being received.
 func Settled(j *spoolv1.Job) (settled, of int64) {
-	settled = j.GetDelivered() + j.GetFailed() + j.GetDuplicateRows()
+	settled = j.GetDelivered() + j.GetFailed() + j.GetDuplicateRows() + j.GetDeadLettered()
 	of = j.GetTotal()
 	if j.GetState() == spoolv1.JobState_JOB_STATE_RECEIVING || of == 0 {
 		of = max(of, j.GetRowsPublished())

@@ -69,6 +69,7 @@ func Job(w io.Writer, j *spoolv1.Job) error {
 	num("failed", j.GetFailed())
 	num("retries", j.GetRetries())
 	num("unknown", j.GetUnknown())
+	num("dead-lettered", j.GetDeadLettered())
 	num("duplicate rows", j.GetDuplicateRows())
 	num("suppressed", j.GetDuplicatesSuppressed())
 	num("dropped", j.GetDropped())
@@ -136,6 +137,8 @@ func Outcome(j *spoolv1.Job) error {
 			msg += ": " + j.GetStateReason()
 		}
 		return &OutcomeError{msg: msg}
+	case j.GetDeadLettered() > 0:
+		return &OutcomeError{msg: fmt.Sprintf("%d rows dead-lettered after their retries: run spool deadletters %s", j.GetDeadLettered(), j.GetJobId())}
 	case j.GetUnknown() > 0:
 		return &OutcomeError{msg: fmt.Sprintf("%d rows UNKNOWN: run spool report %s", j.GetUnknown(), j.GetJobId())}
 	case j.GetFailed() > 0:

@@ -296,6 +296,7 @@ func (h *Handler) Handle(ctx context.Context, m consume.Message) consume.Disposi
 		dead = h.exhausted(m, rec, r)
 		if dead != nil {
 			r.outcome.Reason = "dead-lettered: " + dead.Reason
+			r.outcome.DeadLettered = true
 		}
 	}
 

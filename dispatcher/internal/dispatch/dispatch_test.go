@@ -52,11 +52,7 @@ type counts struct {
 func (c *counts) Add(id string, d jobstore.Counts) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	v := c.c[id]
-	c.c[id] = jobstore.Counts{
-		Delivered: v.Delivered + d.Delivered, Failed: v.Failed + d.Failed, Retries: v.Retries + d.Retries,
-		Unknown: v.Unknown + d.Unknown, Suppressed: v.Suppressed + d.Suppressed, Dropped: v.Dropped + d.Dropped,
-	}
+	c.c[id] = c.c[id].Plus(d)
 }
 
 func (c *counts) of(id string) jobstore.Counts {

@@ -14,6 +14,9 @@ type Count struct {
 	Delivered, Failed int64
 	// Duplicates are the rows recorded DUPLICATE of another row.
 	Duplicates int64
+	// DeadLettered are the rows whose message was dead-lettered and that
+	// settled nothing since.
+	DeadLettered int64
 	// Unknown are the rows counted in the job's Unknown figure: those
 	// UNKNOWN, and those claimed or being sent again after they were (a
 	// resend under retry-with-key, or one a person asked for).
@@ -27,7 +30,7 @@ type Count struct {
 
 // Settled returns the figures the job record's counters must equal.
 func (c Count) Settled() jobstore.Settled {
-	return jobstore.Settled{Delivered: c.Delivered, Failed: c.Failed, Unknown: c.Unknown, Duplicates: c.Duplicates}
+	return jobstore.Settled{Delivered: c.Delivered, Failed: c.Failed, Unknown: c.Unknown, Duplicates: c.Duplicates, DeadLettered: c.DeadLettered}
 }
 
 // Count counts the job's records by what they mean for its counters. It
@@ -49,9 +52,12 @@ func (l *Ledger) Count(ctx context.Context, jobID string) (Count, error) {
 			case spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN:
 				c.Unknown++
 			default:
-				if r.Counted {
+				switch {
+				case r.Counted:
 					c.Unknown++
-				} else {
+				case r.Dead:
+					c.DeadLettered++
+				default:
 					c.Pending++
 				}
 			}

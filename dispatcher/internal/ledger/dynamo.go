@@ -59,6 +59,7 @@ type item struct {
 	UpdatedAt   int64  `dynamodbav:"updated_at"`
 	Counted     bool   `dynamodbav:"counted_unknown,omitempty"`
 	Resend      bool   `dynamodbav:"resend,omitempty"`
+	Dead        bool   `dynamodbav:"dead_lettered,omitempty"`
 	Envelope    []byte `dynamodbav:"envelope,omitempty"`
 	DupJobID    string `dynamodbav:"dup_job_id,omitempty"`
 	DupRow      int64  `dynamodbav:"dup_row,omitempty"`
@@ -72,7 +73,7 @@ func toItem(r Record) item {
 		PK: pkPrefix + r.Key, SK: sk, JobID: r.JobID, Row: r.Row, TxKey: r.Key, State: StateName(r.State),
 		Owner: r.Owner, LeaseUntil: r.LeaseUntil, Fence: r.Fence, Version: r.Version, Attempts: r.Attempts,
 		LastStatus: r.LastStatus, Reason: r.Reason, BusinessKey: r.BusinessKey, Amount: r.Amount,
-		UpdatedAt: r.UpdatedAt, Counted: r.Counted, Resend: r.Resend, Envelope: r.Envelope,
+		UpdatedAt: r.UpdatedAt, Counted: r.Counted, Resend: r.Resend, Dead: r.Dead, Envelope: r.Envelope,
 		DupJobID: r.DupJobID, DupRow: r.DupRow, ExpiresAt: r.ExpiresAt,
 	}
 }
@@ -82,7 +83,7 @@ func (it item) record() Record {
 		Key: it.TxKey, JobID: it.JobID, Row: it.Row, State: parseState(it.State), Owner: it.Owner,
 		LeaseUntil: it.LeaseUntil, Fence: it.Fence, Version: it.Version, Attempts: it.Attempts,
 		LastStatus: it.LastStatus, Reason: it.Reason, BusinessKey: it.BusinessKey, Amount: it.Amount,
-		UpdatedAt: it.UpdatedAt, Counted: it.Counted, Resend: it.Resend, Envelope: it.Envelope,
+		UpdatedAt: it.UpdatedAt, Counted: it.Counted, Resend: it.Resend, Dead: it.Dead, Envelope: it.Envelope,
 		DupJobID: it.DupJobID, DupRow: it.DupRow, ExpiresAt: it.ExpiresAt,
 	}
 }

@@ -72,6 +72,10 @@ type Record struct {
 	// Resend is set by a person who found the transaction missing at the
 	// third party: the next claim sends it even under the hold policy.
 	Resend bool
+	// Dead says the row is counted in the job's DeadLettered figure: its
+	// retry budget ran out and its message went to the dead-letter queue.
+	// A later outcome (after a redrive) moves that count.
+	Dead bool
 	// Envelope is the transaction's envelope (protobuf binary), kept while
 	// the row is UNKNOWN so that a person can have it resent after the
 	// queue's copy is gone. It is payroll data at rest in the table for as
@@ -442,6 +446,10 @@ type Outcome struct {
 	Reason string
 	// Envelope is kept when the outcome is UNKNOWN.
 	Envelope *spoolv1.Envelope
+	// DeadLettered goes with CLAIMED: the retry budget is spent and the
+	// message goes to the dead-letter queue, so the row settles its job
+	// until it is redriven.
+	DeadLettered bool
 }
 
 // Finish records the outcome of the owner's send, and returns the record
@@ -466,11 +474,23 @@ func (l *Ledger) Finish(ctx context.Context, r Record, o Outcome) (Record, jobst
 		next.Counted = false
 		next.Envelope = nil
 		next.ExpiresAt = l.expiry(now)
+		if r.Dead {
+			c.DeadLettered, next.Dead = -1, false
+		}
 	case spoolv1.TransactionState_TRANSACTION_STATE_CLAIMED:
-		c.Retries = 1
+		switch {
+		case !o.DeadLettered:
+			c.Retries = 1
+		case !r.Counted && !r.Dead:
+			// A row counted UNKNOWN stays there: it is settled already.
+			c.DeadLettered, next.Dead = 1, true
+		}
 	case spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN:
 		if !r.Counted {
 			c.Unknown = 1
+		}
+		if r.Dead {
+			c.DeadLettered, next.Dead = -1, false
 		}
 		next.Counted = true
 		next.Envelope = marshalEnvelope(o.Envelope, r.Envelope)

@@ -97,13 +97,7 @@ func send(t *testing.T, l *ledger.Ledger, tx ledger.Tx, outcome spoolv1.Transact
 	return r, sum(c.Counts, counts)
 }
 
-func sum(a, b jobstore.Counts) jobstore.Counts {
-	return jobstore.Counts{
-		Delivered: a.Delivered + b.Delivered, Failed: a.Failed + b.Failed, Retries: a.Retries + b.Retries,
-		Unknown: a.Unknown + b.Unknown, Suppressed: a.Suppressed + b.Suppressed, Dropped: a.Dropped + b.Dropped,
-		Duplicates: a.Duplicates + b.Duplicates,
-	}
-}
+func sum(a, b jobstore.Counts) jobstore.Counts { return a.Plus(b) }
 
 func TestDeliveredOnceThenSuppressed(t *testing.T) {
 	eachBackend(t, func(t *testing.T, w *world) {
@@ -506,5 +500,45 @@ func TestSettledRecordsExpireUnsettledStay(t *testing.T) {
 		_, _, err = a.Resolve(ctx, "job-1", 2, spoolv1.Resolution_RESOLUTION_DELIVERED)
 		require.NoError(t, err)
 		require.Equal(t, wantExpiry, stored(tx(2).Key).ExpiresAt)
+	})
+}
+
+func TestDeadLetteredRowSettlesUntilRedriven(t *testing.T) {
+	eachBackend(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		a := w.dispatcher("a", ledger.Hold)
+		giveUp := ledger.Outcome{State: claimed, Status: 503, Reason: "dead-lettered: gave up", DeadLettered: true}
+
+		c, err := a.Claim(ctx, tx(8))
+		require.NoError(t, err)
+		r, counts, err := a.Finish(ctx, c.Record, giveUp)
+		require.NoError(t, err)
+		require.Equal(t, jobstore.Counts{DeadLettered: 1}, counts, "no retry is counted: none will come")
+		require.True(t, r.Dead)
+		count, err := a.Count(ctx, "job-1")
+		require.NoError(t, err)
+		require.EqualValues(t, 1, count.DeadLettered)
+		require.Zero(t, count.Pending)
+
+		// Redriven: claimed again, it fails again and goes back to the
+		// dead letters, counted once.
+		c, err = a.Claim(ctx, tx(8))
+		require.NoError(t, err)
+		require.Equal(t, ledger.Send, c.Verdict)
+		_, counts, err = a.Finish(ctx, c.Record, giveUp)
+		require.NoError(t, err)
+		require.True(t, counts.IsZero(), "counted once: %+v", counts)
+
+		// Redriven once more, it is delivered: the count moves.
+		c, err = a.Claim(ctx, tx(8))
+		require.NoError(t, err)
+		r, counts, err = a.Finish(ctx, c.Record, ledger.Outcome{State: delivered, Status: 200})
+		require.NoError(t, err)
+		require.Equal(t, jobstore.Counts{Delivered: 1, DeadLettered: -1}, counts)
+		require.False(t, r.Dead)
+		count, err = a.Count(ctx, "job-1")
+		require.NoError(t, err)
+		require.Zero(t, count.DeadLettered)
+		require.EqualValues(t, 1, count.Delivered)
 	})
 }

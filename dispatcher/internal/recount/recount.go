@@ -324,7 +324,7 @@ func (r *Repairer) look(ctx context.Context, id string, e entry) (entry, bool) {
 		r.o.Log.WarnContext(ctx, "read job for counter repair", "job_id", id, "error", err)
 		return e, true
 	}
-	have := jobstore.Settled{Delivered: j.GetDelivered(), Failed: j.GetFailed(), Unknown: j.GetUnknown(), Duplicates: j.GetDuplicateRows()}
+	have := jobstore.Settled{Delivered: j.GetDelivered(), Failed: j.GetFailed(), Unknown: j.GetUnknown(), Duplicates: j.GetDuplicateRows(), DeadLettered: j.GetDeadLettered()}
 	switch j.GetState() {
 	case spoolv1.JobState_JOB_STATE_SEALED:
 	case spoolv1.JobState_JOB_STATE_RECEIVING:

@@ -213,7 +213,7 @@ func Progress(job *spoolv1.Job, rate float64) *spoolv1.JobProgress {
 // settled counts rows whose outcome is recorded: delivered, refused, or
 // unknown and held for reconciliation.
 func settled(j *spoolv1.Job) int64 {
-	return j.GetDelivered() + j.GetFailed() + j.GetUnknown() + j.GetDuplicateRows()
+	return j.GetDelivered() + j.GetFailed() + j.GetUnknown() + j.GetDuplicateRows() + j.GetDeadLettered()
 }
 
 func isFinal(s spoolv1.JobState) bool {

@@ -114,14 +114,4 @@ func (t *Tally) Run(ctx context.Context, interval, finalTimeout time.Duration) {
 	}
 }
 
-func sum(a, b jobstore.Counts) jobstore.Counts {
-	return jobstore.Counts{
-		Delivered:  a.Delivered + b.Delivered,
-		Failed:     a.Failed + b.Failed,
-		Retries:    a.Retries + b.Retries,
-		Unknown:    a.Unknown + b.Unknown,
-		Suppressed: a.Suppressed + b.Suppressed,
-		Dropped:    a.Dropped + b.Dropped,
-		Duplicates: a.Duplicates + b.Duplicates,
-	}
-}
+func sum(a, b jobstore.Counts) jobstore.Counts { return a.Plus(b) }

@@ -37,11 +37,7 @@ func (s *fakeStore) Add(_ context.Context, id string, c jobstore.Counts) (*spool
 		return nil, fmt.Errorf("add counts to job %s: %w", id, err)
 	}
 	s.writes = append(s.writes, id)
-	t := s.totals[id]
-	s.totals[id] = jobstore.Counts{
-		Delivered: t.Delivered + c.Delivered, Failed: t.Failed + c.Failed, Retries: t.Retries + c.Retries,
-		Unknown: t.Unknown + c.Unknown, Suppressed: t.Suppressed + c.Suppressed, Dropped: t.Dropped + c.Dropped,
-	}
+	s.totals[id] = s.totals[id].Plus(c)
 	select {
 	case s.written <- struct{}{}:
 	default:

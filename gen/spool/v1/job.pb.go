@@ -153,7 +153,11 @@ type Job struct {
 	// An operator paused the job: dispatchers start no delivery of it, and
 	// its messages come back later without using their retry budget, until
 	// it is resumed. Only a RECEIVING or SEALED job can be paused.
-	Paused        bool `protobuf:"varint,29,opt,name=paused,proto3" json:"paused,omitempty"`
+	Paused bool `protobuf:"varint,29,opt,name=paused,proto3" json:"paused,omitempty"`
+	// Rows given up on after their retry budget, now in the dead-letter
+	// queue (spool deadletters JOB): they settle the job, so it completes,
+	// until they are redriven and delivered.
+	DeadLettered  int64 `protobuf:"varint,30,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -391,6 +395,13 @@ func (x *Job) GetPaused() bool {
 	return false
 }
 
+func (x *Job) GetDeadLettered() int64 {
+	if x != nil {
+		return x.DeadLettered
+	}
+	return 0
+}
+
 // ControlTotals let a caller prove the file arrived whole. Every field is
 // optional; a declared total that does not match at the end of the stream
 // rejects the job, and nothing of it is delivered.
@@ -542,7 +553,7 @@ var File_spool_v1_job_proto protoreflect.FileDescriptor
 
 const file_spool_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x12spool/v1/job.proto\x12\bspool.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\b\n" +
+	"\x12spool/v1/job.proto\x12\bspool.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\t\n" +
 	"\x03Job\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x17\n" +
 	"\ajob_key\x18\x02 \x01(\tR\x06jobKey\x12\x1b\n" +
@@ -576,7 +587,8 @@ const file_spool_v1_job_proto_rawDesc = "" +
 	"\x14business_key_columns\x18\x1a \x03(\tR\x12businessKeyColumns\x12#\n" +
 	"\ramount_column\x18\x1b \x01(\tR\famountColumn\x12%\n" +
 	"\x0eduplicate_rows\x18\x1c \x01(\x03R\rduplicateRows\x12\x16\n" +
-	"\x06paused\x18\x1d \x01(\bR\x06paused\"v\n" +
+	"\x06paused\x18\x1d \x01(\bR\x06paused\x12#\n" +
+	"\rdead_lettered\x18\x1e \x01(\x03R\fdeadLettered\"v\n" +
 	"\rControlTotals\x12 \n" +
 	"\trow_count\x18\x01 \x01(\x03H\x00R\browCount\x88\x01\x01\x12\x1d\n" +
 	"\n" +
