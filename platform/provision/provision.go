@@ -33,9 +33,10 @@ type QueueAPI interface {
 type QueueOptions struct {
 	// VisibilityTimeout is how long a received message stays hidden.
 	VisibilityTimeout time.Duration
-	// MaxReceiveCount is the redrive policy's safety net. It is high on
-	// purpose: Spool counts delivery attempts itself, and holds, backoffs
-	// and visibility heartbeats must never exhaust it.
+	// MaxReceiveCount is the redrive policy's safety net. It is SQS's
+	// highest on purpose: Spool counts delivery attempts itself, and holds,
+	// backoffs, paused jobs and visibility heartbeats (which some SQS
+	// implementations count as receives) must never exhaust it.
 	MaxReceiveCount int
 	// Retention is how long an undelivered message is kept (max 14 days).
 	Retention time.Duration
@@ -44,7 +45,7 @@ type QueueOptions struct {
 // DefaultQueueOptions are the values `spool init` and the local stack use.
 var DefaultQueueOptions = QueueOptions{
 	VisibilityTimeout: 60 * time.Second,
-	MaxReceiveCount:   100,
+	MaxReceiveCount:   1000,
 	Retention:         14 * 24 * time.Hour,
 }
 

@@ -33,7 +33,7 @@ func TestEnsureQueueIsIdempotent(t *testing.T) {
 	})
 	require.NoError(t, err)
 	require.Equal(t, "60", attrs.Attributes["VisibilityTimeout"])
-	require.Contains(t, attrs.Attributes["RedrivePolicy"], `"maxReceiveCount":"100"`)
+	require.Contains(t, attrs.Attributes["RedrivePolicy"], `"maxReceiveCount":"1000"`)
 	require.Contains(t, attrs.Attributes["RedrivePolicy"], "spool-test-dlq")
 }
 
