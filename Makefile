@@ -72,10 +72,11 @@ test: deps tools check-generate lint build
 	cd ingestor && go test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/csvread/
 	cd ingestor && go test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) ./internal/profile/
 
-## chaos: the chaos runs of issue #3 at full size (make test runs them reduced)
+## chaos: the chaos runs of issue #3 and the failing-destination runs of #4 at full size (make test runs them reduced)
 CHAOS_ROWS ?= 20000
 chaos: deps build
-	SPOOL_BIN_DIR=$(BIN) SPOOL_CHAOS_ROWS=$(CHAOS_ROWS) SPOOL_CHAOS_INGEST_ROWS=50000 go test -count=1 -v -timeout 60m -run Chaos github.com/spoolhq/spool/e2e
+	SPOOL_BIN_DIR=$(BIN) SPOOL_CHAOS_ROWS=$(CHAOS_ROWS) SPOOL_CHAOS_INGEST_ROWS=50000 SPOOL_FAILURE_ROWS=5000 SPOOL_RATE_ROWS=5000 \
+	  go test -count=1 -v -timeout 90m -run 'Chaos|RejectedRows|SIGTERM|DestinationDown|Throttled' github.com/spoolhq/spool/e2e
 
 ## bench: the ingestor memory benchmarks (1 M rows vs 10 k rows; a 1 GiB unterminated quote) and the ledger's cost per row
 bench: deps
