@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -33,12 +32,8 @@ type failureStats struct {
 
 func getFailureStats(t *testing.T, s *stack.Stack, jobID string) failureStats {
 	t.Helper()
-	resp, err := http.Get(s.Sink.Addr + "/stats?job=" + jobID)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
 	var st failureStats
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
+	getJSON(t, s.Sink.Addr+"/stats?job="+jobID, &st)
 	return st
 }
 
@@ -254,10 +249,7 @@ func TestThrottledDestination(t *testing.T) {
 		AcceptedPerSecond float64 `json:"accepted_per_second"`
 		AcceptedSeconds   float64 `json:"accepted_seconds"`
 	}
-	r, err := http.Get(s.Sink.Addr + "/stats?job=" + jobID)
-	require.NoError(t, err)
-	defer r.Body.Close()
-	require.NoError(t, json.NewDecoder(r.Body).Decode(&st))
+	getJSON(t, s.Sink.Addr+"/stats?job="+jobID, &st)
 	require.InEpsilon(t, perSecond, st.AcceptedPerSecond, 0.10, "accepted %.1f/s over %.1f s", st.AcceptedPerSecond, st.AcceptedSeconds)
 
 	dead, sum := deadLetters(t, s.Dispatchers[1].Addr, jobID)

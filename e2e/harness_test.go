@@ -117,13 +117,19 @@ type sinkStats struct {
 
 func getSinkStats(t *testing.T, s *stack.Stack, jobID string) sinkStats {
 	t.Helper()
-	resp, err := http.Get(s.Sink.Addr + "/stats?job=" + jobID)
+	var st sinkStats
+	getJSON(t, s.Sink.Addr+"/stats?job="+jobID, &st)
+	return st
+}
+
+// getJSON decodes the JSON answer of a GET into v.
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
 	require.NoError(t, err)
 	defer resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	var st sinkStats
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
-	return st
+	require.Equal(t, http.StatusOK, resp.StatusCode, url)
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(v), url)
 }
 
 // sinkRows returns, per row number, how many times the sink applied the
