@@ -68,15 +68,15 @@ demo: deps build
 PKGS := $(foreach m,platform ingestor dispatcher cli sink local e2e deploy,github.com/spoolhq/spool/$(m)/...)
 FUZZTIME ?= 20s
 test: deps tools check-generate lint build
-	SPOOL_BIN_DIR=$(BIN) SPOOL_GRPCURL=$(BIN)/grpcurl go test -count=1 -timeout 20m $(PKGS)
+	SPOOL_BIN_DIR=$(BIN) SPOOL_GRPCURL=$(BIN)/grpcurl SPOOL_E2E_ROWS=20000 go test -count=1 -timeout 25m $(PKGS)
 	cd ingestor && go test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/csvread/
 	cd ingestor && go test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) ./internal/profile/
 
-## chaos: the chaos runs of issue #3 and the failing-destination runs of #4 at full size (make test runs them reduced)
+## chaos: the 50 000-row run, the chaos runs of #3 and the failing-destination runs of #4 at full size (make test runs them reduced)
 CHAOS_ROWS ?= 20000
 chaos: deps build
 	SPOOL_BIN_DIR=$(BIN) SPOOL_CHAOS_ROWS=$(CHAOS_ROWS) SPOOL_CHAOS_INGEST_ROWS=50000 SPOOL_FAILURE_ROWS=5000 SPOOL_RATE_ROWS=5000 \
-	  go test -count=1 -v -timeout 90m -run 'Chaos|RejectedRows|SIGTERM|DestinationDown|Throttled' github.com/spoolhq/spool/e2e
+	  SPOOL_E2E_ROWS=50000 go test -count=1 -v -timeout 90m -run 'Chaos|LargeFile|RejectedRows|SIGTERM|DestinationDown|Throttled' github.com/spoolhq/spool/e2e
 
 ## bench: the ingestor memory benchmarks (1 M rows vs 10 k rows; a 1 GiB unterminated quote) and the ledger's cost per row
 bench: deps

@@ -81,6 +81,9 @@ func runDispatcherChaos(t *testing.T, policy string, honourKey bool) {
 			"-unknown-policy", policy,
 			"-destination-timeout", destTimeout.String(),
 			"-claim-lease", claimLease.String(),
+			// Asked for on every receive: as short as the queue's, so a
+			// killed dispatcher's messages come back quickly.
+			"-visibility-timeout", visibility.String(),
 			"-receiving-delay", "1s",
 			"-shutdown-grace", "5s",
 		}
