@@ -14,7 +14,10 @@ import (
 // like "1/3", thousands separators and spaces are refused, because a
 // payroll amount written so is more likely a mistake than intended.
 func Valid(s string) bool {
-	s = strings.TrimPrefix(strings.TrimPrefix(s, "-"), "+")
+	// One sign at most: "-+0" is not a number.
+	if s != "" && (s[0] == '-' || s[0] == '+') {
+		s = s[1:]
+	}
 	digits := 0
 	dot := false
 	for i := 0; i < len(s); i++ {

@@ -14,6 +14,7 @@ func TestValid(t *testing.T) {
 		{"12", true}, {"-3.50", true}, {"+.5", true}, {"7.", true},
 		{"", false}, {"-", false}, {".", false}, {"1e3", false}, {"1/3", false},
 		{"1,000", false}, {" 1", false}, {"1.2.3", false}, {"0x10", false},
+		{"-+0", false}, {"+-1", false}, {"--1", false}, // found by FuzzValidate
 	} {
 		require.Equal(t, tc.want, Valid(tc.in), tc.in)
 	}
