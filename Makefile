@@ -80,8 +80,7 @@ chaos: deps build
 
 ## bench: the ingestor memory benchmarks (1 M rows vs 10 k rows; a 1 GiB unterminated quote) and the ledger's cost per row
 bench: deps
-	cd ingestor && go test -run '^$$' -bench IngestRSS -benchtime 1x -timeout 30m ./bench/
-	cd ingestor && go test -run '^$$' -bench UnterminatedQuoteRSS -benchtime 1x -timeout 10m ./bench/
+	cd ingestor && go test -run '^$$' -bench 'IngestRSS|UnterminatedQuoteRSS' -benchtime 1x -timeout 40m ./bench/
 	cd dispatcher && go test -run '^$$' -bench LedgerWrites -benchtime 3x -timeout 10m ./internal/ledger/
 
 clean:
