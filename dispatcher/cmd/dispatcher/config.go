@@ -83,12 +83,17 @@ const (
 	minLedgerRetention     = 15 * 24 * time.Hour
 )
 
-// lease is the claim lease: as configured, or long enough for a delivery
-// with its timeout to finish twice over.
+// lease is the claim lease: as configured, or deliveryBound.
 func (c config) lease() time.Duration {
 	if c.claimLease > 0 {
 		return c.claimLease
 	}
+	return c.deliveryBound()
+}
+
+// deliveryBound is long enough for one delivery with its timeout to finish
+// twice over: whatever it was, it has answered or timed out by then.
+func (c config) deliveryBound() time.Duration {
 	return 2*c.destTimeout + 5*time.Second
 }
 

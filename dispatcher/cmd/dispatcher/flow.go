@@ -25,9 +25,8 @@ func newFlow(cfg config, db rate.API, log *slog.Logger) *flow.Control {
 		Breaker: breaker.New(breaker.Options{
 			Failures: cfg.breakerFailures, FailureRate: cfg.breakerFailureRate,
 			Cooldown: cfg.breakerCooldown, MaxCooldown: cfg.breakerMaxCooldown,
-			// A probe is one delivery: it has answered, or timed out, well
-			// within twice the destination timeout.
-			ProbeTimeout: 2*cfg.destTimeout + 5*time.Second,
+			// A probe is one delivery.
+			ProbeTimeout: cfg.deliveryBound(),
 			Log:          log,
 		}),
 	}

@@ -410,11 +410,7 @@ func (h *Handler) exhausted(m consume.Message, rec ledger.Record, r result) *dea
 // jitter over an exponentially growing cap, and at least what the
 // destination asked for in Retry-After, within RetryAfterMax.
 func (h *Handler) backoff(attempts int, retryAfter time.Duration) time.Duration {
-	ceil := h.o.BackoffBase
-	for i := 1; i < attempts && ceil < h.o.BackoffMax; i++ {
-		ceil *= 2
-	}
-	ceil = min(ceil, h.o.BackoffMax)
+	ceil := doubled(h.o.BackoffBase, h.o.BackoffMax, attempts)
 	d := time.Duration(h.o.Rand() * float64(ceil))
 	return max(d, min(retryAfter, h.o.RetryAfterMax), time.Second)
 }
@@ -585,21 +581,23 @@ func field(e *spoolv1.Envelope, name string) string {
 // receiveCount times, comes back: 1 s, 2 s, 4 s, … up to ReceivingDelay.
 // The receive count only paces the wait; it is not a retry budget.
 func (h *Handler) receivingDelay(receiveCount int) time.Duration {
-	d := firstReceivingDelay
-	for i := 1; i < receiveCount && d < h.o.ReceivingDelay; i++ {
-		d *= 2
-	}
-	return min(d, h.o.ReceivingDelay)
+	return doubled(firstReceivingDelay, h.o.ReceivingDelay, receiveCount)
 }
 
 // pausedDelay is the wait before a message of a paused job, received
 // receiveCount times, comes back: 10 s, 20 s, … up to PausedDelay.
 func (h *Handler) pausedDelay(receiveCount int) time.Duration {
-	d := firstPausedDelay
-	for i := 1; i < receiveCount && d < h.o.PausedDelay; i++ {
+	return doubled(firstPausedDelay, h.o.PausedDelay, receiveCount)
+}
+
+// doubled is first doubled for every n after the first, capped at ceil:
+// first, 2·first, 4·first, … ceil.
+func doubled(first, ceil time.Duration, n int) time.Duration {
+	d := first
+	for i := 1; i < n && d < ceil; i++ {
 		d *= 2
 	}
-	return min(d, h.o.PausedDelay)
+	return min(d, ceil)
 }
 
 // unpaced is the Pacer without flow control.
