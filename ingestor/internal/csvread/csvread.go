@@ -227,9 +227,6 @@ func New(src Source, header *spoolv1.FileHeader, o Options) (*Reader, error) {
 	return r, nil
 }
 
-// Limits returns the limits in force, defaults filled in.
-func (r *Reader) Limits() Limits { return r.lim }
-
 // Columns returns the column names: the FileHeader's, or else the first
 // record of the data, which is then not a data row.
 func (r *Reader) Columns() ([]string, error) {

@@ -552,6 +552,17 @@ func newJob(st *streamState, cols []string, pub Publisher, maxErrors int, every 
 // run reads every row and publishes the valid ones, then waits until SQS
 // acknowledged all of them. Its error is a gRPC status.
 func (j *job) run(ctx context.Context, r *csvread.Reader, now func() time.Time) error {
+	if j.hash != nil {
+		// Only raw chunks have a hash; rows were split by the client. The
+		// first data message decides, once for the whole stream.
+		chunked, err := r.Chunked()
+		if err != nil {
+			return readStatus(ctx, err)
+		}
+		if !chunked {
+			j.hash = nil
+		}
+	}
 	for {
 		// A fenced stream stops at its next row, before publishing it. A
 		// stream blocked waiting for its client stops when the client
@@ -560,13 +571,6 @@ func (j *job) run(ctx context.Context, r *csvread.Reader, now func() time.Time) 
 			return err
 		}
 		row, err := r.Next()
-		if j.hash != nil && (err == nil || errors.Is(err, io.EOF)) {
-			// The first message decided the mode by now. Only raw chunks
-			// have a hash; rows were split by the client.
-			if chunked, _ := r.Chunked(); !chunked {
-				j.hash = nil
-			}
-		}
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -967,8 +971,6 @@ func readStatus(ctx context.Context, err error) error {
 			&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: herr.Reason}}})
 	case errors.Is(err, csvread.ErrInvalidInput):
 		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.Is(err, csvread.ErrLimit):
-		return status.Error(codes.ResourceExhausted, err.Error())
 	}
 	if st := contextStatus(ctx, err); st != nil {
 		return st

@@ -10,6 +10,7 @@ package profile
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -200,7 +201,7 @@ func Check(p *spoolv1.Profile) error {
 				add(f+".values", "an enum column needs its values")
 			}
 		case spoolv1.ColumnType_COLUMN_TYPE_DATE:
-			layout := cmpOr(c.GetLayout(), DefaultDateLayout)
+			layout := cmp.Or(c.GetLayout(), DefaultDateLayout)
 			if _, err := time.Parse(layout, time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC).Format(layout)); err != nil {
 				add(f+".layout", "%q is not a Go time layout: %v", layout, err)
 			}
@@ -242,13 +243,6 @@ func Check(p *spoolv1.Profile) error {
 		return &Error{Subject: fmt.Sprintf("profile %q", p.GetName()), Violations: vs}
 	}
 	return nil
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // Meta is what Spool knows about a row, for BODY_META values.
@@ -438,7 +432,7 @@ func (c column) check(val string) string {
 			}
 		}
 	case spoolv1.ColumnType_COLUMN_TYPE_DATE:
-		layout := cmpOr(s.GetLayout(), DefaultDateLayout)
+		layout := cmp.Or(s.GetLayout(), DefaultDateLayout)
 		if _, err := time.Parse(layout, val); err != nil {
 			return fmt.Sprintf("not a date in layout %q", layout)
 		}
