@@ -643,6 +643,7 @@ func (s *Store) Seal(ctx context.Context, id string, in Ingest) (*spoolv1.Job, e
 		values[":actual"] = av
 		set += ", actual = :actual"
 	}
+	names := map[string]string{"#state": "state"}
 	mismatch := CompareTotals(r.Control.proto(), in.Actual)
 	if mismatch != "" {
 		values[":rejected"] = str(stateName(spoolv1.JobState_JOB_STATE_REJECTED))
@@ -650,11 +651,8 @@ func (s *Store) Seal(ctx context.Context, id string, in Ingest) (*spoolv1.Job, e
 		set += ", #state = :rejected, state_reason = :reason, completed_at = :now"
 	} else {
 		values[":sealed"] = str(stateName(spoolv1.JobState_JOB_STATE_SEALED))
-		set += ", #state = :sealed, #total = :pub, sealed_at = :now"
-	}
-	names := map[string]string{"#state": "state"}
-	if mismatch == "" {
 		names["#total"] = "total"
+		set += ", #state = :sealed, #total = :pub, sealed_at = :now"
 	}
 	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:                 aws.String(s.table),
@@ -723,7 +721,8 @@ func CompareTotals(declared, actual *spoolv1.ControlTotals) string {
 // End moves a job that is not yet final to a final state other than
 // COMPLETED (ABORTED, REJECTED, CANCELLED), with the reason.
 func (s *Store) End(ctx context.Context, id string, state spoolv1.JobState, reason string) (*spoolv1.Job, error) {
-	return s.end(ctx, id, state, reason, "#state IN (:receiving, :sealed)", nil)
+	values := map[string]types.AttributeValue{":sealed": str(stateName(spoolv1.JobState_JOB_STATE_SEALED))}
+	return s.end(ctx, id, state, reason, "#state IN (:receiving, :sealed)", values)
 }
 
 // EndStream ends a RECEIVING job from its stream, like End, only while
@@ -735,16 +734,10 @@ func (s *Store) EndStream(ctx context.Context, id, stream string, state spoolv1.
 }
 
 func (s *Store) end(ctx context.Context, id string, state spoolv1.JobState, reason, cond string, values map[string]types.AttributeValue) (*spoolv1.Job, error) {
-	if values == nil {
-		values = map[string]types.AttributeValue{}
-	}
 	values[":state"] = str(stateName(state))
 	values[":reason"] = str(reason)
 	values[":now"] = num(millis(s.now()))
 	values[":receiving"] = str(stateName(spoolv1.JobState_JOB_STATE_RECEIVING))
-	if strings.Contains(cond, ":sealed") {
-		values[":sealed"] = str(stateName(spoolv1.JobState_JOB_STATE_SEALED))
-	}
 	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:                 aws.String(s.table),
 		Key:                       jobKey(id),
@@ -816,11 +809,6 @@ type Counts struct {
 	Duplicates, DeadLettered     int64
 }
 
-// Settled is how many rows the deltas settle.
-func (c Counts) Settled() int64 {
-	return c.Delivered + c.Failed + c.Unknown + c.Duplicates + c.DeadLettered
-}
-
 // Plus returns the sum of c and d, field by field.
 func (c Counts) Plus(d Counts) Counts {
 	return Counts{
@@ -874,8 +862,7 @@ func (s *Store) completeIfSettled(ctx context.Context, item map[string]types.Att
 	if err != nil {
 		return nil, err
 	}
-	settled := j.GetDelivered() + j.GetFailed() + j.GetUnknown() + j.GetDuplicateRows() + j.GetDeadLettered()
-	if j.GetState() != spoolv1.JobState_JOB_STATE_SEALED || settled < j.GetTotal() {
+	if j.GetState() != spoolv1.JobState_JOB_STATE_SEALED || SettledOf(j).Sum() < j.GetTotal() {
 		return j, nil
 	}
 	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{

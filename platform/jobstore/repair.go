@@ -29,6 +29,14 @@ func (c Settled) Sum() int64 {
 	return c.Delivered + c.Failed + c.Unknown + c.Duplicates + c.DeadLettered
 }
 
+// SettledOf returns the settled figures a job record holds.
+func SettledOf(j *spoolv1.Job) Settled {
+	return Settled{
+		Delivered: j.GetDelivered(), Failed: j.GetFailed(), Unknown: j.GetUnknown(),
+		Duplicates: j.GetDuplicateRows(), DeadLettered: j.GetDeadLettered(),
+	}
+}
+
 // RepairCounts sets a SEALED or COMPLETED job's delivered, failed, unknown,
 // duplicate-row and dead-lettered counters to c, and completes a SEALED job when that settles every
 // row. A COMPLETED job is repaired too: under the retry-with-key policy an

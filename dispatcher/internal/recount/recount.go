@@ -324,7 +324,7 @@ func (r *Repairer) look(ctx context.Context, id string, e entry) (entry, bool) {
 		r.o.Log.WarnContext(ctx, "read job for counter repair", "job_id", id, "error", err)
 		return e, true
 	}
-	have := jobstore.Settled{Delivered: j.GetDelivered(), Failed: j.GetFailed(), Unknown: j.GetUnknown(), Duplicates: j.GetDuplicateRows(), DeadLettered: j.GetDeadLettered()}
+	have := jobstore.SettledOf(j)
 	switch j.GetState() {
 	case spoolv1.JobState_JOB_STATE_SEALED:
 	case spoolv1.JobState_JOB_STATE_RECEIVING:
@@ -363,7 +363,7 @@ func (r *Repairer) look(ctx context.Context, id string, e entry) (entry, bool) {
 		return e
 	}
 	switch {
-	case sum(want) < sum(have):
+	case want.Sum() < have.Sum():
 		// Lost deltas only ever leave the counters short. Fewer settled
 		// rows in the ledger means its index is behind (or something else
 		// is wrong); lowering the counters could only hide it.
@@ -372,7 +372,7 @@ func (r *Repairer) look(ctx context.Context, id string, e entry) (entry, bool) {
 			"ledger_delivered", want.Delivered, "ledger_failed", want.Failed, "ledger_unknown", want.Unknown,
 			"ledger_duplicates", want.Duplicates)
 		return backOff(), true
-	case want == have && sum(have) < j.GetTotal():
+	case want == have && have.Sum() < j.GetTotal():
 		// Right, and rows still to settle: their deltas will come.
 		return backOff(), true
 	case want == have && j.GetState() == spoolv1.JobState_JOB_STATE_COMPLETED:
@@ -423,5 +423,3 @@ func (r *Repairer) forget(ctx context.Context, id string, e entry, now time.Time
 	}
 	return e, false
 }
-
-func sum(c jobstore.Settled) int64 { return c.Sum() }

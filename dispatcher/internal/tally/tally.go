@@ -46,7 +46,7 @@ func (t *Tally) Add(jobID string, c jobstore.Counts) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.pending[jobID] = sum(t.pending[jobID], c)
+	t.pending[jobID] = t.pending[jobID].Plus(c)
 }
 
 // Pending returns the deltas not yet written.
@@ -113,5 +113,3 @@ func (t *Tally) Run(ctx context.Context, interval, finalTimeout time.Duration) {
 		}
 	}
 }
-
-func sum(a, b jobstore.Counts) jobstore.Counts { return a.Plus(b) }
