@@ -13,8 +13,8 @@ import (
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/ingestor/internal/csvread"
-	"github.com/spoolhq/spool/ingestor/internal/decimal"
 	"github.com/spoolhq/spool/ingestor/internal/profile"
+	"github.com/spoolhq/spool/platform/decimal"
 )
 
 // Limits bound a file as on the ingestor; zero fields take its defaults.

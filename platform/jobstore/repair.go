@@ -38,8 +38,8 @@ func SettledOf(j *spoolv1.Job) Settled {
 }
 
 // RepairCounts sets a SEALED or COMPLETED job's delivered, failed, unknown,
-// duplicate-row and dead-lettered counters to c, and completes a SEALED job when that settles every
-// row. A COMPLETED job is repaired too: under the retry-with-key policy an
+// duplicate-row and dead-lettered counters to c, and completes a SEALED job
+// when that settles every row. A COMPLETED job is repaired too: under the retry-with-key policy an
 // UNKNOWN row may be resent after the job completed, and the delta that
 // moves it from unknown to delivered can be lost like any other.
 //

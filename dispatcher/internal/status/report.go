@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/big"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/spoolhq/spool/dispatcher/internal/ledger"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/decimal"
 	"github.com/spoolhq/spool/platform/jobstore"
 )
 
@@ -71,7 +71,7 @@ func (s *Server) ReportJob(req *spoolv1.ReportJobRequest, stream grpc.ServerStre
 
 type stateTotal struct {
 	rows int64
-	sum  decimalSum
+	sum  amountSum
 }
 
 // ResolveTransaction settles an UNKNOWN row: DELIVERED records it so;
@@ -114,38 +114,27 @@ func (s *Server) ResolveTransaction(ctx context.Context, req *spoolv1.ResolveTra
 	return &spoolv1.ResolveTransactionResponse{Entry: r.Entry()}, nil
 }
 
-// decimalSum adds decimal amounts exactly, as written in the file: money is
-// never summed in floating point. Amounts that are not plain decimals are
-// counted apart and reported after the sum.
-type decimalSum struct {
-	sum     big.Rat
-	scale   int
+// amountSum adds amounts exactly, as written in the file (decimal.Sum):
+// money is never summed in floating point. Amounts that are not plain
+// decimals are counted apart and reported after the sum.
+type amountSum struct {
+	sum     decimal.Sum
 	invalid int
 }
 
-func (d *decimalSum) add(s string) {
+func (d *amountSum) add(s string) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return
 	}
-	var r big.Rat
-	if strings.ContainsAny(s, "eE/") {
+	if d.sum.Add(s) != nil {
 		d.invalid++
-		return
 	}
-	if _, ok := r.SetString(s); !ok {
-		d.invalid++
-		return
-	}
-	if i := strings.IndexByte(s, '.'); i >= 0 {
-		d.scale = max(d.scale, len(s)-i-1)
-	}
-	d.sum.Add(&d.sum, &r)
 }
 
 // String is the sum with as many decimals as the most precise amount.
-func (d *decimalSum) String() string {
-	out := d.sum.FloatString(d.scale)
+func (d *amountSum) String() string {
+	out := d.sum.String()
 	if d.invalid > 0 {
 		out += fmt.Sprintf(" (%d amounts not decimal, left out)", d.invalid)
 	}

@@ -131,7 +131,7 @@ func (s *Server) WatchJob(req *spoolv1.WatchJobRequest, stream grpc.ServerStream
 	}
 	m := &meter{window: s.o.Window}
 	now := s.o.Now()
-	m.add(now, settled(job))
+	m.add(now, jobstore.SettledOf(job).Sum())
 	if done, err := s.send(stream, job, m); done || err != nil {
 		return err
 	}
@@ -155,7 +155,7 @@ func (s *Server) WatchJob(req *spoolv1.WatchJobRequest, stream grpc.ServerStream
 			continue
 		}
 		now := s.o.Now()
-		m.add(now, settled(job))
+		m.add(now, jobstore.SettledOf(job).Sum())
 		if proto.Equal(job, last) && now.Sub(lastSent) < s.o.Heartbeat {
 			continue
 		}
@@ -192,7 +192,7 @@ func toStatus(ctx context.Context, err error) error {
 func Progress(job *spoolv1.Job, rate float64) *spoolv1.JobProgress {
 	p := &spoolv1.JobProgress{
 		Job:           job,
-		InFlight:      max(0, job.GetRowsPublished()-settled(job)),
+		InFlight:      max(0, job.GetRowsPublished()-jobstore.SettledOf(job).Sum()),
 		RatePerSecond: rate,
 		Final:         isFinal(job.GetState()),
 	}
@@ -203,17 +203,11 @@ func Progress(job *spoolv1.Job, rate float64) *spoolv1.JobProgress {
 		target = job.GetRowsPublished()
 	}
 	if rate > 0 && !p.Final {
-		left := float64(max(0, target-settled(job)))
+		left := float64(max(0, target-jobstore.SettledOf(job).Sum()))
 		// Rounded: nanoseconds of float error mean nothing to a person.
 		p.Eta = durationpb.New(time.Duration(left / rate * float64(time.Second)).Round(time.Millisecond))
 	}
 	return p
-}
-
-// settled counts rows whose outcome is recorded: delivered, refused, or
-// unknown and held for reconciliation.
-func settled(j *spoolv1.Job) int64 {
-	return j.GetDelivered() + j.GetFailed() + j.GetUnknown() + j.GetDuplicateRows() + j.GetDeadLettered()
 }
 
 func isFinal(s spoolv1.JobState) bool {

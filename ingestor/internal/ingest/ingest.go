@@ -40,9 +40,9 @@ import (
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/ingestor/internal/csvread"
-	"github.com/spoolhq/spool/ingestor/internal/decimal"
 	"github.com/spoolhq/spool/ingestor/internal/profile"
 	"github.com/spoolhq/spool/ingestor/internal/publish"
+	"github.com/spoolhq/spool/platform/decimal"
 	"github.com/spoolhq/spool/platform/jobstore"
 )
 

@@ -28,7 +28,7 @@ import (
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/ingestor/internal/csvread"
-	"github.com/spoolhq/spool/ingestor/internal/decimal"
+	"github.com/spoolhq/spool/platform/decimal"
 )
 
 // DefaultDateLayout is the layout of a DATE column that names none.
