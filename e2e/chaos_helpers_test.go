@@ -172,6 +172,7 @@ func reportJob(t *testing.T, addr, jobID string) jobReport {
 
 // sinkTx is the sink's record of one transaction.
 type sinkTx struct {
+	Job          string `json:"job"`
 	Row          int64  `json:"row"`
 	Applied      int64  `json:"applied"`
 	Deduplicated int64  `json:"deduplicated"`
@@ -206,6 +207,10 @@ type sinkTotals struct {
 	Deduplicated int64 `json:"deduplicated"`
 	Hung         int64 `json:"hung"`
 	Resets       int64 `json:"resets"`
+	Refused      int64 `json:"refused"`
+	RefusedRows  int64 `json:"refused_rows"`
+	Throttled    int64 `json:"throttled"`
+	Down         int64 `json:"down"`
 }
 
 // seen is every request that reached the sink, whatever became of it.
@@ -219,12 +224,8 @@ func getSinkTotals(t *testing.T, s *stack.Stack, jobID string) sinkTotals {
 	if jobID != "" {
 		url += "?job=" + jobID
 	}
-	resp, err := http.Get(url)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
 	var st sinkTotals
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
+	getJSON(t, url, &st)
 	return st
 }
 

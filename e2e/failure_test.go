@@ -21,22 +21,6 @@ import (
 // is 5 000).
 const defaultFailureRows = 3000
 
-// failureStats is the part of the sink's /stats these tests read.
-type failureStats struct {
-	Requests    int64 `json:"requests"`
-	Distinct    int64 `json:"distinct"`
-	Refused     int64 `json:"refused"`
-	RefusedRows int64 `json:"refused_rows"`
-	Down        int64 `json:"down"`
-}
-
-func getFailureStats(t *testing.T, s *stack.Stack, jobID string) failureStats {
-	t.Helper()
-	var st failureStats
-	getJSON(t, s.Sink.Addr+"/stats?job="+jobID, &st)
-	return st
-}
-
 // deadLetters lists a job's dead letters through a dispatcher.
 func deadLetters(t *testing.T, addr, jobID string) ([]*spoolv1.DeadLetter, *spoolv1.DeadLetterSummary) {
 	t.Helper()
@@ -78,7 +62,7 @@ func TestRejectedRowsAreNeverRetried(t *testing.T) {
 	require.Equal(t, int64(rows)-refused, job.GetDelivered())
 
 	// The sink saw one request per refused row, no more.
-	st := getFailureStats(t, s, jobID)
+	st := getSinkTotals(t, s, jobID)
 	require.Equal(t, refused, st.RefusedRows)
 	require.Equal(t, refused, st.Refused, "a refused row was retried")
 	got := sinkRows(t, s, jobID)
@@ -191,7 +175,7 @@ func TestDestinationDownMidJob(t *testing.T) {
 	require.Equal(t, spoolv1.JobState_JOB_STATE_COMPLETED, job.GetState())
 	require.Greater(t, time.Since(downAt), down, "the job completed only after the destination came back")
 	require.EqualValues(t, rows, job.GetDelivered())
-	st := getFailureStats(t, s, jobID)
+	st := getSinkTotals(t, s, jobID)
 	require.Positive(t, st.Down, "the outage met deliveries")
 	requireEachRowOnce(t, s, jobID, int64(rows))
 

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -136,25 +135,12 @@ func getJSON(t *testing.T, url string, v any) {
 // transaction of job, and checks each carried the expected key.
 func sinkRows(t *testing.T, s *stack.Stack, jobID string) map[int64]int {
 	t.Helper()
-	resp, err := http.Get(s.Sink.Addr + "/transactions?job=" + jobID)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
 	got := map[int64]int{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		var tx struct {
-			Job     string `json:"job"`
-			Row     int64  `json:"row"`
-			Applied int    `json:"applied"`
-			Key     string `json:"key"`
-		}
-		require.NoError(t, json.Unmarshal(sc.Bytes(), &tx))
+	for r, tx := range sinkLedger(t, s, jobID) {
 		require.Equal(t, jobID, tx.Job)
-		require.NotEmpty(t, tx.Key, "row %d arrived without an idempotency key", tx.Row)
-		got[tx.Row] += tx.Applied
+		require.NotEmpty(t, tx.Key, "row %d arrived without an idempotency key", r)
+		got[r] = int(tx.Applied)
 	}
-	require.NoError(t, sc.Err())
 	return got
 }
 

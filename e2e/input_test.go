@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -47,12 +46,7 @@ profiles:
 // mapped body) and report the invalid ones. SPOOL_E2E_INPUT_ROWS sets the
 // size (default 300).
 func TestInputContract(t *testing.T) {
-	rows := 300
-	if v := os.Getenv("SPOOL_E2E_INPUT_ROWS"); v != "" {
-		n, err := strconv.Atoi(v)
-		require.NoError(t, err)
-		rows = n
-	}
+	rows := envInt(t, "SPOOL_E2E_INPUT_ROWS", 300)
 	profiles := filepath.Join(t.TempDir(), "profiles.yaml")
 	require.NoError(t, os.WriteFile(profiles, []byte(inputProfiles), 0o600))
 	s := startStack(t, 1, func(o *stack.Options) { o.IngestorArgs = append(o.IngestorArgs, "-profiles", profiles) })

@@ -61,10 +61,6 @@ func (a *app) listProfiles(ctx context.Context, addr string) ([]*spoolv1.Profile
 // describeProfile is a profile in a few lines: name, policies, columns.
 func describeProfile(p *spoolv1.Profile) string {
 	var b strings.Builder
-	policy := "reject-file"
-	if p.GetRowPolicy() == spoolv1.RowPolicy_ROW_POLICY_SKIP_ROWS {
-		policy = "skip-rows"
-	}
 	formulas := strings.ToLower(strings.TrimPrefix(p.GetFormulaPolicy().String(), "FORMULA_POLICY_"))
 	if p.GetFormulaPolicy() == spoolv1.FormulaPolicy_FORMULA_POLICY_UNSPECIFIED {
 		formulas = "reject"
@@ -73,7 +69,7 @@ func describeProfile(p *spoolv1.Profile) string {
 	if d := p.GetDescription(); d != "" {
 		fmt.Fprintf(&b, ": %s", d)
 	}
-	fmt.Fprintf(&b, "\n  rows: %s, formulas: %s", policy, formulas)
+	fmt.Fprintf(&b, "\n  rows: %s, formulas: %s", rowPolicy(p.GetRowPolicy()), formulas)
 	if bk := p.GetBusinessKeyColumns(); len(bk) > 0 {
 		fmt.Fprintf(&b, ", business key: %s", strings.Join(bk, "+"))
 	}
@@ -94,4 +90,12 @@ func describeProfile(p *spoolv1.Profile) string {
 		fmt.Fprintf(&b, "\n  body: %d members", n)
 	}
 	return b.String()
+}
+
+// rowPolicy names a row policy as profile files spell it.
+func rowPolicy(p spoolv1.RowPolicy) string {
+	if p == spoolv1.RowPolicy_ROW_POLICY_SKIP_ROWS {
+		return "skip-rows"
+	}
+	return "reject-file"
 }

@@ -79,13 +79,11 @@ func (a *app) findProfile(ctx context.Context, name, file, addr string) (*spoolv
 			return nil, err
 		}
 	}
+	var names []string
 	for _, p := range list {
 		if p.GetName() == name {
 			return p, nil
 		}
-	}
-	var names []string
-	for _, p := range list {
 		names = append(names, p.GetName())
 	}
 	where := "the ingestor at " + addr
@@ -112,14 +110,10 @@ func describeInvalid(err error) error {
 // printValidation prints the report, and returns an error when any row is
 // invalid, so the exit status says whether the file is clean.
 func printValidation(w io.Writer, path, profile string, rep *validate.Report) error {
-	policy := "reject-file"
-	if rep.Policy == spoolv1.RowPolicy_ROW_POLICY_SKIP_ROWS {
-		policy = "skip-rows"
-	}
 	if profile == "" {
 		profile = "(none: the CSV alone)"
 	}
-	fmt.Fprintf(w, "file %s, profile %s, row policy %s\n", path, profile, policy)
+	fmt.Fprintf(w, "file %s, profile %s, row policy %s\n", path, profile, rowPolicy(rep.Policy))
 	fmt.Fprintf(w, "columns: %s\nrows: %d read, %d invalid\n", strings.Join(rep.Columns, ", "), rep.Rows, rep.Rejected)
 	for _, e := range rep.Errors {
 		fmt.Fprintf(w, "  %s\n", rpcerr.RowError(e))

@@ -8,7 +8,9 @@ import (
 	"text/tabwriter"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/spoolhq/spool/cli/internal/progress"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 )
 
@@ -38,7 +40,7 @@ func NewLedger(w io.Writer, asJSON bool) *Ledger { return &Ledger{w: w, json: as
 // Entry writes one ledger entry.
 func (l *Ledger) Entry(e *spoolv1.LedgerEntry) error {
 	if l.json {
-		return l.jsonLine(map[string]any{"entry": e})
+		return l.jsonLine("entry", e)
 	}
 	if !l.started || e.GetState() != l.state {
 		if err := l.flush(); err != nil {
@@ -64,7 +66,7 @@ func (l *Ledger) Entry(e *spoolv1.LedgerEntry) error {
 // Summary writes the closing totals.
 func (l *Ledger) Summary(s *spoolv1.ReportSummary) error {
 	if l.json {
-		return l.jsonLine(map[string]any{"summary": s})
+		return l.jsonLine("summary", s)
 	}
 	if err := l.flush(); err != nil {
 		return err
@@ -73,7 +75,7 @@ func (l *Ledger) Summary(s *spoolv1.ReportSummary) error {
 		fmt.Fprintln(l.w)
 	}
 	j := s.GetJob()
-	fmt.Fprintf(l.w, "job %s: %s\n", j.GetJobId(), strings.TrimPrefix(j.GetState().String(), "JOB_STATE_"))
+	fmt.Fprintf(l.w, "job %s: %s\n", j.GetJobId(), progress.State(j.GetState()))
 	tw := tabwriter.NewWriter(l.w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "state\trows\tamount")
 	for _, t := range s.GetTotals() {
@@ -91,27 +93,13 @@ func (l *Ledger) flush() error {
 	return err
 }
 
-// jsonLine writes {"entry": ...} or {"summary": ...} on one line, each
-// message in protobuf JSON.
-func (l *Ledger) jsonLine(v map[string]any) error {
-	out := map[string]json.RawMessage{}
-	for k, m := range v {
-		var (
-			b   []byte
-			err error
-		)
-		switch m := m.(type) {
-		case *spoolv1.LedgerEntry:
-			b, err = protojson.Marshal(m)
-		case *spoolv1.ReportSummary:
-			b, err = protojson.Marshal(m)
-		}
-		if err != nil {
-			return fmt.Errorf("encode %s: %w", k, err)
-		}
-		out[k] = b
+// jsonLine writes {"<key>": m} on one line, m in protobuf JSON.
+func (l *Ledger) jsonLine(key string, m proto.Message) error {
+	b, err := protojson.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", key, err)
 	}
-	b, err := json.Marshal(out)
+	b, err = json.Marshal(map[string]json.RawMessage{key: b})
 	if err != nil {
 		return err
 	}

@@ -278,10 +278,7 @@ func (l *Ledger) Rejected(jobID string) {
 		l.mu.Unlock()
 		return
 	}
-	j := l.job(jobID, true)
-	j.mu.Lock()
-	j.stats.Rejected++
-	j.mu.Unlock()
+	l.count(jobID, func(s *Stats) { s.Rejected++ })
 }
 
 // Stats returns the counters of the whole sink.
