@@ -1,20 +1,20 @@
-// Package validate checks a CSV file against a profile exactly as the
-// ingestor's StreamFile does, without publishing anything: the same reader
-// (csvread: limits, hostile CSV), the same profile checks and the same
-// amount check. It is the one package of the ingestor other modules may
-// import, so that `spool validate` runs the ingestor's own code.
+// Package validate checks a CSV file exactly as the ingestor's StreamFile
+// does, without publishing anything: the same reader (csvread: limits,
+// hostile CSV) and the same admission rules (admit: header and profile,
+// columns, rows), so it refuses a file with the error StreamFile would
+// give. It is the one package of the ingestor other modules may import
+// (internal packages cannot be), so that `spool validate` runs the
+// ingestor's own code.
 package validate
 
 import (
 	"errors"
-	"fmt"
 	"io"
-	"slices"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/ingestor/internal/admit"
 	"github.com/spoolhq/spool/ingestor/internal/csvread"
 	"github.com/spoolhq/spool/ingestor/internal/profile"
-	"github.com/spoolhq/spool/platform/decimal"
 )
 
 // Limits bound a file as on the ingestor; zero fields take its defaults.
@@ -69,31 +69,23 @@ func (r *Report) Accepted() bool {
 	return r.Rejected == 0 || r.Policy == spoolv1.RowPolicy_ROW_POLICY_SKIP_ROWS
 }
 
-// File reads the CSV file in in and checks every row. The error is the
-// one that would end the stream on the ingestor (a limit, a bad header or
-// profile); an invalid row is not an error but part of the report.
+// File reads the CSV file in in and checks every row with the ingestor's
+// admission rules (package admit). The error is the one that would end the
+// stream on the ingestor (a limit, a bad header or profile); an invalid row
+// is not an error but part of the report.
 func File(in io.Reader, o Options) (*Report, error) {
-	h := o.Header
-	if h == nil {
-		h = &spoolv1.FileHeader{}
-	}
-	if o.Profile != nil {
-		if err := profile.Check(o.Profile); err != nil {
+	p := o.Profile
+	if p == nil {
+		var err error
+		if p, err = admit.Profile(o.Header, nil); err != nil {
 			return nil, err
 		}
-		// As on the ingestor, the profile's columns apply unless the
-		// header names its own.
-		eff := &spoolv1.FileHeader{Columns: h.GetColumns(), Csv: h.GetCsv(),
-			BusinessKeyColumns: h.GetBusinessKeyColumns(), AmountColumn: h.GetAmountColumn()}
-		if len(eff.BusinessKeyColumns) == 0 {
-			eff.BusinessKeyColumns = o.Profile.GetBusinessKeyColumns()
-		}
-		if eff.AmountColumn == "" {
-			eff.AmountColumn = o.Profile.GetAmountColumn()
-		}
-		h = eff
 	}
-	r, err := csvread.New(&readerSource{r: in, buf: make([]byte, 64<<10)}, h, csvread.Options{Limits: o.Limits})
+	f, err := admit.Header(o.Header, p)
+	if err != nil {
+		return nil, err
+	}
+	r, err := csvread.New(&readerSource{r: in, buf: make([]byte, 64<<10)}, f.Header(), csvread.Options{Limits: o.Limits})
 	if err != nil {
 		return nil, err
 	}
@@ -101,17 +93,11 @@ func File(in io.Reader, o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, err := profile.Compile(o.Profile, cols)
+	rows, err := f.Columns(cols)
 	if err != nil {
 		return nil, err
 	}
-	for _, c := range append(slices.Clone(h.GetBusinessKeyColumns()), h.GetAmountColumn()) {
-		if c != "" && !slices.Contains(cols, c) {
-			return nil, fmt.Errorf("%w: column %q named in the header is not a column of the file", ErrInvalidInput, c)
-		}
-	}
-	amountIdx := slices.Index(cols, h.GetAmountColumn())
-	rep := &Report{Columns: cols, Policy: v.Policy()}
+	rep := &Report{Columns: cols, Policy: rows.Policy()}
 	for {
 		row, err := r.Next()
 		if errors.Is(err, io.EOF) {
@@ -121,14 +107,7 @@ func File(in io.Reader, o Options) (*Report, error) {
 			return rep, err
 		}
 		rep.Rows++
-		bad := row.Reject
-		if bad == nil {
-			bad = v.Row(row.Num, row.Fields)
-		}
-		if bad == nil && amountIdx >= 0 && !decimal.Valid(row.Fields[amountIdx]) {
-			bad = &spoolv1.RowError{Row: row.Num, Column: cols[amountIdx], Reason: "amount is not a decimal number", Excerpt: csvread.Excerpt(row.Fields[amountIdx])}
-		}
-		if bad != nil {
+		if bad := rows.Check(row); bad != nil {
 			rep.Rejected++
 			if len(rep.Errors) < o.MaxErrors {
 				rep.Errors = append(rep.Errors, bad)
