@@ -41,6 +41,9 @@ type fakeJobs struct {
 	ingests     []jobstore.Ingest
 	now         time.Time
 	abortAfter  time.Duration
+	// recordErr, when set, fails every RecordIngest of a job it may
+	// write, as a table that does not answer would.
+	recordErr error
 }
 
 func newFakeJobs() *fakeJobs {
@@ -154,6 +157,9 @@ func (f *fakeJobs) RecordIngest(_ context.Context, id string, in jobstore.Ingest
 	j, err := f.owned(id, in.Stream)
 	if err != nil {
 		return err
+	}
+	if f.recordErr != nil {
+		return fmt.Errorf("record ingest of job %s: %w", id, f.recordErr)
 	}
 	j.RowsReceived, j.RowsPublished, j.RowsRejected = in.Received, in.Published, in.Rejected
 	j.LeaseExpiresAt = timestamppb.New(f.now.Add(f.abortAfter))

@@ -141,8 +141,14 @@ func (o *opened) checkResume() error {
 			Description: fmt.Sprintf("differs from job %s's (%q)", j.GetJobId(), j.GetAmountColumn())})
 	}
 	if len(vs) > 0 {
-		return withDetails(status.Newf(codes.InvalidArgument, "the resumed header does not match job %s", j.GetJobId()),
-			&errdetails.BadRequest{FieldViolations: vs}).Err()
+		msg := fmt.Sprintf("the resumed header does not match job %s:", j.GetJobId())
+		for i, v := range vs {
+			if i > 0 {
+				msg += ";"
+			}
+			msg += " " + v.GetField() + ": " + v.GetDescription()
+		}
+		return withDetails(status.New(codes.InvalidArgument, msg), &errdetails.BadRequest{FieldViolations: vs}).Err()
 	}
 	return nil
 }
