@@ -43,6 +43,7 @@ type config struct {
 	progressInterval   time.Duration
 	abortAfter         time.Duration
 	shutdownGrace      time.Duration
+	awsTimeout         time.Duration
 	logLevel           slog.Level
 }
 
@@ -69,6 +70,7 @@ func parseConfig(args []string, stderr io.Writer, lookup func(string) (string, b
 	fs.DurationVar(&c.progressInterval, "progress-interval", time.Second, "how often a stream's counters are written to the job record")
 	fs.DurationVar(&c.abortAfter, "abort-after", jobstore.DefaultAbortAfter, "how long a broken stream's job waits to be resumed before it is ABORTED")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 25*time.Second, "time streams get to finish on shutdown")
+	fs.DurationVar(&c.awsTimeout, "aws-timeout", 10*time.Second, "deadline of one AWS call (SendMessageBatch, a job-table read or write), the SDK's retries included")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	if err := envcfg.Parse(fs, args, lookup); err != nil {
 		return c, err
@@ -94,6 +96,7 @@ func parseConfig(args []string, stderr io.Writer, lookup func(string) (string, b
 		{"max-recv-msg-bytes", int64(c.maxRecvMsgBytes)},
 		{"progress-interval", int64(c.progressInterval)},
 		{"abort-after", int64(c.abortAfter)},
+		{"aws-timeout", int64(c.awsTimeout)},
 	} {
 		if p.v <= 0 {
 			missing = append(missing, fmt.Errorf("-%s must be positive", p.name))
@@ -133,7 +136,10 @@ func run(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	q := sqs.NewFromConfig(awsCfg)
 	if c.maxMessageBytes == 0 {
-		if c.maxMessageBytes, err = queueMaxMessageBytes(ctx, q, c.queueURL); err != nil {
+		qctx, cancel := context.WithTimeout(ctx, c.awsTimeout)
+		c.maxMessageBytes, err = queueMaxMessageBytes(qctx, q, c.queueURL)
+		cancel()
+		if err != nil {
 			return err
 		}
 	}
@@ -149,11 +155,14 @@ func run(ctx context.Context, args []string, _, stderr io.Writer) error {
 				MaxMessageBytes: c.maxMessageBytes,
 				Concurrency:     c.publishConcurrency,
 				Buffer:          c.publishBuffer,
+				CallTimeout:     c.awsTimeout,
 				Log:             log,
 			})
 		},
 		MaxErrors:        c.maxErrors,
 		ProgressInterval: c.progressInterval,
+		AbortAfter:       c.abortAfter,
+		StoreTimeout:     c.awsTimeout,
 		CSV:              csvread.Options{Limits: c.limits},
 		Profiles:         profiles,
 		Log:              log,

@@ -55,13 +55,15 @@ func TestParseConfig(t *testing.T) {
 				require.Equal(t, time.Second, c.progressInterval)
 				require.Equal(t, 25*time.Second, c.shutdownGrace)
 				require.Equal(t, 2*time.Minute, c.abortAfter)
+				require.Equal(t, 10*time.Second, c.awsTimeout)
 			},
 		},
 		{
 			name: "environment and flags",
 			args: []string{"-publish-buffer", "50", "-log-level", "debug"},
-			env:  map[string]string{"SPOOL_QUEUE_URL": "http://q", "SPOOL_TABLE": "t", "SPOOL_MAX_MESSAGE_BYTES": "2048", "SPOOL_PUBLISH_BUFFER": "9", "SPOOL_ABORT_AFTER": "30s"},
+			env:  map[string]string{"SPOOL_QUEUE_URL": "http://q", "SPOOL_TABLE": "t", "SPOOL_MAX_MESSAGE_BYTES": "2048", "SPOOL_PUBLISH_BUFFER": "9", "SPOOL_ABORT_AFTER": "30s", "SPOOL_AWS_TIMEOUT": "3s"},
 			check: func(t *testing.T, c config) {
+				require.Equal(t, 3*time.Second, c.awsTimeout)
 				require.Equal(t, 30*time.Second, c.abortAfter)
 				require.Equal(t, "http://q", c.queueURL)
 				require.Equal(t, 2048, c.maxMessageBytes)
@@ -70,7 +72,7 @@ func TestParseConfig(t *testing.T) {
 			},
 		},
 		{name: "required missing", wantErr: []string{"-queue-url", "-table"}},
-		{name: "bad values", env: required, args: []string{"-publish-concurrency", "0", "-max-errors", "-1"}, wantErr: []string{"publish-concurrency", "max-errors"}},
+		{name: "bad values", env: required, args: []string{"-publish-concurrency", "0", "-max-errors", "-1", "-aws-timeout", "0s"}, wantErr: []string{"publish-concurrency", "max-errors", "aws-timeout"}},
 		{name: "lease too short", env: required, args: []string{"-abort-after", "1s"}, wantErr: []string{"-abort-after must be more than twice -progress-interval"}},
 		{name: "bad environment", env: map[string]string{"SPOOL_PROGRESS_INTERVAL": "soon"}, wantErr: []string{"SPOOL_PROGRESS_INTERVAL"}},
 	}

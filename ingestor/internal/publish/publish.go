@@ -46,6 +46,7 @@ const (
 	DefaultMaxAttempts = 8
 	DefaultMinBackoff  = 100 * time.Millisecond
 	DefaultMaxBackoff  = 10 * time.Second
+	DefaultCallTimeout = 20 * time.Second
 )
 
 var (
@@ -81,6 +82,11 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the exponential backoff between
 	// attempts; the actual wait is jittered.
 	MinBackoff, MaxBackoff time.Duration
+	// CallTimeout bounds one SendMessageBatch call, the SDK's own retries
+	// included. A call that runs out of it is an attempt that failed: its
+	// entries are sent again, which may queue a row twice, as any lost
+	// answer may.
+	CallTimeout time.Duration
 	// Log receives retries; it never carries row contents.
 	Log *slog.Logger
 }
@@ -106,6 +112,9 @@ func (o *Options) defaults() error {
 	}
 	if o.MaxBackoff < o.MinBackoff {
 		o.MaxBackoff = max(DefaultMaxBackoff, o.MinBackoff)
+	}
+	if o.CallTimeout <= 0 {
+		o.CallTimeout = DefaultCallTimeout
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -381,7 +390,9 @@ func (p *Publisher) sendBatch(entries []*entry) error {
 			byID[en.id] = en
 			in.Entries[i] = types.SendMessageBatchRequestEntry{Id: aws.String(en.id), MessageBody: aws.String(en.body), MessageAttributes: en.attr}
 		}
-		out, err := p.api.SendMessageBatch(p.ctx, in)
+		ctx, cancel := context.WithTimeout(p.ctx, p.opts.CallTimeout)
+		out, err := p.api.SendMessageBatch(ctx, in)
+		cancel()
 		if err != nil {
 			if p.ctx.Err() != nil {
 				return p.failure()
@@ -393,7 +404,7 @@ func (p *Publisher) sendBatch(entries []*entry) error {
 			if attempt >= p.opts.MaxAttempts {
 				return fmt.Errorf("%s: %w", desc, err)
 			}
-			p.opts.Log.Warn("send batch failed; retrying", "rows", len(remaining), "attempt", attempt, "err", err)
+			p.opts.Log.Warn("send batch failed; retrying", "rows", len(remaining), "attempt", attempt, "error", err)
 			if err := p.backoff(attempt); err != nil {
 				return err
 			}

@@ -430,3 +430,24 @@ func TestCloseStopsSenders(t *testing.T) {
 	require.ErrorIs(t, p.Flush(context.Background()), ErrClosed)
 	require.ErrorIs(t, p.Publish(context.Background(), env(2)), ErrClosed)
 }
+
+// TestHungCallTimesOutAndIsRetried lets the first SendMessageBatch hang
+// until its context ends: the call's deadline ends it, and the batch is
+// sent again, so the stream is not held by a call that never answers.
+func TestHungCallTimesOutAndIsRetried(t *testing.T) {
+	f := &fakeSQS{hook: func(ctx context.Context, call int, _ []string) (map[string]types.BatchResultErrorEntry, error) {
+		if call == 0 {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return nil, nil
+	}}
+	p, start := newTest(t, f, Options{Concurrency: 1, CallTimeout: 20 * time.Millisecond})
+	publishRows(t, p, 1, 3)
+	start()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, p.Flush(ctx))
+	require.Len(t, f.batchSizes(), 2)
+	f.requireStoredOnce(t, 3)
+}
