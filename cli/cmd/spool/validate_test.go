@@ -91,6 +91,18 @@ func TestValidate(t *testing.T) {
 			wantCode: 1, errMsg: "the ingestor would refuse the file: header is invalid\n  header.columns: column \"amount\" of profile \"payroll\" is missing",
 		},
 		{
+			name: "header contradicts the profile", remote: true, args: []string{"-profile", "payroll", "-amount-column", "note"}, file: "id,amount,note\nE1,1,\n",
+			wantCode: 1, errMsg: "the ingestor would refuse the file: header is invalid\n  header.amount_column: differs from profile \"payroll\"'s",
+		},
+		{
+			name: "header names a column the file lacks", args: []string{"-business-key", "id,ref"}, file: "id,amount\nE1,1\n",
+			wantCode: 1, errMsg: "the ingestor would refuse the file: header is invalid\n  header.business_key_columns: column \"ref\" is not a column of the file",
+		},
+		{
+			name: "amount not a decimal, with its value", args: []string{"-amount-column", "amount"}, file: "id,amount\nE1,abc\n",
+			wantCode: 1, stdout: []string{`row 1, column amount: amount is not a decimal number (value "abc")`},
+		},
+		{
 			name: "unknown profile", remote: true, args: []string{"-profile", "nope"}, file: "id\n",
 			wantCode: 1, errMsg: `no profile "nope" in the ingestor at 127.0.0.1:1 (profiles: payroll)`,
 		},
