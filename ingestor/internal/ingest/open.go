@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -18,6 +17,7 @@ import (
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/ingestor/internal/admit"
 	"github.com/spoolhq/spool/ingestor/internal/csvread"
+	"github.com/spoolhq/spool/ingestor/internal/profile"
 	"github.com/spoolhq/spool/platform/jobstore"
 )
 
@@ -131,24 +131,17 @@ func (o *opened) checkResume() error {
 	}
 	// The rows already published carry the job's transaction keys and
 	// amounts; the rest must be read the same way.
-	var vs []*errdetails.BadRequest_FieldViolation
+	var vs []profile.Violation
 	if !slices.Equal(o.header.GetBusinessKeyColumns(), j.GetBusinessKeyColumns()) {
-		vs = append(vs, &errdetails.BadRequest_FieldViolation{Field: "header.business_key_columns",
-			Description: fmt.Sprintf("differ from job %s's (%s)", j.GetJobId(), strings.Join(j.GetBusinessKeyColumns(), ", "))})
+		vs = append(vs, profile.Violation{Field: "header.business_key_columns",
+			Description: fmt.Sprintf("differ from those of job %s (%s)", j.GetJobId(), strings.Join(j.GetBusinessKeyColumns(), ", "))})
 	}
 	if o.header.GetAmountColumn() != j.GetAmountColumn() {
-		vs = append(vs, &errdetails.BadRequest_FieldViolation{Field: "header.amount_column",
-			Description: fmt.Sprintf("differs from job %s's (%q)", j.GetJobId(), j.GetAmountColumn())})
+		vs = append(vs, profile.Violation{Field: "header.amount_column",
+			Description: fmt.Sprintf("differs from that of job %s (%q)", j.GetJobId(), j.GetAmountColumn())})
 	}
 	if len(vs) > 0 {
-		msg := fmt.Sprintf("the resumed header does not match job %s:", j.GetJobId())
-		for i, v := range vs {
-			if i > 0 {
-				msg += ";"
-			}
-			msg += " " + v.GetField() + ": " + v.GetDescription()
-		}
-		return withDetails(status.New(codes.InvalidArgument, msg), &errdetails.BadRequest{FieldViolations: vs}).Err()
+		return admissionStatus(&profile.Error{Subject: "header", Violations: vs}).Err()
 	}
 	return nil
 }
