@@ -1,13 +1,10 @@
 package main
 
 import (
-	"context"
 	"log/slog"
 	"net/url"
-	"time"
 
 	"github.com/spoolhq/spool/dispatcher/internal/breaker"
-	"github.com/spoolhq/spool/dispatcher/internal/dispatch"
 	"github.com/spoolhq/spool/dispatcher/internal/flow"
 	"github.com/spoolhq/spool/dispatcher/internal/limit"
 	"github.com/spoolhq/spool/dispatcher/internal/rate"
@@ -46,30 +43,4 @@ func rateKey(cfg config) string {
 		return u.Host
 	}
 	return cfg.destinationURL
-}
-
-// pacer adapts flow.Control to dispatch.Pacer.
-type pacer struct{ c *flow.Control }
-
-func (p pacer) Acquire(ctx context.Context) (dispatch.Pass, error) {
-	s, err := p.c.Acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return pass{s}, nil
-}
-
-type pass struct{ s *flow.Slot }
-
-func (p pass) Done(c dispatch.Class, latency time.Duration) {
-	switch c {
-	case dispatch.Success:
-		p.s.Done(flow.Accepted, latency)
-	case dispatch.Overload:
-		p.s.Done(flow.Overloaded, latency)
-	case dispatch.Throttle:
-		p.s.Done(flow.Throttled, latency)
-	default:
-		p.s.Done(flow.NotSent, 0)
-	}
 }

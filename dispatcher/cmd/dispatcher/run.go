@@ -93,10 +93,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	paced := newFlow(cfg, db, log)
 	handler := dispatch.New(sender, counts, book, store, dispatch.Options{
 		JobCacheTTL: cfg.jobCacheTTL, ReceivingDelay: cfg.receivingDelay, Log: log, Seen: repairer.Note,
-		AlreadyApplied: cfg.alreadyApplied, MaxAttempts: cfg.maxAttempts, MaxAge: cfg.maxAge,
+		SendTimeout: cfg.destTimeout, AlreadyApplied: cfg.alreadyApplied, MaxAttempts: cfg.maxAttempts, MaxAge: cfg.maxAge,
 		BackoffBase: cfg.backoffBase, BackoffMax: cfg.backoffMax, RetryAfterMax: cfg.retryAfterMax,
 		PausedDelay: cfg.pausedDelay,
-		Pacer:       pacer{paced},
+		Pacer:       paced,
 	})
 	consumer := consume.New(queue, handler, consume.Options{
 		QueueURL:          cfg.queueURL,

@@ -11,13 +11,15 @@
 //
 // The states are the classic three:
 //
-//   - Closed: receive freely. Consecutive transient failures (5xx, 429, a
-//     refused connection, a timeout), or a failure rate over a rolling
-//     window, open it. An answer of any other kind, a 422 included, proves
-//     the destination is up and resets the consecutive count.
+//   - Closed: receive freely. Consecutive failures (5xx, 408, a refused
+//     connection, a timeout, a lost answer), or a failure rate over a
+//     rolling window, open it. An acceptance or a refusal, a 422 included,
+//     proves the destination is up and resets the consecutive count; a 429
+//     counts neither way (see judge).
 //   - Open: receive nothing for the cool-down.
 //   - Half-open: one probe. The receive loop that gets it receives a single
-//     message; its outcome closes the breaker, or reopens it with twice the
+//     message; an answer showing the destination up (an acceptance or a
+//     refusal) closes the breaker, a failure reopens it with twice the
 //     cool-down, capped, so a long outage is probed ever less often.
 //
 // Outcomes of requests that were in flight when the breaker opened arrive
@@ -35,6 +37,7 @@ import (
 	"time"
 
 	"github.com/spoolhq/spool/dispatcher/internal/clock"
+	"github.com/spoolhq/spool/dispatcher/internal/deliver"
 )
 
 // State is a breaker's state.
@@ -58,32 +61,34 @@ func (s State) String() string {
 	return "state(" + strconv.Itoa(int(s)) + ")"
 }
 
-// Outcome classifies one delivery for the breaker.
-type Outcome int
+// verdict is what one delivery's outcome says about the destination.
+type verdict int
 
 const (
-	// Success is any answer that shows the destination up: a 2xx, and
-	// also a permanent 4xx rejection.
-	Success Outcome = iota
-	// Failure is a transient failure: 5xx, 429, 408, a refused or reset
-	// connection, a timeout.
-	Failure
-	// Ignore says nothing about the destination: the message was not sent
-	// (gated, suppressed by the ledger), or a probe receive came back
-	// empty. A probe that ends this way lets another probe go.
-	Ignore
+	// up: an answer that shows the destination up, an acceptance or a
+	// refusal alike (a permanent 4xx proves it is there).
+	up verdict = iota
+	// failed: the destination is down or failing: an overload (5xx, 408,
+	// a refused connection, a timeout) or a lost answer.
+	failed
+	// silent: nothing about the destination: nothing was sent (gated,
+	// suppressed, a probe receive that came back empty), or a 429, which
+	// shows a destination that is up but asks for less: that is the
+	// concurrency limit's to act on, and stopping every receive for a
+	// cool-down would undershoot its rate. A probe that ends this way lets
+	// another probe go.
+	silent
 )
 
-func (o Outcome) String() string {
+// judge reads an outcome for the breaker: see deliver.Outcome.
+func judge(o deliver.Outcome) verdict {
 	switch o {
-	case Success:
-		return "success"
-	case Failure:
-		return "failure"
-	case Ignore:
-		return "ignore"
+	case deliver.Accepted, deliver.Refused:
+		return up
+	case deliver.Overloaded, deliver.Lost:
+		return failed
 	}
-	return "outcome(" + strconv.Itoa(int(o)) + ")"
+	return silent
 }
 
 // Defaults for Options.
@@ -188,7 +193,8 @@ func New(o Options) *Breaker {
 // Allow reports whether the receive loop may receive now. ok is true while
 // the breaker is closed. When it is half-open, exactly one caller gets ok
 // with probe set: it receives at most one message and must see an outcome
-// recorded for it, Ignore if the receive was empty or nothing was sent.
+// recorded for it, deliver.NotSent if the receive was empty or nothing
+// was sent.
 func (b *Breaker) Allow() (ok, probe bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -247,35 +253,38 @@ func (b *Breaker) advanceLocked(now time.Time) {
 	}
 }
 
-// Record feeds the outcome of one delivery to the breaker.
-func (b *Breaker) Record(o Outcome) {
+// Record feeds the outcome of one delivery to the breaker. A probe that
+// was not sent after all, or whose receive came back empty, is recorded
+// deliver.NotSent.
+func (b *Breaker) Record(o deliver.Outcome) {
+	v := judge(o)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.o.Clock.Now()
 	b.advanceLocked(now)
 	switch b.state {
 	case Closed:
-		b.recordClosedLocked(now, o)
+		b.recordClosedLocked(now, v)
 	case HalfOpen:
-		switch o {
-		case Success:
+		switch v {
+		case up:
 			b.closeLocked(now)
-		case Failure:
+		case failed:
 			b.cooldown = min(2*b.cooldown, b.o.MaxCooldown)
 			b.openLocked(now, "probe failed")
-		case Ignore:
+		case silent:
 			b.probeOut = false
 			b.notifyLocked()
 		}
 	}
 }
 
-func (b *Breaker) recordClosedLocked(now time.Time, o Outcome) {
-	if o == Ignore {
+func (b *Breaker) recordClosedLocked(now time.Time, v verdict) {
+	if v == silent {
 		return
 	}
 	cur := b.bucketLocked(now)
-	if o == Success {
+	if v == up {
 		b.consecutive = 0
 		cur.success++
 		return

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spoolhq/spool/dispatcher/internal/breaker"
 	"github.com/spoolhq/spool/dispatcher/internal/clock/clocktest"
+	"github.com/spoolhq/spool/dispatcher/internal/deliver"
 )
 
 // newBreaker returns a breaker on a fake clock, with quiet logs.
@@ -23,33 +24,33 @@ func newBreaker(tb testing.TB, o breaker.Options) (*breaker.Breaker, *clocktest.
 }
 
 const (
-	S = breaker.Success
-	F = breaker.Failure
-	I = breaker.Ignore
+	S = deliver.Accepted
+	F = deliver.Overloaded
+	I = deliver.NotSent
 )
 
 func TestOpens(t *testing.T) {
 	tests := []struct {
 		name     string
 		o        breaker.Options
-		outcomes []breaker.Outcome
+		outcomes []deliver.Outcome
 		step     time.Duration // clock advance between outcomes
 		want     breaker.State
 	}{
-		{name: "consecutive failures", o: breaker.Options{Failures: 3}, outcomes: []breaker.Outcome{F, F, F}, want: breaker.Open},
-		{name: "one short", o: breaker.Options{Failures: 3}, outcomes: []breaker.Outcome{F, F}, want: breaker.Closed},
-		{name: "a success resets the count", o: breaker.Options{Failures: 3}, outcomes: []breaker.Outcome{F, F, S, F, F}, want: breaker.Closed},
-		{name: "ignored outcomes neither count nor reset", o: breaker.Options{Failures: 3}, outcomes: []breaker.Outcome{F, I, F, I, I, F}, want: breaker.Open},
+		{name: "consecutive failures", o: breaker.Options{Failures: 3}, outcomes: []deliver.Outcome{F, F, F}, want: breaker.Open},
+		{name: "one short", o: breaker.Options{Failures: 3}, outcomes: []deliver.Outcome{F, F}, want: breaker.Closed},
+		{name: "a success resets the count", o: breaker.Options{Failures: 3}, outcomes: []deliver.Outcome{F, F, S, F, F}, want: breaker.Closed},
+		{name: "ignored outcomes neither count nor reset", o: breaker.Options{Failures: 3}, outcomes: []deliver.Outcome{F, I, F, I, I, F}, want: breaker.Open},
 		{name: "failure rate", o: breaker.Options{Failures: 100, FailureRate: 0.5, MinRequests: 10},
-			outcomes: []breaker.Outcome{S, F, S, F, S, F, S, F, S, F}, want: breaker.Open},
+			outcomes: []deliver.Outcome{S, F, S, F, S, F, S, F, S, F}, want: breaker.Open},
 		{name: "failure rate below threshold", o: breaker.Options{Failures: 100, FailureRate: 0.5, MinRequests: 10},
-			outcomes: []breaker.Outcome{S, F, S, S, F, S, S, F, S, S, F, S}, want: breaker.Closed},
+			outcomes: []deliver.Outcome{S, F, S, S, F, S, S, F, S, S, F, S}, want: breaker.Closed},
 		{name: "failure rate needs enough requests", o: breaker.Options{Failures: 100, FailureRate: 0.5, MinRequests: 10},
-			outcomes: []breaker.Outcome{F, S, F, S, F, F}, want: breaker.Closed},
+			outcomes: []deliver.Outcome{F, S, F, S, F, F}, want: breaker.Closed},
 		{name: "failure rate forgets the old window", o: breaker.Options{Failures: 100, FailureRate: 0.5, MinRequests: 10, Window: 10 * time.Second},
-			outcomes: []breaker.Outcome{F, S, F, S, F, S, F, S, F, S, F, S}, step: 2 * time.Second, want: breaker.Closed},
+			outcomes: []deliver.Outcome{F, S, F, S, F, S, F, S, F, S, F, S}, step: 2 * time.Second, want: breaker.Closed},
 		{name: "failure rate off by default", o: breaker.Options{Failures: 100},
-			outcomes: []breaker.Outcome{S, F, S, F, S, F, S, F, S, F, S, F, S, F, S, F, S, F, S, F, S, F}, want: breaker.Closed},
+			outcomes: []deliver.Outcome{S, F, S, F, S, F, S, F, S, F, S, F, S, F, S, F, S, F, S, F, S, F}, want: breaker.Closed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -91,6 +92,46 @@ func TestProbeCloses(t *testing.T) {
 	ok, probe = b.Allow()
 	require.True(t, ok)
 	require.False(t, probe)
+}
+
+// TestEachOutcome reads every delivery outcome the breaker may be told:
+// whether it counts against the destination while closed, and what it
+// does to a half-open probe. A refusal proves the destination up as well
+// as an acceptance does.
+func TestEachOutcome(t *testing.T) {
+	tests := []struct {
+		o deliver.Outcome
+		// opens says one of it opens a breaker that opens on one failure;
+		// probe is the state a half-open breaker's probe answered so leaves.
+		opens bool
+		probe breaker.State
+	}{
+		{o: deliver.NotSent, opens: false, probe: breaker.HalfOpen},
+		{o: deliver.Accepted, opens: false, probe: breaker.Closed},
+		{o: deliver.Refused, opens: false, probe: breaker.Closed},
+		{o: deliver.Throttled, opens: false, probe: breaker.HalfOpen},
+		{o: deliver.Overloaded, opens: true, probe: breaker.Open},
+		{o: deliver.Lost, opens: true, probe: breaker.Open},
+	}
+	for _, tt := range tests {
+		t.Run(tt.o.String(), func(t *testing.T) {
+			b, clk := newBreaker(t, breaker.Options{Failures: 1, Cooldown: time.Second})
+			b.Record(tt.o)
+			require.Equal(t, tt.opens, b.State() == breaker.Open)
+
+			b, clk = newBreaker(t, breaker.Options{Failures: 1, Cooldown: time.Second})
+			b.Record(deliver.Overloaded)
+			clk.Advance(time.Second)
+			ok, probe := b.Allow()
+			require.True(t, ok && probe)
+			b.Record(tt.o)
+			require.Equal(t, tt.probe, b.State())
+			if tt.probe == breaker.HalfOpen {
+				ok, probe := b.Allow()
+				require.True(t, ok && probe, "another probe may go")
+			}
+		})
+	}
 }
 
 func TestFailedProbesBackOff(t *testing.T) {

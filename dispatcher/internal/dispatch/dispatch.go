@@ -14,15 +14,25 @@
 //     lease, recorded SENDING immediately before the request, so that a
 //     crash during it leaves a record whose outcome is known to be unknown;
 //     a row already settled is deleted without sending.
+//   - Lease check: right before the request goes out, what is left of the
+//     lease must cover the destination's timeout and the outcome write
+//     (MinLease); otherwise another dispatcher could take the row over
+//     while the request is still out. A row short of lease is released
+//     unsent: nothing was sent, so that is safe.
 //   - The outcome is written conditional on still owning the claim.
 //
+// Every table call on the way has a deadline (Options.CallTimeout): one
+// hung call holds one delivery for a bounded time, never a dispatcher.
+//
 // Outcome classes: 2xx and the statuses configured as already applied are
-// delivered; any other 4xx but 408 and 429 is rejected at once, never
-// retried; 408, 429, 5xx and failures that never reached the destination
-// are retried after an exponential backoff with full jitter (at least what
-// Retry-After asks, within a cap), through the message's visibility, until
-// the attempt or age budget runs out and the message is dead-lettered with
-// its reason. Outcomes that are unknown follow the ledger's policy.
+// delivered; any other 4xx but 408, 409 and 429 is rejected at once, never
+// retried; 408, 409, 429, 5xx and failures that never reached the
+// destination are retried after an exponential backoff with full jitter
+// (at least what Retry-After asks, within a cap), through the message's
+// visibility, until the attempt or age budget runs out and the message is
+// dead-lettered with its reason. Outcomes that are unknown follow the
+// ledger's policy. The same classification says what the send taught
+// about the destination (deliver.Outcome), which the Pacer is told.
 package dispatch
 
 import (
@@ -31,9 +41,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net/http"
-	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -64,40 +71,14 @@ type Ledger interface {
 	Policy() ledger.Policy
 }
 
-// Class is how a finished delivery reads for flow control.
-type Class int
-
-const (
-	// Success is an answer that counts as delivered (2xx, or a status
-	// configured as already applied): its latency is a fair sample.
-	Success Class = iota
-	// Overload says the destination has too much or is down: 408, 5xx, a
-	// timeout, a refused or reset connection.
-	Overload
-	// Ignore teaches nothing about the destination's load: a permanent
-	// refusal, an unknown outcome, or no request sent at all.
-	Ignore
-	// Throttle is a 429: the destination asks for fewer requests. It is
-	// up and answering, so it is load to shed, not an outage to wait out.
-	Throttle
-)
-
-func (c Class) String() string {
-	return [...]string{"success", "overload", "ignore", "throttle"}[c]
-}
-
-// Pacer is the flow control toward the destination: a concurrency limit,
-// a fleet-wide rate and a circuit breaker all fit behind it. Acquire
-// blocks until one more request may go, or ctx ends (an error then).
+// Pacer is the flow control toward the destination (flow.Control): a
+// concurrency limit, a fleet-wide rate and a circuit breaker all fit
+// behind it. Acquire blocks until one more request may go, or ctx ends
+// (an error then). done is called exactly once: with the send's outcome
+// and the request's latency after it, or with deliver.NotSent and 0 when
+// no request was sent after all.
 type Pacer interface {
-	Acquire(ctx context.Context) (Pass, error)
-}
-
-// Pass is the permission for one request. Done is called exactly once:
-// with the request's latency and class after it, or with Ignore and 0
-// when no request was sent after all.
-type Pass interface {
-	Done(c Class, latency time.Duration)
+	Acquire(ctx context.Context) (done func(o deliver.Outcome, latency time.Duration), err error)
 }
 
 // Defaults for Options.
@@ -110,7 +91,27 @@ const (
 	DefaultBackoffMax     = 5 * time.Minute
 	DefaultRetryAfterMax  = 10 * time.Minute
 	DefaultPausedDelay    = 5 * time.Minute
+	DefaultCallTimeout    = 10 * time.Second
 )
+
+// Room a claim's lease needs besides the destination's timeout.
+const (
+	// outcomeMargin is what must be left of the lease once the request
+	// has timed out: time to write the outcome before another dispatcher
+	// may find the lease expired and record the row UNKNOWN.
+	outcomeMargin = 2 * time.Second
+	// claimMargin is the lease the claim and the lease check may use up
+	// before the request goes out.
+	claimMargin = time.Second
+)
+
+// MinLease is the shortest claim lease that covers a delivery whose
+// request times out after sendTimeout: the claim, the request, and the
+// outcome write. A shorter lease could expire, and the row be taken over,
+// while its request is still out.
+func MinLease(sendTimeout time.Duration) time.Duration {
+	return sendTimeout + outcomeMargin + claimMargin
+}
 
 // firstPausedDelay is how soon a message of a paused job is first tried
 // again; each receive doubles it up to PausedDelay, so a job paused for
@@ -122,11 +123,6 @@ const firstPausedDelay = 10 * time.Second
 // rows, and a small file should not wait long for its seal.
 const firstReceivingDelay = time.Second
 
-// outcomeTimeout bounds the ledger write after a send. It runs even when
-// the delivery's context was cancelled at shutdown: the destination has
-// answered (or not), and that must be recorded.
-const outcomeTimeout = 10 * time.Second
-
 // Options configure a Handler. Zero values get the defaults.
 type Options struct {
 	// JobCacheTTL is how long a job record read is trusted.
@@ -137,17 +133,29 @@ type Options struct {
 	// walk its first messages to the queue's maxReceiveCount (every receive
 	// counts there, on AWS too), while a small file is delivered promptly.
 	ReceivingDelay time.Duration
-	// Now is the clock; time.Now when nil.
+	// Now is the clock; time.Now when nil. It must be the ledger's clock
+	// too: the lease check compares it with the claim's lease.
 	Now func() time.Time
 	Log *slog.Logger
 	// Seen, when set, is told the id of every job the gate reads from the
 	// store (at most once per JobCacheTTL per job), so that the counter
 	// repair knows which jobs this dispatcher works on.
 	Seen func(jobID string)
+	// CallTimeout bounds each table call of a delivery, SDK retries
+	// included: the job read (shared by every delivery of the job), the
+	// claim, and the outcome write. The outcome write runs even when the
+	// delivery's context was cancelled at shutdown: the destination has
+	// answered (or not), and that must be recorded.
+	CallTimeout time.Duration
+	// SendTimeout is the destination's timeout for one request
+	// (deliver.Options.Timeout). A request goes out only while the claim's
+	// lease has more than SendTimeout and the outcome write's margin left.
+	SendTimeout time.Duration
 
 	// AlreadyApplied are statuses meaning the destination has the
-	// transaction already (409 Conflict, typically, for a repeated
-	// idempotency key): they count as delivered.
+	// transaction already: they count as delivered. None by default: a 409
+	// often means a request with the same key is still in progress, and is
+	// retried unless configured here.
 	AlreadyApplied []int
 	// MaxAttempts is the retry budget: a row whose attempts since its
 	// last redrive reach it is dead-lettered after a retryable failure.
@@ -196,6 +204,9 @@ func New(send Sender, count Counter, l Ledger, jobs Jobs, o Options) *Handler {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
+	if o.CallTimeout <= 0 {
+		o.CallTimeout = DefaultCallTimeout
+	}
 	if o.MaxAttempts <= 0 {
 		o.MaxAttempts = DefaultMaxAttempts
 	}
@@ -222,7 +233,7 @@ func New(send Sender, count Counter, l Ledger, jobs Jobs, o Options) *Handler {
 	}
 	return &Handler{
 		send: send, count: count, ledger: l, jobs: jobs,
-		cache: newJobCache(jobs, o.JobCacheTTL, o.Now, o.Seen), o: o, log: o.Log,
+		cache: newJobCache(jobs, o.JobCacheTTL, o.CallTimeout, o.Now, o.Seen), o: o, log: o.Log,
 	}
 }
 
@@ -234,14 +245,14 @@ func (h *Handler) Handle(ctx context.Context, m consume.Message) consume.Disposi
 		return d
 	}
 
-	pass, d, ok := h.acquire(ctx, m)
+	done, d, ok := h.acquire(ctx, m)
 	if !ok {
 		return d
 	}
 	sent := false
 	defer func() {
 		if !sent {
-			pass.Done(Ignore, 0)
+			done(deliver.NotSent, 0)
 		}
 	}()
 	// The wait may have been long: a job paused or cancelled meanwhile is
@@ -260,35 +271,64 @@ func (h *Handler) Handle(ctx context.Context, m consume.Message) consume.Disposi
 		// falls back to the row's identity, as the ingestor would derive it.
 		tx.Key = e.GetJobId() + ":" + strconv.FormatInt(e.GetRow(), 10)
 	}
-	c, err := h.ledger.Claim(ctx, tx)
+	rec, d, ok := h.claim(ctx, m, tx)
+	if !ok {
+		return d
+	}
+
+	var r result
+	var sendErr error
+	if left, need := time.UnixMilli(rec.LeaseUntil).Sub(h.o.Now()), h.o.SendTimeout+outcomeMargin; left < need {
+		// The claim (or this process) was slow: the request could outlive
+		// the lease. Nothing is sent, so the row is released as after any
+		// failure that never left the machine.
+		sendErr = fmt.Errorf("claim lease too short to send: %s left, destination timeout %s needs %s", left, h.o.SendTimeout, need)
+		r = result{outcome: ledger.Outcome{State: spoolv1.TransactionState_TRANSACTION_STATE_CLAIMED, Reason: sendErr.Error()}, flow: deliver.NotSent}
+	} else {
+		start := h.o.Now()
+		sendErr = h.send.Send(ctx, e)
+		r = h.classify(sendErr, e)
+		sent = true
+		done(r.flow, h.o.Now().Sub(start))
+	}
+	return h.finish(ctx, m, rec, r, sendErr)
+}
+
+// claim claims tx in the ledger for this send, within CallTimeout. ok
+// false means the message is settled by d, and nothing was sent.
+func (h *Handler) claim(ctx context.Context, m consume.Message, tx ledger.Tx) (ledger.Record, consume.Disposition, bool) {
+	e := m.Envelope
+	cctx, cancel := context.WithTimeout(ctx, h.o.CallTimeout)
+	defer cancel()
+	c, err := h.ledger.Claim(cctx, tx)
 	// A failed claim may still have recorded an expired send UNKNOWN.
 	h.count.Add(e.GetJobId(), c.Counts)
 	if err != nil {
 		h.log.WarnContext(ctx, "claim transaction; left for redelivery", "job_id", e.GetJobId(), "row", e.GetRow(), "message_id", m.ID, "error", err)
-		return consume.Leave
+		return ledger.Record{}, consume.Leave, false
 	}
 	switch c.Verdict {
 	case ledger.Busy:
-		return consume.Leave
+		return ledger.Record{}, consume.Leave, false
 	case ledger.Settled, ledger.Held:
 		h.log.DebugContext(ctx, "message settled without sending", "job_id", e.GetJobId(), "row", e.GetRow(),
 			"message_id", m.ID, "verdict", c.Verdict.String(), "state", ledger.StateName(c.Record.State))
-		return consume.Delete
+		return ledger.Record{}, consume.Delete, false
 	}
-
-	rec, err := h.ledger.Sending(ctx, c.Record)
+	rec, err := h.ledger.Sending(cctx, c.Record)
 	if err != nil {
 		// Nothing was sent. A lost claim belongs to another dispatcher now;
 		// otherwise the claim lapses with its lease and the row is retried.
 		h.log.WarnContext(ctx, "mark transaction sending; not sent", "job_id", e.GetJobId(), "row", e.GetRow(), "message_id", m.ID, "error", err)
-		return consume.Leave
+		return ledger.Record{}, consume.Leave, false
 	}
-	start := h.o.Now()
-	sendErr := h.send.Send(ctx, e)
-	r := h.classify(sendErr, e)
-	sent = true
-	pass.Done(r.class, h.o.Now().Sub(start))
+	return rec, consume.Disposition{}, true
+}
 
+// finish records the send's outcome r in the ledger, counts it, and
+// decides what becomes of the message.
+func (h *Handler) finish(ctx context.Context, m consume.Message, rec ledger.Record, r result, sendErr error) consume.Disposition {
+	e := m.Envelope
 	// A retryable failure either waits for another attempt or, with its
 	// budget spent, is dead-lettered; the ledger records which.
 	var dead *deadletter.Reason
@@ -300,7 +340,7 @@ func (h *Handler) Handle(ctx context.Context, m consume.Message) consume.Disposi
 		}
 	}
 
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), outcomeTimeout)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.o.CallTimeout)
 	defer cancel()
 	_, counts, err := h.ledger.Finish(wctx, rec, r.outcome)
 	if err != nil {
@@ -346,7 +386,7 @@ func (h *Handler) Handle(ctx context.Context, m consume.Message) consume.Disposi
 // acquire waits for the pacer. ok false means the message is settled by
 // d: released when the dispatcher began to shut down before the delivery
 // started, left when the delivery's context ended.
-func (h *Handler) acquire(ctx context.Context, m consume.Message) (Pass, consume.Disposition, bool) {
+func (h *Handler) acquire(ctx context.Context, m consume.Message) (func(deliver.Outcome, time.Duration), consume.Disposition, bool) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if m.Stopping != nil {
@@ -358,7 +398,7 @@ func (h *Handler) acquire(ctx context.Context, m consume.Message) (Pass, consume
 			}
 		}()
 	}
-	pass, err := h.o.Pacer.Acquire(wctx)
+	done, err := h.o.Pacer.Acquire(wctx)
 	stopped := closed(m.Stopping)
 	switch {
 	case err != nil && stopped:
@@ -368,10 +408,10 @@ func (h *Handler) acquire(ctx context.Context, m consume.Message) (Pass, consume
 	case stopped:
 		// Shutdown began while this one waited: another dispatcher
 		// delivers it.
-		pass.Done(Ignore, 0)
+		done(deliver.NotSent, 0)
 		return nil, consume.Release, false
 	}
-	return pass, consume.Disposition{}, true
+	return done, consume.Disposition{}, true
 }
 
 func closed(c <-chan struct{}) bool {
@@ -384,172 +424,6 @@ func closed(c <-chan struct{}) bool {
 	default:
 		return false
 	}
-}
-
-// exhausted returns the dead-letter reason when the retry budget of the
-// row is spent, nil otherwise. rec.Attempts counts this attempt.
-func (h *Handler) exhausted(m consume.Message, rec ledger.Record, r result) *deadletter.Reason {
-	attempts := int(rec.Attempts) - m.AttemptBase
-	last := r.describe()
-	switch {
-	case attempts >= h.o.MaxAttempts:
-		return &deadletter.Reason{
-			Reason: fmt.Sprintf("gave up after %d attempts; last: %s", attempts, last), Status: r.outcome.Status, Attempts: int(rec.Attempts),
-		}
-	case !m.SentAt.IsZero() && h.o.Now().Sub(m.SentAt) >= h.o.MaxAge:
-		return &deadletter.Reason{
-			Reason:   fmt.Sprintf("gave up after %s in the queue (%d attempts); last: %s", h.o.Now().Sub(m.SentAt).Round(time.Second), attempts, last),
-			Status:   r.outcome.Status,
-			Attempts: int(rec.Attempts),
-		}
-	}
-	return nil
-}
-
-// backoff is the wait before the attempt after the attempts-th: full
-// jitter over an exponentially growing cap, and at least what the
-// destination asked for in Retry-After, within RetryAfterMax.
-func (h *Handler) backoff(attempts int, retryAfter time.Duration) time.Duration {
-	ceil := doubled(h.o.BackoffBase, h.o.BackoffMax, attempts)
-	d := time.Duration(h.o.Rand() * float64(ceil))
-	return max(d, min(retryAfter, h.o.RetryAfterMax), time.Second)
-}
-
-// gate reads the job (cached) and decides whether its messages may be
-// delivered now. ok false means the message is settled by d.
-func (h *Handler) gate(ctx context.Context, m consume.Message) (*spoolv1.Job, consume.Disposition, bool) {
-	e := m.Envelope
-	job, err := h.cache.get(ctx, e.GetJobId())
-	if errors.Is(err, jobstore.ErrNotFound) {
-		// Left alone: after maxReceiveCount receives the queue moves it to
-		// the dead-letter queue, where a person can look.
-		h.log.WarnContext(ctx, "message of an unknown job left", "job_id", e.GetJobId(), "row", e.GetRow(), "message_id", m.ID)
-		return nil, consume.Leave, false
-	}
-	if err != nil {
-		h.log.WarnContext(ctx, "read job; message left", "job_id", e.GetJobId(), "message_id", m.ID, "error", err)
-		return nil, consume.Leave, false
-	}
-	if job.GetState() == spoolv1.JobState_JOB_STATE_RECEIVING {
-		if exp := job.GetLeaseExpiresAt(); exp == nil || !exp.AsTime().Before(h.o.Now()) {
-			return nil, consume.After(h.receivingDelay(m.ReceiveCount)), false
-		}
-		j, err := h.jobs.ExpireIfAbandoned(ctx, job)
-		if err != nil {
-			h.log.WarnContext(ctx, "expire abandoned job; message left", "job_id", e.GetJobId(), "message_id", m.ID, "error", err)
-			return nil, consume.Leave, false
-		}
-		if j.GetState() != job.GetState() {
-			h.log.InfoContext(ctx, "abandoned job ended", "job_id", e.GetJobId(), "state", j.GetState().String())
-		}
-		h.cache.put(e.GetJobId(), j, nil)
-		job = j
-	}
-	switch job.GetState() {
-	case spoolv1.JobState_JOB_STATE_SEALED, spoolv1.JobState_JOB_STATE_COMPLETED:
-		if job.GetPaused() {
-			// Not a delivery attempt: nothing is claimed, so no retry
-			// budget is used.
-			return nil, consume.After(h.pausedDelay(m.ReceiveCount)), false
-		}
-		return job, consume.Disposition{}, true
-	case spoolv1.JobState_JOB_STATE_RECEIVING:
-		return nil, consume.After(h.receivingDelay(m.ReceiveCount)), false
-	case spoolv1.JobState_JOB_STATE_ABORTED, spoolv1.JobState_JOB_STATE_REJECTED, spoolv1.JobState_JOB_STATE_CANCELLED:
-		h.count.Add(e.GetJobId(), jobstore.Counts{Dropped: 1})
-		return nil, consume.Delete, false
-	default:
-		h.log.WarnContext(ctx, "message of a job in an unexpected state left", "job_id", e.GetJobId(), "message_id", m.ID, "state", job.GetState().String())
-		return nil, consume.Leave, false
-	}
-}
-
-// result is a send's outcome for the ledger, the flow control and the
-// retry decision.
-type result struct {
-	outcome    ledger.Outcome
-	class      Class
-	retryAfter time.Duration
-}
-
-// retry says the row is released for another attempt.
-func (r result) retry() bool {
-	return r.outcome.State == spoolv1.TransactionState_TRANSACTION_STATE_CLAIMED
-}
-
-// describe names the last failure for a dead-letter reason: the status,
-// or the kind of transport failure, never a response body (it may echo
-// payroll data).
-func (r result) describe() string {
-	if r.outcome.Status != 0 {
-		return fmt.Sprintf("%d %s", r.outcome.Status, http.StatusText(r.outcome.Status))
-	}
-	return r.outcome.Reason
-}
-
-// classify maps a send's result to the ledger outcome and its class.
-func (h *Handler) classify(err error, e *spoolv1.Envelope) result {
-	if err == nil {
-		return result{outcome: ledger.Outcome{State: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, Status: http.StatusOK}, class: Success}
-	}
-	f, ok := deliver.IsFailure(err)
-	if !ok {
-		// The request could not even be built: nothing was sent.
-		return result{outcome: ledger.Outcome{State: spoolv1.TransactionState_TRANSACTION_STATE_CLAIMED, Reason: err.Error()}, class: Ignore}
-	}
-	switch {
-	case f.Status == 0 && f.Written:
-		// The destination may have applied it: only the policy may resend.
-		// A timeout is still a sign of overload.
-		return result{outcome: ledger.Outcome{State: spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN, Reason: unreachable(f), Envelope: e}, class: Overload}
-	case f.Status == 0:
-		return result{outcome: ledger.Outcome{State: spoolv1.TransactionState_TRANSACTION_STATE_CLAIMED, Reason: unreachable(f)}, class: Overload}
-	case slices.Contains(h.o.AlreadyApplied, f.Status):
-		return result{outcome: ledger.Outcome{
-			State: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, Status: f.Status,
-			Reason: fmt.Sprintf("%d %s: already applied", f.Status, http.StatusText(f.Status)),
-		}, class: Success}
-	case f.Status >= 400 && f.Status < 500 && f.Status != http.StatusRequestTimeout && f.Status != http.StatusTooManyRequests:
-		reason := fmt.Sprintf("%d %s", f.Status, http.StatusText(f.Status))
-		if f.Excerpt != "" {
-			reason += ": " + f.Excerpt
-		}
-		return result{outcome: ledger.Outcome{State: spoolv1.TransactionState_TRANSACTION_STATE_REJECTED, Status: f.Status, Reason: reason}, class: Ignore}
-	case f.Status == http.StatusTooManyRequests:
-		return result{
-			outcome:    ledger.Outcome{State: spoolv1.TransactionState_TRANSACTION_STATE_CLAIMED, Status: f.Status, Reason: http.StatusText(f.Status)},
-			class:      Throttle,
-			retryAfter: f.RetryAfter,
-		}
-	case f.Status == http.StatusRequestTimeout || f.Status >= 500:
-		return result{
-			outcome:    ledger.Outcome{State: spoolv1.TransactionState_TRANSACTION_STATE_CLAIMED, Status: f.Status, Reason: http.StatusText(f.Status)},
-			class:      Overload,
-			retryAfter: f.RetryAfter,
-		}
-	default:
-		// Unfollowed redirects and other oddities: the destination did not
-		// take it; try again, but they say nothing about its load.
-		return result{
-			outcome:    ledger.Outcome{State: spoolv1.TransactionState_TRANSACTION_STATE_CLAIMED, Status: f.Status, Reason: http.StatusText(f.Status)},
-			class:      Ignore,
-			retryAfter: f.RetryAfter,
-		}
-	}
-}
-
-// unreachable describes a failure without an answer. The URL is left out
-// (it may carry a credential, and the reason goes to the ledger and onto
-// dead letters): net/http wraps transport errors in a *url.Error naming it.
-func unreachable(f *deliver.Failure) string {
-	err := f.Err
-	if ue := (*url.Error)(nil); errors.As(err, &ue) {
-		err = ue.Err
-	}
-	if err == nil {
-		return "destination unreachable"
-	}
-	return "destination unreachable: " + err.Error()
 }
 
 // BusinessKey is the values of the business-key columns, joined with "|";
@@ -577,32 +451,9 @@ func field(e *spoolv1.Envelope, name string) string {
 	return ""
 }
 
-// receivingDelay is the wait before a message of a RECEIVING job, received
-// receiveCount times, comes back: 1 s, 2 s, 4 s, … up to ReceivingDelay.
-// The receive count only paces the wait; it is not a retry budget.
-func (h *Handler) receivingDelay(receiveCount int) time.Duration {
-	return doubled(firstReceivingDelay, h.o.ReceivingDelay, receiveCount)
-}
-
-// pausedDelay is the wait before a message of a paused job, received
-// receiveCount times, comes back: 10 s, 20 s, … up to PausedDelay.
-func (h *Handler) pausedDelay(receiveCount int) time.Duration {
-	return doubled(firstPausedDelay, h.o.PausedDelay, receiveCount)
-}
-
-// doubled is first doubled for every n after the first, capped at ceil:
-// first, 2·first, 4·first, … ceil.
-func doubled(first, ceil time.Duration, n int) time.Duration {
-	d := first
-	for i := 1; i < n && d < ceil; i++ {
-		d *= 2
-	}
-	return min(d, ceil)
-}
-
 // unpaced is the Pacer without flow control.
 type unpaced struct{}
 
-func (unpaced) Acquire(context.Context) (Pass, error) { return unpaced{}, nil }
-
-func (unpaced) Done(Class, time.Duration) {}
+func (unpaced) Acquire(context.Context) (func(deliver.Outcome, time.Duration), error) {
+	return func(deliver.Outcome, time.Duration) {}, nil
+}

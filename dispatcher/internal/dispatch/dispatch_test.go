@@ -69,10 +69,14 @@ type jobs struct {
 	expired atomic.Int64
 }
 
-func (j *jobs) Get(_ context.Context, id string) (*spoolv1.Job, error) {
+func (j *jobs) Get(ctx context.Context, id string) (*spoolv1.Job, error) {
 	j.gets.Add(1)
 	if j.hold != nil {
-		<-j.hold
+		select {
+		case <-j.hold:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	if j.job == nil || j.job.GetJobId() != id {
 		return nil, jobstore.ErrNotFound

@@ -117,17 +117,16 @@ func TestPausedJobComesBackLater(t *testing.T) {
 	require.Equal(t, jobstore.Counts{}, f.counts.of("job"))
 }
 
-// pacer hands out passes, blocking while held, and records what each
-// pass was told.
+// pacer hands out slots, blocking while held, and records the outcome
+// each slot was given back with.
 type pacer struct {
 	hold chan struct{}
 
 	mu   sync.Mutex
-	done []dispatch.Class
-	n    int
+	done []deliver.Outcome
 }
 
-func (p *pacer) Acquire(ctx context.Context) (dispatch.Pass, error) {
+func (p *pacer) Acquire(ctx context.Context) (func(deliver.Outcome, time.Duration), error) {
 	if p.hold != nil {
 		select {
 		case <-p.hold:
@@ -135,43 +134,42 @@ func (p *pacer) Acquire(ctx context.Context) (dispatch.Pass, error) {
 			return nil, ctx.Err()
 		}
 	}
+	return func(o deliver.Outcome, _ time.Duration) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.done = append(p.done, o)
+	}, nil
+}
+
+func (p *pacer) outcomes() []deliver.Outcome {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.n++
-	return pass{p}, nil
+	return append([]deliver.Outcome(nil), p.done...)
 }
 
-type pass struct{ p *pacer }
-
-func (s pass) Done(c dispatch.Class, _ time.Duration) {
-	s.p.mu.Lock()
-	defer s.p.mu.Unlock()
-	s.p.done = append(s.p.done, c)
-}
-
-func (p *pacer) classes() []dispatch.Class {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]dispatch.Class(nil), p.done...)
-}
-
+// TestPacerIsToldEveryOutcome: every send is classified once, and the
+// pacer hears it, refusals and lost answers included.
 func TestPacerIsToldEveryOutcome(t *testing.T) {
 	p := &pacer{}
 	f := newFixtureWith(t, sealed, ledger.Hold, dispatch.Options{Pacer: p, AlreadyApplied: []int{409}},
 		&deliver.Failure{Status: 503, Written: true}, &deliver.Failure{Status: 422, Written: true},
-		&deliver.Failure{Status: 409, Written: true}, timedOut, &deliver.Failure{Status: 429, Written: true, RetryAfter: 2 * time.Second})
+		&deliver.Failure{Status: 409, Written: true}, timedOut, &deliver.Failure{Status: 429, Written: true, RetryAfter: 2 * time.Second},
+		&deliver.Failure{Err: errors.New("dial tcp: connection refused")}, &deliver.Failure{Status: 302, Written: true})
 	require.Equal(t, consume.After(time.Second), f.h.Handle(t.Context(), message(1)))
 	require.Equal(t, consume.Delete, f.h.Handle(t.Context(), messageKey(2)))
 	require.Equal(t, consume.Delete, f.h.Handle(t.Context(), messageKey(3)))
 	require.Equal(t, consume.Delete, f.h.Handle(t.Context(), messageKey(4)))
 	require.Equal(t, consume.After(2*time.Second), f.h.Handle(t.Context(), messageKey(5)), "a 429's Retry-After is honoured")
-	require.Equal(t, consume.Delete, f.h.Handle(t.Context(), messageKey(6)))
-	// Row 2 again: suppressed by the ledger, no request, yet the pass is
+	require.Equal(t, consume.After(time.Second), f.h.Handle(t.Context(), messageKey(6)))
+	require.Equal(t, consume.After(time.Second), f.h.Handle(t.Context(), messageKey(7)))
+	require.Equal(t, consume.Delete, f.h.Handle(t.Context(), messageKey(8)))
+	// Row 2 again: suppressed by the ledger, no request, yet the slot is
 	// given back.
 	require.Equal(t, consume.Delete, f.h.Handle(t.Context(), messageKey(2)))
-	require.Equal(t, []dispatch.Class{
-		dispatch.Overload, dispatch.Ignore, dispatch.Success, dispatch.Overload, dispatch.Throttle, dispatch.Success, dispatch.Ignore,
-	}, p.classes())
+	require.Equal(t, []deliver.Outcome{
+		deliver.Overloaded, deliver.Refused, deliver.Accepted, deliver.Lost, deliver.Throttled,
+		deliver.Overloaded, deliver.Refused, deliver.Accepted, deliver.NotSent,
+	}, p.outcomes())
 }
 
 func TestShutdownReleasesWhatWaitsForThePacer(t *testing.T) {

@@ -9,8 +9,9 @@
 //     the fleet-wide rate limit (Acquire): both are waited for before the
 //     row is claimed in the ledger, so that no row waits while marked as
 //     being sent.
-//   - How did it go? The outcome of each send teaches the concurrency limit
-//     and the breaker (Slot.Done).
+//   - How did it go? The outcome of each send (deliver.Outcome) teaches the
+//     concurrency limit and the breaker, each reading it its own way (the
+//     function Acquire returns).
 //
 // Each part is optional: a nil Control, or one without a part, lets
 // everything through, so tests and configurations without flow control
@@ -19,45 +20,17 @@ package flow
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/spoolhq/spool/dispatcher/internal/breaker"
+	"github.com/spoolhq/spool/dispatcher/internal/deliver"
 	"github.com/spoolhq/spool/dispatcher/internal/limit"
 	"github.com/spoolhq/spool/dispatcher/internal/rate"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 )
-
-// Outcome is what a send told about the destination.
-type Outcome int
-
-const (
-	// NotSent: nothing reached the destination (the row was settled, held,
-	// or gated, or the request never left the machine for a local reason).
-	// It teaches nothing.
-	NotSent Outcome = iota
-	// Accepted: a 2xx, or a status configured as already applied.
-	Accepted
-	// Refused: a permanent 4xx. The destination is up and answering; the
-	// row is at fault, not the load.
-	Refused
-	// Overloaded: 408, 429, 5xx, a refused connection or a timeout: the
-	// destination is down or asks for less.
-	Overloaded
-	// Lost: the request was written and its answer never came (a reset or
-	// a timeout after writing): like Overloaded for the breaker, but its
-	// latency is not a sample.
-	Lost
-	// Throttled: a 429. The concurrency limit shrinks as on overload, but
-	// the breaker does not count it: a destination that answers is up, and
-	// stopping every receive for a cool-down would undershoot its rate.
-	Throttled
-)
-
-func (o Outcome) String() string {
-	return [...]string{"not-sent", "accepted", "refused", "overloaded", "lost", "throttled"}[o]
-}
 
 // Control is one dispatcher's flow control. Any field may be nil.
 type Control struct {
@@ -80,26 +53,31 @@ func (c *Control) Receive(ctx context.Context) (probe bool, err error) {
 // so another probe may go.
 func (c *Control) ReceivedNothing() {
 	if c != nil && c.Breaker != nil {
-		c.Breaker.Record(breaker.Ignore)
+		c.Breaker.Record(deliver.NotSent)
 	}
 }
 
-// Slot is the right to send one request: one unit of the concurrency limit,
-// and one of the fleet's rate. Done must be called once; later calls do
-// nothing.
-type Slot struct {
+// slot is the right to send one request: one unit of the concurrency limit,
+// and one of the fleet's rate.
+type slot struct {
 	c    *Control
 	tok  *limit.Token
-	done bool
+	once sync.Once
 }
 
 // Acquire waits for a concurrency slot, then for the fleet-wide rate's
 // next slot: call it before claiming the row, after everything else that
-// may wait, so that no row waits while marked as being sent.
-func (c *Control) Acquire(ctx context.Context) (*Slot, error) {
-	s := &Slot{c: c}
+// may wait, so that no row waits while marked as being sent. done returns
+// the slot and tells the limit and the breaker how the send went, latency
+// being the request's, from sending it to its answer (0 when none was
+// sent); it must be called once, and later calls do nothing.
+func (c *Control) Acquire(ctx context.Context) (done func(o deliver.Outcome, latency time.Duration), err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s := &slot{c: c}
 	if c == nil {
-		return s, ctx.Err()
+		return s.done, nil
 	}
 	if c.Limit != nil {
 		tok, err := c.Limit.Acquire(ctx)
@@ -109,40 +87,25 @@ func (c *Control) Acquire(ctx context.Context) (*Slot, error) {
 		s.tok = tok
 	}
 	if err := c.Rate.Wait(ctx); err != nil {
-		s.Done(NotSent, 0)
+		s.done(deliver.NotSent, 0)
 		return nil, err
 	}
-	return s, ctx.Err()
+	if err := ctx.Err(); err != nil {
+		s.done(deliver.NotSent, 0)
+		return nil, err
+	}
+	return s.done, nil
 }
 
-// Done returns the slot and tells the limit and the breaker how the send
-// went; latency is the request's, from sending it to its answer.
-func (s *Slot) Done(o Outcome, latency time.Duration) {
-	if s == nil || s.done {
-		return
-	}
-	s.done = true
-	if s.tok != nil {
-		switch o {
-		case Accepted:
-			s.tok.Done(limit.Success, latency)
-		case Overloaded, Throttled:
-			s.tok.Done(limit.Overload, latency)
-		default:
-			s.tok.Done(limit.Ignore, 0)
+func (s *slot) done(o deliver.Outcome, latency time.Duration) {
+	s.once.Do(func() {
+		if s.tok != nil {
+			s.tok.Done(o, latency)
 		}
-	}
-	if s.c == nil || s.c.Breaker == nil {
-		return
-	}
-	switch o {
-	case Accepted, Refused:
-		s.c.Breaker.Record(breaker.Success)
-	case Overloaded, Lost:
-		s.c.Breaker.Record(breaker.Failure)
-	default:
-		s.c.Breaker.Record(breaker.Ignore)
-	}
+		if s.c != nil && s.c.Breaker != nil {
+			s.c.Breaker.Record(o)
+		}
+	})
 }
 
 // Status is the dispatcher's flow control for the status RPCs.

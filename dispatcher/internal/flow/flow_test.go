@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/spoolhq/spool/dispatcher/internal/breaker"
+	"github.com/spoolhq/spool/dispatcher/internal/deliver"
 	"github.com/spoolhq/spool/dispatcher/internal/flow"
 	"github.com/spoolhq/spool/dispatcher/internal/limit"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
@@ -19,10 +20,10 @@ func TestNilControlLetsEverythingThrough(t *testing.T) {
 		probe, err := c.Receive(ctx)
 		require.NoError(t, err)
 		require.False(t, probe)
-		s, err := c.Acquire(ctx)
+		done, err := c.Acquire(ctx)
 		require.NoError(t, err)
-		s.Done(flow.Overloaded, time.Millisecond)
-		s.Done(flow.Overloaded, time.Millisecond)
+		done(deliver.Overloaded, time.Millisecond)
+		done(deliver.Overloaded, time.Millisecond)
 		st := c.Status()
 		require.Equal(t, spoolv1.BreakerState_BREAKER_STATE_CLOSED, st.GetBreakerState())
 		require.Zero(t, st.GetRateLimit())
@@ -33,15 +34,15 @@ func TestNilControlLetsEverythingThrough(t *testing.T) {
 // which of them count as the destination failing.
 func TestOutcomesTeachTheBreaker(t *testing.T) {
 	tests := []struct {
-		outcomes []flow.Outcome
+		outcomes []deliver.Outcome
 		open     bool
 	}{
-		{outcomes: []flow.Outcome{flow.Overloaded, flow.Overloaded, flow.Overloaded}, open: true},
-		{outcomes: []flow.Outcome{flow.Lost, flow.Overloaded, flow.Lost}, open: true},
-		{outcomes: []flow.Outcome{flow.Overloaded, flow.Overloaded, flow.Refused, flow.Overloaded}, open: false},
-		{outcomes: []flow.Outcome{flow.Overloaded, flow.Overloaded, flow.Accepted, flow.Overloaded}, open: false},
-		{outcomes: []flow.Outcome{flow.Overloaded, flow.Overloaded, flow.NotSent}, open: false},
-		{outcomes: []flow.Outcome{flow.Throttled, flow.Throttled, flow.Throttled, flow.Throttled}, open: false},
+		{outcomes: []deliver.Outcome{deliver.Overloaded, deliver.Overloaded, deliver.Overloaded}, open: true},
+		{outcomes: []deliver.Outcome{deliver.Lost, deliver.Overloaded, deliver.Lost}, open: true},
+		{outcomes: []deliver.Outcome{deliver.Overloaded, deliver.Overloaded, deliver.Refused, deliver.Overloaded}, open: false},
+		{outcomes: []deliver.Outcome{deliver.Overloaded, deliver.Overloaded, deliver.Accepted, deliver.Overloaded}, open: false},
+		{outcomes: []deliver.Outcome{deliver.Overloaded, deliver.Overloaded, deliver.NotSent}, open: false},
+		{outcomes: []deliver.Outcome{deliver.Throttled, deliver.Throttled, deliver.Throttled, deliver.Throttled}, open: false},
 	}
 	for _, tt := range tests {
 		t.Run(fmtOutcomes(tt.outcomes), func(t *testing.T) {
@@ -51,10 +52,10 @@ func TestOutcomesTeachTheBreaker(t *testing.T) {
 				Breaker: breaker.New(breaker.Options{Failures: 3, Cooldown: time.Hour}),
 			}
 			for _, o := range tt.outcomes {
-				s, err := c.Acquire(ctx)
+				done, err := c.Acquire(ctx)
 				require.NoError(t, err)
-				s.Done(o, time.Millisecond)
-				s.Done(o, time.Millisecond) // a second Done changes nothing
+				done(o, time.Millisecond)
+				done(o, time.Millisecond) // a second call changes nothing
 			}
 			st := c.Status()
 			require.Zero(t, st.GetInFlight(), "every slot returned")
@@ -74,25 +75,25 @@ func TestOutcomesTeachTheBreaker(t *testing.T) {
 
 func TestOverloadShrinksTheLimit(t *testing.T) {
 	ctx := context.Background()
-	for _, o := range []flow.Outcome{flow.Overloaded, flow.Throttled} {
+	for _, o := range []deliver.Outcome{deliver.Overloaded, deliver.Throttled} {
 		c := &flow.Control{Limit: limit.New(limit.Options{Min: 1, Max: 16, Initial: 16})}
-		s, err := c.Acquire(ctx)
+		done, err := c.Acquire(ctx)
 		require.NoError(t, err)
-		s.Done(o, time.Millisecond)
+		done(o, time.Millisecond)
 		require.Less(t, c.Status().GetConcurrencyLimit(), int32(16), "%s shrinks the limit", o)
 	}
 
 	// Refusals and lost answers say nothing about load.
 	c := &flow.Control{Limit: limit.New(limit.Options{Min: 1, Max: 16, Initial: 16})}
-	for _, o := range []flow.Outcome{flow.Refused, flow.Lost, flow.NotSent} {
-		s, err := c.Acquire(ctx)
+	for _, o := range []deliver.Outcome{deliver.Refused, deliver.Lost, deliver.NotSent} {
+		done, err := c.Acquire(ctx)
 		require.NoError(t, err)
-		s.Done(o, time.Millisecond)
+		done(o, time.Millisecond)
 	}
 	require.EqualValues(t, 16, c.Status().GetConcurrencyLimit())
 }
 
-func fmtOutcomes(os []flow.Outcome) string {
+func fmtOutcomes(os []deliver.Outcome) string {
 	s := ""
 	for i, o := range os {
 		if i > 0 {

@@ -34,45 +34,23 @@
 // run at a quarter of the limit, so a destination that really became slower
 // gets a new baseline.
 //
-// The limit stays within [Min, Max]. Outcomes that say nothing about the
-// destination's capacity (a permanent 4xx, a row never sent) release their
-// slot without a sample. The limiter starts no goroutines.
+// The limit stays within [Min, Max]. It reads the outcomes of deliveries
+// (deliver.Outcome): an accepted answer is a latency sample, a throttled
+// or overloaded one cuts the limit, and the rest release their slot
+// without teaching anything: a refusal or a request never sent says
+// nothing about capacity, and a lost answer's latency is the timeout, not
+// a measurement (the breaker counts it against the destination's health).
+// The limiter starts no goroutines.
 package limit
 
 import (
 	"context"
 	"math"
-	"strconv"
 	"sync"
 	"time"
+
+	"github.com/spoolhq/spool/dispatcher/internal/deliver"
 )
-
-// Outcome classifies a finished delivery for the limiter.
-type Outcome int
-
-const (
-	// Success is an answer in time (2xx, or a status configured as
-	// already applied): its latency is a sample.
-	Success Outcome = iota
-	// Overload is a sign the destination has too much: 429, 408, 5xx, a
-	// timeout or a refused connection. It cuts the limit.
-	Overload
-	// Ignore releases the slot and teaches nothing: a permanent 4xx
-	// rejection, an unknown outcome, a row the ledger suppressed.
-	Ignore
-)
-
-func (o Outcome) String() string {
-	switch o {
-	case Success:
-		return "success"
-	case Overload:
-		return "overload"
-	case Ignore:
-		return "ignore"
-	}
-	return "outcome(" + strconv.Itoa(int(o)) + ")"
-}
 
 // Defaults for Options.
 const (
@@ -235,9 +213,9 @@ func (l *Limiter) TryAcquire() (*Token, bool) {
 }
 
 // Done releases the slot and feeds the outcome to the limit. latency is the
-// time the destination took, request to answer; it is used for Success
-// only.
-func (t *Token) Done(o Outcome, latency time.Duration) {
+// time the destination took, request to answer; it is used for an accepted
+// answer only.
+func (t *Token) Done(o deliver.Outcome, latency time.Duration) {
 	l := t.l
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -245,12 +223,12 @@ func (t *Token) Done(o Outcome, latency time.Duration) {
 		return
 	}
 	t.done = true
-	switch o {
-	case Success:
+	switch lesson(o) {
+	case sample:
 		if latency > 0 {
 			l.sampleLocked(t, float64(latency))
 		}
-	case Overload:
+	case cut:
 		l.overloadLocked(t)
 	}
 	l.releaseLocked()
@@ -424,4 +402,23 @@ type window struct {
 	sum         float64
 	count       int
 	maxInflight int
+}
+
+// What an outcome teaches the limit.
+const (
+	nothing = iota
+	sample
+	cut
+)
+
+// lesson is what the limit learns from a delivery's outcome: see
+// deliver.Outcome.
+func lesson(o deliver.Outcome) int {
+	switch o {
+	case deliver.Accepted:
+		return sample
+	case deliver.Throttled, deliver.Overloaded:
+		return cut
+	}
+	return nothing
 }

@@ -9,32 +9,33 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/spoolhq/spool/dispatcher/internal/deliver"
 	"github.com/spoolhq/spool/dispatcher/internal/limit"
 )
 
 // destination answers a round of n concurrent requests.
-type destination func(n int) (limit.Outcome, time.Duration)
+type destination func(n int) (deliver.Outcome, time.Duration)
 
 // queueing models a destination that serves capacity requests at once in
 // base; beyond that, requests queue and latency grows in proportion
 // (Little's law).
 func queueing(capacity int, base time.Duration) destination {
-	return func(n int) (limit.Outcome, time.Duration) {
+	return func(n int) (deliver.Outcome, time.Duration) {
 		if n <= capacity {
-			return limit.Success, base
+			return deliver.Accepted, base
 		}
-		return limit.Success, base * time.Duration(n) / time.Duration(capacity)
+		return deliver.Accepted, base * time.Duration(n) / time.Duration(capacity)
 	}
 }
 
 // throttling models a destination that answers 429 to everything once more
 // than capacity requests are in flight, and is fast otherwise.
 func throttling(capacity int, base time.Duration) destination {
-	return func(n int) (limit.Outcome, time.Duration) {
+	return func(n int) (deliver.Outcome, time.Duration) {
 		if n > capacity {
-			return limit.Overload, base
+			return deliver.Overloaded, base
 		}
-		return limit.Success, base
+		return deliver.Accepted, base
 	}
 }
 
@@ -123,7 +124,7 @@ func TestNeverExceedsMax(t *testing.T) {
 				mu.Lock()
 				highest = max(highest, l.InFlight())
 				mu.Unlock()
-				tok.Done(limit.Success, 5*time.Millisecond)
+				tok.Done(deliver.Accepted, 5*time.Millisecond)
 			}
 		})
 	}
@@ -142,7 +143,7 @@ func TestOverloadCutsOncePerWindow(t *testing.T) {
 	}
 	// Fifty 429s of one round are one signal.
 	for _, tok := range toks {
-		tok.Done(limit.Overload, time.Millisecond)
+		tok.Done(deliver.Overloaded, time.Millisecond)
 	}
 	require.Equal(t, 20, l.Limit())
 	require.EqualValues(t, 40, l.Stats().Overloads)
@@ -150,7 +151,7 @@ func TestOverloadCutsOncePerWindow(t *testing.T) {
 	// A request sent after the cut that is throttled too cuts again.
 	tok, ok := l.TryAcquire()
 	require.True(t, ok)
-	tok.Done(limit.Overload, time.Millisecond)
+	tok.Done(deliver.Overloaded, time.Millisecond)
 	require.Equal(t, 10, l.Limit())
 }
 
@@ -174,7 +175,7 @@ func TestBacksOffAndRecovers(t *testing.T) {
 	require.InDelta(t, 25, mean, 10, "mean limit under throttling")
 
 	// Down: everything fails, the limit falls to the minimum...
-	limits = run(t, l, o, 50, func(int) (limit.Outcome, time.Duration) { return limit.Overload, time.Second })
+	limits = run(t, l, o, 50, func(int) (deliver.Outcome, time.Duration) { return deliver.Overloaded, time.Second })
 	require.Equal(t, 1, limits[len(limits)-1])
 
 	// ...and recovers once the destination is back.
@@ -198,12 +199,43 @@ func TestShrinksWhenLatencyGrows(t *testing.T) {
 	require.LessOrEqual(t, limits[len(limits)-1], 40)
 }
 
+// TestEachOutcome reads every delivery outcome the limit may be told: an
+// acceptance is a latency sample, throttling and overload cut the limit,
+// and the rest teach nothing (a lost answer's latency is the timeout, not
+// a measurement).
+func TestEachOutcome(t *testing.T) {
+	tests := []struct {
+		o                  deliver.Outcome
+		samples, overloads int64
+	}{
+		{o: deliver.NotSent},
+		{o: deliver.Accepted, samples: 1},
+		{o: deliver.Refused},
+		{o: deliver.Throttled, overloads: 1},
+		{o: deliver.Overloaded, overloads: 1},
+		{o: deliver.Lost},
+	}
+	for _, tt := range tests {
+		t.Run(tt.o.String(), func(t *testing.T) {
+			l := limit.New(limit.Options{Initial: 8, Max: 8})
+			tok, err := l.Acquire(context.Background())
+			require.NoError(t, err)
+			tok.Done(tt.o, time.Second)
+			s := l.Stats()
+			require.Zero(t, s.InFlight)
+			require.Equal(t, tt.samples, s.Samples)
+			require.Equal(t, tt.overloads, s.Overloads)
+			require.Equal(t, tt.overloads == 0, s.Limit == 8, "only an overload cuts the limit")
+		})
+	}
+}
+
 func TestIgnoreTeachesNothing(t *testing.T) {
 	l := limit.New(limit.Options{Initial: 4, Max: 10})
 	for range 100 {
 		tok, err := l.Acquire(context.Background())
 		require.NoError(t, err)
-		tok.Done(limit.Ignore, time.Hour)
+		tok.Done(deliver.NotSent, time.Hour)
 	}
 	s := l.Stats()
 	require.Equal(t, 4, s.Limit)
@@ -218,11 +250,11 @@ func TestDoneTwiceIsHarmless(t *testing.T) {
 	require.NoError(t, err)
 	b, err := l.Acquire(context.Background())
 	require.NoError(t, err)
-	a.Done(limit.Ignore, 0)
-	a.Done(limit.Overload, 0)
+	a.Done(deliver.NotSent, 0)
+	a.Done(deliver.Overloaded, 0)
 	require.Equal(t, 1, l.InFlight(), "the second Done neither frees b's slot nor counts")
 	require.Equal(t, 2, l.Limit())
-	b.Done(limit.Ignore, 0)
+	b.Done(deliver.NotSent, 0)
 	require.Zero(t, l.InFlight())
 }
 
@@ -260,10 +292,10 @@ func TestAcquireHonoursContext(t *testing.T) {
 	require.Eventually(t, func() bool { return l.Stats().Waiting == 1 }, 5*time.Second, time.Millisecond)
 	_, ok := l.TryAcquire()
 	require.False(t, ok, "a free slot goes to the waiter first")
-	held.Done(limit.Success, time.Millisecond)
+	held.Done(deliver.Accepted, time.Millisecond)
 	tok := <-got
 	require.Equal(t, 1, l.InFlight())
-	tok.Done(limit.Success, time.Millisecond)
+	tok.Done(deliver.Accepted, time.Millisecond)
 	require.Zero(t, l.InFlight())
 }
 
@@ -277,11 +309,11 @@ func TestWaitersAreServedInOrder(t *testing.T) {
 			tok, err := l.Acquire(context.Background())
 			require.NoError(t, err)
 			order <- i
-			tok.Done(limit.Ignore, 0)
+			tok.Done(deliver.NotSent, 0)
 		}()
 		require.Eventually(t, func() bool { return l.Stats().Waiting == i+1 }, 5*time.Second, time.Millisecond)
 	}
-	held.Done(limit.Ignore, 0)
+	held.Done(deliver.NotSent, 0)
 	require.Equal(t, []int{0, 1, 2}, []int{<-order, <-order, <-order})
 }
 
@@ -301,7 +333,7 @@ func TestNoLeaks(t *testing.T) {
 				return
 			}
 			runtime.Gosched()
-			tok.Done(limit.Success, time.Millisecond)
+			tok.Done(deliver.Accepted, time.Millisecond)
 		})
 	}
 	wg.Wait()
