@@ -19,11 +19,11 @@ import (
 	"github.com/spoolhq/spool/dispatcher/internal/deadletter"
 	"github.com/spoolhq/spool/dispatcher/internal/deliver"
 	"github.com/spoolhq/spool/dispatcher/internal/dispatch"
+	"github.com/spoolhq/spool/dispatcher/internal/dispatchrpc"
 	"github.com/spoolhq/spool/dispatcher/internal/ledger"
 	"github.com/spoolhq/spool/dispatcher/internal/limit"
 	"github.com/spoolhq/spool/dispatcher/internal/rate"
 	"github.com/spoolhq/spool/dispatcher/internal/recount"
-	"github.com/spoolhq/spool/dispatcher/internal/status"
 	"github.com/spoolhq/spool/platform/envcfg"
 )
 
@@ -45,13 +45,14 @@ type config struct {
 	logLevel          slog.Level
 	jobCacheTTL       time.Duration
 	receivingDelay    time.Duration
-	unknownPolicy     string
-	claimLease        time.Duration
-	ledgerRetention   time.Duration
-	repairInterval    time.Duration
-	repairAfter       time.Duration
+	unknownPolicy     ledger.Policy
+	// claimLease is the lease as configured, or deliveryBound for 0.
+	claimLease      time.Duration
+	ledgerRetention time.Duration
+	repairInterval  time.Duration
+	repairAfter     time.Duration
 
-	// Delivery failure handling (#4).
+	// Delivery failure handling.
 	deadLetterURL     string
 	alreadyApplied    statusList
 	maxAttempts       int
@@ -83,14 +84,6 @@ const (
 	minLedgerRetention     = 15 * 24 * time.Hour
 )
 
-// lease is the claim lease: as configured, or deliveryBound.
-func (c config) lease() time.Duration {
-	if c.claimLease > 0 {
-		return c.claimLease
-	}
-	return c.deliveryBound()
-}
-
 // deliveryBound is long enough for one delivery with its timeout to finish
 // twice over: whatever it was, it has answered or timed out by then.
 func (c config) deliveryBound() time.Duration {
@@ -116,25 +109,24 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs.Float64Var(&c.rateLimit, "rate-limit", 0, "requests per second to the destination for the whole fleet of dispatchers, shared through the table; 0 = no limit")
 	fs.IntVar(&c.rateBurst, "rate-burst", rate.DefaultBurst, "requests let through at once after an idle spell, under -rate-limit")
 	fs.StringVar(&c.rateKey, "rate-key", "", "name of the shared rate limit: dispatchers with the same key share one; empty = the destination URL's host")
-	fs.IntVar(&c.breakerFailures, "breaker-failures", breaker.DefaultFailures, "destination failures in a row (5xx, 429, 408, timeouts, refused connections) that open the circuit breaker and stop receiving")
+	fs.IntVar(&c.breakerFailures, "breaker-failures", breaker.DefaultFailures, "destination failures in a row (5xx, 408, timeouts, refused connections, lost answers; not 429) that open the circuit breaker and stop receiving")
 	fs.Float64Var(&c.breakerFailureRate, "breaker-failure-rate", 0, "share of failed requests over 10s (at least 20 requests) that also opens the breaker; 0 = off")
 	fs.DurationVar(&c.breakerCooldown, "breaker-cooldown", breaker.DefaultCooldown, "how long the breaker stays open before one probe delivery; doubles per failed probe")
 	fs.DurationVar(&c.breakerMaxCooldown, "breaker-max-cooldown", breaker.DefaultMaxCooldown, "cap on the breaker's doubling cool-down")
 	fs.IntVar(&c.pollers, "pollers", 0, "parallel receive calls; 0 = ceil(concurrency/10)+1")
 	fs.DurationVar(&c.receiveWait, "receive-wait", 5*time.Second, "long-poll wait of one receive, whole seconds, at most 20s")
 	fs.DurationVar(&c.counterFlush, "counter-flush", time.Second, "how often job counters are written")
-	fs.DurationVar(&c.watchInterval, "watch-interval", status.DefaultInterval, "how often WatchJob reads the job")
+	fs.DurationVar(&c.watchInterval, "watch-interval", dispatchrpc.DefaultInterval, "how often WatchJob reads the job")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 25*time.Second, "bound on shutdown: finish in-flight deliveries, flush deletes and counters")
 	fs.DurationVar(&c.jobCacheTTL, "job-cache-ttl", dispatch.DefaultJobCacheTTL, "how long a job record read is trusted when gating deliveries")
 	fs.DurationVar(&c.receivingDelay, "receiving-delay", dispatch.DefaultReceivingDelay, "longest wait before a message of a job still receiving comes back (the first is 1s, doubling per receive)")
-	fs.StringVar(&c.unknownPolicy, "unknown-policy", "hold", "what to do with a row whose delivery outcome is unknown: hold (never resend) or retry-with-key")
-	fs.DurationVar(&c.claimLease, "claim-lease", 0, "how long a dispatcher owns a transaction it claimed; 0 = 2 × destination-timeout + 5s")
+	fs.Var((*policyFlag)(&c.unknownPolicy), "unknown-policy", "what to do with a row whose delivery outcome is unknown: hold (never resend) or retry-with-key")
+	fs.DurationVar(&c.claimLease, "claim-lease", 0, "how long a dispatcher owns a transaction it claimed; at least -destination-timeout + 3s; 0 = 2 × destination-timeout + 5s")
 	fs.DurationVar(&c.ledgerRetention, "ledger-retention", defaultLedgerRetention, "how long a settled ledger record is kept, suppressing the same transaction in redeliveries and later files (DynamoDB time to live); at least 15 days")
 	fs.DurationVar(&c.repairInterval, "repair-interval", recount.DefaultInterval, "how often job counters are checked against the delivery ledger")
 	fs.DurationVar(&c.repairAfter, "repair-after", recount.DefaultAfter, "how long a sealed job's record and ledger must go unchanged before its counters are repaired from the ledger")
 	fs.StringVar(&c.deadLetterURL, "dead-letter-queue-url", "", "URL of the dead-letter queue; empty = the one the queue's redrive policy names")
-	c.alreadyApplied = statusList{http.StatusConflict}
-	fs.Var(&c.alreadyApplied, "already-applied", "HTTP statuses meaning the destination has the transaction already, comma-separated; they count as delivered (empty: none)")
+	fs.Var(&c.alreadyApplied, "already-applied", "HTTP statuses meaning the destination has the transaction already, comma-separated; they count as delivered (default none: a 409 is retried, as it may mean the same key is still in progress)")
 	fs.IntVar(&c.maxAttempts, "max-attempts", dispatch.DefaultMaxAttempts, "delivery attempts of a row before a retryable failure dead-letters it")
 	fs.DurationVar(&c.maxAge, "max-age", dispatch.DefaultMaxAge, "age of a message (since it was queued) after which a retryable failure dead-letters it")
 	fs.DurationVar(&c.backoffBase, "backoff-base", dispatch.DefaultBackoffBase, "first retry backoff ceiling; it doubles per attempt, with full jitter")
@@ -149,7 +141,13 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	if err := envcfg.Parse(fs, args, lookup); err != nil {
 		return config{}, err
 	}
-	return c, c.validate()
+	if err := c.validate(); err != nil {
+		return config{}, err
+	}
+	if c.claimLease == 0 {
+		c.claimLease = c.deliveryBound()
+	}
+	return c, nil
 }
 
 func (c config) validate() error {
@@ -232,16 +230,34 @@ func (c config) validate() error {
 	if c.deadLetterHold < 2*time.Second || c.deadLetterHold > 12*time.Hour {
 		errs = append(errs, fmt.Errorf("-dead-letter-hold %s: want 2s to 12h", c.deadLetterHold))
 	}
-	if c.claimLease < 0 {
-		errs = append(errs, fmt.Errorf("-claim-lease %s: want 0 or more", c.claimLease))
-	}
-	if _, err := ledger.ParsePolicy(c.unknownPolicy); err != nil {
-		errs = append(errs, fmt.Errorf("-unknown-policy: %w", err))
+	switch minLease := dispatch.MinLease(c.destTimeout); {
+	case c.claimLease < 0:
+		errs = append(errs, fmt.Errorf("-claim-lease %s: want 0 (the default) or more", c.claimLease))
+	case c.claimLease > 0 && c.claimLease < minLease:
+		// A lease that ends while the request may still be out lets
+		// another dispatcher take the row over and find its outcome
+		// unknown; the dispatcher would release every row unsent instead.
+		errs = append(errs, fmt.Errorf("-claim-lease %s cannot cover a delivery with -destination-timeout %s: want at least %s (the timeout, and %s to claim and record the outcome), or 0 for the default",
+			c.claimLease, c.destTimeout, minLease, minLease-c.destTimeout))
 	}
 	if c.idempotencyHeader == "" {
 		errs = append(errs, errors.New("-idempotency-header: must not be empty"))
 	}
 	return errors.Join(errs...)
+}
+
+// policyFlag is the -unknown-policy flag, parsed into a ledger.Policy.
+type policyFlag ledger.Policy
+
+func (p *policyFlag) String() string { return ledger.Policy(*p).String() }
+
+func (p *policyFlag) Set(v string) error {
+	policy, err := ledger.ParsePolicy(v)
+	if err != nil {
+		return err
+	}
+	*p = policyFlag(policy)
+	return nil
 }
 
 // statusList is a comma-separated list of HTTP statuses.

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/spoolhq/spool/dispatcher/internal/ledger"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -34,13 +36,13 @@ func TestParseConfig(t *testing.T) {
 				require.Empty(t, c.headers.h)
 				require.Equal(t, time.Second, c.jobCacheTTL)
 				require.Equal(t, 2*time.Minute, c.receivingDelay)
-				require.Equal(t, "hold", c.unknownPolicy)
-				require.Equal(t, 25*time.Second, c.lease())
+				require.Equal(t, ledger.Hold, c.unknownPolicy)
+				require.Equal(t, 25*time.Second, c.claimLease, "2 × the destination timeout + 5s")
 				require.Equal(t, 5*time.Second, c.repairInterval)
 				require.Equal(t, 10*time.Second, c.repairAfter)
 				require.Equal(t, 90*24*time.Hour, c.ledgerRetention)
 				require.Empty(t, c.deadLetterURL)
-				require.Equal(t, statusList{409}, c.alreadyApplied)
+				require.Empty(t, c.alreadyApplied, "no status is already applied unless configured")
 				require.Equal(t, 20, c.maxAttempts)
 				require.Equal(t, 12*time.Hour, c.maxAge)
 				require.Equal(t, time.Second, c.backoffBase)
@@ -97,8 +99,8 @@ func TestParseConfig(t *testing.T) {
 				require.Equal(t, "DEBUG", c.logLevel.String())
 				require.Equal(t, 20*time.Second, c.receiveWait)
 				require.Equal(t, "Authorization,X-Tenant", c.headers.String())
-				require.Equal(t, "retry-with-key", c.unknownPolicy)
-				require.Equal(t, 90*time.Second, c.lease())
+				require.Equal(t, ledger.RetryWithKey, c.unknownPolicy)
+				require.Equal(t, 90*time.Second, c.claimLease)
 				require.Equal(t, time.Second, c.repairInterval)
 				require.Equal(t, 30*time.Second, c.repairAfter)
 				require.Equal(t, 365*24*time.Hour, c.ledgerRetention)
@@ -119,6 +121,18 @@ func TestParseConfig(t *testing.T) {
 		{name: "no concurrency", args: append([]string{"-concurrency", "0"}, required...), wantErr: "-concurrency"},
 		{name: "bad policy", args: append([]string{"-unknown-policy", "resend"}, required...), wantErr: "-unknown-policy"},
 		{name: "negative lease", args: append([]string{"-claim-lease", "-1s"}, required...), wantErr: "-claim-lease"},
+		{
+			name: "lease shorter than a delivery", args: append([]string{"-claim-lease", "12s", "-destination-timeout", "10s"}, required...),
+			wantErr: "-claim-lease 12s cannot cover a delivery with -destination-timeout 10s: want at least 13s",
+		},
+		{
+			name: "lease that just covers a delivery", args: append([]string{"-claim-lease", "5s", "-destination-timeout", "2s"}, required...),
+			check: func(t *testing.T, c config) { require.Equal(t, 5*time.Second, c.claimLease) },
+		},
+		{
+			name: "default lease follows the destination timeout", args: append([]string{"-destination-timeout", "500ms"}, required...),
+			check: func(t *testing.T, c config) { require.Equal(t, 6*time.Second, c.claimLease) },
+		},
 		{name: "retention shorter than the queue's", args: append([]string{"-ledger-retention", "336h"}, required...), wantErr: "-ledger-retention 336h0m0s: want at least 360h0m0s"},
 		{name: "no repair delay", args: append([]string{"-repair-after", "0s"}, required...), wantErr: "-repair-after"},
 		{name: "bad already-applied", args: append([]string{"-already-applied", "409,abc"}, required...), wantErr: `status "abc"`},

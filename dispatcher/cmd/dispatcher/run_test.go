@@ -22,7 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/grpc/status"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/emulator"
@@ -371,7 +371,7 @@ func TestUnknownOutcomes(t *testing.T) {
 				_, err = client.ResolveTransaction(t.Context(), &spoolv1.ResolveTransactionRequest{
 					JobId: "job-u", Row: 8, Resolution: spoolv1.Resolution_RESOLUTION_DELIVERED,
 				})
-				require.Equal(t, codes.FailedPrecondition, grpcstatus.Code(err))
+				require.Equal(t, codes.FailedPrecondition, status.Code(err))
 				require.ErrorContains(t, err, "DELIVERED")
 				require.Eventually(t, func() bool {
 					j, err := s.jobs.Get(t.Context(), "job-u")

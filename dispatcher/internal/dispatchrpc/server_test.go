@@ -1,4 +1,4 @@
-package status_test
+package dispatchrpc_test
 
 import (
 	"context"
@@ -16,13 +16,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/spoolhq/spool/dispatcher/internal/status"
+	"github.com/spoolhq/spool/dispatcher/internal/dispatchrpc"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/grpcserve"
 	"github.com/spoolhq/spool/platform/jobstore"
@@ -87,12 +87,12 @@ func (c *clock) advance(d time.Duration) {
 // serve runs the real gRPC server chain over bufconn and returns a client.
 // Cancelling the returned function shuts the server down as the dispatcher
 // does.
-func serve(t testing.TB, jobs status.Jobs, clk *clock, opts ...func(*status.Options)) (spoolv1.DispatchServiceClient, context.CancelFunc) {
+func serve(t testing.TB, jobs dispatchrpc.Jobs, clk *clock, opts ...func(*dispatchrpc.Options)) (spoolv1.DispatchServiceClient, context.CancelFunc) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := grpcserve.New(log)
-	o := status.Options{
+	o := dispatchrpc.Options{
 		Shutdown: ctx.Done(),
 		Now:      clk.Now,
 		Tick:     func(time.Duration) (<-chan time.Time, func()) { return clk.tick, func() {} },
@@ -101,7 +101,7 @@ func serve(t testing.TB, jobs status.Jobs, clk *clock, opts ...func(*status.Opti
 	for _, opt := range opts {
 		opt(&o)
 	}
-	spoolv1.RegisterDispatchServiceServer(srv, status.New(jobs, o))
+	spoolv1.RegisterDispatchServiceServer(srv, dispatchrpc.New(jobs, o))
 	lis := bufconn.Listen(1 << 20)
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx, lis, 5*time.Second) }()
@@ -251,7 +251,7 @@ func TestWatchErrors(t *testing.T) {
 			stream, err := client.WatchJob(t.Context(), &spoolv1.WatchJobRequest{JobId: tt.id})
 			require.NoError(t, err)
 			_, err = recvAll(t, stream)
-			require.Equal(t, tt.want, grpcstatus.Code(err), "error %v", err)
+			require.Equal(t, tt.want, status.Code(err), "error %v", err)
 		})
 	}
 }
@@ -264,8 +264,8 @@ func TestWatchEndsOnShutdown(t *testing.T) {
 	require.NoError(t, err)
 	shutdown()
 	_, err = recvAll(t, stream)
-	require.Equal(t, codes.Unavailable, grpcstatus.Code(err))
-	require.Contains(t, grpcstatus.Convert(err).Message(), "watch again")
+	require.Equal(t, codes.Unavailable, status.Code(err))
+	require.Contains(t, status.Convert(err).Message(), "watch again")
 }
 
 func TestProgress(t *testing.T) {
@@ -302,7 +302,7 @@ func TestProgress(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.want.Job = tt.job
-			require.Empty(t, cmp.Diff(tt.want, status.Progress(tt.job, tt.rate), protocmp.Transform()))
+			require.Empty(t, cmp.Diff(tt.want, dispatchrpc.Progress(tt.job, tt.rate), protocmp.Transform()))
 		})
 	}
 }
@@ -321,7 +321,7 @@ func TestWatchedTellsWhichJobsAreAwaited(t *testing.T) {
 			job := sealed(5, 5)
 			job.State = tt.state
 			watched := make(chan string, 1)
-			client, cancel := serve(t, &fakeJobs{job: job}, newClock(), func(o *status.Options) {
+			client, cancel := serve(t, &fakeJobs{job: job}, newClock(), func(o *dispatchrpc.Options) {
 				o.Watched = func(id string) { watched <- id }
 			})
 			stream, err := client.WatchJob(t.Context(), &spoolv1.WatchJobRequest{JobId: "j"})

@@ -1,4 +1,4 @@
-package status_test
+package dispatchrpc_test
 
 import (
 	"context"
@@ -12,12 +12,12 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
-	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/spoolhq/spool/dispatcher/internal/deadletter"
-	"github.com/spoolhq/spool/dispatcher/internal/status"
+	"github.com/spoolhq/spool/dispatcher/internal/dispatchrpc"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/jobstore"
 )
@@ -56,7 +56,7 @@ func (c *control) End(_ context.Context, id string, state spoolv1.JobState, reas
 
 func TestPauseResumeCancel(t *testing.T) {
 	ctl := &control{job: &spoolv1.Job{JobId: "j", State: spoolv1.JobState_JOB_STATE_SEALED}}
-	client, _ := serve(t, &fakeJobs{}, newClock(), func(o *status.Options) { o.Control = ctl })
+	client, _ := serve(t, &fakeJobs{}, newClock(), func(o *dispatchrpc.Options) { o.Control = ctl })
 
 	p, err := client.PauseJob(t.Context(), &spoolv1.PauseJobRequest{JobId: "j"})
 	require.NoError(t, err)
@@ -88,7 +88,7 @@ func TestPauseResumeCancel(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			require.Equal(t, tt.want, grpcstatus.Code(tt.call()))
+			require.Equal(t, tt.want, status.Code(tt.call()))
 		})
 	}
 }
@@ -125,7 +125,7 @@ func TestDeadLetterRPCs(t *testing.T) {
 		{MessageID: "m1", JobID: "j", Row: 4, Reason: deadletter.Reason{Reason: "gave up", Status: 503, Attempts: 20, Dispatcher: "d", At: at}},
 		{MessageID: "m2", JobID: "other", Row: 1},
 	}}
-	client, _ := serve(t, &fakeJobs{}, newClock(), func(o *status.Options) { o.DeadLetters = dl })
+	client, _ := serve(t, &fakeJobs{}, newClock(), func(o *dispatchrpc.Options) { o.DeadLetters = dl })
 
 	stream, err := client.ListDeadLetters(t.Context(), &spoolv1.ListDeadLettersRequest{JobId: "j"})
 	require.NoError(t, err)
@@ -153,14 +153,14 @@ func TestDeadLetterRPCs(t *testing.T) {
 
 	dl.err = errors.New("queue unreachable")
 	_, err = client.RedriveDeadLetters(t.Context(), &spoolv1.RedriveDeadLettersRequest{JobId: "j"})
-	require.Equal(t, codes.Unavailable, grpcstatus.Code(err))
+	require.Equal(t, codes.Unavailable, status.Code(err))
 	require.Contains(t, err.Error(), "1 moved before")
 }
 
 func TestDeadLettersUnconfigured(t *testing.T) {
 	client, _ := serve(t, &fakeJobs{}, newClock())
 	_, err := client.RedriveDeadLetters(t.Context(), &spoolv1.RedriveDeadLettersRequest{JobId: "j"})
-	require.Equal(t, codes.Unimplemented, grpcstatus.Code(err))
+	require.Equal(t, codes.Unimplemented, status.Code(err))
 	_, err = client.PauseJob(t.Context(), &spoolv1.PauseJobRequest{JobId: "j"})
-	require.Equal(t, codes.Unimplemented, grpcstatus.Code(err))
+	require.Equal(t, codes.Unimplemented, status.Code(err))
 }

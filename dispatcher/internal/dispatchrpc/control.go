@@ -1,4 +1,4 @@
-package status
+package dispatchrpc
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/spoolhq/spool/dispatcher/internal/deadletter"
@@ -32,10 +32,10 @@ type Control interface {
 func (s *Server) ListDeadLetters(req *spoolv1.ListDeadLettersRequest, stream grpc.ServerStreamingServer[spoolv1.ListDeadLettersResponse]) error {
 	ctx := stream.Context()
 	if s.o.DeadLetters == nil {
-		return grpcstatus.Error(codes.Unimplemented, "no dead-letter queue configured")
+		return status.Error(codes.Unimplemented, "no dead-letter queue configured")
 	}
 	if req.GetJobId() == "" {
-		return grpcstatus.Error(codes.InvalidArgument, "job_id is required")
+		return status.Error(codes.InvalidArgument, "job_id is required")
 	}
 	sum, err := s.o.DeadLetters.List(ctx, req.GetJobId(), int(req.GetMaxScan()), func(e deadletter.Entry) error {
 		return stream.Send(&spoolv1.ListDeadLettersResponse{Msg: &spoolv1.ListDeadLettersResponse_Entry{Entry: deadLetterProto(e)}})
@@ -49,10 +49,10 @@ func (s *Server) ListDeadLetters(req *spoolv1.ListDeadLettersRequest, stream grp
 // RedriveDeadLetters moves the job's dead letters back to the main queue.
 func (s *Server) RedriveDeadLetters(ctx context.Context, req *spoolv1.RedriveDeadLettersRequest) (*spoolv1.RedriveDeadLettersResponse, error) {
 	if s.o.DeadLetters == nil {
-		return nil, grpcstatus.Error(codes.Unimplemented, "no dead-letter queue configured")
+		return nil, status.Error(codes.Unimplemented, "no dead-letter queue configured")
 	}
 	if req.GetJobId() == "" {
-		return nil, grpcstatus.Error(codes.InvalidArgument, "job_id is required")
+		return nil, status.Error(codes.InvalidArgument, "job_id is required")
 	}
 	sum, err := s.o.DeadLetters.Redrive(ctx, req.GetJobId(), int(req.GetMaxScan()))
 	if err != nil {
@@ -84,10 +84,10 @@ func (s *Server) ResumeJob(ctx context.Context, req *spoolv1.ResumeJobRequest) (
 
 func (s *Server) setPaused(ctx context.Context, id string, paused bool) (*spoolv1.Job, error) {
 	if s.o.Control == nil {
-		return nil, grpcstatus.Error(codes.Unimplemented, "job control not configured")
+		return nil, status.Error(codes.Unimplemented, "job control not configured")
 	}
 	if id == "" {
-		return nil, grpcstatus.Error(codes.InvalidArgument, "job_id is required")
+		return nil, status.Error(codes.InvalidArgument, "job_id is required")
 	}
 	j, err := s.o.Control.SetPaused(ctx, id, paused)
 	if err != nil {
@@ -100,10 +100,10 @@ func (s *Server) setPaused(ctx context.Context, id string, paused bool) (*spoolv
 // CancelJob ends the job CANCELLED; dispatchers drop its remaining rows.
 func (s *Server) CancelJob(ctx context.Context, req *spoolv1.CancelJobRequest) (*spoolv1.CancelJobResponse, error) {
 	if s.o.Control == nil {
-		return nil, grpcstatus.Error(codes.Unimplemented, "job control not configured")
+		return nil, status.Error(codes.Unimplemented, "job control not configured")
 	}
 	if req.GetJobId() == "" {
-		return nil, grpcstatus.Error(codes.InvalidArgument, "job_id is required")
+		return nil, status.Error(codes.InvalidArgument, "job_id is required")
 	}
 	reason := req.GetReason()
 	if reason == "" {
@@ -119,16 +119,16 @@ func (s *Server) CancelJob(ctx context.Context, req *spoolv1.CancelJobRequest) (
 
 func controlStatus(ctx context.Context, err error) error {
 	if errors.Is(err, jobstore.ErrState) {
-		return grpcstatus.Error(codes.FailedPrecondition, err.Error())
+		return status.Error(codes.FailedPrecondition, err.Error())
 	}
 	return toStatus(ctx, err)
 }
 
 func scanStatus(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
-		return grpcstatus.FromContextError(ctx.Err()).Err()
+		return status.FromContextError(ctx.Err()).Err()
 	}
-	return grpcstatus.Error(codes.Unavailable, err.Error())
+	return status.Error(codes.Unavailable, err.Error())
 }
 
 func deadLetterProto(e deadletter.Entry) *spoolv1.DeadLetter {

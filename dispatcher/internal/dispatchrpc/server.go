@@ -1,8 +1,10 @@
-// Package status serves DispatchService: WatchJob streams a job's progress
-// from the shared job record, so any dispatcher answers for any job;
-// ReportJob and ResolveTransaction (report.go) read and settle the delivery
-// ledger for the people who reconcile a job.
-package status
+// Package dispatchrpc serves DispatchService, the dispatcher's gRPC API.
+// WatchJob streams a job's progress from the shared job record, so any
+// dispatcher answers for any job; ReportJob and ResolveTransaction
+// (report.go) read and settle the delivery ledger for the people who
+// reconcile a job; the job and dead-letter controls are in control.go, the
+// dispatcher's own flow control in flow.go.
+package dispatchrpc
 
 import (
 	"context"
@@ -12,7 +14,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -108,7 +110,7 @@ func New(jobs Jobs, o Options) *Server {
 }
 
 // errShutdown tells a watcher to reconnect, to another dispatcher if need be.
-var errShutdown = grpcstatus.Error(codes.Unavailable, "dispatcher shutting down; watch again")
+var errShutdown = status.Error(codes.Unavailable, "dispatcher shutting down; watch again")
 
 // WatchJob sends the job's progress at once, then whenever the job
 // changes, and at least every heartbeat; it ends after a message with final
@@ -117,7 +119,7 @@ func (s *Server) WatchJob(req *spoolv1.WatchJobRequest, stream grpc.ServerStream
 	ctx := stream.Context()
 	id := req.GetJobId()
 	if id == "" {
-		return grpcstatus.Error(codes.InvalidArgument, "job_id is required")
+		return status.Error(codes.InvalidArgument, "job_id is required")
 	}
 	tick, stop := s.o.Tick(s.o.Interval)
 	defer stop()
@@ -141,7 +143,7 @@ func (s *Server) WatchJob(req *spoolv1.WatchJobRequest, stream grpc.ServerStream
 		case <-s.o.Shutdown:
 			return errShutdown
 		case <-ctx.Done():
-			return grpcstatus.FromContextError(ctx.Err()).Err()
+			return status.FromContextError(ctx.Err()).Err()
 		case <-tick:
 		}
 		job, err := s.jobs.Get(ctx, id)
@@ -179,11 +181,11 @@ func (s *Server) send(stream grpc.ServerStreamingServer[spoolv1.WatchJobResponse
 func toStatus(ctx context.Context, err error) error {
 	switch {
 	case errors.Is(err, jobstore.ErrNotFound):
-		return grpcstatus.Error(codes.NotFound, err.Error())
+		return status.Error(codes.NotFound, err.Error())
 	case ctx.Err() != nil:
-		return grpcstatus.FromContextError(ctx.Err()).Err()
+		return status.FromContextError(ctx.Err()).Err()
 	default:
-		return grpcstatus.Errorf(codes.Unavailable, "read job: %v", err)
+		return status.Errorf(codes.Unavailable, "read job: %v", err)
 	}
 }
 

@@ -1,4 +1,4 @@
-package status
+package dispatchrpc
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/grpc/status"
 
 	"github.com/spoolhq/spool/dispatcher/internal/ledger"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
@@ -33,11 +33,11 @@ type Counter interface {
 func (s *Server) ReportJob(req *spoolv1.ReportJobRequest, stream grpc.ServerStreamingServer[spoolv1.ReportJobResponse]) error {
 	ctx := stream.Context()
 	if s.o.Ledger == nil {
-		return grpcstatus.Error(codes.Unimplemented, "no delivery ledger configured")
+		return status.Error(codes.Unimplemented, "no delivery ledger configured")
 	}
 	id := req.GetJobId()
 	if id == "" {
-		return grpcstatus.Error(codes.InvalidArgument, "job_id is required")
+		return status.Error(codes.InvalidArgument, "job_id is required")
 	}
 	job, err := s.jobs.Get(ctx, id)
 	if err != nil {
@@ -56,9 +56,9 @@ func (s *Server) ReportJob(req *spoolv1.ReportJobRequest, stream grpc.ServerStre
 	})
 	if err != nil {
 		if ctx.Err() != nil {
-			return grpcstatus.FromContextError(ctx.Err()).Err()
+			return status.FromContextError(ctx.Err()).Err()
 		}
-		return grpcstatus.Errorf(codes.Unavailable, "read ledger: %v", err)
+		return status.Errorf(codes.Unavailable, "read ledger: %v", err)
 	}
 	sum := &spoolv1.ReportSummary{Job: job}
 	for _, st := range ledger.ReportOrder {
@@ -78,24 +78,24 @@ type stateTotal struct {
 // RESEND marks it and puts its envelope back on the queue.
 func (s *Server) ResolveTransaction(ctx context.Context, req *spoolv1.ResolveTransactionRequest) (*spoolv1.ResolveTransactionResponse, error) {
 	if s.o.Ledger == nil {
-		return nil, grpcstatus.Error(codes.Unimplemented, "no delivery ledger configured")
+		return nil, status.Error(codes.Unimplemented, "no delivery ledger configured")
 	}
 	switch {
 	case req.GetJobId() == "":
-		return nil, grpcstatus.Error(codes.InvalidArgument, "job_id is required")
+		return nil, status.Error(codes.InvalidArgument, "job_id is required")
 	case req.GetRow() <= 0:
-		return nil, grpcstatus.Error(codes.InvalidArgument, "row must be positive")
+		return nil, status.Error(codes.InvalidArgument, "row must be positive")
 	case req.GetResolution() != spoolv1.Resolution_RESOLUTION_DELIVERED && req.GetResolution() != spoolv1.Resolution_RESOLUTION_RESEND:
-		return nil, grpcstatus.Error(codes.InvalidArgument, "resolution must be DELIVERED or RESEND")
+		return nil, status.Error(codes.InvalidArgument, "resolution must be DELIVERED or RESEND")
 	}
 	r, counts, err := s.o.Ledger.Resolve(ctx, req.GetJobId(), req.GetRow(), req.GetResolution())
 	switch {
 	case errors.Is(err, ledger.ErrNotFound):
-		return nil, grpcstatus.Error(codes.NotFound, err.Error())
+		return nil, status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, ledger.ErrState):
-		return nil, grpcstatus.Error(codes.FailedPrecondition, err.Error())
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	case err != nil:
-		return nil, grpcstatus.Errorf(codes.Unavailable, "resolve: %v", err)
+		return nil, status.Errorf(codes.Unavailable, "resolve: %v", err)
 	}
 	if s.o.Counter != nil {
 		s.o.Counter.Add(req.GetJobId(), counts)
@@ -107,7 +107,7 @@ func (s *Server) ResolveTransaction(ctx context.Context, req *spoolv1.ResolveTra
 		}
 		if err != nil {
 			// The row stays UNKNOWN and marked: resolving it again requeues.
-			return nil, grpcstatus.Errorf(codes.Unavailable, "requeue row %d: %v; resolve again", req.GetRow(), err)
+			return nil, status.Errorf(codes.Unavailable, "requeue row %d: %v; resolve again", req.GetRow(), err)
 		}
 	}
 	s.o.Log.InfoContext(ctx, "transaction resolved", "job_id", req.GetJobId(), "row", req.GetRow(), "resolution", req.GetResolution().String())

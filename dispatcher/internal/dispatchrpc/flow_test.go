@@ -1,4 +1,4 @@
-package status_test
+package dispatchrpc_test
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/spoolhq/spool/dispatcher/internal/status"
+	"github.com/spoolhq/spool/dispatcher/internal/dispatchrpc"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 )
 
@@ -24,7 +24,7 @@ func TestDispatcherStatusAndWatchCarryFlow(t *testing.T) {
 		BreakerState: spoolv1.BreakerState_BREAKER_STATE_OPEN, BreakerOpens: 2,
 	}
 	jobs := &fakeJobs{job: sealed(10, 10)}
-	client, _ := serve(t, jobs, newClock(), func(o *status.Options) {
+	client, _ := serve(t, jobs, newClock(), func(o *dispatchrpc.Options) {
 		o.DispatcherID = "dispatcher-7"
 		o.Flow = fakeFlow{want}
 	})

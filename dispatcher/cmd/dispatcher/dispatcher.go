@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/google/uuid"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/spoolhq/spool/dispatcher/internal/consume"
+	"github.com/spoolhq/spool/dispatcher/internal/deadletter"
+	"github.com/spoolhq/spool/dispatcher/internal/deliver"
+	"github.com/spoolhq/spool/dispatcher/internal/dispatch"
+	"github.com/spoolhq/spool/dispatcher/internal/dispatchrpc"
+	"github.com/spoolhq/spool/dispatcher/internal/flow"
+	"github.com/spoolhq/spool/dispatcher/internal/ledger"
+	"github.com/spoolhq/spool/dispatcher/internal/openjobs"
+	"github.com/spoolhq/spool/dispatcher/internal/recount"
+	"github.com/spoolhq/spool/dispatcher/internal/tally"
+	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/grpcserve"
+	"github.com/spoolhq/spool/platform/jobstore"
+)
+
+// dispatcher is one dispatcher process, built from its configuration by
+// newDispatcher: the receive loop and its delivery handler, the job
+// counters, the counter repair, and the gRPC API.
+type dispatcher struct {
+	cfg config
+	log *slog.Logger
+	// owner names this process in ledger claims and dead letters: a
+	// restarted dispatcher is a new owner, and its predecessor's claims
+	// are taken over once their leases end.
+	owner         string
+	deadLetterURL string
+
+	consumer *consume.Consumer
+	counts   *tally.Tally
+	repairer *recount.Repairer
+	flow     *flow.Control
+	srv      *grpcserve.Server
+	// shutdown is closed when the dispatcher stops, ending every watch.
+	shutdown chan struct{}
+}
+
+// newDispatcher builds a dispatcher on the table and the queue. It looks up
+// the dead-letter queue when the configuration names none.
+func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *sqs.Client, log *slog.Logger) *dispatcher {
+	d := &dispatcher{cfg: cfg, log: log, owner: uuid.NewString(), deadLetterURL: cfg.deadLetterURL, shutdown: make(chan struct{})}
+	if d.deadLetterURL == "" {
+		d.deadLetterURL = deadLetterQueue(ctx, queue, cfg.queueURL, log)
+	}
+	store := jobstore.New(db, cfg.table)
+	d.counts = tally.New(store, log)
+	book := ledger.New(ledger.NewDynamo(db, cfg.table), ledger.Options{
+		Owner: d.owner, Lease: cfg.claimLease, Policy: cfg.unknownPolicy, Retention: cfg.ledgerRetention,
+	})
+	// Deltas a killed dispatcher held are lost; the repairer sets the
+	// counters of the jobs this one works on or is watched for from the
+	// ledger once they stall. The register of open jobs outlives every
+	// process, so a job whose dispatchers were all killed is still
+	// repaired by those started after.
+	d.repairer = recount.New(store, book, recount.Options{
+		Interval: cfg.repairInterval, After: cfg.repairAfter, Log: log,
+		Open: openjobs.New(db, cfg.table, nil), KeepUnknown: cfg.unknownPolicy == ledger.RetryWithKey,
+	})
+	// Flow control toward the destination: the breaker holds receiving
+	// while it is down; the concurrency and rate limits pace the sends.
+	d.flow = newFlow(cfg, db, log)
+
+	sender := deliver.New(deliver.Options{
+		URL:               cfg.destinationURL,
+		IdempotencyHeader: cfg.idempotencyHeader,
+		Header:            cfg.headers.h,
+		Timeout:           cfg.destTimeout,
+		MaxConns:          cfg.concurrency,
+	})
+	handler := dispatch.New(sender, d.counts, book, store, dispatch.Options{
+		JobCacheTTL: cfg.jobCacheTTL, ReceivingDelay: cfg.receivingDelay, Log: log, Seen: d.repairer.Note,
+		SendTimeout: cfg.destTimeout, AlreadyApplied: cfg.alreadyApplied, MaxAttempts: cfg.maxAttempts, MaxAge: cfg.maxAge,
+		BackoffBase: cfg.backoffBase, BackoffMax: cfg.backoffMax, RetryAfterMax: cfg.retryAfterMax,
+		PausedDelay: cfg.pausedDelay,
+		Pacer:       d.flow,
+	})
+	d.consumer = consume.New(queue, handler, consume.Options{
+		QueueURL:          cfg.queueURL,
+		Concurrency:       cfg.concurrency,
+		Pollers:           cfg.pollers,
+		WaitTime:          cfg.receiveWait,
+		Drain:             cfg.shutdownGrace - 2*cfg.shutdownReserve(),
+		FlushTimeout:      cfg.shutdownReserve(),
+		VisibilityTimeout: cfg.visibilityTimeout,
+		Heartbeat:         cfg.heartbeat,
+		DeadLetterURL:     d.deadLetterURL,
+		DispatcherID:      d.owner,
+		Admit:             d.flow.Receive,
+		ProbeEmpty:        d.flow.ReceivedNothing,
+		Log:               log,
+	})
+
+	var deadLetters dispatchrpc.DeadLetters
+	if d.deadLetterURL != "" {
+		deadLetters = deadletter.NewScanner(queue, deadletter.Options{
+			DeadLetterURL: d.deadLetterURL, QueueURL: cfg.queueURL, MaxScan: cfg.deadLetterScan, Hold: cfg.deadLetterHold, Log: log,
+		})
+	}
+	d.srv = grpcserve.New(log)
+	spoolv1.RegisterDispatchServiceServer(d.srv, dispatchrpc.New(store, dispatchrpc.Options{
+		Interval: cfg.watchInterval,
+		Shutdown: d.shutdown,
+		Log:      log,
+		Ledger:   book,
+		Counter:  d.counts,
+		Requeue:  func(ctx context.Context, e *spoolv1.Envelope) error { return requeue(ctx, queue, cfg.queueURL, e) },
+		Watched:  d.repairer.Note,
+
+		DeadLetters:  deadLetters,
+		Control:      store,
+		DispatcherID: d.owner,
+		Flow:         d.flow,
+	}))
+	return d
+}
+
+// shutdownReserve is the part of the shutdown grace kept for each of the
+// delete flush and the counter flush; the rest is for deliveries in
+// flight, so that the whole shutdown fits in the grace.
+func (c config) shutdownReserve() time.Duration {
+	return min(5*time.Second, c.shutdownGrace/5)
+}
+
+// run serves on lis until ctx is done, then shuts down within the
+// shutdown grace: polling stops, messages received but not yet started
+// are released for other dispatchers (visibility 0), in-flight deliveries
+// finish (or are cut off and left for redelivery), settled messages are
+// deleted and counters written; it then returns nil.
+func (d *dispatcher) run(ctx context.Context, lis net.Listener) error {
+	g, gctx := errgroup.WithContext(ctx)
+	stop := context.AfterFunc(gctx, func() { close(d.shutdown) })
+	defer stop()
+	// Counters are flushed one last time only after the consumer stopped,
+	// so the final flush carries every delivery.
+	tallyCtx, stopTally := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopTally()
+	g.Go(func() error {
+		defer stopTally()
+		return d.consumer.Run(gctx)
+	})
+	g.Go(func() error {
+		d.counts.Run(tallyCtx, d.cfg.counterFlush, d.cfg.shutdownReserve())
+		return nil
+	})
+	g.Go(func() error { return d.srv.Run(gctx, lis, d.cfg.shutdownGrace) })
+	g.Go(func() error {
+		d.repairer.Run(gctx)
+		return nil
+	})
+
+	cfg := d.cfg
+	pollers := cfg.pollers
+	if pollers == 0 {
+		pollers = consume.Pollers(cfg.concurrency)
+	}
+	// The destination URL and header values stay out of the log: either
+	// may carry a credential.
+	d.log.Info("dispatcher started", "listen", lis.Addr().String(), "queue_url", cfg.queueURL, "table", cfg.table,
+		"concurrency", cfg.concurrency, "pollers", pollers, "destination_headers", cfg.headers.String(),
+		"owner", d.owner, "unknown_policy", cfg.unknownPolicy.String(), "claim_lease", cfg.claimLease,
+		"destination_timeout", cfg.destTimeout, "already_applied", cfg.alreadyApplied.String(),
+		"repair_interval", cfg.repairInterval, "repair_after", cfg.repairAfter,
+		"dead_letter_queue_url", d.deadLetterURL, "max_attempts", cfg.maxAttempts, "visibility_timeout", cfg.visibilityTimeout,
+		"concurrency_min", cfg.concurrencyMin, "rate_limit", cfg.rateLimit, "rate_key", rateKey(cfg),
+		"breaker_failures", cfg.breakerFailures, "breaker_cooldown", cfg.breakerCooldown)
+	// main reports an error; it is not logged here too.
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	d.log.Info("dispatcher stopped")
+	return nil
+}
