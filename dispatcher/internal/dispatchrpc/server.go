@@ -29,9 +29,10 @@ type Jobs interface {
 
 // Defaults for Options.
 const (
-	DefaultInterval  = 500 * time.Millisecond
-	DefaultHeartbeat = 5 * time.Second
-	DefaultWindow    = 10 * time.Second
+	DefaultInterval    = 500 * time.Millisecond
+	DefaultHeartbeat   = 5 * time.Second
+	DefaultWindow      = 10 * time.Second
+	DefaultReadTimeout = 10 * time.Second
 )
 
 // Options configure a Server. Zero values get the defaults.
@@ -43,6 +44,9 @@ type Options struct {
 	Heartbeat time.Duration
 	// Window is how far back the settle rate is measured.
 	Window time.Duration
+	// ReadTimeout bounds each read of a watched job: a read that hangs
+	// fails and the next tick tries again, so the watch keeps its stream.
+	ReadTimeout time.Duration
 	// Shutdown is closed when the dispatcher shuts down: every watch then
 	// ends with Unavailable, so graceful stop need not wait for them.
 	Shutdown <-chan struct{}
@@ -93,6 +97,9 @@ func New(jobs Jobs, o Options) *Server {
 	}
 	if o.Window <= 0 {
 		o.Window = DefaultWindow
+	}
+	if o.ReadTimeout <= 0 {
+		o.ReadTimeout = DefaultReadTimeout
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -146,7 +153,9 @@ func (s *Server) WatchJob(req *spoolv1.WatchJobRequest, stream grpc.ServerStream
 			return status.FromContextError(ctx.Err()).Err()
 		case <-tick:
 		}
-		job, err := s.jobs.Get(ctx, id)
+		rctx, cancel := context.WithTimeout(ctx, s.o.ReadTimeout)
+		job, err := s.jobs.Get(rctx, id)
+		cancel()
 		if errors.Is(err, jobstore.ErrNotFound) || ctx.Err() != nil {
 			return toStatus(ctx, err)
 		}

@@ -33,9 +33,20 @@ type fakeJobs struct {
 	mu  sync.Mutex
 	job *spoolv1.Job
 	err error
+	// hung, when set, makes reads hang until their context ends; each such
+	// read is announced on it first.
+	hung chan struct{}
 }
 
-func (f *fakeJobs) Get(_ context.Context, id string) (*spoolv1.Job, error) {
+func (f *fakeJobs) Get(ctx context.Context, id string) (*spoolv1.Job, error) {
+	f.mu.Lock()
+	hung := f.hung
+	f.mu.Unlock()
+	if hung != nil {
+		hung <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -185,6 +196,46 @@ func TestWatchSequence(t *testing.T) {
 	require.Equal(t, spoolv1.JobState_JOB_STATE_COMPLETED, final.GetJob().GetState())
 	require.Zero(t, final.GetInFlight())
 	require.Nil(t, final.GetEta())
+}
+
+// TestHungReadDoesNotStallTheWatch: a read of the watched job that hangs
+// fails after the read timeout, and the next tick reads again.
+func TestHungReadDoesNotStallTheWatch(t *testing.T) {
+	jobs := &fakeJobs{job: sealed(1000, 0)}
+	clk := newClock()
+	client, _ := serve(t, jobs, clk, func(o *dispatchrpc.Options) { o.ReadTimeout = 20 * time.Millisecond })
+	stream, err := client.WatchJob(t.Context(), &spoolv1.WatchJobRequest{JobId: "j"})
+	require.NoError(t, err)
+	_, err = stream.Recv()
+	require.NoError(t, err)
+
+	hung := make(chan struct{})
+	jobs.mu.Lock()
+	jobs.hung = hung
+	jobs.mu.Unlock()
+	clk.tick <- clk.Now()
+	<-hung
+	jobs.mu.Lock()
+	jobs.hung = nil
+	jobs.mu.Unlock()
+
+	jobs.set(func(j *spoolv1.Job) { j.Delivered = 1000; j.State = spoolv1.JobState_JOB_STATE_COMPLETED })
+	next := make(chan *spoolv1.WatchJobResponse, 1)
+	go func() {
+		m, _ := stream.Recv()
+		next <- m
+	}()
+	for {
+		select {
+		case clk.tick <- clk.Now():
+			continue
+		case m := <-next:
+			require.True(t, m.GetProgress().GetFinal(), "the watch went on after the hung read")
+		case <-time.After(5 * time.Second):
+			t.Fatal("the watch is stuck on a hung read")
+		}
+		break
+	}
 }
 
 func TestRateForgetsOldSamples(t *testing.T) {
