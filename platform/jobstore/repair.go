@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/tablelayout"
 )
 
 // ErrChanged means the job record changed since the caller read it (a
@@ -54,7 +55,7 @@ func SettledOf(j *spoolv1.Job) Settled {
 func (s *Store) RepairCounts(ctx context.Context, id string, seen time.Time, c Settled) (*spoolv1.Job, error) {
 	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:           aws.String(s.table),
-		Key:                 jobKey(id),
+		Key:                 tablelayout.Job(id).Item(),
 		UpdateExpression:    aws.String("SET delivered = :d, failed = :f, #unknown = :u, duplicate_rows = :dup, dead_lettered = :dl, updated_at = :now"),
 		ConditionExpression: aws.String("#state IN (:sealed, :completed) AND updated_at = :seen"),
 		// UNKNOWN is a DynamoDB reserved word.

@@ -19,7 +19,7 @@ import (
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/aws/smithy-go"
 
-	"github.com/spoolhq/spool/platform/jobstore"
+	"github.com/spoolhq/spool/platform/tablelayout"
 )
 
 // QueueAPI is the part of the SQS client provisioning uses.
@@ -114,49 +114,16 @@ type TableAPI interface {
 	UpdateTable(ctx context.Context, in *dynamodb.UpdateTableInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateTableOutput, error)
 }
 
-// The delivery ledger's report index: every ledger item carries the job id
-// and row it came from, and a job's report reads them in row order. Job
-// records have a job_id but no row, so the index is sparse: it holds
-// ledger items only.
-const (
-	LedgerIndex    = "ledger-by-job"
-	LedgerIndexPK  = "job_id"
-	LedgerIndexRow = "row"
-)
-
-func ledgerIndex() ddbtypes.GlobalSecondaryIndex {
-	return ddbtypes.GlobalSecondaryIndex{
-		IndexName: aws.String(LedgerIndex),
-		KeySchema: []ddbtypes.KeySchemaElement{
-			{AttributeName: aws.String(LedgerIndexPK), KeyType: ddbtypes.KeyTypeHash},
-			{AttributeName: aws.String(LedgerIndexRow), KeyType: ddbtypes.KeyTypeRange},
-		},
-		Projection: &ddbtypes.Projection{ProjectionType: ddbtypes.ProjectionTypeAll},
-	}
-}
-
-func tableAttributes() []ddbtypes.AttributeDefinition {
-	return []ddbtypes.AttributeDefinition{
-		{AttributeName: aws.String(jobstore.AttrPK), AttributeType: ddbtypes.ScalarAttributeTypeS},
-		{AttributeName: aws.String(jobstore.AttrSK), AttributeType: ddbtypes.ScalarAttributeTypeS},
-		{AttributeName: aws.String(LedgerIndexPK), AttributeType: ddbtypes.ScalarAttributeTypeS},
-		{AttributeName: aws.String(LedgerIndexRow), AttributeType: ddbtypes.ScalarAttributeTypeN},
-	}
-}
-
 // EnsureTable creates the table, with the ledger's report index, unless it
 // exists, and waits until it is active. A table created before the index
 // existed gets it added, and the call waits until the index is active too.
-// The key is a generic (pk, sk) pair: see jobstore.
+// The layout (key, index, item types) is tablelayout's.
 func EnsureTable(ctx context.Context, c TableAPI, name string) error {
 	_, err := c.CreateTable(ctx, &dynamodb.CreateTableInput{
-		TableName:            aws.String(name),
-		AttributeDefinitions: tableAttributes(),
-		KeySchema: []ddbtypes.KeySchemaElement{
-			{AttributeName: aws.String(jobstore.AttrPK), KeyType: ddbtypes.KeyTypeHash},
-			{AttributeName: aws.String(jobstore.AttrSK), KeyType: ddbtypes.KeyTypeRange},
-		},
-		GlobalSecondaryIndexes: []ddbtypes.GlobalSecondaryIndex{ledgerIndex()},
+		TableName:              aws.String(name),
+		AttributeDefinitions:   tablelayout.AttributeDefinitions(),
+		KeySchema:              tablelayout.KeySchema(),
+		GlobalSecondaryIndexes: []ddbtypes.GlobalSecondaryIndex{tablelayout.LedgerIndexDefinition()},
 		BillingMode:            ddbtypes.BillingModePayPerRequest,
 	})
 	var inUse *ddbtypes.ResourceInUseException
@@ -193,18 +160,18 @@ func ensureLedgerIndex(ctx context.Context, c TableAPI, name string) error {
 		}
 		var idx *ddbtypes.GlobalSecondaryIndexDescription
 		for i, g := range out.Table.GlobalSecondaryIndexes {
-			if aws.ToString(g.IndexName) == LedgerIndex {
+			if aws.ToString(g.IndexName) == tablelayout.LedgerIndex {
 				idx = &out.Table.GlobalSecondaryIndexes[i]
 			}
 		}
 		switch {
 		case idx == nil && created:
-			return fmt.Errorf("add index %s to table %s: the table does not list it", LedgerIndex, name)
+			return fmt.Errorf("add index %s to table %s: the table does not list it", tablelayout.LedgerIndex, name)
 		case idx == nil:
 			create := &ddbtypes.CreateGlobalSecondaryIndexAction{
-				IndexName:  aws.String(LedgerIndex),
-				KeySchema:  ledgerIndex().KeySchema,
-				Projection: ledgerIndex().Projection,
+				IndexName:  aws.String(tablelayout.LedgerIndex),
+				KeySchema:  tablelayout.LedgerIndexDefinition().KeySchema,
+				Projection: tablelayout.LedgerIndexDefinition().Projection,
 			}
 			// An on-demand table's index takes no throughput; a provisioned
 			// table's index must have some, and the table's own is the
@@ -219,11 +186,11 @@ func ensureLedgerIndex(ctx context.Context, c TableAPI, name string) error {
 			}
 			_, err := c.UpdateTable(ctx, &dynamodb.UpdateTableInput{
 				TableName:                   aws.String(name),
-				AttributeDefinitions:        tableAttributes(),
+				AttributeDefinitions:        tablelayout.AttributeDefinitions(),
 				GlobalSecondaryIndexUpdates: []ddbtypes.GlobalSecondaryIndexUpdate{{Create: create}},
 			})
 			if err != nil {
-				return fmt.Errorf("table %s lacks index %s (job_id, row) and it could not be added; add it by hand: %w", name, LedgerIndex, err)
+				return fmt.Errorf("table %s lacks index %s (job_id, row) and it could not be added; add it by hand: %w", name, tablelayout.LedgerIndex, err)
 			}
 			created = true
 		case idx.IndexStatus == ddbtypes.IndexStatusActive || idx.IndexStatus == "":
@@ -231,21 +198,15 @@ func ensureLedgerIndex(ctx context.Context, c TableAPI, name string) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("wait for index %s of table %s: still %s", LedgerIndex, name, idx.IndexStatus)
+			return fmt.Errorf("wait for index %s of table %s: still %s", tablelayout.LedgerIndex, name, idx.IndexStatus)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for index %s of table %s: %w", LedgerIndex, name, ctx.Err())
+			return fmt.Errorf("wait for index %s of table %s: %w", tablelayout.LedgerIndex, name, ctx.Err())
 		case <-time.After(poll):
 		}
 	}
 }
-
-// ExpiresAttribute is the table's time-to-live attribute: an item that
-// carries it (Unix seconds) is deleted by DynamoDB some time after then.
-// Only items that may go are given one: settled ledger records, after the
-// retention window in which they suppress duplicates.
-const ExpiresAttribute = "expires_at"
 
 // ErrExpiryUnsupported means the endpoint does not implement time to live
 // (some emulators); items then stay until deleted.
@@ -257,7 +218,7 @@ type ExpiryAPI interface {
 	UpdateTimeToLive(ctx context.Context, in *dynamodb.UpdateTimeToLiveInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateTimeToLiveOutput, error)
 }
 
-// EnsureExpiry turns on the table's time to live on ExpiresAttribute,
+// EnsureExpiry turns on the table's time to live on tablelayout.ExpiresAt,
 // unless it is on already. A table whose time to live is on for another
 // attribute is left as its owner set it, with an error saying so. It
 // returns ErrExpiryUnsupported when the endpoint lacks the operation.
@@ -269,8 +230,8 @@ func EnsureExpiry(ctx context.Context, c ExpiryAPI, table string) error {
 	if d := out.TimeToLiveDescription; d != nil {
 		switch d.TimeToLiveStatus {
 		case ddbtypes.TimeToLiveStatusEnabled, ddbtypes.TimeToLiveStatusEnabling:
-			if attr := aws.ToString(d.AttributeName); attr != ExpiresAttribute {
-				return fmt.Errorf("table %s expires items by %q, not %q: ledger records will not expire", table, attr, ExpiresAttribute)
+			if attr := aws.ToString(d.AttributeName); attr != tablelayout.ExpiresAt {
+				return fmt.Errorf("table %s expires items by %q, not %q: ledger records will not expire", table, attr, tablelayout.ExpiresAt)
 			}
 			return nil
 		}
@@ -278,7 +239,7 @@ func EnsureExpiry(ctx context.Context, c ExpiryAPI, table string) error {
 	_, err = c.UpdateTimeToLive(ctx, &dynamodb.UpdateTimeToLiveInput{
 		TableName: aws.String(table),
 		TimeToLiveSpecification: &ddbtypes.TimeToLiveSpecification{
-			AttributeName: aws.String(ExpiresAttribute), Enabled: aws.Bool(true),
+			AttributeName: aws.String(tablelayout.ExpiresAt), Enabled: aws.Bool(true),
 		},
 	})
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/spoolhq/spool/platform/emulator"
 	"github.com/spoolhq/spool/platform/emulator/emutest"
 	"github.com/spoolhq/spool/platform/provision"
+	"github.com/spoolhq/spool/platform/tablelayout"
 )
 
 func TestEnsureQueueIsIdempotent(t *testing.T) {
@@ -87,7 +88,7 @@ func TestEnsureTableHasTheLedgerIndex(t *testing.T) {
 			put("JOB#j1", 0, false) // a job record: not in the sparse index
 			out, err := db.Query(ctx, &dynamodb.QueryInput{
 				TableName:                 aws.String(table),
-				IndexName:                 aws.String(provision.LedgerIndex),
+				IndexName:                 aws.String(tablelayout.LedgerIndex),
 				KeyConditionExpression:    aws.String("job_id = :j"),
 				ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":j": &ddbtypes.AttributeValueMemberS{Value: "j1"}},
 			})

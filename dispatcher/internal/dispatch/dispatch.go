@@ -41,7 +41,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"strconv"
 	"strings"
 	"time"
 
@@ -50,6 +49,7 @@ import (
 	"github.com/spoolhq/spool/dispatcher/internal/deliver"
 	"github.com/spoolhq/spool/dispatcher/internal/ledger"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/envelope"
 	"github.com/spoolhq/spool/platform/jobstore"
 )
 
@@ -269,7 +269,7 @@ func (h *Handler) Handle(ctx context.Context, m consume.Message) consume.Disposi
 	if tx.Key == "" {
 		// Every envelope written by the ingestor has a key; an older one
 		// falls back to the row's identity, as the ingestor would derive it.
-		tx.Key = e.GetJobId() + ":" + strconv.FormatInt(e.GetRow(), 10)
+		tx.Key = envelope.TransactionKey(e.GetJobId(), e.GetRow(), nil)
 	}
 	rec, d, ok := h.claim(ctx, m, tx)
 	if !ok {

@@ -12,13 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
-	"github.com/spoolhq/spool/platform/jobstore"
-	"github.com/spoolhq/spool/platform/provision"
-)
-
-const (
-	pkPrefix = "TX#"
-	sk       = "TX"
+	"github.com/spoolhq/spool/platform/tablelayout"
 )
 
 // API is the part of the DynamoDB client the ledger uses.
@@ -30,7 +24,7 @@ type API interface {
 
 // Dynamo is the Backend on DynamoDB: one item per transaction in the job
 // table, pk TX#<transaction key>, sk TX, found per job through the
-// provision.LedgerIndex index on (job_id, row).
+// tablelayout.LedgerIndex index on (job_id, row).
 type Dynamo struct {
 	db    API
 	table string
@@ -64,13 +58,13 @@ type item struct {
 	DupJobID    string `dynamodbav:"dup_job_id,omitempty"`
 	DupRow      int64  `dynamodbav:"dup_row,omitempty"`
 	// ExpiresAt is the table's time-to-live attribute
-	// (provision.ExpiresAttribute).
+	// (tablelayout.ExpiresAt).
 	ExpiresAt int64 `dynamodbav:"expires_at,omitempty"`
 }
 
 func toItem(r Record) item {
 	return item{
-		PK: pkPrefix + r.Key, SK: sk, JobID: r.JobID, Row: r.Row, TxKey: r.Key, State: StateName(r.State),
+		PK: tablelayout.Tx(r.Key).PK, SK: tablelayout.Tx(r.Key).SK, JobID: r.JobID, Row: r.Row, TxKey: r.Key, State: StateName(r.State),
 		Owner: r.Owner, LeaseUntil: r.LeaseUntil, Fence: r.Fence, Version: r.Version, Attempts: r.Attempts,
 		LastStatus: r.LastStatus, Reason: r.Reason, BusinessKey: r.BusinessKey, Amount: r.Amount,
 		UpdatedAt: r.UpdatedAt, Counted: r.Counted, Resend: r.Resend, Dead: r.Dead, Envelope: r.Envelope,
@@ -99,11 +93,8 @@ func unmarshal(m map[string]types.AttributeValue) (Record, error) {
 // Get implements Backend.
 func (d *Dynamo) Get(ctx context.Context, key string) (Record, bool, error) {
 	out, err := d.db.GetItem(ctx, &dynamodb.GetItemInput{
-		TableName: aws.String(d.table),
-		Key: map[string]types.AttributeValue{
-			jobstore.AttrPK: &types.AttributeValueMemberS{Value: pkPrefix + key},
-			jobstore.AttrSK: &types.AttributeValueMemberS{Value: sk},
-		},
+		TableName:      aws.String(d.table),
+		Key:            tablelayout.Tx(key).Item(),
 		ConsistentRead: aws.Bool(true),
 	})
 	if err != nil {
@@ -159,11 +150,11 @@ func (d *Dynamo) put(ctx context.Context, r Record, cond string, values map[stri
 func (d *Dynamo) ByJob(ctx context.Context, jobID string, state spoolv1.TransactionState, fn func(Record) error) error {
 	p := dynamodb.NewQueryPaginator(d.db, &dynamodb.QueryInput{
 		TableName:              aws.String(d.table),
-		IndexName:              aws.String(provision.LedgerIndex),
+		IndexName:              aws.String(tablelayout.LedgerIndex),
 		KeyConditionExpression: aws.String("#job = :job"),
 		FilterExpression:       aws.String("#state = :state"),
 		ExpressionAttributeNames: map[string]string{
-			"#job": provision.LedgerIndexPK, "#state": "state",
+			"#job": tablelayout.LedgerIndexPK, "#state": "state",
 		},
 		ExpressionAttributeValues: map[string]types.AttributeValue{
 			":job":   &types.AttributeValueMemberS{Value: jobID},
@@ -192,10 +183,10 @@ func (d *Dynamo) ByJob(ctx context.Context, jobID string, state spoolv1.Transact
 func (d *Dynamo) Find(ctx context.Context, jobID string, row int64) (Record, bool, error) {
 	out, err := d.db.Query(ctx, &dynamodb.QueryInput{
 		TableName:              aws.String(d.table),
-		IndexName:              aws.String(provision.LedgerIndex),
+		IndexName:              aws.String(tablelayout.LedgerIndex),
 		KeyConditionExpression: aws.String("#job = :job AND #row = :row"),
 		ExpressionAttributeNames: map[string]string{
-			"#job": provision.LedgerIndexPK, "#row": provision.LedgerIndexRow,
+			"#job": tablelayout.LedgerIndexPK, "#row": tablelayout.LedgerIndexSK,
 		},
 		ExpressionAttributeValues: map[string]types.AttributeValue{
 			":job": &types.AttributeValueMemberS{Value: jobID},

@@ -385,8 +385,8 @@ func (l *Ledger) duplicate(ctx context.Context, tx Tx, cur Record, now int64, co
 }
 
 // DuplicateKey is the key of the record of a row that duplicates another
-// row's transaction. Transaction keys are "<job>:<row>" or "bk:<hash>", so
-// it cannot collide with one.
+// row's transaction. No envelope.TransactionKey starts with "dup:", so it
+// cannot collide with one.
 func DuplicateKey(jobID string, row int64) string {
 	return "dup:" + jobID + ":" + strconv.FormatInt(row, 10)
 }

@@ -18,27 +18,21 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
-	"github.com/spoolhq/spool/platform/jobstore"
+	"github.com/spoolhq/spool/platform/tablelayout"
 )
 
-const (
-	// pk is the one partition of the register: it holds an item per open
-	// job, a few hundred at most, read by one query per repair interval
-	// per dispatcher.
-	pk       = "OPEN"
-	skPrefix = "JOB#"
-	// attrMarked is when the job was last marked, Unix ms. The job id
-	// lives in the sort key only: an attribute named job_id would put the
-	// item in the ledger's index.
-	attrMarked = "marked_at"
-)
+// attrMarked is when the job was last marked, Unix ms. The job id lives in
+// the sort key only (tablelayout.Open): an attribute named job_id would put
+// the item in the ledger's index. The register's one partition holds an
+// item per open job, a few hundred at most, read by one query per repair
+// interval per dispatcher.
+const attrMarked = "marked_at"
 
 // ErrMarked means the job was marked again after the cutoff: a dispatcher
 // is working on it, so it stays open.
@@ -66,16 +60,9 @@ func New(db API, table string, now func() time.Time) *Register {
 	return &Register{db: db, table: table, now: now}
 }
 
-func key(jobID string) map[string]types.AttributeValue {
-	return map[string]types.AttributeValue{
-		jobstore.AttrPK: &types.AttributeValueMemberS{Value: pk},
-		jobstore.AttrSK: &types.AttributeValueMemberS{Value: skPrefix + jobID},
-	}
-}
-
 // Mark records that the job is open, now.
 func (r *Register) Mark(ctx context.Context, jobID string) error {
-	item := key(jobID)
+	item := tablelayout.Open(jobID).Item()
 	item[attrMarked] = &types.AttributeValueMemberN{Value: strconv.FormatInt(r.now().UnixMilli(), 10)}
 	if _, err := r.db.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(r.table), Item: item}); err != nil {
 		return fmt.Errorf("mark job %s open: %w", jobID, err)
@@ -89,8 +76,8 @@ func (r *Register) List(ctx context.Context) ([]string, error) {
 	p := dynamodb.NewQueryPaginator(r.db, &dynamodb.QueryInput{
 		TableName:                 aws.String(r.table),
 		KeyConditionExpression:    aws.String("#pk = :pk"),
-		ExpressionAttributeNames:  map[string]string{"#pk": jobstore.AttrPK},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":pk": &types.AttributeValueMemberS{Value: pk}},
+		ExpressionAttributeNames:  map[string]string{"#pk": tablelayout.PK},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":pk": &types.AttributeValueMemberS{Value: tablelayout.OpenPartition}},
 		ConsistentRead:            aws.Bool(true),
 	})
 	for p.HasMorePages() {
@@ -99,8 +86,8 @@ func (r *Register) List(ctx context.Context) ([]string, error) {
 			return nil, fmt.Errorf("list open jobs: %w", err)
 		}
 		for _, it := range out.Items {
-			if sk, ok := it[jobstore.AttrSK].(*types.AttributeValueMemberS); ok {
-				ids = append(ids, strings.TrimPrefix(sk.Value, skPrefix))
+			if sk, ok := it[tablelayout.SK].(*types.AttributeValueMemberS); ok {
+				ids = append(ids, tablelayout.OpenJobID(sk.Value))
 			}
 		}
 	}
@@ -113,7 +100,7 @@ func (r *Register) List(ctx context.Context) ([]string, error) {
 func (r *Register) Unmark(ctx context.Context, jobID string, cutoff time.Time) error {
 	_, err := r.db.DeleteItem(ctx, &dynamodb.DeleteItemInput{
 		TableName:                 aws.String(r.table),
-		Key:                       key(jobID),
+		Key:                       tablelayout.Open(jobID).Item(),
 		ConditionExpression:       aws.String("attribute_not_exists(#m) OR #m <= :cutoff"),
 		ExpressionAttributeNames:  map[string]string{"#m": attrMarked},
 		ExpressionAttributeValues: map[string]types.AttributeValue{":cutoff": &types.AttributeValueMemberN{Value: strconv.FormatInt(cutoff.UnixMilli(), 10)}},

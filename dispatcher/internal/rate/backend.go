@@ -12,7 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
-	"github.com/spoolhq/spool/platform/provision"
+	"github.com/spoolhq/spool/platform/tablelayout"
 )
 
 // Memory is a Backend in memory, for one process and for tests.
@@ -36,12 +36,8 @@ func (m *Memory) Reserve(_ context.Context, dest string, floor time.Time, span t
 	return start, nil
 }
 
-// The schedule's item in the job table.
-const (
-	pkPrefix = "RATE#"
-	sk       = "RATE"
-	attrNext = "next_ns" // the next unreserved slot, Unix nanoseconds
-)
+// attrNext is the schedule item's next unreserved slot, Unix nanoseconds.
+const attrNext = "next_ns"
 
 // idleExpiry is how long a schedule no one reserves from stays in the
 // table: an idle schedule holds nothing worth keeping.
@@ -58,7 +54,7 @@ type API interface {
 }
 
 // Dynamo is the Backend on DynamoDB: one item per destination in the job
-// table, pk RATE#<destination>, sk RATE.
+// table (tablelayout.Rate).
 type Dynamo struct {
 	db    API
 	table string
@@ -80,10 +76,7 @@ func (d *Dynamo) Reserve(ctx context.Context, dest string, floor time.Time, span
 	d.mu.Lock()
 	restart := d.idle[dest]
 	d.mu.Unlock()
-	key := map[string]types.AttributeValue{
-		"pk": &types.AttributeValueMemberS{Value: pkPrefix + dest},
-		"sk": &types.AttributeValueMemberS{Value: sk},
-	}
+	key := tablelayout.Rate(dest).Item()
 	values := map[string]types.AttributeValue{
 		":floor":   number(floor.UnixNano()),
 		":expires": number(floor.Add(idleExpiry).Unix()),
@@ -122,7 +115,7 @@ func (d *Dynamo) extend(ctx context.Context, key, values map[string]types.Attrib
 		UpdateExpression:    aws.String("SET #next = #next + :span, #exp = :expires"),
 		ConditionExpression: aws.String("#next >= :floor"),
 		ExpressionAttributeNames: map[string]string{
-			"#next": attrNext, "#exp": provision.ExpiresAttribute,
+			"#next": attrNext, "#exp": tablelayout.ExpiresAt,
 		},
 		ExpressionAttributeValues: with(values, ":span", number(int64(span))),
 		ReturnValues:              types.ReturnValueUpdatedNew,
@@ -150,7 +143,7 @@ func (d *Dynamo) restart(ctx context.Context, key, values map[string]types.Attri
 		UpdateExpression:    aws.String("SET #next = :end, #exp = :expires"),
 		ConditionExpression: aws.String("attribute_not_exists(#next) OR #next < :floor"),
 		ExpressionAttributeNames: map[string]string{
-			"#next": attrNext, "#exp": provision.ExpiresAttribute,
+			"#next": attrNext, "#exp": tablelayout.ExpiresAt,
 		},
 		ExpressionAttributeValues: with(values, ":end", number(floor.Add(span).UnixNano())),
 	})

@@ -87,7 +87,15 @@ type Envelope struct {
 	// The row's fields by column name, in file order.
 	Fields []*Field `protobuf:"bytes,4,rep,name=fields,proto3" json:"fields,omitempty"`
 	// Stable key of this transaction, sent to the destination in the
-	// idempotency header. The same transaction always has the same key.
+	// idempotency header and keying the transaction's delivery ledger record.
+	// The same transaction always has the same key. When the file names
+	// business-key columns it is "bk:" followed by the lowercase hex SHA-256
+	// of the row's values of those columns, in the file's order, each written
+	// as its length in bytes in decimal, a colon, then the value; so the same
+	// transaction in another file has the same key. Otherwise it is
+	// "<job_id>:<row>" (row in decimal). A dispatcher receiving an envelope
+	// without a key uses the second form. Go: envelope.TransactionKey in the
+	// platform module.
 	TransactionKey string                 `protobuf:"bytes,5,opt,name=transaction_key,json=transactionKey,proto3" json:"transaction_key,omitempty"`
 	PublishedAt    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=published_at,json=publishedAt,proto3" json:"published_at,omitempty"`
 	// The JSON object the destination receives, when the file's profile maps

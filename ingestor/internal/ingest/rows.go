@@ -2,12 +2,9 @@ package ingest
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"hash"
 	"io"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +19,7 @@ import (
 	"github.com/spoolhq/spool/ingestor/internal/profile"
 	"github.com/spoolhq/spool/ingestor/internal/publish"
 	"github.com/spoolhq/spool/platform/decimal"
+	"github.com/spoolhq/spool/platform/envelope"
 	"github.com/spoolhq/spool/platform/jobstore"
 )
 
@@ -182,24 +180,13 @@ func (j *job) rejectedStatus() error {
 	})
 }
 
-// transactionKey is the row's stable key, sent to the destination as the
-// idempotency key: derived from the business-key columns when the file
-// names them (so the same transaction in another file has the same key),
-// else from the job and row. Each value is length-prefixed before hashing,
-// so no choice of values can make two different keys collide by shifting
-// a separator.
+// transactionKey is the row's stable key (envelope.TransactionKey).
 func (j *job) transactionKey(row csvread.Row) string {
-	bk := j.rows.BusinessKey()
-	if len(bk) == 0 {
-		return j.id + ":" + strconv.FormatInt(row.Num, 10)
+	var bk []string
+	for _, i := range j.rows.BusinessKey() {
+		bk = append(bk, row.Fields[i])
 	}
-	h := sha256.New()
-	for _, i := range bk {
-		v := row.Fields[i]
-		h.Write([]byte(strconv.Itoa(len(v)) + ":"))
-		h.Write([]byte(v))
-	}
-	return "bk:" + hex.EncodeToString(h.Sum(nil))
+	return envelope.TransactionKey(j.id, row.Num, bk)
 }
 
 func (j *job) reject(e *spoolv1.RowError, counted bool) {

@@ -1,0 +1,168 @@
+package jobstore
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+)
+
+// record is the item as stored. Times are Unix milliseconds.
+type record struct {
+	PK            string   `dynamodbav:"pk"`
+	SK            string   `dynamodbav:"sk"`
+	JobID         string   `dynamodbav:"job_id"`
+	JobKey        string   `dynamodbav:"job_key,omitempty"`
+	FileName      string   `dynamodbav:"file_name,omitempty"`
+	State         string   `dynamodbav:"state"`
+	StateReason   string   `dynamodbav:"state_reason,omitempty"`
+	Columns       []string `dynamodbav:"columns,omitempty"`
+	RowsReceived  int64    `dynamodbav:"rows_received"`
+	RowsPublished int64    `dynamodbav:"rows_published"`
+	RowsRejected  int64    `dynamodbav:"rows_rejected"`
+	Total         int64    `dynamodbav:"total"`
+	Delivered     int64    `dynamodbav:"delivered"`
+	Failed        int64    `dynamodbav:"failed"`
+	Retries       int64    `dynamodbav:"retries"`
+	Unknown       int64    `dynamodbav:"unknown"`
+	Suppressed    int64    `dynamodbav:"duplicates_suppressed"`
+	Dropped       int64    `dynamodbav:"dropped"`
+	DuplicateRows int64    `dynamodbav:"duplicate_rows"`
+	DeadLettered  int64    `dynamodbav:"dead_lettered"`
+	Paused        bool     `dynamodbav:"paused,omitempty"`
+	CreatedAt     int64    `dynamodbav:"created_at"`
+	UpdatedAt     int64    `dynamodbav:"updated_at"`
+	SealedAt      int64    `dynamodbav:"sealed_at,omitempty"`
+	CompletedAt   int64    `dynamodbav:"completed_at,omitempty"`
+
+	BusinessKeyColumns []string `dynamodbav:"business_key_columns,omitempty"`
+	AmountColumn       string   `dynamodbav:"amount_column,omitempty"`
+	Control            *totals  `dynamodbav:"control,omitempty"`
+	Actual             *totals  `dynamodbav:"actual,omitempty"`
+
+	// The stream that owns a RECEIVING job, and its lease. Every write of
+	// the ingest side is conditional on the stream id, so a stream that
+	// lost the job to a resumed one cannot change it any more.
+	StreamID       string `dynamodbav:"stream_id,omitempty"`
+	LeaseExpiresAt int64  `dynamodbav:"lease_expires_at,omitempty"`
+	AbortAfterMS   int64  `dynamodbav:"abort_after_ms,omitempty"`
+
+	// The resume checkpoint (see Checkpoint).
+	ResumeRow       int64  `dynamodbav:"resume_row,omitempty"`
+	ResumeOffset    int64  `dynamodbav:"resume_offset,omitempty"`
+	ResumeHash      []byte `dynamodbav:"resume_hash,omitempty"`
+	ResumePublished int64  `dynamodbav:"resume_published,omitempty"`
+	ResumeRejected  int64  `dynamodbav:"resume_rejected,omitempty"`
+	ResumeAmountSum string `dynamodbav:"resume_amount_sum,omitempty"`
+}
+
+// totals is the stored form of spoolv1.ControlTotals.
+type totals struct {
+	RowCount  *int64 `dynamodbav:"row_count,omitempty"`
+	AmountSum string `dynamodbav:"amount_sum,omitempty"`
+	SHA256    string `dynamodbav:"sha256,omitempty"`
+}
+
+func toTotals(c *spoolv1.ControlTotals) *totals {
+	if c == nil || (c.RowCount == nil && c.GetAmountSum() == "" && c.GetSha256() == "") {
+		return nil
+	}
+	return &totals{RowCount: c.RowCount, AmountSum: c.GetAmountSum(), SHA256: c.GetSha256()}
+}
+
+func (t *totals) proto() *spoolv1.ControlTotals {
+	if t == nil {
+		return nil
+	}
+	return &spoolv1.ControlTotals{RowCount: t.RowCount, AmountSum: t.AmountSum, Sha256: t.SHA256}
+}
+
+// Checkpoint is where a broken stream resumes: every data row up to Row
+// was durably published or rejected, and the figures are those of rows 1 to
+// Row. In chunk mode Offset is the byte offset just after row Row in the raw
+// file, and HashState the marshalled SHA-256 digest of the bytes before it
+// (crypto/sha256 digests implement encoding.BinaryMarshaler), so a resumed
+// stream can finish the file's hash.
+type Checkpoint struct {
+	Row       int64
+	Offset    int64
+	HashState []byte
+	Published int64
+	Rejected  int64
+	// AmountSum is the exact decimal sum of the amount column over the
+	// published rows up to Row; empty when the job has no amount column.
+	AmountSum string
+}
+
+// stateName is the stored form of a state: the enum name without prefix.
+func stateName(s spoolv1.JobState) string {
+	return strings.TrimPrefix(s.String(), "JOB_STATE_")
+}
+
+func parseState(s string) spoolv1.JobState {
+	return spoolv1.JobState(spoolv1.JobState_value["JOB_STATE_"+s])
+}
+
+func millis(t time.Time) int64 { return t.UnixMilli() }
+
+func ts(ms int64) *timestamppb.Timestamp {
+	if ms == 0 {
+		return nil
+	}
+	return timestamppb.New(time.UnixMilli(ms))
+}
+
+func (r *record) job() *spoolv1.Job {
+	return &spoolv1.Job{
+		JobId:                r.JobID,
+		JobKey:               r.JobKey,
+		FileName:             r.FileName,
+		State:                parseState(r.State),
+		StateReason:          r.StateReason,
+		Columns:              r.Columns,
+		RowsReceived:         r.RowsReceived,
+		RowsPublished:        r.RowsPublished,
+		RowsRejected:         r.RowsRejected,
+		Total:                r.Total,
+		Delivered:            r.Delivered,
+		Failed:               r.Failed,
+		Retries:              r.Retries,
+		Unknown:              r.Unknown,
+		DuplicatesSuppressed: r.Suppressed,
+		DuplicateRows:        r.DuplicateRows,
+		DeadLettered:         r.DeadLettered,
+		Paused:               r.Paused,
+		Dropped:              r.Dropped,
+		CreatedAt:            ts(r.CreatedAt),
+		UpdatedAt:            ts(r.UpdatedAt),
+		SealedAt:             ts(r.SealedAt),
+		CompletedAt:          ts(r.CompletedAt),
+		ResumeRow:            r.ResumeRow,
+		ResumeOffset:         r.ResumeOffset,
+		Control:              r.Control.proto(),
+		Actual:               r.Actual.proto(),
+		LeaseExpiresAt:       ts(r.LeaseExpiresAt),
+		BusinessKeyColumns:   r.BusinessKeyColumns,
+		AmountColumn:         r.AmountColumn,
+	}
+}
+
+func (r *record) checkpoint() Checkpoint {
+	return Checkpoint{
+		Row: r.ResumeRow, Offset: r.ResumeOffset, HashState: r.ResumeHash,
+		Published: r.ResumePublished, Rejected: r.ResumeRejected, AmountSum: r.ResumeAmountSum,
+	}
+}
+
+func unmarshalJob(item map[string]types.AttributeValue) (*spoolv1.Job, error) {
+	var r record
+	if err := attributevalue.UnmarshalMap(item, &r); err != nil {
+		return nil, fmt.Errorf("unmarshal job: %w", err)
+	}
+	return r.job(), nil
+}

@@ -1,0 +1,171 @@
+// Package tablelayout declares the single DynamoDB table Spool keeps all its
+// state in: every item type, the shape of its key, the attributes that are
+// keys of the table or its index, and the table's definition, from which
+// package provision builds it.
+//
+// The key is a generic (pk, sk) pair of strings, typed by prefix, so that
+// one table holds every kind of item and every write is a single-item
+// conditional write:
+//
+//	pk                  sk                 item
+//	JOB#<job id>        JOB                the job record (package jobstore)
+//	JOB#<job id>        CNT#<writer>       one dispatcher's cumulative counts of the job
+//	JOB#<job id>        REPAIR             the correction a ledger recount wrote
+//	KEY#<job key>       KEY                which job a job key names
+//	TX#<tx key>         TX                 a delivery ledger record (transaction key: envelope.TransactionKey)
+//	RATE#<destination>  RATE               a destination's shared rate schedule
+//	OPEN                JOB#<job id>       a job whose counters may still need a repair
+//
+// A job's record and its counter items share a partition, so one Query
+// reads the job with its counts. Ledger records alone carry the
+// LedgerIndexPK and LedgerIndexSK attributes, so the ledger-by-job index
+// is sparse: it holds ledger records only, and no other item may carry an
+// attribute of those names.
+package tablelayout
+
+import (
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+)
+
+// Key attribute names of the table.
+const (
+	PK = "pk"
+	SK = "sk"
+)
+
+// The ledger's index: every ledger record carries the job id and row it
+// came from, and a job's records are read through it in row order.
+const (
+	LedgerIndex   = "ledger-by-job"
+	LedgerIndexPK = "job_id"
+	LedgerIndexSK = "row"
+)
+
+// ExpiresAt is the table's time-to-live attribute: an item that carries it
+// (Unix seconds) is deleted by DynamoDB some time after then. Only items
+// that may go carry it: settled ledger records, after their retention, and
+// idle rate schedules.
+const ExpiresAt = "expires_at"
+
+// Prefixes and fixed sort keys.
+const (
+	jobPrefix     = "JOB#"
+	jobSK         = "JOB"
+	counterPrefix = "CNT#"
+	repairSK      = "REPAIR"
+	keyPrefix     = "KEY#"
+	keySK         = "KEY"
+	txPrefix      = "TX#"
+	txSK          = "TX"
+	ratePrefix    = "RATE#"
+	rateSK        = "RATE"
+	openPK        = "OPEN"
+)
+
+// Key is the primary key of one item.
+type Key struct {
+	PK, SK string
+}
+
+// Item returns the key as DynamoDB attributes, ready for a Key field or to
+// be extended into a whole item.
+func (k Key) Item() map[string]types.AttributeValue {
+	return map[string]types.AttributeValue{
+		PK: &types.AttributeValueMemberS{Value: k.PK},
+		SK: &types.AttributeValueMemberS{Value: k.SK},
+	}
+}
+
+// Job is the key of a job's record.
+func Job(jobID string) Key { return Key{PK: JobPartition(jobID), SK: jobSK} }
+
+// JobPartition is the partition of a job: its record, counter items and
+// repair item.
+func JobPartition(jobID string) string { return jobPrefix + jobID }
+
+// JobCounter is the key of the item in which writer (one dispatcher
+// process, or one span of its life) keeps its cumulative counts of a job.
+func JobCounter(jobID, writer string) Key {
+	return Key{PK: JobPartition(jobID), SK: counterPrefix + writer}
+}
+
+// JobRepair is the key of the item holding the correction a recount from
+// the ledger wrote for a job.
+func JobRepair(jobID string) Key { return Key{PK: JobPartition(jobID), SK: repairSK} }
+
+// Kind is what an item of a job's partition is.
+type Kind int
+
+// The kinds of item in a job's partition.
+const (
+	KindOther Kind = iota
+	KindRecord
+	KindCounter
+	KindRepair
+)
+
+// JobItemKind tells a job partition's item by its sort key.
+func JobItemKind(sk string) Kind {
+	switch {
+	case sk == jobSK:
+		return KindRecord
+	case sk == repairSK:
+		return KindRepair
+	case strings.HasPrefix(sk, counterPrefix):
+		return KindCounter
+	}
+	return KindOther
+}
+
+// JobKey is the key of the item naming the job a job key belongs to.
+func JobKey(key string) Key { return Key{PK: keyPrefix + key, SK: keySK} }
+
+// Tx is the key of a delivery ledger record.
+func Tx(txKey string) Key { return Key{PK: txPrefix + txKey, SK: txSK} }
+
+// Rate is the key of a destination's rate schedule.
+func Rate(destination string) Key { return Key{PK: ratePrefix + destination, SK: rateSK} }
+
+// OpenPartition is the one partition of the register of open jobs.
+const OpenPartition = openPK
+
+// Open is the key of a job's entry in the register of open jobs.
+func Open(jobID string) Key { return Key{PK: openPK, SK: jobPrefix + jobID} }
+
+// OpenJobID returns the job id of a register entry's sort key.
+func OpenJobID(sk string) string { return strings.TrimPrefix(sk, jobPrefix) }
+
+// KeySchema is the table's primary key.
+func KeySchema() []types.KeySchemaElement {
+	return []types.KeySchemaElement{
+		{AttributeName: aws.String(PK), KeyType: types.KeyTypeHash},
+		{AttributeName: aws.String(SK), KeyType: types.KeyTypeRange},
+	}
+}
+
+// AttributeDefinitions are the types of every attribute the table or its
+// index is keyed on.
+func AttributeDefinitions() []types.AttributeDefinition {
+	return []types.AttributeDefinition{
+		{AttributeName: aws.String(PK), AttributeType: types.ScalarAttributeTypeS},
+		{AttributeName: aws.String(SK), AttributeType: types.ScalarAttributeTypeS},
+		{AttributeName: aws.String(LedgerIndexPK), AttributeType: types.ScalarAttributeTypeS},
+		{AttributeName: aws.String(LedgerIndexSK), AttributeType: types.ScalarAttributeTypeN},
+	}
+}
+
+// LedgerIndexDefinition is the ledger-by-job index: every attribute
+// projected, so a report reads records from the index alone.
+func LedgerIndexDefinition() types.GlobalSecondaryIndex {
+	return types.GlobalSecondaryIndex{
+		IndexName: aws.String(LedgerIndex),
+		KeySchema: []types.KeySchemaElement{
+			{AttributeName: aws.String(LedgerIndexPK), KeyType: types.KeyTypeHash},
+			{AttributeName: aws.String(LedgerIndexSK), KeyType: types.KeyTypeRange},
+		},
+		Projection: &types.Projection{ProjectionType: types.ProjectionTypeAll},
+	}
+}
