@@ -54,13 +54,30 @@ func (s *Store) Start(ctx context.Context, j *spoolv1.Job, stream string) (*spoo
 		ConditionExpression: aws.String("attribute_not_exists(pk)"),
 	})
 	if isConditionFailed(err) {
-		return nil, fmt.Errorf("create job %s: %w", j.GetJobId(), ErrExists)
+		// The id is taken: by this very write, applied before its answer
+		// was lost (the SDK retried it), or by another.
+		cur, gerr := s.getRecord(ctx, j.GetJobId())
+		if gerr != nil || cur.StreamID != stream || cur.CreatedAt != r.CreatedAt || cur.JobKey != r.JobKey {
+			return nil, fmt.Errorf("create job %s: %w", j.GetJobId(), ErrExists)
+		}
+		err = nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("create job %s: %w", j.GetJobId(), err)
 	}
 	if key := j.GetJobKey(); key != "" {
 		if err := s.claimKey(ctx, key, j.GetJobId()); err != nil {
+			// A claim whose answer was lost may have been applied: a key
+			// must never name a job that is gone.
+			owner, kerr := s.keyJobID(ctx, key)
+			if kerr == nil && owner == j.GetJobId() {
+				return r.job(), nil
+			}
+			if kerr != nil && !errors.Is(kerr, ErrNotFound) {
+				// Unknown: the job stays, and ends ABORTED when its lease
+				// runs out, which frees the key.
+				return nil, errors.Join(err, kerr)
+			}
 			// Nothing was published for the job yet, so it can go.
 			if _, derr := s.db.DeleteItem(context.WithoutCancel(ctx), &dynamodb.DeleteItemInput{
 				TableName: aws.String(s.table),
@@ -96,6 +113,11 @@ func (s *Store) Takeover(ctx context.Context, id, stream string) (*spoolv1.Job, 
 		ReturnValues: types.ReturnValueAllNew,
 	})
 	if isConditionFailed(err) {
+		// Taken over already by this very write, whose answer was lost?
+		r, gerr := s.getRecord(ctx, id)
+		if gerr == nil && r.State == stateName(spoolv1.JobState_JOB_STATE_RECEIVING) && r.StreamID == stream && r.UpdatedAt >= millis(now) {
+			return r.job(), r.checkpoint(), nil
+		}
 		return nil, Checkpoint{}, fmt.Errorf("take over job %s: %w", id, ErrState)
 	}
 	if err != nil {
@@ -181,6 +203,13 @@ func (s *Store) RecordIngest(ctx context.Context, id string, in Ingest) error {
 		ExpressionAttributeValues: values,
 	})
 	if isConditionFailed(err) {
+		// Stored already by this very write, whose answer was lost, and
+		// the job moved on since?
+		r, gerr := s.getRecord(ctx, id)
+		if gerr == nil && r.StreamID == in.Stream && r.RowsReceived == in.Received && r.RowsPublished == in.Published &&
+			r.RowsRejected == in.Rejected && r.LeaseExpiresAt == millis(now.Add(s.abortAfter)) {
+			return nil
+		}
 		return fmt.Errorf("record ingest of job %s: %w", id, ErrState)
 	}
 	if err != nil {
@@ -192,8 +221,9 @@ func (s *Store) RecordIngest(ctx context.Context, id string, in Ingest) error {
 // Seal ends the stream of a RECEIVING job. When the actual totals match
 // every control total the job declared, the job becomes SEALED: the whole
 // stream was read and every row published, so the total is final, and when
-// the dispatchers already settled every row the job is completed on the
-// spot. When a total does not match, the job ends REJECTED with a reason
+// the job has no rows at all it is completed on the spot (dispatchers
+// deliver nothing of a job before it is sealed, so no other job can have
+// every row settled yet; they complete it). When a total does not match, the job ends REJECTED with a reason
 // naming the total, declared and actual, and dispatchers deliver none of
 // it; Seal returns that job without an error.
 func (s *Store) Seal(ctx context.Context, id string, in Ingest) (*spoolv1.Job, error) {
@@ -202,6 +232,9 @@ func (s *Store) Seal(ctx context.Context, id string, in Ingest) (*spoolv1.Job, e
 		return nil, fmt.Errorf("seal job %s: %w", id, err)
 	}
 	if r.State != stateName(spoolv1.JobState_JOB_STATE_RECEIVING) || r.StreamID != in.Stream {
+		if sealedBy(r, in) {
+			return s.completeEmpty(ctx, r)
+		}
 		return nil, fmt.Errorf("seal job %s: %w", id, ErrState)
 	}
 	now := millis(s.now())
@@ -242,15 +275,45 @@ func (s *Store) Seal(ctx context.Context, id string, in Ingest) (*spoolv1.Job, e
 		ReturnValues:              types.ReturnValueAllNew,
 	})
 	if isConditionFailed(err) {
+		// Sealed already by this very write, whose answer was lost?
+		if cur, gerr := s.getRecord(ctx, id); gerr == nil && sealedBy(cur, in) {
+			return s.completeEmpty(ctx, cur)
+		}
 		return nil, fmt.Errorf("seal job %s: %w", id, ErrState)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("seal job %s: %w", id, err)
 	}
-	if mismatch != "" {
-		return unmarshalJob(out.Attributes)
+	var sealed record
+	if err := attributevalue.UnmarshalMap(out.Attributes, &sealed); err != nil {
+		return nil, fmt.Errorf("unmarshal job %s: %w", id, err)
 	}
-	return s.completeIfSettled(ctx, out.Attributes)
+	return s.completeEmpty(ctx, &sealed)
+}
+
+// sealedBy reports whether r holds the seal of in's stream with in's
+// figures: a seal that was applied, whether or not its answer arrived.
+func sealedBy(r *record, in Ingest) bool {
+	if r.StreamID != in.Stream || r.RowsReceived != in.Received || r.RowsPublished != in.Published || r.RowsRejected != in.Rejected {
+		return false
+	}
+	switch r.State {
+	case stateName(spoolv1.JobState_JOB_STATE_SEALED), stateName(spoolv1.JobState_JOB_STATE_COMPLETED):
+		return r.SealedAt != 0 && r.Total == in.Published
+	case stateName(spoolv1.JobState_JOB_STATE_REJECTED):
+		mismatch := CompareTotals(r.Control.proto(), in.Actual)
+		return mismatch != "" && r.StateReason == mismatch
+	}
+	return false
+}
+
+// completeEmpty completes a sealed job without rows, which has nothing to
+// confirm in a ledger, and returns r's job otherwise.
+func (s *Store) completeEmpty(ctx context.Context, r *record) (*spoolv1.Job, error) {
+	if r.State != stateName(spoolv1.JobState_JOB_STATE_SEALED) || r.Total != 0 {
+		return r.job(), nil
+	}
+	return s.Complete(ctx, r.JobID, Settled{})
 }
 
 // CompareTotals returns why actual does not match the declared control

@@ -1,10 +1,23 @@
 // Package jobstore keeps the job record: one DynamoDB item per submitted
 // file, shared by the ingestor (which creates and seals it) and every
-// dispatcher (which adds to its counters and completes it).
+// dispatcher (which counts its rows and completes it).
 //
-// All changes are single-item conditional writes or atomic ADDs, so any
-// number of processes can update one job without coordination, and the
-// design runs unchanged on DynamoDB and on emulators without transactions.
+// Every change is a single-item conditional write, so any number of
+// processes update one job without coordination, and the design runs
+// unchanged on DynamoDB and on emulators without transactions. Every
+// write is also correct when it is applied twice, or applied and not
+// acknowledged, as the SDK's retries make happen on AWS:
+//
+//   - Counters are never added to. Each writer (one dispatcher process)
+//     keeps its cumulative counts of a job in its own item of the job's
+//     partition, written whole, over an older version only; a read sums
+//     them (one Query). A repair from the ledger writes the correction
+//     that makes the sum right, as an absolute, versioned write too.
+//   - A conditional write whose condition fails reads the item and asks
+//     whether it holds this writer's own write (same stream, figures,
+//     job id, time written); if so it is done.
+//   - A job completes only on a count of its delivery ledger that covers
+//     its total (Complete), never on counters alone.
 package jobstore
 
 import (
@@ -40,6 +53,7 @@ type API interface {
 	PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
 	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
 	DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error)
+	Query(ctx context.Context, in *dynamodb.QueryInput, opts ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
 }
 
 // Store reads and writes job records in one table.

@@ -2,6 +2,7 @@ package jobstore_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 
@@ -39,10 +40,13 @@ func TestLifecycle(t *testing.T) {
 	require.ErrorIs(t, err, jobstore.ErrExists)
 
 	require.NoError(t, s.RecordIngest(ctx, "j1", jobstore.Ingest{Received: 5, Published: 4}))
-	// Dispatchers may settle rows before the job is sealed: no completion yet.
-	j, err = s.Add(ctx, "j1", jobstore.Counts{Delivered: 3, Duplicates: 1, Retries: 2})
+	// Counts before the seal complete nothing.
+	w := newCounter(s, "j1", "d1")
+	w.add(t, jobstore.Counts{Delivered: 3, Duplicates: 1, Retries: 2})
+	j, err = s.Get(ctx, "j1")
 	require.NoError(t, err)
 	require.Equal(t, spoolv1.JobState_JOB_STATE_RECEIVING, j.GetState())
+	require.EqualValues(t, 3, j.GetDelivered())
 
 	j, err = s.Seal(ctx, "j1", jobstore.Ingest{Received: 6, Published: 5, Rejected: 1})
 	require.NoError(t, err)
@@ -50,23 +54,38 @@ func TestLifecycle(t *testing.T) {
 	require.EqualValues(t, 5, j.GetTotal())
 	require.ErrorIs(t, s.RecordIngest(ctx, "j1", jobstore.Ingest{}), jobstore.ErrState)
 
-	j, err = s.Add(ctx, "j1", jobstore.Counts{Suppressed: 3, Dropped: 1})
+	w.add(t, jobstore.Counts{Suppressed: 3, Dropped: 1})
+	j, err = s.Get(ctx, "j1")
 	require.NoError(t, err)
-	require.Equal(t, spoolv1.JobState_JOB_STATE_SEALED, j.GetState(), "suppressed and dropped messages settle no row")
-	j, err = s.Add(ctx, "j1", jobstore.Counts{DeadLettered: 1})
+	require.EqualValues(t, 4, jobstore.SettledOf(j).Sum(), "suppressed and dropped messages settle no row")
+	// A second dispatcher counts a dead-lettered row: every row is settled.
+	w2 := newCounter(s, "j1", "d2")
+	w2.add(t, jobstore.Counts{DeadLettered: 1})
+	j, err = s.Get(ctx, "j1")
+	require.NoError(t, err)
+	require.Equal(t, spoolv1.JobState_JOB_STATE_SEALED, j.GetState(), "counters alone complete nothing")
+	require.EqualValues(t, 5, jobstore.SettledOf(j).Sum())
+	_, err = s.Complete(ctx, "j1", jobstore.Settled{Delivered: 3, Duplicates: 1})
+	require.ErrorIs(t, err, jobstore.ErrState, "a ledger count short of the total completes nothing")
+	j, err = s.Complete(ctx, "j1", jobstore.SettledOf(j))
 	require.NoError(t, err)
 	require.Equal(t, spoolv1.JobState_JOB_STATE_COMPLETED, j.GetState(), "a dead-lettered row settles its job")
 	require.EqualValues(t, 1, j.GetDeadLettered())
+	_, err = s.Complete(ctx, "j1", jobstore.SettledOf(j))
+	require.NoError(t, err, "completing a completed job is no error")
 	// Redriven, it was sent again and its outcome is unknown.
-	j, err = s.Add(ctx, "j1", jobstore.Counts{DeadLettered: -1, Unknown: 1})
+	w2.add(t, jobstore.Counts{DeadLettered: -1, Unknown: 1})
+	j, err = s.Get(ctx, "j1")
 	require.NoError(t, err)
 	require.Equal(t, spoolv1.JobState_JOB_STATE_COMPLETED, j.GetState())
 	require.EqualValues(t, 0, j.GetDeadLettered())
 	require.EqualValues(t, 1, j.GetUnknown())
 	require.EqualValues(t, 3, j.GetDuplicatesSuppressed())
 	require.EqualValues(t, 1, j.GetDropped())
-	// Resolving it moves the count; the job stays complete.
-	j, err = s.Add(ctx, "j1", jobstore.Counts{Unknown: -1, Delivered: 1})
+	// Resolving it (on the first dispatcher) moves the count; the job
+	// stays complete.
+	w.add(t, jobstore.Counts{Unknown: -1, Delivered: 1})
+	j, err = s.Get(ctx, "j1")
 	require.NoError(t, err)
 	require.EqualValues(t, 0, j.GetUnknown())
 	require.EqualValues(t, 4, j.GetDelivered())
@@ -78,24 +97,19 @@ func TestLifecycle(t *testing.T) {
 	require.EqualValues(t, 1, got.GetDuplicateRows(), "a duplicate row settles the row it stands for")
 	require.EqualValues(t, 2, got.GetRetries())
 	require.Equal(t, []string{"a", "b"}, got.GetColumns())
-
-	_, err = s.Add(ctx, "missing", jobstore.Counts{Delivered: 1})
-	require.ErrorIs(t, err, jobstore.ErrNotFound)
 }
 
-func TestSealCompletesWhenAllSettledFirst(t *testing.T) {
+func TestSealCompletesAJobWithoutRows(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
 	_, err := s.Create(ctx, &spoolv1.Job{JobId: "j2"})
 	require.NoError(t, err)
-	_, err = s.Add(ctx, "j2", jobstore.Counts{Delivered: 3})
+	j, err := s.Seal(ctx, "j2", jobstore.Ingest{Received: 1, Rejected: 1})
 	require.NoError(t, err)
-	j, err := s.Seal(ctx, "j2", jobstore.Ingest{Received: 3, Published: 3})
-	require.NoError(t, err)
-	require.Equal(t, spoolv1.JobState_JOB_STATE_COMPLETED, j.GetState())
+	require.Equal(t, spoolv1.JobState_JOB_STATE_COMPLETED, j.GetState(), "nothing to deliver, nothing to confirm")
 }
 
-func TestConcurrentAddsAreExact(t *testing.T) {
+func TestConcurrentWritersAreExact(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
 	_, err := s.Create(ctx, &spoolv1.Job{JobId: "j3"})
@@ -103,11 +117,11 @@ func TestConcurrentAddsAreExact(t *testing.T) {
 	_, err = s.Seal(ctx, "j3", jobstore.Ingest{Received: 200, Published: 200})
 	require.NoError(t, err)
 	var wg sync.WaitGroup
-	for range 20 {
+	for i := range 20 {
 		wg.Go(func() {
+			w := newCounter(s, "j3", fmt.Sprint("d", i))
 			for range 10 {
-				_, err := s.Add(ctx, "j3", jobstore.Counts{Delivered: 1})
-				require.NoError(t, err)
+				w.add(t, jobstore.Counts{Delivered: 1})
 			}
 		})
 	}
@@ -115,7 +129,6 @@ func TestConcurrentAddsAreExact(t *testing.T) {
 	j, err := s.Get(ctx, "j3")
 	require.NoError(t, err)
 	require.EqualValues(t, 200, j.GetDelivered())
-	require.Equal(t, spoolv1.JobState_JOB_STATE_COMPLETED, j.GetState())
 }
 
 func TestEnd(t *testing.T) {

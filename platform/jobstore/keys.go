@@ -54,6 +54,11 @@ func (s *Store) claimKey(ctx context.Context, key, id string) error {
 		if err != nil {
 			return err
 		}
+		if oldID == id {
+			// This writer's own claim (or re-pointing), applied before its
+			// answer was lost: the SDK's retry then failed its condition.
+			return nil
+		}
 		old, err := s.Get(ctx, oldID)
 		if err != nil {
 			return fmt.Errorf("claim job key %q: %w", key, err)

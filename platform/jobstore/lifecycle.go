@@ -14,14 +14,26 @@ import (
 	"github.com/spoolhq/spool/platform/tablelayout"
 )
 
-// Get returns a job, or ErrNotFound. Reads are strongly consistent, so a
-// watcher never sees a counter go backwards.
+// Get returns a job, or ErrNotFound. Its counters are the sum of the
+// record's, every writer's counter item and the repair's correction, read
+// in one strongly consistent Query, so a watcher never sees a counter go
+// backwards but for a repair.
 func (s *Store) Get(ctx context.Context, id string) (*spoolv1.Job, error) {
-	r, err := s.getRecord(ctx, id)
+	p, err := s.readPartition(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	return r.job(), nil
+	return p.job(), nil
+}
+
+// job is the job as the partition has it.
+func (p *partition) job() *spoolv1.Job {
+	j := p.rec.job()
+	c := p.counts()
+	j.Delivered, j.Failed, j.Retries, j.Unknown = c.Delivered, c.Failed, c.Retries, c.Unknown
+	j.DuplicatesSuppressed, j.Dropped, j.DuplicateRows, j.DeadLettered = c.Suppressed, c.Dropped, c.Duplicates, c.DeadLettered
+	j.UpdatedAt = ts(p.updatedAt)
+	return j
 }
 
 func (s *Store) getRecord(ctx context.Context, id string) (*record, error) {
@@ -91,7 +103,9 @@ func (s *Store) ExpireIfAbandoned(ctx context.Context, j *spoolv1.Job) (*spoolv1
 }
 
 // End moves a job that is not yet final to a final state other than
-// COMPLETED (ABORTED, REJECTED, CANCELLED), with the reason.
+// COMPLETED (ABORTED, REJECTED, CANCELLED), with the reason. Ending it
+// again with the same state and reason, as a retried request does, is not
+// an error.
 func (s *Store) End(ctx context.Context, id string, state spoolv1.JobState, reason string) (*spoolv1.Job, error) {
 	values := map[string]types.AttributeValue{":sealed": str(stateName(spoolv1.JobState_JOB_STATE_SEALED))}
 	return s.end(ctx, id, state, reason, "#state IN (:receiving, :sealed)", values)
@@ -106,11 +120,12 @@ func (s *Store) EndStream(ctx context.Context, id, stream string, state spoolv1.
 }
 
 func (s *Store) end(ctx context.Context, id string, state spoolv1.JobState, reason, cond string, values map[string]types.AttributeValue) (*spoolv1.Job, error) {
+	now := millis(s.now())
 	values[":state"] = str(stateName(state))
 	values[":reason"] = str(reason)
-	values[":now"] = num(millis(s.now()))
+	values[":now"] = num(now)
 	values[":receiving"] = str(stateName(spoolv1.JobState_JOB_STATE_RECEIVING))
-	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:                 aws.String(s.table),
 		Key:                       tablelayout.Job(id).Item(),
 		UpdateExpression:          aws.String("SET #state = :state, state_reason = :reason, updated_at = :now, completed_at = :now"),
@@ -120,12 +135,17 @@ func (s *Store) end(ctx context.Context, id string, state spoolv1.JobState, reas
 		ReturnValues:              types.ReturnValueAllNew,
 	})
 	if isConditionFailed(err) {
+		// Written already, by this very write whose answer was lost?
+		r, gerr := s.getRecord(ctx, id)
+		if gerr == nil && r.State == stateName(state) && r.StateReason == reason && r.CompletedAt == now {
+			return s.Get(ctx, id)
+		}
 		return nil, fmt.Errorf("end job %s as %s: %w", id, stateName(state), ErrState)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("end job %s as %s: %w", id, stateName(state), err)
 	}
-	return unmarshalJob(out.Attributes)
+	return s.Get(ctx, id)
 }
 
 // SetPaused pauses or resumes a RECEIVING or SEALED job and returns it.
@@ -135,7 +155,8 @@ func (s *Store) end(ctx context.Context, id string, state spoolv1.JobState, reas
 // It fails with ErrNotFound, or ErrState when the job is over. Setting
 // the flag it already has is not an error.
 func (s *Store) SetPaused(ctx context.Context, id string, paused bool) (*spoolv1.Job, error) {
-	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+	now := millis(s.now())
+	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:                aws.String(s.table),
 		Key:                      tablelayout.Job(id).Item(),
 		UpdateExpression:         aws.String("SET paused = :paused, updated_at = :now"),
@@ -143,7 +164,7 @@ func (s *Store) SetPaused(ctx context.Context, id string, paused bool) (*spoolv1
 		ExpressionAttributeNames: map[string]string{"#state": "state"},
 		ExpressionAttributeValues: map[string]types.AttributeValue{
 			":paused":    &types.AttributeValueMemberBOOL{Value: paused},
-			":now":       num(millis(s.now())),
+			":now":       num(now),
 			":receiving": str(stateName(spoolv1.JobState_JOB_STATE_RECEIVING)),
 			":sealed":    str(stateName(spoolv1.JobState_JOB_STATE_SEALED)),
 		},
@@ -154,15 +175,56 @@ func (s *Store) SetPaused(ctx context.Context, id string, paused bool) (*spoolv1
 		verb = "pause"
 	}
 	if isConditionFailed(err) {
-		// Either there is no such job, or it is over: tell which.
-		j, gerr := s.Get(ctx, id)
+		// This very write, applied before its answer was lost and the job
+		// ended since; or there is no such job, or it is over: tell which.
+		r, gerr := s.getRecord(ctx, id)
 		if gerr != nil {
 			return nil, fmt.Errorf("%s job %s: %w", verb, id, gerr)
 		}
-		return j, fmt.Errorf("%s job %s, which is %s: %w", verb, id, stateName(j.GetState()), ErrState)
+		if r.Paused == paused && r.UpdatedAt == now {
+			return s.Get(ctx, id)
+		}
+		return r.job(), fmt.Errorf("%s job %s, which is %s: %w", verb, id, r.State, ErrState)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s job %s: %w", verb, id, err)
 	}
-	return unmarshalJob(out.Attributes)
+	return s.Get(ctx, id)
+}
+
+// Complete moves a SEALED job to COMPLETED, given confirmed, the settled
+// rows its delivery ledger holds: the write is conditional on those
+// covering the job's total, so no job completes on counters alone. It
+// returns the job; completing a job that is COMPLETED already (by another
+// writer, or by this write whose answer was lost) is not an error. It
+// fails with ErrState when the job is not SEALED or confirmed falls short.
+func (s *Store) Complete(ctx context.Context, id string, confirmed Settled) (*spoolv1.Job, error) {
+	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                aws.String(s.table),
+		Key:                      tablelayout.Job(id).Item(),
+		UpdateExpression:         aws.String("SET #state = :completed, completed_at = :now, updated_at = :now"),
+		ConditionExpression:      aws.String("#state = :sealed AND #total <= :settled"),
+		ExpressionAttributeNames: map[string]string{"#state": "state", "#total": "total"},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":completed": str(stateName(spoolv1.JobState_JOB_STATE_COMPLETED)),
+			":sealed":    str(stateName(spoolv1.JobState_JOB_STATE_SEALED)),
+			":settled":   num(confirmed.Sum()),
+			":now":       num(millis(s.now())),
+		},
+	})
+	if isConditionFailed(err) {
+		j, gerr := s.Get(ctx, id)
+		if gerr != nil {
+			return nil, fmt.Errorf("complete job %s: %w", id, gerr)
+		}
+		if j.GetState() == spoolv1.JobState_JOB_STATE_COMPLETED {
+			return j, nil
+		}
+		return j, fmt.Errorf("complete job %s, %s with %d of %d rows settled in the ledger: %w",
+			id, stateName(j.GetState()), confirmed.Sum(), j.GetTotal(), ErrState)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("complete job %s: %w", id, err)
+	}
+	return s.Get(ctx, id)
 }

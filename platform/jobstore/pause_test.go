@@ -27,7 +27,9 @@ func TestSetPaused(t *testing.T) {
 	// The flag survives sealing and counting.
 	_, err = s.Seal(ctx, "p1", jobstore.Ingest{Received: 2, Published: 2})
 	require.NoError(t, err)
-	j, err = s.Add(ctx, "p1", jobstore.Counts{Delivered: 1})
+	w := newCounter(s, "p1", "d1")
+	w.add(t, jobstore.Counts{Delivered: 1})
+	j, err = s.Get(ctx, "p1")
 	require.NoError(t, err)
 	require.True(t, j.GetPaused())
 	require.Equal(t, spoolv1.JobState_JOB_STATE_SEALED, j.GetState())
@@ -39,9 +41,11 @@ func TestSetPaused(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, j.GetPaused())
 
-	j, err = s.Add(ctx, "p1", jobstore.Counts{Delivered: 1})
+	w.add(t, jobstore.Counts{Delivered: 1})
+	j, err = s.Complete(ctx, "p1", jobstore.Settled{Delivered: 2})
 	require.NoError(t, err)
 	require.Equal(t, spoolv1.JobState_JOB_STATE_COMPLETED, j.GetState())
+	require.EqualValues(t, 2, j.GetDelivered())
 	j, err = s.SetPaused(ctx, "p1", true)
 	require.ErrorIs(t, err, jobstore.ErrState, "a completed job cannot be paused")
 	require.Equal(t, spoolv1.JobState_JOB_STATE_COMPLETED, j.GetState(), "the job is returned with the error")

@@ -26,19 +26,14 @@ type record struct {
 	RowsPublished int64    `dynamodbav:"rows_published"`
 	RowsRejected  int64    `dynamodbav:"rows_rejected"`
 	Total         int64    `dynamodbav:"total"`
-	Delivered     int64    `dynamodbav:"delivered"`
-	Failed        int64    `dynamodbav:"failed"`
-	Retries       int64    `dynamodbav:"retries"`
-	Unknown       int64    `dynamodbav:"unknown"`
-	Suppressed    int64    `dynamodbav:"duplicates_suppressed"`
-	Dropped       int64    `dynamodbav:"dropped"`
-	DuplicateRows int64    `dynamodbav:"duplicate_rows"`
-	DeadLettered  int64    `dynamodbav:"dead_lettered"`
-	Paused        bool     `dynamodbav:"paused,omitempty"`
-	CreatedAt     int64    `dynamodbav:"created_at"`
-	UpdatedAt     int64    `dynamodbav:"updated_at"`
-	SealedAt      int64    `dynamodbav:"sealed_at,omitempty"`
-	CompletedAt   int64    `dynamodbav:"completed_at,omitempty"`
+	// Counters on the record itself: dispatchers of earlier versions
+	// added to them; they count, with the job's counter items, on read.
+	storedCounts
+	Paused      bool  `dynamodbav:"paused,omitempty"`
+	CreatedAt   int64 `dynamodbav:"created_at"`
+	UpdatedAt   int64 `dynamodbav:"updated_at"`
+	SealedAt    int64 `dynamodbav:"sealed_at,omitempty"`
+	CompletedAt int64 `dynamodbav:"completed_at,omitempty"`
 
 	BusinessKeyColumns []string `dynamodbav:"business_key_columns,omitempty"`
 	AmountColumn       string   `dynamodbav:"amount_column,omitempty"`
@@ -134,7 +129,7 @@ func (r *record) job() *spoolv1.Job {
 		Retries:              r.Retries,
 		Unknown:              r.Unknown,
 		DuplicatesSuppressed: r.Suppressed,
-		DuplicateRows:        r.DuplicateRows,
+		DuplicateRows:        r.Duplicates,
 		DeadLettered:         r.DeadLettered,
 		Paused:               r.Paused,
 		Dropped:              r.Dropped,

@@ -24,7 +24,8 @@ func TestRepairCounts(t *testing.T) {
 		require.NoError(t, err)
 		clk.advance(time.Second)
 		// Some deltas arrive; the rest were lost with a killed dispatcher.
-		j, err := s.Add(ctx, id, jobstore.Counts{Delivered: 6, Retries: 2, Suppressed: 1})
+		newCounter(s, id, "d1").add(t, jobstore.Counts{Delivered: 6, Retries: 2, Suppressed: 1})
+		j, err := s.Get(ctx, id)
 		require.NoError(t, err)
 		require.Equal(t, spoolv1.JobState_JOB_STATE_SEALED, j.GetState())
 		clk.advance(time.Second)
@@ -58,18 +59,24 @@ func TestRepairCounts(t *testing.T) {
 		require.EqualValues(t, 7, j.GetDelivered())
 		require.True(t, j.GetUpdatedAt().AsTime().After(seen.GetUpdatedAt().AsTime()), "a repair is a change watchers see")
 
-		// Later deltas add to the repaired figures.
-		j, err = s.Add(ctx, "some", jobstore.Counts{Delivered: 3})
+		// Later counts add to the repaired figures.
+		newCounter(s, "some", "d2").add(t, jobstore.Counts{Delivered: 3})
+		j, err = s.Get(ctx, "some")
 		require.NoError(t, err)
-		require.Equal(t, spoolv1.JobState_JOB_STATE_COMPLETED, j.GetState())
 		require.EqualValues(t, 10, j.GetDelivered())
+
+		// A repair lowers counters as readily: the ledger says 9.
+		clk.advance(time.Second)
+		j, err = s.RepairCounts(ctx, "some", j.GetUpdatedAt().AsTime(), jobstore.Settled{Delivered: 9})
+		require.NoError(t, err)
+		require.EqualValues(t, 9, j.GetDelivered())
+		require.Equal(t, spoolv1.JobState_JOB_STATE_SEALED, j.GetState())
 	})
 
 	t.Run("a delta written after the read refuses the repair", func(t *testing.T) {
 		seen := sealed(t, "raced")
-		_, err := s.Add(ctx, "raced", jobstore.Counts{Delivered: 1})
-		require.NoError(t, err)
-		_, err = s.RepairCounts(ctx, "raced", seen.GetUpdatedAt().AsTime(), jobstore.Settled{Delivered: 10})
+		newCounter(s, "raced", "d2").add(t, jobstore.Counts{Delivered: 1})
+		_, err := s.RepairCounts(ctx, "raced", seen.GetUpdatedAt().AsTime(), jobstore.Settled{Delivered: 10})
 		require.ErrorIs(t, err, jobstore.ErrChanged)
 
 		got, err := s.Get(ctx, "raced")

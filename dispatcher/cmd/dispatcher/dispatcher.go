@@ -55,10 +55,12 @@ func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *
 		d.deadLetterURL = deadLetterQueue(ctx, queue, cfg.queueURL, log)
 	}
 	store := jobstore.New(db, cfg.table)
-	d.counts = tally.New(store, log)
 	book := ledger.New(ledger.NewDynamo(db, cfg.table), ledger.Options{
 		Owner: d.owner, Lease: cfg.claimLease, Policy: cfg.unknownPolicy, Retention: cfg.ledgerRetention,
 	})
+	// The owner id names this process's counter items too; jobs complete
+	// on a count of the ledger.
+	d.counts = tally.New(store, book, d.owner, log)
 	// Deltas a killed dispatcher held are lost; the repairer sets the
 	// counters of the jobs this one works on or is watched for from the
 	// ledger once they stall. The register of open jobs outlives every
@@ -67,6 +69,7 @@ func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *
 	d.repairer = recount.New(store, book, recount.Options{
 		Interval: cfg.repairInterval, After: cfg.repairAfter, Log: log,
 		Open: openjobs.New(db, cfg.table, nil), KeepUnknown: cfg.unknownPolicy == ledger.RetryWithKey,
+		Retention: cfg.ledgerRetention,
 	})
 	// Flow control toward the destination: the breaker holds receiving
 	// while it is down; the concurrency and rate limits pace the sends.

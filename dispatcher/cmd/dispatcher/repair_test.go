@@ -34,8 +34,7 @@ func TestLostCounterDeltasAreRepaired(t *testing.T) {
 		_, _, err = killed.Finish(ctx, r, ledger.Outcome{State: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, Status: 200})
 		require.NoError(t, err)
 	}
-	_, err := s.jobs.Add(ctx, "job-r", jobstore.Counts{Delivered: flushed})
-	require.NoError(t, err)
+	require.NoError(t, s.jobs.WriteCounts(ctx, "job-r", jobstore.CounterWrite{Writer: "killed", Version: 1, Counts: jobstore.Counts{Delivered: flushed}}))
 
 	start := time.Now()
 	addr, stop := startDispatcher(t, s, destURL, "live", "info", "-repair-interval", "200ms", "-repair-after", "1s")
@@ -90,8 +89,7 @@ func TestWatchedStalledJobIsRepaired(t *testing.T) {
 		_, _, err = killed.Finish(ctx, r, ledger.Outcome{State: state, Status: 200})
 		require.NoError(t, err)
 	}
-	_, err := s.jobs.Add(ctx, "job-w", jobstore.Counts{Delivered: 30, Failed: 2})
-	require.NoError(t, err)
+	require.NoError(t, s.jobs.WriteCounts(ctx, "job-w", jobstore.CounterWrite{Writer: "killed", Version: 1, Counts: jobstore.Counts{Delivered: 30, Failed: 2}}))
 
 	addr, _ := startDispatcher(t, s, destURL, "live", "info", "-repair-interval", "200ms", "-repair-after", "1s")
 	final := watchToEnd(t, addr, "job-w")

@@ -8,6 +8,13 @@
 // Repairer that looks at the jobs it worked on or is watched for, and sets
 // the counters of a stalled one to what the ledger holds.
 //
+// A repair is an absolute write (jobstore.RepairCounts): the correction
+// that makes the job's counters read what the ledger holds, raising or
+// lowering them, so a repair applied twice, or a second repair of a job
+// already right, changes nothing, and one computed while a live
+// dispatcher still held counts is undone by the next. A job completes on
+// the ledger's count alone (jobstore.Complete), never on counters.
+//
 // A repair must not race live dispatchers. It only touches a job whose
 // record and ledger both went unchanged for the repair delay, far longer
 // than the flush interval, so that any dispatcher still alive has written
@@ -51,6 +58,7 @@ import (
 type Jobs interface {
 	Get(ctx context.Context, id string) (*spoolv1.Job, error)
 	RepairCounts(ctx context.Context, id string, seen time.Time, c jobstore.Settled) (*spoolv1.Job, error)
+	Complete(ctx context.Context, id string, confirmed jobstore.Settled) (*spoolv1.Job, error)
 }
 
 // Open is the register of open jobs shared by every dispatcher.
@@ -98,6 +106,10 @@ type Options struct {
 	// process notes are marked in it, and the jobs listed in it are
 	// tracked too.
 	Open Open
+	// Retention is how long the ledger keeps settled records (zero: for
+	// ever). A job older than that may have lost records to expiry, so its
+	// counters are never lowered to the ledger's count.
+	Retention time.Duration
 	// KeepUnknown says UNKNOWN rows are resent (retry-with-key): a
 	// COMPLETED job whose ledger still counts some stays tracked, because
 	// their resends will move its counters again.
@@ -363,11 +375,10 @@ func (r *Repairer) look(ctx context.Context, id string, e entry) (entry, bool) {
 		return e
 	}
 	switch {
-	case want.Sum() < have.Sum():
-		// Lost deltas only ever leave the counters short. Fewer settled
-		// rows in the ledger means its index is behind (or something else
-		// is wrong); lowering the counters could only hide it.
-		r.o.Log.WarnContext(ctx, "ledger counts fewer settled rows than the job; not repaired", "job_id", id,
+	case want.Sum() < have.Sum() && r.o.Retention > 0 && now.Sub(j.GetCreatedAt().AsTime()) > r.o.Retention:
+		// Settled records of a job this old may have expired: the ledger
+		// no longer knows every row.
+		r.o.Log.WarnContext(ctx, "ledger counts fewer settled rows than the job, which is older than the ledger's retention; not repaired", "job_id", id,
 			"delivered", have.Delivered, "failed", have.Failed, "unknown", have.Unknown, "duplicates", have.Duplicates,
 			"ledger_delivered", want.Delivered, "ledger_failed", want.Failed, "ledger_unknown", want.Unknown,
 			"ledger_duplicates", want.Duplicates)
@@ -382,10 +393,24 @@ func (r *Repairer) look(ctx context.Context, id string, e entry) (entry, bool) {
 		}
 		return r.forget(ctx, id, backOff(), now)
 	}
-	// Counts that differ are repaired; equal ones that settle every row
-	// are written again too, so that the job, which a failed completion
-	// left SEALED, completes.
-	got, err := r.jobs.RepairCounts(ctx, id, updated, want)
+	var got *spoolv1.Job
+	if want == have {
+		// Right, and every row settled, but a failed completion (or a
+		// ledger index that lagged its counters) left the job SEALED:
+		// this count is the confirmation completing needs.
+		got, err = r.jobs.Complete(ctx, id, want)
+		if err != nil && !errors.Is(err, jobstore.ErrState) {
+			r.o.Log.WarnContext(ctx, "complete job counted settled", "job_id", id, "error", err)
+			return e, true
+		}
+		if got.GetState() == spoolv1.JobState_JOB_STATE_COMPLETED && !(r.o.KeepUnknown && want.Unknown > 0) {
+			return r.forget(ctx, id, e, now)
+		}
+		return backOff(), true
+	}
+	// Counts that differ are repaired, up or down, and the job completes
+	// when they settle every row.
+	got, err = r.jobs.RepairCounts(ctx, id, updated, want)
 	if errors.Is(err, jobstore.ErrChanged) {
 		r.o.Log.DebugContext(ctx, "counter repair refused; job changed since read", "job_id", id)
 		return e, true

@@ -35,9 +35,10 @@ const (
 type jobs struct {
 	now func() time.Time
 
-	mu      sync.Mutex
-	byID    map[string]*spoolv1.Job
-	repairs int
+	mu          sync.Mutex
+	byID        map[string]*spoolv1.Job
+	repairs     int
+	completions int
 	// race, when set, runs before a repair's condition is checked, as a
 	// counter write landing between the read and the repair would.
 	race func(j *spoolv1.Job)
@@ -73,6 +74,25 @@ func (f *jobs) RepairCounts(_ context.Context, id string, seen time.Time, c jobs
 	return proto.Clone(j).(*spoolv1.Job), nil
 }
 
+func (f *jobs) Complete(_ context.Context, id string, confirmed jobstore.Settled) (*spoolv1.Job, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	j, ok := f.byID[id]
+	if !ok {
+		return nil, jobstore.ErrNotFound
+	}
+	if j.GetState() == completed {
+		return proto.Clone(j).(*spoolv1.Job), nil
+	}
+	if j.GetState() != sealed || confirmed.Sum() < j.GetTotal() {
+		return proto.Clone(j).(*spoolv1.Job), jobstore.ErrState
+	}
+	f.completions++
+	j.State = completed
+	j.UpdatedAt = timestamppb.New(f.now())
+	return proto.Clone(j).(*spoolv1.Job), nil
+}
+
 // counts is a ledger that answers fixed counts.
 type counts struct {
 	mu    sync.Mutex
@@ -96,13 +116,13 @@ type fixture struct {
 	logs   *bytes.Buffer
 }
 
-func newFixture(t testing.TB, job *spoolv1.Job, c ledger.Count) *fixture {
+func newFixture(t testing.TB, job *spoolv1.Job, c ledger.Count, retention ...time.Duration) *fixture {
 	t.Helper()
 	f := &fixture{now: t0, logs: &bytes.Buffer{}, ledger: &counts{byJob: map[string]ledger.Count{job.GetJobId(): c}}}
 	now := func() time.Time { return f.now }
 	f.jobs = &jobs{now: now, byID: map[string]*spoolv1.Job{job.GetJobId(): job}}
 	f.r = recount.New(f.jobs, f.ledger, recount.Options{
-		Interval: 5 * time.Second, After: 10 * time.Second, Now: now,
+		Interval: 5 * time.Second, After: 10 * time.Second, Now: now, Retention: append(retention, 0)[0],
 		Log: slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	f.r.Note(job.GetJobId())
@@ -129,9 +149,13 @@ func TestCheck(t *testing.T) {
 		count       ledger.Count
 		wantCounts  int
 		wantRepairs int
-		want        jobstore.Settled
-		wantState   spoolv1.JobState
-		wantTracked []string
+		// wantCompletions are completions without a repair.
+		wantCompletions int
+		retention       time.Duration
+		created         time.Time
+		want            jobstore.Settled
+		wantState       spoolv1.JobState
+		wantTracked     []string
 	}{
 		{
 			name: "stalled job repaired and completed", job: stalled(30*time.Second, 7), count: quiet(8, 1, 1),
@@ -157,8 +181,20 @@ func TestCheck(t *testing.T) {
 			wantCounts: 1, want: jobstore.Settled{Delivered: 7}, wantState: sealed, wantTracked: []string{"job"},
 		},
 		{
-			name: "ledger behind the record, no write", job: stalled(30*time.Second, 7), count: quiet(6, 0, 0),
+			// Counted twice somewhere (a repair that raced a live
+			// dispatcher): the ledger is the truth, and the repair lowers.
+			name: "ledger below the record, lowered", job: stalled(30*time.Second, 7), count: quiet(6, 0, 0),
+			wantCounts: 1, wantRepairs: 1, want: jobstore.Settled{Delivered: 6}, wantState: sealed, wantTracked: []string{"job"},
+		},
+		{
+			name: "job older than the ledger's retention, not lowered", job: stalled(30*time.Second, 7), count: quiet(6, 0, 0),
+			retention: time.Minute, created: t0.Add(-time.Hour),
 			wantCounts: 1, want: jobstore.Settled{Delivered: 7}, wantState: sealed, wantTracked: []string{"job"},
+		},
+		{
+			// Every row counted, but a failed completion left it SEALED.
+			name: "counts right and settled, completed on the count", job: stalled(30*time.Second, 10), count: quiet(10, 0, 0),
+			wantCounts: 1, wantCompletions: 1, want: jobstore.Settled{Delivered: 10}, wantState: completed,
 		},
 		{
 			name: "receiving job waits", job: &spoolv1.Job{JobId: "job", State: spoolv1.JobState_JOB_STATE_RECEIVING, UpdatedAt: timestamppb.New(t0.Add(-time.Hour))},
@@ -171,8 +207,12 @@ func TestCheck(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFixture(t, tt.job, tt.count)
+			if !tt.created.IsZero() {
+				tt.job.CreatedAt = timestamppb.New(tt.created)
+			}
+			f := newFixture(t, tt.job, tt.count, tt.retention)
 			f.r.Check(t.Context())
+			require.Equal(t, tt.wantCompletions, f.jobs.completions, "completions")
 
 			require.Equal(t, tt.wantCounts, f.ledger.calls, "ledger counts")
 			require.Equal(t, tt.wantRepairs, f.jobs.repairs, "repairs")
