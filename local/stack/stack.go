@@ -100,9 +100,12 @@ func Up(ctx context.Context, o Options) (s *Stack, err error) {
 		return nil, fmt.Errorf("create state dir: %w", err)
 	}
 	s = &Stack{opts: o}
+	// Every failed return below sets s to nil: stop what was started
+	// through a copy.
+	started := s
 	defer func() {
 		if err != nil {
-			_ = s.Down()
+			_ = started.Down()
 		}
 	}()
 
