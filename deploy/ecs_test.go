@@ -290,7 +290,7 @@ func TestECSTaskPolicies(t *testing.T) {
 	}{
 		{
 			file: "iam/ingestor-task-policy.json", taskFile: "ingestor-task.json",
-			actions: []string{"sqs:SendMessage", "sqs:GetQueueAttributes", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem"},
+			actions: []string{"sqs:SendMessage", "sqs:GetQueueAttributes", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:Query"},
 		},
 		{
 			file: "iam/dispatcher-task-policy.json", taskFile: "dispatcher-task.json",
