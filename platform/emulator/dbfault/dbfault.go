@@ -96,14 +96,6 @@ func Once(n int, f Fault, match func(Call) bool) func(Call) Fault {
 	}
 }
 
-// Writes matches every write to items whose partition key starts with
-// prefix.
-func Writes(prefix string) func(Call) bool {
-	return func(c Call) bool {
-		return c.Op != "GetItem" && c.Op != "Query" && len(c.PK) >= len(prefix) && c.PK[:len(prefix)] == prefix
-	}
-}
-
 func (d *DB) fault(c Call) Fault {
 	d.mu.Lock()
 	defer d.mu.Unlock()
