@@ -2,11 +2,12 @@
 // whose counters may still need a repair from the delivery ledger.
 //
 // A dispatcher killed between a ledger write and its next counter flush
-// loses the deltas it held, and only a counter repair (package recount)
-// brings the job's counters back to what the ledger holds. A repairer kept
+// loses what it counted since its last write, and only a counter repair
+// (package recount) brings the job's counters back to what the ledger
+// holds. A repairer kept
 // the jobs to look at in memory only, so once every dispatcher that had
 // worked on a job was killed and restarted, and the job's messages were all
-// gone, no process knew of the job any more, and a job whose deltas were
+// gone, no process knew of the job any more, and a job whose counts were
 // lost stayed SEALED for ever. The register lives in the job table instead:
 // a dispatcher marks a job open when it works on it, every repairer reads
 // the register, and a repairer unmarks a job only once it is final and its
@@ -95,7 +96,7 @@ func (r *Register) List(ctx context.Context) ([]string, error) {
 }
 
 // Unmark removes the job from the register unless it was marked after
-// cutoff (ErrMarked): a dispatcher that marked it since may hold deltas
+// cutoff (ErrMarked): a dispatcher that marked it since may hold counts
 // of it.
 func (r *Register) Unmark(ctx context.Context, jobID string, cutoff time.Time) error {
 	_, err := r.db.DeleteItem(ctx, &dynamodb.DeleteItemInput{

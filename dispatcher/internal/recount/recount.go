@@ -1,9 +1,9 @@
 // Package recount repairs job counters from the delivery ledger.
 //
-// Dispatchers batch counter deltas in memory and write them every flush
-// interval (package tally), so a dispatcher killed between a ledger write
-// and its next flush loses the deltas it held: the job's counters fall
-// short of the ledger, and a SEALED job never sees every row settled and
+// Dispatchers count in memory and write their counts every flush interval
+// (package tally), so a dispatcher killed between a ledger write and its
+// next flush loses what it counted since: the job's counters fall short
+// of the ledger, and a SEALED job never sees every row settled and
 // never completes. The ledger is the truth. Every dispatcher runs a
 // Repairer that looks at the jobs it worked on or is watched for, and sets
 // the counters of a stalled one to what the ledger holds.
@@ -18,11 +18,11 @@
 // A repair must not race live dispatchers. It only touches a job whose
 // record and ledger both went unchanged for the repair delay, far longer
 // than the flush interval, so that any dispatcher still alive has written
-// the deltas of the rows counted; and the write is conditional on the
-// record being the one read before counting, so a delta landing meanwhile
-// refuses the repair, and it is tried again later. Several dispatchers may
-// repair one job at once: the condition lets one win, and the others find
-// the counts right.
+// its counts of the rows counted; and the repair is refused when any of
+// the job's items changed since it was read before counting (a count
+// landing meanwhile), and tried again later. Several dispatchers may
+// repair one job at once: the repair item's version lets one win, and the
+// others find the counts right.
 //
 // Which jobs to look at is kept in a register shared by every dispatcher
 // (Options.Open, package openjobs), not only in memory: under repeated
@@ -31,10 +31,10 @@
 // all deleted never hears of it. A job leaves the register only once it is
 // final and its counters agree with the ledger. A COMPLETED job is
 // repaired too: under retry-with-key an UNKNOWN row is resent after the
-// job completed, and the delta moving it to Delivered can be lost like any
+// job completed, and the count moving it to Delivered can be lost like any
 // other.
 //
-// It is its own package, not part of tally: the tally only adds what this
+// It is its own package, not part of tally: the tally only writes what this
 // process saw, while the repair reads the job record and the ledger that
 // every process writes, on its own schedule.
 package recount
@@ -351,7 +351,7 @@ func (r *Repairer) look(ctx context.Context, id string, e entry) (entry, bool) {
 	}
 	updated := j.GetUpdatedAt().AsTime()
 	if now.Sub(updated) < r.o.After {
-		// Live: dispatchers are still writing, and may hold deltas.
+		// Live: dispatchers are still writing, and may hold counts.
 		return e, true
 	}
 	if updated.UnixMilli() == e.seen && now.Before(e.next) {
@@ -364,7 +364,7 @@ func (r *Repairer) look(ctx context.Context, id string, e entry) (entry, bool) {
 	}
 	if c.LastChange != 0 && now.Sub(time.UnixMilli(c.LastChange)) < r.o.After {
 		// A row changed recently: the dispatcher that changed it may not
-		// have written its delta yet.
+		// have written its count yet.
 		return e, true
 	}
 	want := c.Settled()
@@ -384,7 +384,7 @@ func (r *Repairer) look(ctx context.Context, id string, e entry) (entry, bool) {
 			"ledger_duplicates", want.Duplicates)
 		return backOff(), true
 	case want == have && have.Sum() < j.GetTotal():
-		// Right, and rows still to settle: their deltas will come.
+		// Right, and rows still to settle: their counts will come.
 		return backOff(), true
 	case want == have && j.GetState() == spoolv1.JobState_JOB_STATE_COMPLETED:
 		if r.o.KeepUnknown && want.Unknown > 0 {
@@ -431,7 +431,7 @@ func (r *Repairer) look(ctx context.Context, id string, e entry) (entry, bool) {
 }
 
 // forget stops tracking a final job and takes it out of the register,
-// unless a dispatcher marked it open again lately: it may hold deltas of
+// unless a dispatcher marked it open again lately: it may hold counts of
 // the job, which is then looked at again later.
 func (r *Repairer) forget(ctx context.Context, id string, e entry, now time.Time) (entry, bool) {
 	if r.o.Open == nil {
