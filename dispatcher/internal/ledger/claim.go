@@ -1,0 +1,239 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/jobstore"
+)
+
+// Tx is a transaction about to be claimed.
+type Tx struct {
+	Key         string
+	JobID       string
+	Row         int64
+	BusinessKey string
+	Amount      string
+	Envelope    *spoolv1.Envelope
+}
+
+// Verdict is what a claim means for the message.
+type Verdict int
+
+const (
+	// Send: the caller owns the transaction and goes on to send it.
+	Send Verdict = iota
+	// Busy: another dispatcher's claim is live; leave the message.
+	Busy
+	// Settled: the transaction is DELIVERED or REJECTED already, or the
+	// row is recorded DUPLICATE of another row's transaction; delete the
+	// message without sending.
+	Settled
+	// Held: the outcome is unknown and the policy holds it; delete the
+	// message without sending.
+	Held
+)
+
+func (v Verdict) String() string {
+	return [...]string{"send", "busy", "settled", "held"}[v]
+}
+
+// Claim is the result of Ledger.Claim.
+type Claim struct {
+	Verdict Verdict
+	// Record is the record as the claim left it.
+	Record Record
+	// Counts are the job counter deltas the claim earned: Suppressed for a
+	// settled duplicate, Unknown when this claim found a send whose lease
+	// expired and was the one to record it UNKNOWN.
+	Counts jobstore.Counts
+}
+
+// maxClaimRounds bounds how often a claim re-reads a record that keeps
+// changing under it; past that, another dispatcher is clearly working on
+// it and the message is left.
+const maxClaimRounds = 4
+
+// Claim takes ownership of tx for one send, or says why not. Its Counts
+// are earned even when it fails: a claim that recorded an expired send
+// UNKNOWN and then failed to take the row over has still moved the row
+// into the job's Unknown figure, and the caller must count it, or the
+// resend that later settles the row takes one off a count never added.
+func (l *Ledger) Claim(ctx context.Context, tx Tx) (Claim, error) {
+	now := l.o.Now().UnixMilli()
+	// The claim is written as SENDING: the caller sends at once (anything
+	// it waits for, it waits for before claiming), so the claim and the
+	// mark before the request are one conditional write, not two. The
+	// window in which a crash leaves the row UNKNOWN is the same either
+	// way: from this write until the request is on the wire.
+	fresh := Record{
+		Key: tx.Key, JobID: tx.JobID, Row: tx.Row, State: spoolv1.TransactionState_TRANSACTION_STATE_SENDING,
+		Owner: l.o.Owner, LeaseUntil: now + l.o.Lease.Milliseconds(), Fence: 1, Version: 1, Attempts: 1,
+		BusinessKey: tx.BusinessKey, Amount: tx.Amount, UpdatedAt: now,
+	}
+	// The first delivery of a row is by far the most common case: one
+	// conditional create settles it, without a read.
+	err := l.b.Create(ctx, fresh)
+	if err == nil {
+		return Claim{Verdict: Send, Record: fresh}, nil
+	}
+	if !errors.Is(err, ErrConflict) {
+		return Claim{}, fmt.Errorf("claim %s: %w", tx.Key, err)
+	}
+	var counts jobstore.Counts
+	var cur Record
+	read := true
+	for range maxClaimRounds {
+		if read {
+			var ok bool
+			var err error
+			cur, ok, err = l.b.Get(ctx, tx.Key)
+			if err != nil {
+				return Claim{Counts: counts}, fmt.Errorf("claim %s: %w", tx.Key, err)
+			}
+			if !ok {
+				err := l.b.Create(ctx, fresh)
+				if errors.Is(err, ErrConflict) {
+					continue
+				}
+				if err != nil {
+					return Claim{Counts: counts}, fmt.Errorf("claim %s: %w", tx.Key, err)
+				}
+				return Claim{Verdict: Send, Record: fresh, Counts: counts}, nil
+			}
+		}
+		read = true
+		if cur.JobID != tx.JobID || cur.Row != tx.Row {
+			// Another row carries the same business key: this row is a
+			// duplicate of its transaction, never sent on its own.
+			return l.duplicate(ctx, tx, cur, now, counts)
+		}
+		switch cur.State {
+		case spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, spoolv1.TransactionState_TRANSACTION_STATE_REJECTED:
+			counts.Suppressed++
+			return Claim{Verdict: Settled, Record: cur, Counts: counts}, nil
+
+		case spoolv1.TransactionState_TRANSACTION_STATE_CLAIMED:
+			if cur.LeaseUntil > now {
+				return Claim{Verdict: Busy, Record: cur, Counts: counts}, nil
+			}
+			next, err := l.takeOver(ctx, cur, now)
+			if errors.Is(err, ErrConflict) {
+				continue
+			}
+			if err != nil {
+				return Claim{Counts: counts}, err
+			}
+			return Claim{Verdict: Send, Record: next, Counts: counts}, nil
+
+		case spoolv1.TransactionState_TRANSACTION_STATE_SENDING:
+			if cur.LeaseUntil > now {
+				return Claim{Verdict: Busy, Record: cur, Counts: counts}, nil
+			}
+			// The sender died (or hung) during the request: whether the
+			// destination applied it cannot be known from here.
+			next := cur
+			next.State = spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN
+			next.Reason = "send lease expired: outcome unknown"
+			next.LeaseUntil = 0
+			next.Counted = true
+			next.Envelope = marshalEnvelope(tx.Envelope, cur.Envelope)
+			next.Version++
+			next.UpdatedAt = now
+			err := l.b.Replace(ctx, cur.Version, next)
+			if errors.Is(err, ErrConflict) {
+				continue
+			}
+			if err != nil {
+				return Claim{Counts: counts}, fmt.Errorf("expire send of %s: %w", tx.Key, err)
+			}
+			// Only the writer whose conditional write won counts it.
+			if !cur.Counted {
+				counts.Unknown++
+			}
+			cur, read = next, false
+
+		case spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN:
+			if !cur.Resend && l.o.Policy == Hold {
+				return Claim{Verdict: Held, Record: cur, Counts: counts}, nil
+			}
+			next, err := l.takeOver(ctx, cur, now)
+			if errors.Is(err, ErrConflict) {
+				continue
+			}
+			if err != nil {
+				return Claim{Counts: counts}, err
+			}
+			return Claim{Verdict: Send, Record: next, Counts: counts}, nil
+
+		default:
+			return Claim{Counts: counts}, fmt.Errorf("claim %s: record in state %v", tx.Key, cur.State)
+		}
+	}
+	return Claim{Verdict: Busy, Record: cur, Counts: counts}, nil
+}
+
+// duplicate settles tx, whose business key is held by another row's
+// record cur. Once that transaction has an outcome (delivered, refused, or
+// unknown and held), tx is recorded DUPLICATE under its own job and row,
+// so that its job settles the row and reports it; the first writer counts
+// it, later redeliveries are suppressed. While the other row is still
+// being worked on, tx waits: its outcome is that row's.
+func (l *Ledger) duplicate(ctx context.Context, tx Tx, cur Record, now int64, counts jobstore.Counts) (Claim, error) {
+	switch cur.State {
+	case spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, spoolv1.TransactionState_TRANSACTION_STATE_REJECTED,
+		spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN:
+	default:
+		return Claim{Verdict: Busy, Record: cur, Counts: counts}, nil
+	}
+	dup := Record{
+		Key: DuplicateKey(tx.JobID, tx.Row), JobID: tx.JobID, Row: tx.Row,
+		State: spoolv1.TransactionState_TRANSACTION_STATE_DUPLICATE, Version: 1,
+		BusinessKey: tx.BusinessKey, Amount: tx.Amount, UpdatedAt: now,
+		Reason:   fmt.Sprintf("business key already %s by job %s row %d", strings.ToLower(StateName(cur.State)), cur.JobID, cur.Row),
+		DupJobID: cur.JobID, DupRow: cur.Row, ExpiresAt: l.expiry(now),
+	}
+	err := l.b.Create(ctx, dup)
+	switch {
+	case err == nil:
+		counts.Duplicates++
+	case errors.Is(err, ErrConflict):
+		counts.Suppressed++
+	default:
+		return Claim{Counts: counts}, fmt.Errorf("record row %d of job %s duplicate of %s: %w", tx.Row, tx.JobID, cur.Key, err)
+	}
+	return Claim{Verdict: Settled, Record: dup, Counts: counts}, nil
+}
+
+// DuplicateKey is the key of the record of a row that duplicates another
+// row's transaction. No envelope.TransactionKey starts with "dup:", so it
+// cannot collide with one.
+func DuplicateKey(jobID string, row int64) string {
+	return "dup:" + jobID + ":" + strconv.FormatInt(row, 10)
+}
+
+// takeOver claims a record whose lease ended, or an UNKNOWN one to resend,
+// and marks it SENDING in the same write (see Claim): the fence moves on,
+// so the previous owner's late writes fail.
+func (l *Ledger) takeOver(ctx context.Context, cur Record, now int64) (Record, error) {
+	next := cur
+	next.State = spoolv1.TransactionState_TRANSACTION_STATE_SENDING
+	next.Owner = l.o.Owner
+	next.LeaseUntil = now + l.o.Lease.Milliseconds()
+	next.Attempts++
+	next.Fence++
+	next.Version++
+	next.Resend = false
+	next.UpdatedAt = now
+	if err := l.b.Replace(ctx, cur.Version, next); err != nil {
+		return Record{}, fmt.Errorf("take over %s: %w", cur.Key, err)
+	}
+	return next, nil
+}
+
+// Sending records, immediately before the request, that the owner is
+// sending: from here on a crash leaves the outcome unknown. It fails with

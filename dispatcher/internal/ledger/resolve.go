@@ -1,0 +1,89 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/jobstore"
+)
+
+// Resolve settles an UNKNOWN row after a person checked the third party:
+// DELIVERED records it delivered; RESEND marks it to be sent once more,
+// and the caller puts the returned record's envelope back on the queue.
+// It fails with ErrNotFound, or ErrState (naming the state) when the row is
+// not UNKNOWN.
+func (l *Ledger) Resolve(ctx context.Context, jobID string, row int64, res spoolv1.Resolution) (Record, jobstore.Counts, error) {
+	for range maxClaimRounds {
+		cur, ok, err := l.b.Find(ctx, jobID, row)
+		if err != nil {
+			return Record{}, jobstore.Counts{}, fmt.Errorf("find row %d of job %s: %w", row, jobID, err)
+		}
+		if !ok {
+			return Record{}, jobstore.Counts{}, fmt.Errorf("row %d of job %s: %w", row, jobID, ErrNotFound)
+		}
+		// The index is eventually consistent: read the record itself.
+		cur, ok, err = l.b.Get(ctx, cur.Key)
+		if err != nil || !ok {
+			return Record{}, jobstore.Counts{}, fmt.Errorf("read row %d of job %s: %w", row, jobID, errors.Join(err, ErrNotFound))
+		}
+		if cur.State != spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN {
+			return Record{}, jobstore.Counts{}, fmt.Errorf("row %d of job %s is %s: %w", row, jobID, StateName(cur.State), ErrState)
+		}
+		now := l.o.Now().UnixMilli()
+		next := cur
+		next.Version++
+		next.UpdatedAt = now
+		var c jobstore.Counts
+		switch res {
+		case spoolv1.Resolution_RESOLUTION_DELIVERED:
+			next.State = spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED
+			next.Reason = "resolved: delivered, confirmed at the destination"
+			next.Counted = false
+			next.Envelope = nil
+			next.ExpiresAt = l.expiry(now)
+			c = settle(cur.Counted, next.State)
+		case spoolv1.Resolution_RESOLUTION_RESEND:
+			if len(cur.Envelope) == 0 {
+				return Record{}, jobstore.Counts{}, fmt.Errorf("row %d of job %s has no envelope kept to resend: %w", row, jobID, ErrState)
+			}
+			next.Resend = true
+			next.Reason = "resolved: resend, missing at the destination"
+		default:
+			return Record{}, jobstore.Counts{}, fmt.Errorf("resolve row %d of job %s: resolution %v", row, jobID, res)
+		}
+		err = l.b.Replace(ctx, cur.Version, next)
+		if errors.Is(err, ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return Record{}, jobstore.Counts{}, fmt.Errorf("resolve row %d of job %s: %w", row, jobID, err)
+		}
+		return next, c, nil
+	}
+	return Record{}, jobstore.Counts{}, fmt.Errorf("resolve row %d of job %s: %w", row, jobID, ErrConflict)
+}
+
+// ReportOrder is the order of states in a report: what needs a person
+// first.
+var ReportOrder = []spoolv1.TransactionState{
+	spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN,
+	spoolv1.TransactionState_TRANSACTION_STATE_CLAIMED,
+	spoolv1.TransactionState_TRANSACTION_STATE_SENDING,
+	spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED,
+	spoolv1.TransactionState_TRANSACTION_STATE_REJECTED,
+	spoolv1.TransactionState_TRANSACTION_STATE_DUPLICATE,
+}
+
+// Report calls fn for every record of the job, in ReportOrder and rows
+// ascending within a state. It reads the job once per state rather than
+// holding the job in memory, so memory stays flat whatever the job's size.
+func (l *Ledger) Report(ctx context.Context, jobID string, fn func(Record) error) error {
+	for _, s := range ReportOrder {
+		if err := l.b.ByJob(ctx, jobID, s, fn); err != nil {
+			return fmt.Errorf("report %s rows of job %s: %w", StateName(s), jobID, err)
+		}
+	}
+	return nil
+}
