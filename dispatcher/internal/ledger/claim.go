@@ -77,7 +77,7 @@ func (l *Ledger) Claim(ctx context.Context, tx Tx) (Claim, error) {
 	}
 	// The first delivery of a row is by far the most common case: one
 	// conditional create settles it, without a read.
-	err := l.b.Create(ctx, fresh)
+	err := l.write(ctx, "claim "+tx.Key, 0, &fresh, l.claimBudget())
 	if err == nil {
 		return Claim{Verdict: Send, Record: fresh}, nil
 	}
@@ -85,10 +85,11 @@ func (l *Ledger) Claim(ctx context.Context, tx Tx) (Claim, error) {
 		return Claim{}, fmt.Errorf("claim %s: %w", tx.Key, err)
 	}
 	var counts jobstore.Counts
-	var cur Record
-	read := true
+	// A lost write names the record that won when the backend returned it;
+	// otherwise it is read.
+	cur, read := current(err)
 	for range maxClaimRounds {
-		if read {
+		if !read {
 			var ok bool
 			var err error
 			cur, ok, err = l.b.Get(ctx, tx.Key)
@@ -96,8 +97,9 @@ func (l *Ledger) Claim(ctx context.Context, tx Tx) (Claim, error) {
 				return Claim{Counts: counts}, fmt.Errorf("claim %s: %w", tx.Key, err)
 			}
 			if !ok {
-				err := l.b.Create(ctx, fresh)
+				err := l.write(ctx, "claim "+tx.Key, 0, &fresh, l.claimBudget())
 				if errors.Is(err, ErrConflict) {
+					cur, read = current(err)
 					continue
 				}
 				if err != nil {
@@ -106,7 +108,7 @@ func (l *Ledger) Claim(ctx context.Context, tx Tx) (Claim, error) {
 				return Claim{Verdict: Send, Record: fresh, Counts: counts}, nil
 			}
 		}
-		read = true
+		read = false
 		if cur.JobID != tx.JobID || cur.Row != tx.Row {
 			// Another row carries the same business key: this row is a
 			// duplicate of its transaction, never sent on its own.
@@ -123,6 +125,7 @@ func (l *Ledger) Claim(ctx context.Context, tx Tx) (Claim, error) {
 			}
 			next, err := l.takeOver(ctx, cur, now)
 			if errors.Is(err, ErrConflict) {
+				cur, read = current(err)
 				continue
 			}
 			if err != nil {
@@ -144,8 +147,9 @@ func (l *Ledger) Claim(ctx context.Context, tx Tx) (Claim, error) {
 			next.Envelope = marshalEnvelope(tx.Envelope, cur.Envelope)
 			next.Version++
 			next.UpdatedAt = now
-			err := l.b.Replace(ctx, cur.Version, next)
+			err := l.write(ctx, "expire send of "+tx.Key, cur.Version, &next, l.claimBudget())
 			if errors.Is(err, ErrConflict) {
+				cur, read = current(err)
 				continue
 			}
 			if err != nil {
@@ -155,7 +159,7 @@ func (l *Ledger) Claim(ctx context.Context, tx Tx) (Claim, error) {
 			if !cur.Counted {
 				counts.Unknown++
 			}
-			cur, read = next, false
+			cur, read = next, true
 
 		case spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN:
 			if !cur.Resend && l.o.Policy == Hold {
@@ -163,6 +167,7 @@ func (l *Ledger) Claim(ctx context.Context, tx Tx) (Claim, error) {
 			}
 			next, err := l.takeOver(ctx, cur, now)
 			if errors.Is(err, ErrConflict) {
+				cur, read = current(err)
 				continue
 			}
 			if err != nil {
@@ -197,7 +202,7 @@ func (l *Ledger) duplicate(ctx context.Context, tx Tx, cur Record, now int64, co
 		Reason:   fmt.Sprintf("business key already %s by job %s row %d", strings.ToLower(StateName(cur.State)), cur.JobID, cur.Row),
 		DupJobID: cur.JobID, DupRow: cur.Row, ExpiresAt: l.expiry(now),
 	}
-	err := l.b.Create(ctx, dup)
+	err := l.write(ctx, "record duplicate "+dup.Key, 0, &dup, l.claimBudget())
 	switch {
 	case err == nil:
 		counts.Duplicates++
@@ -229,7 +234,7 @@ func (l *Ledger) takeOver(ctx context.Context, cur Record, now int64) (Record, e
 	next.Version++
 	next.Resend = false
 	next.UpdatedAt = now
-	if err := l.b.Replace(ctx, cur.Version, next); err != nil {
+	if err := l.write(ctx, "take over "+cur.Key, cur.Version, &next, l.claimBudget()); err != nil {
 		return Record{}, fmt.Errorf("take over %s: %w", cur.Key, err)
 	}
 	return next, nil

@@ -5,15 +5,25 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/smithy-go"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/tablelayout"
 )
+
+// callTimeout bounds every DynamoDB call of the ledger, the SDK's own
+// retries included: a hung connection must not hold a delivery (or a
+// claim's lease) hostage. A call that times out is one whose fate is
+// unknown, which the write protocol handles by sending it again.
+const callTimeout = 5 * time.Second
 
 // API is the part of the DynamoDB client the ledger uses.
 type API interface {
@@ -28,6 +38,10 @@ type API interface {
 type Dynamo struct {
 	db    API
 	table string
+	// noOld is set once the endpoint refused
+	// ReturnValuesOnConditionCheckFailure; the ledger then reads the record
+	// after a failed condition instead.
+	noOld atomic.Bool
 }
 
 // NewDynamo returns a backend over table, which provision.EnsureTable made.
@@ -45,6 +59,7 @@ type item struct {
 	LeaseUntil  int64  `dynamodbav:"lease_until"`
 	Fence       int64  `dynamodbav:"fence"`
 	Version     int64  `dynamodbav:"version"`
+	Write       uint64 `dynamodbav:"write_id,omitempty"`
 	Attempts    int32  `dynamodbav:"attempts"`
 	LastStatus  int32  `dynamodbav:"last_status"`
 	Reason      string `dynamodbav:"reason,omitempty"`
@@ -65,7 +80,7 @@ type item struct {
 func toItem(r Record) item {
 	return item{
 		PK: tablelayout.Tx(r.Key).PK, SK: tablelayout.Tx(r.Key).SK, JobID: r.JobID, Row: r.Row, TxKey: r.Key, State: StateName(r.State),
-		Owner: r.Owner, LeaseUntil: r.LeaseUntil, Fence: r.Fence, Version: r.Version, Attempts: r.Attempts,
+		Owner: r.Owner, LeaseUntil: r.LeaseUntil, Fence: r.Fence, Version: r.Version, Write: r.Write, Attempts: r.Attempts,
 		LastStatus: r.LastStatus, Reason: r.Reason, BusinessKey: r.BusinessKey, Amount: r.Amount,
 		UpdatedAt: r.UpdatedAt, Counted: r.Counted, Resend: r.Resend, Dead: r.Dead, Envelope: r.Envelope,
 		DupJobID: r.DupJobID, DupRow: r.DupRow, ExpiresAt: r.ExpiresAt,
@@ -75,7 +90,7 @@ func toItem(r Record) item {
 func (it item) record() Record {
 	return Record{
 		Key: it.TxKey, JobID: it.JobID, Row: it.Row, State: parseState(it.State), Owner: it.Owner,
-		LeaseUntil: it.LeaseUntil, Fence: it.Fence, Version: it.Version, Attempts: it.Attempts,
+		LeaseUntil: it.LeaseUntil, Fence: it.Fence, Version: it.Version, Write: it.Write, Attempts: it.Attempts,
 		LastStatus: it.LastStatus, Reason: it.Reason, BusinessKey: it.BusinessKey, Amount: it.Amount,
 		UpdatedAt: it.UpdatedAt, Counted: it.Counted, Resend: it.Resend, Dead: it.Dead, Envelope: it.Envelope,
 		DupJobID: it.DupJobID, DupRow: it.DupRow, ExpiresAt: it.ExpiresAt,
@@ -92,6 +107,8 @@ func unmarshal(m map[string]types.AttributeValue) (Record, error) {
 
 // Get implements Backend.
 func (d *Dynamo) Get(ctx context.Context, key string) (Record, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	out, err := d.db.GetItem(ctx, &dynamodb.GetItemInput{
 		TableName:      aws.String(d.table),
 		Key:            tablelayout.Tx(key).Item(),
@@ -133,15 +150,45 @@ func (d *Dynamo) put(ctx context.Context, r Record, cond string, values map[stri
 	if values != nil {
 		in.ExpressionAttributeNames = map[string]string{"#version": "version"}
 	}
+	// The item that made the condition fail comes back with the failure,
+	// on AWS and DynamoDB Local, at no extra cost: the ledger then knows at
+	// once whether it was its own write, without a read.
+	if !d.noOld.Load() {
+		in.ReturnValuesOnConditionCheckFailure = types.ReturnValuesOnConditionCheckFailureAllOld
+	}
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	_, err = d.db.PutItem(ctx, in)
+	if in.ReturnValuesOnConditionCheckFailure != "" && refusedReturnValues(err) {
+		// Refused as invalid, so not applied: the same write goes again
+		// without the parameter.
+		d.noOld.Store(true)
+		in.ReturnValuesOnConditionCheckFailure = ""
+		_, err = d.db.PutItem(ctx, in)
+	}
 	var ccf *types.ConditionalCheckFailedException
 	if errors.As(err, &ccf) {
-		return ErrConflict
+		if len(ccf.Item) == 0 {
+			return ErrConflict
+		}
+		cur, uerr := unmarshal(ccf.Item)
+		if uerr != nil {
+			return ErrConflict
+		}
+		return &Conflict{Current: cur}
 	}
 	if err != nil {
 		return fmt.Errorf("put ledger item %s: %w", r.Key, err)
 	}
 	return nil
+}
+
+// refusedReturnValues says the endpoint rejected
+// ReturnValuesOnConditionCheckFailure as a parameter it does not know.
+func refusedReturnValues(err error) bool {
+	var ae smithy.APIError
+	return errors.As(err, &ae) && ae.ErrorCode() == "ValidationException" &&
+		strings.Contains(ae.ErrorMessage(), "ReturnValuesOnConditionCheckFailure")
 }
 
 // ByJob implements Backend. The filter on state is applied by DynamoDB
@@ -162,7 +209,7 @@ func (d *Dynamo) ByJob(ctx context.Context, jobID string, state spoolv1.Transact
 		},
 	})
 	for p.HasMorePages() {
-		out, err := p.NextPage(ctx)
+		out, err := d.page(ctx, p)
 		if err != nil {
 			return fmt.Errorf("query ledger of job %s: %w", jobID, err)
 		}
@@ -179,8 +226,18 @@ func (d *Dynamo) ByJob(ctx context.Context, jobID string, state spoolv1.Transact
 	return nil
 }
 
+// page reads the next page within callTimeout: a report may take long,
+// each of its calls may not.
+func (d *Dynamo) page(ctx context.Context, p *dynamodb.QueryPaginator) (*dynamodb.QueryOutput, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	return p.NextPage(ctx)
+}
+
 // Find implements Backend.
 func (d *Dynamo) Find(ctx context.Context, jobID string, row int64) (Record, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	out, err := d.db.Query(ctx, &dynamodb.QueryInput{
 		TableName:              aws.String(d.table),
 		IndexName:              aws.String(tablelayout.LedgerIndex),

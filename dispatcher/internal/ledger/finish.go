@@ -27,7 +27,11 @@ func (l *Ledger) Sending(ctx context.Context, r Record) (Record, error) {
 	next.Attempts++
 	next.Version++
 	next.UpdatedAt = now
-	if err := l.replaceOwned(ctx, r, next); err != nil {
+	err := l.write(ctx, "mark "+r.Key+" sending", r.Version, &next, l.claimBudget())
+	if errors.Is(err, ErrConflict) {
+		err = ErrLost
+	}
+	if err != nil {
 		return Record{}, fmt.Errorf("mark %s sending: %w", r.Key, err)
 	}
 	return next, nil
@@ -53,12 +57,51 @@ type Outcome struct {
 // Finish records the outcome of the owner's send, and returns the record
 // and the job counter deltas. It fails with ErrLost when the claim was
 // taken over meanwhile: the newer owner's view of the row stands.
+//
+// The outcome is what the destination said, known nowhere else: a write the
+// table did not acknowledge is sent again, with backoff, for up to
+// Options.OutcomeRetry (or until ctx ends), and each failure is logged.
+// If the send's lease ran out meanwhile and another dispatcher recorded the
+// row UNKNOWN, the outcome still replaces that guess as long as nobody sent
+// the row since (the fence has not moved): a 2xx is never turned into
+// UNKNOWN by a slow or throttled table.
 func (l *Ledger) Finish(ctx context.Context, r Record, o Outcome) (Record, jobstore.Counts, error) {
 	if r.State != spoolv1.TransactionState_TRANSACTION_STATE_SENDING || r.Owner != l.o.Owner {
 		return Record{}, jobstore.Counts{}, fmt.Errorf("finish %s: %w", r.Key, ErrState)
 	}
+	start := time.Now()
+	base := r
+	for round := 1; ; round++ {
+		next, c, err := l.outcome(base, o)
+		if err != nil {
+			return Record{}, jobstore.Counts{}, err
+		}
+		err = l.write(ctx, "finish "+r.Key, base.Version, &next, l.o.OutcomeRetry-time.Since(start))
+		if err == nil {
+			return next, c, nil
+		}
+		if cur, ok := current(err); ok && round < maxClaimRounds && expiredSend(r, cur) {
+			base = cur
+			continue
+		}
+		if errors.Is(err, ErrConflict) {
+			err = ErrLost
+		}
+		return Record{}, jobstore.Counts{}, fmt.Errorf("finish %s as %s: %w", r.Key, StateName(o.State), err)
+	}
+}
+
+// expiredSend says cur is the send r recorded UNKNOWN by another dispatcher
+// because its lease ran out: the same owner and fence, so nobody has sent
+// the row since, and r's outcome is the better knowledge.
+func expiredSend(r, cur Record) bool {
+	return cur.State == spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN && cur.Owner == r.Owner && cur.Fence == r.Fence
+}
+
+// outcome is the record and the counts of o written over base.
+func (l *Ledger) outcome(base Record, o Outcome) (Record, jobstore.Counts, error) {
 	now := l.o.Now().UnixMilli()
-	next := r
+	next := base
 	next.State = o.State
 	next.LastStatus = int32(o.Status)
 	next.Reason = bound(o.Reason)
@@ -68,35 +111,32 @@ func (l *Ledger) Finish(ctx context.Context, r Record, o Outcome) (Record, jobst
 	var c jobstore.Counts
 	switch o.State {
 	case spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, spoolv1.TransactionState_TRANSACTION_STATE_REJECTED:
-		c = settle(r.Counted, o.State)
+		c = settle(base.Counted, o.State)
 		next.Counted = false
 		next.Envelope = nil
 		next.ExpiresAt = l.expiry(now)
-		if r.Dead {
+		if base.Dead {
 			c.DeadLettered, next.Dead = -1, false
 		}
 	case spoolv1.TransactionState_TRANSACTION_STATE_CLAIMED:
 		switch {
 		case !o.DeadLettered:
 			c.Retries = 1
-		case !r.Counted && !r.Dead:
+		case !base.Counted && !base.Dead:
 			// A row counted UNKNOWN stays there: it is settled already.
 			c.DeadLettered, next.Dead = 1, true
 		}
 	case spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN:
-		if !r.Counted {
+		if !base.Counted {
 			c.Unknown = 1
 		}
-		if r.Dead {
+		if base.Dead {
 			c.DeadLettered, next.Dead = -1, false
 		}
 		next.Counted = true
-		next.Envelope = marshalEnvelope(o.Envelope, r.Envelope)
+		next.Envelope = marshalEnvelope(o.Envelope, base.Envelope)
 	default:
-		return Record{}, jobstore.Counts{}, fmt.Errorf("finish %s as %v: not an outcome", r.Key, o.State)
-	}
-	if err := l.replaceOwned(ctx, r, next); err != nil {
-		return Record{}, jobstore.Counts{}, fmt.Errorf("finish %s as %v: %w", r.Key, o.State, err)
+		return Record{}, jobstore.Counts{}, fmt.Errorf("finish %s as %v: not an outcome", base.Key, o.State)
 	}
 	return next, c, nil
 }
@@ -122,13 +162,4 @@ func settle(counted bool, s spoolv1.TransactionState) jobstore.Counts {
 		c.Unknown = -1
 	}
 	return c
-}
-
-// replaceOwned writes next over r, and turns a lost condition into ErrLost.
-func (l *Ledger) replaceOwned(ctx context.Context, r, next Record) error {
-	err := l.b.Replace(ctx, r.Version, next)
-	if errors.Is(err, ErrConflict) {
-		return ErrLost
-	}
-	return err
 }

@@ -11,13 +11,18 @@
 // implementations: DynamoDB (the job table, items keyed TX#<transaction
 // key>) and Memory (for tests). Every change replaces the whole record on
 // the condition that its version is the one read, which is the single-item
-// optimistic write DynamoDB does best and every emulator implements.
+// optimistic write DynamoDB does best and every emulator implements. Each
+// write is safe to apply twice, or to apply without an answer, and is sent
+// again until its fate is known (see write.go): a retried claim is still the
+// dispatcher's own, and the outcome after a 2xx is written, or the
+// dispatcher says loudly that it could not be.
 package ledger
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
@@ -44,7 +49,9 @@ type Backend interface {
 	// Create writes r unless a record of r.Key exists (ErrConflict).
 	Create(ctx context.Context, r Record) error
 	// Replace writes next over the record of next.Key if its version is
-	// still prev (ErrConflict otherwise).
+	// still prev (ErrConflict otherwise). Create and Replace may answer a
+	// lost condition with a *Conflict carrying the record that stands, and
+	// save the ledger a read.
 	Replace(ctx context.Context, prev int64, next Record) error
 	// ByJob calls fn for the job's records in state, rows ascending.
 	ByJob(ctx context.Context, jobID string, state spoolv1.TransactionState, fn func(Record) error) error
@@ -95,6 +102,15 @@ type Options struct {
 	// file. Records of rows still unsettled or UNKNOWN never expire. Zero
 	// keeps every record.
 	Retention time.Duration
+	// OutcomeRetry bounds how long Finish (and Resolve) keep sending an
+	// outcome the table did not acknowledge; DefaultOutcomeRetry when 0.
+	OutcomeRetry time.Duration
+	// RetryBackoff is the first wait between tries of a write;
+	// DefaultRetryBackoff when 0.
+	RetryBackoff time.Duration
+	// Log receives a line for every write that failed and is tried again;
+	// slog.Default() when nil.
+	Log *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -111,8 +127,22 @@ func New(b Backend, o Options) *Ledger {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.OutcomeRetry <= 0 {
+		o.OutcomeRetry = DefaultOutcomeRetry
+	}
+	if o.RetryBackoff <= 0 {
+		o.RetryBackoff = DefaultRetryBackoff
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
 	return &Ledger{b: b, o: o}
 }
 
 // Policy returns the unknown-outcome policy.
 func (l *Ledger) Policy() Policy { return l.o.Policy }
+
+// claimBudget bounds how long the writes of a claim are sent again: half
+// the lease, so that a claim whose first answer was lost is known to be
+// this dispatcher's while most of its lease is left to send it.
+func (l *Ledger) claimBudget() time.Duration { return l.o.Lease / 2 }

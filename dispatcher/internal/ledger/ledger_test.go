@@ -297,8 +297,30 @@ func TestExpiredSendBecomesUnknownCountedOnce(t *testing.T) {
 		require.NoError(t, err)
 		require.Empty(t, cmp.Diff(tx(4).Envelope, got, protocmp.Transform()), "kept for a resend")
 
-		// The stale owner's outcome cannot overwrite what others decided.
-		_, _, err = a.Finish(ctx, sent, ledger.Outcome{State: delivered, Status: 200})
+		// The owner's outcome arrives after all (its table write was slow):
+		// nobody has sent the row since, so the answer it got replaces the
+		// guess, and moves the count.
+		r, counts, err := a.Finish(ctx, sent, ledger.Outcome{State: delivered, Status: 200})
+		require.NoError(t, err)
+		require.Equal(t, delivered, r.State)
+		require.Equal(t, jobstore.Counts{Unknown: -1, Delivered: 1}, counts)
+		require.Empty(t, r.Envelope)
+	})
+}
+
+// Once the row was sent again (the fence moved on), a late outcome of the
+// first send is refused: the newer send's owner decides.
+func TestLateOutcomeAfterResendIsLost(t *testing.T) {
+	eachBackend(t, func(t *testing.T, w *world) {
+		ctx := context.Background()
+		a := w.dispatcher("a", ledger.RetryWithKey)
+		c, err := a.Claim(ctx, tx(4))
+		require.NoError(t, err)
+		w.clock.advance(11 * time.Second)
+		resent, err := w.dispatcher("b", ledger.RetryWithKey).Claim(ctx, tx(4))
+		require.NoError(t, err)
+		require.Equal(t, ledger.Send, resent.Verdict)
+		_, _, err = a.Finish(ctx, c.Record, ledger.Outcome{State: delivered, Status: 200})
 		require.ErrorIs(t, err, ledger.ErrLost)
 	})
 }
@@ -408,15 +430,15 @@ func TestReportOrder(t *testing.T) {
 	})
 }
 
-// failingReplace fails the nth Replace (counting from 1) with a transport
-// error, as a throttled or timed-out write would.
+// failingReplace fails every Replace from the nth (counting from 1) with a
+// transport error, as a table that times out or throttles would.
 type failingReplace struct {
 	ledger.Backend
 	n, calls atomic.Int64
 }
 
 func (f *failingReplace) Replace(ctx context.Context, prev int64, next ledger.Record) error {
-	if f.calls.Add(1) == f.n.Load() {
+	if f.calls.Add(1) >= f.n.Load() {
 		return errors.New("request timed out")
 	}
 	return f.Backend.Replace(ctx, prev, next)
@@ -439,8 +461,11 @@ func TestFailedTakeOverAfterExpiryKeepsItsCount(t *testing.T) {
 		// b's second write (the take-over after the UNKNOWN write) fails.
 		fb := &failingReplace{Backend: w.backend}
 		fb.n.Store(2)
-		b := ledger.New(fb, ledger.Options{Owner: "b", Lease: 10 * time.Second, Policy: ledger.RetryWithKey, Now: w.clock.now})
-		c, err = b.Claim(ctx, tx(8))
+		b := ledger.New(fb, ledger.Options{Owner: "b", Lease: 10 * time.Second, Policy: ledger.RetryWithKey, Now: w.clock.now, RetryBackoff: time.Millisecond})
+		// It is tried again until the caller's deadline.
+		short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		defer cancel()
+		c, err = b.Claim(short, tx(8))
 		require.Error(t, err)
 		require.Equal(t, jobstore.Counts{Unknown: 1}, c.Counts, "the UNKNOWN write won, so its count stands")
 

@@ -26,6 +26,10 @@ type Record struct {
 	LeaseUntil int64
 	Fence      int64
 	Version    int64
+	// Write identifies the write that stored this version: random, new on
+	// every write, so that a writer whose answer was lost can tell its own
+	// write from another's.
+	Write uint64
 	// Attempts counts the requests sent: it is bumped with SENDING, before
 	// the request, so that a send whose sender died counts as one. A row
 	// applied twice is then always one with two attempts or more.

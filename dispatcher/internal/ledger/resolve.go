@@ -53,7 +53,7 @@ func (l *Ledger) Resolve(ctx context.Context, jobID string, row int64, res spool
 		default:
 			return Record{}, jobstore.Counts{}, fmt.Errorf("resolve row %d of job %s: resolution %v", row, jobID, res)
 		}
-		err = l.b.Replace(ctx, cur.Version, next)
+		err = l.write(ctx, fmt.Sprintf("resolve row %d of job %s", row, jobID), cur.Version, &next, l.o.OutcomeRetry)
 		if errors.Is(err, ErrConflict) {
 			continue
 		}

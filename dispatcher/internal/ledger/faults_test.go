@@ -1,0 +1,412 @@
+package ledger_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/smithy-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/spoolhq/spool/dispatcher/internal/ledger"
+	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/emulator"
+	"github.com/spoolhq/spool/platform/emulator/emutest"
+	"github.com/spoolhq/spool/platform/jobstore"
+	"github.com/spoolhq/spool/platform/provision"
+)
+
+// fault is what happens to one conditional write on its way to the table.
+type fault int
+
+const (
+	pass fault = iota
+	// retried: the write is applied, its answer is lost, and the SDK sends
+	// it again; the caller gets the second answer.
+	retried
+	// unanswered: the write is applied and the caller gets an error (the
+	// SDK gave up, or the call's deadline passed).
+	unanswered
+	// throttled: the write is refused, not applied.
+	throttled
+)
+
+// faults is a script of faults for successive writes; once it runs out,
+// writes pass (or, with forever, meet the last fault again).
+type faults struct {
+	mu      sync.Mutex
+	script  []fault
+	forever bool
+}
+
+func (f *faults) next() fault {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.script) == 0 {
+		return pass
+	}
+	x := f.script[0]
+	if len(f.script) > 1 || !f.forever {
+		f.script = f.script[1:]
+	}
+	return x
+}
+
+func (f *faults) set(forever bool, script ...fault) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.script, f.forever = script, forever
+}
+
+var errThrottled = &smithy.GenericAPIError{Code: "ProvisionedThroughputExceededException", Message: "rate of requests exceeds the allowed throughput"}
+
+// apply runs write under fault x.
+func apply(x fault, write func() error) error {
+	switch x {
+	case retried:
+		if err := write(); err != nil {
+			return err
+		}
+		return write()
+	case unanswered:
+		if err := write(); err != nil {
+			return err
+		}
+		return errors.New("read tcp: connection reset by peer")
+	case throttled:
+		return errThrottled
+	}
+	return write()
+}
+
+// lossyBackend puts faults between the ledger and a backend.
+type lossyBackend struct {
+	ledger.Backend
+	f *faults
+}
+
+func (b lossyBackend) Create(ctx context.Context, r ledger.Record) error {
+	return apply(b.f.next(), func() error { return b.Backend.Create(ctx, r) })
+}
+
+func (b lossyBackend) Replace(ctx context.Context, prev int64, next ledger.Record) error {
+	return apply(b.f.next(), func() error { return b.Backend.Replace(ctx, prev, next) })
+}
+
+// oldValues is what an endpoint does with ReturnValuesOnConditionCheckFailure.
+type oldValues int
+
+const (
+	// ignored, as dynalite 4.0.0 does: the failure carries no item.
+	ignored oldValues = iota
+	// returned, as AWS and DynamoDB Local do.
+	returned
+	// refused: the request is rejected as invalid.
+	refused
+)
+
+// lossyAPI puts faults between the DynamoDB backend and dynalite, and
+// models what the endpoint does with ReturnValuesOnConditionCheckFailure.
+// It also records calls made without a deadline.
+type lossyAPI struct {
+	ledger.API
+	f          *faults
+	old        oldValues
+	mu         sync.Mutex
+	noDeadline []string
+}
+
+func (a *lossyAPI) checkDeadline(ctx context.Context, op string) {
+	if _, ok := ctx.Deadline(); !ok {
+		a.mu.Lock()
+		a.noDeadline = append(a.noDeadline, op)
+		a.mu.Unlock()
+	}
+}
+
+func (a *lossyAPI) GetItem(ctx context.Context, in *dynamodb.GetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error) {
+	a.checkDeadline(ctx, "GetItem")
+	return a.API.GetItem(ctx, in, opts...)
+}
+
+func (a *lossyAPI) Query(ctx context.Context, in *dynamodb.QueryInput, opts ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error) {
+	a.checkDeadline(ctx, "Query")
+	return a.API.Query(ctx, in, opts...)
+}
+
+func (a *lossyAPI) PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
+	a.checkDeadline(ctx, "PutItem")
+	if a.old == refused && in.ReturnValuesOnConditionCheckFailure != "" {
+		return nil, &smithy.GenericAPIError{Code: "ValidationException", Message: "Unexpected parameter ReturnValuesOnConditionCheckFailure"}
+	}
+	var out *dynamodb.PutItemOutput
+	err := apply(a.f.next(), func() error {
+		var err error
+		out, err = a.API.PutItem(ctx, in, opts...)
+		return err
+	})
+	var ccf *types.ConditionalCheckFailedException
+	if a.old == returned && errors.As(err, &ccf) && in.ReturnValuesOnConditionCheckFailure == types.ReturnValuesOnConditionCheckFailureAllOld {
+		got, gerr := a.API.GetItem(ctx, &dynamodb.GetItemInput{
+			TableName: in.TableName, ConsistentRead: aws.Bool(true),
+			Key: map[string]types.AttributeValue{"pk": in.Item["pk"], "sk": in.Item["sk"]},
+		})
+		if gerr != nil {
+			return nil, gerr
+		}
+		ccf.Item = got.Item
+	}
+	return out, err
+}
+
+// faultyWorlds are the backends behind faults: the fake, and DynamoDB on
+// dynalite with each way an endpoint treats ReturnValuesOnConditionCheckFailure.
+func faultyWorlds(t *testing.T, fn func(t *testing.T, w *world, f *faults, api *lossyAPI)) {
+	t.Helper()
+	worlds := map[string]func(t *testing.T, f *faults) (ledger.Backend, *lossyAPI){
+		"memory": func(_ *testing.T, f *faults) (ledger.Backend, *lossyAPI) {
+			return lossyBackend{Backend: ledger.NewMemory(), f: f}, nil
+		},
+	}
+	for name, old := range map[string]oldValues{"dynamodb-ignores-old": ignored, "dynamodb-returns-old": returned, "dynamodb-refuses-old": refused} {
+		worlds[name] = func(t *testing.T, f *faults) (ledger.Backend, *lossyAPI) {
+			db := dynamodb.NewFromConfig(emutest.Config(emutest.Start(t, emulator.DynamoDB)))
+			require.NoError(t, provision.EnsureTable(context.Background(), db, "spool"))
+			api := &lossyAPI{API: db, f: f, old: old}
+			return ledger.NewDynamo(api, "spool"), api
+		}
+	}
+	for name, mk := range worlds {
+		t.Run(name, func(t *testing.T) {
+			c := &clock{}
+			c.ms.Store(time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC).UnixMilli())
+			f := &faults{}
+			b, api := mk(t, f)
+			fn(t, &world{backend: b, clock: c}, f, api)
+		})
+	}
+}
+
+// fastDispatcher is a dispatcher whose retries wait a millisecond, with
+// its log in buf.
+func (w *world) fastDispatcher(owner string, p ledger.Policy, buf *bytes.Buffer, outcomeRetry time.Duration) *ledger.Ledger {
+	return ledger.New(w.backend, ledger.Options{
+		Owner: owner, Lease: 10 * time.Second, Policy: p, Now: w.clock.now, Retention: retention,
+		RetryBackoff: time.Millisecond, OutcomeRetry: outcomeRetry,
+		Log: slog.New(slog.NewTextHandler(buf, nil)),
+	})
+}
+
+// stored reads the record of key as the table holds it.
+func stored(t *testing.T, w *world, key string) ledger.Record {
+	t.Helper()
+	r, ok, err := w.backend.Get(context.Background(), key)
+	require.NoError(t, err)
+	require.True(t, ok)
+	return r
+}
+
+// Every conditional write of the ledger, applied once with its answer lost
+// and then sent again (by the SDK, or by the ledger after an error), is
+// this writer's own write: the claim is sent, the outcome stands, the
+// counts are earned once.
+func TestWriteAppliedAndAnswerLost(t *testing.T) {
+	for _, x := range []fault{retried, unanswered} {
+		name := map[fault]string{retried: "retried by the SDK", unanswered: "unanswered"}[x]
+		t.Run(name, func(t *testing.T) {
+			faultyWorlds(t, func(t *testing.T, w *world, f *faults, _ *lossyAPI) {
+				ctx := context.Background()
+				var logs bytes.Buffer
+				a := w.fastDispatcher("a", ledger.RetryWithKey, &logs, time.Minute)
+				b := w.fastDispatcher("b", ledger.RetryWithKey, &logs, time.Minute)
+
+				// Claim: the create.
+				f.set(false, x)
+				c, err := a.Claim(ctx, tx(1))
+				require.NoError(t, err)
+				require.Equal(t, ledger.Send, c.Verdict, "its own claim is not another's")
+				require.Equal(t, c.Record.Version, stored(t, w, tx(1).Key).Version)
+
+				// Finish: a release for another attempt.
+				f.set(false, x)
+				released, counts, err := a.Finish(ctx, c.Record, ledger.Outcome{State: claimed, Status: 503})
+				require.NoError(t, err)
+				require.Equal(t, jobstore.Counts{Retries: 1}, counts)
+
+				// Sending, from the released claim.
+				f.set(false, x)
+				sent, err := a.Sending(ctx, released)
+				require.NoError(t, err)
+				require.Equal(t, sending, stored(t, w, tx(1).Key).State)
+
+				// Finish: the outcome of the send, unknown here.
+				f.set(false, x)
+				_, counts, err = a.Finish(ctx, sent, ledger.Outcome{State: unknown, Envelope: tx(1).Envelope})
+				require.NoError(t, err)
+				require.Equal(t, jobstore.Counts{Unknown: 1}, counts)
+
+				// Take over, for a resend with the key: the create fails,
+				// then the take-over meets the fault.
+				f.set(false, pass, x)
+				c, err = b.Claim(ctx, tx(1))
+				require.NoError(t, err)
+				require.Equal(t, ledger.Send, c.Verdict)
+				require.Equal(t, "b", stored(t, w, tx(1).Key).Owner)
+
+				// Finish: delivered.
+				f.set(false, x)
+				r, counts, err := b.Finish(ctx, c.Record, ledger.Outcome{State: delivered, Status: 200})
+				require.NoError(t, err)
+				require.Equal(t, jobstore.Counts{Unknown: -1, Delivered: 1}, counts)
+				require.Equal(t, delivered, stored(t, w, tx(1).Key).State)
+				require.EqualValues(t, 3, r.Attempts)
+
+				// The expiry of a dead sender's send.
+				c, err = a.Claim(ctx, tx(2))
+				require.NoError(t, err)
+				w.clock.advance(11 * time.Second)
+				f.set(false, pass, x)
+				held, err := w.fastDispatcher("c", ledger.Hold, &logs, time.Minute).Claim(ctx, tx(2))
+				require.NoError(t, err)
+				require.Equal(t, ledger.Held, held.Verdict)
+				require.Equal(t, jobstore.Counts{Unknown: 1}, held.Counts, "the expiry was this claim's write")
+
+				// Resolve.
+				f.set(false, x)
+				r, counts, err = a.Resolve(ctx, "job-1", 2, spoolv1.Resolution_RESOLUTION_DELIVERED)
+				require.NoError(t, err)
+				require.Equal(t, delivered, r.State)
+				require.Equal(t, jobstore.Counts{Unknown: -1, Delivered: 1}, counts)
+
+				// A duplicate of another row's transaction.
+				dup := tx(1)
+				dup.JobID, dup.Row = "job-2", 7
+				f.set(false, pass, x)
+				c, err = b.Claim(ctx, dup)
+				require.NoError(t, err)
+				require.Equal(t, ledger.Settled, c.Verdict)
+				require.Equal(t, jobstore.Counts{Duplicates: 1}, c.Counts, "recorded by this claim, not suppressed")
+			})
+		})
+	}
+}
+
+// Two copies of one message in one dispatcher race for the same record:
+// the write id tells them apart, so exactly one sends.
+func TestOwnCopiesRaceOneSends(t *testing.T) {
+	faultyWorlds(t, func(t *testing.T, w *world, f *faults, _ *lossyAPI) {
+		var logs bytes.Buffer
+		a := w.fastDispatcher("a", ledger.Hold, &logs, time.Minute)
+		f.set(false, retried, retried)
+		var wg sync.WaitGroup
+		verdicts := make([]ledger.Verdict, 2)
+		for i := range verdicts {
+			wg.Go(func() {
+				c, err := a.Claim(context.Background(), tx(3))
+				if err != nil {
+					t.Error(err)
+				}
+				verdicts[i] = c.Verdict
+			})
+		}
+		wg.Wait()
+		require.ElementsMatch(t, []ledger.Verdict{ledger.Send, ledger.Busy}, verdicts)
+	})
+}
+
+// An outcome the table throttles is sent again until it is written, each
+// failure logged with its reason; it is never left to become UNKNOWN.
+func TestThrottledOutcomeIsRetriedUntilDurable(t *testing.T) {
+	faultyWorlds(t, func(t *testing.T, w *world, f *faults, _ *lossyAPI) {
+		ctx := context.Background()
+		var logs bytes.Buffer
+		a := w.fastDispatcher("a", ledger.Hold, &logs, time.Minute)
+		c, err := a.Claim(ctx, tx(4))
+		require.NoError(t, err)
+		f.set(false, throttled, throttled, throttled, unanswered)
+		r, counts, err := a.Finish(ctx, c.Record, ledger.Outcome{State: delivered, Status: 200})
+		require.NoError(t, err)
+		require.Equal(t, jobstore.Counts{Delivered: 1}, counts)
+		require.Equal(t, r, stored(t, w, tx(4).Key))
+		require.Equal(t, 4, strings.Count(logs.String(), "error="), logs.String())
+		require.Contains(t, logs.String(), "ProvisionedThroughputExceededException")
+	})
+}
+
+// A table that refuses the outcome for longer than the budget: Finish
+// gives up and says so, the row stays SENDING under its lease (nothing is
+// resent), and when the outcome finally lands after another dispatcher
+// found the lease expired, it still replaces the UNKNOWN guess.
+func TestOutcomeBudgetExhausted(t *testing.T) {
+	faultyWorlds(t, func(t *testing.T, w *world, f *faults, _ *lossyAPI) {
+		ctx := context.Background()
+		var logs bytes.Buffer
+		a := w.fastDispatcher("a", ledger.Hold, &logs, 50*time.Millisecond)
+		c, err := a.Claim(ctx, tx(5))
+		require.NoError(t, err)
+		f.set(true, throttled)
+		start := time.Now()
+		_, _, err = a.Finish(ctx, c.Record, ledger.Outcome{State: delivered, Status: 200})
+		require.ErrorContains(t, err, "gave up after")
+		require.Less(t, time.Since(start), 5*time.Second)
+		require.Equal(t, sending, stored(t, w, tx(5).Key).State)
+		f.set(false)
+
+		w.clock.advance(11 * time.Second)
+		held, err := w.dispatcher("b", ledger.Hold).Claim(ctx, tx(5))
+		require.NoError(t, err)
+		require.Equal(t, ledger.Held, held.Verdict)
+		r, counts, err := a.Finish(ctx, c.Record, ledger.Outcome{State: delivered, Status: 200})
+		require.NoError(t, err)
+		require.Equal(t, delivered, r.State)
+		require.Equal(t, jobstore.Counts{Unknown: 1}, held.Counts)
+		require.Equal(t, jobstore.Counts{Unknown: -1, Delivered: 1}, counts)
+	})
+}
+
+// Every call the DynamoDB backend makes carries a deadline.
+func TestEveryCallHasADeadline(t *testing.T) {
+	faultyWorlds(t, func(t *testing.T, w *world, f *faults, api *lossyAPI) {
+		if api == nil {
+			t.Skip("no AWS calls")
+		}
+		ctx := context.Background()
+		a := w.dispatcher("a", ledger.Hold)
+		send(t, a, tx(1), unknown)
+		c, err := a.Claim(ctx, tx(1))
+		require.NoError(t, err)
+		require.Equal(t, ledger.Held, c.Verdict)
+		_, _, err = a.Resolve(ctx, "job-1", 1, spoolv1.Resolution_RESOLUTION_DELIVERED)
+		require.NoError(t, err)
+		require.NoError(t, a.Report(ctx, "job-1", func(ledger.Record) error { return nil }))
+		require.Empty(t, api.noDeadline)
+	})
+}
+
+// dynalite 4.0.0 accepts ReturnValuesOnConditionCheckFailure and ignores
+// it: a failed condition comes back without the item, so on it the ledger
+// reads the record after a failed condition (the "ignores" world above).
+func TestDynaliteIgnoresReturnValuesOnConditionCheckFailure(t *testing.T) {
+	db := dynamodb.NewFromConfig(emutest.Config(emutest.Start(t, emulator.DynamoDB)))
+	ctx := context.Background()
+	require.NoError(t, provision.EnsureTable(ctx, db, "spool"))
+	item := map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "TX#x"}, "sk": &types.AttributeValueMemberS{Value: "TX"}}
+	put := &dynamodb.PutItemInput{
+		TableName: aws.String("spool"), Item: item, ConditionExpression: aws.String("attribute_not_exists(pk)"),
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	}
+	_, err := db.PutItem(ctx, put)
+	require.NoError(t, err)
+	_, err = db.PutItem(ctx, put)
+	var ccf *types.ConditionalCheckFailedException
+	require.ErrorAs(t, err, &ccf)
+	require.Empty(t, ccf.Item)
+}
