@@ -49,6 +49,7 @@ type config struct {
 	// claimLease is the lease as configured, or deliveryBound for 0.
 	claimLease      time.Duration
 	ledgerRetention time.Duration
+	outcomeRetry    time.Duration
 	repairInterval  time.Duration
 	repairAfter     time.Duration
 
@@ -124,6 +125,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs.DurationVar(&c.claimLease, "claim-lease", 0, "how long a dispatcher owns a transaction it claimed; at least -destination-timeout + 3s; 0 = 2 × destination-timeout + 5s")
 	fs.DurationVar(&c.ledgerRetention, "ledger-retention", defaultLedgerRetention, "how long a settled ledger record is kept, suppressing the same transaction in redeliveries and later files (DynamoDB time to live); at least 15 days")
 	fs.DurationVar(&c.repairInterval, "repair-interval", recount.DefaultInterval, "how often job counters are checked against the delivery ledger")
+	fs.DurationVar(&c.outcomeRetry, "outcome-retry", ledger.DefaultOutcomeRetry, "how long a delivery's outcome is written again while the table fails or throttles, before the row is left to become UNKNOWN")
 	fs.DurationVar(&c.repairAfter, "repair-after", recount.DefaultAfter, "how long a sealed job's record and ledger must go unchanged before its counters are repaired from the ledger")
 	fs.StringVar(&c.deadLetterURL, "dead-letter-queue-url", "", "URL of the dead-letter queue; empty = the one the queue's redrive policy names")
 	fs.Var(&c.alreadyApplied, "already-applied", "HTTP statuses meaning the destination has the transaction already, comma-separated; they count as delivered (default none: a 409 is retried, as it may mean the same key is still in progress)")
@@ -204,6 +206,7 @@ func (c config) validate() error {
 		{"repair-interval", c.repairInterval}, {"repair-after", c.repairAfter},
 		{"max-age", c.maxAge}, {"backoff-base", c.backoffBase}, {"backoff-max", c.backoffMax},
 		{"retry-after-max", c.retryAfterMax}, {"paused-delay", c.pausedDelay},
+		{"outcome-retry", c.outcomeRetry},
 	} {
 		if f.value <= 0 {
 			errs = append(errs, fmt.Errorf("-%s %s: want more than 0", f.name, f.value))

@@ -41,6 +41,7 @@ func TestParseConfig(t *testing.T) {
 				require.Equal(t, 5*time.Second, c.repairInterval)
 				require.Equal(t, 10*time.Second, c.repairAfter)
 				require.Equal(t, 90*24*time.Hour, c.ledgerRetention)
+				require.Equal(t, 2*time.Minute, c.outcomeRetry)
 				require.Empty(t, c.deadLetterURL)
 				require.Empty(t, c.alreadyApplied, "no status is already applied unless configured")
 				require.Equal(t, 20, c.maxAttempts)
@@ -92,6 +93,7 @@ func TestParseConfig(t *testing.T) {
 				"SPOOL_CONCURRENCY":        "64", "SPOOL_LOG_LEVEL": "debug", "SPOOL_RECEIVE_WAIT": "20s",
 				"SPOOL_UNKNOWN_POLICY": "retry-with-key", "SPOOL_CLAIM_LEASE": "90s",
 				"SPOOL_REPAIR_INTERVAL": "1s", "SPOOL_REPAIR_AFTER": "30s", "SPOOL_LEDGER_RETENTION": "8760h",
+				"SPOOL_OUTCOME_RETRY": "10m",
 			},
 			check: func(t *testing.T, c config) {
 				require.Equal(t, http.Header{"Authorization": {"Bearer a,b"}, "X-Tenant": {"acme"}}, c.headers.h)
@@ -104,6 +106,7 @@ func TestParseConfig(t *testing.T) {
 				require.Equal(t, time.Second, c.repairInterval)
 				require.Equal(t, 30*time.Second, c.repairAfter)
 				require.Equal(t, 365*24*time.Hour, c.ledgerRetention)
+				require.Equal(t, 10*time.Minute, c.outcomeRetry)
 			},
 		},
 		{

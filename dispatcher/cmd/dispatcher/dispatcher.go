@@ -57,6 +57,7 @@ func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *
 	store := jobstore.New(db, cfg.table)
 	book := ledger.New(ledger.NewDynamo(db, cfg.table), ledger.Options{
 		Owner: d.owner, Lease: cfg.claimLease, Policy: cfg.unknownPolicy, Retention: cfg.ledgerRetention,
+		OutcomeRetry: cfg.outcomeRetry, Log: log,
 	})
 	// The owner id names this process's counter items too; jobs complete
 	// on a count of the ledger.

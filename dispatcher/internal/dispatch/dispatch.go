@@ -141,11 +141,13 @@ type Options struct {
 	// store (at most once per JobCacheTTL per job), so that the counter
 	// repair knows which jobs this dispatcher works on.
 	Seen func(jobID string)
-	// CallTimeout bounds each table call of a delivery, SDK retries
-	// included: the job read (shared by every delivery of the job), the
-	// claim, and the outcome write. The outcome write runs even when the
-	// delivery's context was cancelled at shutdown: the destination has
-	// answered (or not), and that must be recorded.
+	// CallTimeout bounds each table call of a delivery before the send,
+	// SDK retries included: the job read (shared by every delivery of the
+	// job) and the claim. The outcome write is bounded by the ledger
+	// (ledger.Options.OutcomeRetry): it is tried again while the table
+	// throttles, and runs even when the delivery's context was cancelled at
+	// shutdown, since the destination has answered (or not), and that must
+	// be recorded.
 	CallTimeout time.Duration
 	// SendTimeout is the destination's timeout for one request
 	// (deliver.Options.Timeout). A request goes out only while the claim's
@@ -340,12 +342,15 @@ func (h *Handler) finish(ctx context.Context, m consume.Message, rec ledger.Reco
 		}
 	}
 
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.o.CallTimeout)
-	defer cancel()
-	_, counts, err := h.ledger.Finish(wctx, rec, r.outcome)
+	// The outcome is written even when the delivery's context was cancelled
+	// at shutdown: the destination has answered (or not), and that must be
+	// recorded. The ledger bounds how long it tries.
+	_, counts, err := h.ledger.Finish(context.WithoutCancel(ctx), rec, r.outcome)
 	if err != nil {
-		// The row's SENDING lease will expire and make it UNKNOWN: that is
-		// the truth as far as the ledger can know it.
+		// The ledger tried for its whole outcome budget, or the claim was
+		// taken over. The row stays SENDING until its lease is found expired
+		// and it becomes UNKNOWN; this line is then the only record of what
+		// the destination answered, for the person who resolves it.
 		h.log.ErrorContext(ctx, "record delivery outcome", "job_id", e.GetJobId(), "row", e.GetRow(), "message_id", m.ID,
 			"outcome", ledger.StateName(r.outcome.State), "status", r.outcome.Status, "lost", errors.Is(err, ledger.ErrLost), "error", err)
 		return consume.Leave
