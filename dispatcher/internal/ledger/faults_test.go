@@ -217,83 +217,100 @@ func stored(t *testing.T, w *world, key string) ledger.Record {
 // Every conditional write of the ledger, applied once with its answer lost
 // and then sent again (by the SDK, or by the ledger after an error), is
 // this writer's own write: the claim is sent, the outcome stands, the
-// counts are earned once.
+// counts are earned once. Each case prepares the row without faults, then
+// makes one write meet the fault (after the conditional create a claim
+// always tries first, where the case says so).
 func TestWriteAppliedAndAnswerLost(t *testing.T) {
+	ctx := context.Background()
+	finish := func(o ledger.Outcome, want jobstore.Counts, wantState spoolv1.TransactionState) func(t *testing.T, w *world, a, b *ledger.Ledger, f *faults, x fault, row int64) {
+		return func(t *testing.T, w *world, a, _ *ledger.Ledger, f *faults, x fault, row int64) {
+			c, err := a.Claim(ctx, tx(row))
+			require.NoError(t, err)
+			f.set(false, x)
+			_, counts, err := a.Finish(ctx, c.Record, o)
+			require.NoError(t, err, "not a lost claim")
+			require.Equal(t, want, counts)
+			require.Equal(t, wantState, stored(t, w, tx(row).Key).State)
+		}
+	}
+	tests := []struct {
+		name string
+		run  func(t *testing.T, w *world, a, b *ledger.Ledger, f *faults, x fault, row int64)
+	}{
+		{"claim", func(t *testing.T, w *world, a, _ *ledger.Ledger, f *faults, x fault, row int64) {
+			f.set(false, x)
+			c, err := a.Claim(ctx, tx(row))
+			require.NoError(t, err)
+			require.Equal(t, ledger.Send, c.Verdict, "its own claim is not another's")
+			require.Equal(t, c.Record.Version, stored(t, w, tx(row).Key).Version)
+		}},
+		{"finish delivered", finish(ledger.Outcome{State: delivered, Status: 200}, jobstore.Counts{Delivered: 1}, delivered)},
+		{"finish rejected", finish(ledger.Outcome{State: rejected, Status: 422}, jobstore.Counts{Failed: 1}, rejected)},
+		{"finish released", finish(ledger.Outcome{State: claimed, Status: 503}, jobstore.Counts{Retries: 1}, claimed)},
+		{"finish unknown", finish(ledger.Outcome{State: unknown, Envelope: tx(1).Envelope}, jobstore.Counts{Unknown: 1}, unknown)},
+		{"sending", func(t *testing.T, w *world, a, _ *ledger.Ledger, f *faults, x fault, row int64) {
+			c, err := a.Claim(ctx, tx(row))
+			require.NoError(t, err)
+			released, _, err := a.Finish(ctx, c.Record, ledger.Outcome{State: claimed, Status: 503})
+			require.NoError(t, err)
+			f.set(false, x)
+			_, err = a.Sending(ctx, released)
+			require.NoError(t, err)
+			require.Equal(t, sending, stored(t, w, tx(row).Key).State)
+		}},
+		{"take over", func(t *testing.T, w *world, a, b *ledger.Ledger, f *faults, x fault, row int64) {
+			c, err := a.Claim(ctx, tx(row))
+			require.NoError(t, err)
+			_, _, err = a.Finish(ctx, c.Record, ledger.Outcome{State: claimed, Status: 503})
+			require.NoError(t, err)
+			f.set(false, pass, x)
+			c, err = b.Claim(ctx, tx(row))
+			require.NoError(t, err)
+			require.Equal(t, ledger.Send, c.Verdict)
+			require.Equal(t, "b", stored(t, w, tx(row).Key).Owner)
+		}},
+		{"expire send", func(t *testing.T, w *world, a, b *ledger.Ledger, f *faults, x fault, row int64) {
+			_, err := a.Claim(ctx, tx(row))
+			require.NoError(t, err)
+			w.clock.advance(11 * time.Second)
+			f.set(false, pass, x)
+			c, err := b.Claim(ctx, tx(row))
+			require.NoError(t, err)
+			require.Equal(t, ledger.Held, c.Verdict)
+			require.Equal(t, jobstore.Counts{Unknown: 1}, c.Counts, "the expiry was this claim's write")
+		}},
+		{"resolve", func(t *testing.T, w *world, a, _ *ledger.Ledger, f *faults, x fault, row int64) {
+			send(t, a, tx(row), unknown)
+			f.set(false, x)
+			r, counts, err := a.Resolve(ctx, "job-1", row, spoolv1.Resolution_RESOLUTION_DELIVERED)
+			require.NoError(t, err)
+			require.Equal(t, delivered, r.State)
+			require.Equal(t, jobstore.Counts{Unknown: -1, Delivered: 1}, counts)
+		}},
+		{"duplicate", func(t *testing.T, w *world, a, b *ledger.Ledger, f *faults, x fault, row int64) {
+			send(t, a, tx(row), delivered)
+			dup := tx(row)
+			dup.JobID, dup.Row = "job-2", row
+			f.set(false, pass, x)
+			c, err := b.Claim(ctx, dup)
+			require.NoError(t, err)
+			require.Equal(t, ledger.Settled, c.Verdict)
+			require.Equal(t, jobstore.Counts{Duplicates: 1}, c.Counts, "recorded by this claim, not suppressed")
+		}},
+	}
 	for _, x := range []fault{retried, unanswered} {
 		name := map[fault]string{retried: "retried by the SDK", unanswered: "unanswered"}[x]
 		t.Run(name, func(t *testing.T) {
 			faultyWorlds(t, func(t *testing.T, w *world, f *faults, _ *lossyAPI) {
-				ctx := context.Background()
-				var logs bytes.Buffer
-				a := w.fastDispatcher("a", ledger.RetryWithKey, &logs, time.Minute)
-				b := w.fastDispatcher("b", ledger.RetryWithKey, &logs, time.Minute)
-
-				// Claim: the create.
-				f.set(false, x)
-				c, err := a.Claim(ctx, tx(1))
-				require.NoError(t, err)
-				require.Equal(t, ledger.Send, c.Verdict, "its own claim is not another's")
-				require.Equal(t, c.Record.Version, stored(t, w, tx(1).Key).Version)
-
-				// Finish: a release for another attempt.
-				f.set(false, x)
-				released, counts, err := a.Finish(ctx, c.Record, ledger.Outcome{State: claimed, Status: 503})
-				require.NoError(t, err)
-				require.Equal(t, jobstore.Counts{Retries: 1}, counts)
-
-				// Sending, from the released claim.
-				f.set(false, x)
-				sent, err := a.Sending(ctx, released)
-				require.NoError(t, err)
-				require.Equal(t, sending, stored(t, w, tx(1).Key).State)
-
-				// Finish: the outcome of the send, unknown here.
-				f.set(false, x)
-				_, counts, err = a.Finish(ctx, sent, ledger.Outcome{State: unknown, Envelope: tx(1).Envelope})
-				require.NoError(t, err)
-				require.Equal(t, jobstore.Counts{Unknown: 1}, counts)
-
-				// Take over, for a resend with the key: the create fails,
-				// then the take-over meets the fault.
-				f.set(false, pass, x)
-				c, err = b.Claim(ctx, tx(1))
-				require.NoError(t, err)
-				require.Equal(t, ledger.Send, c.Verdict)
-				require.Equal(t, "b", stored(t, w, tx(1).Key).Owner)
-
-				// Finish: delivered.
-				f.set(false, x)
-				r, counts, err := b.Finish(ctx, c.Record, ledger.Outcome{State: delivered, Status: 200})
-				require.NoError(t, err)
-				require.Equal(t, jobstore.Counts{Unknown: -1, Delivered: 1}, counts)
-				require.Equal(t, delivered, stored(t, w, tx(1).Key).State)
-				require.EqualValues(t, 3, r.Attempts)
-
-				// The expiry of a dead sender's send.
-				c, err = a.Claim(ctx, tx(2))
-				require.NoError(t, err)
-				w.clock.advance(11 * time.Second)
-				f.set(false, pass, x)
-				held, err := w.fastDispatcher("c", ledger.Hold, &logs, time.Minute).Claim(ctx, tx(2))
-				require.NoError(t, err)
-				require.Equal(t, ledger.Held, held.Verdict)
-				require.Equal(t, jobstore.Counts{Unknown: 1}, held.Counts, "the expiry was this claim's write")
-
-				// Resolve.
-				f.set(false, x)
-				r, counts, err = a.Resolve(ctx, "job-1", 2, spoolv1.Resolution_RESOLUTION_DELIVERED)
-				require.NoError(t, err)
-				require.Equal(t, delivered, r.State)
-				require.Equal(t, jobstore.Counts{Unknown: -1, Delivered: 1}, counts)
-
-				// A duplicate of another row's transaction.
-				dup := tx(1)
-				dup.JobID, dup.Row = "job-2", 7
-				f.set(false, pass, x)
-				c, err = b.Claim(ctx, dup)
-				require.NoError(t, err)
-				require.Equal(t, ledger.Settled, c.Verdict)
-				require.Equal(t, jobstore.Counts{Duplicates: 1}, c.Counts, "recorded by this claim, not suppressed")
+				// The cases share the emulator: each has a row of its own.
+				for i, tt := range tests {
+					t.Run(tt.name, func(t *testing.T) {
+						var logs bytes.Buffer
+						a := w.fastDispatcher("a", ledger.Hold, &logs, time.Minute)
+						b := w.fastDispatcher("b", ledger.Hold, &logs, time.Minute)
+						tt.run(t, w, a, b, f, x, int64(i+1))
+					})
+				}
 			})
 		})
 	}
