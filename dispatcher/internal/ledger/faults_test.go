@@ -427,3 +427,54 @@ func TestDynaliteIgnoresReturnValuesOnConditionCheckFailure(t *testing.T) {
 	require.ErrorAs(t, err, &ccf)
 	require.Empty(t, ccf.Item)
 }
+
+// The happy path costs what it did before the write protocol: a claim and
+// an outcome, two conditional writes and no read.
+func TestHappyPathIsTwoWritesNoRead(t *testing.T) {
+	db := dynamodb.NewFromConfig(emutest.Config(emutest.Start(t, emulator.DynamoDB)))
+	require.NoError(t, provision.EnsureTable(context.Background(), db, "spool"))
+	api := &countingAPI{API: db}
+	l := ledger.New(ledger.NewDynamo(api, "spool"), ledger.Options{Owner: "a", Lease: time.Minute})
+	ctx := context.Background()
+	const rows = 50
+	for row := range int64(rows) {
+		c, err := l.Claim(ctx, tx(row))
+		require.NoError(t, err)
+		r, err := l.Sending(ctx, c.Record)
+		require.NoError(t, err)
+		_, _, err = l.Finish(ctx, r, ledger.Outcome{State: delivered, Status: 200})
+		require.NoError(t, err)
+	}
+	require.Equal(t, map[string]int{"PutItem": 2 * rows}, api.calls)
+}
+
+// countingAPI counts the calls made through it.
+type countingAPI struct {
+	ledger.API
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (a *countingAPI) count(op string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.calls == nil {
+		a.calls = map[string]int{}
+	}
+	a.calls[op]++
+}
+
+func (a *countingAPI) GetItem(ctx context.Context, in *dynamodb.GetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error) {
+	a.count("GetItem")
+	return a.API.GetItem(ctx, in, opts...)
+}
+
+func (a *countingAPI) PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
+	a.count("PutItem")
+	return a.API.PutItem(ctx, in, opts...)
+}
+
+func (a *countingAPI) Query(ctx context.Context, in *dynamodb.QueryInput, opts ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error) {
+	a.count("Query")
+	return a.API.Query(ctx, in, opts...)
+}

@@ -9,7 +9,9 @@ import (
 )
 
 // Memory is a Backend in memory, for tests. It keeps the same conditional
-// semantics as DynamoDB: one writer of a version wins.
+// semantics as DynamoDB: one writer of a version wins. A lost condition is a
+// bare ErrConflict, as from an endpoint that does not return the item, so
+// the ledger reads the record after it.
 type Memory struct {
 	mu      sync.Mutex
 	records map[string]Record
