@@ -19,24 +19,26 @@ import (
 	"github.com/spoolhq/spool/dispatcher/internal/ledger"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/emulator"
+	"github.com/spoolhq/spool/platform/emulator/dbfault"
 	"github.com/spoolhq/spool/platform/emulator/emutest"
 	"github.com/spoolhq/spool/platform/jobstore"
 	"github.com/spoolhq/spool/platform/provision"
 )
 
-// fault is what happens to one conditional write on its way to the table.
-type fault int
+// fault is what happens to one conditional write on its way to the table:
+// on DynamoDB, dbfault injects it; on the fake, lossyBackend does the same.
+type fault = dbfault.Fault
 
 const (
-	pass fault = iota
+	pass = dbfault.Pass
 	// retried: the write is applied, its answer is lost, and the SDK sends
 	// it again; the caller gets the second answer.
-	retried
+	retried = dbfault.LoseRetried
 	// unanswered: the write is applied and the caller gets an error (the
 	// SDK gave up, or the call's deadline passed).
-	unanswered
+	unanswered = dbfault.Lose
 	// throttled: the write is refused, not applied.
-	throttled
+	throttled = dbfault.Throttle
 )
 
 // faults is a script of faults for successive writes; once it runs out,
@@ -66,9 +68,7 @@ func (f *faults) set(forever bool, script ...fault) {
 	f.script, f.forever = script, forever
 }
 
-var errThrottled = &smithy.GenericAPIError{Code: "ProvisionedThroughputExceededException", Message: "rate of requests exceeds the allowed throughput"}
-
-// apply runs write under fault x.
+// apply runs write under fault x, as dbfault does on DynamoDB.
 func apply(x fault, write func() error) error {
 	switch x {
 	case retried:
@@ -80,9 +80,9 @@ func apply(x fault, write func() error) error {
 		if err := write(); err != nil {
 			return err
 		}
-		return errors.New("read tcp: connection reset by peer")
+		return dbfault.ErrLost
 	case throttled:
-		return errThrottled
+		return &types.ProvisionedThroughputExceededException{Message: aws.String("throttled")}
 	}
 	return write()
 }
@@ -113,12 +113,12 @@ const (
 	refused
 )
 
-// lossyAPI puts faults between the DynamoDB backend and dynalite, and
-// models what the endpoint does with ReturnValuesOnConditionCheckFailure.
-// It also records calls made without a deadline.
+// lossyAPI stands between the DynamoDB backend and dbfault (and dynalite
+// behind it), and models what the endpoint does with
+// ReturnValuesOnConditionCheckFailure. It also records calls made without a
+// deadline.
 type lossyAPI struct {
 	ledger.API
-	f          *faults
 	old        oldValues
 	mu         sync.Mutex
 	noDeadline []string
@@ -147,12 +147,7 @@ func (a *lossyAPI) PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts 
 	if a.old == refused && in.ReturnValuesOnConditionCheckFailure != "" {
 		return nil, &smithy.GenericAPIError{Code: "ValidationException", Message: "Unexpected parameter ReturnValuesOnConditionCheckFailure"}
 	}
-	var out *dynamodb.PutItemOutput
-	err := apply(a.f.next(), func() error {
-		var err error
-		out, err = a.API.PutItem(ctx, in, opts...)
-		return err
-	})
+	out, err := a.API.PutItem(ctx, in, opts...)
 	var ccf *types.ConditionalCheckFailedException
 	if a.old == returned && errors.As(err, &ccf) && in.ReturnValuesOnConditionCheckFailure == types.ReturnValuesOnConditionCheckFailureAllOld {
 		got, gerr := a.API.GetItem(ctx, &dynamodb.GetItemInput{
@@ -180,7 +175,13 @@ func faultyWorlds(t *testing.T, fn func(t *testing.T, w *world, f *faults, api *
 		worlds[name] = func(t *testing.T, f *faults) (ledger.Backend, *lossyAPI) {
 			db := dynamodb.NewFromConfig(emutest.Config(emutest.Start(t, emulator.DynamoDB)))
 			require.NoError(t, provision.EnsureTable(context.Background(), db, "spool"))
-			api := &lossyAPI{API: db, f: f, old: old}
+			writes := func(c dbfault.Call) dbfault.Fault {
+				if c.Op != "PutItem" {
+					return dbfault.Pass
+				}
+				return f.next()
+			}
+			api := &lossyAPI{API: dbfault.New(db, writes), old: old}
 			return ledger.NewDynamo(api, "spool"), api
 		}
 	}
