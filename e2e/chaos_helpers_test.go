@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,6 +23,7 @@ import (
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/local/stack"
+	"github.com/spoolhq/spool/platform/testkit"
 )
 
 // envInt returns the integer in environment variable name, or def.
@@ -268,8 +268,10 @@ func startKiller(t *testing.T, s *stack.Stack, seed uint64, interval time.Durati
 		}
 	}()
 	// Registered after the stack's cleanup, so it runs first: the stack is
-	// never stopped while a dispatcher is being restarted.
-	t.Cleanup(func() { k.Stop() })
+	// never stopped while a dispatcher is being restarted. The test reads the
+	// count and error from its own Stop; this one only ends the kills when the
+	// test ended early, so its result is not needed.
+	t.Cleanup(func() { _, _ = k.Stop() })
 	return k
 }
 
@@ -281,32 +283,14 @@ func (k *killer) Stop() (int64, error) {
 	return k.kills.Load(), k.err
 }
 
-// lockedBuffer collects a process's output while it runs.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // startCLI starts bin/spool with the stack's environment and returns it
 // running; the process is killed at cleanup if it is still there.
-func startCLI(t *testing.T, s *stack.Stack, args ...string) (*exec.Cmd, *lockedBuffer, <-chan error) {
+func startCLI(t *testing.T, s *stack.Stack, args ...string) (*exec.Cmd, *testkit.Buffer, <-chan error) {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, "spool"), args...)
 	cmd.Env = envOf(s)
 	cmd.Dir = t.TempDir()
-	out := &lockedBuffer{}
+	out := &testkit.Buffer{} // the process's output, read while it runs
 	cmd.Stdout, cmd.Stderr = out, out
 	require.NoError(t, cmd.Start())
 	done := make(chan error, 1)

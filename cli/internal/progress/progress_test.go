@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/testkit"
 )
 
 func TestSettled(t *testing.T) {
@@ -76,24 +76,6 @@ func TestUploadLines(t *testing.T) {
 	require.Equal(t, "sent 1.0 MiB of 4.0 MiB (25%)\nsent 3.0 MiB of 4.0 MiB (75%)\nsent 1.5 KiB\n", out.String())
 }
 
-// syncBuffer is written by the bar's render goroutine and read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestBarRendersProgressAndStops(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -106,7 +88,7 @@ func TestBarRendersProgressAndStops(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var out syncBuffer
+			var out testkit.Buffer // written by the bar's render goroutine
 			b := NewBar(context.Background(), &out, "job-123456789", mpb.WithAutoRefresh(), mpb.WithRefreshRate(time.Millisecond))
 			b.Update(step(200, spoolv1.JobState_JOB_STATE_SEALED, 20, false))
 			b.Note("a note above the bar")
@@ -128,7 +110,7 @@ func TestBarRendersProgressAndStops(t *testing.T) {
 }
 
 func TestUploadBarStops(t *testing.T) {
-	var out syncBuffer
+	var out testkit.Buffer // written by the bar's render goroutine
 	u := NewUploadBar(context.Background(), &out, "payroll.csv", 4096, mpb.WithAutoRefresh(), mpb.WithRefreshRate(time.Millisecond))
 	u.Sent(2048)
 	u.Sent(4096)

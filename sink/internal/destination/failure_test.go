@@ -4,30 +4,13 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/spoolhq/spool/platform/testkit"
 )
-
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 func TestRejectEveryRefusesTheSameRows(t *testing.T) {
 	srv, l := newSink(t, WithRejectEvery(50))
@@ -54,8 +37,8 @@ func TestRejectEveryRefusesTheSameRows(t *testing.T) {
 }
 
 func TestRateLimitAnswers429AboveTheRate(t *testing.T) {
-	clk := &fakeClock{t: time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)}
-	srv, _ := newSink(t, WithRateLimit(3), WithClock(clk.now))
+	clk := testkit.NewClock(time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC))
+	srv, _ := newSink(t, WithRateLimit(3), WithClock(clk.Now))
 	codes := func(n int) []int {
 		var out []int
 		for i := range n {
@@ -65,9 +48,9 @@ func TestRateLimitAnswers429AboveTheRate(t *testing.T) {
 		return out
 	}
 	require.Equal(t, []int{200, 200, 200, 429, 429}, codes(5))
-	clk.advance(500 * time.Millisecond)
+	clk.Advance(500 * time.Millisecond)
 	require.Equal(t, []int{429}, codes(1), "the window slides: the first three are still within a second")
-	clk.advance(500 * time.Millisecond)
+	clk.Advance(500 * time.Millisecond)
 	require.Equal(t, []int{200, 200, 200, 429}, codes(4))
 
 	s := getStats(t, srv, "?job=a")
@@ -85,13 +68,13 @@ func TestRateLimitSaysRetryAfter(t *testing.T) {
 }
 
 func TestDownAnswers503ForAWhile(t *testing.T) {
-	clk := &fakeClock{t: time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)}
-	srv, _ := newSink(t, WithClock(clk.now))
+	clk := testkit.NewClock(time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC))
+	srv, _ := newSink(t, WithClock(clk.Now))
 	require.Equal(t, http.StatusOK, post(t, srv, "/down?for=30s", "", nil).code)
 	require.Equal(t, http.StatusServiceUnavailable, post(t, srv, "/", tx("a", 1), nil).code)
-	clk.advance(29 * time.Second)
+	clk.Advance(29 * time.Second)
 	require.Equal(t, http.StatusServiceUnavailable, post(t, srv, "/", tx("a", 1), nil).code)
-	clk.advance(time.Second)
+	clk.Advance(time.Second)
 	require.Equal(t, http.StatusOK, post(t, srv, "/", tx("a", 1), nil).code)
 
 	require.Equal(t, http.StatusOK, post(t, srv, "/down?for=1h", "", nil).code)
@@ -105,11 +88,11 @@ func TestDownAnswers503ForAWhile(t *testing.T) {
 }
 
 func TestAcceptedRate(t *testing.T) {
-	clk := &fakeClock{t: time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)}
-	srv, _ := newSink(t, WithClock(clk.now))
+	clk := testkit.NewClock(time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC))
+	srv, _ := newSink(t, WithClock(clk.Now))
 	for row := int64(1); row <= 11; row++ {
 		post(t, srv, "/", tx("a", row), nil)
-		clk.advance(100 * time.Millisecond)
+		clk.Advance(100 * time.Millisecond)
 	}
 	resp, err := srv.Client().Get(srv.URL + "/stats")
 	require.NoError(t, err)
