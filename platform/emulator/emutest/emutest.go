@@ -19,8 +19,13 @@ import (
 // Start runs kind on a free loopback port for the rest of the test and
 // returns its endpoint. The emulator's output goes to a file in the test's
 // temporary folder, named in the failure message when it does not start.
+// Under -short (make test-unit) the test is skipped instead: the inner loop
+// runs what needs no emulator, and make test runs everything.
 func Start(tb testing.TB, kind emulator.Kind) string {
 	tb.Helper()
+	if testing.Short() {
+		tb.Skipf("starts %s: skipped under -short", kind)
+	}
 	dir, err := emulator.FindLocalDir()
 	require.NoError(tb, err)
 	port, err := emulator.FreePort()
