@@ -6,7 +6,7 @@ export GOWORK := $(CURDIR)/go.work
 MODULES := gen platform ingestor dispatcher cli sink local e2e deploy
 BIN := $(CURDIR)/bin
 
-.PHONY: all deps tools generate check-generate lint build up down demo test chaos bench clean
+.PHONY: all deps tools generate check-generate lint release-proto build up down demo test test-unit chaos bench clean
 
 all: build
 
@@ -16,25 +16,41 @@ local/node_modules/.installed: local/package.json local/package-lock.json
 	cd local && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-## tools: build pinned buf, protoc plugins and grpcurl into bin/
-tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/grpcurl
+## tools: build pinned buf, protoc plugins, grpcurl and golangci-lint into bin/
+tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/grpcurl $(BIN)/golangci-lint
 $(BIN)/buf: tools/buf/go.mod
 	cd tools/buf && GOWORK=off go build -o $(BIN)/ github.com/bufbuild/buf/cmd/buf
 $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc: tools/protoc/go.mod
 	cd tools/protoc && GOWORK=off go build -o $(BIN)/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
 $(BIN)/grpcurl: tools/grpcurl/go.mod
 	cd tools/grpcurl && GOWORK=off go build -o $(BIN)/ github.com/fullstorydev/grpcurl/cmd/grpcurl
+$(BIN)/golangci-lint: tools/golangci/go.mod
+	cd tools/golangci && GOWORK=off go build -o $(BIN)/ github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 
 ## generate: regenerate gen/ from proto/
 generate: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
 	rm -rf gen/spool
 	PATH=$(BIN):$$PATH $(BIN)/buf generate
 
-## lint: buf lint, gofmt and go vet on every module
-lint: $(BIN)/buf
+## lint: buf lint, buf breaking against the released contract, gofmt, go vet and golangci-lint
+## (.golangci.yml) on every module
+# The released contract is proto/released/image.txtpb, a committed buf image of proto/ as last released,
+# not a git tag or main: CI lints a fresh clone of main, which may carry no tags, and main against itself
+# finds nothing. The image travels with every clone, and its diff shows in review what a release froze.
+# Changes since the last release are compared with what clients and queued messages may still hold.
+RELEASED_PROTO := proto/released/image.txtpb
+LINT_PKGS := $(foreach m,platform ingestor dispatcher cli sink local e2e deploy,./$(m)/...)
+lint: $(BIN)/buf $(BIN)/golangci-lint
 	$(BIN)/buf lint
+	$(BIN)/buf breaking --against $(RELEASED_PROTO)
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	for m in $(MODULES); do (cd $$m && go vet ./...); done
+	$(BIN)/golangci-lint run $(LINT_PKGS)
+
+## release-proto: freeze proto/ as the released contract that buf breaking compares against; run it
+## when cutting a release and commit the image with the release
+release-proto: $(BIN)/buf
+	$(BIN)/buf build --exclude-source-info -o $(RELEASED_PROTO)
 
 ## check-generate: fail when gen/ is not what proto/ generates
 check-generate: generate
@@ -72,7 +88,14 @@ test: deps tools check-generate lint build
 	cd ingestor && go test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/csvread/
 	cd ingestor && go test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) ./internal/profile/
 
-## chaos: the 50 000-row run, the chaos runs of #3 and the failing-destination runs of #4 at full size (make test runs them reduced)
+## test-unit: the inner loop, well under a minute with a warm build cache: every module's tests with
+## -short, which skips each test that starts an emulator (emutest.Start) or a million-row run; no e2e/,
+## no lint, no fuzzing. Results are cached as go test caches them; make test stays the full run.
+UNIT_PKGS := $(foreach m,platform ingestor dispatcher cli sink local deploy,github.com/spoolhq/spool/$(m)/...)
+test-unit:
+	go test -short -timeout 5m $(UNIT_PKGS)
+
+## chaos: the 50 000-row run, the chaos runs and the failing-destination runs at full size (make test runs them reduced)
 CHAOS_ROWS ?= 20000
 chaos: deps build
 	SPOOL_BIN_DIR=$(BIN) SPOOL_CHAOS_ROWS=$(CHAOS_ROWS) SPOOL_CHAOS_INGEST_ROWS=50000 SPOOL_FAILURE_ROWS=5000 SPOOL_RATE_ROWS=5000 \
