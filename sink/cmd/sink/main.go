@@ -144,7 +144,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
-	log.Info("sink listening", "addr", lis.Addr().String(), "latency", c.latency.String(), "latency_jitter", c.jitter.String(),
+	log.InfoContext(ctx, "sink listening", "addr", lis.Addr().String(), "latency", c.latency.String(), "latency_jitter", c.jitter.String(),
 		"fail_rate", c.failRate, "hang_rate", c.hangRate, "hang_for", c.hangFor.String(), "reset_rate", c.resetRate,
 		"honour_key", c.honourKey, "seed", seed, "idempotency_header", c.idempotencyHeader,
 		"reject_every", c.rejectEvery, "rate_limit", c.rateLimit)
@@ -155,13 +155,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("serve %s: %w", lis.Addr(), err)
 	case <-ctx.Done():
 	}
-	log.Info("sink shutting down", "grace", shutdownGrace.String())
+	log.InfoContext(ctx, "sink shutting down", "grace", shutdownGrace.String())
 	stopRequests()
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		// Requests still running past the grace are cut off.
-		log.Warn("graceful shutdown timed out; closing connections", "err", err)
+		log.WarnContext(ctx, "graceful shutdown timed out; closing connections", "error", err)
 		_ = srv.Close()
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {

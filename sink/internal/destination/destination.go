@@ -526,12 +526,12 @@ func (s *Server) transactions(w http.ResponseWriter, r *http.Request) {
 			return enc.Encode(t)
 		})
 		if err != nil {
-			s.log.DebugContext(r.Context(), "transactions listing cut short", "job", job, "err", err)
+			s.log.DebugContext(r.Context(), "transactions listing cut short", "job", job, "error", err)
 			return
 		}
 	}
 	if err := bw.Flush(); err != nil {
-		s.log.DebugContext(r.Context(), "transactions listing cut short", "err", err)
+		s.log.DebugContext(r.Context(), "transactions listing cut short", "error", err)
 	}
 }
 
