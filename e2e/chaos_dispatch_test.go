@@ -14,7 +14,7 @@ import (
 	"github.com/spoolhq/spool/platform/provision"
 )
 
-// The chaos runs of issue #3 §4. `make test` runs them at 3 000 rows;
+// The chaos runs: dispatchers killed under load. `make test` runs them at 3 000 rows;
 // `make chaos` sets SPOOL_CHAOS_ROWS=20000. SPOOL_CHAOS_SEED picks the
 // kills and the sink's failures, so a failing run can be replayed.
 const (
@@ -61,7 +61,7 @@ func TestChaosDispatchersRetryWithKeyIgnored(t *testing.T) {
 // is SIGKILLed about every 2 s, against a sink that fails 10 % of requests
 // with 503, applies and then hangs past the timeout 3 %, and applies and
 // then resets the connection 1 % (the case Go's transport would silently
-// replay). Then it checks the issue's promises against the delivery ledger
+// replay). Then it checks the README's guarantees against the delivery ledger
 // and the sink's own record.
 func runDispatcherChaos(t *testing.T, policy string, honourKey bool) {
 	requireFlags(t, "dispatcher", "unknown-policy", "claim-lease", "receiving-delay")

@@ -40,17 +40,17 @@ func envInt(t *testing.T, name string, def int) int {
 }
 
 // requireFlags fails the test at once, with a clear message, when command
-// cmd ("dispatcher", "spool send") lacks one of flags: the chaos tests are
-// written against the contract of issue #3, and a missing flag means that
-// part has not landed yet. Without this, the test would fail later with a
-// process that does not start.
+// cmd ("dispatcher", "spool send") lacks one of flags: the binaries under
+// test come from SPOOL_BIN_DIR, and a missing flag means they are older than
+// the tests. Without this, the test would fail later with a process that does
+// not start.
 func requireFlags(t *testing.T, cmd string, flags ...string) {
 	t.Helper()
 	args := strings.Fields(cmd)
 	out, _ := exec.Command(filepath.Join(binDir, args[0]), append(args[1:], "-h")...).CombinedOutput()
 	for _, f := range flags {
 		if !regexp.MustCompile(`(?m)^\s+-` + regexp.QuoteMeta(f) + `\b`).Match(out) {
-			t.Fatalf("%s has no -%s flag: that part of issue #3 has not landed in this build", cmd, f)
+			t.Fatalf("%s has no -%s flag: the binaries in %s are older than the tests: run make build", cmd, f, binDir)
 		}
 	}
 }

@@ -16,9 +16,9 @@ import (
 	"github.com/spoolhq/spool/local/stack"
 )
 
-// Delivery failure handling, issue #4. `make test` runs these at a few
-// thousand rows; SPOOL_FAILURE_ROWS sets another size (the issue's figure
-// is 5 000).
+// Delivery failure handling: refused rows, a destination down or throttling,
+// dispatchers stopped under load. `make test` runs these at a few thousand
+// rows; SPOOL_FAILURE_ROWS sets another size (`make chaos` runs 5 000).
 const defaultFailureRows = 3000
 
 // deadLetters lists a job's dead letters through a dispatcher.

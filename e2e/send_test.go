@@ -47,7 +47,7 @@ func TestSendExactlyOnce(t *testing.T) {
 	require.Contains(t, out, "COMPLETED")
 }
 
-// TestLargeFileThreeDispatchers is the acceptance run: 50 000 rows
+// TestLargeFileThreeDispatchers is the large acceptance run: 50 000 rows
 // through 3 dispatchers (SPOOL_E2E_ROWS overrides the size; -short runs
 // 5 000).
 func TestLargeFileThreeDispatchers(t *testing.T) {

@@ -14,7 +14,8 @@ import (
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 )
 
-// The commands of issue #4: dead letters, and an operator's hold on a job.
+// The commands for delivery failures: dead letters, and an operator's hold on
+// a job.
 
 func (a *app) deadLettersCommand() *command {
 	c := newCommand("deadletters", "[flags] JOB_ID", "List a job's messages in the dead-letter queue, with why each was given up. The queue is shared by every job, so this is a bounded scan; the last line says whether it saw the whole queue.")
