@@ -172,10 +172,10 @@ func run(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", c.listen, err)
 	}
-	log.Info("serving", "addr", lis.Addr().String(), "queue_url", c.queueURL, "table", c.table,
+	log.InfoContext(ctx, "serving", "addr", lis.Addr().String(), "queue_url", c.queueURL, "table", c.table,
 		"max_message_bytes", c.maxMessageBytes, "profiles", len(profiles.List()), "publish_concurrency", c.publishConcurrency, "publish_buffer", c.publishBuffer)
 	err = srv.Run(ctx, lis, c.shutdownGrace)
-	log.Info("stopped")
+	log.InfoContext(ctx, "stopped")
 	return err
 }
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,6 +28,7 @@ import (
 	"github.com/spoolhq/spool/platform/emulator/emutest"
 	"github.com/spoolhq/spool/platform/jobstore"
 	"github.com/spoolhq/spool/platform/provision"
+	"github.com/spoolhq/spool/platform/testkit"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -137,7 +136,7 @@ func TestRunServes(t *testing.T) {
 
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	logs := &syncBuffer{}
+	logs := &testkit.Buffer{}
 	go func() {
 		args := []string{"-listen", addr, "-max-message-bytes", "0", "-shutdown-grace", "200ms"}
 		done <- run(runCtx, args, io.Discard, io.MultiWriter(logs, t.Output()))
@@ -145,8 +144,12 @@ func TestRunServes(t *testing.T) {
 	var stopped bool
 	t.Cleanup(func() {
 		if !stopped {
+			// The test failed before run was stopped; what run returns
+			// may say why.
 			stop()
-			<-done
+			if err := <-done; err != nil {
+				t.Logf("run: %v", err)
+			}
 		}
 	})
 
@@ -210,22 +213,4 @@ func createdJob(logs, except string) string {
 		}
 	}
 	return ""
-}
-
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -27,6 +26,7 @@ import (
 	"github.com/spoolhq/spool/ingestor/internal/publish"
 	"github.com/spoolhq/spool/platform/grpcserve"
 	"github.com/spoolhq/spool/platform/jobstore"
+	"github.com/spoolhq/spool/platform/testkit"
 )
 
 // fakeJobs is an in-memory job store with the state rules of jobstore:
@@ -264,29 +264,11 @@ func (p *fakePub) envelopes() []*spoolv1.Envelope {
 	return append([]*spoolv1.Envelope(nil), p.got...)
 }
 
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startServer serves New(jobs, cfg) in process over bufconn, with the real
 // interceptor chain, and returns a client and the server's log.
-func startServer(tb testing.TB, jobs Jobs, cfg Config) (spoolv1.IngestServiceClient, *syncBuffer) {
+func startServer(tb testing.TB, jobs Jobs, cfg Config) (spoolv1.IngestServiceClient, *testkit.Buffer) {
 	tb.Helper()
-	logs := &syncBuffer{}
+	logs := &testkit.Buffer{}
 	log := slog.New(slog.NewJSONHandler(io.MultiWriter(logs, tb.Output()), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg.Log = log
 	srv := grpcserve.New(log)

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/testkit"
 )
 
 // pubs hands each stream its own fake publisher.
@@ -100,7 +101,7 @@ func TestSecondSubmissionOfReceivingKey(t *testing.T) {
 // breakStream starts a stream, sends msgs, waits until the job's checkpoint
 // reaches row, then cancels the stream as a crashing client would, and
 // waits until the server handled the break.
-func breakStream(t *testing.T, c spoolv1.IngestServiceClient, jobs *fakeJobs, logs *syncBuffer, row int64, msgs ...*spoolv1.StreamFileRequest) *spoolv1.Job {
+func breakStream(t *testing.T, c spoolv1.IngestServiceClient, jobs *fakeJobs, logs *testkit.Buffer, row int64, msgs ...*spoolv1.StreamFileRequest) *spoolv1.Job {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
