@@ -93,7 +93,7 @@ func (s *Server) Run(ctx context.Context, lis net.Listener, grace time.Duration)
 	select {
 	case <-done:
 	case <-timer.C:
-		s.log.Warn("graceful stop timed out; closing remaining calls", "grace", grace)
+		s.log.WarnContext(ctx, "graceful stop timed out; closing remaining calls", "grace", grace)
 		s.Stop()
 		<-done
 	}
