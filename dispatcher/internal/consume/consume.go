@@ -343,7 +343,7 @@ func (c *Consumer) poll(pollCtx, base, handleCtx context.Context, del *deleter, 
 				return err
 			}
 			backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
-			c.log.Warn("receive messages", "error", err, "retry_in", backoff)
+			c.log.WarnContext(pollCtx, "receive messages", "error", err, "retry_in", backoff)
 			select {
 			case <-pollCtx.Done():
 				return nil
@@ -398,7 +398,7 @@ func (c *Consumer) receive(base context.Context, n int) ([]types.Message, error)
 		},
 		// The deprecated field too: some SQS implementations (the local
 		// emulator among them) only honour this one.
-		AttributeNames: []types.QueueAttributeName{
+		AttributeNames: []types.QueueAttributeName{ //nolint:staticcheck // deprecated, but the only field some SQS implementations honour
 			types.QueueAttributeName(types.MessageSystemAttributeNameApproximateReceiveCount),
 			types.QueueAttributeName(types.MessageSystemAttributeNameSentTimestamp),
 		},

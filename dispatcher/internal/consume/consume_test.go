@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -123,7 +122,7 @@ func (f *fakeSQS) ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInpu
 		<-gate
 	}
 	if len(in.MessageAttributeNames) != 1 || in.MessageAttributeNames[0] != "All" ||
-		len(in.MessageSystemAttributeNames) != 2 || len(in.AttributeNames) != 2 {
+		len(in.MessageSystemAttributeNames) != 2 || len(in.AttributeNames) != 2 { //nolint:staticcheck // the deprecated field is asked for on purpose; see receive
 		return nil, fmt.Errorf("unexpected attribute selection")
 	}
 	for range 2 {
@@ -265,7 +264,7 @@ func setup(concurrency int) (*fakeSQS, *handler) {
 func start(t testing.TB, f *fakeSQS, h consume.Handler, o consume.Options) func() error {
 	t.Helper()
 	o.QueueURL = "queue"
-	o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	o.Log = slog.New(slog.DiscardHandler)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- consume.New(f, h, o).Run(ctx) }()
@@ -636,7 +635,7 @@ func TestShutdownReleasesTheLastPoll(t *testing.T) {
 	defer cancel()
 	c := consume.New(f, h, consume.Options{
 		QueueURL: "queue", Concurrency: 4, Pollers: 1, DeleteInterval: time.Hour, Drain: time.Minute,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Log: slog.New(slog.DiscardHandler),
 	})
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
@@ -678,7 +677,7 @@ func TestDrainDeadlineCancelsDeliveries(t *testing.T) {
 func TestMissingQueueStops(t *testing.T) {
 	f, h := setup(2)
 	f.missingQueue = true
-	err := consume.New(f, h, consume.Options{QueueURL: "queue", Concurrency: 2, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}).Run(t.Context())
+	err := consume.New(f, h, consume.Options{QueueURL: "queue", Concurrency: 2, Log: slog.New(slog.DiscardHandler)}).Run(t.Context())
 	var qe *types.QueueDoesNotExist
 	require.ErrorAs(t, err, &qe)
 }

@@ -127,8 +127,8 @@ func (d *deleter) send(ctx context.Context, b []pendingDelete) {
 	}
 	out, err := d.api.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: aws.String(d.queueURL), Entries: entries})
 	if err != nil {
-		d.log.Warn("delete messages", "messages", len(b), "error", err)
-		d.retry(b)
+		d.log.WarnContext(ctx, "delete messages", "messages", len(b), "error", err)
+		d.retry(ctx, b)
 		return
 	}
 	var failed []pendingDelete
@@ -137,18 +137,18 @@ func (d *deleter) send(ctx context.Context, b []pendingDelete) {
 		if err != nil || i < 0 || i >= len(b) {
 			continue
 		}
-		d.log.Warn("delete message", "message_id", b[i].id, "code", aws.ToString(f.Code), "sender_fault", f.SenderFault)
+		d.log.WarnContext(ctx, "delete message", "message_id", b[i].id, "code", aws.ToString(f.Code), "sender_fault", f.SenderFault)
 		failed = append(failed, b[i])
 	}
-	d.retry(failed)
+	d.retry(ctx, failed)
 }
 
-func (d *deleter) retry(b []pendingDelete) {
+func (d *deleter) retry(ctx context.Context, b []pendingDelete) {
 	var again []pendingDelete
 	for _, p := range b {
 		p.attempts++
 		if p.attempts >= maxDeleteAttempts {
-			d.log.Error("delete message given up; it will be received again", "message_id", p.id, "attempts", p.attempts)
+			d.log.ErrorContext(ctx, "delete message given up; it will be received again", "message_id", p.id, "attempts", p.attempts)
 			continue
 		}
 		again = append(again, p)
@@ -183,7 +183,7 @@ func (d *deleter) close(ctx context.Context) {
 			left := len(d.pending)
 			d.mu.Unlock()
 			if left > 0 {
-				d.log.Error("deletes left at shutdown; those messages will be received again", "messages", left)
+				d.log.ErrorContext(ctx, "deletes left at shutdown; those messages will be received again", "messages", left)
 			}
 			return
 		}

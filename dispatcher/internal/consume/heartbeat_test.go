@@ -2,7 +2,6 @@ package consume_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -44,7 +43,7 @@ func TestHeartbeatOnTheEmulator(t *testing.T) {
 		done <- consume.New(q, h, consume.Options{
 			QueueURL: queues.URL, Concurrency: 1, WaitTime: time.Second, DeleteInterval: 10 * time.Millisecond,
 			VisibilityTimeout: 3 * time.Second, Heartbeat: time.Second, Drain: 10 * time.Second,
-			Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Log: slog.New(slog.DiscardHandler),
 		}).Run(ctx)
 	}()
 	<-started

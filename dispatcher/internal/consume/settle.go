@@ -30,7 +30,7 @@ func (c *Consumer) handle(ctx context.Context, m types.Message, del *deleter) {
 		if unknown {
 			reason = "unknown envelope version: " + err.Error()
 		}
-		c.log.Error("poison message", "message_id", id, "receive_count", count, "error", err, "unknown_version", unknown)
+		c.log.ErrorContext(ctx, "poison message", "message_id", id, "receive_count", count, "error", err, "unknown_version", unknown)
 		c.deadLetter(m, deadletter.Reason{Reason: reason}, del)
 		return
 	}
