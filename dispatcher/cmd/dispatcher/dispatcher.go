@@ -171,7 +171,7 @@ func (d *dispatcher) run(ctx context.Context, lis net.Listener) error {
 	}
 	// The destination URL and header values stay out of the log: either
 	// may carry a credential.
-	d.log.Info("dispatcher started", "listen", lis.Addr().String(), "queue_url", cfg.queueURL, "table", cfg.table,
+	d.log.InfoContext(ctx, "dispatcher started", "listen", lis.Addr().String(), "queue_url", cfg.queueURL, "table", cfg.table,
 		"concurrency", cfg.concurrency, "pollers", pollers, "destination_headers", cfg.headers.String(),
 		"owner", d.owner, "unknown_policy", cfg.unknownPolicy.String(), "claim_lease", cfg.claimLease,
 		"destination_timeout", cfg.destTimeout, "already_applied", cfg.alreadyApplied.String(),
@@ -183,6 +183,6 @@ func (d *dispatcher) run(ctx context.Context, lis net.Listener) error {
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	d.log.Info("dispatcher stopped")
+	d.log.InfoContext(ctx, "dispatcher stopped")
 	return nil
 }

@@ -63,17 +63,17 @@ func deadLetterQueue(ctx context.Context, q *sqs.Client, queueURL string, log *s
 		AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameRedrivePolicy},
 	})
 	if err != nil {
-		log.Warn("read queue redrive policy; no dead-letter queue", "error", err)
+		log.WarnContext(ctx, "read queue redrive policy; no dead-letter queue", "error", err)
 		return ""
 	}
 	name, err := deadLetterName(out.Attributes[string(sqstypes.QueueAttributeNameRedrivePolicy)])
 	if err != nil {
-		log.Warn("queue has no usable redrive policy; no dead-letter queue", "error", err)
+		log.WarnContext(ctx, "queue has no usable redrive policy; no dead-letter queue", "error", err)
 		return ""
 	}
 	u, err := q.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(name)})
 	if err != nil {
-		log.Warn("look up dead-letter queue; none used", "name", name, "error", err)
+		log.WarnContext(ctx, "look up dead-letter queue; none used", "name", name, "error", err)
 		return ""
 	}
 	return aws.ToString(u.QueueUrl)

@@ -43,6 +43,8 @@ import (
 // State is a breaker's state.
 type State int
 
+// Closed, Open and HalfOpen are the three states the package comment
+// describes.
 const (
 	Closed State = iota
 	Open

@@ -2,7 +2,6 @@ package breaker_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -19,7 +18,7 @@ func newBreaker(tb testing.TB, o breaker.Options) (*breaker.Breaker, *clocktest.
 	tb.Helper()
 	clk := clocktest.New(false)
 	o.Clock = clk
-	o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	o.Log = slog.New(slog.DiscardHandler)
 	return breaker.New(o), clk
 }
 
@@ -115,11 +114,11 @@ func TestEachOutcome(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.o.String(), func(t *testing.T) {
-			b, clk := newBreaker(t, breaker.Options{Failures: 1, Cooldown: time.Second})
+			b, _ := newBreaker(t, breaker.Options{Failures: 1, Cooldown: time.Second})
 			b.Record(tt.o)
 			require.Equal(t, tt.opens, b.State() == breaker.Open)
 
-			b, clk = newBreaker(t, breaker.Options{Failures: 1, Cooldown: time.Second})
+			b, clk := newBreaker(t, breaker.Options{Failures: 1, Cooldown: time.Second})
 			b.Record(deliver.Overloaded)
 			clk.Advance(time.Second)
 			ok, probe := b.Allow()

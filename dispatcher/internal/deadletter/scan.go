@@ -224,7 +224,7 @@ func (s *Scanner) move(ctx context.Context, msgs []types.Message) (int, []types.
 		}
 	}
 	for _, f := range out.Failed {
-		s.o.Log.Warn("redrive dead letter", "code", aws.ToString(f.Code), "sender_fault", f.SenderFault)
+		s.o.Log.WarnContext(ctx, "redrive dead letter", "code", aws.ToString(f.Code), "sender_fault", f.SenderFault)
 	}
 	if len(sent) == 0 {
 		return 0, nil, nil
@@ -260,7 +260,7 @@ func (s *Scanner) release(ctx context.Context, holding map[string]string) {
 		})
 		if err != nil {
 			// They come back when their hold ends anyway.
-			s.o.Log.Warn("release dead letters", "messages", len(batch), "error", err)
+			s.o.Log.WarnContext(ctx, "release dead letters", "messages", len(batch), "error", err)
 		}
 		batch = batch[:0]
 	}

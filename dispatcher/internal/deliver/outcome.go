@@ -18,25 +18,25 @@ import "strconv"
 type Outcome int
 
 const (
-	// NotSent: nothing reached the destination for a reason of ours (the
+	// NotSent means nothing reached the destination for a reason of ours (the
 	// row was settled, held or gated, the claim's lease was too short, the
 	// request could not be built), or a probe receive found no message.
 	NotSent Outcome = iota
-	// Accepted: a 2xx, or a status configured as already applied. Its
+	// Accepted means a 2xx, or a status configured as already applied. Its
 	// latency is a fair sample of the destination's.
 	Accepted
-	// Refused: an answer that is neither acceptance nor a sign of load: a
+	// Refused means an answer that is neither acceptance nor a sign of load: a
 	// 4xx other than 408 and 429 (a 409 included, unless it is configured
 	// as already applied), a redirect. The destination is up and answering;
 	// the row is at fault, not the load.
 	Refused
-	// Throttled: a 429. The destination asks for less and is up: load to
+	// Throttled means a 429. The destination asks for less and is up: load to
 	// shed, not an outage to wait out.
 	Throttled
-	// Overloaded: 408, 5xx, a refused connection, or a timeout before the
+	// Overloaded means 408, 5xx, a refused connection, or a timeout before the
 	// request was written: the destination is down or has too much.
 	Overloaded
-	// Lost: the request was written and its answer never came (a reset or
+	// Lost means the request was written and its answer never came (a reset or
 	// a timeout after writing). It counts against the destination's health,
 	// but not as load: a broken connection looks the same, and its
 	// "latency" is the timeout, not a measurement. Load shows first in the

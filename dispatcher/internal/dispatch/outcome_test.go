@@ -2,7 +2,6 @@ package dispatch_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"strconv"
 	"testing"
@@ -29,7 +28,7 @@ func TestHalfOpenProbeAnsweredWithARefusalClosesTheBreaker(t *testing.T) {
 	for _, status := range []int{400, 422, 409} {
 		t.Run(statusName(status), func(t *testing.T) {
 			clk := clocktest.New(false)
-			b := breaker.New(breaker.Options{Failures: 1, Cooldown: time.Second, Clock: clk, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			b := breaker.New(breaker.Options{Failures: 1, Cooldown: time.Second, Clock: clk, Log: slog.New(slog.DiscardHandler)})
 			c := &flow.Control{Breaker: b}
 			b.Record(deliver.Overloaded)
 			require.Equal(t, breaker.Open, b.State())

@@ -101,7 +101,7 @@ func (c *clock) advance(d time.Duration) {
 func serve(t testing.TB, jobs dispatchrpc.Jobs, clk *clock, opts ...func(*dispatchrpc.Options)) (spoolv1.DispatchServiceClient, context.CancelFunc) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.DiscardHandler)
 	srv := grpcserve.New(log)
 	o := dispatchrpc.Options{
 		Shutdown: ctx.Done(),
