@@ -25,15 +25,15 @@ type Tx struct {
 type Verdict int
 
 const (
-	// Send: the caller owns the transaction and goes on to send it.
+	// Send means the caller owns the transaction and goes on to send it.
 	Send Verdict = iota
-	// Busy: another dispatcher's claim is live; leave the message.
+	// Busy means another dispatcher's claim is live; leave the message.
 	Busy
-	// Settled: the transaction is DELIVERED or REJECTED already, or the
+	// Settled means the transaction is DELIVERED or REJECTED already, or the
 	// row is recorded DUPLICATE of another row's transaction; delete the
 	// message without sending.
 	Settled
-	// Held: the outcome is unknown and the policy holds it; delete the
+	// Held means the outcome is unknown and the policy holds it; delete the
 	// message without sending.
 	Held
 )

@@ -10,6 +10,8 @@ import (
 	"github.com/spoolhq/spool/platform/jobstore"
 )
 
+// Sending records, immediately before the request, that the owner is
+// sending: from here on a crash leaves the outcome unknown. It fails with
 // ErrLost when the claim was taken over. A record the claim already wrote
 // SENDING is returned as it is, without a write.
 func (l *Ledger) Sending(ctx context.Context, r Record) (Record, error) {

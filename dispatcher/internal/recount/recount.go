@@ -403,7 +403,7 @@ func (r *Repairer) look(ctx context.Context, id string, e entry) (entry, bool) {
 			r.o.Log.WarnContext(ctx, "complete job counted settled", "job_id", id, "error", err)
 			return e, true
 		}
-		if got.GetState() == spoolv1.JobState_JOB_STATE_COMPLETED && !(r.o.KeepUnknown && want.Unknown > 0) {
+		if got.GetState() == spoolv1.JobState_JOB_STATE_COMPLETED && (!r.o.KeepUnknown || want.Unknown == 0) {
 			return r.forget(ctx, id, e, now)
 		}
 		return backOff(), true

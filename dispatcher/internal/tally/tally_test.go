@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"testing"
@@ -149,7 +148,7 @@ func (l *fakeLedger) set(id string, n int64) {
 
 func newLedger() *fakeLedger { return &fakeLedger{settled: map[string]int64{}} }
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // fakeClock is a settable clock.
 type fakeClock struct {
