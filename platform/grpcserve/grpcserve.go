@@ -34,9 +34,11 @@ type Server struct {
 }
 
 // New returns a server whose interceptor chain is, outermost first:
-// logging → recovery. Metrics belong before logging and auth between
-// logging and recovery, so that a panic in any handler is still logged and
-// counted; health and reflection stay exempt from logging (they are polled).
+// logging → recovery. Interceptors chained in opts come before these:
+// metrics (metrics.Registry.ServerOptions) go there, so that a panic in any
+// handler is still logged and counted. Auth belongs between logging and
+// recovery. Health and reflection stay exempt from logging (they are
+// polled).
 func New(log *slog.Logger, opts ...grpc.ServerOption) *Server {
 	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
 	recoverOpts := []recovery.Option{recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
