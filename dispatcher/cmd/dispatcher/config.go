@@ -30,6 +30,7 @@ import (
 // config is everything the dispatcher is told at start.
 type config struct {
 	listen            string
+	metricsListen     string
 	queueURL          string
 	table             string
 	destinationURL    string
@@ -98,6 +99,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs := flag.NewFlagSet("dispatcher", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&c.listen, "listen", ":50052", "gRPC listen address")
+	fs.StringVar(&c.metricsListen, "metrics-listen", "", "address of the Prometheus metrics page (/metrics); off when empty")
 	fs.StringVar(&c.queueURL, "queue-url", "", "URL of the SQS queue to consume (required)")
 	fs.StringVar(&c.table, "table", "", "DynamoDB table of the job records (required)")
 	fs.StringVar(&c.destinationURL, "destination-url", "", "URL every transaction is POSTed to (required)")

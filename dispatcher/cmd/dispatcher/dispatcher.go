@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/spoolhq/spool/dispatcher/dispatchmetrics"
 	"github.com/spoolhq/spool/dispatcher/internal/consume"
 	"github.com/spoolhq/spool/dispatcher/internal/deadletter"
 	"github.com/spoolhq/spool/dispatcher/internal/deliver"
@@ -24,6 +25,7 @@ import (
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/grpcserve"
 	"github.com/spoolhq/spool/platform/jobstore"
+	"github.com/spoolhq/spool/platform/metrics"
 )
 
 // dispatcher is one dispatcher process, built from its configuration by
@@ -43,6 +45,7 @@ type dispatcher struct {
 	repairer *recount.Repairer
 	flow     *flow.Control
 	srv      *grpcserve.Server
+	metrics  *metrics.Registry
 	// shutdown is closed when the dispatcher stops, ending every watch.
 	shutdown chan struct{}
 }
@@ -55,13 +58,22 @@ func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *
 		d.deadLetterURL = deadLetterQueue(ctx, queue, cfg.queueURL, log)
 	}
 	store := jobstore.New(db, cfg.table)
+	// Flow control toward the destination: the breaker holds receiving
+	// while it is down; the concurrency and rate limits pace the sends.
+	d.flow = newFlow(cfg, db, log)
+	// Metrics are taken from decorators around what the delivery path
+	// uses, and from the flow control at each scrape; they are collected
+	// whether or not a listener serves them.
+	d.metrics = metrics.New()
+	dm := dispatchmetrics.New(d.metrics, d.flow)
+	d.flow.RateWaited = dm.RateWaited
 	book := ledger.New(ledger.NewDynamo(db, cfg.table), ledger.Options{
 		Owner: d.owner, Lease: cfg.claimLease, Policy: cfg.unknownPolicy, Retention: cfg.ledgerRetention,
 		OutcomeRetry: cfg.outcomeRetry, Log: log,
 	})
 	// The owner id names this process's counter items too; jobs complete
 	// on a count of the ledger.
-	d.counts = tally.New(store, book, d.owner, log)
+	d.counts = tally.New(dm.Flushes(store), book, d.owner, log)
 	// Deltas a killed dispatcher held are lost; the repairer sets the
 	// counters of the jobs this one works on or is watched for from the
 	// ledger once they stall. The register of open jobs outlives every
@@ -72,10 +84,6 @@ func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *
 		Open: openjobs.New(db, cfg.table, nil), KeepUnknown: cfg.unknownPolicy == ledger.RetryWithKey,
 		Retention: cfg.ledgerRetention,
 	})
-	// Flow control toward the destination: the breaker holds receiving
-	// while it is down; the concurrency and rate limits pace the sends.
-	d.flow = newFlow(cfg, db, log)
-
 	sender := deliver.New(deliver.Options{
 		URL:               cfg.destinationURL,
 		IdempotencyHeader: cfg.idempotencyHeader,
@@ -83,14 +91,14 @@ func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *
 		Timeout:           cfg.destTimeout,
 		MaxConns:          cfg.concurrency,
 	})
-	handler := dispatch.New(sender, d.counts, book, store, dispatch.Options{
+	handler := dispatch.New(dm.Sender(sender), dm.Counter(d.counts), dm.Ledger(book), store, dispatch.Options{
 		JobCacheTTL: cfg.jobCacheTTL, ReceivingDelay: cfg.receivingDelay, Log: log, Seen: d.repairer.Note,
 		SendTimeout: cfg.destTimeout, AlreadyApplied: cfg.alreadyApplied, MaxAttempts: cfg.maxAttempts, MaxAge: cfg.maxAge,
 		BackoffBase: cfg.backoffBase, BackoffMax: cfg.backoffMax, RetryAfterMax: cfg.retryAfterMax,
 		PausedDelay: cfg.pausedDelay,
 		Pacer:       d.flow,
 	})
-	d.consumer = consume.New(queue, handler, consume.Options{
+	d.consumer = consume.New(dm.Queue(queue), handler, consume.Options{
 		QueueURL:          cfg.queueURL,
 		Concurrency:       cfg.concurrency,
 		Pollers:           cfg.pollers,
@@ -112,7 +120,7 @@ func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *
 			DeadLetterURL: d.deadLetterURL, QueueURL: cfg.queueURL, MaxScan: cfg.deadLetterScan, Hold: cfg.deadLetterHold, Log: log,
 		})
 	}
-	d.srv = grpcserve.New(log)
+	d.srv = grpcserve.New(log, d.metrics.ServerOptions()...)
 	spoolv1.RegisterDispatchServiceServer(d.srv, dispatchrpc.New(store, dispatchrpc.Options{
 		Interval: cfg.watchInterval,
 		Shutdown: d.shutdown,
@@ -127,6 +135,7 @@ func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *
 		DispatcherID: d.owner,
 		Flow:         d.flow,
 	}))
+	d.metrics.InitializeRPC(d.srv.Server)
 	return d
 }
 
@@ -142,7 +151,7 @@ func (c config) shutdownReserve() time.Duration {
 // are released for other dispatchers (visibility 0), in-flight deliveries
 // finish (or are cut off and left for redelivery), settled messages are
 // deleted and counters written; it then returns nil.
-func (d *dispatcher) run(ctx context.Context, lis net.Listener) error {
+func (d *dispatcher) run(ctx context.Context, lis, metricsLis net.Listener) error {
 	g, gctx := errgroup.WithContext(ctx)
 	stop := context.AfterFunc(gctx, func() { close(d.shutdown) })
 	defer stop()
@@ -159,6 +168,11 @@ func (d *dispatcher) run(ctx context.Context, lis net.Listener) error {
 		return nil
 	})
 	g.Go(func() error { return d.srv.Run(gctx, lis, d.cfg.shutdownGrace) })
+	if metricsLis != nil {
+		// The page stays up until the end of the shutdown: a last scrape
+		// may catch the final counts.
+		g.Go(func() error { return d.metrics.Serve(gctx, metricsLis, d.cfg.shutdownReserve(), d.log) })
+	}
 	g.Go(func() error {
 		d.repairer.Run(gctx)
 		return nil
@@ -171,7 +185,11 @@ func (d *dispatcher) run(ctx context.Context, lis net.Listener) error {
 	}
 	// The destination URL and header values stay out of the log: either
 	// may carry a credential.
-	d.log.InfoContext(ctx, "dispatcher started", "listen", lis.Addr().String(), "queue_url", cfg.queueURL, "table", cfg.table,
+	metricsAddr := ""
+	if metricsLis != nil {
+		metricsAddr = metricsLis.Addr().String()
+	}
+	d.log.InfoContext(ctx, "dispatcher started", "listen", lis.Addr().String(), "metrics_listen", metricsAddr, "queue_url", cfg.queueURL, "table", cfg.table,
 		"concurrency", cfg.concurrency, "pollers", pollers, "destination_headers", cfg.headers.String(),
 		"owner", d.owner, "unknown_policy", cfg.unknownPolicy.String(), "claim_lease", cfg.claimLease,
 		"destination_timeout", cfg.destTimeout, "already_applied", cfg.alreadyApplied.String(),

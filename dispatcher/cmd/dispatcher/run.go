@@ -20,6 +20,7 @@ import (
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/awsconf"
 	"github.com/spoolhq/spool/platform/envelope"
+	"github.com/spoolhq/spool/platform/metrics"
 )
 
 // run parses the configuration, builds the dispatcher and serves until
@@ -43,7 +44,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.listen, err)
 	}
-	return d.run(ctx, lis)
+	metricsLis, err := metrics.Listen(cfg.metricsListen)
+	if err != nil {
+		_ = lis.Close()
+		return err
+	}
+	return d.run(ctx, lis, metricsLis)
 }
 
 // awsCallTimeout bounds the queue calls made outside a delivery (the

@@ -37,6 +37,9 @@ type Control struct {
 	Limit   *limit.Limiter
 	Rate    *rate.Limiter
 	Breaker *breaker.Breaker
+	// RateWaited, when set, is told how long each delivery waited for the
+	// fleet-wide rate (for metrics).
+	RateWaited func(time.Duration)
 }
 
 // Receive waits until the breaker lets the dispatcher receive. probe says
@@ -85,6 +88,10 @@ func (c *Control) Acquire(ctx context.Context) (done func(o deliver.Outcome, lat
 			return nil, err
 		}
 		s.tok = tok
+	}
+	if c.Rate != nil && c.RateWaited != nil {
+		start := time.Now()
+		defer func() { c.RateWaited(time.Since(start)) }()
 	}
 	if err := c.Rate.Wait(ctx); err != nil {
 		s.done(deliver.NotSent, 0)
