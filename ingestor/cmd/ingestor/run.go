@@ -15,9 +15,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/ingestor/ingestmetrics"
 	"github.com/spoolhq/spool/ingestor/internal/csvread"
 	"github.com/spoolhq/spool/ingestor/internal/ingest"
 	"github.com/spoolhq/spool/ingestor/internal/profile"
@@ -26,11 +28,13 @@ import (
 	"github.com/spoolhq/spool/platform/envcfg"
 	"github.com/spoolhq/spool/platform/grpcserve"
 	"github.com/spoolhq/spool/platform/jobstore"
+	"github.com/spoolhq/spool/platform/metrics"
 )
 
 // config is everything the flags set.
 type config struct {
 	listen             string
+	metricsListen      string
 	queueURL           string
 	table              string
 	publishConcurrency int
@@ -54,6 +58,7 @@ func parseConfig(args []string, stderr io.Writer, lookup func(string) (string, b
 	fs := flag.NewFlagSet("ingestor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.listen, "listen", ":50051", "gRPC listen address")
+	fs.StringVar(&c.metricsListen, "metrics-listen", "", "address of the Prometheus metrics page (/metrics); off when empty")
 	fs.StringVar(&c.queueURL, "queue-url", "", "URL of the SQS queue rows are published to (required)")
 	fs.StringVar(&c.table, "table", "", "DynamoDB table of job records (required)")
 	fs.IntVar(&c.publishConcurrency, "publish-concurrency", publish.DefaultConcurrency, "SendMessageBatch calls in flight per stream")
@@ -147,16 +152,21 @@ func run(ctx context.Context, args []string, _, stderr io.Writer) error {
 	// Handlers are waited for even when the grace period runs out, so a
 	// stream cut off by shutdown still records its checkpoint (or ends its
 	// job) before the process exits.
-	srv := grpcserve.New(log, grpc.MaxRecvMsgSize(c.maxRecvMsgBytes), grpc.WaitForHandlers(true))
-	spoolv1.RegisterIngestServiceServer(srv, ingest.New(jobs, ingest.Config{
+	reg := metrics.New()
+	im := ingestmetrics.New(reg)
+	batches := im.Batches(q)
+	opts := append(reg.ServerOptions(), grpc.MaxRecvMsgSize(c.maxRecvMsgBytes), grpc.WaitForHandlers(true))
+	srv := grpcserve.New(log, opts...)
+	spoolv1.RegisterIngestServiceServer(srv, im.Streams(ingest.New(jobs, ingest.Config{
 		NewPublisher: func() (ingest.Publisher, error) {
-			return publish.New(q, publish.Options{
+			return publish.New(batches, publish.Options{
 				QueueURL:        c.queueURL,
 				MaxMessageBytes: c.maxMessageBytes,
 				Concurrency:     c.publishConcurrency,
 				Buffer:          c.publishBuffer,
 				CallTimeout:     c.awsTimeout,
 				Log:             log,
+				Waited:          im.Waited,
 			})
 		},
 		MaxErrors:        c.maxErrors,
@@ -166,15 +176,32 @@ func run(ctx context.Context, args []string, _, stderr io.Writer) error {
 		CSV:              csvread.Options{Limits: c.limits},
 		Profiles:         profiles,
 		Log:              log,
-	}))
+		RowRejected:      im.RowRejected,
+	})))
+	reg.InitializeRPC(srv.Server)
 
 	lis, err := net.Listen("tcp", c.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", c.listen, err)
 	}
-	log.InfoContext(ctx, "serving", "addr", lis.Addr().String(), "queue_url", c.queueURL, "table", c.table,
+	metricsLis, err := metrics.Listen(c.metricsListen)
+	if err != nil {
+		_ = lis.Close()
+		return err
+	}
+	metricsAddr := ""
+	if metricsLis != nil {
+		metricsAddr = metricsLis.Addr().String()
+	}
+	log.InfoContext(ctx, "serving", "addr", lis.Addr().String(), "metrics_addr", metricsAddr, "queue_url", c.queueURL, "table", c.table,
 		"max_message_bytes", c.maxMessageBytes, "profiles", len(profiles.List()), "publish_concurrency", c.publishConcurrency, "publish_buffer", c.publishBuffer)
-	err = srv.Run(ctx, lis, c.shutdownGrace)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Run(gctx, lis, c.shutdownGrace) })
+	if metricsLis != nil {
+		// Both listeners end with ctx; either failing ends the other.
+		g.Go(func() error { return reg.Serve(gctx, metricsLis, 5*time.Second, log) })
+	}
+	err = g.Wait()
 	log.InfoContext(ctx, "stopped")
 	return err
 }

@@ -43,6 +43,7 @@ type job struct {
 	handed      atomic.Int64 // rows handed to the publisher
 	republished atomic.Int64 // rows up to base.Row handed again
 	errors      []*spoolv1.RowError
+	onReject    func() // nil: nobody is told
 
 	mu          sync.Mutex
 	checkpoints []jobstore.Checkpoint // candidates, oldest first
@@ -194,6 +195,9 @@ func (j *job) reject(e *spoolv1.RowError, counted bool) {
 		return
 	}
 	j.rejected.Add(1)
+	if j.onReject != nil {
+		j.onReject()
+	}
 	if len(j.errors) < j.maxErrors {
 		j.errors = append(j.errors, e)
 	}

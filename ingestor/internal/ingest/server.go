@@ -98,6 +98,10 @@ type Config struct {
 	Profiles *profile.Set
 	// Log receives job events; never row contents.
 	Log *slog.Logger
+	// RowRejected, when set, is called for each row a stream rejects (for
+	// metrics; rows up to a resumed stream's checkpoint are not counted
+	// again).
+	RowRejected func()
 	// Now and NewID default to the clock and random UUIDs.
 	Now   func() time.Time
 	NewID func() string
@@ -211,6 +215,7 @@ func (s *Server) StreamFile(stream grpc.ClientStreamingServer[spoolv1.StreamFile
 	if err != nil {
 		return s.fail(ctx, log, st, nil, err)
 	}
+	j.onReject = s.cfg.RowRejected
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stopProgress := s.reportProgress(runCtx, log, j, cancel)

@@ -89,6 +89,9 @@ type Options struct {
 	CallTimeout time.Duration
 	// Log receives retries; it never carries row contents.
 	Log *slog.Logger
+	// Waited, when set, is told how long each Publish that found the
+	// queue full waited: the backpressure the stream felt (for metrics).
+	Waited func(time.Duration)
 }
 
 func (o *Options) defaults() error {
@@ -232,6 +235,10 @@ func (p *Publisher) Publish(ctx context.Context, e *spoolv1.Envelope) error {
 	case p.entries <- en:
 		return nil
 	default:
+	}
+	if p.opts.Waited != nil {
+		start := time.Now()
+		defer func() { p.opts.Waited(time.Since(start)) }()
 	}
 	select {
 	case p.entries <- en:

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -349,11 +350,13 @@ func TestPublishBlocksWhenBufferFull(t *testing.T) {
 	t.Run("unblocks when a send completes", func(t *testing.T) {
 		g := newGate()
 		f := &fakeSQS{hook: g.hook}
-		p, start := newTest(t, f, Options{Concurrency: 1, Buffer: 1})
+		var waits atomic.Int64
+		p, start := newTest(t, f, Options{Concurrency: 1, Buffer: 1, Waited: func(time.Duration) { waits.Add(1) }})
 		start()
 		publishRows(t, p, 1, 1)
 		require.Equal(t, []string{"1"}, <-g.called) // the sender holds row 1
 		publishRows(t, p, 2, 2)                     // row 2 fills the buffer
+		require.Zero(t, waits.Load(), "a Publish with room does not count as a wait")
 
 		done := make(chan error, 1)
 		go func() { done <- p.Publish(context.Background(), env(3)) }()
@@ -366,6 +369,7 @@ func TestPublishBlocksWhenBufferFull(t *testing.T) {
 		g.releaseAll(t)
 		close(g.ch("1"))
 		require.NoError(t, <-done)
+		require.EqualValues(t, 1, waits.Load(), "the Publish that found the buffer full reports its wait")
 		require.NoError(t, p.Flush(context.Background()))
 		f.requireStoredOnce(t, 3)
 	})
