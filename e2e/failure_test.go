@@ -135,7 +135,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 // breaker opens and stops receiving, probing now and then; backoff carries
 // the rows that met the outage. Nothing is dead-lettered, the job
 // completes after the destination is back, each row applied once, and the
-// breakers' open time shows in the dispatchers' status.
+// breakers' open time shows in the dispatchers' status and metrics.
 func TestDestinationDownMidJob(t *testing.T) {
 	requireFlags(t, "dispatcher", "backoff-max", "max-attempts")
 	rows := envInt(t, "SPOOL_FAILURE_ROWS", defaultFailureRows)
@@ -160,16 +160,21 @@ func TestDestinationDownMidJob(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.StatusCode)
 	downAt := time.Now()
 
-	// While it is down, the breakers open: every dispatcher says so.
-	opened := map[string]bool{}
+	// While it is down, the breakers open: every dispatcher says so, in
+	// its status and on its metrics page.
+	opened, shown := map[string]bool{}, map[string]bool{}
 	require.Eventually(t, func() bool {
 		for _, d := range s.Dispatchers {
 			if flowOf(t, d.Addr).GetBreakerOpens() > 0 {
 				opened[d.Addr] = true
 			}
+			m := scrape(t, d.MetricsURL)
+			if metric(t, m, "spool_breaker_state", "state", "closed") == 0 && metric(t, m, "spool_breaker_opens_total", "", "") > 0 {
+				shown[d.Addr] = true
+			}
 		}
-		return len(opened) == len(s.Dispatchers)
-	}, down, 100*time.Millisecond, "breakers opened: %v", opened)
+		return len(opened) == len(s.Dispatchers) && len(shown) == len(s.Dispatchers)
+	}, down, 100*time.Millisecond, "breakers opened: %v, on the metrics pages: %v", opened, shown)
 
 	job := waitJob(t, s, req, down+90*time.Second, "job completed", func(j *spoolv1.Job) bool { return isFinal(j.GetState()) })
 	require.Equal(t, spoolv1.JobState_JOB_STATE_COMPLETED, job.GetState())
@@ -183,13 +188,28 @@ func TestDestinationDownMidJob(t *testing.T) {
 	require.Empty(t, dead, "rows dead-lettered")
 	require.True(t, sum.GetComplete(), "the dead-letter listing saw the whole queue: %v", sum)
 	var openFor []string
+	var down5xx, retried, delivered float64
 	for _, d := range s.Dispatchers {
 		f := flowOf(t, d.Addr)
 		require.Equal(t, spoolv1.BreakerState_BREAKER_STATE_CLOSED, f.GetBreakerState(), "%s closed again", d.Name)
 		open := f.GetBreakerOpenTime().AsDuration()
 		require.Greater(t, open, down/2, "%s's breaker was open most of the outage", d.Name)
 		openFor = append(openFor, fmt.Sprintf("%s %s (%d opens)", d.Name, open.Round(100*time.Millisecond), f.GetBreakerOpens()))
+
+		m := scrape(t, d.MetricsURL)
+		require.Equal(t, 1.0, metric(t, m, "spool_breaker_state", "state", "closed"), "%s closed again on its metrics page", d.Name)
+		require.EqualValues(t, f.GetBreakerOpens(), metric(t, m, "spool_breaker_opens_total", "", ""), d.Name)
+		require.Greater(t, metric(t, m, "spool_breaker_open_seconds_total", "", ""), (down / 2).Seconds(), d.Name)
+		down5xx += histogramCount(m, "spool_destination_request_duration_seconds", "status_class", "5xx")
+		retried += metric(t, m, "spool_deliveries_total", "outcome", "retried")
+		delivered += metric(t, m, "spool_deliveries_total", "outcome", "delivered")
+		require.Zero(t, metric(t, m, "spool_deliveries_total", "outcome", "dead_lettered"), d.Name)
 	}
+	// The sink counts the 503s it answered, the dispatchers the requests
+	// answered 5xx: the same requests.
+	require.EqualValues(t, st.Down, down5xx, "requests answered 5xx")
+	require.EqualValues(t, job.GetRetries(), retried, "retries in the job record and the metrics")
+	require.EqualValues(t, rows, delivered)
 	t.Logf("%d rows, destination down %s: %d requests answered 503, %d retries, breakers open %v, completed %s after the outage began",
 		rows, down, st.Down, job.GetRetries(), openFor, job.GetCompletedAt().AsTime().Sub(downAt).Round(time.Second))
 }

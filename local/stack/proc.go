@@ -17,6 +17,9 @@ type Proc struct {
 	Name string
 	// Addr is where it serves: host:port for gRPC, a URL for HTTP.
 	Addr string
+	// MetricsURL is its Prometheus metrics page; empty for processes
+	// without one.
+	MetricsURL string
 	// LogPath is the file its stdout and stderr go to.
 	LogPath string
 

@@ -155,13 +155,17 @@ func Up(ctx context.Context, o Options) (s *Stack, err error) {
 	}
 
 	addrs := make([]string, len(s.Dispatchers))
+	metricsURLs := make([]string, len(s.Dispatchers))
 	for i, d := range s.Dispatchers {
 		addrs[i] = d.Addr
+		metricsURLs[i] = d.MetricsURL
 	}
 	s.Env = append(append([]string(nil), s.baseEnv...),
 		"SPOOL_INGESTOR_ADDR="+s.Ingestor.Addr,
 		"SPOOL_DISPATCHER_ADDRS="+strings.Join(addrs, ","),
 		"SPOOL_SINK_URL="+s.Sink.Addr,
+		"SPOOL_INGESTOR_METRICS_URL="+s.Ingestor.MetricsURL,
+		"SPOOL_DISPATCHER_METRICS_URLS="+strings.Join(metricsURLs, ","),
 	)
 	if err := s.writeFiles(); err != nil {
 		return nil, err
@@ -198,7 +202,19 @@ func (s *Stack) startService(ctx context.Context, name, bin string, args, env []
 		addr = "http://" + listen
 	}
 	full := append(append(append(os.Environ(), s.baseEnv...), env...), "SPOOL_LISTEN="+listen)
+	metricsURL := ""
+	if bin != "sink" {
+		// The metrics page listens on a port of its own, as on ECS.
+		mport, err := emulator.FreePort()
+		if err != nil {
+			return nil, err
+		}
+		mlisten := "127.0.0.1:" + strconv.Itoa(mport)
+		full = append(full, "SPOOL_METRICS_LISTEN="+mlisten)
+		metricsURL = "http://" + mlisten + "/metrics"
+	}
 	p := newProc(name, addr, s.opts.StateDir, filepath.Join(s.opts.BinDir, bin), args, full, s.opts.StateDir, s.opts.Detach)
+	p.MetricsURL = metricsURL
 	if err := s.launch(ctx, p, ready); err != nil {
 		return nil, err
 	}
