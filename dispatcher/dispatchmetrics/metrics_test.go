@@ -1,8 +1,11 @@
 package dispatchmetrics
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +29,8 @@ func (c *nopCounter) Add(_ string, d jobstore.Counts) { c.got = c.got.Plus(d) }
 func TestCounterByOutcome(t *testing.T) {
 	m := New(prometheus.NewRegistry(), nil)
 	next := &nopCounter{}
-	c := m.Counter(next)
+	var logged bytes.Buffer
+	c := m.Counter(next, slog.New(slog.NewJSONHandler(&logged, nil)))
 	c.Add("job", jobstore.Counts{Delivered: 3, Failed: 1, Retries: 2, Unknown: 1, Suppressed: 1, Dropped: 1, Duplicates: 1, DeadLettered: 1})
 	// A redriven dead letter that is now delivered: passed on, not
 	// counted as a negative dead-lettering.
@@ -37,6 +41,18 @@ func TestCounterByOutcome(t *testing.T) {
 	} {
 		require.Equal(t, want, testutil.ToFloat64(m.deliveries.WithLabelValues(outcome)), outcome)
 	}
+	// One line for the delta with unknown rows, none for the other.
+	lines := strings.Split(strings.TrimSpace(logged.String()), "\n")
+	require.Len(t, lines, 1)
+	var line struct {
+		Msg   string `json:"msg"`
+		JobID string `json:"job_id"`
+		Rows  int64  `json:"rows"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(lines[0]), &line))
+	require.Equal(t, UnknownLogMessage, line.Msg)
+	require.Equal(t, "job", line.JobID)
+	require.EqualValues(t, 1, line.Rows)
 }
 
 type sendFunc func() error

@@ -2,6 +2,7 @@ package dispatchmetrics
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -21,17 +22,30 @@ import (
 // delta (a dead-lettered row redriven and settled) is passed on but not
 // counted: a Prometheus counter only grows, and the row's dead-lettering
 // did happen.
-func (m *Metrics) Counter(next dispatch.Counter) dispatch.Counter {
-	return counter{m: m, next: next}
+//
+// Rows recorded UNKNOWN are also logged (UnknownLogMessage, with the job
+// id and the number of rows), whichever way they became unknown (a lost
+// answer, or a send whose dispatcher died): where logs are the only
+// signal, as in CloudWatch, a metric filter on that line is the alarm.
+func (m *Metrics) Counter(next dispatch.Counter, log *slog.Logger) dispatch.Counter {
+	return counter{m: m, next: next, log: log}
 }
+
+// UnknownLogMessage is the message of the log line that reports rows
+// recorded UNKNOWN; deploy/'s CloudWatch metric filter matches it.
+const UnknownLogMessage = "rows recorded unknown"
 
 type counter struct {
 	m    *Metrics
 	next dispatch.Counter
+	log  *slog.Logger
 }
 
 func (c counter) Add(jobID string, d jobstore.Counts) {
 	c.next.Add(jobID, d)
+	if d.Unknown > 0 && c.log != nil {
+		c.log.Warn(UnknownLogMessage, "job_id", jobID, "rows", d.Unknown)
+	}
 	for _, f := range []struct {
 		outcome string
 		n       int64

@@ -91,7 +91,7 @@ func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *
 		Timeout:           cfg.destTimeout,
 		MaxConns:          cfg.concurrency,
 	})
-	handler := dispatch.New(dm.Sender(sender), dm.Counter(d.counts), dm.Ledger(book), store, dispatch.Options{
+	handler := dispatch.New(dm.Sender(sender), dm.Counter(d.counts, log), dm.Ledger(book), store, dispatch.Options{
 		JobCacheTTL: cfg.jobCacheTTL, ReceivingDelay: cfg.receivingDelay, Log: log, Seen: d.repairer.Note,
 		SendTimeout: cfg.destTimeout, AlreadyApplied: cfg.alreadyApplied, MaxAttempts: cfg.maxAttempts, MaxAge: cfg.maxAge,
 		BackoffBase: cfg.backoffBase, BackoffMax: cfg.backoffMax, RetryAfterMax: cfg.retryAfterMax,
