@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -133,12 +135,15 @@ func TestRunServes(t *testing.T) {
 	port, err := emulator.FreePort()
 	require.NoError(t, err)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
+	metricsPort, err := emulator.FreePort()
+	require.NoError(t, err)
+	metricsAddr := "127.0.0.1:" + strconv.Itoa(metricsPort)
 
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	logs := &testkit.Buffer{}
 	go func() {
-		args := []string{"-listen", addr, "-max-message-bytes", "0", "-shutdown-grace", "200ms"}
+		args := []string{"-listen", addr, "-metrics-listen", metricsAddr, "-max-message-bytes", "0", "-shutdown-grace", "200ms"}
 		done <- run(runCtx, args, io.Discard, io.MultiWriter(logs, t.Output()))
 	}()
 	var stopped bool
@@ -180,6 +185,12 @@ func TestRunServes(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 2, got.GetJob().GetTotal())
 
+	// The metrics page counts the same rows.
+	page := scrapeMetrics(t, "http://"+metricsAddr+"/metrics")
+	require.Contains(t, page, `spool_ingest_rows_total{result="published"} 2`)
+	require.Contains(t, page, `spool_ingest_rows_total{result="rejected"} 1`)
+	require.Contains(t, page, `grpc_server_handled_total{grpc_code="OK",grpc_method="StreamFile",grpc_service="spool.v1.IngestService",grpc_type="client_stream"} 1`)
+
 	// A stream still open at shutdown is cut off after the grace period,
 	// and its job is ABORTED by the time run returns.
 	open, err := spoolv1.NewIngestServiceClient(conn).StreamFile(ctx)
@@ -191,13 +202,28 @@ func TestRunServes(t *testing.T) {
 		openID = createdJob(logs.String(), resp.GetJobId())
 		return openID != ""
 	}, 10*time.Second, 10*time.Millisecond)
+	require.Contains(t, scrapeMetrics(t, "http://"+metricsAddr+"/metrics"), "spool_ingest_active_streams 1")
 	stop()
 	require.NoError(t, <-done)
 	stopped = true
+	_, err = net.DialTimeout("tcp", metricsAddr, time.Second)
+	require.Error(t, err, "the metrics listener closed with the service")
 	j, err := jobstore.New(dynamodb.NewFromConfig(emutest.Config(ddbURL)), "jobs").Get(ctx, openID)
 	require.NoError(t, err)
 	require.Equal(t, spoolv1.JobState_JOB_STATE_ABORTED, j.GetState())
 	require.Contains(t, j.GetStateReason(), "stream cancelled")
+}
+
+// scrapeMetrics reads a metrics page.
+func scrapeMetrics(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return string(b)
 }
 
 // createdJob returns the id of a job the log says was created, other than
