@@ -206,3 +206,20 @@ func TestEverySeriesExistsAtZero(t *testing.T) {
 	require.Equal(t, len(LedgerOps), testutil.CollectAndCount(reg, "spool_ledger_write_duration_seconds"))
 	require.Equal(t, 3, testutil.CollectAndCount(reg, "spool_breaker_state"))
 }
+
+type fakeStore struct {
+	FlushStore
+	err error
+}
+
+func (s fakeStore) WriteCounts(context.Context, string, jobstore.CounterWrite) error { return s.err }
+
+func TestFlushes(t *testing.T) {
+	m := New(prometheus.NewRegistry(), nil)
+	ctx := context.Background()
+	require.NoError(t, m.Flushes(fakeStore{}).WriteCounts(ctx, "job", jobstore.CounterWrite{}))
+	err := errors.New("throttled")
+	require.ErrorIs(t, m.Flushes(fakeStore{err: err}).WriteCounts(ctx, "job", jobstore.CounterWrite{}), err)
+	require.Equal(t, 2.0, testutil.ToFloat64(m.flushes))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.flushErrors))
+}
