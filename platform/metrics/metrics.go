@@ -87,7 +87,7 @@ func (r *Registry) Serve(ctx context.Context, lis net.Listener, grace time.Durat
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("metrics listener did not stop in time; closed", "error", err)
+		log.WarnContext(ctx, "metrics listener did not stop in time; closed", "error", err)
 		_ = srv.Close()
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
