@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -62,7 +63,10 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *app {
 		progressEvery: 5 * time.Second,
 		watchBackoff:  follow.DefaultBackoff,
 		resumeBackoff: 500 * time.Millisecond,
-		awsConfig:     awsconf.Load,
+		awsConfig: func(ctx context.Context) (aws.Config, error) {
+			// The SDK's warnings, as lines a person reads.
+			return awsconf.Load(ctx, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+		},
 	}
 }
 

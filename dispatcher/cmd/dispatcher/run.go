@@ -35,7 +35,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
-	awsCfg, err := awsconf.Load(ctx)
+	awsCfg, err := awsconf.Load(ctx, log)
 	if err != nil {
 		return err
 	}

@@ -135,7 +135,7 @@ func run(ctx context.Context, args []string, _, stderr io.Writer) error {
 			return err
 		}
 	}
-	awsCfg, err := awsconf.Load(ctx)
+	awsCfg, err := awsconf.Load(ctx, log)
 	if err != nil {
 		return err
 	}
