@@ -119,11 +119,14 @@ func (p *Proc) Stop(grace time.Duration) error {
 	}
 }
 
-// exitErr ignores exits caused by SIGTERM itself (the emulators do that).
+// exitErr ignores exits caused by SIGTERM itself (the emulators do that):
+// death by the signal (Node), or exit status 128+15, which is how a JVM
+// (DynamoDB Local) reports it after running its shutdown hooks.
 func (p *Proc) exitErr() error {
 	var ee *exec.ExitError
 	if errors.As(p.err, &ee) {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGTERM {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok &&
+			(ws.Signaled() && ws.Signal() == syscall.SIGTERM || ws.Exited() && ws.ExitStatus() == 128+int(syscall.SIGTERM)) {
 			return nil
 		}
 		return fmt.Errorf("%s exited: %w (log: %s)", p.Name, p.err, p.LogPath)

