@@ -14,6 +14,7 @@ import (
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/local/sample"
+	"github.com/spoolhq/spool/local/stack"
 )
 
 // TestSendExactlyOnce sends a payroll file with the CLI through two
@@ -45,6 +46,31 @@ func TestSendExactlyOnce(t *testing.T) {
 	out, err = runCLI(t, s, "status", jobID)
 	require.NoError(t, err, out)
 	require.Contains(t, out, "COMPLETED")
+
+	// Stopped, so that the logs hold the shutdown too.
+	require.NoError(t, s.Down())
+	requireJSONLogs(t, append([]*stack.Proc{s.Ingestor}, s.Dispatchers...)...)
+}
+
+// requireJSONLogs checks that every line the processes wrote to stdout and
+// stderr is a JSON log record, the AWS SDK's own lines included, and that
+// none is an SDK warning: on loopback, with the emulators' answers whole,
+// the SDK has nothing to warn about.
+func requireJSONLogs(t *testing.T, procs ...*stack.Proc) {
+	t.Helper()
+	for _, p := range procs {
+		b, err := os.ReadFile(p.LogPath)
+		require.NoError(t, err)
+		lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+		require.NotEmpty(t, lines[0], "%s logged nothing", p.Name)
+		for i, l := range lines {
+			var rec struct{ Level, Msg string }
+			require.NoError(t, json.Unmarshal([]byte(l), &rec), "%s line %d is not JSON: %q", p.Name, i+1, l)
+			require.NotEmpty(t, rec.Msg, "%s line %d has no msg: %q", p.Name, i+1, l)
+			require.False(t, rec.Msg == "aws sdk" && rec.Level == "WARN", "%s line %d: %s", p.Name, i+1, l)
+		}
+		t.Logf("%s: %d JSON lines", p.Name, len(lines))
+	}
 }
 
 // TestLargeFileThreeDispatchers is the large acceptance run: 50 000 rows
@@ -143,4 +169,10 @@ func TestBusinessKeyAcrossFiles(t *testing.T) {
 		}
 	}
 	require.Equal(t, first, dups)
+
+	// Every repeated row failed a conditional write: DynamoDB Local
+	// answers those without a checksum, which the services must not
+	// mistake for a damaged answer.
+	require.NoError(t, s.Down())
+	requireJSONLogs(t, append([]*stack.Proc{s.Ingestor}, s.Dispatchers...)...)
 }
