@@ -81,10 +81,16 @@ demo: deps build
 	  $(BIN)/spool-stack check -rows $(DEMO_ROWS)
 
 ## test: lint, generated-code check, unit, integration and end-to-end tests, then each fuzz target for FUZZTIME
+## The DynamoDB tests run on dynalite, then again on DynamoDB Local (AWS's own emulator; needs Java):
+## every package whose tests start a DynamoDB emulator, and the short end-to-end runs.
 PKGS := $(foreach m,platform ingestor dispatcher cli sink local e2e deploy,github.com/spoolhq/spool/$(m)/...)
+DYNAMODB_PKGS = $(addprefix ./,$(sort $(dir $(shell git grep -l 'emulator\.DynamoDB' -- '*_test.go'))))
+DYNAMODB_E2E := ^(TestSendExactlyOnce|TestBusinessKeyAcrossFiles)$$
 FUZZTIME ?= 20s
 test: deps tools check-generate lint build
-	SPOOL_BIN_DIR=$(BIN) SPOOL_GRPCURL=$(BIN)/grpcurl SPOOL_E2E_ROWS=20000 go test -count=1 -timeout 25m $(PKGS)
+	SPOOL_DYNAMODB_EMULATOR=dynalite SPOOL_BIN_DIR=$(BIN) SPOOL_GRPCURL=$(BIN)/grpcurl SPOOL_E2E_ROWS=20000 go test -count=1 -timeout 25m $(PKGS)
+	SPOOL_DYNAMODB_EMULATOR=dynamodb-local go test -count=1 -timeout 15m $(DYNAMODB_PKGS)
+	SPOOL_DYNAMODB_EMULATOR=dynamodb-local SPOOL_BIN_DIR=$(BIN) go test -count=1 -timeout 10m -run '$(DYNAMODB_E2E)' ./e2e
 	cd ingestor && go test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/csvread/
 	cd ingestor && go test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) ./internal/profile/
 
