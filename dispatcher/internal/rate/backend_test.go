@@ -30,9 +30,10 @@ func (c *countingAPI) UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInp
 	return c.API.UpdateItem(ctx, in, opts...)
 }
 
-// dynalite starts an emulator with the job table and returns a function
-// that opens a new client on it, as each dispatcher process has its own.
-func dynalite(tb testing.TB) func() *countingAPI {
+// emulated starts the DynamoDB emulator with the job table and returns a
+// function that opens a new client on it, as each dispatcher process has
+// its own.
+func emulated(tb testing.TB) func() *countingAPI {
 	tb.Helper()
 	cfg := emutest.Config(emutest.Start(tb, emulator.DynamoDB))
 	require.NoError(tb, provision.EnsureTable(context.Background(), dynamodb.NewFromConfig(cfg), table))
@@ -42,7 +43,7 @@ func dynalite(tb testing.TB) func() *countingAPI {
 // TestBackendContract runs the same checks on every Backend: the memory one
 // and DynamoDB's on a real emulator.
 func TestBackendContract(t *testing.T) {
-	open := dynalite(t)
+	open := emulated(t)
 	backends := []struct {
 		name string
 		new  func() rate.Backend

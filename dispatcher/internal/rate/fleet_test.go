@@ -75,7 +75,7 @@ func sum(xs []int) int {
 // they can on one real DynamoDB table are granted the configured rate,
 // within 10 %, and the table sees a fraction of the requests as writes.
 func TestFleetRate(t *testing.T) {
-	open := dynalite(t)
+	open := emulated(t)
 	const perSecond = 50
 	window := fleetSeconds(t, 10)
 	var (
