@@ -39,6 +39,9 @@ func Start(tb testing.TB, kind emulator.Kind) string {
 	logf, err := os.Create(logPath)
 	require.NoError(tb, err)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// A test binary killed by its timeout runs no cleanup: the kernel then
+	// ends the emulator (a JVM holds some 200 MB) instead of orphaning it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	require.NoError(tb, cmd.Start())
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
