@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 )
 
 // DynamoDBImpl names a program that plays DynamoDB locally.
@@ -42,11 +43,16 @@ func ChosenDynamoDB() (DynamoDBImpl, error) {
 // used; the package's JavaScript wrapper is not.
 var dynamoDBLocalDir = filepath.Join("node_modules", "amplify-dynamodb-simulator", "emulator")
 
-// dynamoDBLocalCommand runs DynamoDB Local in memory on port.
+// DynamoDBLocalCommand runs DynamoDB Local in memory on port. With
+// sharedDB, every caller sees one database, as on one AWS account and as
+// dynalite plays it: what the local stack wants, where the CLI may use
+// other local credentials than the services'. Without, DynamoDB Local
+// keeps one database per access key and region, which lets tests share one
+// process (see emutest).
 //
 // DynamoDB Local has no option to choose its interface: it listens on all
 // of them, not only on loopback as the other emulators do.
-func dynamoDBLocalCommand(localDir, port string) (*exec.Cmd, error) {
+func DynamoDBLocalCommand(localDir string, port int, sharedDB bool) (*exec.Cmd, error) {
 	dir := filepath.Join(localDir, dynamoDBLocalDir)
 	if _, err := os.Stat(filepath.Join(dir, "DynamoDBLocal.jar")); err != nil {
 		return nil, errNotInstalled(localDir)
@@ -56,19 +62,18 @@ func dynamoDBLocalCommand(localDir, port string) (*exec.Cmd, error) {
 		return nil, fmt.Errorf("%s=%s needs a Java runtime (8 or later) on PATH: %w; install one, or unset %s to use dynalite",
 			DynamoDBEnv, DynamoDBLocal, err, DynamoDBEnv)
 	}
-	cmd := exec.Command(java,
+	args := []string{
 		// C1 only and the serial collector: the JVM starts in about half
-		// the time, which is what the tests, starting one emulator per
-		// test, wait for; an emulator serving a few thousand requests
-		// never needs C2's peak speed.
+		// the time, which is what tests wait for; an emulator serving a
+		// few thousand requests never needs C2's peak speed.
 		"-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
 		"-Djava.library.path=DynamoDBLocal_lib", "-jar", "DynamoDBLocal.jar",
-		"-inMemory", "-port", port, "-disableTelemetry",
-		// One database for every caller. Without it DynamoDB Local keeps
-		// one per access key and region, and a CLI run with other local
-		// credentials than the services' would see no tables. The local
-		// stack is one account, as dynalite plays it.
-		"-sharedDb")
+		"-inMemory", "-port", strconv.Itoa(port), "-disableTelemetry",
+	}
+	if sharedDB {
+		args = append(args, "-sharedDb")
+	}
+	cmd := exec.Command(java, args...)
 	cmd.Dir = dir
 	return cmd, nil
 }

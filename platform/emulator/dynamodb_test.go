@@ -56,6 +56,9 @@ func TestDynamoDBLocalCommand(t *testing.T) {
 	require.Equal(t, filepath.Join(bin, "java"), cmd.Path)
 	require.Equal(t, jarDir, cmd.Dir)
 	require.Subset(t, cmd.Args, []string{"-jar", "DynamoDBLocal.jar", "-inMemory", "-port", "8123", "-disableTelemetry", "-sharedDb"})
+	perKey, err := DynamoDBLocalCommand(local, 8123, false)
+	require.NoError(t, err)
+	require.Equal(t, cmd.Args[:len(cmd.Args)-1], perKey.Args, "the same, without -sharedDb")
 
 	t.Setenv("PATH", t.TempDir())
 	_, err = Command(DynamoDB, local, 8000)

@@ -90,7 +90,7 @@ func Command(kind Kind, localDir string, port int) (*exec.Cmd, error) {
 			return nil, err
 		}
 		if impl == DynamoDBLocal {
-			return dynamoDBLocalCommand(localDir, p)
+			return DynamoDBLocalCommand(localDir, port, true)
 		}
 		// dynamodb.mjs runs dynalite in memory and survives clients killed
 		// mid-request (see the comment there).

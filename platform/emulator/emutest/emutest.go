@@ -29,6 +29,13 @@ func Start(tb testing.TB, kind emulator.Kind) string {
 	if testing.Short() {
 		tb.Skipf("starts %s: skipped under -short", kind)
 	}
+	if kind == emulator.DynamoDB {
+		impl, err := emulator.ChosenDynamoDB()
+		require.NoError(tb, err)
+		if impl == emulator.DynamoDBLocal {
+			return startDynamoDBLocal(tb)
+		}
+	}
 	dir, err := emulator.FindLocalDir()
 	require.NoError(tb, err)
 	port, err := emulator.FreePort()
@@ -55,9 +62,7 @@ func Start(tb testing.TB, kind emulator.Kind) string {
 		}
 		logf.Close()
 	})
-	// DynamoDB Local is a JVM: a few seconds to start, more on a busy
-	// machine.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	endpoint := emulator.Endpoint(port)
 	require.NoError(tb, emulator.WaitReady(ctx, endpoint), "emulator log: %s", logPath)
