@@ -14,6 +14,7 @@ import (
 	"github.com/spoolhq/spool/platform/emulator"
 	"github.com/spoolhq/spool/platform/emulator/emutest"
 	"github.com/spoolhq/spool/platform/provision"
+	"github.com/spoolhq/spool/platform/tablelayout"
 )
 
 // fakeExpiry answers DescribeTimeToLive with desc and records updates.
@@ -81,9 +82,10 @@ func TestEnsureExpiry(t *testing.T) {
 
 // TestEnsureExpiryOnTheEmulator runs against the DynamoDB emulator of the
 // run (dynalite, which describes time to live but cannot turn it on, or
-// DynamoDB Local, which can): time to live ends up on, for ExpiresAttribute,
-// or the answer says plainly that the endpoint cannot, so callers can warn
-// and go on. Either way a second call answers the same.
+// DynamoDB Local, which can): time to live ends up on, for
+// tablelayout.ExpiresAt, or the answer says plainly that the endpoint
+// cannot, so callers can warn and go on. Either way a second call answers
+// the same.
 func TestEnsureExpiryOnTheEmulator(t *testing.T) {
 	ctx := context.Background()
 	db := dynamodb.NewFromConfig(emutest.Config(emutest.Start(t, emulator.DynamoDB)))
@@ -102,7 +104,7 @@ func TestEnsureExpiryOnTheEmulator(t *testing.T) {
 }
 
 // requireExpiryOn checks that table's time to live is on (or turning on)
-// for ExpiresAttribute.
+// for tablelayout.ExpiresAt.
 func requireExpiryOn(t *testing.T, db *dynamodb.Client, table string) {
 	t.Helper()
 	out, err := db.DescribeTimeToLive(context.Background(), &dynamodb.DescribeTimeToLiveInput{TableName: aws.String(table)})
@@ -110,5 +112,5 @@ func requireExpiryOn(t *testing.T, db *dynamodb.Client, table string) {
 	d := out.TimeToLiveDescription
 	require.NotNil(t, d)
 	require.Contains(t, []ddbtypes.TimeToLiveStatus{ddbtypes.TimeToLiveStatusEnabled, ddbtypes.TimeToLiveStatusEnabling}, d.TimeToLiveStatus)
-	require.Equal(t, provision.ExpiresAttribute, aws.ToString(d.AttributeName))
+	require.Equal(t, tablelayout.ExpiresAt, aws.ToString(d.AttributeName))
 }
