@@ -412,7 +412,11 @@ func TestEveryCallHasADeadline(t *testing.T) {
 // dynalite 4.0.0 accepts ReturnValuesOnConditionCheckFailure and ignores
 // it: a failed condition comes back without the item, so on it the ledger
 // reads the record after a failed condition (the "ignores" world above).
-func TestDynaliteIgnoresReturnValuesOnConditionCheckFailure(t *testing.T) {
+// DynamoDB Local returns the item, as AWS does. This pins down which of the
+// two the emulator of the run does.
+func TestEmulatorReturnValuesOnConditionCheckFailure(t *testing.T) {
+	impl, err := emulator.ChosenDynamoDB()
+	require.NoError(t, err)
 	db := dynamodb.NewFromConfig(emutest.Config(emutest.Start(t, emulator.DynamoDB)))
 	ctx := context.Background()
 	require.NoError(t, provision.EnsureTable(ctx, db, "spool"))
@@ -421,11 +425,15 @@ func TestDynaliteIgnoresReturnValuesOnConditionCheckFailure(t *testing.T) {
 		TableName: aws.String("spool"), Item: item, ConditionExpression: aws.String("attribute_not_exists(pk)"),
 		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 	}
-	_, err := db.PutItem(ctx, put)
+	_, err = db.PutItem(ctx, put)
 	require.NoError(t, err)
 	_, err = db.PutItem(ctx, put)
 	var ccf *types.ConditionalCheckFailedException
 	require.ErrorAs(t, err, &ccf)
+	if impl == emulator.DynamoDBLocal {
+		require.Equal(t, item, ccf.Item)
+		return
+	}
 	require.Empty(t, ccf.Item)
 }
 
