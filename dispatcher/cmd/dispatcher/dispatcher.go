@@ -79,9 +79,10 @@ func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *
 	// ledger once they stall. The register of open jobs outlives every
 	// process, so a job whose dispatchers were all killed is still
 	// repaired by those started after.
+	open := openjobs.New(db, cfg.table, nil)
 	d.repairer = recount.New(store, book, recount.Options{
 		Interval: cfg.repairInterval, After: cfg.repairAfter, Log: log,
-		Open: openjobs.New(db, cfg.table, nil), KeepUnknown: cfg.unknownPolicy == ledger.RetryWithKey,
+		Open: open, KeepUnknown: cfg.unknownPolicy == ledger.RetryWithKey,
 		Retention: cfg.ledgerRetention,
 	})
 	sender := deliver.New(deliver.Options{
@@ -134,6 +135,7 @@ func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *
 		Control:      store,
 		DispatcherID: d.owner,
 		Flow:         d.flow,
+		OpenJobs:     open,
 	}))
 	d.metrics.InitializeRPC(d.srv.Server)
 	return d

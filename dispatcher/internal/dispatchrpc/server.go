@@ -73,6 +73,9 @@ type Options struct {
 	// Unimplemented.
 	DeadLetters DeadLetters
 	Control     Control
+	// OpenJobs serves ListOpenJobs (open.go); without it that answers
+	// Unimplemented.
+	OpenJobs OpenJobs
 }
 
 // FlowStatus reports a dispatcher's flow control (flow.Control).

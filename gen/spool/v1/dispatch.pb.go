@@ -1073,6 +1073,107 @@ func (x *GetDispatcherStatusResponse) GetFlow() *FlowControl {
 	return nil
 }
 
+type ListOpenJobsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The most job records to return; 0 means the server's default (50).
+	// The server caps it at 500.
+	Limit         int32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOpenJobsRequest) Reset() {
+	*x = ListOpenJobsRequest{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOpenJobsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOpenJobsRequest) ProtoMessage() {}
+
+func (x *ListOpenJobsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOpenJobsRequest.ProtoReflect.Descriptor instead.
+func (*ListOpenJobsRequest) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListOpenJobsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListOpenJobsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Not-final jobs first, then by creation time, newest first.
+	Jobs []*Job `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	// How many jobs the register holds, which is more than len(jobs) when
+	// the limit cut the list or a record could not be read.
+	Open          int32 `protobuf:"varint,2,opt,name=open,proto3" json:"open,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOpenJobsResponse) Reset() {
+	*x = ListOpenJobsResponse{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOpenJobsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOpenJobsResponse) ProtoMessage() {}
+
+func (x *ListOpenJobsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOpenJobsResponse.ProtoReflect.Descriptor instead.
+func (*ListOpenJobsResponse) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListOpenJobsResponse) GetJobs() []*Job {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
+}
+
+func (x *ListOpenJobsResponse) GetOpen() int32 {
+	if x != nil {
+		return x.Open
+	}
+	return 0
+}
+
 // FlowControl is one dispatcher's view of how it paces the destination.
 type FlowControl struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1096,7 +1197,7 @@ type FlowControl struct {
 
 func (x *FlowControl) Reset() {
 	*x = FlowControl{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[16]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1108,7 +1209,7 @@ func (x *FlowControl) String() string {
 func (*FlowControl) ProtoMessage() {}
 
 func (x *FlowControl) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[16]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1121,7 +1222,7 @@ func (x *FlowControl) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlowControl.ProtoReflect.Descriptor instead.
 func (*FlowControl) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{16}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *FlowControl) GetConcurrencyLimit() int32 {
@@ -1205,7 +1306,7 @@ type LedgerEntry struct {
 
 func (x *LedgerEntry) Reset() {
 	*x = LedgerEntry{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[17]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1318,7 @@ func (x *LedgerEntry) String() string {
 func (*LedgerEntry) ProtoMessage() {}
 
 func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[17]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1331,7 @@ func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LedgerEntry.ProtoReflect.Descriptor instead.
 func (*LedgerEntry) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{17}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *LedgerEntry) GetJobId() string {
@@ -1326,7 +1427,7 @@ type ReportJobRequest struct {
 
 func (x *ReportJobRequest) Reset() {
 	*x = ReportJobRequest{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[18]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1338,7 +1439,7 @@ func (x *ReportJobRequest) String() string {
 func (*ReportJobRequest) ProtoMessage() {}
 
 func (x *ReportJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[18]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1351,7 +1452,7 @@ func (x *ReportJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportJobRequest.ProtoReflect.Descriptor instead.
 func (*ReportJobRequest) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{18}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReportJobRequest) GetJobId() string {
@@ -1374,7 +1475,7 @@ type ReportJobResponse struct {
 
 func (x *ReportJobResponse) Reset() {
 	*x = ReportJobResponse{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[19]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1386,7 +1487,7 @@ func (x *ReportJobResponse) String() string {
 func (*ReportJobResponse) ProtoMessage() {}
 
 func (x *ReportJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[19]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1399,7 +1500,7 @@ func (x *ReportJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportJobResponse.ProtoReflect.Descriptor instead.
 func (*ReportJobResponse) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{19}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReportJobResponse) GetMsg() isReportJobResponse_Msg {
@@ -1454,7 +1555,7 @@ type ReportSummary struct {
 
 func (x *ReportSummary) Reset() {
 	*x = ReportSummary{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[20]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1466,7 +1567,7 @@ func (x *ReportSummary) String() string {
 func (*ReportSummary) ProtoMessage() {}
 
 func (x *ReportSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[20]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1479,7 +1580,7 @@ func (x *ReportSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportSummary.ProtoReflect.Descriptor instead.
 func (*ReportSummary) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{20}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReportSummary) GetJob() *Job {
@@ -1508,7 +1609,7 @@ type StateTotal struct {
 
 func (x *StateTotal) Reset() {
 	*x = StateTotal{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[21]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1520,7 +1621,7 @@ func (x *StateTotal) String() string {
 func (*StateTotal) ProtoMessage() {}
 
 func (x *StateTotal) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[21]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1533,7 +1634,7 @@ func (x *StateTotal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateTotal.ProtoReflect.Descriptor instead.
 func (*StateTotal) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{21}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StateTotal) GetState() TransactionState {
@@ -1568,7 +1669,7 @@ type ResolveTransactionRequest struct {
 
 func (x *ResolveTransactionRequest) Reset() {
 	*x = ResolveTransactionRequest{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[22]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1580,7 +1681,7 @@ func (x *ResolveTransactionRequest) String() string {
 func (*ResolveTransactionRequest) ProtoMessage() {}
 
 func (x *ResolveTransactionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[22]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1593,7 +1694,7 @@ func (x *ResolveTransactionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveTransactionRequest.ProtoReflect.Descriptor instead.
 func (*ResolveTransactionRequest) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{22}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ResolveTransactionRequest) GetJobId() string {
@@ -1626,7 +1727,7 @@ type ResolveTransactionResponse struct {
 
 func (x *ResolveTransactionResponse) Reset() {
 	*x = ResolveTransactionResponse{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[23]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1638,7 +1739,7 @@ func (x *ResolveTransactionResponse) String() string {
 func (*ResolveTransactionResponse) ProtoMessage() {}
 
 func (x *ResolveTransactionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[23]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1651,7 +1752,7 @@ func (x *ResolveTransactionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveTransactionResponse.ProtoReflect.Descriptor instead.
 func (*ResolveTransactionResponse) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{23}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ResolveTransactionResponse) GetEntry() *LedgerEntry {
@@ -1715,7 +1816,12 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"\x1aGetDispatcherStatusRequest\"m\n" +
 	"\x1bGetDispatcherStatusResponse\x12#\n" +
 	"\rdispatcher_id\x18\x01 \x01(\tR\fdispatcherId\x12)\n" +
-	"\x04flow\x18\x02 \x01(\v2\x15.spool.v1.FlowControlR\x04flow\"\xa7\x03\n" +
+	"\x04flow\x18\x02 \x01(\v2\x15.spool.v1.FlowControlR\x04flow\"+\n" +
+	"\x13ListOpenJobsRequest\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\"M\n" +
+	"\x14ListOpenJobsResponse\x12!\n" +
+	"\x04jobs\x18\x01 \x03(\v2\r.spool.v1.JobR\x04jobs\x12\x12\n" +
+	"\x04open\x18\x02 \x01(\x05R\x04open\"\xa7\x03\n" +
 	"\vFlowControl\x12+\n" +
 	"\x11concurrency_limit\x18\x01 \x01(\x05R\x10concurrencyLimit\x12\x1b\n" +
 	"\tin_flight\x18\x02 \x01(\x05R\binFlight\x12\x1d\n" +
@@ -1782,7 +1888,7 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"Resolution\x12\x1a\n" +
 	"\x16RESOLUTION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14RESOLUTION_DELIVERED\x10\x01\x12\x15\n" +
-	"\x11RESOLUTION_RESEND\x10\x022\xed\x05\n" +
+	"\x11RESOLUTION_RESEND\x10\x022\xbc\x06\n" +
 	"\x0fDispatchService\x12C\n" +
 	"\bWatchJob\x12\x19.spool.v1.WatchJobRequest\x1a\x1a.spool.v1.WatchJobResponse0\x01\x12F\n" +
 	"\tReportJob\x12\x1a.spool.v1.ReportJobRequest\x1a\x1b.spool.v1.ReportJobResponse0\x01\x12_\n" +
@@ -1792,7 +1898,8 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"\x12RedriveDeadLetters\x12#.spool.v1.RedriveDeadLettersRequest\x1a$.spool.v1.RedriveDeadLettersResponse\x12A\n" +
 	"\bPauseJob\x12\x19.spool.v1.PauseJobRequest\x1a\x1a.spool.v1.PauseJobResponse\x12D\n" +
 	"\tResumeJob\x12\x1a.spool.v1.ResumeJobRequest\x1a\x1b.spool.v1.ResumeJobResponse\x12D\n" +
-	"\tCancelJob\x12\x1a.spool.v1.CancelJobRequest\x1a\x1b.spool.v1.CancelJobResponseB/Z-github.com/spoolhq/spool/gen/spool/v1;spoolv1b\x06proto3"
+	"\tCancelJob\x12\x1a.spool.v1.CancelJobRequest\x1a\x1b.spool.v1.CancelJobResponse\x12M\n" +
+	"\fListOpenJobs\x12\x1d.spool.v1.ListOpenJobsRequest\x1a\x1e.spool.v1.ListOpenJobsResponseB/Z-github.com/spoolhq/spool/gen/spool/v1;spoolv1b\x06proto3"
 
 var (
 	file_spool_v1_dispatch_proto_rawDescOnce sync.Once
@@ -1807,7 +1914,7 @@ func file_spool_v1_dispatch_proto_rawDescGZIP() []byte {
 }
 
 var file_spool_v1_dispatch_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_spool_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_spool_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_spool_v1_dispatch_proto_goTypes = []any{
 	(BreakerState)(0),                   // 0: spool.v1.BreakerState
 	(TransactionState)(0),               // 1: spool.v1.TransactionState
@@ -1828,66 +1935,71 @@ var file_spool_v1_dispatch_proto_goTypes = []any{
 	(*WatchJobResponse)(nil),            // 16: spool.v1.WatchJobResponse
 	(*GetDispatcherStatusRequest)(nil),  // 17: spool.v1.GetDispatcherStatusRequest
 	(*GetDispatcherStatusResponse)(nil), // 18: spool.v1.GetDispatcherStatusResponse
-	(*FlowControl)(nil),                 // 19: spool.v1.FlowControl
-	(*LedgerEntry)(nil),                 // 20: spool.v1.LedgerEntry
-	(*ReportJobRequest)(nil),            // 21: spool.v1.ReportJobRequest
-	(*ReportJobResponse)(nil),           // 22: spool.v1.ReportJobResponse
-	(*ReportSummary)(nil),               // 23: spool.v1.ReportSummary
-	(*StateTotal)(nil),                  // 24: spool.v1.StateTotal
-	(*ResolveTransactionRequest)(nil),   // 25: spool.v1.ResolveTransactionRequest
-	(*ResolveTransactionResponse)(nil),  // 26: spool.v1.ResolveTransactionResponse
-	(*timestamppb.Timestamp)(nil),       // 27: google.protobuf.Timestamp
-	(*Job)(nil),                         // 28: spool.v1.Job
-	(*JobProgress)(nil),                 // 29: spool.v1.JobProgress
-	(*durationpb.Duration)(nil),         // 30: google.protobuf.Duration
+	(*ListOpenJobsRequest)(nil),         // 19: spool.v1.ListOpenJobsRequest
+	(*ListOpenJobsResponse)(nil),        // 20: spool.v1.ListOpenJobsResponse
+	(*FlowControl)(nil),                 // 21: spool.v1.FlowControl
+	(*LedgerEntry)(nil),                 // 22: spool.v1.LedgerEntry
+	(*ReportJobRequest)(nil),            // 23: spool.v1.ReportJobRequest
+	(*ReportJobResponse)(nil),           // 24: spool.v1.ReportJobResponse
+	(*ReportSummary)(nil),               // 25: spool.v1.ReportSummary
+	(*StateTotal)(nil),                  // 26: spool.v1.StateTotal
+	(*ResolveTransactionRequest)(nil),   // 27: spool.v1.ResolveTransactionRequest
+	(*ResolveTransactionResponse)(nil),  // 28: spool.v1.ResolveTransactionResponse
+	(*timestamppb.Timestamp)(nil),       // 29: google.protobuf.Timestamp
+	(*Job)(nil),                         // 30: spool.v1.Job
+	(*JobProgress)(nil),                 // 31: spool.v1.JobProgress
+	(*durationpb.Duration)(nil),         // 32: google.protobuf.Duration
 }
 var file_spool_v1_dispatch_proto_depIdxs = []int32{
-	27, // 0: spool.v1.DeadLetter.dead_lettered_at:type_name -> google.protobuf.Timestamp
+	29, // 0: spool.v1.DeadLetter.dead_lettered_at:type_name -> google.protobuf.Timestamp
 	3,  // 1: spool.v1.ListDeadLettersResponse.entry:type_name -> spool.v1.DeadLetter
 	6,  // 2: spool.v1.ListDeadLettersResponse.summary:type_name -> spool.v1.DeadLetterSummary
 	6,  // 3: spool.v1.RedriveDeadLettersResponse.summary:type_name -> spool.v1.DeadLetterSummary
-	28, // 4: spool.v1.PauseJobResponse.job:type_name -> spool.v1.Job
-	28, // 5: spool.v1.ResumeJobResponse.job:type_name -> spool.v1.Job
-	28, // 6: spool.v1.CancelJobResponse.job:type_name -> spool.v1.Job
-	29, // 7: spool.v1.WatchJobResponse.progress:type_name -> spool.v1.JobProgress
-	19, // 8: spool.v1.WatchJobResponse.flow:type_name -> spool.v1.FlowControl
-	19, // 9: spool.v1.GetDispatcherStatusResponse.flow:type_name -> spool.v1.FlowControl
-	0,  // 10: spool.v1.FlowControl.breaker_state:type_name -> spool.v1.BreakerState
-	30, // 11: spool.v1.FlowControl.breaker_open_time:type_name -> google.protobuf.Duration
-	30, // 12: spool.v1.FlowControl.latency_baseline:type_name -> google.protobuf.Duration
-	30, // 13: spool.v1.FlowControl.latency_recent:type_name -> google.protobuf.Duration
-	1,  // 14: spool.v1.LedgerEntry.state:type_name -> spool.v1.TransactionState
-	27, // 15: spool.v1.LedgerEntry.updated_at:type_name -> google.protobuf.Timestamp
-	20, // 16: spool.v1.ReportJobResponse.entry:type_name -> spool.v1.LedgerEntry
-	23, // 17: spool.v1.ReportJobResponse.summary:type_name -> spool.v1.ReportSummary
-	28, // 18: spool.v1.ReportSummary.job:type_name -> spool.v1.Job
-	24, // 19: spool.v1.ReportSummary.totals:type_name -> spool.v1.StateTotal
-	1,  // 20: spool.v1.StateTotal.state:type_name -> spool.v1.TransactionState
-	2,  // 21: spool.v1.ResolveTransactionRequest.resolution:type_name -> spool.v1.Resolution
-	20, // 22: spool.v1.ResolveTransactionResponse.entry:type_name -> spool.v1.LedgerEntry
-	15, // 23: spool.v1.DispatchService.WatchJob:input_type -> spool.v1.WatchJobRequest
-	21, // 24: spool.v1.DispatchService.ReportJob:input_type -> spool.v1.ReportJobRequest
-	25, // 25: spool.v1.DispatchService.ResolveTransaction:input_type -> spool.v1.ResolveTransactionRequest
-	17, // 26: spool.v1.DispatchService.GetDispatcherStatus:input_type -> spool.v1.GetDispatcherStatusRequest
-	4,  // 27: spool.v1.DispatchService.ListDeadLetters:input_type -> spool.v1.ListDeadLettersRequest
-	7,  // 28: spool.v1.DispatchService.RedriveDeadLetters:input_type -> spool.v1.RedriveDeadLettersRequest
-	9,  // 29: spool.v1.DispatchService.PauseJob:input_type -> spool.v1.PauseJobRequest
-	11, // 30: spool.v1.DispatchService.ResumeJob:input_type -> spool.v1.ResumeJobRequest
-	13, // 31: spool.v1.DispatchService.CancelJob:input_type -> spool.v1.CancelJobRequest
-	16, // 32: spool.v1.DispatchService.WatchJob:output_type -> spool.v1.WatchJobResponse
-	22, // 33: spool.v1.DispatchService.ReportJob:output_type -> spool.v1.ReportJobResponse
-	26, // 34: spool.v1.DispatchService.ResolveTransaction:output_type -> spool.v1.ResolveTransactionResponse
-	18, // 35: spool.v1.DispatchService.GetDispatcherStatus:output_type -> spool.v1.GetDispatcherStatusResponse
-	5,  // 36: spool.v1.DispatchService.ListDeadLetters:output_type -> spool.v1.ListDeadLettersResponse
-	8,  // 37: spool.v1.DispatchService.RedriveDeadLetters:output_type -> spool.v1.RedriveDeadLettersResponse
-	10, // 38: spool.v1.DispatchService.PauseJob:output_type -> spool.v1.PauseJobResponse
-	12, // 39: spool.v1.DispatchService.ResumeJob:output_type -> spool.v1.ResumeJobResponse
-	14, // 40: spool.v1.DispatchService.CancelJob:output_type -> spool.v1.CancelJobResponse
-	32, // [32:41] is the sub-list for method output_type
-	23, // [23:32] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	30, // 4: spool.v1.PauseJobResponse.job:type_name -> spool.v1.Job
+	30, // 5: spool.v1.ResumeJobResponse.job:type_name -> spool.v1.Job
+	30, // 6: spool.v1.CancelJobResponse.job:type_name -> spool.v1.Job
+	31, // 7: spool.v1.WatchJobResponse.progress:type_name -> spool.v1.JobProgress
+	21, // 8: spool.v1.WatchJobResponse.flow:type_name -> spool.v1.FlowControl
+	21, // 9: spool.v1.GetDispatcherStatusResponse.flow:type_name -> spool.v1.FlowControl
+	30, // 10: spool.v1.ListOpenJobsResponse.jobs:type_name -> spool.v1.Job
+	0,  // 11: spool.v1.FlowControl.breaker_state:type_name -> spool.v1.BreakerState
+	32, // 12: spool.v1.FlowControl.breaker_open_time:type_name -> google.protobuf.Duration
+	32, // 13: spool.v1.FlowControl.latency_baseline:type_name -> google.protobuf.Duration
+	32, // 14: spool.v1.FlowControl.latency_recent:type_name -> google.protobuf.Duration
+	1,  // 15: spool.v1.LedgerEntry.state:type_name -> spool.v1.TransactionState
+	29, // 16: spool.v1.LedgerEntry.updated_at:type_name -> google.protobuf.Timestamp
+	22, // 17: spool.v1.ReportJobResponse.entry:type_name -> spool.v1.LedgerEntry
+	25, // 18: spool.v1.ReportJobResponse.summary:type_name -> spool.v1.ReportSummary
+	30, // 19: spool.v1.ReportSummary.job:type_name -> spool.v1.Job
+	26, // 20: spool.v1.ReportSummary.totals:type_name -> spool.v1.StateTotal
+	1,  // 21: spool.v1.StateTotal.state:type_name -> spool.v1.TransactionState
+	2,  // 22: spool.v1.ResolveTransactionRequest.resolution:type_name -> spool.v1.Resolution
+	22, // 23: spool.v1.ResolveTransactionResponse.entry:type_name -> spool.v1.LedgerEntry
+	15, // 24: spool.v1.DispatchService.WatchJob:input_type -> spool.v1.WatchJobRequest
+	23, // 25: spool.v1.DispatchService.ReportJob:input_type -> spool.v1.ReportJobRequest
+	27, // 26: spool.v1.DispatchService.ResolveTransaction:input_type -> spool.v1.ResolveTransactionRequest
+	17, // 27: spool.v1.DispatchService.GetDispatcherStatus:input_type -> spool.v1.GetDispatcherStatusRequest
+	4,  // 28: spool.v1.DispatchService.ListDeadLetters:input_type -> spool.v1.ListDeadLettersRequest
+	7,  // 29: spool.v1.DispatchService.RedriveDeadLetters:input_type -> spool.v1.RedriveDeadLettersRequest
+	9,  // 30: spool.v1.DispatchService.PauseJob:input_type -> spool.v1.PauseJobRequest
+	11, // 31: spool.v1.DispatchService.ResumeJob:input_type -> spool.v1.ResumeJobRequest
+	13, // 32: spool.v1.DispatchService.CancelJob:input_type -> spool.v1.CancelJobRequest
+	19, // 33: spool.v1.DispatchService.ListOpenJobs:input_type -> spool.v1.ListOpenJobsRequest
+	16, // 34: spool.v1.DispatchService.WatchJob:output_type -> spool.v1.WatchJobResponse
+	24, // 35: spool.v1.DispatchService.ReportJob:output_type -> spool.v1.ReportJobResponse
+	28, // 36: spool.v1.DispatchService.ResolveTransaction:output_type -> spool.v1.ResolveTransactionResponse
+	18, // 37: spool.v1.DispatchService.GetDispatcherStatus:output_type -> spool.v1.GetDispatcherStatusResponse
+	5,  // 38: spool.v1.DispatchService.ListDeadLetters:output_type -> spool.v1.ListDeadLettersResponse
+	8,  // 39: spool.v1.DispatchService.RedriveDeadLetters:output_type -> spool.v1.RedriveDeadLettersResponse
+	10, // 40: spool.v1.DispatchService.PauseJob:output_type -> spool.v1.PauseJobResponse
+	12, // 41: spool.v1.DispatchService.ResumeJob:output_type -> spool.v1.ResumeJobResponse
+	14, // 42: spool.v1.DispatchService.CancelJob:output_type -> spool.v1.CancelJobResponse
+	20, // 43: spool.v1.DispatchService.ListOpenJobs:output_type -> spool.v1.ListOpenJobsResponse
+	34, // [34:44] is the sub-list for method output_type
+	24, // [24:34] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_spool_v1_dispatch_proto_init() }
@@ -1900,7 +2012,7 @@ func file_spool_v1_dispatch_proto_init() {
 		(*ListDeadLettersResponse_Entry)(nil),
 		(*ListDeadLettersResponse_Summary)(nil),
 	}
-	file_spool_v1_dispatch_proto_msgTypes[19].OneofWrappers = []any{
+	file_spool_v1_dispatch_proto_msgTypes[21].OneofWrappers = []any{
 		(*ReportJobResponse_Entry)(nil),
 		(*ReportJobResponse_Summary)(nil),
 	}
@@ -1910,7 +2022,7 @@ func file_spool_v1_dispatch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spool_v1_dispatch_proto_rawDesc), len(file_spool_v1_dispatch_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	DispatchService_PauseJob_FullMethodName            = "/spool.v1.DispatchService/PauseJob"
 	DispatchService_ResumeJob_FullMethodName           = "/spool.v1.DispatchService/ResumeJob"
 	DispatchService_CancelJob_FullMethodName           = "/spool.v1.DispatchService/CancelJob"
+	DispatchService_ListOpenJobs_FullMethodName        = "/spool.v1.DispatchService/ListOpenJobs"
 )
 
 // DispatchServiceClient is the client API for DispatchService service.
@@ -69,6 +70,13 @@ type DispatchServiceClient interface {
 	// CancelJob ends a RECEIVING or SEALED job CANCELLED: its remaining rows
 	// are never delivered, and are counted as dropped.
 	CancelJob(ctx context.Context, in *CancelJobRequest, opts ...grpc.CallOption) (*CancelJobResponse, error)
+	// ListOpenJobs returns the records of the jobs in the table's register
+	// of open jobs: those a dispatcher worked on whose counters the repairer
+	// has not yet confirmed against the ledger. They are the jobs in
+	// progress, plus final ones for a repair interval or so after they end
+	// (or longer, while their counters disagree with the ledger). The
+	// register is shared, so any dispatcher answers for the fleet.
+	ListOpenJobs(ctx context.Context, in *ListOpenJobsRequest, opts ...grpc.CallOption) (*ListOpenJobsResponse, error)
 }
 
 type dispatchServiceClient struct {
@@ -196,6 +204,16 @@ func (c *dispatchServiceClient) CancelJob(ctx context.Context, in *CancelJobRequ
 	return out, nil
 }
 
+func (c *dispatchServiceClient) ListOpenJobs(ctx context.Context, in *ListOpenJobsRequest, opts ...grpc.CallOption) (*ListOpenJobsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListOpenJobsResponse)
+	err := c.cc.Invoke(ctx, DispatchService_ListOpenJobs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DispatchServiceServer is the server API for DispatchService service.
 // All implementations must embed UnimplementedDispatchServiceServer
 // for forward compatibility.
@@ -235,6 +253,13 @@ type DispatchServiceServer interface {
 	// CancelJob ends a RECEIVING or SEALED job CANCELLED: its remaining rows
 	// are never delivered, and are counted as dropped.
 	CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error)
+	// ListOpenJobs returns the records of the jobs in the table's register
+	// of open jobs: those a dispatcher worked on whose counters the repairer
+	// has not yet confirmed against the ledger. They are the jobs in
+	// progress, plus final ones for a repair interval or so after they end
+	// (or longer, while their counters disagree with the ledger). The
+	// register is shared, so any dispatcher answers for the fleet.
+	ListOpenJobs(context.Context, *ListOpenJobsRequest) (*ListOpenJobsResponse, error)
 	mustEmbedUnimplementedDispatchServiceServer()
 }
 
@@ -271,6 +296,9 @@ func (UnimplementedDispatchServiceServer) ResumeJob(context.Context, *ResumeJobR
 }
 func (UnimplementedDispatchServiceServer) CancelJob(context.Context, *CancelJobRequest) (*CancelJobResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelJob not implemented")
+}
+func (UnimplementedDispatchServiceServer) ListOpenJobs(context.Context, *ListOpenJobsRequest) (*ListOpenJobsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListOpenJobs not implemented")
 }
 func (UnimplementedDispatchServiceServer) mustEmbedUnimplementedDispatchServiceServer() {}
 func (UnimplementedDispatchServiceServer) testEmbeddedByValue()                         {}
@@ -434,6 +462,24 @@ func _DispatchService_CancelJob_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DispatchService_ListOpenJobs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListOpenJobsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DispatchServiceServer).ListOpenJobs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DispatchService_ListOpenJobs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DispatchServiceServer).ListOpenJobs(ctx, req.(*ListOpenJobsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DispatchService_ServiceDesc is the grpc.ServiceDesc for DispatchService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -464,6 +510,10 @@ var DispatchService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelJob",
 			Handler:    _DispatchService_CancelJob_Handler,
+		},
+		{
+			MethodName: "ListOpenJobs",
+			Handler:    _DispatchService_ListOpenJobs_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
