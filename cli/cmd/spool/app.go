@@ -20,6 +20,7 @@ import (
 	"github.com/spoolhq/spool/cli/internal/follow"
 	"github.com/spoolhq/spool/cli/internal/progress"
 	"github.com/spoolhq/spool/cli/internal/stackenv"
+	"github.com/spoolhq/spool/cli/internal/top"
 	"github.com/spoolhq/spool/platform/awsconf"
 	"github.com/spoolhq/spool/platform/envcfg"
 )
@@ -43,6 +44,8 @@ type app struct {
 	// resumeBackoff is the first pause before resuming a broken upload.
 	resumeBackoff time.Duration
 	awsConfig     func(context.Context) (aws.Config, error)
+	// stdoutSize is the size of the terminal stdout is, for spool top.
+	stdoutSize top.Size
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *app {
@@ -67,6 +70,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *app {
 			// The SDK's warnings, as lines a person reads.
 			return awsconf.Load(ctx, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 		},
+		stdoutSize: terminalSize(stdout),
 	}
 }
 
@@ -93,7 +97,7 @@ type command struct {
 
 func (a *app) commands() []*command {
 	return []*command{a.sendCommand(), a.watchCommand(), a.statusCommand(), a.reportCommand(), a.resolveCommand(),
-		a.deadLettersCommand(), a.redriveCommand(), a.pauseCommand(), a.resumeCommand(), a.cancelCommand(), a.initCommand(), a.profilesCommand(), a.validateCommand()}
+		a.deadLettersCommand(), a.redriveCommand(), a.pauseCommand(), a.resumeCommand(), a.cancelCommand(), a.initCommand(), a.profilesCommand(), a.validateCommand(), a.topCommand()}
 }
 
 func (a *app) run(ctx context.Context, args []string) error {

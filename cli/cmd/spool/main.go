@@ -6,6 +6,7 @@
 //	spool watch [flags] JOB_ID     follow a job's delivery
 //	spool status [flags] JOB_ID    show a job's record
 //	spool init -queue Q -table T   create the queue and table
+//	spool top [flags]              watch the dispatchers and the jobs in progress
 //	spool help [COMMAND]           explain the commands and their settings
 package main
 
