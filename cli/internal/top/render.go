@@ -2,6 +2,7 @@ package top
 
 import (
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -59,7 +60,7 @@ func dispatcherLines(ds []Dispatcher, width int) []string {
 	var errs []string
 	for _, d := range ds {
 		if d.Err != nil {
-			errs = append(errs, "unreachable: "+oneLine(d.Err.Error()))
+			errs = append(errs, "unreachable: "+oneLine(dialNoise.ReplaceAllString(d.Err.Error(), "")))
 			cols[0].add(d.Addr, "")
 			for _, c := range cols[1:] {
 				c.add("", "")
@@ -276,6 +277,11 @@ func cut(s string, width int) string {
 	r := []rune(s)
 	return string(r[:width-1]) + "…"
 }
+
+// dialNoise is the wording gRPC wraps a failed dial in, and the address
+// the row already shows; without them the cause (connection refused, no
+// such host) fits a narrow terminal.
+var dialNoise = regexp.MustCompile(`connection error: desc = "transport: Error while dialing: (dial \w+ \S+: )?|"$`)
 
 // oneLine folds a multi-line error (rpcerr lists field violations on
 // lines of their own) into one line.
