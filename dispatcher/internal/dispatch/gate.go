@@ -105,13 +105,18 @@ func newJobCache(jobs Jobs, ttl, timeout time.Duration, now func() time.Time, se
 // hangs fails after timeout, and each caller may stop waiting sooner, when
 // its own ctx ends.
 func (c *jobCache) get(ctx context.Context, id string) (*spoolv1.Job, error) {
-	c.mu.Lock()
-	e, ok := c.byID[id]
-	c.mu.Unlock()
-	if ok && c.now().Sub(e.at) < c.ttl {
+	if e, ok := c.fresh(id); ok {
 		return e.job, e.err
 	}
 	ch := c.group.DoChan(id, func() (any, error) {
+		// A flight that ended between the look above and this one has
+		// just filled the cache: use it rather than read again.
+		if e, ok := c.fresh(id); ok {
+			if e.err != nil {
+				return nil, e.err
+			}
+			return e.job, nil
+		}
 		// The read outlives any one caller, as others may be waiting on it,
 		// but not its own deadline.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
@@ -134,6 +139,14 @@ func (c *jobCache) get(ctx context.Context, id string) (*spoolv1.Job, error) {
 		}
 		return r.Val.(*spoolv1.Job), nil
 	}
+}
+
+// fresh returns the cached entry for id when it was read less than ttl ago.
+func (c *jobCache) fresh(id string) (cached, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.byID[id]
+	return e, ok && c.now().Sub(e.at) < c.ttl
 }
 
 func (c *jobCache) put(id string, j *spoolv1.Job, err error) {
