@@ -20,6 +20,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -41,7 +43,14 @@ type config struct {
 	root, bin, results string
 	scale              float64
 	short              bool
+	only               map[string]bool
 }
+
+// parts are the benchmark's parts, in the order they run.
+var parts = []string{"ceiling", "delivery", "loss", "ingest", "ledger", "rss"}
+
+// runs tells whether part is to run.
+func (c config) runs(part string) bool { return len(c.only) == 0 || c.only[part] }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c config
@@ -52,8 +61,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&c.results, "results", "", "where the JSON goes (default ROOT/bench/results)")
 	fs.Float64Var(&c.scale, "scale", 1, "multiplies every size (rows); below 1 for a quick look, not for figures")
 	fs.BoolVar(&c.short, "short", false, "skip the 1 M-row memory run")
+	only := fs.String("only", "", "run only these parts, comma-separated ("+strings.Join(parts, ", ")+"); a ratio whose baseline did not run is left out")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *only != "" {
+		c.only = map[string]bool{}
+		for _, p := range strings.Split(*only, ",") {
+			if !slices.Contains(parts, p) {
+				return fmt.Errorf("-only: no part %q (parts: %s)", p, strings.Join(parts, ", "))
+			}
+			c.only[p] = true
+		}
 	}
 	if c.bin == "" {
 		c.bin = filepath.Join(c.root, "bin")

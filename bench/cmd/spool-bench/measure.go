@@ -36,16 +36,22 @@ func measure(ctx context.Context, c config, env scenario.Env, tab *report.Table)
 	// The emulators' own ceiling: no latency at the sink, so the bound
 	// is the emulators and the machine.
 	ceil := scenario.Delivery{Name: "ceiling", Dispatchers: 4, Concurrency: 2 * concurrency, Rows: rows(8000)}
-	ceiling, err := env.Deliver(ctx, ceil, 0)
-	if err != nil {
-		return err
+	var ceiling scenario.DeliveryResult
+	if c.runs("ceiling") {
+		var err error
+		if ceiling, err = env.Deliver(ctx, ceil, 0); err != nil {
+			return err
+		}
 	}
 	// A ceiling measured lower than a rate reached in a later run was
 	// itself slowed (by the machine's load): the highest rate seen is the
 	// better estimate.
-	ceilingRow := len(tab.Rows)
-	tab.Add(report.Row{Name: "emulators' ceiling: 4 dispatchers × 32, sink without latency", Value: ceiling.Rate, Unit: "rows/s",
-		Note: fmt.Sprintf("%d rows", ceil.Rows)})
+	ceilingRow := -1
+	if c.runs("ceiling") {
+		ceilingRow = len(tab.Rows)
+		tab.Add(report.Row{Name: "emulators' ceiling: 4 dispatchers × 32, sink without latency", Value: ceiling.Rate, Unit: "rows/s",
+			Note: fmt.Sprintf("%d rows", ceil.Rows)})
+	}
 	type ideal struct {
 		row   int
 		ideal float64
@@ -56,7 +62,7 @@ func measure(ctx context.Context, c config, env scenario.Env, tab *report.Table)
 		for _, r := range rates {
 			top = max(top, r)
 		}
-		if top > ceiling.Rate {
+		if top > ceiling.Rate && ceilingRow >= 0 {
 			tab.Rows[ceilingRow].Note += fmt.Sprintf("; %.0f rows/s reached in a delivery run counts as the ceiling", top)
 		}
 		for _, i := range ideals {
@@ -69,6 +75,9 @@ func measure(ctx context.Context, c config, env scenario.Env, tab *report.Table)
 	// Delivery at 200 ms, 1, 2 and 4 dispatchers; the first also runs the
 	// seed's loop against its sink.
 	for _, n := range []int{1, 2, 4} {
+		if !c.runs("delivery") {
+			break
+		}
 		d := scenario.Delivery{Name: fmt.Sprintf("delivery-%d", n), Dispatchers: n, Concurrency: concurrency, Latency: latency}
 		d.Rows = rows(steadySeconds * d.Ideal())
 		seedFor := time.Duration(0)
@@ -105,6 +114,9 @@ func measure(ctx context.Context, c config, env scenario.Env, tab *report.Table)
 
 	// Random loss, 1 dispatcher: the 0 % run is the one above.
 	for _, fail := range []float64{0.02, 0.10} {
+		if !c.runs("loss") {
+			break
+		}
 		d := scenario.Delivery{Name: fmt.Sprintf("loss-%.0f", 100*fail), Dispatchers: 1, Concurrency: concurrency, Latency: latency, FailRate: fail}
 		d.Rows = rows(steadySeconds * d.Ideal())
 		res, err := env.Deliver(ctx, d, 0)
@@ -122,28 +134,34 @@ func measure(ctx context.Context, c config, env scenario.Env, tab *report.Table)
 		tab.Add(row)
 	}
 
-	// Ingest.
-	in, err := env.Ingest(ctx, rows(20000))
-	if err != nil {
-		return err
+	if c.runs("ingest") {
+		in, err := env.Ingest(ctx, rows(20000))
+		if err != nil {
+			return err
+		}
+		tab.Add(report.Row{
+			Name: "ingest: StreamFile (spool send)", Value: in.Spool, Unit: "rows/s",
+			Baseline: in.RawMean(), BaselineName: "raw SendMessageBatch, 8 senders", Min: ingestFloor,
+			Note: fmt.Sprintf("%d rows; raw before %.0f, after %.0f", rows(20000), in.RawBefore, in.RawAfter),
+		})
 	}
-	tab.Add(report.Row{
-		Name: "ingest: StreamFile (spool send)", Value: in.Spool, Unit: "rows/s",
-		Baseline: in.RawMean(), BaselineName: "raw SendMessageBatch, 8 senders", Min: ingestFloor,
-		Note: fmt.Sprintf("%d rows; raw before %.0f, after %.0f", rows(20000), in.RawBefore, in.RawAfter),
-	})
 
 	// The existing benchmarks: the ledger's cost per row, the ingestor's
 	// memory.
-	led, err := gobench.Run(ctx, filepath.Join(c.root, "dispatcher"), "./internal/ledger/", "LedgerWrites", "3x", false, env.Log)
-	if err != nil {
-		return err
+	if c.runs("ledger") {
+		led, err := gobench.Run(ctx, filepath.Join(c.root, "dispatcher"), "./internal/ledger/", "LedgerWrites", "3x", false, env.Log)
+		if err != nil {
+			return err
+		}
+		tab.Add(report.Row{
+			Name: "ledger: claim + finish per row", Value: led["ledger-rows/s"], Unit: "rows/s",
+			Baseline: led["put-rows/s"], BaselineName: "one PutItem per row",
+			Note: fmt.Sprintf("time per row %.2f× the PutItem's (two conditional writes)", led["ledger/put"]),
+		})
 	}
-	tab.Add(report.Row{
-		Name: "ledger: claim + finish per row", Value: led["ledger-rows/s"], Unit: "rows/s",
-		Baseline: led["put-rows/s"], BaselineName: "one PutItem per row",
-		Note: fmt.Sprintf("time per row %.2f× the PutItem's (two conditional writes)", led["ledger/put"]),
-	})
+	if !c.runs("rss") {
+		return nil
+	}
 	pattern := "IngestRSS|UnterminatedQuoteRSS"
 	if c.short {
 		pattern = "IngestRSS"

@@ -52,7 +52,8 @@ func (r Row) ratio() float64 {
 // Failure says why a row's ratio is out of its bounds, or "" when it is
 // within them or not checked.
 func (r Row) Failure() string {
-	if r.Unchecked != "" {
+	if r.Unchecked != "" || (r.Baseline == 0 && r.Ratio == 0) {
+		// Nothing to compare: the baseline did not run (-only).
 		return ""
 	}
 	q := r.ratio()

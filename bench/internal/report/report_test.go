@@ -22,6 +22,7 @@ func TestFailure(t *testing.T) {
 		{name: "ratio set by hand wins", row: Row{Name: "x", Value: 300, Baseline: 80, Ratio: 3.75, Min: 3.3}},
 		{name: "bound by the machine", row: Row{Name: "x", Value: 10, Baseline: 100, Min: 0.8, Unchecked: "emulators"}},
 		{name: "no bound", row: Row{Name: "x", Value: 1, Baseline: 100}},
+		{name: "no baseline in this run", row: Row{Name: "x", Value: 1, Min: 0.85}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
