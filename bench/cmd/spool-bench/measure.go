@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/spoolhq/spool/bench/internal/gobench"
@@ -83,6 +85,7 @@ func measure(ctx context.Context, c config, env scenario.Env, tab *report.Table)
 		seedFor := time.Duration(0)
 		if n == 1 {
 			seedFor = time.Duration(float64(15*time.Second) * min(c.scale, 1))
+			d.CountCalls = true
 		}
 		res, err := env.Deliver(ctx, d, seedFor)
 		if err != nil {
@@ -101,6 +104,7 @@ func measure(ctx context.Context, c config, env scenario.Env, tab *report.Table)
 					Baseline: 1 / latency.Seconds(), BaselineName: "1 / latency"},
 				report.Row{Name: "Spool's speed-up over the seed's loop (1 dispatcher)", Value: res.Rate / res.Seed, Unit: "×"},
 			)
+			tab.Add(callRows(res.Calls, d.Rows)...)
 		}
 		if n > 1 {
 			floor := map[int]float64{2: scaling2Floor, 4: scaling4Floor}[n]
@@ -185,4 +189,23 @@ func measure(ctx context.Context, c config, env scenario.Env, tab *report.Table)
 		},
 	)
 	return nil
+}
+
+// callRows are the AWS calls per delivered row, by operation, and their
+// sum: counted at the wire from sending the file to its last row at the
+// sink, idle receives included.
+func callRows(calls map[string]int64, rows int) []report.Row {
+	ops := slices.Sorted(maps.Keys(calls))
+	var out []report.Row
+	total := int64(0)
+	for _, op := range ops {
+		total += calls[op]
+		out = append(out, report.Row{
+			Name: "AWS calls per delivered row: " + op, Value: float64(calls[op]) / float64(rows), Unit: "calls/row",
+		})
+	}
+	return append(out, report.Row{
+		Name: "AWS calls per delivered row, all", Value: float64(total) / float64(rows), Unit: "calls/row",
+		Note: fmt.Sprintf("%d calls for %d rows, 1 dispatcher, counted at the wire", total, rows),
+	})
 }

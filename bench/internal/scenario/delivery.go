@@ -16,6 +16,8 @@ type Delivery struct {
 	Latency     time.Duration
 	FailRate    float64
 	Rows        int
+	// CountCalls counts the AWS calls of the run (see callCounter).
+	CountCalls bool
 }
 
 // Ideal is Little's law's rows/s: every slot of every dispatcher busy all
@@ -36,6 +38,9 @@ type DeliveryResult struct {
 	// Seed is the seed's loop, one row at a time, against the same sink;
 	// measured when asked for.
 	Seed float64
+	// Calls counts the AWS calls made from sending the file to its last
+	// row at the sink, by "service operation"; when asked for.
+	Calls map[string]int64
 }
 
 // Deliver sends a file of d.Rows rows through a fresh stack set up as d
@@ -47,7 +52,12 @@ func (e Env) Deliver(ctx context.Context, d Delivery, seedFor time.Duration) (De
 	if d.FailRate > 0 {
 		sinkArgs = append(sinkArgs, "-fail-rate", strconv.FormatFloat(d.FailRate, 'f', -1, 64))
 	}
-	s, err := e.up(ctx, d.Name, d.Dispatchers, []string{"-concurrency", strconv.Itoa(d.Concurrency)}, sinkArgs)
+	var calls *callCounter
+	if d.CountCalls {
+		calls = newCallCounter()
+		defer calls.close()
+	}
+	s, err := e.up(ctx, d.Name, d.Dispatchers, []string{"-concurrency", strconv.Itoa(d.Concurrency)}, sinkArgs, calls)
 	if err != nil {
 		return res, err
 	}
@@ -59,6 +69,10 @@ func (e Env) Deliver(ctx context.Context, d Delivery, seedFor time.Duration) (De
 	file, err := e.sampleFile(d.Rows)
 	if err != nil {
 		return res, err
+	}
+	var before map[string]int64
+	if calls != nil {
+		before = calls.snapshot()
 	}
 	start := time.Now()
 	job, err := e.send(ctx, s, file)
@@ -74,6 +88,9 @@ func (e Env) Deliver(ctx context.Context, d Delivery, seedFor time.Duration) (De
 	}
 	res.Wall = time.Since(start)
 	res.Rate = p.steadyRate(int64(d.Rows))
+	if calls != nil {
+		res.Calls = calls.since(before)
+	}
 	fmt.Fprintf(e.Log, "%s: %d rows in %s, steady %.1f rows/s\n", d.Name, d.Rows, res.Wall.Round(time.Millisecond), res.Rate)
 	if seedFor > 0 {
 		if res.Seed, err = seedLoop(ctx, s.Sink.Addr, file, seedFor); err != nil {

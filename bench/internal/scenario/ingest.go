@@ -42,7 +42,7 @@ func (r IngestResult) RawMean() float64 { return (r.RawBefore + r.RawAfter) / 2 
 // emulator.
 func (e Env) Ingest(ctx context.Context, rows int) (IngestResult, error) {
 	var res IngestResult
-	s, err := e.up(ctx, "ingest", 1, nil, nil)
+	s, err := e.up(ctx, "ingest", 1, nil, nil, nil)
 	if err != nil {
 		return res, err
 	}

@@ -31,18 +31,23 @@ type Env struct {
 }
 
 // up starts a stack with dispatchers dispatchers and the given extra
-// arguments; the caller stops it with Down.
-func (e Env) up(ctx context.Context, name string, dispatchers int, dispatcherArgs, sinkArgs []string) (*stack.Stack, error) {
+// arguments, its services reaching the emulators through calls when it is
+// not nil; the caller stops it with Down.
+func (e Env) up(ctx context.Context, name string, dispatchers int, dispatcherArgs, sinkArgs []string, calls *callCounter) (*stack.Stack, error) {
 	dir, err := os.MkdirTemp(e.WorkDir, name+"-")
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	s, err := stack.Up(ctx, stack.Options{
+	o := stack.Options{
 		StateDir: dir, BinDir: e.BinDir, Dispatchers: dispatchers,
 		DispatcherArgs: dispatcherArgs, SinkArgs: sinkArgs,
-	})
+	}
+	if calls != nil {
+		o.AWSEndpoint = calls.endpoint
+	}
+	s, err := stack.Up(ctx, o)
 	if err != nil {
 		return nil, fmt.Errorf("start stack %s: %w", name, err)
 	}
