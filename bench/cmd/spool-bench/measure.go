@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/spoolhq/spool/bench/internal/capacity"
 	"github.com/spoolhq/spool/bench/internal/gobench"
 	"github.com/spoolhq/spool/bench/internal/report"
 	"github.com/spoolhq/spool/bench/internal/scenario"
@@ -105,6 +106,7 @@ func measure(ctx context.Context, c config, env scenario.Env, tab *report.Table)
 				report.Row{Name: "Spool's speed-up over the seed's loop (1 dispatcher)", Value: res.Rate / res.Seed, Unit: "×"},
 			)
 			tab.Add(callRows(res.Calls, d.Rows)...)
+			tab.Add(modelRows(res.Calls, d.Rows, res.Rate/d.Ideal())...)
 		}
 		if n > 1 {
 			floor := map[int]float64{2: scaling2Floor, 4: scaling4Floor}[n]
@@ -185,7 +187,7 @@ func measure(ctx context.Context, c config, env scenario.Env, tab *report.Table)
 		},
 		report.Row{
 			Name: "ingestor peak RSS, a 1 GiB unterminated quote", Value: rss["rss-MiB"], Unit: "MiB",
-			Note: fmt.Sprintf("refused after %.0f MiB sent; the benchmark's own bound is 64 MiB", rss["sent-MiB"]),
+			Note: fmt.Sprintf("refused after %.2f MiB sent; the benchmark's own bound is 64 MiB", rss["sent-MiB"]),
 		},
 	)
 	return nil
@@ -208,4 +210,33 @@ func callRows(calls map[string]int64, rows int) []report.Row {
 		Name: "AWS calls per delivered row, all", Value: float64(total) / float64(rows), Unit: "calls/row",
 		Note: fmt.Sprintf("%d calls for %d rows, 1 dispatcher, counted at the wire", total, rows),
 	})
+}
+
+// modelRows run docs/capacity.md's arithmetic on this run's figures: the
+// AWS cost of a million rows from the counted calls, and the tasks a
+// million-row file needs in 20 minutes at the measured efficiency.
+func modelRows(calls map[string]int64, rows int, efficiency float64) []report.Row {
+	perRow := map[string]float64{}
+	for op, n := range calls {
+		perRow[op] = float64(n) / float64(rows)
+	}
+	cost := capacity.CostOfMillion(perRow)
+	perTask := capacity.RowsPerSecond(concurrency, latency, efficiency)
+	open := capacity.TasksFor(1_000_000, 20*time.Minute, perTask, 0)
+	capped := capacity.TasksFor(1_000_000, 20*time.Minute, perTask, 50)
+	return []report.Row{
+		{
+			Name: "model: AWS requests for 1 M rows, on demand", Value: cost.Total, Unit: "USD",
+			Note: fmt.Sprintf("SQS %.2f, DynamoDB writes %.2f, reads %.2f (docs/capacity.md)",
+				cost.PerKind[capacity.Request], cost.PerKind[capacity.Write], cost.PerKind[capacity.Read]),
+		},
+		{
+			Name: "model: tasks × 16 for 1 M rows in 20 min, 200 ms destination", Value: float64(open.Tasks), Unit: "tasks",
+			Note: fmt.Sprintf("%.0f rows/s per task at the measured %.2f of Little's law", perTask, efficiency),
+		},
+		{
+			Name: "model: the same at a destination capped at 50 requests/s", Value: capped.Shortest.Hours(), Unit: "hours",
+			Note: fmt.Sprintf("bound by the destination; %d task(s) keep up with it", capped.Tasks),
+		},
+	}
 }

@@ -61,10 +61,10 @@ func (r Row) Failure() string {
 		return fmt.Sprintf("%s: no ratio", r.Name)
 	}
 	if r.Min != 0 && q < r.Min {
-		return fmt.Sprintf("%s: ratio %.2f below its floor %.2f", r.Name, q, r.Min)
+		return fmt.Sprintf("%s: ratio %.3f below its floor %.2f", r.Name, q, r.Min)
 	}
 	if r.Max != 0 && q > r.Max {
-		return fmt.Sprintf("%s: ratio %.2f above its ceiling %.2f", r.Name, q, r.Max)
+		return fmt.Sprintf("%s: ratio %.3f above its ceiling %.2f", r.Name, q, r.Max)
 	}
 	return ""
 }

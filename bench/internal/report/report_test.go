@@ -17,8 +17,8 @@ func TestFailure(t *testing.T) {
 		want string
 	}{
 		{name: "above its floor", row: Row{Name: "x", Value: 90, Baseline: 100, Min: 0.8}},
-		{name: "below its floor", row: Row{Name: "x", Value: 70, Baseline: 100, Min: 0.8}, want: "x: ratio 0.70 below its floor 0.80"},
-		{name: "above its ceiling", row: Row{Name: "x", Value: 1.5, Ratio: 1.5, Max: 1.3}, want: "x: ratio 1.50 above its ceiling 1.30"},
+		{name: "below its floor", row: Row{Name: "x", Value: 70, Baseline: 100, Min: 0.8}, want: "x: ratio 0.700 below its floor 0.80"},
+		{name: "above its ceiling", row: Row{Name: "x", Value: 1.5, Ratio: 1.5, Max: 1.3}, want: "x: ratio 1.500 above its ceiling 1.30"},
 		{name: "ratio set by hand wins", row: Row{Name: "x", Value: 300, Baseline: 80, Ratio: 3.75, Min: 3.3}},
 		{name: "bound by the machine", row: Row{Name: "x", Value: 10, Baseline: 100, Min: 0.8, Unchecked: "emulators"}},
 		{name: "no bound", row: Row{Name: "x", Value: 1, Baseline: 100}},
@@ -42,7 +42,7 @@ func TestPrintAndJSON(t *testing.T) {
 	require.Contains(t, out.String(), "0.88")
 	require.Contains(t, out.String(), "≥ 0.80 ok")
 	require.Contains(t, out.String(), "≥ 0.85 FAIL")
-	require.Contains(t, out.String(), "FAIL delivery, 2 % loss: ratio 0.57 below its floor 0.85")
+	require.Contains(t, out.String(), "FAIL delivery, 2 % loss: ratio 0.571 below its floor 0.85")
 
 	path, err := tab.WriteJSON(t.TempDir())
 	require.NoError(t, err)

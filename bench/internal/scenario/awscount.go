@@ -24,9 +24,14 @@ type callCounter struct {
 	mu      sync.Mutex
 	counts  map[string]int64
 	servers []*http.Server
+	// transport carries the proxied calls; its idle connections are closed
+	// with the proxies, or an emulator would wait for them on its way out.
+	transport *http.Transport
 }
 
-func newCallCounter() *callCounter { return &callCounter{counts: map[string]int64{}} }
+func newCallCounter() *callCounter {
+	return &callCounter{counts: map[string]int64{}, transport: http.DefaultTransport.(*http.Transport).Clone()}
+}
 
 // endpoint starts a counting proxy to emulatorURL and returns its URL.
 func (c *callCounter) endpoint(_ emulator.Kind, emulatorURL string) (string, error) {
@@ -39,6 +44,7 @@ func (c *callCounter) endpoint(_ emulator.Kind, emulatorURL string) (string, err
 		return "", err
 	}
 	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = c.transport
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			c.count(operation(r))
@@ -104,7 +110,7 @@ func (c *callCounter) since(before map[string]int64) map[string]int64 {
 	return m
 }
 
-// close stops the proxies.
+// close stops the proxies and closes their connections to the emulators.
 func (c *callCounter) close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -113,4 +119,6 @@ func (c *callCounter) close() {
 		_ = s.Shutdown(ctx)
 		cancel()
 	}
+	c.servers = nil
+	c.transport.CloseIdleConnections()
 }

@@ -62,6 +62,17 @@ func (e Env) Deliver(ctx context.Context, d Delivery, seedFor time.Duration) (De
 		return res, err
 	}
 	defer func() {
+		if calls != nil {
+			// Spool's processes first, then the proxies between them and
+			// the emulators, then the emulators: an emulator waits for
+			// open connections before it exits.
+			for _, p := range append(append(s.Dispatchers, s.Ingestor), s.Sink) {
+				if err := p.Stop(30 * time.Second); err != nil {
+					fmt.Fprintf(e.Log, "%s: stop %s: %v\n", d.Name, p.Name, err)
+				}
+			}
+			calls.close()
+		}
 		if err := s.Down(); err != nil {
 			fmt.Fprintf(e.Log, "%s: stack down: %v\n", d.Name, err)
 		}
