@@ -33,7 +33,7 @@
 //     concurrency ignore errors altogether and would not see a load
 //     shedder that fails fast. Judging loss against its usual rate keeps
 //     both: random loss costs what it loses, a step in the error rate
-//     still cuts within the window it appears in.
+//     still cuts within a few round trips (sim_test.go).
 //
 // Until the first sign of load (a cut, or a window's latency above the
 // tolerance) the limit doubles every window, as TCP's slow start does, so a
