@@ -107,10 +107,9 @@ chaos: deps build
 	SPOOL_BIN_DIR=$(BIN) SPOOL_CHAOS_ROWS=$(CHAOS_ROWS) SPOOL_CHAOS_INGEST_ROWS=50000 SPOOL_FAILURE_ROWS=5000 SPOOL_RATE_ROWS=5000 \
 	  SPOOL_E2E_ROWS=50000 go test -count=1 -v -timeout 90m -run 'Chaos|LargeFile|RejectedRows|SIGTERM|DestinationDown|Throttled' github.com/spoolhq/spool/e2e
 
-## bench: the ingestor memory benchmarks (1 M rows vs 10 k rows; a 1 GiB unterminated quote) and the ledger's cost per row
-bench: deps
-	cd ingestor && go test -run '^$$' -bench 'IngestRSS|UnterminatedQuoteRSS' -benchtime 1x -timeout 40m ./bench/
-	cd dispatcher && go test -run '^$$' -bench LedgerWrites -benchtime 3x -timeout 10m ./internal/ledger/
+## bench: Spool side by side with its baselines in one table (ingest, delivery vs Little's law and scaling, the seed's loop, random loss, the ledger, the ingestor's memory); fails when a ratio is out of its bound; JSON to bench/results/
+bench: deps build
+	go run ./bench/cmd/spool-bench -bin $(BIN)
 
 clean:
 	rm -rf bin .spool

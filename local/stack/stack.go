@@ -49,6 +49,10 @@ type Options struct {
 	QueueOptions *provision.QueueOptions
 	// Extra command-line flags per service.
 	IngestorArgs, DispatcherArgs, SinkArgs []string
+	// AWSEndpoint, when set, is asked for the endpoint the services use to
+	// reach each emulator, given the emulator's own URL: a test puts a
+	// proxy in between this way. Provisioning still talks to the emulator.
+	AWSEndpoint func(kind emulator.Kind, emulatorURL string) (string, error)
 	// Detach lets the processes outlive the caller (for `make up`).
 	Detach bool
 	// Log receives one line per step; nil discards.
@@ -120,13 +124,22 @@ func Up(ctx context.Context, o Options) (s *Stack, err error) {
 	}
 	impl, _ := emulator.ChosenDynamoDB() // started, so valid
 	fmt.Fprintf(o.Log, "DynamoDB emulator: %s (%s)\n", impl, emulator.DynamoDBEnv)
+	sqsEndpoint, ddbEndpoint := s.SQS.Addr, s.Dynamo.Addr
+	if o.AWSEndpoint != nil {
+		if sqsEndpoint, err = o.AWSEndpoint(emulator.SQS, s.SQS.Addr); err != nil {
+			return nil, fmt.Errorf("endpoint of %s: %w", emulator.SQS, err)
+		}
+		if ddbEndpoint, err = o.AWSEndpoint(emulator.DynamoDB, s.Dynamo.Addr); err != nil {
+			return nil, fmt.Errorf("endpoint of %s: %w", emulator.DynamoDB, err)
+		}
+	}
 	s.baseEnv = []string{
 		"AWS_REGION=us-east-1",
 		"AWS_ACCESS_KEY_ID=local",
 		"AWS_SECRET_ACCESS_KEY=local",
 		"AWS_EC2_METADATA_DISABLED=true",
-		emulator.SQS.EnvEndpoint() + "=" + s.SQS.Addr,
-		emulator.DynamoDB.EnvEndpoint() + "=" + s.Dynamo.Addr,
+		emulator.SQS.EnvEndpoint() + "=" + sqsEndpoint,
+		emulator.DynamoDB.EnvEndpoint() + "=" + ddbEndpoint,
 	}
 	queues, err := provisionAll(ctx, s.SQS.Addr, s.Dynamo.Addr, o)
 	if err != nil {

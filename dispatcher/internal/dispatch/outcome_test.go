@@ -47,18 +47,19 @@ func TestHalfOpenProbeAnsweredWithARefusalClosesTheBreaker(t *testing.T) {
 
 // TestLostAnswerDoesNotShrinkTheLimit: an answer that never came is a
 // failure for the breaker but no measure of load; throttling and overload
-// do cut the limit.
+// are read as load (the limit decides whether one is enough to cut: a 429
+// is, a single 503 is within a destination's random failures).
 func TestLostAnswerDoesNotShrinkTheLimit(t *testing.T) {
 	tests := []struct {
-		name   string
-		err    error
-		shrink bool
+		name         string
+		err          error
+		load, shrink bool
 	}{
-		{name: "lost after writing", err: timedOut, shrink: false},
-		{name: "refused", err: &deliver.Failure{Status: 422, Written: true}, shrink: false},
-		{name: "throttled", err: &deliver.Failure{Status: 429, Written: true}, shrink: true},
-		{name: "overloaded", err: &deliver.Failure{Status: 503, Written: true}, shrink: true},
-		{name: "unreachable", err: &deliver.Failure{Err: context.DeadlineExceeded}, shrink: true},
+		{name: "lost after writing", err: timedOut},
+		{name: "refused", err: &deliver.Failure{Status: 422, Written: true}},
+		{name: "throttled", err: &deliver.Failure{Status: 429, Written: true}, load: true, shrink: true},
+		{name: "overloaded", err: &deliver.Failure{Status: 503, Written: true}, load: true},
+		{name: "unreachable", err: &deliver.Failure{Err: context.DeadlineExceeded}, load: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -67,6 +68,7 @@ func TestLostAnswerDoesNotShrinkTheLimit(t *testing.T) {
 			f.h.Handle(t.Context(), message(1))
 			require.Equal(t, 1, f.send.calls)
 			require.Zero(t, l.InFlight(), "the slot is given back")
+			require.Equal(t, tt.load, l.Stats().Overloads == 1, "read as load")
 			if tt.shrink {
 				require.Less(t, l.Limit(), 16)
 			} else {

@@ -19,11 +19,28 @@
 //     most half per window. Both moves are smoothed. The limit does not grow
 //     while fewer than half of its slots are used: an idle window says
 //     nothing about capacity.
-//   - Loss (TCP's AIMD): an overload answer (429, 5xx, a timeout) cuts the
-//     limit multiplicatively by Backoff at once, without waiting for
-//     latency to show it. As in TCP, it is cut once per window: overloads
-//     of requests that were already in flight when the limit was cut do not
-//     cut it again, so a burst of fifty 429s is one signal, not fifty.
+//   - Loss (TCP's AIMD): an overload answer cuts the limit multiplicatively
+//     by Backoff at once, without waiting for latency to show it, when it
+//     is news: a 429 always is (the destination asks for less), and a 5xx
+//     or a timeout is when latency is rising or when the losses of the last
+//     two windows are more than a destination's usual random failures can
+//     explain (see loss.go). As in TCP, the limit is cut once per window:
+//     overloads of requests that were already in flight when it was cut do
+//     not cut it again, so a burst of fifty 429s is one signal, not fifty.
+//     Plain AIMD reads every loss as congestion, and a destination that
+//     fails 2 % of requests at random then holds the limit near its floor
+//     (measured: a third of the speed); Gradient2 and envoy's adaptive
+//     concurrency ignore errors altogether and would not see a load
+//     shedder that fails fast. Judging loss against its usual rate keeps
+//     both: random loss costs what it loses, a step in the error rate
+//     still cuts within a few round trips (sim_test.go).
+//
+// Until the first sign of load (a cut, or a window's latency above the
+// tolerance) the limit doubles every window, as TCP's slow start does, so a
+// short job against a fast destination does not spend its life ramping up;
+// from then on it grows by about √limit per window. After a series of cuts
+// it doubles again up to half the limit the series began at, so a limit
+// that fell to its floor in an outage is not a minute climbing back.
 //
 // The baseline is where this departs from Gradient2, whose baseline is a
 // long moving average: under a queue we keep standing, that average creeps
@@ -139,6 +156,14 @@ type Limiter struct {
 	waiters     []*waiter // FIFO
 	overloads   int64
 	samples     int64
+	cuts        int64
+	// rampTo is slow start's threshold (TCP's ssthresh): below it, and
+	// while latency is flat, the limit doubles every window.
+	rampTo float64
+	// cutting is set from a cut until a window closes without one: the
+	// cuts of one overload are one series.
+	cutting bool
+	loss    lossMeter
 }
 
 // waiter is an Acquire blocked on a full limiter. ready is closed once a
@@ -154,6 +179,7 @@ func New(o Options) *Limiter {
 	return &Limiter{
 		o:        o,
 		estimate: float64(o.Initial),
+		rampTo:   float64(o.Max),
 	}
 }
 
@@ -225,11 +251,13 @@ func (t *Token) Done(o deliver.Outcome, latency time.Duration) {
 	t.done = true
 	switch lesson(o) {
 	case sample:
+		l.loss.answered(false, t.seq > l.cutBefore)
 		if latency > 0 {
 			l.sampleLocked(t, float64(latency))
 		}
 	case cut:
-		l.overloadLocked(t)
+		l.loss.answered(true, t.seq > l.cutBefore)
+		l.overloadLocked(t, o == deliver.Throttled)
 	}
 	l.releaseLocked()
 }
@@ -253,10 +281,13 @@ type Stats struct {
 	Limit, InFlight, Waiting int
 	// Baseline is the lowest window latency, Recent the last one.
 	Baseline, Recent time.Duration
-	// Samples counts latency samples, Overloads overload outcomes, Probes
-	// the windows run at a quarter of the limit to measure the baseline
-	// again.
-	Samples, Overloads, Probes int64
+	// Samples counts latency samples, Overloads overload outcomes, Cuts
+	// the overloads that cut the limit, Probes the windows run at a
+	// quarter of the limit to measure the baseline again.
+	Samples, Overloads, Cuts, Probes int64
+	// UsualLoss is the share of answers a destination usually fails
+	// without being overloaded, as the limit learned it.
+	UsualLoss float64
 }
 
 // Stats returns the limiter's state.
@@ -266,7 +297,8 @@ func (l *Limiter) Stats() Stats {
 	return Stats{
 		Limit: l.limitLocked(), InFlight: l.inflight, Waiting: len(l.waiters),
 		Baseline: time.Duration(l.baseline), Recent: time.Duration(l.recent),
-		Samples: l.samples, Overloads: l.overloads, Probes: l.probes,
+		Samples: l.samples, Overloads: l.overloads, Cuts: l.cuts, Probes: l.probes,
+		UsualLoss: l.loss.usual,
 	}
 }
 
@@ -305,13 +337,25 @@ func (l *Limiter) removeLocked(w *waiter) {
 	}
 }
 
-// overloadLocked cuts the limit, once per window: the tokens in flight
-// when it was last cut saw the same congestion.
-func (l *Limiter) overloadLocked(t *Token) {
+// overloadLocked cuts the limit when the overload is news (see the package
+// comment), once per window: the tokens in flight when it was last cut saw
+// the same congestion.
+func (l *Limiter) overloadLocked(t *Token, throttled bool) {
 	l.overloads++
 	if t.seq <= l.cutBefore {
 		return
 	}
+	if !throttled && !l.latencyRisingLocked() && !l.loss.unusual() {
+		return
+	}
+	l.cuts++
+	if !l.cutting {
+		// After the overload, ramp quickly back to half of where it
+		// began, and feel the way from there, as TCP does after a loss.
+		l.rampTo = l.estimate / 2
+		l.cutting = true
+	}
+	l.loss.rotate()
 	l.estimate = max(float64(l.o.Min), l.estimate*l.o.Backoff)
 	if l.probing {
 		l.saved = max(float64(l.o.Min), l.saved*l.o.Backoff)
@@ -344,6 +388,8 @@ func (l *Limiter) sampleLocked(t *Token, rtt float64) {
 	appLimited := float64(w.maxInflight) < l.estimate/2
 	*w = window{}
 	l.recent = recent
+	l.loss.closeWindow()
+	l.cutting = false
 
 	if l.probing {
 		// The probe window ran at a quarter of the limit, with any queue
@@ -372,6 +418,16 @@ func (l *Limiter) sampleLocked(t *Token, rtt float64) {
 	if gradient == 1 && appLimited {
 		return
 	}
+	if gradient < 1 {
+		// Latency is up: this is where the destination starts queueing,
+		// and the limit grows slowly from here.
+		l.rampTo = 0
+	}
+	if l.estimate < l.rampTo {
+		l.estimate = min(2*l.estimate, l.rampTo, float64(l.o.Max))
+		l.wakeLocked()
+		return
+	}
 	next := l.estimate*gradient + math.Sqrt(l.estimate)
 	next = l.estimate*(1-l.o.Smoothing) + next*l.o.Smoothing
 	grew := next > l.estimate
@@ -379,6 +435,22 @@ func (l *Limiter) sampleLocked(t *Token, rtt float64) {
 	if grew {
 		l.wakeLocked()
 	}
+}
+
+// latencyRisingLocked tells whether the destination is queueing now: the
+// window under way, or the last one while this one has few samples, is
+// slower than the baseline by more than the tolerance.
+func (l *Limiter) latencyRisingLocked() bool {
+	if l.baseline == 0 {
+		return false
+	}
+	recent := l.recent
+	// A few samples of the window under way are enough to see a queue
+	// growing; one could be a slow request.
+	if l.window.count >= max(1, l.o.WindowSamples/2) {
+		recent = l.window.sum / float64(l.window.count)
+	}
+	return recent > l.o.Tolerance*l.baseline
 }
 
 // startProbeLocked quarters the limit for one window to measure the

@@ -1,0 +1,167 @@
+// Package report is the benchmark's table: each figure beside the baseline
+// it was measured against in the same run, their ratio, and the floor the
+// ratio must keep. A floor is checked only where the figure measures
+// Spool; a row whose bound is the machine (the emulators' ceiling) says so
+// and is shown without failing.
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Row is one line of the table.
+type Row struct {
+	// Name says what was measured; Unit what Value counts.
+	Name  string  `json:"name"`
+	Value float64 `json:"value"`
+	Unit  string  `json:"unit"`
+	// Baseline is what Value is compared with, measured in the same run
+	// (or computed, as Little's law's ideal); BaselineName says what it is.
+	// Zero when the row has no baseline.
+	Baseline     float64 `json:"baseline,omitempty"`
+	BaselineName string  `json:"baseline_name,omitempty"`
+	// Ratio is Value / Baseline unless set otherwise (a scaling ratio).
+	Ratio float64 `json:"ratio,omitempty"`
+	// Min and Max bound the ratio; zero is no bound.
+	Min float64 `json:"min,omitempty"`
+	Max float64 `json:"max,omitempty"`
+	// Unchecked is why the floor does not apply in this run, if it does
+	// not: the figure measured the machine, not Spool.
+	Unchecked string `json:"unchecked,omitempty"`
+	// Note is anything else a reader needs.
+	Note string `json:"note,omitempty"`
+}
+
+// ratio returns the row's ratio, computing it from the baseline when it
+// was not set.
+func (r Row) ratio() float64 {
+	if r.Ratio != 0 || r.Baseline == 0 {
+		return r.Ratio
+	}
+	return r.Value / r.Baseline
+}
+
+// Failure says why a row's ratio is out of its bounds, or "" when it is
+// within them or not checked.
+func (r Row) Failure() string {
+	if r.Unchecked != "" || (r.Baseline == 0 && r.Ratio == 0) {
+		// Nothing to compare: the baseline did not run (-only).
+		return ""
+	}
+	q := r.ratio()
+	if math.IsNaN(q) {
+		return fmt.Sprintf("%s: no ratio", r.Name)
+	}
+	if r.Min != 0 && q < r.Min {
+		return fmt.Sprintf("%s: ratio %.3f below its floor %.2f", r.Name, q, r.Min)
+	}
+	if r.Max != 0 && q > r.Max {
+		return fmt.Sprintf("%s: ratio %.3f above its ceiling %.2f", r.Name, q, r.Max)
+	}
+	return ""
+}
+
+// Table is a benchmark run.
+type Table struct {
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	// Machine describes where it ran (cores, load), since every figure is
+	// relative to it.
+	Machine string `json:"machine"`
+	Rows    []Row  `json:"rows"`
+}
+
+// Add appends rows.
+func (t *Table) Add(rows ...Row) { t.Rows = append(t.Rows, rows...) }
+
+// Failures lists every row out of its bounds.
+func (t *Table) Failures() []string {
+	var out []string
+	for _, r := range t.Rows {
+		if f := r.Failure(); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// Print writes the table as aligned text, then one line per failure.
+func (t *Table) Print(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "measured\tfigure\tbaseline\tratio\tbound\tnote")
+	for _, r := range t.Rows {
+		base := ""
+		if r.Baseline != 0 {
+			base = fmt.Sprintf("%s (%s)", num(r.Baseline), r.BaselineName)
+		}
+		ratio := ""
+		if q := r.ratio(); q != 0 {
+			ratio = fmt.Sprintf("%.2f", q)
+		}
+		var bound []string
+		if r.Min != 0 {
+			bound = append(bound, fmt.Sprintf("≥ %.2f", r.Min))
+		}
+		if r.Max != 0 {
+			bound = append(bound, fmt.Sprintf("≤ %.2f", r.Max))
+		}
+		b := strings.Join(bound, ", ")
+		if r.Failure() != "" {
+			b += " FAIL"
+		} else if b != "" && r.Unchecked == "" {
+			b += " ok"
+		}
+		note := r.Note
+		if r.Unchecked != "" {
+			note = strings.TrimSpace("not checked: " + r.Unchecked + "; " + note)
+			note = strings.TrimSuffix(note, ";")
+		}
+		fmt.Fprintf(tw, "%s\t%s %s\t%s\t%s\t%s\t%s\n", r.Name, num(r.Value), r.Unit, base, ratio, b, note)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, f := range t.Failures() {
+		if _, err := fmt.Fprintln(w, "FAIL", f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// num prints a figure with as many digits as it needs.
+func num(v float64) string {
+	switch a := math.Abs(v); {
+	case a >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case a >= 10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
+
+// WriteJSON writes the table to dir, named for when the run started, and
+// returns the file's path.
+func (t *Table) WriteJSON(dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("create %s: %w", dir, err)
+	}
+	b, err := json.MarshalIndent(t, "", "  ")
+	if err != nil {
+		return "", fmt.Errorf("encode results: %w", err)
+	}
+	path := filepath.Join(dir, "run-"+t.Started.UTC().Format("20060102T150405Z")+".json")
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return "", fmt.Errorf("write results: %w", err)
+	}
+	return path, nil
+}

@@ -1,0 +1,55 @@
+package report
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestFailure(t *testing.T) {
+	tests := []struct {
+		name string
+		row  Row
+		want string
+	}{
+		{name: "above its floor", row: Row{Name: "x", Value: 90, Baseline: 100, Min: 0.8}},
+		{name: "below its floor", row: Row{Name: "x", Value: 70, Baseline: 100, Min: 0.8}, want: "x: ratio 0.700 below its floor 0.80"},
+		{name: "above its ceiling", row: Row{Name: "x", Value: 1.5, Ratio: 1.5, Max: 1.3}, want: "x: ratio 1.500 above its ceiling 1.30"},
+		{name: "ratio set by hand wins", row: Row{Name: "x", Value: 300, Baseline: 80, Ratio: 3.75, Min: 3.3}},
+		{name: "bound by the machine", row: Row{Name: "x", Value: 10, Baseline: 100, Min: 0.8, Unchecked: "emulators"}},
+		{name: "no bound", row: Row{Name: "x", Value: 1, Baseline: 100}},
+		{name: "no baseline in this run", row: Row{Name: "x", Value: 1, Min: 0.85}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			require.Equal(t, tt.want, tt.row.Failure())
+		})
+	}
+}
+
+func TestPrintAndJSON(t *testing.T) {
+	tab := Table{Started: time.Date(2026, 12, 1, 1, 2, 3, 0, time.UTC)}
+	tab.Add(
+		Row{Name: "delivery, 1 dispatcher", Value: 70, Unit: "rows/s", Baseline: 80, BaselineName: "ideal", Min: 0.8},
+		Row{Name: "delivery, 2 % loss", Value: 40, Unit: "rows/s", Baseline: 70, BaselineName: "0 %", Min: 0.85},
+	)
+	var out bytes.Buffer
+	require.NoError(t, tab.Print(&out))
+	require.Contains(t, out.String(), "0.88")
+	require.Contains(t, out.String(), "≥ 0.80 ok")
+	require.Contains(t, out.String(), "≥ 0.85 FAIL")
+	require.Contains(t, out.String(), "FAIL delivery, 2 % loss: ratio 0.571 below its floor 0.85")
+
+	path, err := tab.WriteJSON(t.TempDir())
+	require.NoError(t, err)
+	require.Contains(t, path, "run-20261201T010203Z.json")
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var back Table
+	require.NoError(t, json.Unmarshal(b, &back))
+	require.Equal(t, tab.Rows, back.Rows)
+}
