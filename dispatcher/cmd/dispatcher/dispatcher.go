@@ -24,6 +24,7 @@ import (
 	"github.com/spoolhq/spool/dispatcher/internal/tally"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/grpcserve"
+	"github.com/spoolhq/spool/platform/tracing"
 	"github.com/spoolhq/spool/platform/jobstore"
 	"github.com/spoolhq/spool/platform/metrics"
 )
@@ -121,7 +122,7 @@ func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *
 			DeadLetterURL: d.deadLetterURL, QueueURL: cfg.queueURL, MaxScan: cfg.deadLetterScan, Hold: cfg.deadLetterHold, Log: log,
 		})
 	}
-	d.srv = grpcserve.New(log, d.metrics.ServerOptions()...)
+	d.srv = grpcserve.New(log, append(d.metrics.ServerOptions(), tracing.ServerOption())...)
 	spoolv1.RegisterDispatchServiceServer(d.srv, dispatchrpc.New(store, dispatchrpc.Options{
 		Interval: cfg.watchInterval,
 		Shutdown: d.shutdown,

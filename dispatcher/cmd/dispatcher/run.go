@@ -21,6 +21,7 @@ import (
 	"github.com/spoolhq/spool/platform/awsconf"
 	"github.com/spoolhq/spool/platform/envelope"
 	"github.com/spoolhq/spool/platform/metrics"
+	"github.com/spoolhq/spool/platform/tracing"
 )
 
 // run parses the configuration, builds the dispatcher and serves until
@@ -34,7 +35,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	log := slog.New(tracing.LogHandler(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel})))
+	shutdownTracing, err := tracing.Setup(ctx, "spool-dispatcher")
+	if err != nil {
+		return err
+	}
+	defer tracing.Flush(ctx, shutdownTracing, log)
 	awsCfg, err := awsconf.Load(ctx, log)
 	if err != nil {
 		return err

@@ -20,6 +20,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 )
 
@@ -77,7 +79,9 @@ func New(o Options) *Client {
 		keyHeader: o.IdempotencyHeader,
 		header:    o.Header.Clone(),
 		http: &http.Client{
-			Transport: t,
+			// A client span per request, whose context the request carries
+			// in traceparent: the destination's logs join the row's trace.
+			Transport: otelhttp.NewTransport(t),
 			Timeout:   o.Timeout,
 			// A redirect would be followed as a GET, or re-send the payment
 			// elsewhere; neither is a delivery. The 3xx is returned as a

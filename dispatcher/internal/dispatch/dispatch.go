@@ -44,6 +44,9 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/spoolhq/spool/dispatcher/internal/consume"
 	"github.com/spoolhq/spool/dispatcher/internal/deadletter"
 	"github.com/spoolhq/spool/dispatcher/internal/deliver"
@@ -190,6 +193,7 @@ type Handler struct {
 	cache  *jobCache
 	o      Options
 	log    *slog.Logger
+	tracer trace.Tracer
 }
 
 // New returns a handler.
@@ -236,6 +240,7 @@ func New(send Sender, count Counter, l Ledger, jobs Jobs, o Options) *Handler {
 	return &Handler{
 		send: send, count: count, ledger: l, jobs: jobs,
 		cache: newJobCache(jobs, o.JobCacheTTL, o.CallTimeout, o.Now, o.Seen), o: o, log: o.Log,
+		tracer: otel.Tracer(tracerName),
 	}
 }
 
@@ -243,6 +248,8 @@ func New(send Sender, count Counter, l Ledger, jobs Jobs, o Options) *Handler {
 // and outcomes only, never the row's fields.
 func (h *Handler) Handle(ctx context.Context, m consume.Message) consume.Disposition {
 	e := m.Envelope
+	ctx, span := h.startSpan(ctx, m)
+	defer span.End()
 	if _, d, ok := h.gate(ctx, m); !ok {
 		return d
 	}

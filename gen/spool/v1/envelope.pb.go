@@ -101,7 +101,19 @@ type Envelope struct {
 	// The JSON object the destination receives, when the file's profile maps
 	// one (see Profile.body). Empty: the destination receives the fields by
 	// name, as strings, with spool_job_id and spool_row.
-	Body          string `protobuf:"bytes,7,opt,name=body,proto3" json:"body,omitempty"`
+	Body string `protobuf:"bytes,7,opt,name=body,proto3" json:"body,omitempty"`
+	// The W3C trace context (https://www.w3.org/TR/trace-context/) of the
+	// StreamFile call that published this row, so the dispatcher's delivery
+	// span is its child and the destination's request carries it on. Empty
+	// when the call had none. It travels in the envelope rather than in a
+	// message attribute: SQS allows ten attributes per message and a row
+	// already takes up to nine (the envelope's three, a dead letter's five
+	// reasons, a redriven row's attempt base); and a requeued row is
+	// re-encoded from its envelope, so the trace stays with the row whatever
+	// path it takes. Being part of the versioned contract, a dispatcher
+	// that does not know these fields ignores them.
+	Traceparent   string `protobuf:"bytes,8,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
+	Tracestate    string `protobuf:"bytes,9,opt,name=tracestate,proto3" json:"tracestate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -185,6 +197,20 @@ func (x *Envelope) GetBody() string {
 	return ""
 }
 
+func (x *Envelope) GetTraceparent() string {
+	if x != nil {
+		return x.Traceparent
+	}
+	return ""
+}
+
+func (x *Envelope) GetTracestate() string {
+	if x != nil {
+		return x.Tracestate
+	}
+	return ""
+}
+
 // Field is one named value of a row.
 type Field struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -242,7 +268,7 @@ var File_spool_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_spool_v1_envelope_proto_rawDesc = "" +
 	"\n" +
-	"\x17spool/v1/envelope.proto\x12\bspool.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x02\n" +
+	"\x17spool/v1/envelope.proto\x12\bspool.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcf\x02\n" +
 	"\bEnvelope\x123\n" +
 	"\aversion\x18\x01 \x01(\x0e2\x19.spool.v1.EnvelopeVersionR\aversion\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x10\n" +
@@ -250,7 +276,11 @@ const file_spool_v1_envelope_proto_rawDesc = "" +
 	"\x06fields\x18\x04 \x03(\v2\x0f.spool.v1.FieldR\x06fields\x12'\n" +
 	"\x0ftransaction_key\x18\x05 \x01(\tR\x0etransactionKey\x12=\n" +
 	"\fpublished_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vpublishedAt\x12\x12\n" +
-	"\x04body\x18\a \x01(\tR\x04body\"1\n" +
+	"\x04body\x18\a \x01(\tR\x04body\x12 \n" +
+	"\vtraceparent\x18\b \x01(\tR\vtraceparent\x12\x1e\n" +
+	"\n" +
+	"tracestate\x18\t \x01(\tR\n" +
+	"tracestate\"1\n" +
 	"\x05Field\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value*L\n" +

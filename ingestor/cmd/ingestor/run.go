@@ -29,6 +29,7 @@ import (
 	"github.com/spoolhq/spool/platform/grpcserve"
 	"github.com/spoolhq/spool/platform/jobstore"
 	"github.com/spoolhq/spool/platform/metrics"
+	"github.com/spoolhq/spool/platform/tracing"
 )
 
 // config is everything the flags set.
@@ -127,7 +128,12 @@ func run(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: c.logLevel}))
+	log := slog.New(tracing.LogHandler(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: c.logLevel})))
+	shutdownTracing, err := tracing.Setup(ctx, "spool-ingestor")
+	if err != nil {
+		return err
+	}
+	defer tracing.Flush(ctx, shutdownTracing, log)
 
 	var profiles *profile.Set
 	if c.profiles != "" {
@@ -155,7 +161,7 @@ func run(ctx context.Context, args []string, _, stderr io.Writer) error {
 	reg := metrics.New()
 	im := ingestmetrics.New(reg)
 	batches := im.Batches(q)
-	opts := append(reg.ServerOptions(), grpc.MaxRecvMsgSize(c.maxRecvMsgBytes), grpc.WaitForHandlers(true))
+	opts := append(reg.ServerOptions(), tracing.ServerOption(), grpc.MaxRecvMsgSize(c.maxRecvMsgBytes), grpc.WaitForHandlers(true))
 	srv := grpcserve.New(log, opts...)
 	spoolv1.RegisterIngestServiceServer(srv, im.Streams(ingest.New(jobs, ingest.Config{
 		NewPublisher: func() (ingest.Publisher, error) {

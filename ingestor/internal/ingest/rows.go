@@ -21,6 +21,7 @@ import (
 	"github.com/spoolhq/spool/platform/decimal"
 	"github.com/spoolhq/spool/platform/envelope"
 	"github.com/spoolhq/spool/platform/jobstore"
+	"github.com/spoolhq/spool/platform/tracing"
 )
 
 // job is the state of one stream once it owns its job.
@@ -88,6 +89,9 @@ func (j *job) run(ctx context.Context, r *csvread.Reader, now func() time.Time) 
 	if !chunked {
 		j.hash = nil
 	}
+	// Every row carries the call's trace context, so that its delivery
+	// joins the caller's trace.
+	traceparent, tracestate := tracing.Traceparent(ctx)
 	for {
 		// A stopped stream stops at its next row, before publishing it. A
 		// stream blocked waiting for its client stops when the client
@@ -126,6 +130,8 @@ func (j *job) run(ctx context.Context, r *csvread.Reader, now func() time.Time) 
 			Fields:         make([]*spoolv1.Field, len(j.cols)),
 			TransactionKey: j.transactionKey(row),
 			PublishedAt:    timestamppb.New(now()),
+			Traceparent:    traceparent,
+			Tracestate:     tracestate,
 		}
 		for i, c := range j.cols {
 			e.Fields[i] = &spoolv1.Field{Name: c, Value: row.Fields[i]}

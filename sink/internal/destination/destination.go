@@ -264,6 +264,7 @@ func (s *Server) transaction(w http.ResponseWriter, r *http.Request) {
 	if s.honourKey {
 		var applied bool
 		c.Applied, applied = s.ledger.ApplyOnce(c.Job, c.Row, c.Key)
+		s.traced(r, c)
 		if !applied {
 			// Answered as the first time was, and spared the after-apply
 			// stages: nothing was applied that could be left unknown.
@@ -273,6 +274,7 @@ func (s *Server) transaction(w http.ResponseWriter, r *http.Request) {
 		}
 	} else {
 		c.Applied = s.ledger.Apply(c.Job, c.Row, c.Key)
+		s.traced(r, c)
 	}
 	s.log.DebugContext(r.Context(), "transaction applied", "job", c.Job, "row", c.Row, "applied", c.Applied)
 	s.accepted()
@@ -282,6 +284,14 @@ func (s *Server) transaction(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, answer{Status: "applied", Applied: c.Applied})
+}
+
+// traced records the request's traceparent against its row, when it has
+// one.
+func (s *Server) traced(r *http.Request, c Call) {
+	if tp := r.Header.Get("traceparent"); tp != "" {
+		s.ledger.Traced(c.Job, c.Row, tp)
+	}
 }
 
 // decode reads the transaction's identity from body. It returns the job id

@@ -74,15 +74,20 @@ type Transaction struct {
 	// Deduplicated is how many requests for it were answered without
 	// applying, because their idempotency key had been applied already.
 	Deduplicated int64 `json:"deduplicated,omitempty"`
+	// Traceparent is the W3C traceparent header of the last request for it
+	// that was applied or deduplicated, empty when it carried none: the
+	// tests check by it that a row's request joins its caller's trace.
+	Traceparent string `json:"traceparent,omitempty"`
 }
 
 // entry is kept per distinct transaction, by value in the job's map; it is
-// deliberately small (two counters and a string header) because a job can
+// deliberately small (two counters and two string headers) because a job can
 // have millions of rows.
 type entry struct {
-	applied uint32
-	dedup   uint32
-	key     string
+	applied     uint32
+	dedup       uint32
+	key         string
+	traceparent string
 }
 
 // job is the ledger of one job. Each job has its own lock so that jobs
@@ -222,7 +227,23 @@ func (l *Ledger) Lookup(jobID string, row int64) (Transaction, bool) {
 }
 
 func (e entry) transaction(jobID string, row int64) Transaction {
-	return Transaction{Job: jobID, Row: row, Applied: int64(e.applied), Key: e.key, Deduplicated: int64(e.dedup)}
+	return Transaction{Job: jobID, Row: row, Applied: int64(e.applied), Key: e.key, Deduplicated: int64(e.dedup), Traceparent: e.traceparent}
+}
+
+// Traced records the traceparent of a request for (jobID, row) that was
+// applied or deduplicated. A row the ledger has no entry for (a key
+// deduplicated under another job) is left alone.
+func (l *Ledger) Traced(jobID string, row int64, traceparent string) {
+	j := l.job(jobID, false)
+	if j == nil {
+		return
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if e, ok := j.rows[row]; ok {
+		e.traceparent = traceparent
+		j.rows[row] = e
+	}
 }
 
 // Refused records a request of (jobID, row) answered 422, and returns how
