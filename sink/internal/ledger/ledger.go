@@ -81,13 +81,12 @@ type Transaction struct {
 }
 
 // entry is kept per distinct transaction, by value in the job's map; it is
-// deliberately small (two counters and two string headers) because a job can
+// deliberately small (two counters and a string header) because a job can
 // have millions of rows.
 type entry struct {
-	applied     uint32
-	dedup       uint32
-	key         string
-	traceparent string
+	applied uint32
+	dedup   uint32
+	key     string
 }
 
 // job is the ledger of one job. Each job has its own lock so that jobs
@@ -99,6 +98,9 @@ type job struct {
 	// refused counts the requests of each row answered 422; only refused
 	// rows are in it, a small share of a job.
 	refused map[int64]int64
+	// traces holds the traceparent of each row whose requests carried
+	// one, apart from rows, so that untraced rows cost nothing more.
+	traces map[int64]string
 }
 
 // Ledger records transactions. The zero value is not usable; call New.
@@ -132,7 +134,7 @@ func (l *Ledger) job(id string, create bool) *job {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if j = l.jobs[id]; j == nil {
-		j = &job{rows: map[int64]entry{}, refused: map[int64]int64{}}
+		j = &job{rows: map[int64]entry{}, refused: map[int64]int64{}, traces: map[int64]string{}}
 		l.jobs[id] = j
 	}
 	return j
@@ -223,11 +225,12 @@ func (l *Ledger) Lookup(jobID string, row int64) (Transaction, bool) {
 	if !ok {
 		return Transaction{}, false
 	}
-	return e.transaction(jobID, row), true
+	return j.transaction(jobID, row, e), true
 }
 
-func (e entry) transaction(jobID string, row int64) Transaction {
-	return Transaction{Job: jobID, Row: row, Applied: int64(e.applied), Key: e.key, Deduplicated: int64(e.dedup), Traceparent: e.traceparent}
+// transaction is what j knows of row, whose entry is e; j.mu is held.
+func (j *job) transaction(jobID string, row int64, e entry) Transaction {
+	return Transaction{Job: jobID, Row: row, Applied: int64(e.applied), Key: e.key, Deduplicated: int64(e.dedup), Traceparent: j.traces[row]}
 }
 
 // Traced records the traceparent of a request for (jobID, row) that was
@@ -240,9 +243,8 @@ func (l *Ledger) Traced(jobID string, row int64, traceparent string) {
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if e, ok := j.rows[row]; ok {
-		e.traceparent = traceparent
-		j.rows[row] = e
+	if _, ok := j.rows[row]; ok {
+		j.traces[row] = traceparent
 	}
 }
 
@@ -367,7 +369,7 @@ func (l *Ledger) Each(jobID string, fn func(Transaction) error) error {
 		for _, r := range rows[start:min(start+lookupBatch, len(rows))] {
 			// A reset may have emptied the job since the rows were copied.
 			if e, ok := j.rows[r]; ok {
-				batch = append(batch, e.transaction(jobID, r))
+				batch = append(batch, j.transaction(jobID, r, e))
 			}
 		}
 		j.mu.Unlock()
@@ -390,6 +392,7 @@ func (l *Ledger) Reset() {
 		j.mu.Lock()
 		j.rows = map[int64]entry{}
 		j.refused = map[int64]int64{}
+		j.traces = map[int64]string{}
 		j.stats = Stats{}
 		j.mu.Unlock()
 	}
