@@ -23,6 +23,7 @@ import (
 	"github.com/spoolhq/spool/cli/internal/top"
 	"github.com/spoolhq/spool/platform/awsconf"
 	"github.com/spoolhq/spool/platform/envcfg"
+	"github.com/spoolhq/spool/platform/tracing"
 )
 
 // app holds everything a command touches outside itself, so tests can
@@ -60,7 +61,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *app {
 		lookup: os.LookupEnv,
 		setenv: os.Setenv,
 		// Plaintext for now; TLS to the services comes with their TLS.
-		dialOpts:      []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
+		dialOpts:      []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), tracing.DialOption()},
 		tty:           tty,
 		now:           time.Now,
 		progressEvery: 5 * time.Second,
@@ -104,6 +105,13 @@ func (a *app) run(ctx context.Context, args []string) error {
 	// The real environment wins over the file, and flags over both.
 	if err := stackenv.Load(stackenv.Path, a.lookup, a.setenv); err != nil {
 		return err
+	}
+	// A script or CI job that traces itself hands its span over in
+	// TRACEPARENT (OpenTelemetry's environment carrier): the calls made
+	// here, and every row they send, join its trace.
+	if tp, ok := a.lookup("TRACEPARENT"); ok {
+		ts, _ := a.lookup("TRACESTATE")
+		ctx = tracing.WithRemoteParent(ctx, tp, ts)
 	}
 	if len(args) == 0 {
 		a.usage(a.stderr)

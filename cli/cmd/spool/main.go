@@ -16,11 +16,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/spoolhq/spool/cli/internal/report"
+	"github.com/spoolhq/spool/platform/tracing"
 )
 
 func main() {
@@ -32,6 +34,11 @@ func main() {
 
 // run is the whole program but its exit.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	shutdown, err := tracing.Setup(ctx, "spool-cli")
+	if err != nil {
+		return err
+	}
+	defer tracing.Flush(ctx, shutdown, slog.New(slog.NewTextHandler(stderr, nil)))
 	return newApp(stdin, stdout, stderr).run(ctx, args)
 }
 
