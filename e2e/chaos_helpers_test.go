@@ -177,6 +177,7 @@ type sinkTx struct {
 	Applied      int64  `json:"applied"`
 	Deduplicated int64  `json:"deduplicated"`
 	Key          string `json:"key"`
+	Traceparent  string `json:"traceparent"`
 }
 
 // sinkLedger returns the sink's record of every transaction of jobID, by row.
