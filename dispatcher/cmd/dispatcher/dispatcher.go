@@ -24,9 +24,9 @@ import (
 	"github.com/spoolhq/spool/dispatcher/internal/tally"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/grpcserve"
-	"github.com/spoolhq/spool/platform/tracing"
 	"github.com/spoolhq/spool/platform/jobstore"
 	"github.com/spoolhq/spool/platform/metrics"
+	"github.com/spoolhq/spool/platform/tracing"
 )
 
 // dispatcher is one dispatcher process, built from its configuration by

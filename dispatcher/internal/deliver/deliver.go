@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 )
@@ -53,6 +54,9 @@ type Options struct {
 	// MaxConns is how many requests run at once; idle connections are kept
 	// for that many, so steady traffic never opens new ones.
 	MaxConns int
+	// TracerProvider makes the requests' client spans; the global one when
+	// nil.
+	TracerProvider trace.TracerProvider
 }
 
 // Client sends transactions. It is safe for concurrent use.
@@ -81,7 +85,7 @@ func New(o Options) *Client {
 		http: &http.Client{
 			// A client span per request, whose context the request carries
 			// in traceparent: the destination's logs join the row's trace.
-			Transport: otelhttp.NewTransport(t),
+			Transport: otelhttp.NewTransport(t, otelhttp.WithTracerProvider(o.TracerProvider)),
 			Timeout:   o.Timeout,
 			// A redirect would be followed as a GET, or re-send the payment
 			// elsewhere; neither is a delivery. The 3xx is returned as a

@@ -182,6 +182,8 @@ type Options struct {
 	Rand func() float64
 	// Pacer, when set, paces the requests; see Pacer.
 	Pacer Pacer
+	// TracerProvider makes the delivery spans; the global one when nil.
+	TracerProvider trace.TracerProvider
 }
 
 // Handler implements consume.Handler.
@@ -237,10 +239,13 @@ func New(send Sender, count Counter, l Ledger, jobs Jobs, o Options) *Handler {
 	if o.Pacer == nil {
 		o.Pacer = unpaced{}
 	}
+	if o.TracerProvider == nil {
+		o.TracerProvider = otel.GetTracerProvider()
+	}
 	return &Handler{
 		send: send, count: count, ledger: l, jobs: jobs,
 		cache: newJobCache(jobs, o.JobCacheTTL, o.CallTimeout, o.Now, o.Seen), o: o, log: o.Log,
-		tracer: otel.Tracer(tracerName),
+		tracer: o.TracerProvider.Tracer(tracerName),
 	}
 }
 
