@@ -107,9 +107,11 @@ chaos: deps build
 	SPOOL_BIN_DIR=$(BIN) SPOOL_CHAOS_ROWS=$(CHAOS_ROWS) SPOOL_CHAOS_INGEST_ROWS=50000 SPOOL_FAILURE_ROWS=5000 SPOOL_RATE_ROWS=5000 \
 	  SPOOL_E2E_ROWS=50000 go test -count=1 -v -timeout 90m -run 'Chaos|LargeFile|RejectedRows|SIGTERM|DestinationDown|Throttled' github.com/spoolhq/spool/e2e
 
-## bench: Spool side by side with its baselines in one table (ingest, delivery vs Little's law and scaling, the seed's loop, random loss, the ledger, the ingestor's memory); fails when a ratio is out of its bound; JSON to bench/results/
+## bench: Spool side by side with its baselines in one table (ingest, delivery vs Little's law and scaling, the seed's loop, random loss, the ledger, the ingestor's memory); fails when a ratio is out of its bound; JSON to bench/results/. Then the delivery path's cost of metrics and tracing (reported)
 bench: deps build
 	go run ./bench/cmd/spool-bench -bin $(BIN)
+	# The delivery path with metrics and tracing on vs off (overhead_% per case).
+	cd dispatcher && go test -run '^$$' -bench DeliveryObservability -benchtime 10000x -count 3 -timeout 10m ./internal/dispatch/
 
 clean:
 	rm -rf bin .spool
