@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -15,6 +17,8 @@ import (
 	"github.com/stretchr/testify/require"
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/spoolhq/spool/local/stack"
 )
 
 // span is what the test keeps of an exported span.
@@ -95,7 +99,8 @@ func TestTraceFollowsEachRowToTheDestination(t *testing.T) {
 	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL)
 	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
-	s := startStack(t, 2, nil)
+	var stateDir string
+	s := startStack(t, 2, func(o *stack.Options) { stateDir = o.StateDir })
 
 	cmd := exec.Command(filepath.Join(binDir, "spool"), "send", writeSample(t, rows))
 	cmd.Env = append(envOf(s), "TRACEPARENT=00-"+traceID+"-"+callerID+"-01")
@@ -103,6 +108,22 @@ func TestTraceFollowsEachRowToTheDestination(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "spool send:\n%s", out)
 	jobID := jobIDFrom(t, string(out))
+
+	// The ingestor's lines of the call carry its trace.
+	logged, err := os.ReadFile(filepath.Join(stateDir, "logs", "ingestor.log"))
+	require.NoError(t, err)
+	var traced []string
+	for line := range strings.Lines(string(logged)) {
+		var l struct {
+			Msg     string `json:"msg"`
+			TraceID string `json:"trace_id"`
+			SpanID  string `json:"span_id"`
+		}
+		if json.Unmarshal([]byte(line), &l) == nil && l.TraceID == traceID && len(l.SpanID) == 16 {
+			traced = append(traced, l.Msg)
+		}
+	}
+	require.Subset(t, traced, []string{"job created", "job sealed", "finished call"}, "ingestor log:\n%s", logged)
 
 	// Every row's request carried the caller's trace, each from a span
 	// of its own.
