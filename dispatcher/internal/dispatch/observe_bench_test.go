@@ -113,7 +113,7 @@ type deliveryPath struct {
 	h *dispatch.Handler
 }
 
-func newDeliveryPath(b *testing.B, url string, tp trace.TracerProvider, metrics bool) *deliveryPath {
+func newDeliveryPath(b testing.TB, url string, tp trace.TracerProvider, metrics bool) *deliveryPath {
 	b.Helper()
 	now := time.Now
 	job := &jobs{job: &spoolv1.Job{
@@ -135,7 +135,7 @@ func newDeliveryPath(b *testing.B, url string, tp trace.TracerProvider, metrics 
 }
 
 // handle delivers row once and returns how long it took.
-func (p *deliveryPath) handle(b *testing.B, ctx context.Context, traceparent string, row int) time.Duration {
+func (p *deliveryPath) handle(b testing.TB, ctx context.Context, traceparent string, row int) time.Duration {
 	e := &spoolv1.Envelope{
 		Version: spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V1, JobId: "job", Row: int64(row + 1),
 		TransactionKey: fmt.Sprintf("job:%d", row+1), Traceparent: traceparent,
