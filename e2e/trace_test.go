@@ -175,3 +175,26 @@ func TestTraceFollowsEachRowToTheDestination(t *testing.T) {
 		require.Equal(t, callerID, call.parent, "the CLI's call is not the caller's child")
 	}
 }
+
+// TestGrpcurlTraceparentReachesTheSink is the same promise for a caller
+// that speaks gRPC itself: a StreamFile call with a traceparent header,
+// tracing exported nowhere, still hands the caller's trace to every row's
+// request.
+func TestGrpcurlTraceparentReachesTheSink(t *testing.T) {
+	const traceID = "0af7651916cd43dd8448eb211c80319c"
+	s := startStack(t, 1, nil)
+	in := `{"header": {"fileName": "traced.csv", "columns": ["employee_id", "name", "amount"]}}
+{"rows": {"rows": [{"fields": ["E1", "Ada", "10.00"]}, {"fields": ["E2", "Grace", "20.00"]}, {"fields": ["E3", "Alan", "30.00"]}]}}`
+	var resp struct {
+		JobID string `json:"jobId"`
+	}
+	out := runGrpcurl(t, in, "-H", "traceparent: 00-"+traceID+"-b7ad6b7169203331-01", "-d", "@", s.Ingestor.Addr, "spool.v1.IngestService/StreamFile")
+	require.NoError(t, json.Unmarshal([]byte(out), &resp))
+	watchToEnd(t, s.Dispatchers[0].Addr, resp.JobID, time.Minute)
+
+	ledger := sinkLedger(t, s, resp.JobID)
+	require.Len(t, ledger, 3)
+	for r, tx := range ledger {
+		require.Regexp(t, `^00-`+traceID+`-[0-9a-f]{16}-01$`, tx.Traceparent, "row %d", r)
+	}
+}
