@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -91,11 +92,7 @@ func (c *callCounter) count(op string) {
 func (c *callCounter) snapshot() map[string]int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	m := make(map[string]int64, len(c.counts))
-	for k, v := range c.counts {
-		m[k] = v
-	}
-	return m
+	return maps.Clone(c.counts)
 }
 
 // since returns the counts added after before.

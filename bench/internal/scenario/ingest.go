@@ -2,12 +2,9 @@ package scenario
 
 import (
 	"context"
-	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -104,16 +101,11 @@ func sqsOf(s *stack.Stack) (*sqs.Client, string, error) {
 // Spool's envelope; failed entries are sent again, as any correct loop
 // must.
 func rawLoop(ctx context.Context, client *sqs.Client, queueURL, file string) (float64, error) {
-	f, err := os.Open(file)
+	rows, err := openRowFile(file)
 	if err != nil {
 		return 0, err
 	}
-	defer f.Close()
-	r := csv.NewReader(f)
-	header, err := r.Read()
-	if err != nil {
-		return 0, fmt.Errorf("read header: %w", err)
-	}
+	defer rows.Close()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	batches := make(chan []types.SendMessageBatchRequestEntry, rawSenders)
@@ -133,22 +125,14 @@ func rawLoop(ctx context.Context, client *sqs.Client, queueURL, file string) (fl
 	readErr := func() error {
 		defer close(batches)
 		for {
-			rec, err := r.Read()
+			row, b, err := rows.next("job_id", "raw-loop", "row")
 			if errors.Is(err, io.EOF) {
 				break
 			}
 			if err != nil {
-				return fmt.Errorf("read row %d: %w", n+1, err)
-			}
-			n++
-			body := map[string]any{"job_id": "raw-loop", "row": n}
-			for i, h := range header {
-				body[h] = rec[i]
-			}
-			b, err := json.Marshal(body)
-			if err != nil {
 				return err
 			}
+			n = row
 			batch = append(batch, types.SendMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(len(batch))), MessageBody: aws.String(string(b))})
 			if len(batch) == 10 {
 				select {

@@ -3,13 +3,10 @@ package scenario
 import (
 	"bytes"
 	"context"
-	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strconv"
 	"time"
 )
@@ -19,36 +16,23 @@ import (
 // runs against sinkURL for d (or to the end of file) and returns rows/s.
 // The rows go under a job of their own so they are not counted as Spool's.
 func seedLoop(ctx context.Context, sinkURL, file string, d time.Duration) (float64, error) {
-	f, err := os.Open(file)
+	rows, err := openRowFile(file)
 	if err != nil {
 		return 0, err
 	}
-	defer f.Close()
-	r := csv.NewReader(f)
-	header, err := r.Read()
-	if err != nil {
-		return 0, fmt.Errorf("read header: %w", err)
-	}
+	defer rows.Close()
 	client := &http.Client{Timeout: 30 * time.Second}
 	start := time.Now()
 	n := 0
 	for time.Since(start) < d {
-		rec, err := r.Read()
+		row, b, err := rows.next("spool_job_id", "seed-loop", "spool_row")
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return 0, fmt.Errorf("read row %d: %w", n+1, err)
-		}
-		n++
-		body := map[string]any{"spool_job_id": "seed-loop", "spool_row": n}
-		for i, h := range header {
-			body[h] = rec[i]
-		}
-		b, err := json.Marshal(body)
-		if err != nil {
 			return 0, err
 		}
+		n = row
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, sinkURL+"/", bytes.NewReader(b))
 		if err != nil {
 			return 0, err
