@@ -333,41 +333,31 @@ func hint(err error, service, env string) string {
 
 func (a *app) reportCommand() *command {
 	c := newCommand("report", "[flags] JOB_ID", "Print a job's reconciliation report from the delivery ledger: UNKNOWN rows first, then every row by state, then per-state totals with amount sums.")
-	dispatchers := c.fs.String("dispatcher-addrs", defaultDispatcherAddrs, "dispatcher gRPC addresses, comma-separated; the next is tried when one is unavailable")
 	asJSON := c.fs.Bool("json", false, "print JSON lines: {\"entry\": ...} per row, then {\"summary\": ...}")
-	c.run = func(ctx context.Context, args []string) error {
-		if len(args) != 1 {
-			return usagef("report: want one JOB_ID")
-		}
-		addrs, err := splitAddrs(*dispatchers)
+	a.runOnDispatchers(c, func(ctx context.Context, client spoolv1.DispatchServiceClient, jobID string) (bool, error) {
+		stream, err := client.ReportJob(ctx, &spoolv1.ReportJobRequest{JobId: jobID})
 		if err != nil {
-			return err
+			return false, err
 		}
-		return a.onDispatcher(addrs, func(client spoolv1.DispatchServiceClient) (bool, error) {
-			stream, err := client.ReportJob(ctx, &spoolv1.ReportJobRequest{JobId: args[0]})
+		out := report.NewLedger(a.stdout, *asJSON)
+		wrote := false
+		for {
+			msg, err := stream.Recv()
 			if err != nil {
-				return false, err
+				// A dispatcher that fails before the first line may be
+				// replaced by the next; after it, the report is cut.
+				return wrote, fmt.Errorf("report job %s: %w", jobID, rpcerr.Readable(err))
 			}
-			out := report.NewLedger(a.stdout, *asJSON)
-			wrote := false
-			for {
-				msg, err := stream.Recv()
-				if err != nil {
-					// A dispatcher that fails before the first line may be
-					// replaced by the next; after it, the report is cut.
-					return wrote, fmt.Errorf("report job %s: %w", args[0], rpcerr.Readable(err))
+			wrote = true
+			if e := msg.GetEntry(); e != nil {
+				if err := out.Entry(e); err != nil {
+					return true, err
 				}
-				wrote = true
-				if e := msg.GetEntry(); e != nil {
-					if err := out.Entry(e); err != nil {
-						return true, err
-					}
-					continue
-				}
-				return true, out.Summary(msg.GetSummary())
+				continue
 			}
-		})
-	}
+			return true, out.Summary(msg.GetSummary())
+		}
+	})
 	return c
 }
 
@@ -409,6 +399,25 @@ func (a *app) resolveCommand() *command {
 		})
 	}
 	return c
+}
+
+// runOnDispatchers makes c take one JOB_ID and a -dispatcher-addrs flag,
+// and run call on those dispatchers as onDispatcher does: any of them
+// serves, since the job record and the ledger are shared.
+func (a *app) runOnDispatchers(c *command, call func(ctx context.Context, client spoolv1.DispatchServiceClient, jobID string) (done bool, err error)) {
+	dispatchers := c.fs.String("dispatcher-addrs", defaultDispatcherAddrs, "dispatcher gRPC addresses, comma-separated; the next is tried when one is unavailable")
+	c.run = func(ctx context.Context, args []string) error {
+		if len(args) != 1 {
+			return usagef("%s: want one JOB_ID", c.name)
+		}
+		addrs, err := splitAddrs(*dispatchers)
+		if err != nil {
+			return err
+		}
+		return a.onDispatcher(addrs, func(client spoolv1.DispatchServiceClient) (bool, error) {
+			return call(ctx, client, args[0])
+		})
+	}
 }
 
 // onDispatcher runs call on each dispatcher in turn until one answers:

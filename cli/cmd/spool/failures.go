@@ -19,71 +19,51 @@ import (
 
 func (a *app) deadLettersCommand() *command {
 	c := newCommand("deadletters", "[flags] JOB_ID", "List a job's messages in the dead-letter queue, with why each was given up. The queue is shared by every job, so this is a bounded scan; the last line says whether it saw the whole queue.")
-	dispatchers := c.fs.String("dispatcher-addrs", defaultDispatcherAddrs, "dispatcher gRPC addresses, comma-separated; the next is tried when one is unavailable")
 	maxScan := c.fs.Int("max-scan", 0, "most dead-letter messages (of every job) to read; 0 = the dispatcher's -dead-letter-scan")
-	c.run = func(ctx context.Context, args []string) error {
-		if len(args) != 1 {
-			return usagef("deadletters: want one JOB_ID")
-		}
-		addrs, err := splitAddrs(*dispatchers)
+	a.runOnDispatchers(c, func(ctx context.Context, client spoolv1.DispatchServiceClient, jobID string) (bool, error) {
+		stream, err := client.ListDeadLetters(ctx, &spoolv1.ListDeadLettersRequest{JobId: jobID, MaxScan: int32(*maxScan)})
 		if err != nil {
-			return err
+			return false, err
 		}
-		return a.onDispatcher(addrs, func(client spoolv1.DispatchServiceClient) (bool, error) {
-			stream, err := client.ListDeadLetters(ctx, &spoolv1.ListDeadLettersRequest{JobId: args[0], MaxScan: int32(*maxScan)})
+		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+		wrote := false
+		for {
+			msg, err := stream.Recv()
 			if err != nil {
-				return false, err
+				if errors.Is(err, io.EOF) {
+					err = errors.New("the listing ended without a summary")
+				}
+				return wrote, fmt.Errorf("list dead letters of job %s: %w", jobID, rpcerr.Readable(err))
 			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			wrote := false
-			for {
-				msg, err := stream.Recv()
-				if err != nil {
-					if errors.Is(err, io.EOF) {
-						err = errors.New("the listing ended without a summary")
-					}
-					return wrote, fmt.Errorf("list dead letters of job %s: %w", args[0], rpcerr.Readable(err))
-				}
-				if !wrote {
-					fmt.Fprintln(tw, "ROW\tSTATUS\tATTEMPTS\tDEAD-LETTERED\tREASON")
-				}
-				wrote = true
-				if e := msg.GetEntry(); e != nil {
-					fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\n", e.GetRow(), statusText(e.GetStatus()), e.GetAttempts(), when(e), oneLine(e.GetReason()))
-					continue
-				}
-				if err := tw.Flush(); err != nil {
-					return true, err
-				}
-				return true, deadLetterSummary(a.stdout, "dead letters", msg.GetSummary())
+			if !wrote {
+				fmt.Fprintln(tw, "ROW\tSTATUS\tATTEMPTS\tDEAD-LETTERED\tREASON")
 			}
-		})
-	}
+			wrote = true
+			if e := msg.GetEntry(); e != nil {
+				fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\n", e.GetRow(), statusText(e.GetStatus()), e.GetAttempts(), when(e), oneLine(e.GetReason()))
+				continue
+			}
+			if err := tw.Flush(); err != nil {
+				return true, err
+			}
+			return true, deadLetterSummary(a.stdout, "dead letters", msg.GetSummary())
+		}
+	})
 	return c
 }
 
 func (a *app) redriveCommand() *command {
 	c := newCommand("redrive", "[flags] JOB_ID", "Move a job's dead letters back to the main queue, each with a fresh retry budget. Rows already delivered are not sent again.")
-	dispatchers := c.fs.String("dispatcher-addrs", defaultDispatcherAddrs, "dispatcher gRPC addresses, comma-separated; the next is tried when one is unavailable")
 	maxScan := c.fs.Int("max-scan", 0, "most dead-letter messages (of every job) to read; 0 = the dispatcher's -dead-letter-scan")
-	c.run = func(ctx context.Context, args []string) error {
-		if len(args) != 1 {
-			return usagef("redrive: want one JOB_ID")
-		}
-		addrs, err := splitAddrs(*dispatchers)
+	a.runOnDispatchers(c, func(ctx context.Context, client spoolv1.DispatchServiceClient, jobID string) (bool, error) {
+		ctx, cancel := context.WithTimeout(ctx, rpcTimeout+time.Minute)
+		defer cancel()
+		resp, err := client.RedriveDeadLetters(ctx, &spoolv1.RedriveDeadLettersRequest{JobId: jobID, MaxScan: int32(*maxScan)})
 		if err != nil {
-			return err
+			return false, fmt.Errorf("redrive dead letters of job %s: %w", jobID, rpcerr.Readable(err))
 		}
-		return a.onDispatcher(addrs, func(client spoolv1.DispatchServiceClient) (bool, error) {
-			ctx, cancel := context.WithTimeout(ctx, rpcTimeout+time.Minute)
-			defer cancel()
-			resp, err := client.RedriveDeadLetters(ctx, &spoolv1.RedriveDeadLettersRequest{JobId: args[0], MaxScan: int32(*maxScan)})
-			if err != nil {
-				return false, fmt.Errorf("redrive dead letters of job %s: %w", args[0], rpcerr.Readable(err))
-			}
-			return true, deadLetterSummary(a.stdout, "moved back to the queue", resp.GetSummary())
-		})
-	}
+		return true, deadLetterSummary(a.stdout, "moved back to the queue", resp.GetSummary())
+	})
 	return c
 }
 
@@ -127,35 +107,25 @@ func oneLine(s string) string {
 func (a *app) jobControlCommand(name, summary string, call func(ctx context.Context, c spoolv1.DispatchServiceClient, jobID, reason string) (*spoolv1.Job, error)) *command {
 	args := "[flags] JOB_ID"
 	c := newCommand(name, args, summary)
-	dispatchers := c.fs.String("dispatcher-addrs", defaultDispatcherAddrs, "dispatcher gRPC addresses, comma-separated; the next is tried when one is unavailable")
 	reason := new(string)
 	if name == "cancel" {
 		c.fs.StringVar(reason, "reason", "", "why, recorded as the job's state reason")
 		c.perCall = []string{"reason"}
 	}
-	c.run = func(ctx context.Context, args []string) error {
-		if len(args) != 1 {
-			return usagef("%s: want one JOB_ID", name)
-		}
-		addrs, err := splitAddrs(*dispatchers)
+	a.runOnDispatchers(c, func(ctx context.Context, client spoolv1.DispatchServiceClient, jobID string) (bool, error) {
+		ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+		defer cancel()
+		j, err := call(ctx, client, jobID, *reason)
 		if err != nil {
-			return err
+			return false, fmt.Errorf("%s job %s: %w", name, jobID, rpcerr.Readable(err))
 		}
-		return a.onDispatcher(addrs, func(client spoolv1.DispatchServiceClient) (bool, error) {
-			ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
-			defer cancel()
-			j, err := call(ctx, client, args[0], *reason)
-			if err != nil {
-				return false, fmt.Errorf("%s job %s: %w", name, args[0], rpcerr.Readable(err))
-			}
-			paused := ""
-			if j.GetPaused() {
-				paused = ", paused"
-			}
-			_, err = fmt.Fprintf(a.stdout, "job %s is %s%s\n", j.GetJobId(), progress.State(j.GetState()), paused)
-			return true, err
-		})
-	}
+		paused := ""
+		if j.GetPaused() {
+			paused = ", paused"
+		}
+		_, err = fmt.Fprintf(a.stdout, "job %s is %s%s\n", j.GetJobId(), progress.State(j.GetState()), paused)
+		return true, err
+	})
 	return c
 }
 
