@@ -119,9 +119,15 @@ func (l *Ledger) Claim(ctx context.Context, tx Tx) (Claim, error) {
 			counts.Suppressed++
 			return Claim{Verdict: Settled, Record: cur, Counts: counts}, nil
 
-		case spoolv1.TransactionState_TRANSACTION_STATE_CLAIMED:
-			if cur.LeaseUntil > now {
+		case spoolv1.TransactionState_TRANSACTION_STATE_CLAIMED, spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN:
+			// A claim whose lease ran out before any send, and an UNKNOWN
+			// row the policy (or an operator's resend) lets go out again,
+			// are both taken over and sent.
+			if cur.State == spoolv1.TransactionState_TRANSACTION_STATE_CLAIMED && cur.LeaseUntil > now {
 				return Claim{Verdict: Busy, Record: cur, Counts: counts}, nil
+			}
+			if cur.State == spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN && !cur.Resend && l.o.Policy == Hold {
+				return Claim{Verdict: Held, Record: cur, Counts: counts}, nil
 			}
 			next, err := l.takeOver(ctx, cur, now)
 			if errors.Is(err, ErrConflict) {
@@ -160,20 +166,6 @@ func (l *Ledger) Claim(ctx context.Context, tx Tx) (Claim, error) {
 				counts.Unknown++
 			}
 			cur, read = next, true
-
-		case spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN:
-			if !cur.Resend && l.o.Policy == Hold {
-				return Claim{Verdict: Held, Record: cur, Counts: counts}, nil
-			}
-			next, err := l.takeOver(ctx, cur, now)
-			if errors.Is(err, ErrConflict) {
-				cur, read = current(err)
-				continue
-			}
-			if err != nil {
-				return Claim{Counts: counts}, err
-			}
-			return Claim{Verdict: Send, Record: next, Counts: counts}, nil
 
 		default:
 			return Claim{Counts: counts}, fmt.Errorf("claim %s: record in state %v", tx.Key, cur.State)
