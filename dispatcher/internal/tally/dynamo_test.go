@@ -17,6 +17,7 @@ import (
 	"github.com/spoolhq/spool/platform/emulator/emutest"
 	"github.com/spoolhq/spool/platform/jobstore"
 	"github.com/spoolhq/spool/platform/provision"
+	"github.com/spoolhq/spool/platform/testkit"
 )
 
 // TestOnDynamoUnderLostAnswers runs the tally on the real job store and
@@ -39,8 +40,8 @@ func TestOnDynamoUnderLostAnswers(t *testing.T) {
 	})
 	store := jobstore.New(db, "jobs")
 	book := ledger.New(ledger.NewDynamo(raw, "jobs"), ledger.Options{Owner: "d1", Lease: time.Minute})
-	clk := &fakeClock{t: time.Now()}
-	ty := tally.New(store, book, "d1", quiet(), tally.WithClock(clk.now))
+	clk := testkit.NewClock(time.Now())
+	ty := tally.New(store, book, "d1", quiet(), tally.WithClock(clk.Now))
 
 	const rows = 5
 	_, err := store.Create(ctx, &spoolv1.Job{JobId: "j"})
@@ -64,7 +65,7 @@ func TestOnDynamoUnderLostAnswers(t *testing.T) {
 			if ty.Flush(ctx) == nil {
 				return
 			}
-			clk.advance(time.Minute)
+			clk.Advance(time.Minute)
 		}
 		t.Fatal("flush kept failing")
 	}
@@ -90,7 +91,7 @@ func TestOnDynamoUnderLostAnswers(t *testing.T) {
 
 	_, _, err = book.Finish(ctx, c.Record, ledger.Outcome{State: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, Status: 200})
 	require.NoError(t, err)
-	clk.advance(time.Minute)
+	clk.Advance(time.Minute)
 	flush()
 	j, err = store.Get(ctx, "j")
 	require.NoError(t, err)

@@ -15,6 +15,7 @@ import (
 	"github.com/spoolhq/spool/dispatcher/internal/tally"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/jobstore"
+	"github.com/spoolhq/spool/platform/testkit"
 )
 
 // errLost is the error of a write applied whose answer was lost.
@@ -150,24 +151,6 @@ func newLedger() *fakeLedger { return &fakeLedger{settled: map[string]int64{}} }
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 func TestFlush(t *testing.T) {
 	tests := []struct {
 		name        string
@@ -272,8 +255,8 @@ func TestCompletesOnlyOnTheLedger(t *testing.T) {
 	s := newStore()
 	s.seal("a", 3)
 	l := newLedger()
-	clk := &fakeClock{t: time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)}
-	ty := tally.New(s, l, "d1", quiet(), tally.WithClock(clk.now))
+	clk := testkit.NewClock(time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC))
+	ty := tally.New(s, l, "d1", quiet(), tally.WithClock(clk.Now))
 
 	ty.Add("a", jobstore.Counts{Delivered: 2})
 	require.NoError(t, ty.Flush(t.Context()))
@@ -288,13 +271,13 @@ func TestCompletesOnlyOnTheLedger(t *testing.T) {
 	require.NoError(t, ty.Flush(t.Context()))
 	require.Equal(t, 1, l.counts, "the ledger is counted again only after a back-off")
 
-	clk.advance(time.Second)
+	clk.Advance(time.Second)
 	s.set(func(s *fakeStore) { s.complete = errors.New("throttled") })
 	l.set("a", 3)
 	require.Error(t, ty.Flush(t.Context()))
 	require.Equal(t, spoolv1.JobState_JOB_STATE_SEALED, s.state("a"))
 
-	clk.advance(2 * time.Second)
+	clk.Advance(2 * time.Second)
 	s.set(func(s *fakeStore) { s.complete = nil })
 	require.NoError(t, ty.Flush(t.Context()))
 	require.Equal(t, spoolv1.JobState_JOB_STATE_COMPLETED, s.state("a"))
@@ -304,7 +287,7 @@ func TestCompletesOnlyOnTheLedger(t *testing.T) {
 	require.Equal(t, jobstore.Counts{Delivered: 3}, totals["a"])
 
 	l.counts = 0
-	clk.advance(time.Hour)
+	clk.Advance(time.Hour)
 	require.NoError(t, ty.Flush(t.Context()))
 	require.Zero(t, l.counts, "a completed job is not looked at again")
 }
@@ -313,12 +296,12 @@ func TestCompletesOnlyOnTheLedger(t *testing.T) {
 // memory; counted again, it is written to a new item, and nothing is lost.
 func TestIdleJobIsForgotten(t *testing.T) {
 	s := newStore()
-	clk := &fakeClock{t: time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)}
-	ty := tally.New(s, newLedger(), "d1", quiet(), tally.WithClock(clk.now))
+	clk := testkit.NewClock(time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC))
+	ty := tally.New(s, newLedger(), "d1", quiet(), tally.WithClock(clk.Now))
 	ty.Add("a", jobstore.Counts{Delivered: 2})
 	require.NoError(t, ty.Flush(t.Context()))
 	require.NoError(t, ty.Flush(t.Context())) // the completion look: not sealed
-	clk.advance(time.Hour)
+	clk.Advance(time.Hour)
 	require.NoError(t, ty.Flush(t.Context()))
 	ty.Add("a", jobstore.Counts{Delivered: 1})
 	require.NoError(t, ty.Flush(t.Context()))
