@@ -35,11 +35,20 @@ func fleet(tb testing.TB, limiters []*rate.Limiter, callers int, warmup, window 
 	defer cancel()
 	from := time.Now().Add(warmup)
 	to := from.Add(window)
+	var wg sync.WaitGroup
+	counts := pull(ctx, tb, &wg, limiters, callers, time.Now, from, to, cancel)
+	time.AfterFunc(time.Until(to), cancel)
+	wg.Wait()
+	return counts
+}
+
+// pull starts callers goroutines per limiter on wg, each waiting on its
+// limiter until ctx ends, and counts in the returned slice (read it after
+// wg.Wait) the grants of each limiter that fall, by now, within [from, to).
+// A failed wait is reported and stops the fleet through halt.
+func pull(ctx context.Context, tb testing.TB, wg *sync.WaitGroup, limiters []*rate.Limiter, callers int, now func() time.Time, from, to time.Time, halt func()) []int {
 	counts := make([]int, len(limiters))
-	var (
-		mu sync.Mutex
-		wg sync.WaitGroup
-	)
+	var mu sync.Mutex
 	for i, l := range limiters {
 		for range callers {
 			wg.Go(func() {
@@ -48,8 +57,12 @@ func fleet(tb testing.TB, limiters []*rate.Limiter, callers int, warmup, window 
 					if errors.Is(err, context.Canceled) {
 						return
 					}
-					require.NoError(tb, err)
-					if now := time.Now(); !now.Before(from) && now.Before(to) {
+					if err != nil {
+						tb.Errorf("wait: %v", err)
+						halt()
+						return
+					}
+					if t := now(); !t.Before(from) && t.Before(to) {
 						mu.Lock()
 						counts[i]++
 						mu.Unlock()
@@ -58,8 +71,6 @@ func fleet(tb testing.TB, limiters []*rate.Limiter, callers int, warmup, window 
 			})
 		}
 	}
-	time.AfterFunc(time.Until(to), cancel)
-	wg.Wait()
 	return counts
 }
 
@@ -184,33 +195,8 @@ func (c *stepClock) fleet(tb testing.TB, limiters []*rate.Limiter, callers int, 
 	ctx, cancel := context.WithCancel(context.Background())
 	from := c.Now().Add(warmup)
 	to := from.Add(window)
-	counts := make([]int, len(limiters))
-	var (
-		mu sync.Mutex
-		wg sync.WaitGroup
-	)
-	for i, l := range limiters {
-		for range callers {
-			wg.Go(func() {
-				for {
-					err := l.Wait(ctx)
-					if errors.Is(err, context.Canceled) {
-						return
-					}
-					if err != nil {
-						tb.Errorf("wait: %v", err)
-						c.stop("a wait failed")
-						return
-					}
-					if now := c.Now(); !now.Before(from) && now.Before(to) {
-						mu.Lock()
-						counts[i]++
-						mu.Unlock()
-					}
-				}
-			})
-		}
-	}
+	var wg sync.WaitGroup
+	counts := pull(ctx, tb, &wg, limiters, callers, c.Now, from, to, func() { c.stop("a wait failed") })
 	// A caller that never comes to wait on the clock would stall the
 	// fleet; the watchdog turns that into a failure, not a hang.
 	watchdog := time.AfterFunc(time.Minute, func() { c.stop("callers stopped waiting on the clock") })
