@@ -23,6 +23,16 @@ import (
 
 var t0 = time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)
 
+// waitReceived waits until f has handed out n messages in all.
+func waitReceived(t *testing.T, f *fakeSQS, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.received == n
+	}, 5*time.Second, 5*time.Millisecond)
+}
+
 // fakeSQS is an in-memory queue. It checks, at every receive, that the
 // consumer never asks for more messages than it has free slots, counting as
 // busy every message received and not yet finished by the handler.
@@ -289,11 +299,7 @@ func TestNeverAsksForMoreThanFreeSlots(t *testing.T) {
 
 	// Every slot is taken by a blocked handler: exactly concurrency
 	// messages are out, and no poller can ask for more.
-	require.Eventually(t, func() bool {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.received == concurrency
-	}, 5*time.Second, 5*time.Millisecond)
+	waitReceived(t, f, concurrency)
 	close(h.gate)
 	require.Eventually(t, func() bool { _, deleted, _, _ := f.snapshot(); return len(deleted) == 30 }, 5*time.Second, 5*time.Millisecond)
 	require.NoError(t, stop())
@@ -548,11 +554,7 @@ func TestStoppingTellsWaitingHandlers(t *testing.T) {
 	}
 	f.push(message(t, 1))
 	stop := start(t, f, h, consume.Options{Concurrency: 2, Drain: time.Minute})
-	require.Eventually(t, func() bool {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.received == 1
-	}, 5*time.Second, 5*time.Millisecond)
+	waitReceived(t, f, 1)
 	require.NoError(t, stop())
 	require.Equal(t, []int32{0}, f.visibilityOf(receipt(1)), "released, not left for the visibility timeout")
 	h.mu.Lock()
@@ -605,11 +607,7 @@ func TestShutdownFinishesInflightAndFlushes(t *testing.T) {
 	}
 	// Deletes go out only in full batches or at shutdown.
 	stop := start(t, f, h, consume.Options{Concurrency: 8, DeleteInterval: time.Hour, Drain: time.Minute})
-	require.Eventually(t, func() bool {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.received == 5
-	}, 5*time.Second, 5*time.Millisecond)
+	waitReceived(t, f, 5)
 
 	// The handlers are still blocked when shutdown begins. Their deletes
 	// can only go out after they return, so finding them all done when Run
@@ -663,11 +661,7 @@ func TestDrainDeadlineCancelsDeliveries(t *testing.T) {
 	}
 	f.push(message(t, 1))
 	stop := start(t, f, h, consume.Options{Concurrency: 2, Drain: 50 * time.Millisecond})
-	require.Eventually(t, func() bool {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.received == 1
-	}, 5*time.Second, 5*time.Millisecond)
+	waitReceived(t, f, 1)
 	require.NoError(t, stop())
 	require.Equal(t, map[int64]int{1: 1}, h.handled())
 	_, deleted, _, _ := f.snapshot()
