@@ -28,14 +28,23 @@ type control struct {
 	job *spoolv1.Job
 }
 
+// open checks, as the store does, that id is the job and it is not over.
+// The caller holds c.mu.
+func (c *control) open(id string) error {
+	if id != c.job.GetJobId() {
+		return fmt.Errorf("job %s: %w", id, jobstore.ErrNotFound)
+	}
+	if s := c.job.GetState(); s != spoolv1.JobState_JOB_STATE_RECEIVING && s != spoolv1.JobState_JOB_STATE_SEALED {
+		return fmt.Errorf("job %s: %w", id, jobstore.ErrState)
+	}
+	return nil
+}
+
 func (c *control) SetPaused(_ context.Context, id string, paused bool) (*spoolv1.Job, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if id != c.job.GetJobId() {
-		return nil, fmt.Errorf("job %s: %w", id, jobstore.ErrNotFound)
-	}
-	if s := c.job.GetState(); s != spoolv1.JobState_JOB_STATE_RECEIVING && s != spoolv1.JobState_JOB_STATE_SEALED {
-		return nil, fmt.Errorf("job %s: %w", id, jobstore.ErrState)
+	if err := c.open(id); err != nil {
+		return nil, err
 	}
 	c.job.Paused = paused
 	return c.job, nil
@@ -44,11 +53,8 @@ func (c *control) SetPaused(_ context.Context, id string, paused bool) (*spoolv1
 func (c *control) End(_ context.Context, id string, state spoolv1.JobState, reason string) (*spoolv1.Job, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if id != c.job.GetJobId() {
-		return nil, fmt.Errorf("job %s: %w", id, jobstore.ErrNotFound)
-	}
-	if s := c.job.GetState(); s != spoolv1.JobState_JOB_STATE_RECEIVING && s != spoolv1.JobState_JOB_STATE_SEALED {
-		return nil, fmt.Errorf("job %s: %w", id, jobstore.ErrState)
+	if err := c.open(id); err != nil {
+		return nil, err
 	}
 	c.job.State, c.job.StateReason = state, reason
 	return c.job, nil
