@@ -219,13 +219,17 @@ func (b *Bar) Update(p *spoolv1.JobProgress) {
 func (b *Bar) Note(text string) { _, _ = fmt.Fprintln(b.p, text) }
 
 // Stop implements Job. It returns once the bar's last frame is drawn.
-func (b *Bar) Stop(completed bool) {
-	if completed {
-		b.bar.SetTotal(-1, true)
+func (b *Bar) Stop(completed bool) { finish(b.p, b.bar, completed) }
+
+// finish ends bar: full when ok, else aborted where it stands, and returns
+// once p has drawn its last frame.
+func finish(p *mpb.Progress, bar *mpb.Bar, ok bool) {
+	if ok {
+		bar.SetTotal(-1, true)
 	} else {
-		b.bar.Abort(false)
+		bar.Abort(false)
 	}
-	b.p.Wait()
+	p.Wait()
 }
 
 // UploadBar is the animated terminal display of an upload.
@@ -254,11 +258,4 @@ func (u *UploadBar) Sent(n int64) { u.bar.SetCurrent(n) }
 func (u *UploadBar) Note(text string) { _, _ = fmt.Fprintln(u.p, text) }
 
 // Stop implements Upload.
-func (u *UploadBar) Stop(ok bool) {
-	if ok {
-		u.bar.SetTotal(-1, true)
-	} else {
-		u.bar.Abort(false)
-	}
-	u.p.Wait()
-}
+func (u *UploadBar) Stop(ok bool) { finish(u.p, u.bar, ok) }
