@@ -83,6 +83,20 @@ func tx(row int64) ledger.Tx {
 	}
 }
 
+// diesSending claims tx on l and marks it sending, then moves the clock
+// past the lease: l's dispatcher died during the request. It returns the
+// record as the send left it.
+func diesSending(t *testing.T, w *world, l *ledger.Ledger, tx ledger.Tx) ledger.Record {
+	t.Helper()
+	ctx := context.Background()
+	c, err := l.Claim(ctx, tx)
+	require.NoError(t, err)
+	sent, err := l.Sending(ctx, c.Record)
+	require.NoError(t, err)
+	w.clock.advance(11 * time.Second)
+	return sent
+}
+
 // send claims, marks sending and finishes with outcome, as the dispatcher does.
 func send(t *testing.T, l *ledger.Ledger, tx ledger.Tx, outcome spoolv1.TransactionState) (ledger.Record, jobstore.Counts) {
 	t.Helper()
@@ -263,12 +277,7 @@ func TestExpiredSendBecomesUnknownCountedOnce(t *testing.T) {
 	eachBackend(t, func(t *testing.T, w *world) {
 		ctx := context.Background()
 		a := w.dispatcher("a", ledger.Hold)
-		c, err := a.Claim(ctx, tx(4))
-		require.NoError(t, err)
-		sent, err := a.Sending(ctx, c.Record)
-		require.NoError(t, err)
-		// a dies during the request.
-		w.clock.advance(11 * time.Second)
+		sent := diesSending(t, w, a, tx(4))
 
 		var unknowns atomic.Int64
 		var wg sync.WaitGroup
@@ -451,12 +460,7 @@ func TestFailedTakeOverAfterExpiryKeepsItsCount(t *testing.T) {
 	eachBackend(t, func(t *testing.T, w *world) {
 		ctx := context.Background()
 		a := w.dispatcher("a", ledger.RetryWithKey)
-		c, err := a.Claim(ctx, tx(8))
-		require.NoError(t, err)
-		_, err = a.Sending(ctx, c.Record)
-		require.NoError(t, err)
-		// a dies during the request.
-		w.clock.advance(11 * time.Second)
+		diesSending(t, w, a, tx(8))
 
 		// b's second write (the take-over after the UNKNOWN write) fails.
 		fb := &failingReplace{Backend: w.backend}
@@ -465,7 +469,7 @@ func TestFailedTakeOverAfterExpiryKeepsItsCount(t *testing.T) {
 		// It is tried again until the caller's deadline.
 		short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 		defer cancel()
-		c, err = b.Claim(short, tx(8))
+		c, err := b.Claim(short, tx(8))
 		require.Error(t, err)
 		require.Equal(t, jobstore.Counts{Unknown: 1}, c.Counts, "the UNKNOWN write won, so its count stands")
 
@@ -481,15 +485,10 @@ func TestFailedTakeOverAfterExpiryKeepsItsCount(t *testing.T) {
 // shows two attempts or more.
 func TestSendOfDeadSenderCountsAsAttempt(t *testing.T) {
 	eachBackend(t, func(t *testing.T, w *world) {
-		ctx := context.Background()
 		a := w.dispatcher("a", ledger.RetryWithKey)
-		c, err := a.Claim(ctx, tx(9))
-		require.NoError(t, err)
-		sent, err := a.Sending(ctx, c.Record)
-		require.NoError(t, err)
+		sent := diesSending(t, w, a, tx(9))
 		require.EqualValues(t, 1, sent.Attempts)
-		// a dies during the request; b finds the send expired and resends.
-		w.clock.advance(11 * time.Second)
+		// b finds the send expired and resends.
 		r, counts := send(t, w.dispatcher("b", ledger.RetryWithKey), tx(9), delivered)
 		require.Equal(t, jobstore.Counts{Delivered: 1}, counts, "unknown on the claim, delivered on the resend")
 		require.EqualValues(t, 2, r.Attempts)
