@@ -11,7 +11,6 @@ import (
 	"github.com/aws/smithy-go"
 	"github.com/stretchr/testify/require"
 
-	"github.com/spoolhq/spool/platform/emulator"
 	"github.com/spoolhq/spool/platform/emulator/emutest"
 	"github.com/spoolhq/spool/platform/provision"
 	"github.com/spoolhq/spool/platform/tablelayout"
@@ -88,8 +87,7 @@ func TestEnsureExpiry(t *testing.T) {
 // the same.
 func TestEnsureExpiryOnTheEmulator(t *testing.T) {
 	ctx := context.Background()
-	db := dynamodb.NewFromConfig(emutest.Config(emutest.Start(t, emulator.DynamoDB)))
-	require.NoError(t, provision.EnsureTable(ctx, db, "spool"))
+	db := emutest.Table(t, "spool")
 	first := provision.EnsureExpiry(ctx, db, "spool")
 	again := provision.EnsureExpiry(ctx, db, "spool")
 	if errors.Is(first, provision.ErrExpiryUnsupported) {

@@ -22,7 +22,6 @@ import (
 	"github.com/spoolhq/spool/platform/emulator/dbfault"
 	"github.com/spoolhq/spool/platform/emulator/emutest"
 	"github.com/spoolhq/spool/platform/jobstore"
-	"github.com/spoolhq/spool/platform/provision"
 )
 
 // fault is what happens to one conditional write on its way to the table:
@@ -173,8 +172,7 @@ func faultyWorlds(t *testing.T, fn func(t *testing.T, w *world, f *faults, api *
 	}
 	for name, old := range map[string]oldValues{"dynamodb-ignores-old": ignored, "dynamodb-returns-old": returned, "dynamodb-refuses-old": refused} {
 		worlds[name] = func(t *testing.T, f *faults) (ledger.Backend, *lossyAPI) {
-			db := dynamodb.NewFromConfig(emutest.Config(emutest.Start(t, emulator.DynamoDB)))
-			require.NoError(t, provision.EnsureTable(context.Background(), db, "spool"))
+			db := emutest.Table(t, "spool")
 			writes := func(c dbfault.Call) dbfault.Fault {
 				if c.Op != "PutItem" {
 					return dbfault.Pass
@@ -417,9 +415,8 @@ func TestEveryCallHasADeadline(t *testing.T) {
 func TestEmulatorReturnValuesOnConditionCheckFailure(t *testing.T) {
 	impl, err := emulator.ChosenDynamoDB()
 	require.NoError(t, err)
-	db := dynamodb.NewFromConfig(emutest.Config(emutest.Start(t, emulator.DynamoDB)))
+	db := emutest.Table(t, "spool")
 	ctx := context.Background()
-	require.NoError(t, provision.EnsureTable(ctx, db, "spool"))
 	item := map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "TX#x"}, "sk": &types.AttributeValueMemberS{Value: "TX"}}
 	put := &dynamodb.PutItemInput{
 		TableName: aws.String("spool"), Item: item, ConditionExpression: aws.String("attribute_not_exists(pk)"),
@@ -440,8 +437,7 @@ func TestEmulatorReturnValuesOnConditionCheckFailure(t *testing.T) {
 // The happy path costs what it did before the write protocol: a claim and
 // an outcome, two conditional writes and no read.
 func TestHappyPathIsTwoWritesNoRead(t *testing.T) {
-	db := dynamodb.NewFromConfig(emutest.Config(emutest.Start(t, emulator.DynamoDB)))
-	require.NoError(t, provision.EnsureTable(context.Background(), db, "spool"))
+	db := emutest.Table(t, "spool")
 	api := &countingAPI{API: db}
 	l := ledger.New(ledger.NewDynamo(api, "spool"), ledger.Options{Owner: "a", Lease: time.Minute})
 	ctx := context.Background()

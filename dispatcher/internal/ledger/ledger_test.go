@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/testing/protocmp"
 
@@ -17,10 +16,8 @@ import (
 
 	"github.com/spoolhq/spool/dispatcher/internal/ledger"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
-	"github.com/spoolhq/spool/platform/emulator"
 	"github.com/spoolhq/spool/platform/emulator/emutest"
 	"github.com/spoolhq/spool/platform/jobstore"
-	"github.com/spoolhq/spool/platform/provision"
 )
 
 const (
@@ -55,8 +52,7 @@ func (w *world) dispatcher(owner string, p ledger.Policy) *ledger.Ledger {
 var backends = map[string]func(t *testing.T) ledger.Backend{
 	"memory": func(*testing.T) ledger.Backend { return ledger.NewMemory() },
 	"dynamodb": func(t *testing.T) ledger.Backend {
-		db := dynamodb.NewFromConfig(emutest.Config(emutest.Start(t, emulator.DynamoDB)))
-		require.NoError(t, provision.EnsureTable(context.Background(), db, "spool"))
+		db := emutest.Table(t, "spool")
 		return ledger.NewDynamo(db, "spool")
 	},
 }

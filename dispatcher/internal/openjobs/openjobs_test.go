@@ -6,19 +6,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/stretchr/testify/require"
 
 	"github.com/spoolhq/spool/dispatcher/internal/openjobs"
-	"github.com/spoolhq/spool/platform/emulator"
 	"github.com/spoolhq/spool/platform/emulator/emutest"
-	"github.com/spoolhq/spool/platform/provision"
 )
 
 func TestRegister(t *testing.T) {
 	ctx := context.Background()
-	db := dynamodb.NewFromConfig(emutest.Config(emutest.Start(t, emulator.DynamoDB)))
-	require.NoError(t, provision.EnsureTable(ctx, db, "spool"))
+	db := emutest.Table(t, "spool")
 	var ms atomic.Int64
 	ms.Store(time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC).UnixMilli())
 	now := func() time.Time { return time.UnixMilli(ms.Load()) }

@@ -6,17 +6,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/stretchr/testify/require"
 
 	"github.com/spoolhq/spool/dispatcher/internal/ledger"
 	"github.com/spoolhq/spool/dispatcher/internal/tally"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
-	"github.com/spoolhq/spool/platform/emulator"
 	"github.com/spoolhq/spool/platform/emulator/dbfault"
 	"github.com/spoolhq/spool/platform/emulator/emutest"
 	"github.com/spoolhq/spool/platform/jobstore"
-	"github.com/spoolhq/spool/platform/provision"
 	"github.com/spoolhq/spool/platform/testkit"
 )
 
@@ -27,8 +24,7 @@ import (
 // counters say so.
 func TestOnDynamoUnderLostAnswers(t *testing.T) {
 	ctx := context.Background()
-	raw := dynamodb.NewFromConfig(emutest.Config(emutest.Start(t, emulator.DynamoDB)))
-	require.NoError(t, provision.EnsureTable(ctx, raw, "jobs"))
+	raw := emutest.Table(t, "jobs")
 	faults := []dbfault.Fault{dbfault.LoseRetried, dbfault.Lose}
 	var n int
 	db := dbfault.New(raw, func(c dbfault.Call) dbfault.Fault {

@@ -11,11 +11,13 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/smithy-go/middleware"
 	"github.com/stretchr/testify/require"
 
 	"github.com/spoolhq/spool/platform/awsconf"
 	"github.com/spoolhq/spool/platform/emulator"
+	"github.com/spoolhq/spool/platform/provision"
 )
 
 // Start runs kind on a free loopback port for the rest of the test and
@@ -79,4 +81,14 @@ func Config(endpoint string) aws.Config {
 		BaseEndpoint: aws.String(endpoint),
 		APIOptions:   []func(*middleware.Stack) error{awsconf.CRC32WhenPresent},
 	}
+}
+
+// Table starts a fresh DynamoDB emulator, creates in it the Spool table
+// name (provision.EnsureTable: the layout the services use) and returns a
+// client of it.
+func Table(tb testing.TB, name string) *dynamodb.Client {
+	tb.Helper()
+	db := dynamodb.NewFromConfig(Config(Start(tb, emulator.DynamoDB)))
+	require.NoError(tb, provision.EnsureTable(context.Background(), db, name), "create table %s", name)
+	return db
 }
