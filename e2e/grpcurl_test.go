@@ -86,7 +86,7 @@ func TestGrpcurlAdHoc(t *testing.T) {
 	require.Equal(t, "3", last.Progress.Job.Total)
 
 	// Exactly those rows reached the sink, once each.
-	require.Equal(t, sinkStats{Requests: 3, Distinct: 3}, getSinkStats(t, s, resp.JobID))
+	require.Equal(t, sinkTotals{Requests: 3, Distinct: 3}, getSinkTotals(t, s, resp.JobID))
 	requireEachRowOnce(t, s, resp.JobID, 3)
 
 	got := runGrpcurl(t, "", "-d", `{"jobId": "`+resp.JobID+`"}`, s.Ingestor.Addr, "spool.v1.IngestService/GetJob")

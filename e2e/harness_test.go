@@ -107,20 +107,6 @@ func writeSample(t *testing.T, rows int) string {
 	return path
 }
 
-// sinkStats is the sink's /stats answer.
-type sinkStats struct {
-	Requests   int64 `json:"requests"`
-	Distinct   int64 `json:"distinct"`
-	Duplicates int64 `json:"duplicates"`
-}
-
-func getSinkStats(t *testing.T, s *stack.Stack, jobID string) sinkStats {
-	t.Helper()
-	var st sinkStats
-	getJSON(t, s.Sink.Addr+"/stats?job="+jobID, &st)
-	return st
-}
-
 // getJSON decodes the JSON answer of a GET into v.
 func getJSON(t *testing.T, url string, v any) {
 	t.Helper()

@@ -30,8 +30,8 @@ func TestSendExactlyOnce(t *testing.T) {
 	require.Contains(t, out, "delivered 3000 of 3000")
 	jobID := jobIDFrom(t, out)
 
-	st := getSinkStats(t, s, jobID)
-	require.Equal(t, sinkStats{Requests: rows, Distinct: rows, Duplicates: 0}, st)
+	st := getSinkTotals(t, s, jobID)
+	require.Equal(t, sinkTotals{Requests: rows, Distinct: rows, Duplicates: 0}, st)
 	requireEachRowOnce(t, s, jobID, rows)
 
 	// Any dispatcher answers for the whole job.
@@ -95,7 +95,7 @@ func TestLargeFileThreeDispatchers(t *testing.T) {
 	jobID := jobIDFrom(t, out)
 	t.Logf("%d rows through 3 dispatchers in %s", rows, time.Since(start).Round(time.Millisecond))
 
-	st := getSinkStats(t, s, jobID)
+	st := getSinkTotals(t, s, jobID)
 	require.EqualValues(t, rows, st.Distinct)
 	require.Zero(t, st.Duplicates)
 	requireEachRowOnce(t, s, jobID, int64(rows))
