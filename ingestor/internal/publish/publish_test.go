@@ -273,6 +273,15 @@ type gate struct {
 	mu      sync.Mutex
 }
 
+// newGated is newTest on a queue whose every call waits at a new gate.
+func newGated(tb testing.TB, o Options) (*gate, *fakeSQS, *Publisher, func()) {
+	tb.Helper()
+	g := newGate()
+	f := &fakeSQS{hook: g.hook}
+	p, start := newTest(tb, f, o)
+	return g, f, p, start
+}
+
 func newGate() *gate {
 	return &gate{called: make(chan []string, 100), release: map[string]chan struct{}{}}
 }
@@ -316,9 +325,7 @@ func (g *gate) releaseAll(tb testing.TB) {
 }
 
 func TestWatermarkWithOutOfOrderCompletion(t *testing.T) {
-	g := newGate()
-	f := &fakeSQS{hook: g.hook}
-	p, start := newTest(t, f, Options{Concurrency: 2})
+	g, _, p, start := newGated(t, Options{Concurrency: 2})
 	start()
 
 	publishRows(t, p, 1, 1)
@@ -348,10 +355,8 @@ func TestWatermarkWithOutOfOrderCompletion(t *testing.T) {
 
 func TestPublishBlocksWhenBufferFull(t *testing.T) {
 	t.Run("unblocks when a send completes", func(t *testing.T) {
-		g := newGate()
-		f := &fakeSQS{hook: g.hook}
 		var waits atomic.Int64
-		p, start := newTest(t, f, Options{Concurrency: 1, Buffer: 1, Waited: func(time.Duration) { waits.Add(1) }})
+		g, f, p, start := newGated(t, Options{Concurrency: 1, Buffer: 1, Waited: func(time.Duration) { waits.Add(1) }})
 		start()
 		publishRows(t, p, 1, 1)
 		require.Equal(t, []string{"1"}, <-g.called) // the sender holds row 1
@@ -376,9 +381,7 @@ func TestPublishBlocksWhenBufferFull(t *testing.T) {
 	t.Run("waits only when full", func(t *testing.T) {
 		// A cancelled context makes Publish fail only if it has to wait,
 		// so this proves without timing that the full buffer blocks.
-		g := newGate()
-		f := &fakeSQS{hook: g.hook}
-		p, start := newTest(t, f, Options{Concurrency: 1, Buffer: 1})
+		g, _, p, start := newGated(t, Options{Concurrency: 1, Buffer: 1})
 		start()
 		cancelled, cancel := context.WithCancel(context.Background())
 		cancel()
@@ -391,9 +394,7 @@ func TestPublishBlocksWhenBufferFull(t *testing.T) {
 }
 
 func TestConcurrencyBounded(t *testing.T) {
-	g := newGate()
-	f := &fakeSQS{hook: g.hook}
-	p, start := newTest(t, f, Options{Concurrency: 3, Buffer: 100})
+	g, f, p, start := newGated(t, Options{Concurrency: 3, Buffer: 100})
 	publishRows(t, p, 1, 60)
 	start()
 	var first [][]string
@@ -423,9 +424,7 @@ func TestRowsMustIncrease(t *testing.T) {
 }
 
 func TestCloseStopsSenders(t *testing.T) {
-	g := newGate()
-	f := &fakeSQS{hook: g.hook}
-	p, start := newTest(t, f, Options{Concurrency: 2})
+	g, _, p, start := newGated(t, Options{Concurrency: 2})
 	start()
 	publishRows(t, p, 1, 1)
 	<-g.called
