@@ -128,6 +128,14 @@ func serve(t testing.TB, jobs dispatchrpc.Jobs, clk *clock, opts ...func(*dispat
 	return spoolv1.NewDispatchServiceClient(conn), cancel
 }
 
+// watch opens a watch of job j on client.
+func watch(t *testing.T, client spoolv1.DispatchServiceClient) grpc.ServerStreamingClient[spoolv1.WatchJobResponse] {
+	t.Helper()
+	stream, err := client.WatchJob(t.Context(), &spoolv1.WatchJobRequest{JobId: "j"})
+	require.NoError(t, err)
+	return stream
+}
+
 func newClock() *clock {
 	return &clock{now: time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC), tick: make(chan time.Time)}
 }
@@ -156,8 +164,7 @@ func TestWatchSequence(t *testing.T) {
 	jobs := &fakeJobs{job: sealed(1000, 0)}
 	clk := newClock()
 	client, _ := serve(t, jobs, clk)
-	stream, err := client.WatchJob(t.Context(), &spoolv1.WatchJobRequest{JobId: "j"})
-	require.NoError(t, err)
+	stream := watch(t, client)
 
 	first, err := stream.Recv()
 	require.NoError(t, err)
@@ -204,9 +211,8 @@ func TestHungReadDoesNotStallTheWatch(t *testing.T) {
 	jobs := &fakeJobs{job: sealed(1000, 0)}
 	clk := newClock()
 	client, _ := serve(t, jobs, clk, func(o *dispatchrpc.Options) { o.ReadTimeout = 20 * time.Millisecond })
-	stream, err := client.WatchJob(t.Context(), &spoolv1.WatchJobRequest{JobId: "j"})
-	require.NoError(t, err)
-	_, err = stream.Recv()
+	stream := watch(t, client)
+	_, err := stream.Recv()
 	require.NoError(t, err)
 
 	hung := make(chan struct{})
@@ -242,9 +248,8 @@ func TestRateForgetsOldSamples(t *testing.T) {
 	jobs := &fakeJobs{job: sealed(1000, 0)}
 	clk := newClock()
 	client, _ := serve(t, jobs, clk)
-	stream, err := client.WatchJob(t.Context(), &spoolv1.WatchJobRequest{JobId: "j"})
-	require.NoError(t, err)
-	_, err = stream.Recv()
+	stream := watch(t, client)
+	_, err := stream.Recv()
 	require.NoError(t, err)
 
 	// 100 rows in the first second, then nothing for ten: heartbeats at 6 s
@@ -275,8 +280,7 @@ func TestWatchEndsAtOnceOnFinalJob(t *testing.T) {
 			job := sealed(5, 5)
 			job.State = state
 			client, _ := serve(t, &fakeJobs{job: job}, newClock())
-			stream, err := client.WatchJob(t.Context(), &spoolv1.WatchJobRequest{JobId: "j"})
-			require.NoError(t, err)
+			stream := watch(t, client)
 			got, err := recvAll(t, stream)
 			require.NoError(t, err)
 			require.Len(t, got, 1)
@@ -309,9 +313,8 @@ func TestWatchErrors(t *testing.T) {
 
 func TestWatchEndsOnShutdown(t *testing.T) {
 	client, shutdown := serve(t, &fakeJobs{job: sealed(10, 0)}, newClock())
-	stream, err := client.WatchJob(t.Context(), &spoolv1.WatchJobRequest{JobId: "j"})
-	require.NoError(t, err)
-	_, err = stream.Recv()
+	stream := watch(t, client)
+	_, err := stream.Recv()
 	require.NoError(t, err)
 	shutdown()
 	_, err = recvAll(t, stream)
@@ -375,9 +378,8 @@ func TestWatchedTellsWhichJobsAreAwaited(t *testing.T) {
 			client, cancel := serve(t, &fakeJobs{job: job}, newClock(), func(o *dispatchrpc.Options) {
 				o.Watched = func(id string) { watched <- id }
 			})
-			stream, err := client.WatchJob(t.Context(), &spoolv1.WatchJobRequest{JobId: "j"})
-			require.NoError(t, err)
-			_, err = stream.Recv()
+			stream := watch(t, client)
+			_, err := stream.Recv()
 			require.NoError(t, err)
 			cancel()
 			_, _ = recvAll(t, stream)
