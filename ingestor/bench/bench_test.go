@@ -175,17 +175,31 @@ func (p *process) stop(b testing.TB) {
 	}
 }
 
+// openStream opens a StreamFile call on the ingestor at addr, given at
+// most d; done cancels the call and closes the connection.
+func openStream(tb testing.TB, addr string, d time.Duration) (stream grpc.ClientStreamingClient[spoolv1.StreamFileRequest, spoolv1.StreamFileResponse], done func()) {
+	tb.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(tb, err)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	stream, err = spoolv1.NewIngestServiceClient(conn).StreamFile(ctx)
+	if err != nil {
+		cancel()
+		conn.Close()
+		require.NoError(tb, err)
+	}
+	return stream, func() {
+		cancel()
+		conn.Close()
+	}
+}
+
 // streamRows sends rows of about 120 bytes in batches and returns the
 // response.
 func streamRows(b *testing.B, addr string, rows int) *spoolv1.StreamFileResponse {
 	b.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(b, err)
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	defer cancel()
-	stream, err := spoolv1.NewIngestServiceClient(conn).StreamFile(ctx)
-	require.NoError(b, err)
+	stream, done := openStream(b, addr, 30*time.Minute)
+	defer done()
 	require.NoError(b, stream.Send(&spoolv1.StreamFileRequest{Msg: &spoolv1.StreamFileRequest_Header{Header: &spoolv1.FileHeader{
 		FileName: fmt.Sprintf("bench-%d.csv", rows),
 		Columns:  []string{"employee_id", "name", "iban", "amount", "currency", "reference"},

@@ -13,9 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
@@ -73,13 +71,8 @@ func BenchmarkUnterminatedQuoteRSS(b *testing.B) {
 // the call. It returns how much it sent and the call's error.
 func streamUnterminated(b testing.TB, addr string, total int) (int, error) {
 	b.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(b, err)
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	stream, err := spoolv1.NewIngestServiceClient(conn).StreamFile(ctx)
-	require.NoError(b, err)
+	stream, done := openStream(b, addr, 10*time.Minute)
+	defer done()
 	require.NoError(b, stream.Send(&spoolv1.StreamFileRequest{Msg: &spoolv1.StreamFileRequest_Header{Header: &spoolv1.FileHeader{FileName: "quote.csv"}}}))
 	first := []byte("id,note\n1,\"")
 	require.NoError(b, stream.Send(&spoolv1.StreamFileRequest{Msg: &spoolv1.StreamFileRequest_Chunk{Chunk: first}}))
@@ -94,6 +87,6 @@ func streamUnterminated(b testing.TB, addr string, total int) (int, error) {
 		}
 		sent += len(chunk)
 	}
-	_, err = stream.CloseAndRecv()
+	_, err := stream.CloseAndRecv()
 	return sent, err
 }
