@@ -20,6 +20,7 @@ import (
 	"github.com/spoolhq/spool/dispatcher/internal/deliver"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/jobstore"
+	"github.com/spoolhq/spool/platform/metrics/metricstest"
 )
 
 type nopCounter struct{ got jobstore.Counts }
@@ -72,12 +73,13 @@ func TestSenderByStatusClass(t *testing.T) {
 		{"never built", errors.New("bad url"), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m := New(prometheus.NewRegistry(), nil)
+			reg := prometheus.NewRegistry()
+			m := New(reg, nil)
 			err := m.Sender(sendFunc(func() error { return tc.err })).Send(context.Background(), &spoolv1.Envelope{})
 			require.Equal(t, tc.err, err)
 			total := 0
 			for _, c := range StatusClasses {
-				h := histogramCount(t, m, c)
+				h := metricstest.SampleCount(t, reg, "spool_destination_request_duration_seconds", c)
 				if c == tc.class {
 					require.EqualValues(t, 1, h, c)
 				}
@@ -90,23 +92,6 @@ func TestSenderByStatusClass(t *testing.T) {
 			}
 		})
 	}
-}
-
-func histogramCount(t *testing.T, m *Metrics, class string) uint64 {
-	t.Helper()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(m.requestDuration)
-	families, err := reg.Gather()
-	require.NoError(t, err)
-	for _, f := range families {
-		for _, s := range f.GetMetric() {
-			if s.GetLabel()[0].GetValue() == class {
-				return s.GetHistogram().GetSampleCount()
-			}
-		}
-	}
-	t.Fatalf("no series for %s", class)
-	return 0
 }
 
 type fakeQueue struct {

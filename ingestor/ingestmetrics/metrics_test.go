@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/metrics/metricstest"
 )
 
 type batchFunc func() (*sqs.SendMessageBatchOutput, error)
@@ -43,28 +44,10 @@ func TestBatches(t *testing.T) {
 				SendMessageBatch(context.Background(), &sqs.SendMessageBatchInput{})
 			require.Equal(t, tc.err, err)
 			require.Equal(t, tc.published, testutil.ToFloat64(m.rows.WithLabelValues("published")))
-			require.Equal(t, tc.okCalls, sampleCount(t, reg, "ok"))
-			require.Equal(t, tc.errored, sampleCount(t, reg, "error"))
+			require.Equal(t, tc.okCalls, metricstest.SampleCount(t, reg, "spool_publish_batch_duration_seconds", "ok"))
+			require.Equal(t, tc.errored, metricstest.SampleCount(t, reg, "spool_publish_batch_duration_seconds", "error"))
 		})
 	}
-}
-
-func sampleCount(t *testing.T, reg *prometheus.Registry, result string) uint64 {
-	t.Helper()
-	families, err := reg.Gather()
-	require.NoError(t, err)
-	for _, f := range families {
-		if f.GetName() != "spool_publish_batch_duration_seconds" {
-			continue
-		}
-		for _, s := range f.GetMetric() {
-			if s.GetLabel()[0].GetValue() == result {
-				return s.GetHistogram().GetSampleCount()
-			}
-		}
-	}
-	t.Fatalf("no batch series for result %s", result)
-	return 0
 }
 
 type blockingServer struct {
