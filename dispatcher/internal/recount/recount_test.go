@@ -356,6 +356,21 @@ func (g *register) Unmark(_ context.Context, id string, cutoff time.Time) error 
 	return nil
 }
 
+// register is an empty register on the fixture's clock.
+func (f *fixture) register() *register {
+	return &register{marked: map[string]time.Time{}, now: func() time.Time { return f.now }}
+}
+
+// markedElsewhere returns a register in which another dispatcher noted and
+// marked "job", as one that worked on it does.
+func (f *fixture) markedElsewhere(t *testing.T) *register {
+	open := f.register()
+	other := f.repairer(open, false)
+	other.Note("job")
+	other.Mark(t.Context())
+	return open
+}
+
 func (f *fixture) repairer(open recount.Open, keepUnknown bool) *recount.Repairer {
 	return recount.New(f.jobs, f.ledger, recount.Options{
 		Interval: 5 * time.Second, After: 10 * time.Second, Now: func() time.Time { return f.now },
@@ -368,11 +383,9 @@ func (f *fixture) repairer(open recount.Open, keepUnknown bool) *recount.Repaire
 // never reads the job, yet finds it in the register and repairs it.
 func TestJobOfKilledDispatchersIsRepairedByANewOne(t *testing.T) {
 	f := newFixture(t, stalled(30*time.Second, 7), quiet(10, 0, 0))
-	open := &register{marked: map[string]time.Time{}, now: func() time.Time { return f.now }}
-	worker := f.repairer(open, false)
-	worker.Note("job")
-	worker.Mark(t.Context())
-	// worker is SIGKILLed here; its tracked jobs die with it.
+	// The dispatcher that marked the job is SIGKILLed; its tracked jobs die
+	// with it.
+	open := f.markedElsewhere(t)
 
 	fresh := f.repairer(open, false)
 	fresh.Sync(t.Context())
@@ -400,7 +413,7 @@ func TestCompletedJobWithResentUnknownIsRepaired(t *testing.T) {
 		UpdatedAt: timestamppb.New(t0.Add(-30 * time.Second)),
 	}
 	f := newFixture(t, job, quiet(9, 0, 1))
-	open := &register{marked: map[string]time.Time{}, now: func() time.Time { return f.now }}
+	open := f.register()
 	r := f.repairer(open, true)
 	r.Note("job")
 	r.Mark(t.Context())
@@ -433,10 +446,7 @@ func TestCompletedJobWithResentUnknownIsRepaired(t *testing.T) {
 func TestRecentlyMarkedJobStaysOpen(t *testing.T) {
 	job := &spoolv1.Job{JobId: "job", State: completed, Total: 10, Delivered: 10, UpdatedAt: timestamppb.New(t0.Add(-time.Hour))}
 	f := newFixture(t, job, quiet(10, 0, 0))
-	open := &register{marked: map[string]time.Time{}, now: func() time.Time { return f.now }}
-	other := f.repairer(open, false)
-	other.Note("job")
-	other.Mark(t.Context())
+	open := f.markedElsewhere(t)
 
 	r := f.repairer(open, false)
 	r.Sync(t.Context())
