@@ -28,13 +28,17 @@ func publishedMidStream(j *spoolv1.Job) bool {
 	return j.GetRowsPublished() > 0 || isFinal(j.GetState()) || j.GetState() == spoolv1.JobState_JOB_STATE_SEALED
 }
 
-// requireCaughtMidStream fails when the stream ended before it could be
-// broken, which says the file is too small for this machine.
-func requireCaughtMidStream(t *testing.T, j *spoolv1.Job, rows int) {
+// catchMidStream waits until the job of key has rows published, and
+// returns it while its stream of rows is still running. It fails when the
+// stream ended before it could be broken, which says the file is too small
+// for this machine.
+func catchMidStream(t *testing.T, s *stack.Stack, key string, rows int) *spoolv1.Job {
 	t.Helper()
+	j := waitJob(t, s, &spoolv1.GetJobRequest{JobKey: key}, time.Minute, "rows published", publishedMidStream)
 	require.Equal(t, spoolv1.JobState_JOB_STATE_RECEIVING, j.GetState(),
 		"the stream of %d rows ended before it could be broken: the file is too small for this machine", rows)
 	require.Less(t, j.GetRowsPublished(), int64(rows))
+	return j
 }
 
 // TestChaosIngestorKilledMidStream SIGKILLs the ingestor while `spool send`
@@ -55,9 +59,7 @@ func TestChaosIngestorKilledMidStream(t *testing.T) {
 
 	start := time.Now()
 	_, out, done := startCLI(t, s, "send", "-job-key", key, file)
-	byKey := &spoolv1.GetJobRequest{JobKey: key}
-	caught := waitJob(t, s, byKey, time.Minute, "rows published", publishedMidStream)
-	requireCaughtMidStream(t, caught, rows)
+	caught := catchMidStream(t, s, key, rows)
 	jobID := caught.GetJobId()
 
 	require.NoError(t, s.Ingestor.Kill())
@@ -133,9 +135,7 @@ func TestChaosAbandonedStreamIsAborted(t *testing.T) {
 	key := fmt.Sprintf("abandoned-%d", rows)
 
 	cli, out, done := startCLI(t, s, "send", "-job-key", key, file)
-	byKey := &spoolv1.GetJobRequest{JobKey: key}
-	caught := waitJob(t, s, byKey, time.Minute, "rows published", publishedMidStream)
-	requireCaughtMidStream(t, caught, rows)
+	caught := catchMidStream(t, s, key, rows)
 	jobID := caught.GetJobId()
 
 	require.NoError(t, cli.Process.Kill())
