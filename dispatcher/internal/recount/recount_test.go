@@ -216,8 +216,7 @@ func TestCheck(t *testing.T) {
 
 			require.Equal(t, tt.wantCounts, f.ledger.calls, "ledger counts")
 			require.Equal(t, tt.wantRepairs, f.jobs.repairs, "repairs")
-			j, err := f.jobs.Get(t.Context(), "job")
-			require.NoError(t, err)
+			j := f.job(t)
 			require.Equal(t, tt.want, jobstore.Settled{Delivered: j.GetDelivered(), Failed: j.GetFailed(), Unknown: j.GetUnknown()})
 			require.Equal(t, tt.wantState, j.GetState())
 			require.Equal(t, tt.wantTracked, nilIfEmpty(f.r.Tracked()))
@@ -250,8 +249,7 @@ func TestRefusedRepairIsTriedAgain(t *testing.T) {
 	require.Zero(t, f.jobs.repairs)
 	require.Equal(t, []string{"job"}, f.r.Tracked())
 	require.Contains(t, f.logs.String(), "counter repair refused")
-	j, err := f.jobs.Get(t.Context(), "job")
-	require.NoError(t, err)
+	j := f.job(t)
 	require.EqualValues(t, 8, j.GetDelivered(), "the late delta stands")
 
 	// The job is live again, so the next check leaves it alone; once it
@@ -261,8 +259,7 @@ func TestRefusedRepairIsTriedAgain(t *testing.T) {
 	f.now = f.now.Add(10 * time.Second)
 	f.r.Check(t.Context())
 	require.Equal(t, 1, f.jobs.repairs)
-	j, err = f.jobs.Get(t.Context(), "job")
-	require.NoError(t, err)
+	j = f.job(t)
 	require.Equal(t, completed, j.GetState())
 	require.EqualValues(t, 10, j.GetDelivered())
 	require.Empty(t, f.r.Tracked())
@@ -356,6 +353,14 @@ func (g *register) Unmark(_ context.Context, id string, cutoff time.Time) error 
 	return nil
 }
 
+// job reads "job" from the fixture's store.
+func (f *fixture) job(t *testing.T) *spoolv1.Job {
+	t.Helper()
+	j, err := f.jobs.Get(t.Context(), "job")
+	require.NoError(t, err)
+	return j
+}
+
 // register is an empty register on the fixture's clock.
 func (f *fixture) register() *register {
 	return &register{marked: map[string]time.Time{}, now: func() time.Time { return f.now }}
@@ -393,8 +398,7 @@ func TestJobOfKilledDispatchersIsRepairedByANewOne(t *testing.T) {
 	f.now = f.now.Add(10 * time.Second)
 	fresh.Check(t.Context())
 	require.Equal(t, 1, f.jobs.repairs)
-	j, err := f.jobs.Get(t.Context(), "job")
-	require.NoError(t, err)
+	j := f.job(t)
 	require.Equal(t, completed, j.GetState())
 	require.EqualValues(t, 10, j.GetDelivered())
 	require.Empty(t, fresh.Tracked(), "final and right: forgotten")
@@ -420,8 +424,7 @@ func TestCompletedJobWithResentUnknownIsRepaired(t *testing.T) {
 	f.now = f.now.Add(10 * time.Second)
 	r.Check(t.Context())
 	require.Equal(t, 1, f.jobs.repairs)
-	j, err := f.jobs.Get(t.Context(), "job")
-	require.NoError(t, err)
+	j := f.job(t)
 	require.Equal(t, completed, j.GetState())
 	require.Equal(t, jobstore.Settled{Delivered: 9, Unknown: 1}, jobstore.Settled{Delivered: j.GetDelivered(), Failed: j.GetFailed(), Unknown: j.GetUnknown()})
 	require.Equal(t, []string{"job"}, r.Tracked(), "one row will still be resent")
@@ -430,8 +433,7 @@ func TestCompletedJobWithResentUnknownIsRepaired(t *testing.T) {
 	f.ledger.byJob["job"] = ledger.Count{Delivered: 10, LastChange: f.now.UnixMilli()}
 	f.now = f.now.Add(time.Minute)
 	r.Check(t.Context())
-	j, err = f.jobs.Get(t.Context(), "job")
-	require.NoError(t, err)
+	j = f.job(t)
 	require.EqualValues(t, 10, j.GetDelivered())
 	require.Zero(t, j.GetUnknown())
 	r.Check(t.Context())
