@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
@@ -39,6 +40,13 @@ func Load(ctx context.Context, log *slog.Logger) (aws.Config, error) {
 	}
 	if cfg.Region == "" {
 		return aws.Config{}, fmt.Errorf("load AWS config: no region; set AWS_REGION")
+	}
+	if path := os.Getenv(CallLogEnv); path != "" {
+		l, err := openCallLog(path)
+		if err != nil {
+			return aws.Config{}, err
+		}
+		cfg.APIOptions = append(cfg.APIOptions, l.register)
 	}
 	return cfg, nil
 }
