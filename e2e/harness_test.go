@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -19,6 +20,7 @@ import (
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/local/sample"
 	"github.com/spoolhq/spool/local/stack"
+	"github.com/spoolhq/spool/platform/awsconf"
 )
 
 // binDir holds the binaries under test: $SPOOL_BIN_DIR (set by make test),
@@ -28,7 +30,14 @@ var binDir string
 func TestMain(m *testing.M) {
 	code, err := func() (int, error) {
 		binDir = os.Getenv("SPOOL_BIN_DIR")
-		if binDir == "" {
+		if binDir != "" {
+			// The processes run in their own directories.
+			abs, err := filepath.Abs(binDir)
+			if err != nil {
+				return 1, err
+			}
+			binDir = abs
+		} else {
 			dir, err := os.MkdirTemp("", "spool-e2e-bin-")
 			if err != nil {
 				return 1, err
@@ -45,7 +54,25 @@ func TestMain(m *testing.M) {
 			}
 			binDir = dir
 		}
-		return m.Run(), nil
+		// Every process the tests start records its AWS calls here.
+		logDir, err := os.MkdirTemp("", "spool-e2e-calls-")
+		if err != nil {
+			return 1, err
+		}
+		defer os.RemoveAll(logDir)
+		callLog := filepath.Join(logDir, "aws-calls.jsonl")
+		if err := os.Setenv(awsconf.CallLogEnv, callLog); err != nil {
+			return 1, err
+		}
+		flag.Parse()
+		code := m.Run()
+		// The calls a failed test made were made all the same; only a
+		// passing run without -run saw every call the tests provoke.
+		full := code == 0 && flag.Lookup("test.run").Value.String() == ""
+		if err := checkAWSCalls(callLog, full); err != nil {
+			return 1, err
+		}
+		return code, nil
 	}()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)

@@ -27,6 +27,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -34,6 +35,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -225,9 +227,12 @@ func writeThrottle(w http.ResponseWriter, target string) {
 		errType, msg = "com.amazonaws.sqs#RequestThrottled", "Request is throttled."
 		w.Header().Set("X-Amzn-Query-Error", "RequestThrottled;Sender")
 	}
+	body := fmt.Sprintf(`{"__type":%q,"message":%q}`, errType, msg)
 	w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+	// DynamoDB signs every answer's body with a CRC32, which its SDK checks.
+	w.Header().Set("X-Amz-Crc32", strconv.FormatUint(uint64(crc32.ChecksumIEEE([]byte(body))), 10))
 	w.WriteHeader(http.StatusBadRequest)
-	fmt.Fprintf(w, `{"__type":%q,"message":%q}`, errType, msg)
+	_, _ = io.WriteString(w, body)
 }
 
 // reset ends the caller's connection with a TCP reset, before any byte of
