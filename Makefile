@@ -101,11 +101,11 @@ UNIT_PKGS := $(foreach m,platform ingestor dispatcher cli sink local deploy,gith
 test-unit:
 	go test -short -timeout 5m $(UNIT_PKGS)
 
-## chaos: the 50 000-row run, the chaos runs and the failing-destination runs at full size (make test runs them reduced)
+## chaos: the 50 000-row run, the chaos runs, the failing-destination runs and the fault-proxy runs at full size (make test runs them reduced)
 CHAOS_ROWS ?= 20000
 chaos: deps build
 	SPOOL_BIN_DIR=$(BIN) SPOOL_CHAOS_ROWS=$(CHAOS_ROWS) SPOOL_CHAOS_INGEST_ROWS=50000 SPOOL_FAILURE_ROWS=5000 SPOOL_RATE_ROWS=5000 \
-	  SPOOL_E2E_ROWS=50000 go test -count=1 -v -timeout 90m -run 'Chaos|LargeFile|RejectedRows|SIGTERM|DestinationDown|Throttled' github.com/spoolhq/spool/e2e
+	  SPOOL_FAULT_ROWS=10000 SPOOL_E2E_ROWS=50000 go test -count=1 -v -timeout 120m -run 'Chaos|LargeFile|RejectedRows|SIGTERM|DestinationDown|Throttled|Fault' github.com/spoolhq/spool/e2e
 
 ## bench: Spool side by side with its baselines in one table (ingest, delivery vs Little's law and scaling, the seed's loop, random loss, the ledger, the ingestor's memory); fails when a ratio is out of its bound; JSON to bench/results/. Then the delivery path's cost of metrics and tracing (reported)
 bench: deps build

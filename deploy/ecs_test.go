@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -79,14 +78,6 @@ type (
 				}
 				ReturnData bool
 			}
-		}
-	}
-	iamPolicy struct {
-		Version   string
-		Statement []struct {
-			Effect   string
-			Action   []string
-			Resource string
 		}
 	}
 )
@@ -280,55 +271,4 @@ func TestECSDispatcherScaling(t *testing.T) {
 	require.Equal(t, queue[3], dims["AWS/SQS QueueName"], "the backlog is the dispatchers' queue")
 	require.Equal(t, sd.Cluster, dims["ECS/ContainerInsights ClusterName"])
 	require.Equal(t, sd.ServiceName, dims["ECS/ContainerInsights ServiceName"])
-}
-
-func TestECSTaskPolicies(t *testing.T) {
-	tests := []struct {
-		file     string
-		taskFile string
-		actions  []string
-	}{
-		{
-			file: "iam/ingestor-task-policy.json", taskFile: "ingestor-task.json",
-			actions: []string{"sqs:SendMessage", "sqs:GetQueueAttributes", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:Query"},
-		},
-		{
-			file: "iam/dispatcher-task-policy.json", taskFile: "dispatcher-task.json",
-			actions: []string{
-				"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes",
-				"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:Query",
-			},
-		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.file, func(t *testing.T) {
-			var policy iamPolicy
-			var td taskDefinition
-			readJSON(t, tt.file, &policy)
-			readJSON(t, tt.taskFile, &td)
-			env := td.ContainerDefinitions[0].env()
-			q := queueURLPattern.FindStringSubmatch(env["SPOOL_QUEUE_URL"])
-			require.NotNil(t, q)
-			// Least privilege: exactly the resources the task is configured with.
-			resources := map[string]string{
-				"sqs":      "arn:aws:sqs:" + q[1] + ":" + q[2] + ":" + q[3],
-				"dynamodb": "arn:aws:dynamodb:" + q[1] + ":" + q[2] + ":table/" + env["SPOOL_TABLE"],
-			}
-
-			require.Equal(t, "2012-10-17", policy.Version)
-			var actions []string
-			for _, st := range policy.Statement {
-				require.Equal(t, "Allow", st.Effect)
-				for _, a := range st.Action {
-					service, _, ok := strings.Cut(a, ":")
-					require.True(t, ok, a)
-					require.NotContains(t, a, "*", "no wildcard actions")
-					require.Equal(t, resources[service], st.Resource, "resource of %s", a)
-					actions = append(actions, a)
-				}
-			}
-			require.ElementsMatch(t, tt.actions, actions)
-			require.Len(t, slices.Compact(slices.Sorted(slices.Values(actions))), len(actions), "an action is listed twice")
-		})
-	}
 }
