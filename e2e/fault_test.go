@@ -187,7 +187,7 @@ func TestFaultProxyExactlyOnce(t *testing.T) {
 	fp.requireFaultsMet(t)
 }
 
-// TestFaultProxyChaosHold is #3's chaos run with AWS's failures on top: a
+// TestFaultProxyChaosHold is the dispatcher chaos run (chaos_dispatch_test.go) with AWS's failures on top: a
 // dispatcher SIGKILLed about every 2 s, a destination that fails 10 % of
 // requests, hangs 3 % after applying them and resets 1 %, and the fault
 // proxies between every service and AWS. Under `hold`, no row may be
