@@ -187,10 +187,10 @@ func TestFaultProxyExactlyOnce(t *testing.T) {
 	fp.requireFaultsMet(t)
 }
 
-// TestFaultProxyChaosHold is the dispatcher chaos run (chaos_dispatch_test.go) with AWS's failures on top: a
-// dispatcher SIGKILLed about every 2 s, a destination that fails 10 % of
-// requests, hangs 3 % after applying them and resets 1 %, and the fault
-// proxies between every service and AWS. Under `hold`, no row may be
+// TestFaultProxyChaosHold is the dispatcher chaos run (chaos_dispatch_test.go)
+// with AWS's failures on top: a dispatcher SIGKILLed about every 2 s, a
+// destination that fails 10 % of requests, hangs 3 % after applying them
+// and resets 1 %, and the fault proxies between every service and AWS. Under `hold`, no row may be
 // applied twice, and every UNKNOWN row must be one whose request reached
 // the destination.
 func TestFaultProxyChaosHold(t *testing.T) {
