@@ -44,6 +44,9 @@ type faultProxies struct {
 func newFaultProxies(t *testing.T, seed uint64) (*faultProxies, func(emulator.Kind, string) (string, error)) {
 	t.Helper()
 	fp := &faultProxies{byKind: map[emulator.Kind]*faultproxy.Proxy{}}
+	// Runs last, after the stack stopped: the final counts, whatever ended
+	// the test.
+	t.Cleanup(func() { t.Logf("faults injected (seed %d):%s", seed, fp.report()) })
 	start := func(kind emulator.Kind, target string) (string, error) {
 		faults := map[string]faultproxy.Fault{}
 		for _, op := range writeOperations[kind] {
@@ -146,7 +149,6 @@ func TestFaultProxyExactlyOnce(t *testing.T) {
 	if jobID != "" {
 		atExit = sinkLedger(t, s, jobID)
 	}
-	t.Logf("faults injected:%s", fp.report())
 	// A failed send is reported, and the job is still followed to its end
 	// so that the run says what became of the rows.
 	assert.NoError(t, sendErr, "spool send failed after %s:\n%s", wall.Round(time.Millisecond), out)
@@ -255,7 +257,6 @@ func TestFaultProxyChaosHold(t *testing.T) {
 	}
 	slices.Sort(twice)
 	slices.Sort(unknownUnsent)
-	t.Logf("faults injected:%s", fp.report())
 	t.Logf("fault proxy chaos hold, %d rows, 3 dispatchers: kills %d; job %s delivered %d unknown %d failed %d dead-lettered %d "+
 		"duplicates suppressed %d; ledger %v; UNKNOWN the destination never saw %d; applied twice %d; sink 503 %d hung %d resets %d; "+
 		"wall %s; reproduce: SPOOL_FAULT_ROWS=%d SPOOL_FAULT_SEED=%d go test -run '^%s$' ./e2e/",
