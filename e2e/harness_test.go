@@ -66,10 +66,13 @@ func TestMain(m *testing.M) {
 		}
 		flag.Parse()
 		code := m.Run()
-		// The calls a failed test made were made all the same; only a
-		// passing run without -run saw every call the tests provoke.
-		full := code == 0 && flag.Lookup("test.run").Value.String() == ""
-		if err := checkAWSCalls(callLog, full); err != nil {
+		// The calls a failed test made were made all the same.
+		unseen, err := checkAWSCalls(callLog)
+		if full := code == 0 && flag.Lookup("test.run").Value.String() == ""; full && len(unseen) > 0 {
+			fmt.Fprintf(os.Stderr, "e2e: listed AWS calls no test made this run (timing decides some; remove one from %s only if the code no longer makes it):\n  %s\n",
+				awsCallsFile, strings.Join(unseen, "\n  "))
+		}
+		if err != nil {
 			return 1, err
 		}
 		return code, nil
