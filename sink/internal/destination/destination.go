@@ -230,6 +230,7 @@ func New(l *ledger.Ledger, opts ...Option) *Server {
 	s.mux.HandleFunc("POST /reset", s.forget)
 	s.mux.HandleFunc("POST /down", s.goDown)
 	s.mux.HandleFunc("GET /refused", s.refused)
+	s.mux.HandleFunc("GET /failed", s.failed)
 	// Every other POST is a transaction, whatever its path, as the
 	// destination URL of a dispatcher may carry any path.
 	s.mux.HandleFunc("POST /", s.transaction)
@@ -409,7 +410,16 @@ func (s *Server) goDown(w http.ResponseWriter, r *http.Request) {
 // refused lists the refused rows of a job (?job=ID) with the requests each
 // got, as one JSON object {"row": requests}.
 func (s *Server) refused(w http.ResponseWriter, r *http.Request) {
-	rows := s.ledger.RefusedRows(r.URL.Query().Get("job"))
+	writeRowCounts(w, s.ledger.RefusedRows(r.URL.Query().Get("job")))
+}
+
+// failed lists the rows of a job (?job=ID) answered with an injected
+// failure, with the requests each got, like refused.
+func (s *Server) failed(w http.ResponseWriter, r *http.Request) {
+	writeRowCounts(w, s.ledger.FailedRows(r.URL.Query().Get("job")))
+}
+
+func writeRowCounts(w http.ResponseWriter, rows map[int64]int64) {
 	out := make(map[string]int64, len(rows))
 	for k, v := range rows {
 		out[strconv.FormatInt(k, 10)] = v
@@ -435,7 +445,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, c *Call) bool {
 	if s.rand.Float64() >= s.failRate {
 		return true
 	}
-	s.ledger.Failed(c.Job)
+	s.ledger.Failed(c.Job, c.Row)
 	s.log.DebugContext(r.Context(), "failure injected", "job", c.Job, "row", c.Row)
 	writeJSON(w, http.StatusServiceUnavailable, answer{Error: "injected failure"})
 	return false

@@ -3,6 +3,7 @@ package destination
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +35,24 @@ func TestRejectEveryRefusesTheSameRows(t *testing.T) {
 	var got map[string]int64
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&got))
 	require.Equal(t, map[string]int64{"50": 1, "100": 2, "150": 1, "200": 1}, got)
+}
+
+func TestFailedListsTheRowsAnsweredWithAnInjectedFailure(t *testing.T) {
+	srv, _ := newSink(t, WithFailRate(0.5), WithRand(NewRand(7)))
+	want := map[string]int64{}
+	for r := int64(1); r <= 40; r++ {
+		if post(t, srv, "/", tx("a", r), nil).code == http.StatusServiceUnavailable {
+			want[strconv.FormatInt(r, 10)]++
+		}
+	}
+	require.NotEmpty(t, want)
+
+	resp, err := srv.Client().Get(srv.URL + "/failed?job=a")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var got map[string]int64
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&got))
+	require.Equal(t, want, got)
 }
 
 func TestRateLimitAnswers429AboveTheRate(t *testing.T) {

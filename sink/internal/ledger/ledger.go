@@ -11,6 +11,7 @@ package ledger
 
 import (
 	"cmp"
+	"maps"
 	"slices"
 	"sync"
 )
@@ -101,6 +102,10 @@ type job struct {
 	// traces holds the traceparent of each row whose requests carried
 	// one, apart from rows, so that untraced rows cost nothing more.
 	traces map[int64]string
+	// failed counts the requests of each row answered with an injected
+	// failure, which applied nothing: the row reached the destination all
+	// the same, which is what a test of a sender's UNKNOWN rows asks.
+	failed map[int64]int64
 }
 
 // Ledger records transactions. The zero value is not usable; call New.
@@ -134,7 +139,7 @@ func (l *Ledger) job(id string, create bool) *job {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if j = l.jobs[id]; j == nil {
-		j = &job{rows: map[int64]entry{}, refused: map[int64]int64{}, traces: map[int64]string{}}
+		j = &job{rows: map[int64]entry{}, refused: map[int64]int64{}, traces: map[int64]string{}, failed: map[int64]int64{}}
 		l.jobs[id] = j
 	}
 	return j
@@ -264,17 +269,24 @@ func (l *Ledger) Refused(jobID string, row int64) int64 {
 
 // RefusedRows returns the job's refused rows with their request counts.
 func (l *Ledger) RefusedRows(jobID string) map[int64]int64 {
+	return l.rowCounts(jobID, func(j *job) map[int64]int64 { return j.refused })
+}
+
+// FailedRows returns the job's rows answered with an injected failure,
+// with their request counts.
+func (l *Ledger) FailedRows(jobID string) map[int64]int64 {
+	return l.rowCounts(jobID, func(j *job) map[int64]int64 { return j.failed })
+}
+
+// rowCounts copies one of the job's per-row counts under its lock.
+func (l *Ledger) rowCounts(jobID string, of func(*job) map[int64]int64) map[int64]int64 {
 	j := l.job(jobID, false)
 	if j == nil {
 		return map[int64]int64{}
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	out := make(map[int64]int64, len(j.refused))
-	for k, v := range j.refused {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(of(j))
 }
 
 // Throttled records a request of jobID answered 429.
@@ -287,9 +299,13 @@ func (l *Ledger) Down(jobID string) {
 	l.count(jobID, func(s *Stats) { s.Down++ })
 }
 
-// Failed records an injected failure for jobID.
-func (l *Ledger) Failed(jobID string) {
-	l.count(jobID, func(s *Stats) { s.Failed++ })
+// Failed records an injected failure of a request for (jobID, row).
+func (l *Ledger) Failed(jobID string, row int64) {
+	j := l.job(jobID, true)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.stats.Failed++
+	j.failed[row]++
 }
 
 // Rejected records a malformed request; jobID is empty when the request
@@ -393,6 +409,7 @@ func (l *Ledger) Reset() {
 		j.rows = map[int64]entry{}
 		j.refused = map[int64]int64{}
 		j.traces = map[int64]string{}
+		j.failed = map[int64]int64{}
 		j.stats = Stats{}
 		j.mu.Unlock()
 	}

@@ -61,7 +61,7 @@ func TestStatsAddsJobsFailuresAndRejections(t *testing.T) {
 	l.Apply("a", 1, "")
 	l.Apply("a", 1, "")
 	l.Apply("b", 1, "")
-	l.Failed("a")
+	l.Failed("a", 4)
 	l.Rejected("b")
 	l.Rejected("")
 	require.Equal(t, Stats{Requests: 3, Distinct: 2, Duplicates: 1, Failed: 1, Rejected: 2}, l.Stats())
@@ -71,6 +71,23 @@ func TestStatsAddsJobsFailuresAndRejections(t *testing.T) {
 	l.Reset()
 	require.Equal(t, Stats{}, l.Stats())
 	require.Empty(t, l.Jobs())
+}
+
+func TestFailedRowsCountsEachRowsFailures(t *testing.T) {
+	l := New()
+	l.Failed("a", 4)
+	l.Failed("a", 4)
+	l.Failed("a", 9)
+	l.Failed("b", 4)
+	require.Equal(t, map[int64]int64{4: 2, 9: 1}, l.FailedRows("a"))
+	require.Equal(t, map[int64]int64{4: 1}, l.FailedRows("b"))
+	require.Empty(t, l.FailedRows("none"))
+	_, applied := l.Lookup("a", 4)
+	require.False(t, applied, "a failed request applies nothing")
+	require.EqualValues(t, 3, l.JobStats("a").Failed)
+
+	l.Reset()
+	require.Empty(t, l.FailedRows("a"))
 }
 
 func TestEachListsInRowOrderAcrossBatches(t *testing.T) {
