@@ -77,7 +77,7 @@ func (l *Ledger) Claim(ctx context.Context, tx Tx) (Claim, error) {
 	}
 	// The first delivery of a row is by far the most common case: one
 	// conditional create settles it, without a read.
-	err := l.write(ctx, "claim "+tx.Key, 0, &fresh, l.claimBudget())
+	err := l.claimWrite(ctx, "claim "+tx.Key, 0, &fresh)
 	if err == nil {
 		return Claim{Verdict: Send, Record: fresh}, nil
 	}
@@ -97,7 +97,7 @@ func (l *Ledger) Claim(ctx context.Context, tx Tx) (Claim, error) {
 				return Claim{Counts: counts}, fmt.Errorf("claim %s: %w", tx.Key, err)
 			}
 			if !ok {
-				err := l.write(ctx, "claim "+tx.Key, 0, &fresh, l.claimBudget())
+				err := l.claimWrite(ctx, "claim "+tx.Key, 0, &fresh)
 				if errors.Is(err, ErrConflict) {
 					cur, read = current(err)
 					continue
@@ -226,10 +226,46 @@ func (l *Ledger) takeOver(ctx context.Context, cur Record, now int64) (Record, e
 	next.Version++
 	next.Resend = false
 	next.UpdatedAt = now
-	if err := l.write(ctx, "take over "+cur.Key, cur.Version, &next, l.claimBudget()); err != nil {
+	if err := l.claimWrite(ctx, "take over "+cur.Key, cur.Version, &next); err != nil {
 		return Record{}, fmt.Errorf("take over %s: %w", cur.Key, err)
 	}
 	return next, nil
+}
+
+// claimWrite writes the claim next over version prev (0: creates it). A
+// claim is written SENDING, so one whose fate stays unknown (the table
+// did not answer within the budget, or ctx ended) and that did land would
+// become UNKNOWN when its lease ran out, though nothing was sent: the
+// caller does not send without a claim. So such a claim is withdrawn: put
+// back to CLAIMED with its lease over, which the next claim takes over
+// and sends. When the claim did not land, the withdrawal's condition fails
+// and there is nothing to undo.
+func (l *Ledger) claimWrite(ctx context.Context, what string, prev int64, next *Record) error {
+	err := l.write(ctx, what, prev, next, l.claimBudget())
+	if err == nil || errors.Is(err, ErrConflict) || errors.Is(err, ErrState) || permanent(err) {
+		return err
+	}
+	back := *next
+	back.State = spoolv1.TransactionState_TRANSACTION_STATE_CLAIMED
+	back.LeaseUntil = 0
+	back.Attempts--
+	back.Version++
+	back.UpdatedAt = l.o.Now().UnixMilli()
+	// The claim's own context may be what ended; the withdrawal gets its
+	// own, as bounded as a claim.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.claimBudget())
+	defer cancel()
+	werr := l.write(wctx, "withdraw "+what, next.Version, &back, l.claimBudget())
+	switch {
+	case werr == nil:
+		l.o.Log.WarnContext(ctx, "claim withdrawn after its write failed; nothing was sent", "write", what, "key", next.Key, "error", err)
+	case errors.Is(werr, ErrConflict):
+		// The claim never landed, or another claim has the record.
+	default:
+		l.o.Log.ErrorContext(ctx, "withdraw a claim whose write failed; if it landed, the row becomes UNKNOWN when its lease ends",
+			"write", what, "key", next.Key, "error", errors.Join(err, werr))
+	}
+	return err
 }
 
 // Sending records, immediately before the request, that the owner is

@@ -483,3 +483,33 @@ func (a *countingAPI) Query(ctx context.Context, in *dynamodb.QueryInput, opts .
 	a.count("Query")
 	return a.API.Query(ctx, in, opts...)
 }
+
+// A claim the table applied but never acknowledged, whose re-sends are
+// then throttled until the claim's deadline: the dispatcher sends nothing,
+// so the claim is withdrawn, and the next dispatcher sends the row rather
+// than find a SENDING record whose lease ran out and hold it UNKNOWN.
+func TestClaimWithUnknownFateIsWithdrawn(t *testing.T) {
+	faultyWorlds(t, func(t *testing.T, w *world, f *faults, _ *lossyAPI) {
+		var logs bytes.Buffer
+		a := w.fastDispatcher("a", ledger.Hold, &logs, time.Minute)
+		// The claim meets the lost answer and some of the throttles before
+		// its deadline; the withdrawal meets the rest, then passes.
+		f.set(false, unanswered, throttled, throttled, throttled, throttled, throttled, throttled, throttled, throttled)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Millisecond)
+		_, err := a.Claim(ctx, tx(7))
+		cancel()
+		require.Error(t, err)
+		if r, ok, gerr := w.backend.Get(context.Background(), tx(7).Key); gerr == nil && ok {
+			require.Equal(t, claimed, r.State, "a claim whose write failed stays SENDING: %s", logs.String())
+			require.Zero(t, r.LeaseUntil)
+		}
+		f.set(false)
+
+		w.clock.advance(11 * time.Second)
+		c, err := w.dispatcher("b", ledger.Hold).Claim(context.Background(), tx(7))
+		require.NoError(t, err)
+		require.Equal(t, ledger.Send, c.Verdict, "verdict %v", c.Verdict)
+		require.Zero(t, c.Counts.Unknown)
+		require.EqualValues(t, 1, c.Record.Attempts, "the withdrawn claim sent nothing")
+	})
+}
