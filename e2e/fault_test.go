@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -226,7 +228,9 @@ func TestFaultProxyChaosHold(t *testing.T) {
 	require.EqualValues(t, rows, resp.GetRowsPublished())
 
 	k := startKiller(t, s, seed, chaosKillEvery)
-	timeout := 2*time.Minute + time.Duration(rows)*30*time.Millisecond
+	// Generous: the run takes about a minute at 2 000 rows on a loaded
+	// 2-core machine; the wait ends as soon as the job does.
+	timeout := 3*time.Minute + time.Duration(rows)*45*time.Millisecond
 	job := waitJob(t, s, &spoolv1.GetJobRequest{JobId: jobID}, timeout, "job settled under chaos and faults",
 		func(j *spoolv1.Job) bool { return isFinal(j.GetState()) })
 	kills, err := k.Stop()
@@ -275,7 +279,18 @@ func TestFaultProxyChaosHold(t *testing.T) {
 	slices.Sort(unsettled)
 	assert.Empty(t, unsettled, "rows of the job not settled in the ledger")
 	assert.Empty(t, twice, "rows applied twice under hold")
-	assert.Empty(t, unknownUnsent, "UNKNOWN rows whose request never reached the destination")
+	// The claim is committed before the request goes out (it must be, or
+	// two dispatchers could send one row), so a dispatcher SIGKILLed
+	// between the two leaves a row whose request never left marked SENDING,
+	// and UNKNOWN once its lease ends: under hold, the safe guess. No
+	// design closes that window; what must not happen is a dispatcher that
+	// lived on, knew it had not sent a row, and left it to become UNKNOWN.
+	// Such a dispatcher logs a warning or error naming the row (a failed
+	// claim, an outcome it could not record, a send that failed), so an
+	// UNKNOWN row the destination never saw may have none, and each kill
+	// strands only the few rows between their claim and their request.
+	assert.Empty(t, warnedRows(t, s, jobID, unknownUnsent), "UNKNOWN rows the destination never saw that a live dispatcher warned about")
+	assert.LessOrEqual(t, len(unknownUnsent), kills, "UNKNOWN rows the destination never saw (%v), against kills", unknownUnsent)
 	var appliedUnknownToLedger []int64
 	for r := range sink {
 		if _, ok := entries[r]; !ok {
@@ -297,4 +312,33 @@ func TestFaultProxyChaosHold(t *testing.T) {
 	require.Positive(t, kills)
 	require.Positive(t, totals.Failed)
 	fp.requireFaultsMet(t)
+}
+
+// warnedRows returns, for each of rows that a dispatcher's log names in a
+// warning or an error about job, the first such message.
+func warnedRows(t *testing.T, s *stack.Stack, job string, rows []int64) map[int64]string {
+	t.Helper()
+	out := map[int64]string{}
+	if len(rows) == 0 {
+		return out
+	}
+	for _, d := range s.Dispatchers {
+		b, err := os.ReadFile(d.LogPath)
+		require.NoError(t, err)
+		for line := range strings.SplitSeq(string(b), "\n") {
+			var l struct {
+				Level string `json:"level"`
+				Msg   string `json:"msg"`
+				JobID string `json:"job_id"`
+				Row   int64  `json:"row"`
+			}
+			if json.Unmarshal([]byte(line), &l) != nil || l.JobID != job || (l.Level != "WARN" && l.Level != "ERROR") {
+				continue
+			}
+			if _, seen := out[l.Row]; !seen && slices.Contains(rows, l.Row) {
+				out[l.Row] = d.Name + ": " + l.Msg
+			}
+		}
+	}
+	return out
 }

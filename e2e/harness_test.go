@@ -106,12 +106,27 @@ func startStack(t *testing.T, dispatchers int, extra func(*stack.Options)) *stac
 	return s
 }
 
-// dumpLogs prints the tail of every process log of a failed test.
+// dumpLogs prints the tail of every process log of a failed test, and
+// keeps the whole logs under $SPOOL_E2E_LOG_DIR/<test> when it is set: the
+// tails rarely say why a row went wrong.
 func dumpLogs(t *testing.T, stateDir string) {
 	t.Helper()
+	keep := os.Getenv("SPOOL_E2E_LOG_DIR")
+	if keep != "" {
+		keep = filepath.Join(keep, strings.ReplaceAll(t.Name(), "/", "_"))
+		if err := os.MkdirAll(keep, 0o755); err != nil {
+			t.Logf("keep logs: %v", err)
+			keep = ""
+		}
+	}
 	logs, _ := filepath.Glob(filepath.Join(stateDir, "logs", "*.log"))
 	for _, l := range logs {
 		b, _ := os.ReadFile(l)
+		if keep != "" {
+			if err := os.WriteFile(filepath.Join(keep, filepath.Base(l)), b, 0o644); err != nil {
+				t.Logf("keep %s: %v", filepath.Base(l), err)
+			}
+		}
 		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 		if len(lines) > 20 {
 			lines = lines[len(lines)-20:]
