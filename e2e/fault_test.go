@@ -290,7 +290,7 @@ func TestFaultProxyChaosHold(t *testing.T) {
 	// UNKNOWN row the destination never saw may have none, and each kill
 	// strands only the few rows between their claim and their request.
 	assert.Empty(t, warnedRows(t, s, jobID, unknownUnsent), "UNKNOWN rows the destination never saw that a live dispatcher warned about")
-	assert.LessOrEqual(t, len(unknownUnsent), kills, "UNKNOWN rows the destination never saw (%v), against kills", unknownUnsent)
+	assert.LessOrEqual(t, int64(len(unknownUnsent)), kills, "UNKNOWN rows the destination never saw (%v), against kills", unknownUnsent)
 	var appliedUnknownToLedger []int64
 	for r := range sink {
 		if _, ok := entries[r]; !ok {
