@@ -3,6 +3,7 @@ package awsconf
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -37,7 +38,7 @@ func TestCallLog(t *testing.T) {
 		t.Setenv(k, v)
 	}
 	ctx := context.Background()
-	cfg, err := Load(ctx)
+	cfg, err := Load(ctx, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	db, q := dynamodb.NewFromConfig(cfg), sqs.NewFromConfig(cfg)
 
@@ -67,11 +68,16 @@ func TestCallLog(t *testing.T) {
 	require.Len(t, strings.Split(strings.TrimSpace(string(b)), "\n"), 4, "a repeated call is written once")
 }
 
-// TestNoCallLog: without the variable nothing is added to the clients.
+// TestNoCallLog: without the variable the recorder is not added to the
+// clients; with it, it is, and nothing else changes.
 func TestNoCallLog(t *testing.T) {
-	t.Setenv(CallLogEnv, "")
 	t.Setenv("AWS_REGION", "us-east-1")
-	cfg, err := Load(context.Background())
-	require.NoError(t, err)
-	require.Empty(t, cfg.APIOptions)
+	load := func(env string) int {
+		t.Setenv(CallLogEnv, env)
+		cfg, err := Load(context.Background(), slog.New(slog.DiscardHandler))
+		require.NoError(t, err)
+		return len(cfg.APIOptions)
+	}
+	without := load("")
+	require.Equal(t, without+1, load(filepath.Join(t.TempDir(), "calls.jsonl")))
 }
