@@ -11,6 +11,7 @@ import (
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/local/stack"
+	"github.com/spoolhq/spool/platform/emulator"
 	"github.com/spoolhq/spool/platform/provision"
 )
 
@@ -57,24 +58,20 @@ func TestChaosDispatchersRetryWithKeyIgnored(t *testing.T) {
 	runDispatcherChaos(t, "retry-with-key", false)
 }
 
-// runDispatcherChaos sends a file through 3 dispatchers while one of them
-// is SIGKILLed about every 2 s, against a sink that fails 10 % of requests
+// startChaosStack starts 3 dispatchers under policy with the chaos run's
+// short queue and timeouts, against a sink that fails 10 % of requests
 // with 503, applies and then hangs past the timeout 3 %, and applies and
-// then resets the connection 1 % (the case Go's transport would silently
-// replay). Then it checks the README's guarantees against the delivery ledger
-// and the sink's own record.
-func runDispatcherChaos(t *testing.T, policy string, honourKey bool) {
-	requireFlags(t, "dispatcher", "unknown-policy", "claim-lease", "receiving-delay")
-	requireFlags(t, "sink", "hang-rate", "hang-for", "reset-rate", "honour-key")
-	rows := envInt(t, "SPOOL_CHAOS_ROWS", defaultChaosRows)
-	seed := uint64(envInt(t, "SPOOL_CHAOS_SEED", 1))
-
+// then resets the connection 1 % (honouring idempotency keys when asked).
+// A non-nil awsEndpoint puts the services' AWS calls through it.
+func startChaosStack(t *testing.T, seed uint64, policy string, honourKey bool, awsEndpoint func(emulator.Kind, string) (string, error)) *stack.Stack {
+	t.Helper()
 	sinkArgs := []string{"-fail-rate", "0.10", "-hang-rate", "0.03", "-hang-for", hangFor.String(),
 		"-reset-rate", "0.01", "-seed", fmt.Sprint(seed)}
 	if honourKey {
 		sinkArgs = append(sinkArgs, "-honour-key")
 	}
-	s := startStack(t, 3, func(o *stack.Options) {
+	return startStack(t, 3, func(o *stack.Options) {
+		o.AWSEndpoint = awsEndpoint
 		o.QueueOptions = &chaosQueue
 		o.SinkArgs = sinkArgs
 		o.DispatcherArgs = []string{
@@ -88,6 +85,21 @@ func runDispatcherChaos(t *testing.T, policy string, honourKey bool) {
 			"-shutdown-grace", "5s",
 		}
 	})
+}
+
+// runDispatcherChaos sends a file through 3 dispatchers while one of them
+// is SIGKILLed about every 2 s, against a sink that fails 10 % of requests
+// with 503, applies and then hangs past the timeout 3 %, and applies and
+// then resets the connection 1 % (the case Go's transport would silently
+// replay). Then it checks the README's guarantees against the delivery ledger
+// and the sink's own record.
+func runDispatcherChaos(t *testing.T, policy string, honourKey bool) {
+	requireFlags(t, "dispatcher", "unknown-policy", "claim-lease", "receiving-delay")
+	requireFlags(t, "sink", "hang-rate", "hang-for", "reset-rate", "honour-key")
+	rows := envInt(t, "SPOOL_CHAOS_ROWS", defaultChaosRows)
+	seed := uint64(envInt(t, "SPOOL_CHAOS_SEED", 1))
+
+	s := startChaosStack(t, seed, policy, honourKey, nil)
 	file := writeSample(t, rows)
 
 	start := time.Now()

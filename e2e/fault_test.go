@@ -205,20 +205,7 @@ func TestFaultProxyChaosHold(t *testing.T) {
 	rows := envInt(t, "SPOOL_FAULT_ROWS", defaultFaultRows)
 	seed := uint64(envInt(t, "SPOOL_FAULT_SEED", 1))
 	fp, endpoint := newFaultProxies(t, seed)
-	s := startStack(t, 3, func(o *stack.Options) {
-		o.AWSEndpoint = endpoint
-		o.QueueOptions = &chaosQueue
-		o.SinkArgs = []string{"-fail-rate", "0.10", "-hang-rate", "0.03", "-hang-for", hangFor.String(),
-			"-reset-rate", "0.01", "-seed", fmt.Sprint(seed)}
-		o.DispatcherArgs = []string{
-			"-unknown-policy", "hold",
-			"-destination-timeout", destTimeout.String(),
-			"-claim-lease", claimLease.String(),
-			"-visibility-timeout", visibility.String(),
-			"-receiving-delay", "1s",
-			"-shutdown-grace", "5s",
-		}
-	})
+	s := startChaosStack(t, seed, "hold", false, endpoint)
 	file := writeSample(t, rows)
 
 	start := time.Now()

@@ -18,18 +18,19 @@ import (
 	"github.com/spoolhq/spool/platform/jobstore"
 	"github.com/spoolhq/spool/platform/provision"
 	"github.com/spoolhq/spool/platform/tablelayout"
+	"github.com/spoolhq/spool/platform/testkit"
 )
 
 // newFaultyStore returns a store on a fresh table in a real dynalite,
 // through a client that injects the faults its plan chooses, and the
 // clock the store reads.
-func newFaultyStore(t testing.TB) (*jobstore.Store, *dbfault.DB, *clock) {
+func newFaultyStore(t testing.TB) (*jobstore.Store, *dbfault.DB, *testkit.Clock) {
 	t.Helper()
 	db := dynamodb.NewFromConfig(emutest.Config(emutest.Start(t, emulator.DynamoDB)))
 	require.NoError(t, provision.EnsureTable(context.Background(), db, "jobs"))
-	c := &clock{t: time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)}
+	c := testkit.NewClock(time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC))
 	f := dbfault.New(db, nil)
-	return jobstore.New(f, "jobs", jobstore.WithClock(c.now), jobstore.WithAbortAfter(time.Minute)), f, c
+	return jobstore.New(f, "jobs", jobstore.WithClock(c.Now), jobstore.WithAbortAfter(time.Minute)), f, c
 }
 
 // write matches writes (op) of the item with key k.
@@ -173,7 +174,7 @@ func TestWritesAppliedTwice(t *testing.T) {
 				j, err := s.End(ctx, id, spoolv1.JobState_JOB_STATE_CANCELLED, "by hand")
 				require.NoError(t, err)
 				require.Equal(t, spoolv1.JobState_JOB_STATE_CANCELLED, j.GetState())
-				clk.advance(time.Millisecond)
+				clk.Advance(time.Millisecond)
 				_, err = s.End(ctx, id, spoolv1.JobState_JOB_STATE_CANCELLED, "by hand")
 				require.ErrorIs(t, err, jobstore.ErrState, "a later end is not this one")
 			},
@@ -224,7 +225,7 @@ func TestWritesAppliedTwice(t *testing.T) {
 				newCounter(s, id, "d1").add(t, jobstore.Counts{Delivered: 3})
 				seen, err := s.Get(ctx, id)
 				require.NoError(t, err)
-				clk.advance(time.Second)
+				clk.Advance(time.Second)
 				j, err := s.RepairCounts(ctx, id, seen.GetUpdatedAt().AsTime(), jobstore.Settled{Delivered: 4})
 				require.NoError(t, err)
 				require.EqualValues(t, 4, j.GetDelivered())
@@ -234,12 +235,12 @@ func TestWritesAppliedTwice(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			id := strings.ReplaceAll(tt.name, " ", "-")
-			clk.advance(time.Second)
+			clk.Advance(time.Second)
 			f.SetPlan(nil)
 			if tt.prepare != nil {
 				tt.prepare(t, id)
 			}
-			clk.advance(time.Second)
+			clk.Advance(time.Second)
 			f.SetPlan(dbfault.Once(1, tt.fault, tt.lose(id)))
 			before := f.Injected(tt.fault)
 			tt.run(t, id)

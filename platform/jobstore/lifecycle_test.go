@@ -18,34 +18,17 @@ import (
 	"github.com/spoolhq/spool/platform/emulator/emutest"
 	"github.com/spoolhq/spool/platform/jobstore"
 	"github.com/spoolhq/spool/platform/provision"
+	"github.com/spoolhq/spool/platform/testkit"
 )
-
-// clock is a settable time source shared by stores in one test.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // newClockedStore returns a store with a 1-minute lease on a fresh table,
 // and the clock it reads.
-func newClockedStore(t testing.TB) (*jobstore.Store, *clock) {
+func newClockedStore(t testing.TB) (*jobstore.Store, *testkit.Clock) {
 	t.Helper()
 	db := dynamodb.NewFromConfig(emutest.Config(emutest.Start(t, emulator.DynamoDB)))
 	require.NoError(t, provision.EnsureTable(context.Background(), db, "jobs"))
-	c := &clock{t: time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)}
-	return jobstore.New(db, "jobs", jobstore.WithClock(c.now), jobstore.WithAbortAfter(time.Minute)), c
+	c := testkit.NewClock(time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC))
+	return jobstore.New(db, "jobs", jobstore.WithClock(c.Now), jobstore.WithAbortAfter(time.Minute)), c
 }
 
 func TestStoresNewFields(t *testing.T) {
@@ -64,7 +47,7 @@ func TestStoresNewFields(t *testing.T) {
 	state, err := h.(encoding.BinaryMarshaler).MarshalBinary()
 	require.NoError(t, err)
 	cp := &jobstore.Checkpoint{Row: 2, Offset: 40, HashState: state, Published: 1, Rejected: 1, AmountSum: "4.25"}
-	c.advance(10 * time.Second)
+	c.Advance(10 * time.Second)
 	require.NoError(t, s.RecordIngest(ctx, "j1", jobstore.Ingest{Received: 3, Published: 2, Rejected: 1, Stream: "s1", Checkpoint: cp}))
 
 	got, err := s.GetByKey(ctx, "payroll-11")
@@ -76,7 +59,7 @@ func TestStoresNewFields(t *testing.T) {
 		Control:      &spoolv1.ControlTotals{RowCount: proto.Int64(3), AmountSum: "10.50", Sha256: "ab"},
 		RowsReceived: 3, RowsPublished: 2, RowsRejected: 1, ResumeRow: 2, ResumeOffset: 40,
 	}, got))
-	require.Equal(t, c.now().Add(time.Minute), got.GetLeaseExpiresAt().AsTime(), "progress renews the lease")
+	require.Equal(t, c.Now().Add(time.Minute), got.GetLeaseExpiresAt().AsTime(), "progress renews the lease")
 
 	// A takeover hands back the whole checkpoint, hash state included.
 	_, back, err := s.Takeover(ctx, "j1", "s2")
@@ -109,14 +92,14 @@ func TestExpireIfAbandoned(t *testing.T) {
 
 	// The stream renewed its lease after the caller's copy was taken: the
 	// stale copy looks expired, but the job is not aborted.
-	c.advance(50 * time.Second)
+	c.Advance(50 * time.Second)
 	require.NoError(t, s.RecordIngest(ctx, "j1", jobstore.Ingest{Stream: "s1"}))
-	c.advance(20 * time.Second)
+	c.Advance(20 * time.Second)
 	got, err = s.ExpireIfAbandoned(ctx, j)
 	require.NoError(t, err)
 	require.Equal(t, spoolv1.JobState_JOB_STATE_RECEIVING, got.GetState())
 
-	c.advance(41 * time.Second)
+	c.Advance(41 * time.Second)
 	got, err = s.ExpireIfAbandoned(ctx, got)
 	require.NoError(t, err)
 	require.Equal(t, spoolv1.JobState_JOB_STATE_ABORTED, got.GetState())
@@ -148,7 +131,7 @@ func TestTakeoverFencesTheOldStream(t *testing.T) {
 
 	_, _, err = s.Takeover(ctx, "j1", "new")
 	require.NoError(t, err)
-	c.advance(30 * time.Second)
+	c.Advance(30 * time.Second)
 
 	for name, write := range map[string]func(stream string) error{
 		"record ingest": func(st string) error { return s.RecordIngest(ctx, "j1", jobstore.Ingest{Stream: st}) },
@@ -203,7 +186,7 @@ func TestJobKeys(t *testing.T) {
 			_, err := s.End(ctx, id, spoolv1.JobState_JOB_STATE_REJECTED, "bad")
 			require.NoError(t, err)
 		}},
-		{"abandoned", func(string) { c.advance(2 * time.Minute) }},
+		{"abandoned", func(string) { c.Advance(2 * time.Minute) }},
 	} {
 		t.Run(end.name, func(t *testing.T) {
 			_, err := s.Start(ctx, &spoolv1.Job{JobId: "f1-" + end.name, JobKey: "f-" + end.name}, "a")

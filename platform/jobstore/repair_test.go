@@ -19,16 +19,16 @@ func TestRepairCounts(t *testing.T) {
 		t.Helper()
 		_, err := s.Create(ctx, &spoolv1.Job{JobId: id})
 		require.NoError(t, err)
-		clk.advance(time.Second)
+		clk.Advance(time.Second)
 		_, err = s.Seal(ctx, id, jobstore.Ingest{Received: 10, Published: 10})
 		require.NoError(t, err)
-		clk.advance(time.Second)
+		clk.Advance(time.Second)
 		// Some deltas arrive; the rest were lost with a killed dispatcher.
 		newCounter(s, id, "d1").add(t, jobstore.Counts{Delivered: 6, Retries: 2, Suppressed: 1})
 		j, err := s.Get(ctx, id)
 		require.NoError(t, err)
 		require.Equal(t, spoolv1.JobState_JOB_STATE_SEALED, j.GetState())
-		clk.advance(time.Second)
+		clk.Advance(time.Second)
 		return j
 	}
 
@@ -66,7 +66,7 @@ func TestRepairCounts(t *testing.T) {
 		require.EqualValues(t, 10, j.GetDelivered())
 
 		// A repair lowers counters as readily: the ledger says 9.
-		clk.advance(time.Second)
+		clk.Advance(time.Second)
 		j, err = s.RepairCounts(ctx, "some", j.GetUpdatedAt().AsTime(), jobstore.Settled{Delivered: 9})
 		require.NoError(t, err)
 		require.EqualValues(t, 9, j.GetDelivered())
