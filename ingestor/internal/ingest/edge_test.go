@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/testkit"
 )
 
 // owner returns the stream that owns a job and its lease, as stored.
@@ -132,15 +133,14 @@ func TestResumeWaitingForDataUsesTheCallsContext(t *testing.T) {
 	require.Equal(t, stream, got, "a resume that sent no data did not take the job over")
 }
 
-// TestUnrecordedProgressStopsTheStream fails every progress write once
-// row 1 is checkpointed. A stream that cannot renew its lease stops
-// before it publishes another row, fails with the write's error, and
-// leaves the job RECEIVING at its last durable checkpoint.
-func TestUnrecordedProgressStopsTheStream(t *testing.T) {
+// streamWithFailingProgress starts a stream with a lease of abortAfter,
+// waits until row 1 is checkpointed, and from then on fails every progress
+// write as a throttled table would.
+func streamWithFailingProgress(t *testing.T, abortAfter time.Duration) (*fakeJobs, *pubs, spoolv1.IngestService_StreamFileClient, *testkit.Buffer) {
+	t.Helper()
 	jobs, ps := newFakeJobs(), &pubs{}
 	c, logs := startServer(t, jobs, Config{
-		NewPublisher: ps.factory(), CheckpointEvery: 1, ProgressInterval: time.Millisecond,
-		AbortAfter: 20 * time.Millisecond,
+		NewPublisher: ps.factory(), CheckpointEvery: 1, ProgressInterval: time.Millisecond, AbortAfter: abortAfter,
 	})
 	s, err := c.StreamFile(context.Background())
 	require.NoError(t, err)
@@ -150,10 +150,19 @@ func TestUnrecordedProgressStopsTheStream(t *testing.T) {
 	jobs.mu.Lock()
 	jobs.recordErr = errors.New("ProvisionedThroughputExceededException")
 	jobs.mu.Unlock()
+	return jobs, ps, s, logs
+}
+
+// TestUnrecordedProgressStopsTheStream fails every progress write once
+// row 1 is checkpointed. A stream that cannot renew its lease stops
+// before it publishes another row, fails with the write's error, and
+// leaves the job RECEIVING at its last durable checkpoint.
+func TestUnrecordedProgressStopsTheStream(t *testing.T) {
+	jobs, ps, s, logs := streamWithFailingProgress(t, 20*time.Millisecond)
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "record progress; stream stops") }, 5*time.Second, time.Millisecond)
 
 	require.NoError(t, s.Send(rowsMsg([]string{"2"})))
-	_, err = s.CloseAndRecv()
+	_, err := s.CloseAndRecv()
 	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
 	require.ErrorContains(t, err, "ProvisionedThroughputExceededException")
 	require.Equal(t, []int64{1}, ps.rows(0), "nothing is published once the lease may be lost")
@@ -166,16 +175,7 @@ func TestUnrecordedProgressStopsTheStream(t *testing.T) {
 // TestShortProgressOutageIsRidden fails progress writes for a while well
 // inside the lease: the stream goes on and seals.
 func TestShortProgressOutageIsRidden(t *testing.T) {
-	jobs, ps := newFakeJobs(), &pubs{}
-	c, logs := startServer(t, jobs, Config{NewPublisher: ps.factory(), CheckpointEvery: 1, ProgressInterval: time.Millisecond, AbortAfter: time.Hour})
-	s, err := c.StreamFile(context.Background())
-	require.NoError(t, err)
-	require.NoError(t, s.Send(hdr(&spoolv1.FileHeader{JobKey: "k", Columns: []string{"id"}})))
-	require.NoError(t, s.Send(rowsMsg([]string{"1"})))
-	require.Eventually(t, func() bool { return jobs.count() == 1 && jobs.only(t).GetResumeRow() == 1 }, 5*time.Second, time.Millisecond)
-	jobs.mu.Lock()
-	jobs.recordErr = errors.New("ProvisionedThroughputExceededException")
-	jobs.mu.Unlock()
+	jobs, _, s, logs := streamWithFailingProgress(t, time.Hour)
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), `"msg":"record progress"`) }, 5*time.Second, time.Millisecond)
 	jobs.mu.Lock()
 	jobs.recordErr = nil
