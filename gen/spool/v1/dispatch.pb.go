@@ -887,6 +887,122 @@ func (x *CancelJobResponse) GetJob() *Job {
 	return nil
 }
 
+// UpdateJobRequest changes the fields it sets and leaves the others.
+type UpdateJobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// A negative value removes the count limit.
+	MaxFailures *int64 `protobuf:"varint,2,opt,name=max_failures,json=maxFailures,proto3,oneof" json:"max_failures,omitempty"`
+	// A fraction (0.02 is 2%); 0 removes the rate limit.
+	MaxFailureRate *float64 `protobuf:"fixed64,3,opt,name=max_failure_rate,json=maxFailureRate,proto3,oneof" json:"max_failure_rate,omitempty"`
+	// 0 restores the default.
+	MinSettled    *int64 `protobuf:"varint,4,opt,name=min_settled,json=minSettled,proto3,oneof" json:"min_settled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateJobRequest) Reset() {
+	*x = UpdateJobRequest{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateJobRequest) ProtoMessage() {}
+
+func (x *UpdateJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateJobRequest.ProtoReflect.Descriptor instead.
+func (*UpdateJobRequest) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *UpdateJobRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *UpdateJobRequest) GetMaxFailures() int64 {
+	if x != nil && x.MaxFailures != nil {
+		return *x.MaxFailures
+	}
+	return 0
+}
+
+func (x *UpdateJobRequest) GetMaxFailureRate() float64 {
+	if x != nil && x.MaxFailureRate != nil {
+		return *x.MaxFailureRate
+	}
+	return 0
+}
+
+func (x *UpdateJobRequest) GetMinSettled() int64 {
+	if x != nil && x.MinSettled != nil {
+		return *x.MinSettled
+	}
+	return 0
+}
+
+type UpdateJobResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateJobResponse) Reset() {
+	*x = UpdateJobResponse{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateJobResponse) ProtoMessage() {}
+
+func (x *UpdateJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateJobResponse.ProtoReflect.Descriptor instead.
+func (*UpdateJobResponse) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *UpdateJobResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
 type WatchJobRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -896,7 +1012,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[12]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -908,7 +1024,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[12]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -921,7 +1037,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{12}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WatchJobRequest) GetJobId() string {
@@ -942,7 +1058,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[13]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -954,7 +1070,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[13]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -967,7 +1083,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{13}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WatchJobResponse) GetProgress() *JobProgress {
@@ -992,7 +1108,7 @@ type GetDispatcherStatusRequest struct {
 
 func (x *GetDispatcherStatusRequest) Reset() {
 	*x = GetDispatcherStatusRequest{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[14]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1004,7 +1120,7 @@ func (x *GetDispatcherStatusRequest) String() string {
 func (*GetDispatcherStatusRequest) ProtoMessage() {}
 
 func (x *GetDispatcherStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[14]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1017,7 +1133,7 @@ func (x *GetDispatcherStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDispatcherStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetDispatcherStatusRequest) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{14}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{16}
 }
 
 type GetDispatcherStatusResponse struct {
@@ -1031,7 +1147,7 @@ type GetDispatcherStatusResponse struct {
 
 func (x *GetDispatcherStatusResponse) Reset() {
 	*x = GetDispatcherStatusResponse{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[15]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1043,7 +1159,7 @@ func (x *GetDispatcherStatusResponse) String() string {
 func (*GetDispatcherStatusResponse) ProtoMessage() {}
 
 func (x *GetDispatcherStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[15]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1056,7 +1172,7 @@ func (x *GetDispatcherStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDispatcherStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetDispatcherStatusResponse) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{15}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetDispatcherStatusResponse) GetDispatcherId() string {
@@ -1084,7 +1200,7 @@ type ListOpenJobsRequest struct {
 
 func (x *ListOpenJobsRequest) Reset() {
 	*x = ListOpenJobsRequest{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[16]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1096,7 +1212,7 @@ func (x *ListOpenJobsRequest) String() string {
 func (*ListOpenJobsRequest) ProtoMessage() {}
 
 func (x *ListOpenJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[16]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1109,7 +1225,7 @@ func (x *ListOpenJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOpenJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListOpenJobsRequest) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{16}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListOpenJobsRequest) GetLimit() int32 {
@@ -1132,7 +1248,7 @@ type ListOpenJobsResponse struct {
 
 func (x *ListOpenJobsResponse) Reset() {
 	*x = ListOpenJobsResponse{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[17]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1260,7 @@ func (x *ListOpenJobsResponse) String() string {
 func (*ListOpenJobsResponse) ProtoMessage() {}
 
 func (x *ListOpenJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[17]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1273,7 @@ func (x *ListOpenJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOpenJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListOpenJobsResponse) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{17}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListOpenJobsResponse) GetJobs() []*Job {
@@ -1197,7 +1313,7 @@ type FlowControl struct {
 
 func (x *FlowControl) Reset() {
 	*x = FlowControl{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[18]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1209,7 +1325,7 @@ func (x *FlowControl) String() string {
 func (*FlowControl) ProtoMessage() {}
 
 func (x *FlowControl) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[18]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1222,7 +1338,7 @@ func (x *FlowControl) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlowControl.ProtoReflect.Descriptor instead.
 func (*FlowControl) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{18}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *FlowControl) GetConcurrencyLimit() int32 {
@@ -1306,7 +1422,7 @@ type LedgerEntry struct {
 
 func (x *LedgerEntry) Reset() {
 	*x = LedgerEntry{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[19]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1318,7 +1434,7 @@ func (x *LedgerEntry) String() string {
 func (*LedgerEntry) ProtoMessage() {}
 
 func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[19]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1331,7 +1447,7 @@ func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LedgerEntry.ProtoReflect.Descriptor instead.
 func (*LedgerEntry) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{19}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LedgerEntry) GetJobId() string {
@@ -1427,7 +1543,7 @@ type ReportJobRequest struct {
 
 func (x *ReportJobRequest) Reset() {
 	*x = ReportJobRequest{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[20]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1439,7 +1555,7 @@ func (x *ReportJobRequest) String() string {
 func (*ReportJobRequest) ProtoMessage() {}
 
 func (x *ReportJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[20]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1452,7 +1568,7 @@ func (x *ReportJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportJobRequest.ProtoReflect.Descriptor instead.
 func (*ReportJobRequest) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{20}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReportJobRequest) GetJobId() string {
@@ -1475,7 +1591,7 @@ type ReportJobResponse struct {
 
 func (x *ReportJobResponse) Reset() {
 	*x = ReportJobResponse{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[21]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1603,7 @@ func (x *ReportJobResponse) String() string {
 func (*ReportJobResponse) ProtoMessage() {}
 
 func (x *ReportJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[21]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1616,7 @@ func (x *ReportJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportJobResponse.ProtoReflect.Descriptor instead.
 func (*ReportJobResponse) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{21}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReportJobResponse) GetMsg() isReportJobResponse_Msg {
@@ -1555,7 +1671,7 @@ type ReportSummary struct {
 
 func (x *ReportSummary) Reset() {
 	*x = ReportSummary{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[22]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1567,7 +1683,7 @@ func (x *ReportSummary) String() string {
 func (*ReportSummary) ProtoMessage() {}
 
 func (x *ReportSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[22]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1580,7 +1696,7 @@ func (x *ReportSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportSummary.ProtoReflect.Descriptor instead.
 func (*ReportSummary) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{22}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReportSummary) GetJob() *Job {
@@ -1609,7 +1725,7 @@ type StateTotal struct {
 
 func (x *StateTotal) Reset() {
 	*x = StateTotal{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[23]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1621,7 +1737,7 @@ func (x *StateTotal) String() string {
 func (*StateTotal) ProtoMessage() {}
 
 func (x *StateTotal) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[23]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1634,7 +1750,7 @@ func (x *StateTotal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateTotal.ProtoReflect.Descriptor instead.
 func (*StateTotal) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{23}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StateTotal) GetState() TransactionState {
@@ -1669,7 +1785,7 @@ type ResolveTransactionRequest struct {
 
 func (x *ResolveTransactionRequest) Reset() {
 	*x = ResolveTransactionRequest{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[24]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1681,7 +1797,7 @@ func (x *ResolveTransactionRequest) String() string {
 func (*ResolveTransactionRequest) ProtoMessage() {}
 
 func (x *ResolveTransactionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[24]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1694,7 +1810,7 @@ func (x *ResolveTransactionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveTransactionRequest.ProtoReflect.Descriptor instead.
 func (*ResolveTransactionRequest) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{24}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ResolveTransactionRequest) GetJobId() string {
@@ -1727,7 +1843,7 @@ type ResolveTransactionResponse struct {
 
 func (x *ResolveTransactionResponse) Reset() {
 	*x = ResolveTransactionResponse{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[25]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1739,7 +1855,7 @@ func (x *ResolveTransactionResponse) String() string {
 func (*ResolveTransactionResponse) ProtoMessage() {}
 
 func (x *ResolveTransactionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[25]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1752,7 +1868,7 @@ func (x *ResolveTransactionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveTransactionResponse.ProtoReflect.Descriptor instead.
 func (*ResolveTransactionResponse) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{25}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ResolveTransactionResponse) GetEntry() *LedgerEntry {
@@ -1807,6 +1923,17 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"4\n" +
 	"\x11CancelJobResponse\x12\x1f\n" +
+	"\x03job\x18\x01 \x01(\v2\r.spool.v1.JobR\x03job\"\xdc\x01\n" +
+	"\x10UpdateJobRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12&\n" +
+	"\fmax_failures\x18\x02 \x01(\x03H\x00R\vmaxFailures\x88\x01\x01\x12-\n" +
+	"\x10max_failure_rate\x18\x03 \x01(\x01H\x01R\x0emaxFailureRate\x88\x01\x01\x12$\n" +
+	"\vmin_settled\x18\x04 \x01(\x03H\x02R\n" +
+	"minSettled\x88\x01\x01B\x0f\n" +
+	"\r_max_failuresB\x13\n" +
+	"\x11_max_failure_rateB\x0e\n" +
+	"\f_min_settled\"4\n" +
+	"\x11UpdateJobResponse\x12\x1f\n" +
 	"\x03job\x18\x01 \x01(\v2\r.spool.v1.JobR\x03job\"(\n" +
 	"\x0fWatchJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"p\n" +
@@ -1888,7 +2015,7 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"Resolution\x12\x1a\n" +
 	"\x16RESOLUTION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14RESOLUTION_DELIVERED\x10\x01\x12\x15\n" +
-	"\x11RESOLUTION_RESEND\x10\x022\xbc\x06\n" +
+	"\x11RESOLUTION_RESEND\x10\x022\x82\a\n" +
 	"\x0fDispatchService\x12C\n" +
 	"\bWatchJob\x12\x19.spool.v1.WatchJobRequest\x1a\x1a.spool.v1.WatchJobResponse0\x01\x12F\n" +
 	"\tReportJob\x12\x1a.spool.v1.ReportJobRequest\x1a\x1b.spool.v1.ReportJobResponse0\x01\x12_\n" +
@@ -1899,7 +2026,8 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"\bPauseJob\x12\x19.spool.v1.PauseJobRequest\x1a\x1a.spool.v1.PauseJobResponse\x12D\n" +
 	"\tResumeJob\x12\x1a.spool.v1.ResumeJobRequest\x1a\x1b.spool.v1.ResumeJobResponse\x12D\n" +
 	"\tCancelJob\x12\x1a.spool.v1.CancelJobRequest\x1a\x1b.spool.v1.CancelJobResponse\x12M\n" +
-	"\fListOpenJobs\x12\x1d.spool.v1.ListOpenJobsRequest\x1a\x1e.spool.v1.ListOpenJobsResponseB/Z-github.com/spoolhq/spool/gen/spool/v1;spoolv1b\x06proto3"
+	"\fListOpenJobs\x12\x1d.spool.v1.ListOpenJobsRequest\x1a\x1e.spool.v1.ListOpenJobsResponse\x12D\n" +
+	"\tUpdateJob\x12\x1a.spool.v1.UpdateJobRequest\x1a\x1b.spool.v1.UpdateJobResponseB/Z-github.com/spoolhq/spool/gen/spool/v1;spoolv1b\x06proto3"
 
 var (
 	file_spool_v1_dispatch_proto_rawDescOnce sync.Once
@@ -1914,7 +2042,7 @@ func file_spool_v1_dispatch_proto_rawDescGZIP() []byte {
 }
 
 var file_spool_v1_dispatch_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_spool_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_spool_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_spool_v1_dispatch_proto_goTypes = []any{
 	(BreakerState)(0),                   // 0: spool.v1.BreakerState
 	(TransactionState)(0),               // 1: spool.v1.TransactionState
@@ -1931,75 +2059,80 @@ var file_spool_v1_dispatch_proto_goTypes = []any{
 	(*ResumeJobResponse)(nil),           // 12: spool.v1.ResumeJobResponse
 	(*CancelJobRequest)(nil),            // 13: spool.v1.CancelJobRequest
 	(*CancelJobResponse)(nil),           // 14: spool.v1.CancelJobResponse
-	(*WatchJobRequest)(nil),             // 15: spool.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),            // 16: spool.v1.WatchJobResponse
-	(*GetDispatcherStatusRequest)(nil),  // 17: spool.v1.GetDispatcherStatusRequest
-	(*GetDispatcherStatusResponse)(nil), // 18: spool.v1.GetDispatcherStatusResponse
-	(*ListOpenJobsRequest)(nil),         // 19: spool.v1.ListOpenJobsRequest
-	(*ListOpenJobsResponse)(nil),        // 20: spool.v1.ListOpenJobsResponse
-	(*FlowControl)(nil),                 // 21: spool.v1.FlowControl
-	(*LedgerEntry)(nil),                 // 22: spool.v1.LedgerEntry
-	(*ReportJobRequest)(nil),            // 23: spool.v1.ReportJobRequest
-	(*ReportJobResponse)(nil),           // 24: spool.v1.ReportJobResponse
-	(*ReportSummary)(nil),               // 25: spool.v1.ReportSummary
-	(*StateTotal)(nil),                  // 26: spool.v1.StateTotal
-	(*ResolveTransactionRequest)(nil),   // 27: spool.v1.ResolveTransactionRequest
-	(*ResolveTransactionResponse)(nil),  // 28: spool.v1.ResolveTransactionResponse
-	(*timestamppb.Timestamp)(nil),       // 29: google.protobuf.Timestamp
-	(*Job)(nil),                         // 30: spool.v1.Job
-	(*JobProgress)(nil),                 // 31: spool.v1.JobProgress
-	(*durationpb.Duration)(nil),         // 32: google.protobuf.Duration
+	(*UpdateJobRequest)(nil),            // 15: spool.v1.UpdateJobRequest
+	(*UpdateJobResponse)(nil),           // 16: spool.v1.UpdateJobResponse
+	(*WatchJobRequest)(nil),             // 17: spool.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),            // 18: spool.v1.WatchJobResponse
+	(*GetDispatcherStatusRequest)(nil),  // 19: spool.v1.GetDispatcherStatusRequest
+	(*GetDispatcherStatusResponse)(nil), // 20: spool.v1.GetDispatcherStatusResponse
+	(*ListOpenJobsRequest)(nil),         // 21: spool.v1.ListOpenJobsRequest
+	(*ListOpenJobsResponse)(nil),        // 22: spool.v1.ListOpenJobsResponse
+	(*FlowControl)(nil),                 // 23: spool.v1.FlowControl
+	(*LedgerEntry)(nil),                 // 24: spool.v1.LedgerEntry
+	(*ReportJobRequest)(nil),            // 25: spool.v1.ReportJobRequest
+	(*ReportJobResponse)(nil),           // 26: spool.v1.ReportJobResponse
+	(*ReportSummary)(nil),               // 27: spool.v1.ReportSummary
+	(*StateTotal)(nil),                  // 28: spool.v1.StateTotal
+	(*ResolveTransactionRequest)(nil),   // 29: spool.v1.ResolveTransactionRequest
+	(*ResolveTransactionResponse)(nil),  // 30: spool.v1.ResolveTransactionResponse
+	(*timestamppb.Timestamp)(nil),       // 31: google.protobuf.Timestamp
+	(*Job)(nil),                         // 32: spool.v1.Job
+	(*JobProgress)(nil),                 // 33: spool.v1.JobProgress
+	(*durationpb.Duration)(nil),         // 34: google.protobuf.Duration
 }
 var file_spool_v1_dispatch_proto_depIdxs = []int32{
-	29, // 0: spool.v1.DeadLetter.dead_lettered_at:type_name -> google.protobuf.Timestamp
+	31, // 0: spool.v1.DeadLetter.dead_lettered_at:type_name -> google.protobuf.Timestamp
 	3,  // 1: spool.v1.ListDeadLettersResponse.entry:type_name -> spool.v1.DeadLetter
 	6,  // 2: spool.v1.ListDeadLettersResponse.summary:type_name -> spool.v1.DeadLetterSummary
 	6,  // 3: spool.v1.RedriveDeadLettersResponse.summary:type_name -> spool.v1.DeadLetterSummary
-	30, // 4: spool.v1.PauseJobResponse.job:type_name -> spool.v1.Job
-	30, // 5: spool.v1.ResumeJobResponse.job:type_name -> spool.v1.Job
-	30, // 6: spool.v1.CancelJobResponse.job:type_name -> spool.v1.Job
-	31, // 7: spool.v1.WatchJobResponse.progress:type_name -> spool.v1.JobProgress
-	21, // 8: spool.v1.WatchJobResponse.flow:type_name -> spool.v1.FlowControl
-	21, // 9: spool.v1.GetDispatcherStatusResponse.flow:type_name -> spool.v1.FlowControl
-	30, // 10: spool.v1.ListOpenJobsResponse.jobs:type_name -> spool.v1.Job
-	0,  // 11: spool.v1.FlowControl.breaker_state:type_name -> spool.v1.BreakerState
-	32, // 12: spool.v1.FlowControl.breaker_open_time:type_name -> google.protobuf.Duration
-	32, // 13: spool.v1.FlowControl.latency_baseline:type_name -> google.protobuf.Duration
-	32, // 14: spool.v1.FlowControl.latency_recent:type_name -> google.protobuf.Duration
-	1,  // 15: spool.v1.LedgerEntry.state:type_name -> spool.v1.TransactionState
-	29, // 16: spool.v1.LedgerEntry.updated_at:type_name -> google.protobuf.Timestamp
-	22, // 17: spool.v1.ReportJobResponse.entry:type_name -> spool.v1.LedgerEntry
-	25, // 18: spool.v1.ReportJobResponse.summary:type_name -> spool.v1.ReportSummary
-	30, // 19: spool.v1.ReportSummary.job:type_name -> spool.v1.Job
-	26, // 20: spool.v1.ReportSummary.totals:type_name -> spool.v1.StateTotal
-	1,  // 21: spool.v1.StateTotal.state:type_name -> spool.v1.TransactionState
-	2,  // 22: spool.v1.ResolveTransactionRequest.resolution:type_name -> spool.v1.Resolution
-	22, // 23: spool.v1.ResolveTransactionResponse.entry:type_name -> spool.v1.LedgerEntry
-	15, // 24: spool.v1.DispatchService.WatchJob:input_type -> spool.v1.WatchJobRequest
-	23, // 25: spool.v1.DispatchService.ReportJob:input_type -> spool.v1.ReportJobRequest
-	27, // 26: spool.v1.DispatchService.ResolveTransaction:input_type -> spool.v1.ResolveTransactionRequest
-	17, // 27: spool.v1.DispatchService.GetDispatcherStatus:input_type -> spool.v1.GetDispatcherStatusRequest
-	4,  // 28: spool.v1.DispatchService.ListDeadLetters:input_type -> spool.v1.ListDeadLettersRequest
-	7,  // 29: spool.v1.DispatchService.RedriveDeadLetters:input_type -> spool.v1.RedriveDeadLettersRequest
-	9,  // 30: spool.v1.DispatchService.PauseJob:input_type -> spool.v1.PauseJobRequest
-	11, // 31: spool.v1.DispatchService.ResumeJob:input_type -> spool.v1.ResumeJobRequest
-	13, // 32: spool.v1.DispatchService.CancelJob:input_type -> spool.v1.CancelJobRequest
-	19, // 33: spool.v1.DispatchService.ListOpenJobs:input_type -> spool.v1.ListOpenJobsRequest
-	16, // 34: spool.v1.DispatchService.WatchJob:output_type -> spool.v1.WatchJobResponse
-	24, // 35: spool.v1.DispatchService.ReportJob:output_type -> spool.v1.ReportJobResponse
-	28, // 36: spool.v1.DispatchService.ResolveTransaction:output_type -> spool.v1.ResolveTransactionResponse
-	18, // 37: spool.v1.DispatchService.GetDispatcherStatus:output_type -> spool.v1.GetDispatcherStatusResponse
-	5,  // 38: spool.v1.DispatchService.ListDeadLetters:output_type -> spool.v1.ListDeadLettersResponse
-	8,  // 39: spool.v1.DispatchService.RedriveDeadLetters:output_type -> spool.v1.RedriveDeadLettersResponse
-	10, // 40: spool.v1.DispatchService.PauseJob:output_type -> spool.v1.PauseJobResponse
-	12, // 41: spool.v1.DispatchService.ResumeJob:output_type -> spool.v1.ResumeJobResponse
-	14, // 42: spool.v1.DispatchService.CancelJob:output_type -> spool.v1.CancelJobResponse
-	20, // 43: spool.v1.DispatchService.ListOpenJobs:output_type -> spool.v1.ListOpenJobsResponse
-	34, // [34:44] is the sub-list for method output_type
-	24, // [24:34] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	32, // 4: spool.v1.PauseJobResponse.job:type_name -> spool.v1.Job
+	32, // 5: spool.v1.ResumeJobResponse.job:type_name -> spool.v1.Job
+	32, // 6: spool.v1.CancelJobResponse.job:type_name -> spool.v1.Job
+	32, // 7: spool.v1.UpdateJobResponse.job:type_name -> spool.v1.Job
+	33, // 8: spool.v1.WatchJobResponse.progress:type_name -> spool.v1.JobProgress
+	23, // 9: spool.v1.WatchJobResponse.flow:type_name -> spool.v1.FlowControl
+	23, // 10: spool.v1.GetDispatcherStatusResponse.flow:type_name -> spool.v1.FlowControl
+	32, // 11: spool.v1.ListOpenJobsResponse.jobs:type_name -> spool.v1.Job
+	0,  // 12: spool.v1.FlowControl.breaker_state:type_name -> spool.v1.BreakerState
+	34, // 13: spool.v1.FlowControl.breaker_open_time:type_name -> google.protobuf.Duration
+	34, // 14: spool.v1.FlowControl.latency_baseline:type_name -> google.protobuf.Duration
+	34, // 15: spool.v1.FlowControl.latency_recent:type_name -> google.protobuf.Duration
+	1,  // 16: spool.v1.LedgerEntry.state:type_name -> spool.v1.TransactionState
+	31, // 17: spool.v1.LedgerEntry.updated_at:type_name -> google.protobuf.Timestamp
+	24, // 18: spool.v1.ReportJobResponse.entry:type_name -> spool.v1.LedgerEntry
+	27, // 19: spool.v1.ReportJobResponse.summary:type_name -> spool.v1.ReportSummary
+	32, // 20: spool.v1.ReportSummary.job:type_name -> spool.v1.Job
+	28, // 21: spool.v1.ReportSummary.totals:type_name -> spool.v1.StateTotal
+	1,  // 22: spool.v1.StateTotal.state:type_name -> spool.v1.TransactionState
+	2,  // 23: spool.v1.ResolveTransactionRequest.resolution:type_name -> spool.v1.Resolution
+	24, // 24: spool.v1.ResolveTransactionResponse.entry:type_name -> spool.v1.LedgerEntry
+	17, // 25: spool.v1.DispatchService.WatchJob:input_type -> spool.v1.WatchJobRequest
+	25, // 26: spool.v1.DispatchService.ReportJob:input_type -> spool.v1.ReportJobRequest
+	29, // 27: spool.v1.DispatchService.ResolveTransaction:input_type -> spool.v1.ResolveTransactionRequest
+	19, // 28: spool.v1.DispatchService.GetDispatcherStatus:input_type -> spool.v1.GetDispatcherStatusRequest
+	4,  // 29: spool.v1.DispatchService.ListDeadLetters:input_type -> spool.v1.ListDeadLettersRequest
+	7,  // 30: spool.v1.DispatchService.RedriveDeadLetters:input_type -> spool.v1.RedriveDeadLettersRequest
+	9,  // 31: spool.v1.DispatchService.PauseJob:input_type -> spool.v1.PauseJobRequest
+	11, // 32: spool.v1.DispatchService.ResumeJob:input_type -> spool.v1.ResumeJobRequest
+	13, // 33: spool.v1.DispatchService.CancelJob:input_type -> spool.v1.CancelJobRequest
+	21, // 34: spool.v1.DispatchService.ListOpenJobs:input_type -> spool.v1.ListOpenJobsRequest
+	15, // 35: spool.v1.DispatchService.UpdateJob:input_type -> spool.v1.UpdateJobRequest
+	18, // 36: spool.v1.DispatchService.WatchJob:output_type -> spool.v1.WatchJobResponse
+	26, // 37: spool.v1.DispatchService.ReportJob:output_type -> spool.v1.ReportJobResponse
+	30, // 38: spool.v1.DispatchService.ResolveTransaction:output_type -> spool.v1.ResolveTransactionResponse
+	20, // 39: spool.v1.DispatchService.GetDispatcherStatus:output_type -> spool.v1.GetDispatcherStatusResponse
+	5,  // 40: spool.v1.DispatchService.ListDeadLetters:output_type -> spool.v1.ListDeadLettersResponse
+	8,  // 41: spool.v1.DispatchService.RedriveDeadLetters:output_type -> spool.v1.RedriveDeadLettersResponse
+	10, // 42: spool.v1.DispatchService.PauseJob:output_type -> spool.v1.PauseJobResponse
+	12, // 43: spool.v1.DispatchService.ResumeJob:output_type -> spool.v1.ResumeJobResponse
+	14, // 44: spool.v1.DispatchService.CancelJob:output_type -> spool.v1.CancelJobResponse
+	22, // 45: spool.v1.DispatchService.ListOpenJobs:output_type -> spool.v1.ListOpenJobsResponse
+	16, // 46: spool.v1.DispatchService.UpdateJob:output_type -> spool.v1.UpdateJobResponse
+	36, // [36:47] is the sub-list for method output_type
+	25, // [25:36] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_spool_v1_dispatch_proto_init() }
@@ -2012,7 +2145,8 @@ func file_spool_v1_dispatch_proto_init() {
 		(*ListDeadLettersResponse_Entry)(nil),
 		(*ListDeadLettersResponse_Summary)(nil),
 	}
-	file_spool_v1_dispatch_proto_msgTypes[21].OneofWrappers = []any{
+	file_spool_v1_dispatch_proto_msgTypes[12].OneofWrappers = []any{}
+	file_spool_v1_dispatch_proto_msgTypes[23].OneofWrappers = []any{
 		(*ReportJobResponse_Entry)(nil),
 		(*ReportJobResponse_Summary)(nil),
 	}
@@ -2022,7 +2156,7 @@ func file_spool_v1_dispatch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spool_v1_dispatch_proto_rawDesc), len(file_spool_v1_dispatch_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,6 +29,7 @@ const (
 	DispatchService_ResumeJob_FullMethodName           = "/spool.v1.DispatchService/ResumeJob"
 	DispatchService_CancelJob_FullMethodName           = "/spool.v1.DispatchService/CancelJob"
 	DispatchService_ListOpenJobs_FullMethodName        = "/spool.v1.DispatchService/ListOpenJobs"
+	DispatchService_UpdateJob_FullMethodName           = "/spool.v1.DispatchService/UpdateJob"
 )
 
 // DispatchServiceClient is the client API for DispatchService service.
@@ -77,6 +78,10 @@ type DispatchServiceClient interface {
 	// (or longer, while their counters disagree with the ledger). The
 	// register is shared, so any dispatcher answers for the fleet.
 	ListOpenJobs(ctx context.Context, in *ListOpenJobsRequest, opts ...grpc.CallOption) (*ListOpenJobsResponse, error)
+	// UpdateJob changes a running job's failure threshold. A job the
+	// threshold paused resumes when the new threshold is no longer crossed by
+	// its figures; a job a person paused stays paused.
+	UpdateJob(ctx context.Context, in *UpdateJobRequest, opts ...grpc.CallOption) (*UpdateJobResponse, error)
 }
 
 type dispatchServiceClient struct {
@@ -214,6 +219,16 @@ func (c *dispatchServiceClient) ListOpenJobs(ctx context.Context, in *ListOpenJo
 	return out, nil
 }
 
+func (c *dispatchServiceClient) UpdateJob(ctx context.Context, in *UpdateJobRequest, opts ...grpc.CallOption) (*UpdateJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateJobResponse)
+	err := c.cc.Invoke(ctx, DispatchService_UpdateJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DispatchServiceServer is the server API for DispatchService service.
 // All implementations must embed UnimplementedDispatchServiceServer
 // for forward compatibility.
@@ -260,6 +275,10 @@ type DispatchServiceServer interface {
 	// (or longer, while their counters disagree with the ledger). The
 	// register is shared, so any dispatcher answers for the fleet.
 	ListOpenJobs(context.Context, *ListOpenJobsRequest) (*ListOpenJobsResponse, error)
+	// UpdateJob changes a running job's failure threshold. A job the
+	// threshold paused resumes when the new threshold is no longer crossed by
+	// its figures; a job a person paused stays paused.
+	UpdateJob(context.Context, *UpdateJobRequest) (*UpdateJobResponse, error)
 	mustEmbedUnimplementedDispatchServiceServer()
 }
 
@@ -299,6 +318,9 @@ func (UnimplementedDispatchServiceServer) CancelJob(context.Context, *CancelJobR
 }
 func (UnimplementedDispatchServiceServer) ListOpenJobs(context.Context, *ListOpenJobsRequest) (*ListOpenJobsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListOpenJobs not implemented")
+}
+func (UnimplementedDispatchServiceServer) UpdateJob(context.Context, *UpdateJobRequest) (*UpdateJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateJob not implemented")
 }
 func (UnimplementedDispatchServiceServer) mustEmbedUnimplementedDispatchServiceServer() {}
 func (UnimplementedDispatchServiceServer) testEmbeddedByValue()                         {}
@@ -480,6 +502,24 @@ func _DispatchService_ListOpenJobs_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DispatchService_UpdateJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DispatchServiceServer).UpdateJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DispatchService_UpdateJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DispatchServiceServer).UpdateJob(ctx, req.(*UpdateJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DispatchService_ServiceDesc is the grpc.ServiceDesc for DispatchService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -514,6 +554,10 @@ var DispatchService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListOpenJobs",
 			Handler:    _DispatchService_ListOpenJobs_Handler,
+		},
+		{
+			MethodName: "UpdateJob",
+			Handler:    _DispatchService_UpdateJob_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

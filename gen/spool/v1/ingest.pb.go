@@ -9,6 +9,7 @@ package spoolv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -154,6 +155,15 @@ type FileHeader struct {
 	Profile string `protobuf:"bytes,9,opt,name=profile,proto3" json:"profile,omitempty"`
 	// A profile sent with the file; its name is for reports only.
 	InlineProfile *Profile `protobuf:"bytes,10,opt,name=inline_profile,json=inlineProfile,proto3" json:"inline_profile,omitempty"`
+	// Pause the job when its rows fail too often; fields left unset take the
+	// profile's failure_threshold.
+	FailureThreshold *FailureThreshold `protobuf:"bytes,11,opt,name=failure_threshold,json=failureThreshold,proto3" json:"failure_threshold,omitempty"`
+	// Deliver only the first canary.rows rows, then pause; 0 rows: no canary.
+	Canary *Canary `protobuf:"bytes,12,opt,name=canary,proto3" json:"canary,omitempty"`
+	// Deliver nothing of the job before this time; the file is still
+	// accepted and sealed now. At most the ingestor's max-deliver-after
+	// ahead, so that its messages outlive the wait in the queue.
+	DeliverAfter  *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=deliver_after,json=deliverAfter,proto3" json:"deliver_after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -254,6 +264,27 @@ func (x *FileHeader) GetProfile() string {
 func (x *FileHeader) GetInlineProfile() *Profile {
 	if x != nil {
 		return x.InlineProfile
+	}
+	return nil
+}
+
+func (x *FileHeader) GetFailureThreshold() *FailureThreshold {
+	if x != nil {
+		return x.FailureThreshold
+	}
+	return nil
+}
+
+func (x *FileHeader) GetCanary() *Canary {
+	if x != nil {
+		return x.Canary
+	}
+	return nil
+}
+
+func (x *FileHeader) GetDeliverAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeliverAfter
 	}
 	return nil
 }
@@ -801,12 +832,12 @@ var File_spool_v1_ingest_proto protoreflect.FileDescriptor
 
 const file_spool_v1_ingest_proto_rawDesc = "" +
 	"\n" +
-	"\x15spool/v1/ingest.proto\x12\bspool.v1\x1a\x12spool/v1/job.proto\x1a\x16spool/v1/profile.proto\"\x8c\x01\n" +
+	"\x15spool/v1/ingest.proto\x12\bspool.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12spool/v1/job.proto\x1a\x16spool/v1/profile.proto\"\x8c\x01\n" +
 	"\x11StreamFileRequest\x12.\n" +
 	"\x06header\x18\x01 \x01(\v2\x14.spool.v1.FileHeaderH\x00R\x06header\x12(\n" +
 	"\x04rows\x18\x02 \x01(\v2\x12.spool.v1.RowBatchH\x00R\x04rows\x12\x16\n" +
 	"\x05chunk\x18\x03 \x01(\fH\x00R\x05chunkB\x05\n" +
-	"\x03msg\"\x8c\x03\n" +
+	"\x03msg\"\xc0\x04\n" +
 	"\n" +
 	"FileHeader\x12\x1b\n" +
 	"\tfile_name\x18\x01 \x01(\tR\bfileName\x12\x17\n" +
@@ -819,7 +850,10 @@ const file_spool_v1_ingest_proto_rawDesc = "" +
 	"\ramount_column\x18\b \x01(\tR\famountColumn\x12\x18\n" +
 	"\aprofile\x18\t \x01(\tR\aprofile\x128\n" +
 	"\x0einline_profile\x18\n" +
-	" \x01(\v2\x11.spool.v1.ProfileR\rinlineProfile\"=\n" +
+	" \x01(\v2\x11.spool.v1.ProfileR\rinlineProfile\x12G\n" +
+	"\x11failure_threshold\x18\v \x01(\v2\x1a.spool.v1.FailureThresholdR\x10failureThreshold\x12(\n" +
+	"\x06canary\x18\f \x01(\v2\x10.spool.v1.CanaryR\x06canary\x12?\n" +
+	"\rdeliver_after\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\fdeliverAfter\"=\n" +
 	"\x06Resume\x12\x1b\n" +
 	"\tafter_row\x18\x01 \x01(\x03R\bafterRow\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\"*\n" +
@@ -871,21 +905,24 @@ func file_spool_v1_ingest_proto_rawDescGZIP() []byte {
 
 var file_spool_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_spool_v1_ingest_proto_goTypes = []any{
-	(*StreamFileRequest)(nil),    // 0: spool.v1.StreamFileRequest
-	(*FileHeader)(nil),           // 1: spool.v1.FileHeader
-	(*Resume)(nil),               // 2: spool.v1.Resume
-	(*CsvOptions)(nil),           // 3: spool.v1.CsvOptions
-	(*RowBatch)(nil),             // 4: spool.v1.RowBatch
-	(*Row)(nil),                  // 5: spool.v1.Row
-	(*StreamFileResponse)(nil),   // 6: spool.v1.StreamFileResponse
-	(*RowError)(nil),             // 7: spool.v1.RowError
-	(*GetJobRequest)(nil),        // 8: spool.v1.GetJobRequest
-	(*GetJobResponse)(nil),       // 9: spool.v1.GetJobResponse
-	(*ListProfilesRequest)(nil),  // 10: spool.v1.ListProfilesRequest
-	(*ListProfilesResponse)(nil), // 11: spool.v1.ListProfilesResponse
-	(*ControlTotals)(nil),        // 12: spool.v1.ControlTotals
-	(*Profile)(nil),              // 13: spool.v1.Profile
-	(*Job)(nil),                  // 14: spool.v1.Job
+	(*StreamFileRequest)(nil),     // 0: spool.v1.StreamFileRequest
+	(*FileHeader)(nil),            // 1: spool.v1.FileHeader
+	(*Resume)(nil),                // 2: spool.v1.Resume
+	(*CsvOptions)(nil),            // 3: spool.v1.CsvOptions
+	(*RowBatch)(nil),              // 4: spool.v1.RowBatch
+	(*Row)(nil),                   // 5: spool.v1.Row
+	(*StreamFileResponse)(nil),    // 6: spool.v1.StreamFileResponse
+	(*RowError)(nil),              // 7: spool.v1.RowError
+	(*GetJobRequest)(nil),         // 8: spool.v1.GetJobRequest
+	(*GetJobResponse)(nil),        // 9: spool.v1.GetJobResponse
+	(*ListProfilesRequest)(nil),   // 10: spool.v1.ListProfilesRequest
+	(*ListProfilesResponse)(nil),  // 11: spool.v1.ListProfilesResponse
+	(*ControlTotals)(nil),         // 12: spool.v1.ControlTotals
+	(*Profile)(nil),               // 13: spool.v1.Profile
+	(*FailureThreshold)(nil),      // 14: spool.v1.FailureThreshold
+	(*Canary)(nil),                // 15: spool.v1.Canary
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*Job)(nil),                   // 17: spool.v1.Job
 }
 var file_spool_v1_ingest_proto_depIdxs = []int32{
 	1,  // 0: spool.v1.StreamFileRequest.header:type_name -> spool.v1.FileHeader
@@ -894,22 +931,25 @@ var file_spool_v1_ingest_proto_depIdxs = []int32{
 	12, // 3: spool.v1.FileHeader.control:type_name -> spool.v1.ControlTotals
 	2,  // 4: spool.v1.FileHeader.resume:type_name -> spool.v1.Resume
 	13, // 5: spool.v1.FileHeader.inline_profile:type_name -> spool.v1.Profile
-	5,  // 6: spool.v1.RowBatch.rows:type_name -> spool.v1.Row
-	7,  // 7: spool.v1.StreamFileResponse.errors:type_name -> spool.v1.RowError
-	14, // 8: spool.v1.StreamFileResponse.job:type_name -> spool.v1.Job
-	14, // 9: spool.v1.GetJobResponse.job:type_name -> spool.v1.Job
-	13, // 10: spool.v1.ListProfilesResponse.profiles:type_name -> spool.v1.Profile
-	0,  // 11: spool.v1.IngestService.StreamFile:input_type -> spool.v1.StreamFileRequest
-	8,  // 12: spool.v1.IngestService.GetJob:input_type -> spool.v1.GetJobRequest
-	10, // 13: spool.v1.IngestService.ListProfiles:input_type -> spool.v1.ListProfilesRequest
-	6,  // 14: spool.v1.IngestService.StreamFile:output_type -> spool.v1.StreamFileResponse
-	9,  // 15: spool.v1.IngestService.GetJob:output_type -> spool.v1.GetJobResponse
-	11, // 16: spool.v1.IngestService.ListProfiles:output_type -> spool.v1.ListProfilesResponse
-	14, // [14:17] is the sub-list for method output_type
-	11, // [11:14] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	14, // 6: spool.v1.FileHeader.failure_threshold:type_name -> spool.v1.FailureThreshold
+	15, // 7: spool.v1.FileHeader.canary:type_name -> spool.v1.Canary
+	16, // 8: spool.v1.FileHeader.deliver_after:type_name -> google.protobuf.Timestamp
+	5,  // 9: spool.v1.RowBatch.rows:type_name -> spool.v1.Row
+	7,  // 10: spool.v1.StreamFileResponse.errors:type_name -> spool.v1.RowError
+	17, // 11: spool.v1.StreamFileResponse.job:type_name -> spool.v1.Job
+	17, // 12: spool.v1.GetJobResponse.job:type_name -> spool.v1.Job
+	13, // 13: spool.v1.ListProfilesResponse.profiles:type_name -> spool.v1.Profile
+	0,  // 14: spool.v1.IngestService.StreamFile:input_type -> spool.v1.StreamFileRequest
+	8,  // 15: spool.v1.IngestService.GetJob:input_type -> spool.v1.GetJobRequest
+	10, // 16: spool.v1.IngestService.ListProfiles:input_type -> spool.v1.ListProfilesRequest
+	6,  // 17: spool.v1.IngestService.StreamFile:output_type -> spool.v1.StreamFileResponse
+	9,  // 18: spool.v1.IngestService.GetJob:output_type -> spool.v1.GetJobResponse
+	11, // 19: spool.v1.IngestService.ListProfiles:output_type -> spool.v1.ListProfilesResponse
+	17, // [17:20] is the sub-list for method output_type
+	14, // [14:17] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_spool_v1_ingest_proto_init() }

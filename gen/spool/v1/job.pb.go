@@ -91,6 +91,64 @@ func (JobState) EnumDescriptor() ([]byte, []int) {
 	return file_spool_v1_job_proto_rawDescGZIP(), []int{0}
 }
 
+// PauseCause says who or what paused a job, and so what resumes it.
+type PauseCause int32
+
+const (
+	PauseCause_PAUSE_CAUSE_UNSPECIFIED PauseCause = 0
+	// A person (PauseJob); only a person resumes it (ResumeJob).
+	PauseCause_PAUSE_CAUSE_OPERATOR PauseCause = 1
+	// The failure threshold was crossed. ResumeJob resumes it and removes
+	// the threshold (a person chose to go on); UpdateJob resumes it when the
+	// new threshold is no longer crossed.
+	PauseCause_PAUSE_CAUSE_THRESHOLD PauseCause = 2
+	// The canary's rows were settled; ResumeJob releases the rest.
+	PauseCause_PAUSE_CAUSE_CANARY PauseCause = 3
+)
+
+// Enum value maps for PauseCause.
+var (
+	PauseCause_name = map[int32]string{
+		0: "PAUSE_CAUSE_UNSPECIFIED",
+		1: "PAUSE_CAUSE_OPERATOR",
+		2: "PAUSE_CAUSE_THRESHOLD",
+		3: "PAUSE_CAUSE_CANARY",
+	}
+	PauseCause_value = map[string]int32{
+		"PAUSE_CAUSE_UNSPECIFIED": 0,
+		"PAUSE_CAUSE_OPERATOR":    1,
+		"PAUSE_CAUSE_THRESHOLD":   2,
+		"PAUSE_CAUSE_CANARY":      3,
+	}
+)
+
+func (x PauseCause) Enum() *PauseCause {
+	p := new(PauseCause)
+	*p = x
+	return p
+}
+
+func (x PauseCause) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PauseCause) Descriptor() protoreflect.EnumDescriptor {
+	return file_spool_v1_job_proto_enumTypes[1].Descriptor()
+}
+
+func (PauseCause) Type() protoreflect.EnumType {
+	return &file_spool_v1_job_proto_enumTypes[1]
+}
+
+func (x PauseCause) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PauseCause.Descriptor instead.
+func (PauseCause) EnumDescriptor() ([]byte, []int) {
+	return file_spool_v1_job_proto_rawDescGZIP(), []int{1}
+}
+
 // Job is the shared record of one submitted file, as kept in the job table.
 // Every dispatcher reads and updates the same record, so any of them can
 // answer for the whole job.
@@ -157,7 +215,21 @@ type Job struct {
 	// Rows given up on after their retry budget, now in the dead-letter
 	// queue (spool deadletters JOB): they settle the job, so it completes,
 	// until they are redriven and delivered.
-	DeadLettered  int64 `protobuf:"varint,30,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`
+	DeadLettered int64 `protobuf:"varint,30,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`
+	// When to stop the job early: crossing it pauses the job (pause_cause
+	// PAUSE_CAUSE_THRESHOLD). Absent: no threshold.
+	FailureThreshold *FailureThreshold `protobuf:"bytes,31,opt,name=failure_threshold,json=failureThreshold,proto3" json:"failure_threshold,omitempty"`
+	// Deliver the first rows only, then pause; absent: no canary.
+	Canary *Canary `protobuf:"bytes,32,opt,name=canary,proto3" json:"canary,omitempty"`
+	// Nothing of the job is delivered before this time (a payment date):
+	// its messages come back without using attempts, as for a job still
+	// receiving. Absent: deliver as soon as the job is sealed.
+	DeliverAfter *timestamppb.Timestamp `protobuf:"bytes,33,opt,name=deliver_after,json=deliverAfter,proto3" json:"deliver_after,omitempty"`
+	// Why the job is paused, for people, e.g. "failure rate 5.0% over 100
+	// settled rows exceeds 2%"; empty when it is not.
+	PauseReason string `protobuf:"bytes,34,opt,name=pause_reason,json=pauseReason,proto3" json:"pause_reason,omitempty"`
+	// Who or what paused the job; unspecified when it is not paused.
+	PauseCause    PauseCause `protobuf:"varint,35,opt,name=pause_cause,json=pauseCause,proto3,enum=spool.v1.PauseCause" json:"pause_cause,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -402,6 +474,178 @@ func (x *Job) GetDeadLettered() int64 {
 	return 0
 }
 
+func (x *Job) GetFailureThreshold() *FailureThreshold {
+	if x != nil {
+		return x.FailureThreshold
+	}
+	return nil
+}
+
+func (x *Job) GetCanary() *Canary {
+	if x != nil {
+		return x.Canary
+	}
+	return nil
+}
+
+func (x *Job) GetDeliverAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeliverAfter
+	}
+	return nil
+}
+
+func (x *Job) GetPauseReason() string {
+	if x != nil {
+		return x.PauseReason
+	}
+	return ""
+}
+
+func (x *Job) GetPauseCause() PauseCause {
+	if x != nil {
+		return x.PauseCause
+	}
+	return PauseCause_PAUSE_CAUSE_UNSPECIFIED
+}
+
+// FailureThreshold pauses a job whose rows fail too often: failures are
+// rows the destination refused (REJECTED) or gave up on (dead-lettered).
+// Counts are the fleet's flushed counters, as GetJob sums them.
+type FailureThreshold struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Pause when more rows than this failed. Absent: no count limit.
+	MaxFailures *int64 `protobuf:"varint,1,opt,name=max_failures,json=maxFailures,proto3,oneof" json:"max_failures,omitempty"`
+	// Pause when the share of settled rows that failed exceeds this, a
+	// fraction (0.02 is 2%), once min_settled rows have settled. 0: no rate
+	// limit.
+	MaxFailureRate float64 `protobuf:"fixed64,2,opt,name=max_failure_rate,json=maxFailureRate,proto3" json:"max_failure_rate,omitempty"`
+	// Settled rows before max_failure_rate applies; 0 means the default (50),
+	// so that one early refusal does not pause a job at 1 of 3.
+	MinSettled    int64 `protobuf:"varint,3,opt,name=min_settled,json=minSettled,proto3" json:"min_settled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailureThreshold) Reset() {
+	*x = FailureThreshold{}
+	mi := &file_spool_v1_job_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailureThreshold) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailureThreshold) ProtoMessage() {}
+
+func (x *FailureThreshold) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_job_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailureThreshold.ProtoReflect.Descriptor instead.
+func (*FailureThreshold) Descriptor() ([]byte, []int) {
+	return file_spool_v1_job_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *FailureThreshold) GetMaxFailures() int64 {
+	if x != nil && x.MaxFailures != nil {
+		return *x.MaxFailures
+	}
+	return 0
+}
+
+func (x *FailureThreshold) GetMaxFailureRate() float64 {
+	if x != nil {
+		return x.MaxFailureRate
+	}
+	return 0
+}
+
+func (x *FailureThreshold) GetMinSettled() int64 {
+	if x != nil {
+		return x.MinSettled
+	}
+	return 0
+}
+
+// Canary delivers the first rows of a job only, then pauses it.
+type Canary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Rows numbered up to this (data rows of the file, header excluded) are
+	// delivered; the rest wait, as rows of a paused job do, until the canary
+	// is released.
+	Rows int64 `protobuf:"varint,1,opt,name=rows,proto3" json:"rows,omitempty"`
+	// Release the rest without a person when none of the canary's rows
+	// failed (REJECTED, dead-lettered or UNKNOWN).
+	ContinueWhenClean bool `protobuf:"varint,2,opt,name=continue_when_clean,json=continueWhenClean,proto3" json:"continue_when_clean,omitempty"`
+	// Set when the canary is over (ResumeJob, or continue_when_clean): every
+	// row may be delivered. Ignored in a FileHeader.
+	Released      bool `protobuf:"varint,3,opt,name=released,proto3" json:"released,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Canary) Reset() {
+	*x = Canary{}
+	mi := &file_spool_v1_job_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Canary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Canary) ProtoMessage() {}
+
+func (x *Canary) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_job_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Canary.ProtoReflect.Descriptor instead.
+func (*Canary) Descriptor() ([]byte, []int) {
+	return file_spool_v1_job_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Canary) GetRows() int64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *Canary) GetContinueWhenClean() bool {
+	if x != nil {
+		return x.ContinueWhenClean
+	}
+	return false
+}
+
+func (x *Canary) GetReleased() bool {
+	if x != nil {
+		return x.Released
+	}
+	return false
+}
+
 // ControlTotals let a caller prove the file arrived whole. Every field is
 // optional; a declared total that does not match at the end of the stream
 // rejects the job, and nothing of it is delivered.
@@ -419,7 +663,7 @@ type ControlTotals struct {
 
 func (x *ControlTotals) Reset() {
 	*x = ControlTotals{}
-	mi := &file_spool_v1_job_proto_msgTypes[1]
+	mi := &file_spool_v1_job_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -431,7 +675,7 @@ func (x *ControlTotals) String() string {
 func (*ControlTotals) ProtoMessage() {}
 
 func (x *ControlTotals) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_job_proto_msgTypes[1]
+	mi := &file_spool_v1_job_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -444,7 +688,7 @@ func (x *ControlTotals) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlTotals.ProtoReflect.Descriptor instead.
 func (*ControlTotals) Descriptor() ([]byte, []int) {
-	return file_spool_v1_job_proto_rawDescGZIP(), []int{1}
+	return file_spool_v1_job_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ControlTotals) GetRowCount() int64 {
@@ -486,7 +730,7 @@ type JobProgress struct {
 
 func (x *JobProgress) Reset() {
 	*x = JobProgress{}
-	mi := &file_spool_v1_job_proto_msgTypes[2]
+	mi := &file_spool_v1_job_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +742,7 @@ func (x *JobProgress) String() string {
 func (*JobProgress) ProtoMessage() {}
 
 func (x *JobProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_job_proto_msgTypes[2]
+	mi := &file_spool_v1_job_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +755,7 @@ func (x *JobProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobProgress.ProtoReflect.Descriptor instead.
 func (*JobProgress) Descriptor() ([]byte, []int) {
-	return file_spool_v1_job_proto_rawDescGZIP(), []int{2}
+	return file_spool_v1_job_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *JobProgress) GetJob() *Job {
@@ -553,7 +797,7 @@ var File_spool_v1_job_proto protoreflect.FileDescriptor
 
 const file_spool_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x12spool/v1/job.proto\x12\bspool.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\t\n" +
+	"\x12spool/v1/job.proto\x12\bspool.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\v\n" +
 	"\x03Job\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x17\n" +
 	"\ajob_key\x18\x02 \x01(\tR\x06jobKey\x12\x1b\n" +
@@ -588,7 +832,23 @@ const file_spool_v1_job_proto_rawDesc = "" +
 	"\ramount_column\x18\x1b \x01(\tR\famountColumn\x12%\n" +
 	"\x0eduplicate_rows\x18\x1c \x01(\x03R\rduplicateRows\x12\x16\n" +
 	"\x06paused\x18\x1d \x01(\bR\x06paused\x12#\n" +
-	"\rdead_lettered\x18\x1e \x01(\x03R\fdeadLettered\"v\n" +
+	"\rdead_lettered\x18\x1e \x01(\x03R\fdeadLettered\x12G\n" +
+	"\x11failure_threshold\x18\x1f \x01(\v2\x1a.spool.v1.FailureThresholdR\x10failureThreshold\x12(\n" +
+	"\x06canary\x18  \x01(\v2\x10.spool.v1.CanaryR\x06canary\x12?\n" +
+	"\rdeliver_after\x18! \x01(\v2\x1a.google.protobuf.TimestampR\fdeliverAfter\x12!\n" +
+	"\fpause_reason\x18\" \x01(\tR\vpauseReason\x125\n" +
+	"\vpause_cause\x18# \x01(\x0e2\x14.spool.v1.PauseCauseR\n" +
+	"pauseCause\"\x96\x01\n" +
+	"\x10FailureThreshold\x12&\n" +
+	"\fmax_failures\x18\x01 \x01(\x03H\x00R\vmaxFailures\x88\x01\x01\x12(\n" +
+	"\x10max_failure_rate\x18\x02 \x01(\x01R\x0emaxFailureRate\x12\x1f\n" +
+	"\vmin_settled\x18\x03 \x01(\x03R\n" +
+	"minSettledB\x0f\n" +
+	"\r_max_failures\"h\n" +
+	"\x06Canary\x12\x12\n" +
+	"\x04rows\x18\x01 \x01(\x03R\x04rows\x12.\n" +
+	"\x13continue_when_clean\x18\x02 \x01(\bR\x11continueWhenClean\x12\x1a\n" +
+	"\breleased\x18\x03 \x01(\bR\breleased\"v\n" +
 	"\rControlTotals\x12 \n" +
 	"\trow_count\x18\x01 \x01(\x03H\x00R\browCount\x88\x01\x01\x12\x1d\n" +
 	"\n" +
@@ -609,7 +869,13 @@ const file_spool_v1_job_proto_rawDesc = "" +
 	"\x13JOB_STATE_COMPLETED\x10\x03\x12\x15\n" +
 	"\x11JOB_STATE_ABORTED\x10\x04\x12\x16\n" +
 	"\x12JOB_STATE_REJECTED\x10\x05\x12\x17\n" +
-	"\x13JOB_STATE_CANCELLED\x10\x06B/Z-github.com/spoolhq/spool/gen/spool/v1;spoolv1b\x06proto3"
+	"\x13JOB_STATE_CANCELLED\x10\x06*v\n" +
+	"\n" +
+	"PauseCause\x12\x1b\n" +
+	"\x17PAUSE_CAUSE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14PAUSE_CAUSE_OPERATOR\x10\x01\x12\x19\n" +
+	"\x15PAUSE_CAUSE_THRESHOLD\x10\x02\x12\x16\n" +
+	"\x12PAUSE_CAUSE_CANARY\x10\x03B/Z-github.com/spoolhq/spool/gen/spool/v1;spoolv1b\x06proto3"
 
 var (
 	file_spool_v1_job_proto_rawDescOnce sync.Once
@@ -623,32 +889,39 @@ func file_spool_v1_job_proto_rawDescGZIP() []byte {
 	return file_spool_v1_job_proto_rawDescData
 }
 
-var file_spool_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_spool_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_spool_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_spool_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_spool_v1_job_proto_goTypes = []any{
 	(JobState)(0),                 // 0: spool.v1.JobState
-	(*Job)(nil),                   // 1: spool.v1.Job
-	(*ControlTotals)(nil),         // 2: spool.v1.ControlTotals
-	(*JobProgress)(nil),           // 3: spool.v1.JobProgress
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 5: google.protobuf.Duration
+	(PauseCause)(0),               // 1: spool.v1.PauseCause
+	(*Job)(nil),                   // 2: spool.v1.Job
+	(*FailureThreshold)(nil),      // 3: spool.v1.FailureThreshold
+	(*Canary)(nil),                // 4: spool.v1.Canary
+	(*ControlTotals)(nil),         // 5: spool.v1.ControlTotals
+	(*JobProgress)(nil),           // 6: spool.v1.JobProgress
+	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 8: google.protobuf.Duration
 }
 var file_spool_v1_job_proto_depIdxs = []int32{
 	0,  // 0: spool.v1.Job.state:type_name -> spool.v1.JobState
-	4,  // 1: spool.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	4,  // 2: spool.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	4,  // 3: spool.v1.Job.sealed_at:type_name -> google.protobuf.Timestamp
-	4,  // 4: spool.v1.Job.completed_at:type_name -> google.protobuf.Timestamp
-	2,  // 5: spool.v1.Job.control:type_name -> spool.v1.ControlTotals
-	2,  // 6: spool.v1.Job.actual:type_name -> spool.v1.ControlTotals
-	4,  // 7: spool.v1.Job.lease_expires_at:type_name -> google.protobuf.Timestamp
-	1,  // 8: spool.v1.JobProgress.job:type_name -> spool.v1.Job
-	5,  // 9: spool.v1.JobProgress.eta:type_name -> google.protobuf.Duration
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	7,  // 1: spool.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	7,  // 2: spool.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	7,  // 3: spool.v1.Job.sealed_at:type_name -> google.protobuf.Timestamp
+	7,  // 4: spool.v1.Job.completed_at:type_name -> google.protobuf.Timestamp
+	5,  // 5: spool.v1.Job.control:type_name -> spool.v1.ControlTotals
+	5,  // 6: spool.v1.Job.actual:type_name -> spool.v1.ControlTotals
+	7,  // 7: spool.v1.Job.lease_expires_at:type_name -> google.protobuf.Timestamp
+	3,  // 8: spool.v1.Job.failure_threshold:type_name -> spool.v1.FailureThreshold
+	4,  // 9: spool.v1.Job.canary:type_name -> spool.v1.Canary
+	7,  // 10: spool.v1.Job.deliver_after:type_name -> google.protobuf.Timestamp
+	1,  // 11: spool.v1.Job.pause_cause:type_name -> spool.v1.PauseCause
+	2,  // 12: spool.v1.JobProgress.job:type_name -> spool.v1.Job
+	8,  // 13: spool.v1.JobProgress.eta:type_name -> google.protobuf.Duration
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_spool_v1_job_proto_init() }
@@ -657,13 +930,14 @@ func file_spool_v1_job_proto_init() {
 		return
 	}
 	file_spool_v1_job_proto_msgTypes[1].OneofWrappers = []any{}
+	file_spool_v1_job_proto_msgTypes[3].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spool_v1_job_proto_rawDesc), len(file_spool_v1_job_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   3,
+			NumEnums:      2,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

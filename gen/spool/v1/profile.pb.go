@@ -285,8 +285,11 @@ type Profile struct {
 	Body []*BodyField `protobuf:"bytes,8,rep,name=body,proto3" json:"body,omitempty"`
 	// Refuse a file whose header has columns the profile does not declare.
 	RejectExtraColumns bool `protobuf:"varint,9,opt,name=reject_extra_columns,json=rejectExtraColumns,proto3" json:"reject_extra_columns,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The failure threshold of jobs of this profile, field by field where
+	// the FileHeader leaves one unset.
+	FailureThreshold *FailureThreshold `protobuf:"bytes,10,opt,name=failure_threshold,json=failureThreshold,proto3" json:"failure_threshold,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Profile) Reset() {
@@ -380,6 +383,13 @@ func (x *Profile) GetRejectExtraColumns() bool {
 		return x.RejectExtraColumns
 	}
 	return false
+}
+
+func (x *Profile) GetFailureThreshold() *FailureThreshold {
+	if x != nil {
+		return x.FailureThreshold
+	}
+	return nil
 }
 
 // ColumnSpec declares one column.
@@ -618,7 +628,7 @@ var File_spool_v1_profile_proto protoreflect.FileDescriptor
 
 const file_spool_v1_profile_proto_rawDesc = "" +
 	"\n" +
-	"\x16spool/v1/profile.proto\x12\bspool.v1\"\x95\x03\n" +
+	"\x16spool/v1/profile.proto\x12\bspool.v1\x1a\x12spool/v1/job.proto\"\xde\x03\n" +
 	"\aProfile\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12.\n" +
@@ -629,7 +639,9 @@ const file_spool_v1_profile_proto_rawDesc = "" +
 	"\x14business_key_columns\x18\x06 \x03(\tR\x12businessKeyColumns\x12#\n" +
 	"\ramount_column\x18\a \x01(\tR\famountColumn\x12'\n" +
 	"\x04body\x18\b \x03(\v2\x13.spool.v1.BodyFieldR\x04body\x120\n" +
-	"\x14reject_extra_columns\x18\t \x01(\bR\x12rejectExtraColumns\"\xe5\x01\n" +
+	"\x14reject_extra_columns\x18\t \x01(\bR\x12rejectExtraColumns\x12G\n" +
+	"\x11failure_threshold\x18\n" +
+	" \x01(\v2\x1a.spool.v1.FailureThresholdR\x10failureThreshold\"\xe5\x01\n" +
 	"\n" +
 	"ColumnSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12(\n" +
@@ -686,26 +698,28 @@ func file_spool_v1_profile_proto_rawDescGZIP() []byte {
 var file_spool_v1_profile_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_spool_v1_profile_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_spool_v1_profile_proto_goTypes = []any{
-	(RowPolicy)(0),     // 0: spool.v1.RowPolicy
-	(FormulaPolicy)(0), // 1: spool.v1.FormulaPolicy
-	(ColumnType)(0),    // 2: spool.v1.ColumnType
-	(BodyMeta)(0),      // 3: spool.v1.BodyMeta
-	(*Profile)(nil),    // 4: spool.v1.Profile
-	(*ColumnSpec)(nil), // 5: spool.v1.ColumnSpec
-	(*BodyField)(nil),  // 6: spool.v1.BodyField
+	(RowPolicy)(0),           // 0: spool.v1.RowPolicy
+	(FormulaPolicy)(0),       // 1: spool.v1.FormulaPolicy
+	(ColumnType)(0),          // 2: spool.v1.ColumnType
+	(BodyMeta)(0),            // 3: spool.v1.BodyMeta
+	(*Profile)(nil),          // 4: spool.v1.Profile
+	(*ColumnSpec)(nil),       // 5: spool.v1.ColumnSpec
+	(*BodyField)(nil),        // 6: spool.v1.BodyField
+	(*FailureThreshold)(nil), // 7: spool.v1.FailureThreshold
 }
 var file_spool_v1_profile_proto_depIdxs = []int32{
 	5, // 0: spool.v1.Profile.columns:type_name -> spool.v1.ColumnSpec
 	0, // 1: spool.v1.Profile.row_policy:type_name -> spool.v1.RowPolicy
 	1, // 2: spool.v1.Profile.formula_policy:type_name -> spool.v1.FormulaPolicy
 	6, // 3: spool.v1.Profile.body:type_name -> spool.v1.BodyField
-	2, // 4: spool.v1.ColumnSpec.type:type_name -> spool.v1.ColumnType
-	3, // 5: spool.v1.BodyField.meta:type_name -> spool.v1.BodyMeta
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	7, // 4: spool.v1.Profile.failure_threshold:type_name -> spool.v1.FailureThreshold
+	2, // 5: spool.v1.ColumnSpec.type:type_name -> spool.v1.ColumnType
+	3, // 6: spool.v1.BodyField.meta:type_name -> spool.v1.BodyMeta
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_spool_v1_profile_proto_init() }
@@ -713,6 +727,7 @@ func file_spool_v1_profile_proto_init() {
 	if File_spool_v1_profile_proto != nil {
 		return
 	}
+	file_spool_v1_job_proto_init()
 	file_spool_v1_profile_proto_msgTypes[2].OneofWrappers = []any{
 		(*BodyField_Column)(nil),
 		(*BodyField_Constant)(nil),
