@@ -43,6 +43,11 @@ func (s *Store) Start(ctx context.Context, j *spoolv1.Job, stream string) (*spoo
 		BusinessKeyColumns: j.GetBusinessKeyColumns(), AmountColumn: j.GetAmountColumn(),
 		Control: toTotals(j.GetControl()), StreamID: stream,
 		LeaseExpiresAt: millis(now.Add(s.abortAfter)), AbortAfterMS: s.abortAfter.Milliseconds(),
+		Threshold:  toThreshold(j.GetFailureThreshold()),
+		CanaryRows: j.GetCanary().GetRows(), CanaryContinue: j.GetCanary().GetContinueWhenClean(),
+	}
+	if d := j.GetDeliverAfter(); d != nil {
+		r.DeliverAfter = millis(d.AsTime())
 	}
 	item, err := attributevalue.MarshalMap(r)
 	if err != nil {

@@ -148,50 +148,6 @@ func (s *Store) end(ctx context.Context, id string, state spoolv1.JobState, reas
 	return s.Get(ctx, id)
 }
 
-// SetPaused pauses or resumes a RECEIVING or SEALED job and returns it.
-// Pausing is a flag on the record rather than a state, because a paused
-// job is still in its lifecycle: it keeps receiving, or stays sealed with
-// its total, and its counters still move as deliveries under way finish.
-// It fails with ErrNotFound, or ErrState when the job is over. Setting
-// the flag it already has is not an error.
-func (s *Store) SetPaused(ctx context.Context, id string, paused bool) (*spoolv1.Job, error) {
-	now := millis(s.now())
-	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                aws.String(s.table),
-		Key:                      tablelayout.Job(id).Item(),
-		UpdateExpression:         aws.String("SET paused = :paused, updated_at = :now"),
-		ConditionExpression:      aws.String("#state IN (:receiving, :sealed)"),
-		ExpressionAttributeNames: map[string]string{"#state": "state"},
-		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":paused":    &types.AttributeValueMemberBOOL{Value: paused},
-			":now":       num(now),
-			":receiving": str(stateName(spoolv1.JobState_JOB_STATE_RECEIVING)),
-			":sealed":    str(stateName(spoolv1.JobState_JOB_STATE_SEALED)),
-		},
-		ReturnValues: types.ReturnValueAllNew,
-	})
-	verb := "resume"
-	if paused {
-		verb = "pause"
-	}
-	if isConditionFailed(err) {
-		// This very write, applied before its answer was lost and the job
-		// ended since; or there is no such job, or it is over: tell which.
-		r, gerr := s.getRecord(ctx, id)
-		if gerr != nil {
-			return nil, fmt.Errorf("%s job %s: %w", verb, id, gerr)
-		}
-		if r.Paused == paused && r.UpdatedAt == now {
-			return s.Get(ctx, id)
-		}
-		return r.job(), fmt.Errorf("%s job %s, which is %s: %w", verb, id, r.State, ErrState)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%s job %s: %w", verb, id, err)
-	}
-	return s.Get(ctx, id)
-}
-
 // Complete moves a SEALED job to COMPLETED, given confirmed, the settled
 // rows its delivery ledger holds: the write is conditional on those
 // covering the job's total, so no job completes on counters alone. It

@@ -54,6 +54,55 @@ type record struct {
 	ResumePublished int64  `dynamodbav:"resume_published,omitempty"`
 	ResumeRejected  int64  `dynamodbav:"resume_rejected,omitempty"`
 	ResumeAmountSum string `dynamodbav:"resume_amount_sum,omitempty"`
+
+	// How the job guards itself (see guard.go). The threshold's version
+	// grows with each change, so a pause decided on an older threshold
+	// does not land after a person changed it.
+	Threshold        *storedThreshold `dynamodbav:"failure_threshold,omitempty"`
+	ThresholdVersion int64            `dynamodbav:"threshold_version,omitempty"`
+	CanaryRows       int64            `dynamodbav:"canary_rows,omitempty"`
+	CanaryContinue   bool             `dynamodbav:"canary_continue,omitempty"`
+	CanaryReleased   bool             `dynamodbav:"canary_released,omitempty"`
+	DeliverAfter     int64            `dynamodbav:"deliver_after,omitempty"`
+	PauseReason      string           `dynamodbav:"pause_reason,omitempty"`
+	PauseCause       string           `dynamodbav:"pause_cause,omitempty"`
+}
+
+// storedThreshold is the stored form of spoolv1.FailureThreshold.
+type storedThreshold struct {
+	MaxFailures    *int64  `dynamodbav:"max_failures,omitempty"`
+	MaxFailureRate float64 `dynamodbav:"max_failure_rate,omitempty"`
+	MinSettled     int64   `dynamodbav:"min_settled,omitempty"`
+}
+
+func toThreshold(t *spoolv1.FailureThreshold) *storedThreshold {
+	if t == nil || (t.MaxFailures == nil && t.GetMaxFailureRate() == 0 && t.GetMinSettled() == 0) {
+		return nil
+	}
+	return &storedThreshold{MaxFailures: t.MaxFailures, MaxFailureRate: t.GetMaxFailureRate(), MinSettled: t.GetMinSettled()}
+}
+
+func (t *storedThreshold) proto() *spoolv1.FailureThreshold {
+	if t == nil {
+		return nil
+	}
+	return &spoolv1.FailureThreshold{MaxFailures: t.MaxFailures, MaxFailureRate: t.MaxFailureRate, MinSettled: t.MinSettled}
+}
+
+// pauseCauseName is the stored form of a pause cause, as stateName.
+func pauseCauseName(c spoolv1.PauseCause) string {
+	return strings.TrimPrefix(c.String(), "PAUSE_CAUSE_")
+}
+
+func parsePauseCause(s string) spoolv1.PauseCause {
+	return spoolv1.PauseCause(spoolv1.PauseCause_value["PAUSE_CAUSE_"+s])
+}
+
+func (r *record) canary() *spoolv1.Canary {
+	if r.CanaryRows <= 0 {
+		return nil
+	}
+	return &spoolv1.Canary{Rows: r.CanaryRows, ContinueWhenClean: r.CanaryContinue, Released: r.CanaryReleased}
 }
 
 // totals is the stored form of spoolv1.ControlTotals.
@@ -144,7 +193,24 @@ func (r *record) job() *spoolv1.Job {
 		LeaseExpiresAt:       ts(r.LeaseExpiresAt),
 		BusinessKeyColumns:   r.BusinessKeyColumns,
 		AmountColumn:         r.AmountColumn,
+		FailureThreshold:     r.Threshold.proto(),
+		Canary:               r.canary(),
+		DeliverAfter:         ts(r.DeliverAfter),
+		PauseReason:          r.PauseReason,
+		PauseCause:           r.pauseCause(),
 	}
+}
+
+// pauseCause is the record's; a job paused before causes were recorded
+// was paused by a person.
+func (r *record) pauseCause() spoolv1.PauseCause {
+	if !r.Paused {
+		return spoolv1.PauseCause_PAUSE_CAUSE_UNSPECIFIED
+	}
+	if c := parsePauseCause(r.PauseCause); c != spoolv1.PauseCause_PAUSE_CAUSE_UNSPECIFIED {
+		return c
+	}
+	return spoolv1.PauseCause_PAUSE_CAUSE_OPERATOR
 }
 
 func (r *record) checkpoint() Checkpoint {
