@@ -49,6 +49,7 @@ type config struct {
 	abortAfter         time.Duration
 	shutdownGrace      time.Duration
 	awsTimeout         time.Duration
+	maxDeliverAfter    time.Duration
 	logLevel           slog.Level
 }
 
@@ -77,6 +78,7 @@ func parseConfig(args []string, stderr io.Writer, lookup func(string) (string, b
 	fs.DurationVar(&c.abortAfter, "abort-after", jobstore.DefaultAbortAfter, "how long a broken stream's job waits to be resumed before it is ABORTED")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 25*time.Second, "time streams get to finish on shutdown")
 	fs.DurationVar(&c.awsTimeout, "aws-timeout", 10*time.Second, "deadline of one AWS call (SendMessageBatch, a job-table read or write), the SDK's retries included")
+	fs.DurationVar(&c.maxDeliverAfter, "max-deliver-after", ingest.DefaultMaxDeliverAfter, "how far ahead a stream's deliver_after may be; keep it below the queue's message retention, or the messages expire while they wait")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	if err := envcfg.Parse(fs, args, lookup); err != nil {
 		return c, err
@@ -103,6 +105,7 @@ func parseConfig(args []string, stderr io.Writer, lookup func(string) (string, b
 		{"progress-interval", int64(c.progressInterval)},
 		{"abort-after", int64(c.abortAfter)},
 		{"aws-timeout", int64(c.awsTimeout)},
+		{"max-deliver-after", int64(c.maxDeliverAfter)},
 	} {
 		if p.v <= 0 {
 			missing = append(missing, fmt.Errorf("-%s must be positive", p.name))
@@ -183,6 +186,7 @@ func run(ctx context.Context, args []string, _, stderr io.Writer) error {
 		Profiles:         profiles,
 		Log:              log,
 		RowRejected:      im.RowRejected,
+		MaxDeliverAfter:  c.maxDeliverAfter,
 	})))
 	reg.InitializeRPC(srv.Server)
 

@@ -33,6 +33,7 @@ import (
 	"github.com/spoolhq/spool/ingestor/internal/csvread"
 	"github.com/spoolhq/spool/ingestor/internal/profile"
 	"github.com/spoolhq/spool/platform/decimal"
+	"github.com/spoolhq/spool/platform/threshold"
 )
 
 // Profiles finds a configured profile by name; *profile.Set is one.
@@ -90,6 +91,16 @@ func Header(h *spoolv1.FileHeader, p *spoolv1.Profile) (*File, error) {
 	}
 	if amount == "" {
 		eff.AmountColumn = p.GetAmountColumn()
+	}
+	eff.FailureThreshold = threshold.Merge(h.GetFailureThreshold(), p.GetFailureThreshold())
+	if err := threshold.Validate(h.GetFailureThreshold()); err != nil {
+		vs = append(vs, profile.Violation{Field: "header.failure_threshold", Description: err.Error()})
+	}
+	if h.GetCanary().GetRows() < 0 {
+		vs = append(vs, profile.Violation{Field: "header.canary.rows", Description: fmt.Sprintf("%d is negative", h.GetCanary().GetRows())})
+	}
+	if d := h.GetDeliverAfter(); d != nil && d.CheckValid() != nil {
+		vs = append(vs, profile.Violation{Field: "header.deliver_after", Description: "is not a valid time"})
 	}
 	vs = append(vs, checkControl(eff.GetControl(), eff.GetAmountColumn())...)
 	if len(vs) > 0 {

@@ -3,8 +3,11 @@ package admit
 import (
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/ingestor/internal/csvread"
@@ -156,4 +159,46 @@ func TestRowCheck(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, proto.Equal(&spoolv1.RowError{Row: 3, Column: "amount", Reason: "amount is not a decimal number", Excerpt: "1e3"},
 		rows.Check(csvread.Row{Num: 3, Fields: []string{"a", "1e3"}})))
+}
+
+func TestHeaderGuards(t *testing.T) {
+	withThreshold := proto.Clone(payroll).(*spoolv1.Profile)
+	withThreshold.Name = "guarded"
+	withThreshold.FailureThreshold = &spoolv1.FailureThreshold{MaxFailures: proto.Int64(10), MaxFailureRate: 0.05}
+	tests := []struct {
+		name string
+		h    *spoolv1.FileHeader
+		want []string
+		eff  *spoolv1.FailureThreshold
+	}{
+		{name: "none", h: &spoolv1.FileHeader{}},
+		{name: "the profile's default", h: &spoolv1.FileHeader{Profile: "guarded"}, eff: withThreshold.GetFailureThreshold()},
+		{name: "the header's rate over the profile's", h: &spoolv1.FileHeader{Profile: "guarded", FailureThreshold: &spoolv1.FailureThreshold{MaxFailureRate: 0.02}},
+			eff: &spoolv1.FailureThreshold{MaxFailures: proto.Int64(10), MaxFailureRate: 0.02}},
+		{name: "bad threshold, canary and date", h: &spoolv1.FileHeader{
+			FailureThreshold: &spoolv1.FailureThreshold{MaxFailureRate: 2},
+			Canary:           &spoolv1.Canary{Rows: -1},
+			DeliverAfter:     &timestamppb.Timestamp{Nanos: -1},
+		}, want: []string{
+			"header.failure_threshold: max_failure_rate 2 is not a fraction from 0 up to 1 (0.02 is 2%)",
+			"header.canary.rows: -1 is negative",
+			"header.deliver_after: is not a valid time",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := Profile(tt.h, set{"guarded": withThreshold})
+			require.NoError(t, err)
+			f, err := Header(tt.h, p)
+			if tt.want != nil {
+				require.Error(t, err)
+				require.Equal(t, tt.want, violations(t, err))
+				return
+			}
+			require.NoError(t, err)
+			if diff := cmp.Diff(tt.eff, f.Header().GetFailureThreshold(), protocmp.Transform()); diff != "" {
+				t.Errorf("threshold (-want +got):\n%s", diff)
+			}
+		})
+	}
 }

@@ -54,6 +54,7 @@ func (s *Server) create(ctx context.Context, o *opened, st *streamState) error {
 	j, err := s.jobs.Start(ctx, &spoolv1.Job{
 		JobId: s.cfg.NewID(), JobKey: st.key, FileName: h.GetFileName(), Columns: o.cols,
 		Control: h.GetControl(), BusinessKeyColumns: h.GetBusinessKeyColumns(), AmountColumn: h.GetAmountColumn(),
+		FailureThreshold: h.GetFailureThreshold(), Canary: canaryOf(h), DeliverAfter: h.GetDeliverAfter(),
 	}, st.id)
 	var taken *jobstore.KeyTakenError
 	if errors.As(err, &taken) {

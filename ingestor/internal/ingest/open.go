@@ -66,6 +66,9 @@ func (s *Server) open(ctx context.Context, stream grpc.ClientStreamingServer[spo
 	if err != nil {
 		return nil, readStatus(ctx, err)
 	}
+	if err := s.checkDeliverAfter(header); err != nil {
+		return nil, err
+	}
 	o := &opened{header: file.Header(), key: jobKeyOf(file.Header()), resume: header.GetResume(), hash: sha256.New()}
 	if o.key != "" {
 		o.existing, err = s.jobs.GetByKey(ctx, o.key)

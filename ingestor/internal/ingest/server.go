@@ -102,6 +102,11 @@ type Config struct {
 	// metrics; rows up to a resumed stream's checkpoint are not counted
 	// again).
 	RowRejected func()
+	// MaxDeliverAfter is how far ahead a header's deliver_after may be:
+	// the job's messages wait in the queue until then, so it must stay
+	// below the queue's message retention. Zero means
+	// DefaultMaxDeliverAfter.
+	MaxDeliverAfter time.Duration
 	// Now and NewID default to the clock and random UUIDs.
 	Now   func() time.Time
 	NewID func() string
@@ -139,6 +144,9 @@ func New(jobs Jobs, cfg Config) *Server {
 	}
 	if cfg.NewID == nil {
 		cfg.NewID = uuid.NewString
+	}
+	if cfg.MaxDeliverAfter <= 0 {
+		cfg.MaxDeliverAfter = DefaultMaxDeliverAfter
 	}
 	return &Server{jobs: withDeadlines(jobs, cfg.StoreTimeout), cfg: cfg}
 }

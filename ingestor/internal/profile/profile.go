@@ -17,6 +17,7 @@ import (
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/decimal"
+	"github.com/spoolhq/spool/platform/threshold"
 )
 
 // DefaultDateLayout is the layout of a DATE column that names none.
@@ -58,6 +59,9 @@ func Check(p *spoolv1.Profile) error {
 	}
 	if p.GetName() == "" {
 		add("name", "is required")
+	}
+	if err := threshold.Validate(p.GetFailureThreshold()); err != nil {
+		add("failure_threshold", "%v", err)
 	}
 	declared := map[string]*spoolv1.ColumnSpec{}
 	for i, c := range p.GetColumns() {
