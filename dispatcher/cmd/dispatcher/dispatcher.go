@@ -99,6 +99,7 @@ func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *
 		BackoffBase: cfg.backoffBase, BackoffMax: cfg.backoffMax, RetryAfterMax: cfg.retryAfterMax,
 		PausedDelay: cfg.pausedDelay,
 		Pacer:       d.flow,
+		Guard:       store,
 	})
 	d.consumer = consume.New(dm.Queue(queue), handler, consume.Options{
 		QueueURL:          cfg.queueURL,

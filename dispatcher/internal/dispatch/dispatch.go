@@ -5,8 +5,11 @@
 //
 // Order matters, and each step is there so a row is never sent twice:
 //   - Gating: nothing of a job that is not SEALED (or COMPLETED) is sent. A
-//     RECEIVING or paused job's messages come back later; those of an
-//     ABORTED, REJECTED or CANCELLED job are dropped.
+//     RECEIVING or paused job's messages come back later, as do those of a
+//     job before its payment date (deliver_after) and rows beyond a canary
+//     not yet released; those of an ABORTED, REJECTED or CANCELLED job are
+//     dropped. The gate's read of the job is where its failure threshold
+//     and canary are checked (guard.go).
 //   - Pacing: the delivery waits for the flow control (Pacer) before
 //     anything is written, so no row sits claimed while it waits; at
 //     shutdown a message still waiting here is released.
@@ -184,6 +187,9 @@ type Options struct {
 	Pacer Pacer
 	// TracerProvider makes the delivery spans; the global one when nil.
 	TracerProvider trace.TracerProvider
+	// Guard, when set, pauses jobs that cross their failure threshold or
+	// whose canary settled; without it no job is paused automatically.
+	Guard Guard
 }
 
 // Handler implements consume.Handler.
@@ -242,11 +248,12 @@ func New(send Sender, count Counter, l Ledger, jobs Jobs, o Options) *Handler {
 	if o.TracerProvider == nil {
 		o.TracerProvider = otel.GetTracerProvider()
 	}
-	return &Handler{
-		send: send, count: count, ledger: l, jobs: jobs,
-		cache: newJobCache(jobs, o.JobCacheTTL, o.CallTimeout, o.Now, o.Seen), o: o, log: o.Log,
+	h := &Handler{
+		send: send, count: count, ledger: l, jobs: jobs, o: o, log: o.Log,
 		tracer: o.TracerProvider.Tracer(tracerName),
 	}
+	h.cache = newJobCache(jobs, o.JobCacheTTL, o.CallTimeout, o.Now, o.Seen, h.guard)
+	return h
 }
 
 // Handle settles m: see the package comment. Log lines carry identifiers
@@ -274,6 +281,12 @@ func (h *Handler) Handle(ctx context.Context, m consume.Message) consume.Disposi
 	job, d, ok := h.gate(ctx, m)
 	if !ok {
 		return d
+	}
+	if d := job.GetDeliverAfter(); d != nil && d.AsTime().After(m.SentAt) {
+		// The message's age budget (MaxAge) counts from the payment date:
+		// the wait before it was the caller's choice, not the
+		// destination's failure.
+		m.SentAt = d.AsTime()
 	}
 
 	tx := ledger.Tx{

@@ -55,9 +55,12 @@ func (h *Handler) gate(ctx context.Context, m consume.Message) (*spoolv1.Job, co
 	}
 	switch job.GetState() {
 	case spoolv1.JobState_JOB_STATE_SEALED, spoolv1.JobState_JOB_STATE_COMPLETED:
-		if job.GetPaused() {
-			// Not a delivery attempt: nothing is claimed, so no retry
-			// budget is used.
+		// None of these waits is a delivery attempt: nothing is claimed, so
+		// no retry budget is used.
+		if wait := h.deliverAfterWait(job); wait > 0 {
+			return nil, consume.After(wait), false
+		}
+		if job.GetPaused() || canaryHolds(job, e.GetRow()) {
 			return nil, consume.After(h.pausedDelay(m.ReceiveCount)), false
 		}
 		return job, consume.Disposition{}, true
@@ -81,6 +84,9 @@ type jobCache struct {
 	timeout time.Duration
 	now     func() time.Time
 	seen    func(jobID string)
+	// guard sees every job read from the store before it is cached, and
+	// returns it as it then is (see Handler.guard).
+	guard func(ctx context.Context, j *spoolv1.Job) *spoolv1.Job
 
 	group singleflight.Group
 	mu    sync.Mutex
@@ -93,11 +99,14 @@ type cached struct {
 	at  time.Time
 }
 
-func newJobCache(jobs Jobs, ttl, timeout time.Duration, now func() time.Time, seen func(string)) *jobCache {
+func newJobCache(jobs Jobs, ttl, timeout time.Duration, now func() time.Time, seen func(string), guard func(context.Context, *spoolv1.Job) *spoolv1.Job) *jobCache {
 	if seen == nil {
 		seen = func(string) {}
 	}
-	return &jobCache{jobs: jobs, ttl: ttl, timeout: timeout, now: now, seen: seen, byID: map[string]cached{}}
+	if guard == nil {
+		guard = func(_ context.Context, j *spoolv1.Job) *spoolv1.Job { return j }
+	}
+	return &jobCache{jobs: jobs, ttl: ttl, timeout: timeout, now: now, seen: seen, guard: guard, byID: map[string]cached{}}
 }
 
 // get returns the job, read at most ttl ago. Every delivery of a job waits
@@ -122,6 +131,9 @@ func (c *jobCache) get(ctx context.Context, id string) (*spoolv1.Job, error) {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
 		defer cancel()
 		j, err := c.jobs.Get(rctx, id)
+		if err == nil {
+			j = c.guard(rctx, j)
+		}
 		if err == nil || errors.Is(err, jobstore.ErrNotFound) {
 			c.put(id, j, err)
 		}

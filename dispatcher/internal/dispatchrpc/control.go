@@ -13,6 +13,7 @@ import (
 	"github.com/spoolhq/spool/dispatcher/internal/deadletter"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/jobstore"
+	"github.com/spoolhq/spool/platform/threshold"
 )
 
 // DeadLetters lists and redrives a job's dead letters (deadletter.Scanner).
@@ -26,6 +27,7 @@ type DeadLetters interface {
 type Control interface {
 	SetPaused(ctx context.Context, id string, paused bool) (*spoolv1.Job, error)
 	End(ctx context.Context, id string, state spoolv1.JobState, reason string) (*spoolv1.Job, error)
+	UpdateThreshold(ctx context.Context, id string, ch jobstore.ThresholdChange) (*spoolv1.Job, error)
 }
 
 // ListDeadLetters streams the job's dead letters, then the scan's summary.
@@ -115,6 +117,35 @@ func (s *Server) CancelJob(ctx context.Context, req *spoolv1.CancelJobRequest) (
 	}
 	s.o.Log.InfoContext(ctx, "job cancelled", "job_id", req.GetJobId())
 	return &spoolv1.CancelJobResponse{Job: j}, nil
+}
+
+// UpdateJob changes the job's failure threshold; a job its threshold
+// paused resumes when the new one is not crossed (see
+// jobstore.Store.UpdateThreshold).
+func (s *Server) UpdateJob(ctx context.Context, req *spoolv1.UpdateJobRequest) (*spoolv1.UpdateJobResponse, error) {
+	if s.o.Control == nil {
+		return nil, status.Error(codes.Unimplemented, "job control not configured")
+	}
+	if req.GetJobId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "job_id is required")
+	}
+	if req.MaxFailures == nil && req.MaxFailureRate == nil && req.MinSettled == nil {
+		return nil, status.Error(codes.InvalidArgument, "nothing to change: set max_failures, max_failure_rate or min_settled")
+	}
+	// Validated as the threshold they make; a negative max_failures is
+	// allowed here, as the request's way to remove the count limit.
+	if err := threshold.Validate(&spoolv1.FailureThreshold{MaxFailureRate: req.GetMaxFailureRate(), MinSettled: req.GetMinSettled()}); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	j, err := s.o.Control.UpdateThreshold(ctx, req.GetJobId(), jobstore.ThresholdChange{
+		MaxFailures: req.MaxFailures, MaxFailureRate: req.MaxFailureRate, MinSettled: req.MinSettled,
+	})
+	if err != nil {
+		return nil, controlStatus(ctx, err)
+	}
+	s.o.Log.InfoContext(ctx, "job threshold updated", "job_id", req.GetJobId(), "threshold", threshold.Describe(j.GetFailureThreshold()),
+		"paused", j.GetPaused(), "pause_cause", j.GetPauseCause().String())
+	return &spoolv1.UpdateJobResponse{Job: j}, nil
 }
 
 func controlStatus(ctx context.Context, err error) error {

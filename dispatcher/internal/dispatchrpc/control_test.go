@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/spoolhq/spool/dispatcher/internal/dispatchrpc"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/jobstore"
+	"github.com/spoolhq/spool/platform/threshold"
 )
 
 // control is a job store of one job for pause, resume and cancel.
@@ -169,4 +171,45 @@ func TestDeadLettersUnconfigured(t *testing.T) {
 	require.Equal(t, codes.Unimplemented, status.Code(err))
 	_, err = client.PauseJob(t.Context(), &spoolv1.PauseJobRequest{JobId: "j"})
 	require.Equal(t, codes.Unimplemented, status.Code(err))
+}
+
+func (c *control) UpdateThreshold(_ context.Context, id string, ch jobstore.ThresholdChange) (*spoolv1.Job, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.open(id); err != nil {
+		return nil, err
+	}
+	c.job.FailureThreshold = threshold.Update(c.job.GetFailureThreshold(), ch.MaxFailures, ch.MaxFailureRate, ch.MinSettled)
+	return c.job, nil
+}
+
+func TestUpdateJob(t *testing.T) {
+	ctl := &control{job: &spoolv1.Job{JobId: "j", State: spoolv1.JobState_JOB_STATE_SEALED}}
+	client, _ := serve(t, &fakeJobs{}, newClock(), func(o *dispatchrpc.Options) { o.Control = ctl })
+
+	r, err := client.UpdateJob(t.Context(), &spoolv1.UpdateJobRequest{JobId: "j", MaxFailureRate: proto.Float64(0.02), MaxFailures: proto.Int64(10)})
+	require.NoError(t, err)
+	if diff := cmp.Diff(&spoolv1.FailureThreshold{MaxFailureRate: 0.02, MaxFailures: proto.Int64(10)}, r.GetJob().GetFailureThreshold(), protocmp.Transform()); diff != "" {
+		t.Errorf("threshold (-want +got):\n%s", diff)
+	}
+	tests := []struct {
+		name string
+		req  *spoolv1.UpdateJobRequest
+		want codes.Code
+	}{
+		{name: "no job id", req: &spoolv1.UpdateJobRequest{MaxFailures: proto.Int64(1)}, want: codes.InvalidArgument},
+		{name: "nothing to change", req: &spoolv1.UpdateJobRequest{JobId: "j"}, want: codes.InvalidArgument},
+		{name: "a rate over 1", req: &spoolv1.UpdateJobRequest{JobId: "j", MaxFailureRate: proto.Float64(2)}, want: codes.InvalidArgument},
+		{name: "a negative minimum", req: &spoolv1.UpdateJobRequest{JobId: "j", MinSettled: proto.Int64(-1)}, want: codes.InvalidArgument},
+		{name: "unknown job", req: &spoolv1.UpdateJobRequest{JobId: "x", MaxFailures: proto.Int64(1)}, want: codes.NotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := client.UpdateJob(t.Context(), tt.req)
+			require.Equal(t, tt.want, status.Code(err))
+		})
+	}
+	ctl.job.State = spoolv1.JobState_JOB_STATE_COMPLETED
+	_, err = client.UpdateJob(t.Context(), &spoolv1.UpdateJobRequest{JobId: "j", MaxFailures: proto.Int64(1)})
+	require.Equal(t, codes.FailedPrecondition, status.Code(err))
 }
