@@ -53,7 +53,9 @@ func (a *app) sendCommand() *command {
 	businessKey := c.fs.String("business-key", "", "columns identifying a transaction across files, comma-separated")
 	profile := c.fs.String("profile", "", "profile on the ingestor that checks the file and maps its rows (see spool profiles)")
 	resumeFor := c.fs.Duration("resume-for", 2*time.Minute, "how long to keep resuming a broken stream")
-	c.perCall = []string{"job-key", "columns", "rows", "amount-column", "amount-sum", "business-key", "profile"}
+	var guards guardFlags
+	guards.register(c.fs)
+	c.perCall = append([]string{"job-key", "columns", "rows", "amount-column", "amount-sum", "business-key", "profile"}, guardFlagNames...)
 	c.run = func(ctx context.Context, args []string) error {
 		if len(args) > 1 {
 			return usagef("send: one file at a time, got %d", len(args))
@@ -79,6 +81,9 @@ func (a *app) sendCommand() *command {
 			AmountColumn:       *amountColumn,
 			BusinessKeyColumns: splitList(*businessKey),
 			Profile:            *profile,
+		}
+		if err := guards.apply(header); err != nil {
+			return err
 		}
 		if *rows >= 0 || *amountSum != "" {
 			header.Control = &spoolv1.ControlTotals{AmountSum: *amountSum}

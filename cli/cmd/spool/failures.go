@@ -9,7 +9,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/spoolhq/spool/cli/internal/progress"
 	"github.com/spoolhq/spool/cli/internal/rpcerr"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 )
@@ -119,11 +118,7 @@ func (a *app) jobControlCommand(name, summary string, call func(ctx context.Cont
 		if err != nil {
 			return false, fmt.Errorf("%s job %s: %w", name, jobID, rpcerr.Readable(err))
 		}
-		paused := ""
-		if j.GetPaused() {
-			paused = ", paused"
-		}
-		_, err = fmt.Fprintf(a.stdout, "job %s is %s%s\n", j.GetJobId(), progress.State(j.GetState()), paused)
+		_, err = fmt.Fprintf(a.stdout, "job %s is %s\n", j.GetJobId(), stateWithHold(j))
 		return true, err
 	})
 	return c

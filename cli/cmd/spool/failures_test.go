@@ -118,7 +118,7 @@ func TestPauseResumeCancelCommands(t *testing.T) {
 	require.NoError(t, h.run("resume", "job-1"))
 	require.NoError(t, h.run("cancel", "-reason", "wrong file", "job-1"))
 	require.Equal(t, []string{"pause job-1", "resume job-1", "cancel job-1 wrong file"}, d.asked)
-	require.Contains(t, h.stdout.String(), "job job-1 is SEALED, paused\n")
+	require.Contains(t, h.stdout.String(), "job job-1 is SEALED (paused: by an operator)\n")
 	require.Contains(t, h.stdout.String(), "job job-1 is CANCELLED\n")
 
 	d.err = status.Error(codes.FailedPrecondition, "end job job-1 as CANCELLED: job is not in the required state")

@@ -113,6 +113,30 @@ func (l *Lines) due() bool {
 	return true
 }
 
+// Held says why a job that is not over delivers nothing, or only part of
+// itself, at now: its pause with the reason, its payment date, its
+// canary; "" when nothing holds it.
+func Held(j *spoolv1.Job, now time.Time) string {
+	if s := j.GetState(); s != spoolv1.JobState_JOB_STATE_RECEIVING && s != spoolv1.JobState_JOB_STATE_SEALED {
+		return ""
+	}
+	var parts []string
+	if j.GetPaused() {
+		r := j.GetPauseReason()
+		if r == "" {
+			r = "by an operator"
+		}
+		parts = append(parts, "paused: "+r)
+	}
+	if d := j.GetDeliverAfter(); d != nil && d.AsTime().After(now) {
+		parts = append(parts, "waiting until "+d.AsTime().UTC().Format(time.RFC3339)+" (deliver-after)")
+	}
+	if c := j.GetCanary(); c.GetRows() > 0 && !c.GetReleased() && !j.GetPaused() {
+		parts = append(parts, fmt.Sprintf("canary: first %d rows only", c.GetRows()))
+	}
+	return strings.Join(parts, "; ")
+}
+
 // Update implements Job.
 func (l *Lines) Update(p *spoolv1.JobProgress) {
 	// The final message always prints: it is the one people look for.
@@ -125,6 +149,9 @@ func (l *Lines) Update(p *spoolv1.JobProgress) {
 		j.GetJobId(), State(j.GetState()), settled, of, percent(settled, of), Rate(p.GetRatePerSecond()))
 	if eta := ETA(p); eta != "" {
 		line += ", " + eta
+	}
+	if held := Held(j, l.now()); held != "" {
+		line += ", " + held
 	}
 	fmt.Fprintln(l.w, line)
 }
@@ -202,6 +229,12 @@ func NewBar(ctx context.Context, w io.Writer, jobID string, opts ...mpb.Containe
 			decor.Percentage(decor.WC{W: 6}),
 			text(func(p *spoolv1.JobProgress) string { return "  " + Rate(p.GetRatePerSecond()) }),
 			text(func(p *spoolv1.JobProgress) string { return "  " + ETA(p) }),
+			text(func(p *spoolv1.JobProgress) string {
+				if held := Held(p.GetJob(), time.Now()); held != "" {
+					return "  " + held
+				}
+				return ""
+			}),
 		),
 	)
 	return b

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/vbauerster/mpb/v8"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/testkit"
@@ -117,4 +118,30 @@ func TestUploadBarStops(t *testing.T) {
 	u.Stop(true)
 	require.Contains(t, out.String(), "send payroll.csv")
 	require.Contains(t, out.String(), "4.0 KiB / 4.0 KiB")
+}
+
+func TestHeld(t *testing.T) {
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	sealed := spoolv1.JobState_JOB_STATE_SEALED
+	tests := []struct {
+		name string
+		job  *spoolv1.Job
+		want string
+	}{
+		{name: "nothing holds it", job: &spoolv1.Job{State: sealed}},
+		{name: "paused by its threshold", job: &spoolv1.Job{State: sealed, Paused: true, PauseReason: "failure rate 5.0% over 100 settled rows exceeds 2%"},
+			want: "paused: failure rate 5.0% over 100 settled rows exceeds 2%"},
+		{name: "paused without a reason", job: &spoolv1.Job{State: sealed, Paused: true}, want: "paused: by an operator"},
+		{name: "before its payment date", job: &spoolv1.Job{State: sealed, DeliverAfter: timestamppb.New(now.Add(time.Hour))},
+			want: "waiting until 2026-11-30T13:00:00Z (deliver-after)"},
+		{name: "after its payment date", job: &spoolv1.Job{State: sealed, DeliverAfter: timestamppb.New(now.Add(-time.Hour))}},
+		{name: "canary running", job: &spoolv1.Job{State: sealed, Canary: &spoolv1.Canary{Rows: 50}}, want: "canary: first 50 rows only"},
+		{name: "canary released", job: &spoolv1.Job{State: sealed, Canary: &spoolv1.Canary{Rows: 50, Released: true}}},
+		{name: "over", job: &spoolv1.Job{State: spoolv1.JobState_JOB_STATE_COMPLETED, Paused: true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			require.Equal(t, tt.want, Held(tt.job, now))
+		})
+	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spoolhq/spool/cli/internal/progress"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/threshold"
 )
 
 // Answer writes the ingestor's answer to a StreamFile: the job, the row
@@ -60,6 +61,21 @@ func Job(w io.Writer, j *spoolv1.Job) error {
 	line("file", j.GetFileName())
 	line("state", progress.State(j.GetState()))
 	line("reason", j.GetStateReason())
+	line("held", progress.Held(j, time.Now()))
+	if t := j.GetFailureThreshold(); !threshold.Empty(t) {
+		line("threshold", "pause at "+threshold.Describe(t))
+	}
+	if c := j.GetCanary(); c.GetRows() > 0 {
+		canary := fmt.Sprintf("first %d rows", c.GetRows())
+		if c.GetContinueWhenClean() {
+			canary += ", going on by itself when none failed"
+		}
+		if c.GetReleased() {
+			canary += " (released)"
+		}
+		line("canary", canary)
+	}
+	line("deliver after", stamp(j.GetDeliverAfter()))
 	line("columns", strings.Join(j.GetColumns(), ", "))
 	num("received", j.GetRowsReceived())
 	num("published", j.GetRowsPublished())
