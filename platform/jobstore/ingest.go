@@ -146,6 +146,9 @@ type Ingest struct {
 	// Actual are the totals the stream had; Seal compares them with the
 	// declared ones.
 	Actual *spoolv1.ControlTotals
+	// CanaryPublished counts the published rows in the job's canary; Seal
+	// stores it as the canary's size.
+	CanaryPublished int64
 }
 
 // fence adds the condition that stream still owns the job.
@@ -177,8 +180,9 @@ func (s *Store) RecordIngest(ctx context.Context, id string, in Ingest) error {
 		":receiving": str(stateName(spoolv1.JobState_JOB_STATE_RECEIVING)),
 	}
 	if c := in.Checkpoint; c != nil {
-		set = append(set, "resume_row = :rrow", "resume_offset = :roff", "resume_published = :rpub", "resume_rejected = :rrej")
-		values[":rrow"], values[":roff"] = num(c.Row), num(c.Offset)
+		set = append(set, "resume_row = :rrow", "resume_offset = :roff", "resume_published = :rpub", "resume_rejected = :rrej",
+			"resume_canary_published = :rcan")
+		values[":rrow"], values[":roff"], values[":rcan"] = num(c.Row), num(c.Offset), num(c.CanaryPublished)
 		values[":rpub"], values[":rrej"] = num(c.Published), num(c.Rejected)
 		// Empty values are removed rather than stored, so the item looks
 		// the same whatever the store's support for empty attributes.
@@ -269,6 +273,10 @@ func (s *Store) Seal(ctx context.Context, id string, in Ingest) (*spoolv1.Job, e
 		values[":sealed"] = str(stateName(spoolv1.JobState_JOB_STATE_SEALED))
 		names["#total"] = "total"
 		set += ", #state = :sealed, #total = :pub, sealed_at = :now"
+		if r.CanaryRows > 0 {
+			values[":canary"] = num(in.CanaryPublished)
+			set += ", canary_size = :canary"
+		}
 	}
 	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:                 aws.String(s.table),

@@ -161,10 +161,12 @@ func TestCanaryPause(t *testing.T) {
 	s := newStore(t)
 	_, err := s.Create(ctx, &spoolv1.Job{JobId: "c1", Canary: &spoolv1.Canary{Rows: 5}})
 	require.NoError(t, err)
-	_, err = s.Seal(ctx, "c1", jobstore.Ingest{Received: 10, Published: 10})
+	j, err := s.Seal(ctx, "c1", jobstore.Ingest{Received: 10, Published: 9, Rejected: 1, CanaryPublished: 4})
 	require.NoError(t, err)
+	require.EqualValues(t, 4, j.GetCanary().GetSize(), "the canary's rows the ingestor published")
 
-	j, paused, err := s.PauseCanary(ctx, "c1", "canary of 5 delivered; resume to continue")
+	var paused bool
+	j, paused, err = s.PauseCanary(ctx, "c1", "canary of 5 delivered; resume to continue")
 	require.NoError(t, err)
 	require.True(t, paused)
 	require.Equal(t, spoolv1.PauseCause_PAUSE_CAUSE_CANARY, j.GetPauseCause())

@@ -54,6 +54,7 @@ type record struct {
 	ResumePublished int64  `dynamodbav:"resume_published,omitempty"`
 	ResumeRejected  int64  `dynamodbav:"resume_rejected,omitempty"`
 	ResumeAmountSum string `dynamodbav:"resume_amount_sum,omitempty"`
+	ResumeCanary    int64  `dynamodbav:"resume_canary_published,omitempty"`
 
 	// How the job guards itself (see guard.go). The threshold's version
 	// grows with each change, so a pause decided on an older threshold
@@ -63,6 +64,7 @@ type record struct {
 	CanaryRows       int64            `dynamodbav:"canary_rows,omitempty"`
 	CanaryContinue   bool             `dynamodbav:"canary_continue,omitempty"`
 	CanaryReleased   bool             `dynamodbav:"canary_released,omitempty"`
+	CanarySize       int64            `dynamodbav:"canary_size,omitempty"`
 	DeliverAfter     int64            `dynamodbav:"deliver_after,omitempty"`
 	PauseReason      string           `dynamodbav:"pause_reason,omitempty"`
 	PauseCause       string           `dynamodbav:"pause_cause,omitempty"`
@@ -102,7 +104,7 @@ func (r *record) canary() *spoolv1.Canary {
 	if r.CanaryRows <= 0 {
 		return nil
 	}
-	return &spoolv1.Canary{Rows: r.CanaryRows, ContinueWhenClean: r.CanaryContinue, Released: r.CanaryReleased}
+	return &spoolv1.Canary{Rows: r.CanaryRows, ContinueWhenClean: r.CanaryContinue, Released: r.CanaryReleased, Size: r.CanarySize}
 }
 
 // totals is the stored form of spoolv1.ControlTotals.
@@ -141,6 +143,9 @@ type Checkpoint struct {
 	// AmountSum is the exact decimal sum of the amount column over the
 	// published rows up to Row; empty when the job has no amount column.
 	AmountSum string
+	// CanaryPublished counts the published rows up to Row that are in
+	// the job's canary (numbered up to its rows).
+	CanaryPublished int64
 }
 
 // stateName is the stored form of a state: the enum name without prefix.
@@ -217,6 +222,7 @@ func (r *record) checkpoint() Checkpoint {
 	return Checkpoint{
 		Row: r.ResumeRow, Offset: r.ResumeOffset, HashState: r.ResumeHash,
 		Published: r.ResumePublished, Rejected: r.ResumeRejected, AmountSum: r.ResumeAmountSum,
+		CanaryPublished: r.ResumeCanary,
 	}
 }
 

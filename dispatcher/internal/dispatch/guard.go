@@ -81,17 +81,21 @@ func canaryHolds(j *spoolv1.Job, row int64) bool {
 
 // canaryOver reports whether every row of j's unreleased canary has
 // settled. Only canary rows can settle while it holds (the rest wait at
-// the gate), so the job's settled count is the canary's. The canary's size
-// is its rows, or the job's total when smaller, less the rows the ingestor
-// left out (skip-rows): those may have been among the first rows, and a
-// canary that waited for them would never end; where they were not, the
-// pause comes while the last canary rows are still in flight.
+// the gate), so the job's settled count is the canary's. Its size is the
+// canary rows the ingestor published, recorded at the seal; a job sealed
+// without it (by an older ingestor) counts its rows, or the job's total
+// when smaller, less every row the ingestor left out, which may end the
+// canary while its last rows are in flight, but never lets a row beyond
+// it go.
 func canaryOver(j *spoolv1.Job) bool {
 	c := j.GetCanary()
 	if c.GetRows() <= 0 || c.GetReleased() {
 		return false
 	}
-	size := min(c.GetRows(), j.GetTotal()) - j.GetRowsRejected()
+	size := c.GetSize()
+	if size == 0 {
+		size = min(c.GetRows(), j.GetTotal()) - j.GetRowsRejected()
+	}
 	return size <= 0 || threshold.Of(j).Settled >= size
 }
 

@@ -142,7 +142,19 @@ func TestGuardPausesOncePerRead(t *testing.T) {
 				j.Delivered = 50
 			},
 			want: consume.Delete, releases: 1},
-		{name: "rows the ingestor left out shrink the canary", row: 51,
+		{name: "the canary's size as sealed", row: 51,
+			job: func(j *spoolv1.Job) {
+				j.Canary = &spoolv1.Canary{Rows: 50, Size: 45}
+				j.RowsRejected, j.Delivered = 7, 44
+			},
+			want: consume.After(10 * time.Second)},
+		{name: "the canary's size as sealed, settled", row: 51,
+			job: func(j *spoolv1.Job) {
+				j.Canary = &spoolv1.Canary{Rows: 50, Size: 45}
+				j.RowsRejected, j.Delivered = 7, 45
+			},
+			want: consume.After(10 * time.Second), canaries: 1, reason: "canary of 50 delivered; resume to continue"},
+		{name: "without a size, rows the ingestor left out shrink the canary", row: 51,
 			job: func(j *spoolv1.Job) {
 				j.Canary = &spoolv1.Canary{Rows: 50}
 				j.RowsRejected, j.Delivered = 2, 48

@@ -590,7 +590,12 @@ type Canary struct {
 	ContinueWhenClean bool `protobuf:"varint,2,opt,name=continue_when_clean,json=continueWhenClean,proto3" json:"continue_when_clean,omitempty"`
 	// Set when the canary is over (ResumeJob, or continue_when_clean): every
 	// row may be delivered. Ignored in a FileHeader.
-	Released      bool `protobuf:"varint,3,opt,name=released,proto3" json:"released,omitempty"`
+	Released bool `protobuf:"varint,3,opt,name=released,proto3" json:"released,omitempty"`
+	// Rows of the canary the job has: those numbered up to rows that the
+	// ingestor published (a skip-rows file may leave some out). Set when the
+	// job is sealed; the canary is over once this many rows settled. Ignored
+	// in a FileHeader.
+	Size          int64 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -644,6 +649,13 @@ func (x *Canary) GetReleased() bool {
 		return x.Released
 	}
 	return false
+}
+
+func (x *Canary) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
 }
 
 // ControlTotals let a caller prove the file arrived whole. Every field is
@@ -844,11 +856,12 @@ const file_spool_v1_job_proto_rawDesc = "" +
 	"\x10max_failure_rate\x18\x02 \x01(\x01R\x0emaxFailureRate\x12\x1f\n" +
 	"\vmin_settled\x18\x03 \x01(\x03R\n" +
 	"minSettledB\x0f\n" +
-	"\r_max_failures\"h\n" +
+	"\r_max_failures\"|\n" +
 	"\x06Canary\x12\x12\n" +
 	"\x04rows\x18\x01 \x01(\x03R\x04rows\x12.\n" +
 	"\x13continue_when_clean\x18\x02 \x01(\bR\x11continueWhenClean\x12\x1a\n" +
-	"\breleased\x18\x03 \x01(\bR\breleased\"v\n" +
+	"\breleased\x18\x03 \x01(\bR\breleased\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x03R\x04size\"v\n" +
 	"\rControlTotals\x12 \n" +
 	"\trow_count\x18\x01 \x01(\x03H\x00R\browCount\x88\x01\x01\x12\x1d\n" +
 	"\n" +

@@ -32,6 +32,9 @@ func (j *job) figures(row, offset int64) jobstore.Checkpoint {
 		Offset:    offset,
 		Published: j.base.Published + j.handed.Load(),
 		Rejected:  j.base.Rejected + j.rejected.Load(),
+		// Every canary row is handed before any row after it, so this
+		// count is final once Row passes the canary.
+		CanaryPublished: j.base.CanaryPublished + j.canary.Load(),
 	}
 	if j.rows.HasAmount() {
 		cp.AmountSum = j.sum.String()
@@ -86,6 +89,7 @@ func (j *job) ingest(final bool) jobstore.Ingest {
 	}
 	if final {
 		in.Published = handed
+		in.CanaryPublished = j.base.CanaryPublished + j.canary.Load()
 		in.Checkpoint = nil
 		in.Actual = &spoolv1.ControlTotals{RowCount: proto.Int64(in.Received)}
 		if j.rows.HasAmount() {

@@ -184,6 +184,9 @@ func (f *fakeJobs) Seal(_ context.Context, id string, in jobstore.Ingest) (*spoo
 		j.State, j.StateReason = spoolv1.JobState_JOB_STATE_REJECTED, reason
 	} else {
 		j.State, j.Total = spoolv1.JobState_JOB_STATE_SEALED, in.Published
+		if j.Canary != nil {
+			j.Canary.Size = in.CanaryPublished
+		}
 	}
 	return proto.Clone(j).(*spoolv1.Job), nil
 }

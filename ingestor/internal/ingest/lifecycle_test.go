@@ -126,6 +126,7 @@ func TestResumeRows(t *testing.T) {
 	h := &spoolv1.FileHeader{
 		JobKey: "k", Columns: []string{"id", "amount"}, AmountColumn: "amount", BusinessKeyColumns: []string{"id"},
 		Control: &spoolv1.ControlTotals{RowCount: proto.Int64(5), AmountSum: "15.05"},
+		Canary:  &spoolv1.Canary{Rows: 4},
 	}
 	rows := [][]string{{"e1", "1.01"}, {"e2", "2.01"}, {"e3", "3.01"}, {"e4", "4.01"}, {"e5", "5.01"}}
 	breakStream(t, c, jobs, logs, 3, hdr(h), rowsMsg(rows[:3]...))
@@ -142,6 +143,7 @@ func TestResumeRows(t *testing.T) {
 	require.Equal(t, spoolv1.JobState_JOB_STATE_SEALED, resp.GetJob().GetState(), resp.GetJob().GetStateReason())
 	require.EqualValues(t, 5, resp.GetJob().GetTotal())
 	require.Equal(t, "15.05", resp.GetJob().GetActual().GetAmountSum())
+	require.EqualValues(t, 4, resp.GetJob().GetCanary().GetSize(), "canary rows counted once across the resume")
 	require.Equal(t, []int64{1, 2, 3}, ps.rows(0))
 	require.Equal(t, []int64{3, 4, 5}, ps.rows(1))
 	// The republished row keeps its transaction key, so the ledger sees

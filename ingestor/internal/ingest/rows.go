@@ -43,6 +43,8 @@ type job struct {
 	rejected    atomic.Int64
 	handed      atomic.Int64 // rows handed to the publisher
 	republished atomic.Int64 // rows up to base.Row handed again
+	canary      atomic.Int64 // handed rows numbered within the canary
+	canaryRows  int64        // the job's canary; 0: none
 	errors      []*spoolv1.RowError
 	onReject    func() // nil: nobody is told
 
@@ -58,7 +60,7 @@ func newJob(st *streamState, o *opened, pub Publisher, maxErrors int, every int6
 	}
 	return &job{
 		id: st.job.GetJobId(), stream: st.id, cols: o.cols, rows: o.rows, pub: pub, maxErrors: maxErrors, every: every,
-		base: st.base, committed: st.base, hash: o.hash, sum: sum,
+		base: st.base, committed: st.base, hash: o.hash, sum: sum, canaryRows: o.header.GetCanary().GetRows(),
 	}, nil
 }
 
@@ -148,6 +150,9 @@ func (j *job) run(ctx context.Context, r *csvread.Reader, now func() time.Time) 
 		}
 		if counted {
 			j.handed.Add(1)
+			if row.Num <= j.canaryRows {
+				j.canary.Add(1)
+			}
 			if j.rows.HasAmount() {
 				// Check accepted the amount, so Add cannot fail.
 				_ = j.sum.Add(j.rows.Amount(row.Fields))
