@@ -71,6 +71,7 @@ type config struct {
 	// Flow control toward the destination.
 	concurrencyMin     int
 	concurrencyInitial int
+	everyLossCuts      bool
 	rateLimit          float64
 	rateBurst          int
 	rateKey            string
@@ -109,6 +110,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs.IntVar(&c.concurrency, "concurrency", 16, "most deliveries in flight at once (and most messages held): the adaptive concurrency limit's ceiling")
 	fs.IntVar(&c.concurrencyMin, "concurrency-min", limit.DefaultMin, "floor of the adaptive concurrency limit")
 	fs.IntVar(&c.concurrencyInitial, "concurrency-initial", limit.DefaultInitial, "adaptive concurrency limit before the first latency samples (capped by -concurrency)")
+	fs.BoolVar(&c.everyLossCuts, "concurrency-every-loss-cuts", false, "for comparison only: every 5xx and timeout cuts the adaptive concurrency limit, as plain AIMD does, instead of losses beyond the destination's usual rate (random failures then hold the limit near its floor)")
 	fs.Float64Var(&c.rateLimit, "rate-limit", 0, "requests per second to the destination for the whole fleet of dispatchers, shared through the table; 0 = no limit")
 	fs.IntVar(&c.rateBurst, "rate-burst", rate.DefaultBurst, "requests let through at once after an idle spell, under -rate-limit")
 	fs.StringVar(&c.rateKey, "rate-key", "", "name of the shared rate limit: dispatchers with the same key share one; empty = the destination URL's host")

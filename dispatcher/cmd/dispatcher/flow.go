@@ -18,6 +18,7 @@ func newFlow(cfg config, db rate.API, log *slog.Logger) *flow.Control {
 	c := &flow.Control{
 		Limit: limit.New(limit.Options{
 			Min: cfg.concurrencyMin, Max: cfg.concurrency, Initial: min(cfg.concurrencyInitial, cfg.concurrency),
+			EveryLossCuts: cfg.everyLossCuts,
 		}),
 		Breaker: breaker.New(breaker.Options{
 			Failures: cfg.breakerFailures, FailureRate: cfg.breakerFailureRate,

@@ -102,6 +102,13 @@ type Options struct {
 	// BaselineWindows is how many windows the baseline latency is trusted
 	// before a probe measures it again.
 	BaselineWindows int
+	// EveryLossCuts reads every 5xx and timeout as overload, as plain AIMD
+	// does, instead of judging losses against the destination's usual rate.
+	// It is for comparison only (the benchmark measures what judging loss
+	// buys against a destination that fails at random): a destination
+	// failing 2 % of requests at random then holds the limit near its
+	// floor.
+	EveryLossCuts bool
 }
 
 func (o Options) withDefaults() Options {
@@ -345,7 +352,7 @@ func (l *Limiter) overloadLocked(t *Token, throttled bool) {
 	if t.seq <= l.cutBefore {
 		return
 	}
-	if !throttled && !l.latencyRisingLocked() && !l.loss.unusual() {
+	if !throttled && !l.o.EveryLossCuts && !l.latencyRisingLocked() && !l.loss.unusual() {
 		return
 	}
 	l.cuts++

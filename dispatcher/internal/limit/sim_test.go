@@ -252,3 +252,20 @@ func TestLatencyStepCuts(t *testing.T) {
 	// Little's law: 4 at a time in 200 ms is 20 a second, less the 2 %.
 	require.GreaterOrEqual(t, run.rate(step+5*time.Second, 40*time.Second), 0.9*20, "and keeps it busy")
 }
+
+// TestEveryLossCutsCollapsesUnderRandomLoss: with EveryLossCuts the limit
+// reads random 503s as overload, as the plain loss rule did, and loses far
+// more than the loss itself; the benchmark's comparison rests on that.
+func TestEveryLossCutsCollapsesUnderRandomLoss(t *testing.T) {
+	const dur = 60 * time.Second
+	o := limit.Options{Min: 1, Max: 16, Initial: 8, EveryLossCuts: true}
+	clean := simulate(t, limit.New(o), flat(200*time.Millisecond, 0), dur, 1).rate(0, dur)
+	for seed := range uint64(5) {
+		l := limit.New(o)
+		run := simulate(t, l, flat(200*time.Millisecond, 0.02), dur, seed)
+		ratio := run.rate(0, dur) / clean
+		t.Logf("2 %% random 503s, every loss cuts, seed %d: %.1f rows/s, %.2f of clean (%.1f); %d cuts",
+			seed, run.rate(0, dur), ratio, clean, l.Stats().Cuts)
+		require.Less(t, ratio, 0.85, "seed %d: every loss cutting should cost more than the floor allows", seed)
+	}
+}
