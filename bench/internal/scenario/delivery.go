@@ -15,7 +15,11 @@ type Delivery struct {
 	Concurrency int
 	Latency     time.Duration
 	FailRate    float64
-	Rows        int
+	// EveryLossCuts runs the dispatchers with every 5xx cutting their
+	// concurrency limit (-concurrency-every-loss-cuts): the loss rule
+	// before losses were judged against the destination's usual rate.
+	EveryLossCuts bool
+	Rows          int
 	// CountCalls counts the AWS calls of the run (see callCounter).
 	CountCalls bool
 }
@@ -57,7 +61,11 @@ func (e Env) Deliver(ctx context.Context, d Delivery, seedFor time.Duration) (De
 		calls = newCallCounter()
 		defer calls.close()
 	}
-	s, err := e.up(ctx, d.Name, d.Dispatchers, []string{"-concurrency", strconv.Itoa(d.Concurrency)}, sinkArgs, calls)
+	dispatcherArgs := []string{"-concurrency", strconv.Itoa(d.Concurrency)}
+	if d.EveryLossCuts {
+		dispatcherArgs = append(dispatcherArgs, "-concurrency-every-loss-cuts")
+	}
+	s, err := e.up(ctx, d.Name, d.Dispatchers, dispatcherArgs, sinkArgs, calls)
 	if err != nil {
 		return res, err
 	}

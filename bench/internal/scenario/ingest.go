@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -25,18 +24,26 @@ const rawSenders = 8
 // IngestResult is what an ingest run measured, in rows/s.
 type IngestResult struct {
 	// RawBefore and RawAfter are the raw SendMessageBatch loop, run before
-	// and after Spool so the queue's depth favours neither.
-	RawBefore, Spool, RawAfter float64
+	// and after the others so the queue's depth favours none of them.
+	RawBefore, RawAfter float64
+	// Spool is StreamFile with the CLI's raw CSV chunks (spool send),
+	// SpoolRows the same with rows already split (RowBatch messages).
+	Spool, SpoolRows float64
+	// Gocloud is gocloud.dev's pubsub/awssnssqs SQS topic.
+	Gocloud float64
 }
 
 // RawMean is the raw loop's mean.
 func (r IngestResult) RawMean() float64 { return (r.RawBefore + r.RawAfter) / 2 }
 
 // Ingest measures putting a file of rows rows on the queue: through the
-// ingestor's StreamFile (the CLI's send, as a user runs it) and through a
-// raw aws-sdk-go-v2 SendMessageBatch loop, on the same emulator and queue.
-// The dispatchers are stopped first, so only the senders load the
-// emulator.
+// ingestor's StreamFile (the CLI's send, as a user runs it, and a client
+// sending row batches), through a raw aws-sdk-go-v2 SendMessageBatch loop
+// and through gocloud.dev's SQS topic, on the same emulator and queue. The
+// raw loop runs first and last, the others between, so the depth of the
+// queue (which slows the emulator) sits in the middle of the raw loop's
+// for each of them. The dispatchers are stopped first, so only the senders
+// load the emulator.
 func (e Env) Ingest(ctx context.Context, rows int) (IngestResult, error) {
 	var res IngestResult
 	s, err := e.up(ctx, "ingest", 1, nil, nil, nil)
@@ -69,21 +76,26 @@ func (e Env) Ingest(ctx context.Context, rows int) (IngestResult, error) {
 		return res, err
 	}
 	res.Spool = float64(rows) / time.Since(start).Seconds()
+	if res.Gocloud, err = gocloudLoop(ctx, client, queueURL, file); err != nil {
+		return res, err
+	}
+	start = time.Now()
+	n, err := sendRowBatches(ctx, s, file)
+	if err != nil {
+		return res, err
+	}
+	res.SpoolRows = float64(n) / time.Since(start).Seconds()
 	if res.RawAfter, err = rawLoop(ctx, client, queueURL, file); err != nil {
 		return res, err
 	}
-	fmt.Fprintf(e.Log, "ingest %d rows: raw %.0f, StreamFile %.0f, raw %.0f rows/s\n", rows, res.RawBefore, res.Spool, res.RawAfter)
+	fmt.Fprintf(e.Log, "ingest %d rows: raw %.0f, StreamFile chunks %.0f, gocloud.dev %.0f, StreamFile rows %.0f, raw %.0f rows/s\n",
+		rows, res.RawBefore, res.Spool, res.Gocloud, res.SpoolRows, res.RawAfter)
 	return res, nil
 }
 
 // sqsOf returns a client of the stack's SQS emulator and its queue's URL.
 func sqsOf(s *stack.Stack) (*sqs.Client, string, error) {
-	var queueURL string
-	for _, kv := range s.Env {
-		if v, ok := strings.CutPrefix(kv, "SPOOL_QUEUE_URL="); ok {
-			queueURL = v
-		}
-	}
+	queueURL := envOf(s, "SPOOL_QUEUE_URL")
 	if queueURL == "" {
 		return nil, "", errors.New("the stack has no SPOOL_QUEUE_URL")
 	}
