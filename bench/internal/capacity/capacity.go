@@ -12,8 +12,9 @@ import (
 )
 
 // On-demand prices in USD, us-east-1, as AWS publishes them (SQS standard
-// queues; DynamoDB on-demand since the November 2024 reduction). A quote,
-// not a contract: check the pricing pages before relying on them.
+// queues, the first 100 billion requests a month; DynamoDB on demand since
+// the November 2024 reduction). docs/capacity.md cites where they were
+// checked; a quote, not a contract.
 const (
 	SQSPerMillionRequests = 0.40
 	DynamoDBPerMillionWRU = 0.625
