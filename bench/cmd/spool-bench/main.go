@@ -102,11 +102,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	tab.Finished = time.Now()
+	if l, ok := loadAverage(); ok {
+		tab.Machine += fmt.Sprintf(", %.1f at the end", l)
+	}
+	return finish(tab, c.results, stdout)
+}
+
+// finish prints the table, writes it to results as JSON, and fails when a
+// ratio is out of its bound: make bench exits non-zero then.
+func finish(tab *report.Table, results string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "\nSpool side by side (%s; %s)\n\n", tab.Machine, tab.Finished.Sub(tab.Started).Round(time.Second))
 	if err := tab.Print(stdout); err != nil {
 		return err
 	}
-	path, err := tab.WriteJSON(c.results)
+	path, err := tab.WriteJSON(results)
 	if err != nil {
 		return err
 	}
@@ -120,11 +129,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // machine describes the machine the figures are relative to.
 func machine() string {
 	s := fmt.Sprintf("%d cores", runtime.NumCPU())
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil && len(b) > 0 {
-		var l1 float64
-		if _, err := fmt.Sscan(string(b), &l1); err == nil {
-			s += fmt.Sprintf(", load %.1f at the start", l1)
-		}
+	if l, ok := loadAverage(); ok {
+		s += fmt.Sprintf(", load %.1f at the start", l)
 	}
 	return s
+}
+
+// loadAverage is the machine's one-minute load average, where the system
+// tells it.
+func loadAverage() (float64, bool) {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0, false
+	}
+	var l1 float64
+	if _, err := fmt.Sscan(string(b), &l1); err != nil {
+		return 0, false
+	}
+	return l1, true
 }
