@@ -116,8 +116,11 @@ func (t *Table) Print(w io.Writer) error {
 		b := strings.Join(bound, ", ")
 		if r.Failure() != "" {
 			b += " FAIL"
-		} else if b != "" && r.Unchecked == "" {
+		} else if b != "" && r.Unchecked == "" && r.ratio() != 0 {
 			b += " ok"
+		} else if b != "" && r.ratio() == 0 {
+			// The baseline did not run (-only): nothing was checked.
+			b += " not checked"
 		}
 		note := r.Note
 		if r.Unchecked != "" {
