@@ -102,12 +102,9 @@ type Options struct {
 	// BaselineWindows is how many windows the baseline latency is trusted
 	// before a probe measures it again.
 	BaselineWindows int
-	// EveryLossCuts reads every 5xx and timeout as overload, as plain AIMD
-	// does, instead of judging losses against the destination's usual rate.
-	// It is for comparison only (the benchmark measures what judging loss
-	// buys against a destination that fails at random): a destination
-	// failing 2 % of requests at random then holds the limit near its
-	// floor.
+	// EveryLossCuts reads every 5xx as overload, as plain AIMD does, not
+	// judging losses against the usual rate: for comparison only (the
+	// benchmark's), since random loss then holds the limit near its floor.
 	EveryLossCuts bool
 }
 
