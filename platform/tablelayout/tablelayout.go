@@ -15,15 +15,24 @@
 //	TX#<tx key>         TX                 a delivery ledger record (transaction key: envelope.TransactionKey)
 //	RATE#<destination>  RATE               a destination's shared rate schedule
 //	OPEN                JOB#<job id>       a job whose counters may still need a repair
+//	AUDIT#<job id>      EVT#<ms>#<id>      one operator action on the job (package audit)
+//	REQUEST             REQ#<request id>   a four-eyes request awaiting or past approval
 //
 // A job's record and its counter items share a partition, so one Query
 // reads the job with its counts. Ledger records alone carry the
 // LedgerIndexPK and LedgerIndexSK attributes, so the ledger-by-job index
 // is sparse: it holds ledger records only, and no other item may carry an
 // attribute of those names.
+//
+// A job's audit trail has a partition of its own, not the job's, so that
+// reading a job never reads its history; its sort keys begin with the
+// event's time, so the trail reads in order. Four-eyes requests share one
+// partition: they come at the pace of people, and listing the pending
+// ones is one Query.
 package tablelayout
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -63,6 +72,10 @@ const (
 	ratePrefix    = "RATE#"
 	rateSK        = "RATE"
 	openPK        = "OPEN"
+	auditPrefix   = "AUDIT#"
+	eventPrefix   = "EVT#"
+	requestPK     = "REQUEST"
+	requestPrefix = "REQ#"
 )
 
 // Key is the primary key of one item.
@@ -137,6 +150,22 @@ func Open(jobID string) Key { return Key{PK: openPK, SK: jobPrefix + jobID} }
 
 // OpenJobID returns the job id of a register entry's sort key.
 func OpenJobID(sk string) string { return strings.TrimPrefix(sk, jobPrefix) }
+
+// AuditPartition is the partition of a job's audit trail.
+func AuditPartition(jobID string) string { return auditPrefix + jobID }
+
+// AuditEvent is the key of one event of a job's audit trail: at (Unix
+// milliseconds, zero-padded so that keys sort as times) and an id that
+// tells apart events of the same millisecond.
+func AuditEvent(jobID string, atMillis int64, id string) Key {
+	return Key{PK: AuditPartition(jobID), SK: fmt.Sprintf("%s%013d#%s", eventPrefix, atMillis, id)}
+}
+
+// RequestPartition is the one partition of four-eyes requests.
+const RequestPartition = requestPK
+
+// Request is the key of a four-eyes request.
+func Request(id string) Key { return Key{PK: requestPK, SK: requestPrefix + id} }
 
 // KeySchema is the table's primary key.
 func KeySchema() []types.KeySchemaElement {

@@ -68,6 +68,9 @@ type config struct {
 	deadLetterScan    int
 	deadLetterHold    time.Duration
 
+	// Operator actions that wait for a second principal, and how long.
+	fourEyes fourEyesFlag
+
 	// Flow control toward the destination.
 	concurrencyMin     int
 	concurrencyInitial int
@@ -143,6 +146,9 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs.DurationVar(&c.pausedDelay, "paused-delay", dispatch.DefaultPausedDelay, "longest wait before a message of a paused job comes back (the first is 10s, doubling per receive)")
 	fs.IntVar(&c.deadLetterScan, "dead-letter-scan", deadletter.DefaultMaxScan, "most dead-letter queue messages one listing or redrive reads")
 	fs.DurationVar(&c.deadLetterHold, "dead-letter-hold", deadletter.DefaultHold, "visibility of dead letters while a listing or redrive reads them (it reads for half of it)")
+	c.fourEyes = fourEyesFlag{Resolve: true, Redrive: true}
+	fs.Var(&c.fourEyes, "four-eyes", `operator actions that wait for a second, different principal's approval (ApproveRequest): "resolve", "redrive", both comma-separated, or "none"; without authentication every caller is the same "anonymous", so such a server needs "none" to resolve at all`)
+	fs.DurationVar(&c.fourEyes.TTL, "four-eyes-ttl", dispatchrpc.DefaultRequestTTL, "how long a four-eyes request waits for its approval before it expires")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
 	if err := envcfg.Parse(fs, args, lookup); err != nil {
 		return config{}, err
@@ -246,6 +252,9 @@ func (c config) validate() error {
 		// unknown; the dispatcher would release every row unsent instead.
 		errs = append(errs, fmt.Errorf("-claim-lease %s cannot cover a delivery with -destination-timeout %s: want at least %s (the timeout, and %s to claim and record the outcome), or 0 for the default",
 			c.claimLease, c.destTimeout, minLease, minLease-c.destTimeout))
+	}
+	if c.fourEyes.TTL <= 0 {
+		errs = append(errs, fmt.Errorf("-four-eyes-ttl %s: want more than 0", c.fourEyes.TTL))
 	}
 	if c.idempotencyHeader == "" {
 		errs = append(errs, errors.New("-idempotency-header: must not be empty"))

@@ -54,8 +54,27 @@ func TestParseConfig(t *testing.T) {
 				require.Equal(t, 5*time.Minute, c.pausedDelay)
 				require.Equal(t, 10000, c.deadLetterScan)
 				require.Equal(t, time.Minute, c.deadLetterHold)
+				require.Equal(t, fourEyesFlag{Resolve: true, Redrive: true, TTL: 24 * time.Hour}, c.fourEyes)
 			},
 		},
+		{
+			name: "four-eyes from the environment",
+			env: map[string]string{
+				"SPOOL_QUEUE_URL": "http://q", "SPOOL_TABLE": "jobs", "SPOOL_DESTINATION_URL": "https://dest/pay",
+				"SPOOL_FOUR_EYES": "Redrive", "SPOOL_FOUR_EYES_TTL": "2h",
+			},
+			check: func(t *testing.T, c config) {
+				require.Equal(t, fourEyesFlag{Redrive: true, TTL: 2 * time.Hour}, c.fourEyes)
+				require.Equal(t, "redrive", c.fourEyes.String())
+			},
+		},
+		{
+			name:  "four-eyes off",
+			args:  append([]string{"-four-eyes", "none"}, required...),
+			check: func(t *testing.T, c config) { require.Equal(t, "none", c.fourEyes.String()) },
+		},
+		{name: "four-eyes on an unknown action", args: append([]string{"-four-eyes", "resolve,cancel"}, required...), wantErr: `action "cancel"`},
+		{name: "four-eyes requests that never wait", args: append([]string{"-four-eyes-ttl", "0s"}, required...), wantErr: "-four-eyes-ttl"},
 		{
 			name: "failure handling from the environment",
 			env: map[string]string{

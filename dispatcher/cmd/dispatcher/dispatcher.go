@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/spoolhq/spool/dispatcher/dispatchmetrics"
+	"github.com/spoolhq/spool/dispatcher/internal/audit"
 	"github.com/spoolhq/spool/dispatcher/internal/consume"
 	"github.com/spoolhq/spool/dispatcher/internal/deadletter"
 	"github.com/spoolhq/spool/dispatcher/internal/deliver"
@@ -123,6 +124,8 @@ func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *
 			DeadLetterURL: d.deadLetterURL, QueueURL: cfg.queueURL, MaxScan: cfg.deadLetterScan, Hold: cfg.deadLetterHold, Log: log,
 		})
 	}
+	// The audit trail and four-eyes requests live in the job table.
+	trail := audit.New(db, cfg.table, nil)
 	d.srv = grpcserve.New(log, append(d.metrics.ServerOptions(), tracing.ServerOption())...)
 	spoolv1.RegisterDispatchServiceServer(d.srv, dispatchrpc.New(store, dispatchrpc.Options{
 		Interval: cfg.watchInterval,
@@ -138,6 +141,10 @@ func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *
 		DispatcherID: d.owner,
 		Flow:         d.flow,
 		OpenJobs:     open,
+
+		Audit:     trail,
+		Approvals: trail,
+		FourEyes:  dispatchrpc.FourEyes(cfg.fourEyes),
 	}))
 	d.metrics.InitializeRPC(d.srv.Server)
 	return d

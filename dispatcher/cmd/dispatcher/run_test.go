@@ -342,7 +342,10 @@ func TestUnknownOutcomes(t *testing.T) {
 
 			start := time.Now()
 			addr, stop := startDispatcher(t, s, srv.URL, "a", "error",
-				"-destination-timeout", "500ms", "-unknown-policy", tt.policy)
+				"-destination-timeout", "500ms", "-unknown-policy", tt.policy,
+				// Without authentication every caller is the same
+				// anonymous one: no second principal can approve.
+				"-four-eyes", "none")
 			// Under retry-with-key the job completes while the unknown rows
 			// still wait for their resend: wait for the figures instead.
 			require.Eventually(t, func() bool {
@@ -373,6 +376,16 @@ func TestUnknownOutcomes(t *testing.T) {
 				})
 				require.Equal(t, codes.FailedPrecondition, status.Code(err))
 				require.ErrorContains(t, err, "DELIVERED")
+				// Both calls are in the audit trail, with their outcomes.
+				trail, err := client.ListAuditEvents(t.Context(), &spoolv1.ListAuditEventsRequest{JobId: "job-u"})
+				require.NoError(t, err)
+				require.Len(t, trail.GetEvents(), 2)
+				for i, want := range []string{"ok", "FailedPrecondition"} {
+					e := trail.GetEvents()[i]
+					require.Equal(t, spoolv1.OperatorAction_OPERATOR_ACTION_RESOLVE, e.GetAction())
+					require.Equal(t, "anonymous", e.GetActor())
+					require.Contains(t, e.GetOutcome(), want)
+				}
 				require.Eventually(t, func() bool {
 					j, err := s.jobs.Get(t.Context(), "job-u")
 					require.NoError(t, err)

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/spoolhq/spool/dispatcher/internal/audit"
 	"github.com/spoolhq/spool/dispatcher/internal/deadletter"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/jobstore"
@@ -49,6 +50,7 @@ func (s *Server) ListDeadLetters(req *spoolv1.ListDeadLettersRequest, stream grp
 }
 
 // RedriveDeadLetters moves the job's dead letters back to the main queue.
+// Under four-eyes it only records a request, which ApproveRequest applies.
 func (s *Server) RedriveDeadLetters(ctx context.Context, req *spoolv1.RedriveDeadLettersRequest) (*spoolv1.RedriveDeadLettersResponse, error) {
 	if s.o.DeadLetters == nil {
 		return nil, status.Error(codes.Unimplemented, "no dead-letter queue configured")
@@ -56,19 +58,41 @@ func (s *Server) RedriveDeadLetters(ctx context.Context, req *spoolv1.RedriveDea
 	if req.GetJobId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "job_id is required")
 	}
-	sum, err := s.o.DeadLetters.Redrive(ctx, req.GetJobId(), int(req.GetMaxScan()))
+	if s.required(spoolv1.OperatorAction_OPERATOR_ACTION_REDRIVE) {
+		p, err := s.request(ctx, audit.Request{
+			Action: spoolv1.OperatorAction_OPERATOR_ACTION_REDRIVE, JobID: req.GetJobId(), MaxScan: req.GetMaxScan(), Reason: req.GetReason(),
+		})
+		if err != nil {
+			return nil, err
+		}
+		return &spoolv1.RedriveDeadLettersResponse{PendingApproval: p}, nil
+	}
+	var sum *spoolv1.DeadLetterSummary
+	err := s.audited(ctx, audit.Event{JobID: req.GetJobId(), Action: spoolv1.OperatorAction_OPERATOR_ACTION_REDRIVE, Reason: req.GetReason()}, func() error {
+		var err error
+		sum, err = s.redrive(ctx, req.GetJobId(), req.GetMaxScan())
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &spoolv1.RedriveDeadLettersResponse{Summary: sum}, nil
+}
+
+func (s *Server) redrive(ctx context.Context, jobID string, maxScan int32) (*spoolv1.DeadLetterSummary, error) {
+	sum, err := s.o.DeadLetters.Redrive(ctx, jobID, int(maxScan))
 	if err != nil {
 		// Some may have moved before the failure: say how many.
 		return nil, scanStatus(ctx, fmt.Errorf("%d moved before: %w", sum.Matched, err))
 	}
-	s.o.Log.InfoContext(ctx, "dead letters redriven", "job_id", req.GetJobId(), "moved", sum.Matched, "scanned", sum.Scanned, "complete", sum.Complete)
-	return &spoolv1.RedriveDeadLettersResponse{Summary: summaryProto(sum)}, nil
+	s.o.Log.InfoContext(ctx, "dead letters redriven", "job_id", jobID, "moved", sum.Matched, "scanned", sum.Scanned, "complete", sum.Complete)
+	return summaryProto(sum), nil
 }
 
 // PauseJob pauses the job; every dispatcher sees it within its job cache
 // time to live.
 func (s *Server) PauseJob(ctx context.Context, req *spoolv1.PauseJobRequest) (*spoolv1.PauseJobResponse, error) {
-	j, err := s.setPaused(ctx, req.GetJobId(), true)
+	j, err := s.setPaused(ctx, req.GetJobId(), true, req.GetReason())
 	if err != nil {
 		return nil, err
 	}
@@ -77,25 +101,34 @@ func (s *Server) PauseJob(ctx context.Context, req *spoolv1.PauseJobRequest) (*s
 
 // ResumeJob resumes a paused job.
 func (s *Server) ResumeJob(ctx context.Context, req *spoolv1.ResumeJobRequest) (*spoolv1.ResumeJobResponse, error) {
-	j, err := s.setPaused(ctx, req.GetJobId(), false)
+	j, err := s.setPaused(ctx, req.GetJobId(), false, req.GetReason())
 	if err != nil {
 		return nil, err
 	}
 	return &spoolv1.ResumeJobResponse{Job: j}, nil
 }
 
-func (s *Server) setPaused(ctx context.Context, id string, paused bool) (*spoolv1.Job, error) {
+func (s *Server) setPaused(ctx context.Context, id string, paused bool, reason string) (*spoolv1.Job, error) {
 	if s.o.Control == nil {
 		return nil, status.Error(codes.Unimplemented, "job control not configured")
 	}
 	if id == "" {
 		return nil, status.Error(codes.InvalidArgument, "job_id is required")
 	}
-	j, err := s.o.Control.SetPaused(ctx, id, paused)
-	if err != nil {
-		return nil, controlStatus(ctx, err)
+	action := spoolv1.OperatorAction_OPERATOR_ACTION_RESUME
+	if paused {
+		action = spoolv1.OperatorAction_OPERATOR_ACTION_PAUSE
 	}
-	s.o.Log.InfoContext(ctx, "job paused flag set", "job_id", id, "paused", paused)
+	var j *spoolv1.Job
+	err := s.audited(ctx, audit.Event{JobID: id, Action: action, Reason: reason}, func() error {
+		var err error
+		j, err = s.o.Control.SetPaused(ctx, id, paused)
+		return controlStatus(ctx, err)
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.o.Log.InfoContext(ctx, "job paused flag set", "job_id", id, "paused", paused, "by", actor(ctx))
 	return j, nil
 }
 
@@ -111,11 +144,16 @@ func (s *Server) CancelJob(ctx context.Context, req *spoolv1.CancelJobRequest) (
 	if reason == "" {
 		reason = "cancelled by an operator"
 	}
-	j, err := s.o.Control.End(ctx, req.GetJobId(), spoolv1.JobState_JOB_STATE_CANCELLED, reason)
+	var j *spoolv1.Job
+	err := s.audited(ctx, audit.Event{JobID: req.GetJobId(), Action: spoolv1.OperatorAction_OPERATOR_ACTION_CANCEL, Reason: req.GetReason()}, func() error {
+		var err error
+		j, err = s.o.Control.End(ctx, req.GetJobId(), spoolv1.JobState_JOB_STATE_CANCELLED, reason)
+		return controlStatus(ctx, err)
+	})
 	if err != nil {
-		return nil, controlStatus(ctx, err)
+		return nil, err
 	}
-	s.o.Log.InfoContext(ctx, "job cancelled", "job_id", req.GetJobId())
+	s.o.Log.InfoContext(ctx, "job cancelled", "job_id", req.GetJobId(), "by", actor(ctx))
 	return &spoolv1.CancelJobResponse{Job: j}, nil
 }
 
@@ -149,6 +187,9 @@ func (s *Server) UpdateJob(ctx context.Context, req *spoolv1.UpdateJobRequest) (
 }
 
 func controlStatus(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
 	if errors.Is(err, jobstore.ErrState) {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	}

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/spoolhq/spool/dispatcher/internal/audit"
 	"github.com/spoolhq/spool/dispatcher/internal/ledger"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/decimal"
@@ -19,7 +20,7 @@ import (
 // Ledger is the part of the delivery ledger reports and resolutions use.
 type Ledger interface {
 	Report(ctx context.Context, jobID string, fn func(ledger.Record) error) error
-	Resolve(ctx context.Context, jobID string, row int64, res spoolv1.Resolution) (ledger.Record, jobstore.Counts, error)
+	Resolve(ctx context.Context, jobID string, row int64, res spoolv1.Resolution, by ledger.Resolver) (ledger.Record, jobstore.Counts, error)
 }
 
 // Counter accumulates job counter deltas.
@@ -75,7 +76,8 @@ type stateTotal struct {
 }
 
 // ResolveTransaction settles an UNKNOWN row: DELIVERED records it so;
-// RESEND marks it and puts its envelope back on the queue.
+// RESEND marks it and puts its envelope back on the queue. Under
+// four-eyes it only records a request, which ApproveRequest applies.
 func (s *Server) ResolveTransaction(ctx context.Context, req *spoolv1.ResolveTransactionRequest) (*spoolv1.ResolveTransactionResponse, error) {
 	if s.o.Ledger == nil {
 		return nil, status.Error(codes.Unimplemented, "no delivery ledger configured")
@@ -88,7 +90,35 @@ func (s *Server) ResolveTransaction(ctx context.Context, req *spoolv1.ResolveTra
 	case req.GetResolution() != spoolv1.Resolution_RESOLUTION_DELIVERED && req.GetResolution() != spoolv1.Resolution_RESOLUTION_RESEND:
 		return nil, status.Error(codes.InvalidArgument, "resolution must be DELIVERED or RESEND")
 	}
-	r, counts, err := s.o.Ledger.Resolve(ctx, req.GetJobId(), req.GetRow(), req.GetResolution())
+	if s.required(spoolv1.OperatorAction_OPERATOR_ACTION_RESOLVE) {
+		p, err := s.request(ctx, audit.Request{
+			Action: spoolv1.OperatorAction_OPERATOR_ACTION_RESOLVE, JobID: req.GetJobId(), Row: req.GetRow(),
+			Resolution: req.GetResolution(), Reason: req.GetReason(),
+		})
+		if err != nil {
+			return nil, err
+		}
+		return &spoolv1.ResolveTransactionResponse{PendingApproval: p}, nil
+	}
+	var entry *spoolv1.LedgerEntry
+	err := s.audited(ctx, audit.Event{
+		JobID: req.GetJobId(), Action: spoolv1.OperatorAction_OPERATOR_ACTION_RESOLVE, Reason: req.GetReason(),
+		Row: req.GetRow(), Resolution: req.GetResolution(),
+	}, func() error {
+		var err error
+		entry, err = s.resolve(ctx, req.GetJobId(), req.GetRow(), req.GetResolution(), ledger.Resolver{By: actor(ctx)})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &spoolv1.ResolveTransactionResponse{Entry: entry}, nil
+}
+
+// resolve settles the row in the ledger, as by says, and requeues it for
+// RESEND.
+func (s *Server) resolve(ctx context.Context, jobID string, row int64, res spoolv1.Resolution, by ledger.Resolver) (*spoolv1.LedgerEntry, error) {
+	r, counts, err := s.o.Ledger.Resolve(ctx, jobID, row, res, by)
 	switch {
 	case errors.Is(err, ledger.ErrNotFound):
 		return nil, status.Error(codes.NotFound, err.Error())
@@ -98,20 +128,21 @@ func (s *Server) ResolveTransaction(ctx context.Context, req *spoolv1.ResolveTra
 		return nil, status.Errorf(codes.Unavailable, "resolve: %v", err)
 	}
 	if s.o.Counter != nil {
-		s.o.Counter.Add(req.GetJobId(), counts)
+		s.o.Counter.Add(jobID, counts)
 	}
-	if req.GetResolution() == spoolv1.Resolution_RESOLUTION_RESEND {
+	if res == spoolv1.Resolution_RESOLUTION_RESEND {
 		env, err := r.EnvelopeProto()
 		if err == nil && s.o.Requeue != nil {
 			err = s.o.Requeue(ctx, env)
 		}
 		if err != nil {
 			// The row stays UNKNOWN and marked: resolving it again requeues.
-			return nil, status.Errorf(codes.Unavailable, "requeue row %d: %v; resolve again", req.GetRow(), err)
+			return nil, status.Errorf(codes.Unavailable, "requeue row %d: %v; resolve again", row, err)
 		}
 	}
-	s.o.Log.InfoContext(ctx, "transaction resolved", "job_id", req.GetJobId(), "row", req.GetRow(), "resolution", req.GetResolution().String())
-	return &spoolv1.ResolveTransactionResponse{Entry: r.Entry()}, nil
+	s.o.Log.InfoContext(ctx, "transaction resolved", "job_id", jobID, "row", row, "resolution", res.String(),
+		"resolved_by", by.By, "approved_by", by.ApprovedBy)
+	return r.Entry(), nil
 }
 
 // amountSum adds amounts exactly, as written in the file (decimal.Sum):

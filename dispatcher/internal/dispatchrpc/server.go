@@ -3,7 +3,10 @@
 // dispatcher answers for any job; ReportJob and ResolveTransaction
 // (report.go) read and settle the delivery ledger for the people who
 // reconcile a job; the job and dead-letter controls are in control.go, the
-// dispatcher's own flow control in flow.go.
+// dispatcher's own flow control in flow.go. Every state-changing action
+// is written to the audit trail before it is taken (audit.go), and
+// resolutions and redrives can be made to wait for a second principal's
+// approval (approve.go).
 package dispatchrpc
 
 import (
@@ -76,6 +79,15 @@ type Options struct {
 	// OpenJobs serves ListOpenJobs (open.go); without it that answers
 	// Unimplemented.
 	OpenJobs OpenJobs
+	// Audit records every state-changing operator action before it is
+	// taken (audit.go) and serves ListAuditEvents; the dispatcher always
+	// sets it. Without it actions are taken unrecorded (tests of other
+	// concerns), and ListAuditEvents answers Unimplemented.
+	Audit AuditTrail
+	// Approvals keeps four-eyes requests and FourEyes says which actions
+	// need one (approve.go); without Approvals no action waits.
+	Approvals Approvals
+	FourEyes  FourEyes
 }
 
 // FlowStatus reports a dispatcher's flow control (flow.Control).

@@ -75,6 +75,10 @@ type item struct {
 	// ExpiresAt is the table's time-to-live attribute
 	// (tablelayout.ExpiresAt).
 	ExpiresAt int64 `dynamodbav:"expires_at,omitempty"`
+	// Who resolved the row by hand (Record.Resolved).
+	ResolvedBy        string `dynamodbav:"resolved_by,omitempty"`
+	ApprovedBy        string `dynamodbav:"approved_by,omitempty"`
+	ResolutionRequest string `dynamodbav:"resolution_request,omitempty"`
 }
 
 func toItem(r Record) item {
@@ -84,6 +88,7 @@ func toItem(r Record) item {
 		LastStatus: r.LastStatus, Reason: r.Reason, BusinessKey: r.BusinessKey, Amount: r.Amount,
 		UpdatedAt: r.UpdatedAt, Counted: r.Counted, Resend: r.Resend, Dead: r.Dead, Envelope: r.Envelope,
 		DupJobID: r.DupJobID, DupRow: r.DupRow, ExpiresAt: r.ExpiresAt,
+		ResolvedBy: r.Resolved.By, ApprovedBy: r.Resolved.ApprovedBy, ResolutionRequest: r.Resolved.Request,
 	}
 }
 
@@ -94,6 +99,7 @@ func (it item) record() Record {
 		LastStatus: it.LastStatus, Reason: it.Reason, BusinessKey: it.BusinessKey, Amount: it.Amount,
 		UpdatedAt: it.UpdatedAt, Counted: it.Counted, Resend: it.Resend, Dead: it.Dead, Envelope: it.Envelope,
 		DupJobID: it.DupJobID, DupRow: it.DupRow, ExpiresAt: it.ExpiresAt,
+		Resolved: Resolver{By: it.ResolvedBy, ApprovedBy: it.ApprovedBy, Request: it.ResolutionRequest},
 	}
 }
 

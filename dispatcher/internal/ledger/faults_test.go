@@ -281,7 +281,7 @@ func TestWriteAppliedAndAnswerLost(t *testing.T) {
 		{"resolve", func(t *testing.T, w *world, a, _ *ledger.Ledger, f *faults, x fault, row int64) {
 			send(t, a, tx(row), unknown)
 			f.set(false, x)
-			r, counts, err := a.Resolve(ctx, "job-1", row, spoolv1.Resolution_RESOLUTION_DELIVERED)
+			r, counts, err := a.Resolve(ctx, "job-1", row, spoolv1.Resolution_RESOLUTION_DELIVERED, ledger.Resolver{})
 			require.NoError(t, err)
 			require.Equal(t, delivered, r.State)
 			require.Equal(t, jobstore.Counts{Unknown: -1, Delivered: 1}, counts)
@@ -400,7 +400,7 @@ func TestEveryCallHasADeadline(t *testing.T) {
 		c, err := a.Claim(ctx, tx(1))
 		require.NoError(t, err)
 		require.Equal(t, ledger.Held, c.Verdict)
-		_, _, err = a.Resolve(ctx, "job-1", 1, spoolv1.Resolution_RESOLUTION_DELIVERED)
+		_, _, err = a.Resolve(ctx, "job-1", 1, spoolv1.Resolution_RESOLUTION_DELIVERED, ledger.Resolver{})
 		require.NoError(t, err)
 		require.NoError(t, a.Report(ctx, "job-1", func(ledger.Record) error { return nil }))
 		require.Empty(t, api.noDeadline)

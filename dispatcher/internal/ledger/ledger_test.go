@@ -384,18 +384,31 @@ func TestResolve(t *testing.T) {
 		send(t, a, tx(2), unknown)
 		send(t, a, tx(3), unknown)
 
-		_, _, err := a.Resolve(ctx, "job-1", 1, spoolv1.Resolution_RESOLUTION_DELIVERED)
+		_, _, err := a.Resolve(ctx, "job-1", 1, spoolv1.Resolution_RESOLUTION_DELIVERED, ledger.Resolver{})
 		require.ErrorIs(t, err, ledger.ErrState)
 		require.ErrorContains(t, err, "is DELIVERED")
-		_, _, err = a.Resolve(ctx, "job-1", 99, spoolv1.Resolution_RESOLUTION_DELIVERED)
+		_, _, err = a.Resolve(ctx, "job-1", 99, spoolv1.Resolution_RESOLUTION_DELIVERED, ledger.Resolver{})
 		require.ErrorIs(t, err, ledger.ErrNotFound)
 
-		r, counts, err := a.Resolve(ctx, "job-1", 2, spoolv1.Resolution_RESOLUTION_DELIVERED)
+		by := ledger.Resolver{By: "ops-ann", ApprovedBy: "ops-bob", Request: "rq-1"}
+		r, counts, err := a.Resolve(ctx, "job-1", 2, spoolv1.Resolution_RESOLUTION_DELIVERED, by)
 		require.NoError(t, err)
 		require.Equal(t, delivered, r.State)
 		require.Equal(t, jobstore.Counts{Unknown: -1, Delivered: 1}, counts)
+		require.Equal(t, by, r.Resolved)
+		require.Equal(t, "ops-ann", r.Entry().GetResolvedBy())
+		require.Equal(t, "ops-bob", r.Entry().GetApprovedBy())
+		// The same request applied again (its answer was lost) finds its
+		// own resolution and counts nothing twice; another request is
+		// refused.
+		again, counts, err := a.Resolve(ctx, "job-1", 2, spoolv1.Resolution_RESOLUTION_DELIVERED, by)
+		require.NoError(t, err)
+		require.Zero(t, counts)
+		require.Equal(t, r.Version, again.Version)
+		_, _, err = a.Resolve(ctx, "job-1", 2, spoolv1.Resolution_RESOLUTION_DELIVERED, ledger.Resolver{By: "ops-ann", Request: "rq-2"})
+		require.ErrorIs(t, err, ledger.ErrState)
 
-		r, counts, err = a.Resolve(ctx, "job-1", 3, spoolv1.Resolution_RESOLUTION_RESEND)
+		r, counts, err = a.Resolve(ctx, "job-1", 3, spoolv1.Resolution_RESOLUTION_RESEND, ledger.Resolver{})
 		require.NoError(t, err)
 		require.Zero(t, counts)
 		env, err := r.EnvelopeProto()
@@ -517,7 +530,7 @@ func TestSettledRecordsExpireUnsettledStay(t *testing.T) {
 		_, _, err = a.Finish(ctx, c.Record, ledger.Outcome{State: unknown, Envelope: tx(2).Envelope})
 		require.NoError(t, err)
 		require.Zero(t, stored(tx(2).Key).ExpiresAt, "an UNKNOWN row stays until a person settles it")
-		_, _, err = a.Resolve(ctx, "job-1", 2, spoolv1.Resolution_RESOLUTION_DELIVERED)
+		_, _, err = a.Resolve(ctx, "job-1", 2, spoolv1.Resolution_RESOLUTION_DELIVERED, ledger.Resolver{})
 		require.NoError(t, err)
 		require.Equal(t, wantExpiry, stored(tx(2).Key).ExpiresAt)
 	})

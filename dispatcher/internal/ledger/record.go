@@ -62,6 +62,14 @@ type Record struct {
 	// ExpiresAt (Unix seconds) is when DynamoDB may delete a settled
 	// record (its time to live); 0 on records that must stay.
 	ExpiresAt int64
+	// Resolved says who settled an UNKNOWN row by hand.
+	Resolved Resolver
+}
+
+// Resolver is who resolved a row: the principal who asked, the one who
+// approved under four-eyes (empty without), and the four-eyes request.
+type Resolver struct {
+	By, ApprovedBy, Request string
 }
 
 // Entry returns the record as a report entry.
@@ -71,6 +79,7 @@ func (r Record) Entry() *spoolv1.LedgerEntry {
 		BusinessKey: r.BusinessKey, Amount: r.Amount, Attempts: r.Attempts,
 		LastStatus: r.LastStatus, Reason: r.Reason,
 		DuplicateOfJobId: r.DupJobID, DuplicateOfRow: r.DupRow,
+		ResolvedBy: r.Resolved.By, ApprovedBy: r.Resolved.ApprovedBy, ResolutionRequestId: r.Resolved.Request,
 	}
 	if r.UpdatedAt != 0 {
 		e.UpdatedAt = timestamppb.New(time.UnixMilli(r.UpdatedAt))

@@ -12,9 +12,12 @@ import (
 // Resolve settles an UNKNOWN row after a person checked the third party:
 // DELIVERED records it delivered; RESEND marks it to be sent once more,
 // and the caller puts the returned record's envelope back on the queue.
-// It fails with ErrNotFound, or ErrState (naming the state) when the row is
-// not UNKNOWN.
-func (l *Ledger) Resolve(ctx context.Context, jobID string, row int64, res spoolv1.Resolution) (Record, jobstore.Counts, error) {
+// The record keeps who resolved it. It fails with ErrNotFound, or ErrState
+// (naming the state) when the row is not UNKNOWN — except when the row
+// was resolved already under the same four-eyes request (by.Request), an
+// approval applied before its answer was lost: the record then comes back
+// as it is, with no counts to add.
+func (l *Ledger) Resolve(ctx context.Context, jobID string, row int64, res spoolv1.Resolution, by Resolver) (Record, jobstore.Counts, error) {
 	for range maxClaimRounds {
 		cur, ok, err := l.b.Find(ctx, jobID, row)
 		if err != nil {
@@ -28,6 +31,9 @@ func (l *Ledger) Resolve(ctx context.Context, jobID string, row int64, res spool
 		if err != nil || !ok {
 			return Record{}, jobstore.Counts{}, fmt.Errorf("read row %d of job %s: %w", row, jobID, errors.Join(err, ErrNotFound))
 		}
+		if by.Request != "" && cur.Resolved.Request == by.Request && cur.State != spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN {
+			return cur, jobstore.Counts{}, nil
+		}
 		if cur.State != spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN {
 			return Record{}, jobstore.Counts{}, fmt.Errorf("row %d of job %s is %s: %w", row, jobID, StateName(cur.State), ErrState)
 		}
@@ -35,6 +41,7 @@ func (l *Ledger) Resolve(ctx context.Context, jobID string, row int64, res spool
 		next := cur
 		next.Version++
 		next.UpdatedAt = now
+		next.Resolved = by
 		var c jobstore.Counts
 		switch res {
 		case spoolv1.Resolution_RESOLUTION_DELIVERED:

@@ -200,6 +200,137 @@ func (Resolution) EnumDescriptor() ([]byte, []int) {
 	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{2}
 }
 
+// OperatorAction is a state-changing action of an operator.
+type OperatorAction int32
+
+const (
+	OperatorAction_OPERATOR_ACTION_UNSPECIFIED OperatorAction = 0
+	OperatorAction_OPERATOR_ACTION_PAUSE       OperatorAction = 1
+	OperatorAction_OPERATOR_ACTION_RESUME      OperatorAction = 2
+	OperatorAction_OPERATOR_ACTION_CANCEL      OperatorAction = 3
+	OperatorAction_OPERATOR_ACTION_RESOLVE     OperatorAction = 4
+	OperatorAction_OPERATOR_ACTION_REDRIVE     OperatorAction = 5
+	// A four-eyes request for a resolve or a redrive was made.
+	OperatorAction_OPERATOR_ACTION_REQUEST OperatorAction = 6
+	// A four-eyes request was approved.
+	OperatorAction_OPERATOR_ACTION_APPROVE OperatorAction = 7
+)
+
+// Enum value maps for OperatorAction.
+var (
+	OperatorAction_name = map[int32]string{
+		0: "OPERATOR_ACTION_UNSPECIFIED",
+		1: "OPERATOR_ACTION_PAUSE",
+		2: "OPERATOR_ACTION_RESUME",
+		3: "OPERATOR_ACTION_CANCEL",
+		4: "OPERATOR_ACTION_RESOLVE",
+		5: "OPERATOR_ACTION_REDRIVE",
+		6: "OPERATOR_ACTION_REQUEST",
+		7: "OPERATOR_ACTION_APPROVE",
+	}
+	OperatorAction_value = map[string]int32{
+		"OPERATOR_ACTION_UNSPECIFIED": 0,
+		"OPERATOR_ACTION_PAUSE":       1,
+		"OPERATOR_ACTION_RESUME":      2,
+		"OPERATOR_ACTION_CANCEL":      3,
+		"OPERATOR_ACTION_RESOLVE":     4,
+		"OPERATOR_ACTION_REDRIVE":     5,
+		"OPERATOR_ACTION_REQUEST":     6,
+		"OPERATOR_ACTION_APPROVE":     7,
+	}
+)
+
+func (x OperatorAction) Enum() *OperatorAction {
+	p := new(OperatorAction)
+	*p = x
+	return p
+}
+
+func (x OperatorAction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (OperatorAction) Descriptor() protoreflect.EnumDescriptor {
+	return file_spool_v1_dispatch_proto_enumTypes[3].Descriptor()
+}
+
+func (OperatorAction) Type() protoreflect.EnumType {
+	return &file_spool_v1_dispatch_proto_enumTypes[3]
+}
+
+func (x OperatorAction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use OperatorAction.Descriptor instead.
+func (OperatorAction) EnumDescriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{3}
+}
+
+// ApprovalState is where a four-eyes request stands.
+type ApprovalState int32
+
+const (
+	ApprovalState_APPROVAL_STATE_UNSPECIFIED ApprovalState = 0
+	// Awaiting a second principal, until expires_at.
+	ApprovalState_APPROVAL_STATE_PENDING ApprovalState = 1
+	// Approved; its action is being applied.
+	ApprovalState_APPROVAL_STATE_APPROVED ApprovalState = 2
+	// Approved and applied (see outcome).
+	ApprovalState_APPROVAL_STATE_APPLIED ApprovalState = 3
+	// Approved, but the action failed for good (see outcome).
+	ApprovalState_APPROVAL_STATE_FAILED ApprovalState = 4
+	// Not approved before expires_at.
+	ApprovalState_APPROVAL_STATE_EXPIRED ApprovalState = 5
+)
+
+// Enum value maps for ApprovalState.
+var (
+	ApprovalState_name = map[int32]string{
+		0: "APPROVAL_STATE_UNSPECIFIED",
+		1: "APPROVAL_STATE_PENDING",
+		2: "APPROVAL_STATE_APPROVED",
+		3: "APPROVAL_STATE_APPLIED",
+		4: "APPROVAL_STATE_FAILED",
+		5: "APPROVAL_STATE_EXPIRED",
+	}
+	ApprovalState_value = map[string]int32{
+		"APPROVAL_STATE_UNSPECIFIED": 0,
+		"APPROVAL_STATE_PENDING":     1,
+		"APPROVAL_STATE_APPROVED":    2,
+		"APPROVAL_STATE_APPLIED":     3,
+		"APPROVAL_STATE_FAILED":      4,
+		"APPROVAL_STATE_EXPIRED":     5,
+	}
+)
+
+func (x ApprovalState) Enum() *ApprovalState {
+	p := new(ApprovalState)
+	*p = x
+	return p
+}
+
+func (x ApprovalState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ApprovalState) Descriptor() protoreflect.EnumDescriptor {
+	return file_spool_v1_dispatch_proto_enumTypes[4].Descriptor()
+}
+
+func (ApprovalState) Type() protoreflect.EnumType {
+	return &file_spool_v1_dispatch_proto_enumTypes[4]
+}
+
+func (x ApprovalState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ApprovalState.Descriptor instead.
+func (ApprovalState) EnumDescriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{4}
+}
+
 // DeadLetter is one message of a job in the dead-letter queue.
 type DeadLetter struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -519,9 +650,11 @@ func (x *DeadLetterSummary) GetHeldElsewhere() int64 {
 }
 
 type RedriveDeadLettersRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	MaxScan       int32                  `protobuf:"varint,2,opt,name=max_scan,json=maxScan,proto3" json:"max_scan,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	JobId   string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	MaxScan int32                  `protobuf:"varint,2,opt,name=max_scan,json=maxScan,proto3" json:"max_scan,omitempty"`
+	// Why, for the audit trail.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -570,11 +703,23 @@ func (x *RedriveDeadLettersRequest) GetMaxScan() int32 {
 	return 0
 }
 
+func (x *RedriveDeadLettersRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type RedriveDeadLettersResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Summary       *DeadLetterSummary     `protobuf:"bytes,1,opt,name=summary,proto3" json:"summary,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unset when pending_approval is set.
+	Summary *DeadLetterSummary `protobuf:"bytes,1,opt,name=summary,proto3" json:"summary,omitempty"`
+	// Set when four-eyes approval is required for redrives: nothing moved
+	// yet. A second principal approves the request with ApproveRequest;
+	// calling RedriveDeadLetters again makes another request.
+	PendingApproval *ApprovalRequest `protobuf:"bytes,2,opt,name=pending_approval,json=pendingApproval,proto3" json:"pending_approval,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RedriveDeadLettersResponse) Reset() {
@@ -614,9 +759,18 @@ func (x *RedriveDeadLettersResponse) GetSummary() *DeadLetterSummary {
 	return nil
 }
 
+func (x *RedriveDeadLettersResponse) GetPendingApproval() *ApprovalRequest {
+	if x != nil {
+		return x.PendingApproval
+	}
+	return nil
+}
+
 type PauseJobRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// Why, for the audit trail.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -654,6 +808,13 @@ func (*PauseJobRequest) Descriptor() ([]byte, []int) {
 func (x *PauseJobRequest) GetJobId() string {
 	if x != nil {
 		return x.JobId
+	}
+	return ""
+}
+
+func (x *PauseJobRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
 	}
 	return ""
 }
@@ -703,8 +864,10 @@ func (x *PauseJobResponse) GetJob() *Job {
 }
 
 type ResumeJobRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// Why, for the audit trail.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -742,6 +905,13 @@ func (*ResumeJobRequest) Descriptor() ([]byte, []int) {
 func (x *ResumeJobRequest) GetJobId() string {
 	if x != nil {
 		return x.JobId
+	}
+	return ""
+}
+
+func (x *ResumeJobRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
 	}
 	return ""
 }
@@ -1416,8 +1586,13 @@ type LedgerEntry struct {
 	// For a DUPLICATE row: the job and row that hold the transaction.
 	DuplicateOfJobId string `protobuf:"bytes,11,opt,name=duplicate_of_job_id,json=duplicateOfJobId,proto3" json:"duplicate_of_job_id,omitempty"`
 	DuplicateOfRow   int64  `protobuf:"varint,12,opt,name=duplicate_of_row,json=duplicateOfRow,proto3" json:"duplicate_of_row,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// For a resolved row: who asked for the resolution, who approved it
+	// (empty without four-eyes), and the four-eyes request.
+	ResolvedBy          string `protobuf:"bytes,13,opt,name=resolved_by,json=resolvedBy,proto3" json:"resolved_by,omitempty"`
+	ApprovedBy          string `protobuf:"bytes,14,opt,name=approved_by,json=approvedBy,proto3" json:"approved_by,omitempty"`
+	ResolutionRequestId string `protobuf:"bytes,15,opt,name=resolution_request_id,json=resolutionRequestId,proto3" json:"resolution_request_id,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *LedgerEntry) Reset() {
@@ -1532,6 +1707,27 @@ func (x *LedgerEntry) GetDuplicateOfRow() int64 {
 		return x.DuplicateOfRow
 	}
 	return 0
+}
+
+func (x *LedgerEntry) GetResolvedBy() string {
+	if x != nil {
+		return x.ResolvedBy
+	}
+	return ""
+}
+
+func (x *LedgerEntry) GetApprovedBy() string {
+	if x != nil {
+		return x.ApprovedBy
+	}
+	return ""
+}
+
+func (x *LedgerEntry) GetResolutionRequestId() string {
+	if x != nil {
+		return x.ResolutionRequestId
+	}
+	return ""
 }
 
 type ReportJobRequest struct {
@@ -1775,10 +1971,12 @@ func (x *StateTotal) GetAmountSum() string {
 }
 
 type ResolveTransactionRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Row           int64                  `protobuf:"varint,2,opt,name=row,proto3" json:"row,omitempty"`
-	Resolution    Resolution             `protobuf:"varint,3,opt,name=resolution,proto3,enum=spool.v1.Resolution" json:"resolution,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	JobId      string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Row        int64                  `protobuf:"varint,2,opt,name=row,proto3" json:"row,omitempty"`
+	Resolution Resolution             `protobuf:"varint,3,opt,name=resolution,proto3,enum=spool.v1.Resolution" json:"resolution,omitempty"`
+	// What the person found at the third party, for the audit trail.
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1834,11 +2032,23 @@ func (x *ResolveTransactionRequest) GetResolution() Resolution {
 	return Resolution_RESOLUTION_UNSPECIFIED
 }
 
+func (x *ResolveTransactionRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type ResolveTransactionResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Entry         *LedgerEntry           `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unset when pending_approval is set.
+	Entry *LedgerEntry `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
+	// Set when four-eyes approval is required for resolutions: nothing
+	// changed yet. A second principal approves the request with
+	// ApproveRequest; calling ResolveTransaction again makes another request.
+	PendingApproval *ApprovalRequest `protobuf:"bytes,2,opt,name=pending_approval,json=pendingApproval,proto3" json:"pending_approval,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ResolveTransactionResponse) Reset() {
@@ -1878,6 +2088,645 @@ func (x *ResolveTransactionResponse) GetEntry() *LedgerEntry {
 	return nil
 }
 
+func (x *ResolveTransactionResponse) GetPendingApproval() *ApprovalRequest {
+	if x != nil {
+		return x.PendingApproval
+	}
+	return nil
+}
+
+// ApprovalRequest is a four-eyes request: an action one principal asked
+// for that takes effect only once another approves it.
+type ApprovalRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// OPERATOR_ACTION_RESOLVE or OPERATOR_ACTION_REDRIVE.
+	Action OperatorAction `protobuf:"varint,2,opt,name=action,proto3,enum=spool.v1.OperatorAction" json:"action,omitempty"`
+	JobId  string         `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// For a resolve: the row and the resolution.
+	Row        int64      `protobuf:"varint,4,opt,name=row,proto3" json:"row,omitempty"`
+	Resolution Resolution `protobuf:"varint,5,opt,name=resolution,proto3,enum=spool.v1.Resolution" json:"resolution,omitempty"`
+	// For a redrive: the scan bound asked for.
+	MaxScan       int32                  `protobuf:"varint,6,opt,name=max_scan,json=maxScan,proto3" json:"max_scan,omitempty"`
+	RequestedBy   string                 `protobuf:"bytes,7,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	RequestedAt   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=requested_at,json=requestedAt,proto3" json:"requested_at,omitempty"`
+	Reason        string                 `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	State         ApprovalState          `protobuf:"varint,11,opt,name=state,proto3,enum=spool.v1.ApprovalState" json:"state,omitempty"`
+	ApprovedBy    string                 `protobuf:"bytes,12,opt,name=approved_by,json=approvedBy,proto3" json:"approved_by,omitempty"`
+	ApprovedAt    *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=approved_at,json=approvedAt,proto3" json:"approved_at,omitempty"`
+	ApproveReason string                 `protobuf:"bytes,14,opt,name=approve_reason,json=approveReason,proto3" json:"approve_reason,omitempty"`
+	// What applying it did, or why it failed.
+	Outcome       string `protobuf:"bytes,15,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApprovalRequest) Reset() {
+	*x = ApprovalRequest{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApprovalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApprovalRequest) ProtoMessage() {}
+
+func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApprovalRequest.ProtoReflect.Descriptor instead.
+func (*ApprovalRequest) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ApprovalRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *ApprovalRequest) GetAction() OperatorAction {
+	if x != nil {
+		return x.Action
+	}
+	return OperatorAction_OPERATOR_ACTION_UNSPECIFIED
+}
+
+func (x *ApprovalRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ApprovalRequest) GetRow() int64 {
+	if x != nil {
+		return x.Row
+	}
+	return 0
+}
+
+func (x *ApprovalRequest) GetResolution() Resolution {
+	if x != nil {
+		return x.Resolution
+	}
+	return Resolution_RESOLUTION_UNSPECIFIED
+}
+
+func (x *ApprovalRequest) GetMaxScan() int32 {
+	if x != nil {
+		return x.MaxScan
+	}
+	return 0
+}
+
+func (x *ApprovalRequest) GetRequestedBy() string {
+	if x != nil {
+		return x.RequestedBy
+	}
+	return ""
+}
+
+func (x *ApprovalRequest) GetRequestedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RequestedAt
+	}
+	return nil
+}
+
+func (x *ApprovalRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ApprovalRequest) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *ApprovalRequest) GetState() ApprovalState {
+	if x != nil {
+		return x.State
+	}
+	return ApprovalState_APPROVAL_STATE_UNSPECIFIED
+}
+
+func (x *ApprovalRequest) GetApprovedBy() string {
+	if x != nil {
+		return x.ApprovedBy
+	}
+	return ""
+}
+
+func (x *ApprovalRequest) GetApprovedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ApprovedAt
+	}
+	return nil
+}
+
+func (x *ApprovalRequest) GetApproveReason() string {
+	if x != nil {
+		return x.ApproveReason
+	}
+	return ""
+}
+
+func (x *ApprovalRequest) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+type ApproveRequestRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Why, for the audit trail.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveRequestRequest) Reset() {
+	*x = ApproveRequestRequest{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveRequestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveRequestRequest) ProtoMessage() {}
+
+func (x *ApproveRequestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveRequestRequest.ProtoReflect.Descriptor instead.
+func (*ApproveRequestRequest) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ApproveRequestRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *ApproveRequestRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type ApproveRequestResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Request *ApprovalRequest       `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	// What the action did: the resolved row, or the redrive's summary.
+	Entry         *LedgerEntry       `protobuf:"bytes,2,opt,name=entry,proto3" json:"entry,omitempty"`
+	Summary       *DeadLetterSummary `protobuf:"bytes,3,opt,name=summary,proto3" json:"summary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveRequestResponse) Reset() {
+	*x = ApproveRequestResponse{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveRequestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveRequestResponse) ProtoMessage() {}
+
+func (x *ApproveRequestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveRequestResponse.ProtoReflect.Descriptor instead.
+func (*ApproveRequestResponse) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ApproveRequestResponse) GetRequest() *ApprovalRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *ApproveRequestResponse) GetEntry() *LedgerEntry {
+	if x != nil {
+		return x.Entry
+	}
+	return nil
+}
+
+func (x *ApproveRequestResponse) GetSummary() *DeadLetterSummary {
+	if x != nil {
+		return x.Summary
+	}
+	return nil
+}
+
+type ListPendingRequestsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this job's requests; every job's when empty.
+	JobId         string `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPendingRequestsRequest) Reset() {
+	*x = ListPendingRequestsRequest{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPendingRequestsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPendingRequestsRequest) ProtoMessage() {}
+
+func (x *ListPendingRequestsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPendingRequestsRequest.ProtoReflect.Descriptor instead.
+func (*ListPendingRequestsRequest) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ListPendingRequestsRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type ListPendingRequestsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Requests      []*ApprovalRequest     `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPendingRequestsResponse) Reset() {
+	*x = ListPendingRequestsResponse{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPendingRequestsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPendingRequestsResponse) ProtoMessage() {}
+
+func (x *ListPendingRequestsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPendingRequestsResponse.ProtoReflect.Descriptor instead.
+func (*ListPendingRequestsResponse) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ListPendingRequestsResponse) GetRequests() []*ApprovalRequest {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+// AuditEvent is one operator action in a job's audit trail. It is written
+// before the action takes effect and completed with its outcome after, so
+// no action happens without its event; an event without an outcome is an
+// action whose dispatcher stopped before it knew the result (look at the
+// job or row).
+type AuditEvent struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	EventId string                 `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	JobId   string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Action  OperatorAction         `protobuf:"varint,3,opt,name=action,proto3,enum=spool.v1.OperatorAction" json:"action,omitempty"`
+	// The principal's subject; "anonymous" when the server runs without
+	// authentication.
+	Actor  string                 `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	At     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=at,proto3" json:"at,omitempty"`
+	Reason string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	// For an action taken after four-eyes approval: the approver and the
+	// request. For a REQUEST or APPROVE event: the request.
+	ApprovedBy string `protobuf:"bytes,7,opt,name=approved_by,json=approvedBy,proto3" json:"approved_by,omitempty"`
+	RequestId  string `protobuf:"bytes,8,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// What the action was about: the row and resolution of a resolve, the
+	// action requested by a REQUEST event.
+	Row             int64          `protobuf:"varint,9,opt,name=row,proto3" json:"row,omitempty"`
+	Resolution      Resolution     `protobuf:"varint,10,opt,name=resolution,proto3,enum=spool.v1.Resolution" json:"resolution,omitempty"`
+	RequestedAction OperatorAction `protobuf:"varint,11,opt,name=requested_action,json=requestedAction,proto3,enum=spool.v1.OperatorAction" json:"requested_action,omitempty"`
+	// "ok", or the error; empty until known.
+	Outcome       string                 `protobuf:"bytes,12,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	OutcomeAt     *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=outcome_at,json=outcomeAt,proto3" json:"outcome_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditEvent) Reset() {
+	*x = AuditEvent{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditEvent) ProtoMessage() {}
+
+func (x *AuditEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
+func (*AuditEvent) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *AuditEvent) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetAction() OperatorAction {
+	if x != nil {
+		return x.Action
+	}
+	return OperatorAction_OPERATOR_ACTION_UNSPECIFIED
+}
+
+func (x *AuditEvent) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *AuditEvent) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetApprovedBy() string {
+	if x != nil {
+		return x.ApprovedBy
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetRow() int64 {
+	if x != nil {
+		return x.Row
+	}
+	return 0
+}
+
+func (x *AuditEvent) GetResolution() Resolution {
+	if x != nil {
+		return x.Resolution
+	}
+	return Resolution_RESOLUTION_UNSPECIFIED
+}
+
+func (x *AuditEvent) GetRequestedAction() OperatorAction {
+	if x != nil {
+		return x.RequestedAction
+	}
+	return OperatorAction_OPERATOR_ACTION_UNSPECIFIED
+}
+
+func (x *AuditEvent) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetOutcomeAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OutcomeAt
+	}
+	return nil
+}
+
+type ListAuditEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// The most events per page; 0 means 100. The server caps it at 1000.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous answer's next_page_token; empty for the first page.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditEventsRequest) Reset() {
+	*x = ListAuditEventsRequest{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditEventsRequest) ProtoMessage() {}
+
+func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
+func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ListAuditEventsRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ListAuditEventsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAuditEventsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListAuditEventsResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Events []*AuditEvent          `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditEventsResponse) Reset() {
+	*x = ListAuditEventsResponse{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditEventsResponse) ProtoMessage() {}
+
+func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
+func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *ListAuditEventsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_spool_v1_dispatch_proto protoreflect.FileDescriptor
 
 const file_spool_v1_dispatch_proto_rawDesc = "" +
@@ -1905,18 +2754,22 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"\amatched\x18\x01 \x01(\x03R\amatched\x12\x18\n" +
 	"\ascanned\x18\x02 \x01(\x03R\ascanned\x12\x1a\n" +
 	"\bcomplete\x18\x03 \x01(\bR\bcomplete\x12%\n" +
-	"\x0eheld_elsewhere\x18\x04 \x01(\x03R\rheldElsewhere\"M\n" +
+	"\x0eheld_elsewhere\x18\x04 \x01(\x03R\rheldElsewhere\"e\n" +
 	"\x19RedriveDeadLettersRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
-	"\bmax_scan\x18\x02 \x01(\x05R\amaxScan\"S\n" +
+	"\bmax_scan\x18\x02 \x01(\x05R\amaxScan\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x99\x01\n" +
 	"\x1aRedriveDeadLettersResponse\x125\n" +
-	"\asummary\x18\x01 \x01(\v2\x1b.spool.v1.DeadLetterSummaryR\asummary\"(\n" +
+	"\asummary\x18\x01 \x01(\v2\x1b.spool.v1.DeadLetterSummaryR\asummary\x12D\n" +
+	"\x10pending_approval\x18\x02 \x01(\v2\x19.spool.v1.ApprovalRequestR\x0fpendingApproval\"@\n" +
 	"\x0fPauseJobRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"3\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"3\n" +
 	"\x10PauseJobResponse\x12\x1f\n" +
-	"\x03job\x18\x01 \x01(\v2\r.spool.v1.JobR\x03job\")\n" +
+	"\x03job\x18\x01 \x01(\v2\r.spool.v1.JobR\x03job\"A\n" +
 	"\x10ResumeJobRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"4\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"4\n" +
 	"\x11ResumeJobResponse\x12\x1f\n" +
 	"\x03job\x18\x01 \x01(\v2\r.spool.v1.JobR\x03job\"A\n" +
 	"\x10CancelJobRequest\x12\x15\n" +
@@ -1958,7 +2811,7 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"\rbreaker_opens\x18\x05 \x01(\x03R\fbreakerOpens\x12E\n" +
 	"\x11breaker_open_time\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0fbreakerOpenTime\x12D\n" +
 	"\x10latency_baseline\x18\a \x01(\v2\x19.google.protobuf.DurationR\x0flatencyBaseline\x12@\n" +
-	"\x0elatency_recent\x18\b \x01(\v2\x19.google.protobuf.DurationR\rlatencyRecent\"\xb5\x03\n" +
+	"\x0elatency_recent\x18\b \x01(\v2\x19.google.protobuf.DurationR\rlatencyRecent\"\xab\x04\n" +
 	"\vLedgerEntry\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x10\n" +
 	"\x03row\x18\x02 \x01(\x03R\x03row\x12'\n" +
@@ -1974,7 +2827,12 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"updated_at\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12-\n" +
 	"\x13duplicate_of_job_id\x18\v \x01(\tR\x10duplicateOfJobId\x12(\n" +
-	"\x10duplicate_of_row\x18\f \x01(\x03R\x0eduplicateOfRow\")\n" +
+	"\x10duplicate_of_row\x18\f \x01(\x03R\x0eduplicateOfRow\x12\x1f\n" +
+	"\vresolved_by\x18\r \x01(\tR\n" +
+	"resolvedBy\x12\x1f\n" +
+	"\vapproved_by\x18\x0e \x01(\tR\n" +
+	"approvedBy\x122\n" +
+	"\x15resolution_request_id\x18\x0f \x01(\tR\x13resolutionRequestId\")\n" +
 	"\x10ReportJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"~\n" +
 	"\x11ReportJobResponse\x12-\n" +
@@ -1989,15 +2847,81 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"\x05state\x18\x01 \x01(\x0e2\x1a.spool.v1.TransactionStateR\x05state\x12\x12\n" +
 	"\x04rows\x18\x02 \x01(\x03R\x04rows\x12\x1d\n" +
 	"\n" +
-	"amount_sum\x18\x03 \x01(\tR\tamountSum\"z\n" +
+	"amount_sum\x18\x03 \x01(\tR\tamountSum\"\x92\x01\n" +
 	"\x19ResolveTransactionRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x10\n" +
 	"\x03row\x18\x02 \x01(\x03R\x03row\x124\n" +
 	"\n" +
 	"resolution\x18\x03 \x01(\x0e2\x14.spool.v1.ResolutionR\n" +
-	"resolution\"I\n" +
+	"resolution\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x8f\x01\n" +
 	"\x1aResolveTransactionResponse\x12+\n" +
-	"\x05entry\x18\x01 \x01(\v2\x15.spool.v1.LedgerEntryR\x05entry*|\n" +
+	"\x05entry\x18\x01 \x01(\v2\x15.spool.v1.LedgerEntryR\x05entry\x12D\n" +
+	"\x10pending_approval\x18\x02 \x01(\v2\x19.spool.v1.ApprovalRequestR\x0fpendingApproval\"\xdf\x04\n" +
+	"\x0fApprovalRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x120\n" +
+	"\x06action\x18\x02 \x01(\x0e2\x18.spool.v1.OperatorActionR\x06action\x12\x15\n" +
+	"\x06job_id\x18\x03 \x01(\tR\x05jobId\x12\x10\n" +
+	"\x03row\x18\x04 \x01(\x03R\x03row\x124\n" +
+	"\n" +
+	"resolution\x18\x05 \x01(\x0e2\x14.spool.v1.ResolutionR\n" +
+	"resolution\x12\x19\n" +
+	"\bmax_scan\x18\x06 \x01(\x05R\amaxScan\x12!\n" +
+	"\frequested_by\x18\a \x01(\tR\vrequestedBy\x12=\n" +
+	"\frequested_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vrequestedAt\x12\x16\n" +
+	"\x06reason\x18\t \x01(\tR\x06reason\x129\n" +
+	"\n" +
+	"expires_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12-\n" +
+	"\x05state\x18\v \x01(\x0e2\x17.spool.v1.ApprovalStateR\x05state\x12\x1f\n" +
+	"\vapproved_by\x18\f \x01(\tR\n" +
+	"approvedBy\x12;\n" +
+	"\vapproved_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"approvedAt\x12%\n" +
+	"\x0eapprove_reason\x18\x0e \x01(\tR\rapproveReason\x12\x18\n" +
+	"\aoutcome\x18\x0f \x01(\tR\aoutcome\"N\n" +
+	"\x15ApproveRequestRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xb1\x01\n" +
+	"\x16ApproveRequestResponse\x123\n" +
+	"\arequest\x18\x01 \x01(\v2\x19.spool.v1.ApprovalRequestR\arequest\x12+\n" +
+	"\x05entry\x18\x02 \x01(\v2\x15.spool.v1.LedgerEntryR\x05entry\x125\n" +
+	"\asummary\x18\x03 \x01(\v2\x1b.spool.v1.DeadLetterSummaryR\asummary\"3\n" +
+	"\x1aListPendingRequestsRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"T\n" +
+	"\x1bListPendingRequestsResponse\x125\n" +
+	"\brequests\x18\x01 \x03(\v2\x19.spool.v1.ApprovalRequestR\brequests\"\xec\x03\n" +
+	"\n" +
+	"AuditEvent\x12\x19\n" +
+	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x120\n" +
+	"\x06action\x18\x03 \x01(\x0e2\x18.spool.v1.OperatorActionR\x06action\x12\x14\n" +
+	"\x05actor\x18\x04 \x01(\tR\x05actor\x12*\n" +
+	"\x02at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x1f\n" +
+	"\vapproved_by\x18\a \x01(\tR\n" +
+	"approvedBy\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\b \x01(\tR\trequestId\x12\x10\n" +
+	"\x03row\x18\t \x01(\x03R\x03row\x124\n" +
+	"\n" +
+	"resolution\x18\n" +
+	" \x01(\x0e2\x14.spool.v1.ResolutionR\n" +
+	"resolution\x12C\n" +
+	"\x10requested_action\x18\v \x01(\x0e2\x18.spool.v1.OperatorActionR\x0frequestedAction\x12\x18\n" +
+	"\aoutcome\x18\f \x01(\tR\aoutcome\x129\n" +
+	"\n" +
+	"outcome_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\toutcomeAt\"k\n" +
+	"\x16ListAuditEventsRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"o\n" +
+	"\x17ListAuditEventsResponse\x12,\n" +
+	"\x06events\x18\x01 \x03(\v2\x14.spool.v1.AuditEventR\x06events\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*|\n" +
 	"\fBreakerState\x12\x1d\n" +
 	"\x19BREAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14BREAKER_STATE_CLOSED\x10\x01\x12\x16\n" +
@@ -2015,7 +2939,23 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"Resolution\x12\x1a\n" +
 	"\x16RESOLUTION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14RESOLUTION_DELIVERED\x10\x01\x12\x15\n" +
-	"\x11RESOLUTION_RESEND\x10\x022\x82\a\n" +
+	"\x11RESOLUTION_RESEND\x10\x02*\xf8\x01\n" +
+	"\x0eOperatorAction\x12\x1f\n" +
+	"\x1bOPERATOR_ACTION_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15OPERATOR_ACTION_PAUSE\x10\x01\x12\x1a\n" +
+	"\x16OPERATOR_ACTION_RESUME\x10\x02\x12\x1a\n" +
+	"\x16OPERATOR_ACTION_CANCEL\x10\x03\x12\x1b\n" +
+	"\x17OPERATOR_ACTION_RESOLVE\x10\x04\x12\x1b\n" +
+	"\x17OPERATOR_ACTION_REDRIVE\x10\x05\x12\x1b\n" +
+	"\x17OPERATOR_ACTION_REQUEST\x10\x06\x12\x1b\n" +
+	"\x17OPERATOR_ACTION_APPROVE\x10\a*\xbb\x01\n" +
+	"\rApprovalState\x12\x1e\n" +
+	"\x1aAPPROVAL_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16APPROVAL_STATE_PENDING\x10\x01\x12\x1b\n" +
+	"\x17APPROVAL_STATE_APPROVED\x10\x02\x12\x1a\n" +
+	"\x16APPROVAL_STATE_APPLIED\x10\x03\x12\x19\n" +
+	"\x15APPROVAL_STATE_FAILED\x10\x04\x12\x1a\n" +
+	"\x16APPROVAL_STATE_EXPIRED\x10\x052\x93\t\n" +
 	"\x0fDispatchService\x12C\n" +
 	"\bWatchJob\x12\x19.spool.v1.WatchJobRequest\x1a\x1a.spool.v1.WatchJobResponse0\x01\x12F\n" +
 	"\tReportJob\x12\x1a.spool.v1.ReportJobRequest\x1a\x1b.spool.v1.ReportJobResponse0\x01\x12_\n" +
@@ -2027,7 +2967,10 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"\tResumeJob\x12\x1a.spool.v1.ResumeJobRequest\x1a\x1b.spool.v1.ResumeJobResponse\x12D\n" +
 	"\tCancelJob\x12\x1a.spool.v1.CancelJobRequest\x1a\x1b.spool.v1.CancelJobResponse\x12M\n" +
 	"\fListOpenJobs\x12\x1d.spool.v1.ListOpenJobsRequest\x1a\x1e.spool.v1.ListOpenJobsResponse\x12D\n" +
-	"\tUpdateJob\x12\x1a.spool.v1.UpdateJobRequest\x1a\x1b.spool.v1.UpdateJobResponseB/Z-github.com/spoolhq/spool/gen/spool/v1;spoolv1b\x06proto3"
+	"\tUpdateJob\x12\x1a.spool.v1.UpdateJobRequest\x1a\x1b.spool.v1.UpdateJobResponse\x12S\n" +
+	"\x0eApproveRequest\x12\x1f.spool.v1.ApproveRequestRequest\x1a .spool.v1.ApproveRequestResponse\x12b\n" +
+	"\x13ListPendingRequests\x12$.spool.v1.ListPendingRequestsRequest\x1a%.spool.v1.ListPendingRequestsResponse\x12V\n" +
+	"\x0fListAuditEvents\x12 .spool.v1.ListAuditEventsRequest\x1a!.spool.v1.ListAuditEventsResponseB/Z-github.com/spoolhq/spool/gen/spool/v1;spoolv1b\x06proto3"
 
 var (
 	file_spool_v1_dispatch_proto_rawDescOnce sync.Once
@@ -2041,98 +2984,132 @@ func file_spool_v1_dispatch_proto_rawDescGZIP() []byte {
 	return file_spool_v1_dispatch_proto_rawDescData
 }
 
-var file_spool_v1_dispatch_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_spool_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_spool_v1_dispatch_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_spool_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_spool_v1_dispatch_proto_goTypes = []any{
 	(BreakerState)(0),                   // 0: spool.v1.BreakerState
 	(TransactionState)(0),               // 1: spool.v1.TransactionState
 	(Resolution)(0),                     // 2: spool.v1.Resolution
-	(*DeadLetter)(nil),                  // 3: spool.v1.DeadLetter
-	(*ListDeadLettersRequest)(nil),      // 4: spool.v1.ListDeadLettersRequest
-	(*ListDeadLettersResponse)(nil),     // 5: spool.v1.ListDeadLettersResponse
-	(*DeadLetterSummary)(nil),           // 6: spool.v1.DeadLetterSummary
-	(*RedriveDeadLettersRequest)(nil),   // 7: spool.v1.RedriveDeadLettersRequest
-	(*RedriveDeadLettersResponse)(nil),  // 8: spool.v1.RedriveDeadLettersResponse
-	(*PauseJobRequest)(nil),             // 9: spool.v1.PauseJobRequest
-	(*PauseJobResponse)(nil),            // 10: spool.v1.PauseJobResponse
-	(*ResumeJobRequest)(nil),            // 11: spool.v1.ResumeJobRequest
-	(*ResumeJobResponse)(nil),           // 12: spool.v1.ResumeJobResponse
-	(*CancelJobRequest)(nil),            // 13: spool.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),           // 14: spool.v1.CancelJobResponse
-	(*UpdateJobRequest)(nil),            // 15: spool.v1.UpdateJobRequest
-	(*UpdateJobResponse)(nil),           // 16: spool.v1.UpdateJobResponse
-	(*WatchJobRequest)(nil),             // 17: spool.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),            // 18: spool.v1.WatchJobResponse
-	(*GetDispatcherStatusRequest)(nil),  // 19: spool.v1.GetDispatcherStatusRequest
-	(*GetDispatcherStatusResponse)(nil), // 20: spool.v1.GetDispatcherStatusResponse
-	(*ListOpenJobsRequest)(nil),         // 21: spool.v1.ListOpenJobsRequest
-	(*ListOpenJobsResponse)(nil),        // 22: spool.v1.ListOpenJobsResponse
-	(*FlowControl)(nil),                 // 23: spool.v1.FlowControl
-	(*LedgerEntry)(nil),                 // 24: spool.v1.LedgerEntry
-	(*ReportJobRequest)(nil),            // 25: spool.v1.ReportJobRequest
-	(*ReportJobResponse)(nil),           // 26: spool.v1.ReportJobResponse
-	(*ReportSummary)(nil),               // 27: spool.v1.ReportSummary
-	(*StateTotal)(nil),                  // 28: spool.v1.StateTotal
-	(*ResolveTransactionRequest)(nil),   // 29: spool.v1.ResolveTransactionRequest
-	(*ResolveTransactionResponse)(nil),  // 30: spool.v1.ResolveTransactionResponse
-	(*timestamppb.Timestamp)(nil),       // 31: google.protobuf.Timestamp
-	(*Job)(nil),                         // 32: spool.v1.Job
-	(*JobProgress)(nil),                 // 33: spool.v1.JobProgress
-	(*durationpb.Duration)(nil),         // 34: google.protobuf.Duration
+	(OperatorAction)(0),                 // 3: spool.v1.OperatorAction
+	(ApprovalState)(0),                  // 4: spool.v1.ApprovalState
+	(*DeadLetter)(nil),                  // 5: spool.v1.DeadLetter
+	(*ListDeadLettersRequest)(nil),      // 6: spool.v1.ListDeadLettersRequest
+	(*ListDeadLettersResponse)(nil),     // 7: spool.v1.ListDeadLettersResponse
+	(*DeadLetterSummary)(nil),           // 8: spool.v1.DeadLetterSummary
+	(*RedriveDeadLettersRequest)(nil),   // 9: spool.v1.RedriveDeadLettersRequest
+	(*RedriveDeadLettersResponse)(nil),  // 10: spool.v1.RedriveDeadLettersResponse
+	(*PauseJobRequest)(nil),             // 11: spool.v1.PauseJobRequest
+	(*PauseJobResponse)(nil),            // 12: spool.v1.PauseJobResponse
+	(*ResumeJobRequest)(nil),            // 13: spool.v1.ResumeJobRequest
+	(*ResumeJobResponse)(nil),           // 14: spool.v1.ResumeJobResponse
+	(*CancelJobRequest)(nil),            // 15: spool.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),           // 16: spool.v1.CancelJobResponse
+	(*UpdateJobRequest)(nil),            // 17: spool.v1.UpdateJobRequest
+	(*UpdateJobResponse)(nil),           // 18: spool.v1.UpdateJobResponse
+	(*WatchJobRequest)(nil),             // 19: spool.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),            // 20: spool.v1.WatchJobResponse
+	(*GetDispatcherStatusRequest)(nil),  // 21: spool.v1.GetDispatcherStatusRequest
+	(*GetDispatcherStatusResponse)(nil), // 22: spool.v1.GetDispatcherStatusResponse
+	(*ListOpenJobsRequest)(nil),         // 23: spool.v1.ListOpenJobsRequest
+	(*ListOpenJobsResponse)(nil),        // 24: spool.v1.ListOpenJobsResponse
+	(*FlowControl)(nil),                 // 25: spool.v1.FlowControl
+	(*LedgerEntry)(nil),                 // 26: spool.v1.LedgerEntry
+	(*ReportJobRequest)(nil),            // 27: spool.v1.ReportJobRequest
+	(*ReportJobResponse)(nil),           // 28: spool.v1.ReportJobResponse
+	(*ReportSummary)(nil),               // 29: spool.v1.ReportSummary
+	(*StateTotal)(nil),                  // 30: spool.v1.StateTotal
+	(*ResolveTransactionRequest)(nil),   // 31: spool.v1.ResolveTransactionRequest
+	(*ResolveTransactionResponse)(nil),  // 32: spool.v1.ResolveTransactionResponse
+	(*ApprovalRequest)(nil),             // 33: spool.v1.ApprovalRequest
+	(*ApproveRequestRequest)(nil),       // 34: spool.v1.ApproveRequestRequest
+	(*ApproveRequestResponse)(nil),      // 35: spool.v1.ApproveRequestResponse
+	(*ListPendingRequestsRequest)(nil),  // 36: spool.v1.ListPendingRequestsRequest
+	(*ListPendingRequestsResponse)(nil), // 37: spool.v1.ListPendingRequestsResponse
+	(*AuditEvent)(nil),                  // 38: spool.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),      // 39: spool.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),     // 40: spool.v1.ListAuditEventsResponse
+	(*timestamppb.Timestamp)(nil),       // 41: google.protobuf.Timestamp
+	(*Job)(nil),                         // 42: spool.v1.Job
+	(*JobProgress)(nil),                 // 43: spool.v1.JobProgress
+	(*durationpb.Duration)(nil),         // 44: google.protobuf.Duration
 }
 var file_spool_v1_dispatch_proto_depIdxs = []int32{
-	31, // 0: spool.v1.DeadLetter.dead_lettered_at:type_name -> google.protobuf.Timestamp
-	3,  // 1: spool.v1.ListDeadLettersResponse.entry:type_name -> spool.v1.DeadLetter
-	6,  // 2: spool.v1.ListDeadLettersResponse.summary:type_name -> spool.v1.DeadLetterSummary
-	6,  // 3: spool.v1.RedriveDeadLettersResponse.summary:type_name -> spool.v1.DeadLetterSummary
-	32, // 4: spool.v1.PauseJobResponse.job:type_name -> spool.v1.Job
-	32, // 5: spool.v1.ResumeJobResponse.job:type_name -> spool.v1.Job
-	32, // 6: spool.v1.CancelJobResponse.job:type_name -> spool.v1.Job
-	32, // 7: spool.v1.UpdateJobResponse.job:type_name -> spool.v1.Job
-	33, // 8: spool.v1.WatchJobResponse.progress:type_name -> spool.v1.JobProgress
-	23, // 9: spool.v1.WatchJobResponse.flow:type_name -> spool.v1.FlowControl
-	23, // 10: spool.v1.GetDispatcherStatusResponse.flow:type_name -> spool.v1.FlowControl
-	32, // 11: spool.v1.ListOpenJobsResponse.jobs:type_name -> spool.v1.Job
-	0,  // 12: spool.v1.FlowControl.breaker_state:type_name -> spool.v1.BreakerState
-	34, // 13: spool.v1.FlowControl.breaker_open_time:type_name -> google.protobuf.Duration
-	34, // 14: spool.v1.FlowControl.latency_baseline:type_name -> google.protobuf.Duration
-	34, // 15: spool.v1.FlowControl.latency_recent:type_name -> google.protobuf.Duration
-	1,  // 16: spool.v1.LedgerEntry.state:type_name -> spool.v1.TransactionState
-	31, // 17: spool.v1.LedgerEntry.updated_at:type_name -> google.protobuf.Timestamp
-	24, // 18: spool.v1.ReportJobResponse.entry:type_name -> spool.v1.LedgerEntry
-	27, // 19: spool.v1.ReportJobResponse.summary:type_name -> spool.v1.ReportSummary
-	32, // 20: spool.v1.ReportSummary.job:type_name -> spool.v1.Job
-	28, // 21: spool.v1.ReportSummary.totals:type_name -> spool.v1.StateTotal
-	1,  // 22: spool.v1.StateTotal.state:type_name -> spool.v1.TransactionState
-	2,  // 23: spool.v1.ResolveTransactionRequest.resolution:type_name -> spool.v1.Resolution
-	24, // 24: spool.v1.ResolveTransactionResponse.entry:type_name -> spool.v1.LedgerEntry
-	17, // 25: spool.v1.DispatchService.WatchJob:input_type -> spool.v1.WatchJobRequest
-	25, // 26: spool.v1.DispatchService.ReportJob:input_type -> spool.v1.ReportJobRequest
-	29, // 27: spool.v1.DispatchService.ResolveTransaction:input_type -> spool.v1.ResolveTransactionRequest
-	19, // 28: spool.v1.DispatchService.GetDispatcherStatus:input_type -> spool.v1.GetDispatcherStatusRequest
-	4,  // 29: spool.v1.DispatchService.ListDeadLetters:input_type -> spool.v1.ListDeadLettersRequest
-	7,  // 30: spool.v1.DispatchService.RedriveDeadLetters:input_type -> spool.v1.RedriveDeadLettersRequest
-	9,  // 31: spool.v1.DispatchService.PauseJob:input_type -> spool.v1.PauseJobRequest
-	11, // 32: spool.v1.DispatchService.ResumeJob:input_type -> spool.v1.ResumeJobRequest
-	13, // 33: spool.v1.DispatchService.CancelJob:input_type -> spool.v1.CancelJobRequest
-	21, // 34: spool.v1.DispatchService.ListOpenJobs:input_type -> spool.v1.ListOpenJobsRequest
-	15, // 35: spool.v1.DispatchService.UpdateJob:input_type -> spool.v1.UpdateJobRequest
-	18, // 36: spool.v1.DispatchService.WatchJob:output_type -> spool.v1.WatchJobResponse
-	26, // 37: spool.v1.DispatchService.ReportJob:output_type -> spool.v1.ReportJobResponse
-	30, // 38: spool.v1.DispatchService.ResolveTransaction:output_type -> spool.v1.ResolveTransactionResponse
-	20, // 39: spool.v1.DispatchService.GetDispatcherStatus:output_type -> spool.v1.GetDispatcherStatusResponse
-	5,  // 40: spool.v1.DispatchService.ListDeadLetters:output_type -> spool.v1.ListDeadLettersResponse
-	8,  // 41: spool.v1.DispatchService.RedriveDeadLetters:output_type -> spool.v1.RedriveDeadLettersResponse
-	10, // 42: spool.v1.DispatchService.PauseJob:output_type -> spool.v1.PauseJobResponse
-	12, // 43: spool.v1.DispatchService.ResumeJob:output_type -> spool.v1.ResumeJobResponse
-	14, // 44: spool.v1.DispatchService.CancelJob:output_type -> spool.v1.CancelJobResponse
-	22, // 45: spool.v1.DispatchService.ListOpenJobs:output_type -> spool.v1.ListOpenJobsResponse
-	16, // 46: spool.v1.DispatchService.UpdateJob:output_type -> spool.v1.UpdateJobResponse
-	36, // [36:47] is the sub-list for method output_type
-	25, // [25:36] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	41, // 0: spool.v1.DeadLetter.dead_lettered_at:type_name -> google.protobuf.Timestamp
+	5,  // 1: spool.v1.ListDeadLettersResponse.entry:type_name -> spool.v1.DeadLetter
+	8,  // 2: spool.v1.ListDeadLettersResponse.summary:type_name -> spool.v1.DeadLetterSummary
+	8,  // 3: spool.v1.RedriveDeadLettersResponse.summary:type_name -> spool.v1.DeadLetterSummary
+	33, // 4: spool.v1.RedriveDeadLettersResponse.pending_approval:type_name -> spool.v1.ApprovalRequest
+	42, // 5: spool.v1.PauseJobResponse.job:type_name -> spool.v1.Job
+	42, // 6: spool.v1.ResumeJobResponse.job:type_name -> spool.v1.Job
+	42, // 7: spool.v1.CancelJobResponse.job:type_name -> spool.v1.Job
+	42, // 8: spool.v1.UpdateJobResponse.job:type_name -> spool.v1.Job
+	43, // 9: spool.v1.WatchJobResponse.progress:type_name -> spool.v1.JobProgress
+	25, // 10: spool.v1.WatchJobResponse.flow:type_name -> spool.v1.FlowControl
+	25, // 11: spool.v1.GetDispatcherStatusResponse.flow:type_name -> spool.v1.FlowControl
+	42, // 12: spool.v1.ListOpenJobsResponse.jobs:type_name -> spool.v1.Job
+	0,  // 13: spool.v1.FlowControl.breaker_state:type_name -> spool.v1.BreakerState
+	44, // 14: spool.v1.FlowControl.breaker_open_time:type_name -> google.protobuf.Duration
+	44, // 15: spool.v1.FlowControl.latency_baseline:type_name -> google.protobuf.Duration
+	44, // 16: spool.v1.FlowControl.latency_recent:type_name -> google.protobuf.Duration
+	1,  // 17: spool.v1.LedgerEntry.state:type_name -> spool.v1.TransactionState
+	41, // 18: spool.v1.LedgerEntry.updated_at:type_name -> google.protobuf.Timestamp
+	26, // 19: spool.v1.ReportJobResponse.entry:type_name -> spool.v1.LedgerEntry
+	29, // 20: spool.v1.ReportJobResponse.summary:type_name -> spool.v1.ReportSummary
+	42, // 21: spool.v1.ReportSummary.job:type_name -> spool.v1.Job
+	30, // 22: spool.v1.ReportSummary.totals:type_name -> spool.v1.StateTotal
+	1,  // 23: spool.v1.StateTotal.state:type_name -> spool.v1.TransactionState
+	2,  // 24: spool.v1.ResolveTransactionRequest.resolution:type_name -> spool.v1.Resolution
+	26, // 25: spool.v1.ResolveTransactionResponse.entry:type_name -> spool.v1.LedgerEntry
+	33, // 26: spool.v1.ResolveTransactionResponse.pending_approval:type_name -> spool.v1.ApprovalRequest
+	3,  // 27: spool.v1.ApprovalRequest.action:type_name -> spool.v1.OperatorAction
+	2,  // 28: spool.v1.ApprovalRequest.resolution:type_name -> spool.v1.Resolution
+	41, // 29: spool.v1.ApprovalRequest.requested_at:type_name -> google.protobuf.Timestamp
+	41, // 30: spool.v1.ApprovalRequest.expires_at:type_name -> google.protobuf.Timestamp
+	4,  // 31: spool.v1.ApprovalRequest.state:type_name -> spool.v1.ApprovalState
+	41, // 32: spool.v1.ApprovalRequest.approved_at:type_name -> google.protobuf.Timestamp
+	33, // 33: spool.v1.ApproveRequestResponse.request:type_name -> spool.v1.ApprovalRequest
+	26, // 34: spool.v1.ApproveRequestResponse.entry:type_name -> spool.v1.LedgerEntry
+	8,  // 35: spool.v1.ApproveRequestResponse.summary:type_name -> spool.v1.DeadLetterSummary
+	33, // 36: spool.v1.ListPendingRequestsResponse.requests:type_name -> spool.v1.ApprovalRequest
+	3,  // 37: spool.v1.AuditEvent.action:type_name -> spool.v1.OperatorAction
+	41, // 38: spool.v1.AuditEvent.at:type_name -> google.protobuf.Timestamp
+	2,  // 39: spool.v1.AuditEvent.resolution:type_name -> spool.v1.Resolution
+	3,  // 40: spool.v1.AuditEvent.requested_action:type_name -> spool.v1.OperatorAction
+	41, // 41: spool.v1.AuditEvent.outcome_at:type_name -> google.protobuf.Timestamp
+	38, // 42: spool.v1.ListAuditEventsResponse.events:type_name -> spool.v1.AuditEvent
+	19, // 43: spool.v1.DispatchService.WatchJob:input_type -> spool.v1.WatchJobRequest
+	27, // 44: spool.v1.DispatchService.ReportJob:input_type -> spool.v1.ReportJobRequest
+	31, // 45: spool.v1.DispatchService.ResolveTransaction:input_type -> spool.v1.ResolveTransactionRequest
+	21, // 46: spool.v1.DispatchService.GetDispatcherStatus:input_type -> spool.v1.GetDispatcherStatusRequest
+	6,  // 47: spool.v1.DispatchService.ListDeadLetters:input_type -> spool.v1.ListDeadLettersRequest
+	9,  // 48: spool.v1.DispatchService.RedriveDeadLetters:input_type -> spool.v1.RedriveDeadLettersRequest
+	11, // 49: spool.v1.DispatchService.PauseJob:input_type -> spool.v1.PauseJobRequest
+	13, // 50: spool.v1.DispatchService.ResumeJob:input_type -> spool.v1.ResumeJobRequest
+	15, // 51: spool.v1.DispatchService.CancelJob:input_type -> spool.v1.CancelJobRequest
+	23, // 52: spool.v1.DispatchService.ListOpenJobs:input_type -> spool.v1.ListOpenJobsRequest
+	17, // 53: spool.v1.DispatchService.UpdateJob:input_type -> spool.v1.UpdateJobRequest
+	34, // 54: spool.v1.DispatchService.ApproveRequest:input_type -> spool.v1.ApproveRequestRequest
+	36, // 55: spool.v1.DispatchService.ListPendingRequests:input_type -> spool.v1.ListPendingRequestsRequest
+	39, // 56: spool.v1.DispatchService.ListAuditEvents:input_type -> spool.v1.ListAuditEventsRequest
+	20, // 57: spool.v1.DispatchService.WatchJob:output_type -> spool.v1.WatchJobResponse
+	28, // 58: spool.v1.DispatchService.ReportJob:output_type -> spool.v1.ReportJobResponse
+	32, // 59: spool.v1.DispatchService.ResolveTransaction:output_type -> spool.v1.ResolveTransactionResponse
+	22, // 60: spool.v1.DispatchService.GetDispatcherStatus:output_type -> spool.v1.GetDispatcherStatusResponse
+	7,  // 61: spool.v1.DispatchService.ListDeadLetters:output_type -> spool.v1.ListDeadLettersResponse
+	10, // 62: spool.v1.DispatchService.RedriveDeadLetters:output_type -> spool.v1.RedriveDeadLettersResponse
+	12, // 63: spool.v1.DispatchService.PauseJob:output_type -> spool.v1.PauseJobResponse
+	14, // 64: spool.v1.DispatchService.ResumeJob:output_type -> spool.v1.ResumeJobResponse
+	16, // 65: spool.v1.DispatchService.CancelJob:output_type -> spool.v1.CancelJobResponse
+	24, // 66: spool.v1.DispatchService.ListOpenJobs:output_type -> spool.v1.ListOpenJobsResponse
+	18, // 67: spool.v1.DispatchService.UpdateJob:output_type -> spool.v1.UpdateJobResponse
+	35, // 68: spool.v1.DispatchService.ApproveRequest:output_type -> spool.v1.ApproveRequestResponse
+	37, // 69: spool.v1.DispatchService.ListPendingRequests:output_type -> spool.v1.ListPendingRequestsResponse
+	40, // 70: spool.v1.DispatchService.ListAuditEvents:output_type -> spool.v1.ListAuditEventsResponse
+	57, // [57:71] is the sub-list for method output_type
+	43, // [43:57] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_spool_v1_dispatch_proto_init() }
@@ -2155,8 +3132,8 @@ func file_spool_v1_dispatch_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spool_v1_dispatch_proto_rawDesc), len(file_spool_v1_dispatch_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   28,
+			NumEnums:      5,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

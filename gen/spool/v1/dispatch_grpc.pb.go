@@ -30,6 +30,9 @@ const (
 	DispatchService_CancelJob_FullMethodName           = "/spool.v1.DispatchService/CancelJob"
 	DispatchService_ListOpenJobs_FullMethodName        = "/spool.v1.DispatchService/ListOpenJobs"
 	DispatchService_UpdateJob_FullMethodName           = "/spool.v1.DispatchService/UpdateJob"
+	DispatchService_ApproveRequest_FullMethodName      = "/spool.v1.DispatchService/ApproveRequest"
+	DispatchService_ListPendingRequests_FullMethodName = "/spool.v1.DispatchService/ListPendingRequests"
+	DispatchService_ListAuditEvents_FullMethodName     = "/spool.v1.DispatchService/ListAuditEvents"
 )
 
 // DispatchServiceClient is the client API for DispatchService service.
@@ -82,6 +85,19 @@ type DispatchServiceClient interface {
 	// threshold paused resumes when the new threshold is no longer crossed by
 	// its figures; a job a person paused stays paused.
 	UpdateJob(ctx context.Context, in *UpdateJobRequest, opts ...grpc.CallOption) (*UpdateJobResponse, error)
+	// ApproveRequest approves a four-eyes request (see ApprovalRequest) made
+	// by another principal, and applies its action, exactly once: an approval
+	// sent again after a lost answer returns the applied request and does
+	// not apply it twice. The approver needs the permission of the action
+	// (resolve or redrive). Approving one's own request is PermissionDenied;
+	// an expired request is FailedPrecondition.
+	ApproveRequest(ctx context.Context, in *ApproveRequestRequest, opts ...grpc.CallOption) (*ApproveRequestResponse, error)
+	// ListPendingRequests lists the four-eyes requests awaiting approval,
+	// oldest first.
+	ListPendingRequests(ctx context.Context, in *ListPendingRequestsRequest, opts ...grpc.CallOption) (*ListPendingRequestsResponse, error)
+	// ListAuditEvents pages through the audit trail of a job: every
+	// state-changing operator action on it, oldest first.
+	ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error)
 }
 
 type dispatchServiceClient struct {
@@ -229,6 +245,36 @@ func (c *dispatchServiceClient) UpdateJob(ctx context.Context, in *UpdateJobRequ
 	return out, nil
 }
 
+func (c *dispatchServiceClient) ApproveRequest(ctx context.Context, in *ApproveRequestRequest, opts ...grpc.CallOption) (*ApproveRequestResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApproveRequestResponse)
+	err := c.cc.Invoke(ctx, DispatchService_ApproveRequest_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *dispatchServiceClient) ListPendingRequests(ctx context.Context, in *ListPendingRequestsRequest, opts ...grpc.CallOption) (*ListPendingRequestsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPendingRequestsResponse)
+	err := c.cc.Invoke(ctx, DispatchService_ListPendingRequests_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *dispatchServiceClient) ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAuditEventsResponse)
+	err := c.cc.Invoke(ctx, DispatchService_ListAuditEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DispatchServiceServer is the server API for DispatchService service.
 // All implementations must embed UnimplementedDispatchServiceServer
 // for forward compatibility.
@@ -279,6 +325,19 @@ type DispatchServiceServer interface {
 	// threshold paused resumes when the new threshold is no longer crossed by
 	// its figures; a job a person paused stays paused.
 	UpdateJob(context.Context, *UpdateJobRequest) (*UpdateJobResponse, error)
+	// ApproveRequest approves a four-eyes request (see ApprovalRequest) made
+	// by another principal, and applies its action, exactly once: an approval
+	// sent again after a lost answer returns the applied request and does
+	// not apply it twice. The approver needs the permission of the action
+	// (resolve or redrive). Approving one's own request is PermissionDenied;
+	// an expired request is FailedPrecondition.
+	ApproveRequest(context.Context, *ApproveRequestRequest) (*ApproveRequestResponse, error)
+	// ListPendingRequests lists the four-eyes requests awaiting approval,
+	// oldest first.
+	ListPendingRequests(context.Context, *ListPendingRequestsRequest) (*ListPendingRequestsResponse, error)
+	// ListAuditEvents pages through the audit trail of a job: every
+	// state-changing operator action on it, oldest first.
+	ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error)
 	mustEmbedUnimplementedDispatchServiceServer()
 }
 
@@ -321,6 +380,15 @@ func (UnimplementedDispatchServiceServer) ListOpenJobs(context.Context, *ListOpe
 }
 func (UnimplementedDispatchServiceServer) UpdateJob(context.Context, *UpdateJobRequest) (*UpdateJobResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateJob not implemented")
+}
+func (UnimplementedDispatchServiceServer) ApproveRequest(context.Context, *ApproveRequestRequest) (*ApproveRequestResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ApproveRequest not implemented")
+}
+func (UnimplementedDispatchServiceServer) ListPendingRequests(context.Context, *ListPendingRequestsRequest) (*ListPendingRequestsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListPendingRequests not implemented")
+}
+func (UnimplementedDispatchServiceServer) ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAuditEvents not implemented")
 }
 func (UnimplementedDispatchServiceServer) mustEmbedUnimplementedDispatchServiceServer() {}
 func (UnimplementedDispatchServiceServer) testEmbeddedByValue()                         {}
@@ -520,6 +588,60 @@ func _DispatchService_UpdateJob_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DispatchService_ApproveRequest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApproveRequestRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DispatchServiceServer).ApproveRequest(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DispatchService_ApproveRequest_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DispatchServiceServer).ApproveRequest(ctx, req.(*ApproveRequestRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DispatchService_ListPendingRequests_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPendingRequestsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DispatchServiceServer).ListPendingRequests(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DispatchService_ListPendingRequests_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DispatchServiceServer).ListPendingRequests(ctx, req.(*ListPendingRequestsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DispatchService_ListAuditEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAuditEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DispatchServiceServer).ListAuditEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DispatchService_ListAuditEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DispatchServiceServer).ListAuditEvents(ctx, req.(*ListAuditEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DispatchService_ServiceDesc is the grpc.ServiceDesc for DispatchService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -558,6 +680,18 @@ var DispatchService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateJob",
 			Handler:    _DispatchService_UpdateJob_Handler,
+		},
+		{
+			MethodName: "ApproveRequest",
+			Handler:    _DispatchService_ApproveRequest_Handler,
+		},
+		{
+			MethodName: "ListPendingRequests",
+			Handler:    _DispatchService_ListPendingRequests_Handler,
+		},
+		{
+			MethodName: "ListAuditEvents",
+			Handler:    _DispatchService_ListAuditEvents_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
