@@ -135,11 +135,14 @@ func (s *Server) ApproveRequest(ctx context.Context, req *spoolv1.ApproveRequest
 // apply takes an APPROVED request's action and settles the request.
 func (s *Server) apply(ctx context.Context, r audit.Request) (*spoolv1.ApproveRequestResponse, error) {
 	out := &spoolv1.ApproveRequestResponse{}
+	// The action's event is named after the request, and timed a
+	// millisecond after the approval, so that every attempt names the same
+	// event and the trail lists it after the approve event (written
+	// before the approval).
 	ev := audit.Event{
-		JobID: r.JobID, ID: r.ID + "-apply", At: r.ApprovedAt, Action: r.Action, Actor: r.RequestedBy,
+		JobID: r.JobID, ID: r.ID + "-apply", At: r.ApprovedAt.Add(time.Millisecond), Action: r.Action, Actor: r.RequestedBy,
 		Reason: r.Reason, ApprovedBy: r.ApprovedBy, RequestID: r.ID, Row: r.Row, Resolution: r.Resolution,
 	}
-	// The action's own event, written once whoever gets here first.
 	var actErr error
 	if s.o.Audit != nil {
 		var err error

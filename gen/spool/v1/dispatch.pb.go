@@ -2469,7 +2469,9 @@ type AuditEvent struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	EventId string                 `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
 	JobId   string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Action  OperatorAction         `protobuf:"varint,3,opt,name=action,proto3,enum=spool.v1.OperatorAction" json:"action,omitempty"`
+	// The action taken. A resolve or redrive under four-eyes is timed at
+	// its approval, and names its requester as actor and its approver.
+	Action OperatorAction `protobuf:"varint,3,opt,name=action,proto3,enum=spool.v1.OperatorAction" json:"action,omitempty"`
 	// The principal's subject; "anonymous" when the server runs without
 	// authentication.
 	Actor  string                 `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
