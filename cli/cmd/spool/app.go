@@ -98,7 +98,8 @@ type command struct {
 
 func (a *app) commands() []*command {
 	return []*command{a.sendCommand(), a.watchCommand(), a.statusCommand(), a.reportCommand(), a.resolveCommand(),
-		a.deadLettersCommand(), a.redriveCommand(), a.pauseCommand(), a.resumeCommand(), a.cancelCommand(), a.updateCommand(), a.initCommand(), a.profilesCommand(), a.validateCommand(), a.topCommand()}
+		a.deadLettersCommand(), a.redriveCommand(), a.pauseCommand(), a.resumeCommand(), a.cancelCommand(), a.updateCommand(),
+		a.approveCommand(), a.pendingCommand(), a.auditCommand(), a.initCommand(), a.profilesCommand(), a.validateCommand(), a.topCommand()}
 }
 
 func (a *app) run(ctx context.Context, args []string) error {

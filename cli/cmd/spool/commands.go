@@ -371,7 +371,8 @@ func (a *app) resolveCommand() *command {
 	dispatchers := c.fs.String("dispatcher-addrs", defaultDispatcherAddrs, "dispatcher gRPC addresses, comma-separated; the next is tried when one is unavailable")
 	delivered := c.fs.Bool("delivered", false, "the third party has the transaction: record it DELIVERED")
 	resend := c.fs.Bool("resend", false, "the third party does not have it: send it again")
-	c.perCall = []string{"delivered", "resend"}
+	reason := c.fs.String("reason", "", "what you found at the third party, for the audit trail")
+	c.perCall = []string{"delivered", "resend", "reason"}
 	c.run = func(ctx context.Context, args []string) error {
 		if len(args) != 2 {
 			return usagef("resolve: want JOB_ID ROW")
@@ -394,9 +395,12 @@ func (a *app) resolveCommand() *command {
 		return a.onDispatcher(addrs, func(client spoolv1.DispatchServiceClient) (bool, error) {
 			ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 			defer cancel()
-			resp, err := client.ResolveTransaction(ctx, &spoolv1.ResolveTransactionRequest{JobId: args[0], Row: row, Resolution: res})
+			resp, err := client.ResolveTransaction(ctx, &spoolv1.ResolveTransactionRequest{JobId: args[0], Row: row, Resolution: res, Reason: *reason})
 			if err != nil {
 				return false, fmt.Errorf("resolve row %d of job %s: %w", row, args[0], rpcerr.Readable(err))
+			}
+			if p := resp.GetPendingApproval(); p != nil {
+				return true, a.pendingApproval(p)
 			}
 			e := resp.GetEntry()
 			_, err = fmt.Fprintf(a.stdout, "row %d of job %s is now %s\n", e.GetRow(), e.GetJobId(), report.TxState(e.GetState()))

@@ -54,12 +54,17 @@ func (a *app) deadLettersCommand() *command {
 func (a *app) redriveCommand() *command {
 	c := newCommand("redrive", "[flags] JOB_ID", "Move a job's dead letters back to the main queue, each with a fresh retry budget. Rows already delivered are not sent again.")
 	maxScan := c.fs.Int("max-scan", 0, "most dead-letter messages (of every job) to read; 0 = the dispatcher's -dead-letter-scan")
+	reason := c.fs.String("reason", "", "why, for the audit trail")
+	c.perCall = []string{"reason"}
 	a.runOnDispatchers(c, func(ctx context.Context, client spoolv1.DispatchServiceClient, jobID string) (bool, error) {
 		ctx, cancel := context.WithTimeout(ctx, rpcTimeout+time.Minute)
 		defer cancel()
-		resp, err := client.RedriveDeadLetters(ctx, &spoolv1.RedriveDeadLettersRequest{JobId: jobID, MaxScan: int32(*maxScan)})
+		resp, err := client.RedriveDeadLetters(ctx, &spoolv1.RedriveDeadLettersRequest{JobId: jobID, MaxScan: int32(*maxScan), Reason: *reason})
 		if err != nil {
 			return false, fmt.Errorf("redrive dead letters of job %s: %w", jobID, rpcerr.Readable(err))
+		}
+		if p := resp.GetPendingApproval(); p != nil {
+			return true, a.pendingApproval(p)
 		}
 		return true, deadLetterSummary(a.stdout, "moved back to the queue", resp.GetSummary())
 	})
@@ -107,10 +112,12 @@ func (a *app) jobControlCommand(name, summary string, call func(ctx context.Cont
 	args := "[flags] JOB_ID"
 	c := newCommand(name, args, summary)
 	reason := new(string)
+	why := "why, for the audit trail"
 	if name == "cancel" {
-		c.fs.StringVar(reason, "reason", "", "why, recorded as the job's state reason")
-		c.perCall = []string{"reason"}
+		why = "why, recorded as the job's state reason and in the audit trail"
 	}
+	c.fs.StringVar(reason, "reason", "", why)
+	c.perCall = []string{"reason"}
 	a.runOnDispatchers(c, func(ctx context.Context, client spoolv1.DispatchServiceClient, jobID string) (bool, error) {
 		ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 		defer cancel()
@@ -126,16 +133,16 @@ func (a *app) jobControlCommand(name, summary string, call func(ctx context.Cont
 
 func (a *app) pauseCommand() *command {
 	return a.jobControlCommand("pause", "Pause a job: within seconds no dispatcher starts a delivery of it; deliveries under way finish.",
-		func(ctx context.Context, c spoolv1.DispatchServiceClient, id, _ string) (*spoolv1.Job, error) {
-			r, err := c.PauseJob(ctx, &spoolv1.PauseJobRequest{JobId: id})
+		func(ctx context.Context, c spoolv1.DispatchServiceClient, id, reason string) (*spoolv1.Job, error) {
+			r, err := c.PauseJob(ctx, &spoolv1.PauseJobRequest{JobId: id, Reason: reason})
 			return r.GetJob(), err
 		})
 }
 
 func (a *app) resumeCommand() *command {
 	return a.jobControlCommand("resume", "Resume a paused job; its held messages come back within the dispatchers' -paused-delay.",
-		func(ctx context.Context, c spoolv1.DispatchServiceClient, id, _ string) (*spoolv1.Job, error) {
-			r, err := c.ResumeJob(ctx, &spoolv1.ResumeJobRequest{JobId: id})
+		func(ctx context.Context, c spoolv1.DispatchServiceClient, id, reason string) (*spoolv1.Job, error) {
+			r, err := c.ResumeJob(ctx, &spoolv1.ResumeJobRequest{JobId: id, Reason: reason})
 			return r.GetJob(), err
 		})
 }

@@ -20,15 +20,23 @@ func entry(row int64, st spoolv1.TransactionState, bk, amount string, attempts, 
 	}}}
 }
 
+// resolved marks a row settled by hand by one person, with another's
+// approval.
+func resolved(m *spoolv1.ReportJobResponse) *spoolv1.ReportJobResponse {
+	m.GetEntry().ResolvedBy, m.GetEntry().ApprovedBy = "ops-ann", "ops-bob"
+	return m
+}
+
 var ledgerReport = []*spoolv1.ReportJobResponse{
 	entry(7, spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN, "E7", "120.00", 1, 0, "dispatcher died during the request"),
 	entry(1, spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, "E1", "10.50", 1, 200, ""),
 	entry(2, spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, "E2", "9.50", 2, 201, ""),
+	resolved(entry(3, spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, "E3", "0.00", 1, 0, "resolved: delivered, confirmed at the destination")),
 	{Msg: &spoolv1.ReportJobResponse_Summary{Summary: &spoolv1.ReportSummary{
 		Job: job(spoolv1.JobState_JOB_STATE_COMPLETED, 2, 0, 3),
 		Totals: []*spoolv1.StateTotal{
 			{State: spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN, Rows: 1, AmountSum: "120.00"},
-			{State: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, Rows: 2, AmountSum: "20.00"},
+			{State: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, Rows: 3, AmountSum: "20.00"},
 		},
 	}}},
 }
@@ -39,18 +47,19 @@ func TestReport(t *testing.T) {
 	// The first dispatcher is unreachable: the next one answers.
 	require.NoError(t, h.run("report", "-dispatcher-addrs", dispA+","+dispB, "job-1"))
 	want := `UNKNOWN
-row  business key  amount  attempts  last status  reason
-7    E7            120.00  1         -            dispatcher died during the request
+row  business key  amount  attempts  last status  reason                              resolved by
+7    E7            120.00  1         -            dispatcher died during the request  -
 
 DELIVERED
-row  business key  amount  attempts  last status  reason
-1    E1            10.50   1         200          -
-2    E2            9.50    2         201          -
+row  business key  amount  attempts  last status  reason                                             resolved by
+1    E1            10.50   1         200          -                                                  -
+2    E2            9.50    2         201          -                                                  -
+3    E3            0.00    1         -            resolved: delivered, confirmed at the destination  ops-ann, approved by ops-bob
 
 job job-1: COMPLETED
 state      rows  amount
 UNKNOWN    1     120.00
-DELIVERED  2     20.00
+DELIVERED  3     20.00
 `
 	require.Equal(t, want, h.stdout.String())
 }
@@ -60,7 +69,7 @@ func TestReportJSON(t *testing.T) {
 	h.dispatch(t, dispA, &spooltest.Dispatch{Report: ledgerReport})
 	require.NoError(t, h.run("report", "-json", "-dispatcher-addrs", dispA, "job-1"))
 	lines := strings.Split(strings.TrimSpace(h.stdout.String()), "\n")
-	require.Len(t, lines, 4)
+	require.Len(t, lines, 5)
 	var first struct {
 		Entry struct {
 			Row   string `json:"row"`
@@ -70,7 +79,8 @@ func TestReportJSON(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(lines[0]), &first))
 	require.Equal(t, "7", first.Entry.Row)
 	require.Equal(t, "TRANSACTION_STATE_UNKNOWN", first.Entry.State)
-	require.True(t, strings.HasPrefix(lines[3], `{"summary":`))
+	require.Contains(t, lines[3], `"resolvedBy":"ops-ann","approvedBy":"ops-bob"`)
+	require.True(t, strings.HasPrefix(lines[4], `{"summary":`))
 }
 
 func TestReportCutShort(t *testing.T) {

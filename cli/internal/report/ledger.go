@@ -21,8 +21,8 @@ func TxState(s spoolv1.TransactionState) string {
 
 // Ledger writes a reconciliation report as the dispatcher streams it:
 // entries arrive grouped by state, UNKNOWN first, so each group gets a
-// heading and a table of row, business key, amount, attempts, last status
-// and reason; the summary closes it with per-state totals and amount sums.
+// heading and a table of row, business key, amount, attempts, last status,
+// reason and who resolved the row by hand; the summary closes it with per-state totals and amount sums.
 // Entries are written as they come, so a report of a million rows needs no
 // memory for them.
 type Ledger struct {
@@ -52,15 +52,27 @@ func (l *Ledger) Entry(e *spoolv1.LedgerEntry) error {
 		l.started, l.state = true, e.GetState()
 		fmt.Fprintf(l.w, "%s\n", TxState(e.GetState()))
 		l.tw = tabwriter.NewWriter(l.w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(l.tw, "row\tbusiness key\tamount\tattempts\tlast status\treason")
+		fmt.Fprintln(l.tw, "row\tbusiness key\tamount\tattempts\tlast status\treason\tresolved by")
 	}
 	status := "-"
 	if e.GetLastStatus() != 0 {
 		status = fmt.Sprint(e.GetLastStatus())
 	}
-	_, err := fmt.Fprintf(l.tw, "%d\t%s\t%s\t%d\t%s\t%s\n", e.GetRow(), orDash(e.GetBusinessKey()), orDash(e.GetAmount()),
-		e.GetAttempts(), status, orDash(e.GetReason()))
+	_, err := fmt.Fprintf(l.tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\n", e.GetRow(), orDash(e.GetBusinessKey()), orDash(e.GetAmount()),
+		e.GetAttempts(), status, orDash(e.GetReason()), resolvedBy(e))
 	return err
+}
+
+// resolvedBy names who settled a row by hand: the person who asked, and
+// the one who approved under four-eyes.
+func resolvedBy(e *spoolv1.LedgerEntry) string {
+	switch {
+	case e.GetResolvedBy() == "":
+		return "-"
+	case e.GetApprovedBy() == "":
+		return e.GetResolvedBy()
+	}
+	return e.GetResolvedBy() + ", approved by " + e.GetApprovedBy()
 }
 
 // Summary writes the closing totals.

@@ -180,6 +180,11 @@ type Dispatch struct {
 	ReportErr error
 	// Resolve answers ResolveTransaction.
 	Resolve func(*spoolv1.ResolveTransactionRequest) (*spoolv1.ResolveTransactionResponse, error)
+	// Approve answers ApproveRequest, Pending ListPendingRequests, and
+	// Audit ListAuditEvents.
+	Approve func(*spoolv1.ApproveRequestRequest) (*spoolv1.ApproveRequestResponse, error)
+	Pending func(*spoolv1.ListPendingRequestsRequest) (*spoolv1.ListPendingRequestsResponse, error)
+	Audit   func(*spoolv1.ListAuditEventsRequest) (*spoolv1.ListAuditEventsResponse, error)
 
 	mu    sync.Mutex
 	calls []string
@@ -201,6 +206,30 @@ func (f *Dispatch) ResolveTransaction(_ context.Context, req *spoolv1.ResolveTra
 		return nil, status.Error(codes.Unimplemented, "no resolve scripted")
 	}
 	return f.Resolve(req)
+}
+
+// ApproveRequest implements spoolv1.DispatchServiceServer.
+func (f *Dispatch) ApproveRequest(_ context.Context, req *spoolv1.ApproveRequestRequest) (*spoolv1.ApproveRequestResponse, error) {
+	if f.Approve == nil {
+		return nil, status.Error(codes.Unimplemented, "no approve scripted")
+	}
+	return f.Approve(req)
+}
+
+// ListPendingRequests implements spoolv1.DispatchServiceServer.
+func (f *Dispatch) ListPendingRequests(_ context.Context, req *spoolv1.ListPendingRequestsRequest) (*spoolv1.ListPendingRequestsResponse, error) {
+	if f.Pending == nil {
+		return nil, status.Error(codes.Unimplemented, "no pending list scripted")
+	}
+	return f.Pending(req)
+}
+
+// ListAuditEvents implements spoolv1.DispatchServiceServer.
+func (f *Dispatch) ListAuditEvents(_ context.Context, req *spoolv1.ListAuditEventsRequest) (*spoolv1.ListAuditEventsResponse, error) {
+	if f.Audit == nil {
+		return nil, status.Error(codes.Unimplemented, "no audit trail scripted")
+	}
+	return f.Audit(req)
 }
 
 // WatchJob implements spoolv1.DispatchServiceServer.

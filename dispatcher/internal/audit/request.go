@@ -133,11 +133,19 @@ func unmarshalRequest(m map[string]types.AttributeValue) (Request, error) {
 	return it.request(), nil
 }
 
+// NewRequestID returns a fresh request id: the time in hex, so that ids
+// sort as requests were made, and a random part.
+func NewRequestID(now time.Time) string {
+	return fmt.Sprintf("%x-%s", now.UnixMilli(), newID()[:8])
+}
+
 // Create stores r as a new PENDING request that expires after ttl, and
-// returns it with its id and times set.
+// returns it with its times set, and its id when r had none.
 func (s *Store) Create(ctx context.Context, r Request, ttl time.Duration) (Request, error) {
 	now := s.now()
-	r.ID = fmt.Sprintf("%x-%s", now.UnixMilli(), newID()[:8])
+	if r.ID == "" {
+		r.ID = NewRequestID(now)
+	}
 	r.RequestedAt = now
 	r.ExpiresAt = now.Add(ttl)
 	r.State = spoolv1.ApprovalState_APPROVAL_STATE_PENDING

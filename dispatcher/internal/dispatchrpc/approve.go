@@ -59,9 +59,10 @@ func (s *Server) request(ctx context.Context, r audit.Request) (*spoolv1.Approva
 		ttl = DefaultRequestTTL
 	}
 	r.RequestedBy = actor(ctx)
+	r.ID = audit.NewRequestID(s.o.Now())
 	var made audit.Request
 	err := s.audited(ctx, audit.Event{
-		JobID: r.JobID, Action: spoolv1.OperatorAction_OPERATOR_ACTION_REQUEST, Reason: r.Reason,
+		JobID: r.JobID, Action: spoolv1.OperatorAction_OPERATOR_ACTION_REQUEST, Reason: r.Reason, RequestID: r.ID,
 		Row: r.Row, Resolution: r.Resolution, RequestedAction: r.Action,
 	}, func() error {
 		var err error
