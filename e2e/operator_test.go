@@ -41,7 +41,10 @@ import (
 func TestRedriveDeadLetters(t *testing.T) {
 	const rows = 40
 	s := startStack(t, 1, func(o *stack.Options) {
-		o.DispatcherArgs = []string{"-max-attempts", "1", "-receiving-delay", "1s", "-concurrency", "4"}
+		// The stack runs without authentication here: every caller is the
+		// same anonymous one, so no second person could approve a
+		// four-eyes request (TestFourEyesAnonymous).
+		o.DispatcherArgs = []string{"-max-attempts", "1", "-receiving-delay", "1s", "-concurrency", "4", "-four-eyes", "none"}
 	})
 	resp, err := http.Post(s.Sink.Addr+"/down?for=4s", "", nil)
 	require.NoError(t, err)
@@ -75,7 +78,7 @@ func TestResolveUnknownRows(t *testing.T) {
 	const rows = 3
 	s := startStack(t, 1, func(o *stack.Options) {
 		o.SinkArgs = []string{"-hang-rate", "1", "-hang-for", "1500ms"}
-		o.DispatcherArgs = []string{"-destination-timeout", "500ms", "-receiving-delay", "1s"}
+		o.DispatcherArgs = []string{"-destination-timeout", "500ms", "-receiving-delay", "1s", "-four-eyes", "none"}
 	})
 	jobID := streamFile(t, s.Ingestor.Addr, writeSample(t, rows), &spoolv1.FileHeader{FileName: "unknown.csv"}).GetJobId()
 	waitJob(t, s, &spoolv1.GetJobRequest{JobId: jobID}, time.Minute, "every row UNKNOWN", func(j *spoolv1.Job) bool {
@@ -95,6 +98,53 @@ func TestResolveUnknownRows(t *testing.T) {
 	require.EqualValues(t, 1, ledger[3].Applied, "an unresolved row is not sent again")
 	entries := reportJob(t, s.Dispatchers[0].Addr, jobID).byRow(t)
 	require.Equal(t, spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, entries[1].GetState())
+}
+
+// TestFourEyesAnonymous: under the default four-eyes rule, an operator's
+// resolve of an UNKNOWN row only records a request, which the same caller
+// cannot approve: without authentication every caller is "anonymous", so
+// nothing changes at all. The audit trail lists the request and the
+// refused approval. (The approval by a second principal is tested in the
+// dispatcher's API tests, which put principals in the context.)
+func TestFourEyesAnonymous(t *testing.T) {
+	const rows = 2
+	s := startStack(t, 1, func(o *stack.Options) {
+		o.SinkArgs = []string{"-hang-rate", "1", "-hang-for", "1500ms"}
+		o.DispatcherArgs = []string{"-destination-timeout", "500ms", "-receiving-delay", "1s"}
+	})
+	jobID := streamFile(t, s.Ingestor.Addr, writeSample(t, rows), &spoolv1.FileHeader{FileName: "unknown.csv"}).GetJobId()
+	waitJob(t, s, &spoolv1.GetJobRequest{JobId: jobID}, time.Minute, "every row UNKNOWN", func(j *spoolv1.Job) bool {
+		return isFinal(j.GetState()) && j.GetUnknown() == rows
+	})
+
+	out, err := runCLI(t, s, "resolve", "-reason", "seen in the portal", jobID, "1", "--delivered")
+	require.NoError(t, err, out)
+	require.Contains(t, out, "awaits approval by another person")
+	// The output ends with the command that approves it.
+	fields := strings.Fields(out)
+	requestID := fields[len(fields)-1]
+	out, err = runCLI(t, s, "pending", jobID)
+	require.NoError(t, err, out)
+	require.Contains(t, out, "resolve row 1 DELIVERED")
+	require.NotEmpty(t, requestID, out)
+	require.Contains(t, out, requestID)
+
+	out, err = runCLI(t, s, "approve", requestID)
+	require.Error(t, err, out)
+	require.Contains(t, out, "four-eyes rule")
+
+	entries := reportJob(t, s.Dispatchers[0].Addr, jobID).byRow(t)
+	require.Equal(t, spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN, entries[1].GetState(), "nothing changes without a second person")
+	require.EqualValues(t, 1, sinkLedger(t, s, jobID)[1].Applied)
+
+	out, err = runCLI(t, s, "audit", jobID)
+	require.NoError(t, err, out)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 3, out)
+	require.Contains(t, lines[1], "request resolve row 1 DELIVERED")
+	require.Contains(t, lines[1], "seen in the portal")
+	require.Contains(t, lines[2], "approve resolve row 1 DELIVERED")
+	require.Contains(t, lines[2], "PermissionDenied")
 }
 
 // TestConcurrentSubmissionsOfOneKey: two streams of one file under one
