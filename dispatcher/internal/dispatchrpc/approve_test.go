@@ -2,6 +2,7 @@ package dispatchrpc_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -129,11 +130,12 @@ func newOversight(t *testing.T, fourEyes dispatchrpc.FourEyes) *oversight {
 	o.book = ledger.New(ledger.NewDynamo(db, "spool"), ledger.Options{Owner: "d1", Lease: 10 * time.Second, Now: clk.Now})
 	ctx := context.Background()
 	for row := int64(1); row <= 3; row++ {
-		c, err := o.book.Claim(ctx, ledger.Tx{Key: "k" + string(rune('0'+row)), JobID: "job-1", Row: row, Envelope: &spoolv1.Envelope{JobId: "job-1", Row: row}})
+		env := &spoolv1.Envelope{JobId: "job-1", Row: row}
+		c, err := o.book.Claim(ctx, ledger.Tx{Key: fmt.Sprintf("job-1:%d", row), JobID: "job-1", Row: row, Envelope: env})
 		require.NoError(t, err)
 		r, err := o.book.Sending(ctx, c.Record)
 		require.NoError(t, err)
-		_, _, err = o.book.Finish(ctx, r, ledger.Outcome{State: spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN})
+		_, _, err = o.book.Finish(ctx, r, ledger.Outcome{State: spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN, Envelope: env})
 		require.NoError(t, err)
 	}
 	trail := audit.New(o.faults, "spool", clk.Now)
@@ -221,6 +223,8 @@ func TestFourEyesResolve(t *testing.T) {
 	require.ErrorContains(t, err, `permission "resolve" required`)
 	_, err = o.client.ApproveRequest(as(approver), &spoolv1.ApproveRequestRequest{RequestId: "no-such"})
 	require.Equal(t, codes.NotFound, status.Code(err))
+	_, err = o.client.ResolveTransaction(as(operator), &spoolv1.ResolveTransactionRequest{JobId: "job-1", Row: 9, Resolution: spoolv1.Resolution_RESOLUTION_DELIVERED})
+	require.Equal(t, codes.NotFound, status.Code(err), "no request for a row that is not there")
 	require.Equal(t, unknown, o.row(t, 1).State)
 
 	// The approval's write is applied but its answer lost: the call fails,
@@ -254,6 +258,9 @@ func TestFourEyesResolve(t *testing.T) {
 	require.Equal(t, spoolv1.ApprovalState_APPROVAL_STATE_APPLIED, again.GetRequest().GetState())
 	require.Equal(t, r.Version, o.row(t, 1).Version)
 	require.Equal(t, jobstore.Counts{Unknown: -1, Delivered: 1}, o.counts.sum, "counted once")
+	_, err = o.client.ResolveTransaction(as(operator), &spoolv1.ResolveTransactionRequest{JobId: "job-1", Row: 1, Resolution: spoolv1.Resolution_RESOLUTION_RESEND})
+	require.Equal(t, codes.FailedPrecondition, status.Code(err))
+	require.ErrorContains(t, err, "is DELIVERED, not UNKNOWN")
 
 	// A request not approved in time expires.
 	res, err = o.client.ResolveTransaction(as(operator), &spoolv1.ResolveTransactionRequest{

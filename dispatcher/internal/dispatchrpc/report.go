@@ -20,6 +20,7 @@ import (
 // Ledger is the part of the delivery ledger reports and resolutions use.
 type Ledger interface {
 	Report(ctx context.Context, jobID string, fn func(ledger.Record) error) error
+	Row(ctx context.Context, jobID string, row int64) (ledger.Record, error)
 	Resolve(ctx context.Context, jobID string, row int64, res spoolv1.Resolution, by ledger.Resolver) (ledger.Record, jobstore.Counts, error)
 }
 
@@ -91,6 +92,11 @@ func (s *Server) ResolveTransaction(ctx context.Context, req *spoolv1.ResolveTra
 		return nil, status.Error(codes.InvalidArgument, "resolution must be DELIVERED or RESEND")
 	}
 	if s.required(spoolv1.OperatorAction_OPERATOR_ACTION_RESOLVE) {
+		// A request no approval could apply is refused now, not after a
+		// second person has looked at it; the approval checks again.
+		if err := s.resolvable(ctx, req.GetJobId(), req.GetRow(), req.GetResolution()); err != nil {
+			return nil, err
+		}
 		p, err := s.request(ctx, audit.Request{
 			Action: spoolv1.OperatorAction_OPERATOR_ACTION_RESOLVE, JobID: req.GetJobId(), Row: req.GetRow(),
 			Resolution: req.GetResolution(), Reason: req.GetReason(),
@@ -113,6 +119,23 @@ func (s *Server) ResolveTransaction(ctx context.Context, req *spoolv1.ResolveTra
 		return nil, err
 	}
 	return &spoolv1.ResolveTransactionResponse{Entry: entry}, nil
+}
+
+// resolvable checks that the row is UNKNOWN, and for RESEND that its
+// envelope was kept.
+func (s *Server) resolvable(ctx context.Context, jobID string, row int64, res spoolv1.Resolution) error {
+	r, err := s.o.Ledger.Row(ctx, jobID, row)
+	switch {
+	case errors.Is(err, ledger.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case err != nil:
+		return status.Errorf(codes.Unavailable, "read row: %v", err)
+	case r.State != spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN:
+		return status.Errorf(codes.FailedPrecondition, "row %d of job %s is %s, not UNKNOWN", row, jobID, ledger.StateName(r.State))
+	case res == spoolv1.Resolution_RESOLUTION_RESEND && len(r.Envelope) == 0:
+		return status.Errorf(codes.FailedPrecondition, "row %d of job %s has no envelope kept to resend", row, jobID)
+	}
+	return nil
 }
 
 // resolve settles the row in the ledger, as by says, and requeues it for

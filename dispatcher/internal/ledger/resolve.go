@@ -19,17 +19,9 @@ import (
 // as it is, with no counts to add.
 func (l *Ledger) Resolve(ctx context.Context, jobID string, row int64, res spoolv1.Resolution, by Resolver) (Record, jobstore.Counts, error) {
 	for range maxClaimRounds {
-		cur, ok, err := l.b.Find(ctx, jobID, row)
+		cur, err := l.Row(ctx, jobID, row)
 		if err != nil {
-			return Record{}, jobstore.Counts{}, fmt.Errorf("find row %d of job %s: %w", row, jobID, err)
-		}
-		if !ok {
-			return Record{}, jobstore.Counts{}, fmt.Errorf("row %d of job %s: %w", row, jobID, ErrNotFound)
-		}
-		// The index is eventually consistent: read the record itself.
-		cur, ok, err = l.b.Get(ctx, cur.Key)
-		if err != nil || !ok {
-			return Record{}, jobstore.Counts{}, fmt.Errorf("read row %d of job %s: %w", row, jobID, errors.Join(err, ErrNotFound))
+			return Record{}, jobstore.Counts{}, err
 		}
 		if by.Request != "" && cur.Resolved.Request == by.Request && cur.State != spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN {
 			return cur, jobstore.Counts{}, nil
@@ -70,6 +62,23 @@ func (l *Ledger) Resolve(ctx context.Context, jobID string, row int64, res spool
 		return next, c, nil
 	}
 	return Record{}, jobstore.Counts{}, fmt.Errorf("resolve row %d of job %s: %w", row, jobID, ErrConflict)
+}
+
+// Row reads the record of a job's row; ErrNotFound when there is none.
+func (l *Ledger) Row(ctx context.Context, jobID string, row int64) (Record, error) {
+	cur, ok, err := l.b.Find(ctx, jobID, row)
+	if err != nil {
+		return Record{}, fmt.Errorf("find row %d of job %s: %w", row, jobID, err)
+	}
+	if !ok {
+		return Record{}, fmt.Errorf("row %d of job %s: %w", row, jobID, ErrNotFound)
+	}
+	// The index is eventually consistent: read the record itself.
+	cur, ok, err = l.b.Get(ctx, cur.Key)
+	if err != nil || !ok {
+		return Record{}, fmt.Errorf("read row %d of job %s: %w", row, jobID, errors.Join(err, ErrNotFound))
+	}
+	return cur, nil
 }
 
 // ReportOrder is the order of states in a report: what needs a person
