@@ -144,28 +144,33 @@ func (s *Server) apply(ctx context.Context, r audit.Request) (*spoolv1.ApproveRe
 		JobID: r.JobID, ID: r.ID + "-apply", At: r.ApprovedAt.Add(time.Millisecond), Action: r.Action, Actor: r.RequestedBy,
 		Reason: r.Reason, ApprovedBy: r.ApprovedBy, RequestID: r.ID, Row: r.Row, Resolution: r.Resolution,
 	}
-	var actErr error
 	if s.o.Audit != nil {
 		var err error
 		if ev, err = s.o.Audit.Begin(ctx, ev); err != nil {
 			return nil, status.Errorf(codes.Unavailable, "record audit event, so nothing was done; approve again to apply: %v", err)
 		}
 	}
-	by := ledger.Resolver{By: r.RequestedBy, ApprovedBy: r.ApprovedBy, Request: r.ID}
-	switch r.Action {
-	case spoolv1.OperatorAction_OPERATOR_ACTION_RESOLVE:
-		out.Entry, actErr = s.resolve(ctx, r.JobID, r.Row, r.Resolution, by)
-	case spoolv1.OperatorAction_OPERATOR_ACTION_REDRIVE:
-		out.Summary, actErr = s.redrive(ctx, r.JobID, r.MaxScan)
-	default:
-		actErr = status.Errorf(codes.FailedPrecondition, "request %s: no action %v", r.ID, r.Action)
-	}
-	if transient(actErr) {
-		// Left APPROVED with the event open: approving again retries.
-		return nil, status.Errorf(status.Code(actErr), "%s; approve again to retry", status.Convert(actErr).Message())
-	}
-	if s.o.Audit != nil {
-		s.finish(ctx, ev, actErr)
+	var actErr error
+	if ev.Outcome != "" {
+		// An earlier attempt applied it and recorded the outcome, but did
+		// not settle the request: settle it, and apply nothing again.
+		if ev.Outcome != "ok" {
+			actErr = errors.New(ev.Outcome)
+		}
+		if r.Action == spoolv1.OperatorAction_OPERATOR_ACTION_RESOLVE && s.o.Ledger != nil {
+			if row, err := s.o.Ledger.Row(ctx, r.JobID, r.Row); err == nil {
+				out.Entry = row.Entry()
+			}
+		}
+	} else {
+		actErr = s.act(ctx, r, out)
+		if transient(actErr) {
+			// Left APPROVED with the event open: approving again retries.
+			return nil, status.Errorf(status.Code(actErr), "%s; approve again to retry", status.Convert(actErr).Message())
+		}
+		if s.o.Audit != nil {
+			s.finish(ctx, ev, actErr)
+		}
 	}
 	settled, err := s.o.Approvals.Settle(context.WithoutCancel(ctx), r.ID, outcomeOf(actErr))
 	if err != nil {
@@ -180,6 +185,26 @@ func (s *Server) apply(ctx context.Context, r audit.Request) (*spoolv1.ApproveRe
 	s.o.Log.InfoContext(ctx, "four-eyes request applied", "job_id", r.JobID, "request_id", r.ID,
 		"action", audit.ActionName(r.Action), "requested_by", r.RequestedBy, "approved_by", r.ApprovedBy)
 	return out, nil
+}
+
+// act takes the action of an approved request, and puts its result in
+// out.
+func (s *Server) act(ctx context.Context, r audit.Request, out *spoolv1.ApproveRequestResponse) error {
+	var err error
+	switch {
+	case r.Action == spoolv1.OperatorAction_OPERATOR_ACTION_RESOLVE && s.o.Ledger == nil,
+		r.Action == spoolv1.OperatorAction_OPERATOR_ACTION_REDRIVE && s.o.DeadLetters == nil:
+		// Unavailable, not a failure for good: another dispatcher can.
+		err = status.Errorf(codes.Unavailable, "this dispatcher cannot %s: not configured", audit.ActionName(r.Action))
+	case r.Action == spoolv1.OperatorAction_OPERATOR_ACTION_RESOLVE:
+		by := ledger.Resolver{By: r.RequestedBy, ApprovedBy: r.ApprovedBy, Request: r.ID}
+		out.Entry, err = s.resolve(ctx, r.JobID, r.Row, r.Resolution, by)
+	case r.Action == spoolv1.OperatorAction_OPERATOR_ACTION_REDRIVE:
+		out.Summary, err = s.redrive(ctx, r.JobID, r.MaxScan)
+	default:
+		err = status.Errorf(codes.FailedPrecondition, "request %s: no action %v", r.ID, r.Action)
+	}
+	return err
 }
 
 // transient says an action failed in a way worth trying again: the

@@ -316,12 +316,41 @@ func TestFourEyesRedriveAppliesOnce(t *testing.T) {
 	require.Equal(t, spoolv1.OperatorAction_OPERATOR_ACTION_REDRIVE, res.GetPendingApproval().GetAction())
 	require.Zero(t, o.drives.n)
 
+	// The redrive is done and its outcome recorded, but the request's
+	// last step (APPROVED → APPLIED) fails: approving again settles it
+	// and redrives nothing more.
+	var requestWrites int
+	o.faults.SetPlan(func(c dbfault.Call) dbfault.Fault {
+		if c.Op != "UpdateItem" || c.PK != tablelayout.RequestPartition {
+			return dbfault.Pass
+		}
+		if requestWrites++; requestWrites == 2 {
+			return dbfault.Throttle
+		}
+		return dbfault.Pass
+	})
+	got, err := o.client.ApproveRequest(as(approver), &spoolv1.ApproveRequestRequest{RequestId: id})
+	require.NoError(t, err)
+	require.EqualValues(t, 2, got.GetSummary().GetMatched())
+	require.Equal(t, spoolv1.ApprovalState_APPROVAL_STATE_APPROVED, got.GetRequest().GetState())
+	require.Equal(t, 1, o.faults.Injected(dbfault.Throttle))
 	for range 2 {
 		got, err := o.client.ApproveRequest(as(approver), &spoolv1.ApproveRequestRequest{RequestId: id})
 		require.NoError(t, err)
 		require.Equal(t, spoolv1.ApprovalState_APPROVAL_STATE_APPLIED, got.GetRequest().GetState())
 	}
 	require.Equal(t, 1, o.drives.n)
+	var redriveEvents int
+	for _, e := range o.trail(t, 100) {
+		if e.GetAction() == spoolv1.OperatorAction_OPERATOR_ACTION_REDRIVE {
+			redriveEvents++
+			require.Equal(t, operator, e.GetActor())
+			require.Equal(t, approver, e.GetApprovedBy())
+			require.Equal(t, "destination fixed", e.GetReason())
+			require.Equal(t, "ok", e.GetOutcome())
+		}
+	}
+	require.Equal(t, 1, redriveEvents)
 
 	// Resolutions are not under four-eyes here: applied at once, and
 	// recorded with who did it.
