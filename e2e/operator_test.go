@@ -98,6 +98,8 @@ func TestResolveUnknownRows(t *testing.T) {
 	require.EqualValues(t, 1, ledger[3].Applied, "an unresolved row is not sent again")
 	entries := reportJob(t, s.Dispatchers[0].Addr, jobID).byRow(t)
 	require.Equal(t, spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, entries[1].GetState())
+	require.Equal(t, "anonymous", entries[1].GetResolvedBy(), "without authentication, who resolved it is anonymous")
+	require.Equal(t, "anonymous", entries[2].GetResolvedBy(), "the resent row keeps who resolved it")
 }
 
 // TestFourEyesAnonymous: under the default four-eyes rule, an operator's
