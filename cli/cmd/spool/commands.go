@@ -367,7 +367,7 @@ func (a *app) reportCommand() *command {
 }
 
 func (a *app) resolveCommand() *command {
-	c := newCommand("resolve", "[flags] JOB_ID ROW --delivered|--resend", "Settle an UNKNOWN row after checking the third party: it has the transaction (--delivered), or it must be sent again with the same idempotency key (--resend).")
+	c := newCommand("resolve", "[flags] JOB_ID ROW --delivered|--resend", "Settle an UNKNOWN row after checking the third party: it has the transaction (--delivered), or it must be sent again with the same idempotency key (--resend). Under four-eyes this records a request that another person approves (spool approve).")
 	dispatchers := c.fs.String("dispatcher-addrs", defaultDispatcherAddrs, "dispatcher gRPC addresses, comma-separated; the next is tried when one is unavailable")
 	delivered := c.fs.Bool("delivered", false, "the third party has the transaction: record it DELIVERED")
 	resend := c.fs.Bool("resend", false, "the third party does not have it: send it again")

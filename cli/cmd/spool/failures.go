@@ -52,7 +52,7 @@ func (a *app) deadLettersCommand() *command {
 }
 
 func (a *app) redriveCommand() *command {
-	c := newCommand("redrive", "[flags] JOB_ID", "Move a job's dead letters back to the main queue, each with a fresh retry budget. Rows already delivered are not sent again.")
+	c := newCommand("redrive", "[flags] JOB_ID", "Move a job's dead letters back to the main queue, each with a fresh retry budget. Rows already delivered are not sent again. Under four-eyes this records a request that another person approves (spool approve).")
 	maxScan := c.fs.Int("max-scan", 0, "most dead-letter messages (of every job) to read; 0 = the dispatcher's -dead-letter-scan")
 	reason := c.fs.String("reason", "", "why, for the audit trail")
 	c.perCall = []string{"reason"}
