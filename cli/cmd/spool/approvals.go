@@ -75,7 +75,7 @@ func (a *app) approveCommand() *command {
 }
 
 func (a *app) pendingCommand() *command {
-	c := newCommand("pending", "[flags] [JOB_ID]", "List the four-eyes requests awaiting approval, of one job or of every job.")
+	c := newCommand("pending", "[flags] [JOB_ID]", "List the four-eyes requests awaiting approval (and any approved whose action was cut short), of one job or of every job.")
 	dispatchers := c.fs.String("dispatcher-addrs", defaultDispatcherAddrs, "dispatcher gRPC addresses, comma-separated; the next is tried when one is unavailable")
 	c.run = func(ctx context.Context, args []string) error {
 		if len(args) > 1 {
@@ -101,10 +101,15 @@ func (a *app) pendingCommand() *command {
 				return true, err
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "request\tjob\twhat\tasked by\tat\texpires\treason")
+			fmt.Fprintln(tw, "request\tjob\twhat\tasked by\tat\texpires\treason\tstate")
 			for _, r := range resp.GetRequests() {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetRequestId(), r.GetJobId(), requestWhat(r), r.GetRequestedBy(),
-					r.GetRequestedAt().AsTime().UTC().Format(time.RFC3339), r.GetExpiresAt().AsTime().UTC().Format(time.RFC3339), dash(oneLine(r.GetReason())))
+				state := "awaits approval"
+				if r.GetState() == spoolv1.ApprovalState_APPROVAL_STATE_APPROVED {
+					// An approval cut short: approving again applies it.
+					state = "approved by " + r.GetApprovedBy() + ", not applied: approve again"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetRequestId(), r.GetJobId(), requestWhat(r), r.GetRequestedBy(),
+					r.GetRequestedAt().AsTime().UTC().Format(time.RFC3339), r.GetExpiresAt().AsTime().UTC().Format(time.RFC3339), dash(oneLine(r.GetReason())), state)
 			}
 			return true, tw.Flush()
 		})

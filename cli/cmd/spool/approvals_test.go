@@ -97,8 +97,8 @@ func TestPending(t *testing.T) {
 	}})
 	h.env["SPOOL_DISPATCHER_ADDRS"] = dispA
 	require.NoError(t, h.run("pending"))
-	require.Equal(t, `request        job    what                     asked by  at                    expires               reason
-19ad-1f2e3d4c  job-1  resolve row 7 DELIVERED  ops-ann   2026-11-30T09:00:00Z  2026-12-01T09:00:00Z  seen in the portal
+	require.Equal(t, `request        job    what                     asked by  at                    expires               reason              state
+19ad-1f2e3d4c  job-1  resolve row 7 DELIVERED  ops-ann   2026-11-30T09:00:00Z  2026-12-01T09:00:00Z  seen in the portal  awaits approval
 `, h.stdout.String())
 	h.stdout.Reset()
 	require.NoError(t, h.run("pending", "job-2"))

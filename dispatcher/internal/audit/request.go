@@ -271,15 +271,17 @@ func (s *Store) Settle(ctx context.Context, id string, actionErr error) (Request
 	return unmarshalRequest(out.Attributes)
 }
 
-// Pending returns the requests awaiting approval and not expired, of one
-// job or (jobID empty) every job, oldest first.
+// Pending returns the requests awaiting approval and not expired, and
+// those approved whose action was not applied yet (an approval cut short),
+// of one job or (jobID empty) every job, oldest first.
 func (s *Store) Pending(ctx context.Context, jobID string) ([]Request, error) {
 	now := s.now()
-	filter := "#st = :pending AND deadline > :now"
+	filter := "((#st = :pending AND deadline > :now) OR #st = :approved)"
 	values := map[string]types.AttributeValue{
-		":pk":      &types.AttributeValueMemberS{Value: tablelayout.RequestPartition},
-		":pending": &types.AttributeValueMemberS{Value: stateName(spoolv1.ApprovalState_APPROVAL_STATE_PENDING)},
-		":now":     &types.AttributeValueMemberN{Value: strconv.FormatInt(now.UnixMilli(), 10)},
+		":pk":       &types.AttributeValueMemberS{Value: tablelayout.RequestPartition},
+		":pending":  &types.AttributeValueMemberS{Value: stateName(spoolv1.ApprovalState_APPROVAL_STATE_PENDING)},
+		":approved": &types.AttributeValueMemberS{Value: stateName(spoolv1.ApprovalState_APPROVAL_STATE_APPROVED)},
+		":now":      &types.AttributeValueMemberN{Value: strconv.FormatInt(now.UnixMilli(), 10)},
 	}
 	if jobID != "" {
 		filter += " AND job = :job"

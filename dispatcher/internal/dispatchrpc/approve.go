@@ -155,7 +155,7 @@ func (s *Server) apply(ctx context.Context, r audit.Request) (*spoolv1.ApproveRe
 		// An earlier attempt applied it and recorded the outcome, but did
 		// not settle the request: settle it, and apply nothing again.
 		if ev.Outcome != "ok" {
-			actErr = errors.New(ev.Outcome)
+			actErr = status.Errorf(codes.FailedPrecondition, "request %s was applied before, and failed: %s", r.ID, ev.Outcome)
 		}
 		if r.Action == spoolv1.OperatorAction_OPERATOR_ACTION_RESOLVE && s.o.Ledger != nil {
 			if row, err := s.o.Ledger.Row(ctx, r.JobID, r.Row); err == nil {
@@ -218,7 +218,9 @@ func transient(err error) bool {
 	return false
 }
 
-// ListPendingRequests lists the four-eyes requests awaiting approval.
+// ListPendingRequests lists the four-eyes requests awaiting approval, and
+// those approved but not yet applied (an approval cut short: approving
+// again applies them).
 func (s *Server) ListPendingRequests(ctx context.Context, req *spoolv1.ListPendingRequestsRequest) (*spoolv1.ListPendingRequestsResponse, error) {
 	if s.o.Approvals == nil {
 		return nil, status.Error(codes.Unimplemented, "four-eyes approval not configured")

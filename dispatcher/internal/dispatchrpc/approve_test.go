@@ -334,12 +334,20 @@ func TestFourEyesRedriveAppliesOnce(t *testing.T) {
 	require.EqualValues(t, 2, got.GetSummary().GetMatched())
 	require.Equal(t, spoolv1.ApprovalState_APPROVAL_STATE_APPROVED, got.GetRequest().GetState())
 	require.Equal(t, 1, o.faults.Injected(dbfault.Throttle))
+	// The approval cut short is listed, until approving again settles it.
+	list, err := o.client.ListPendingRequests(as(viewer), &spoolv1.ListPendingRequestsRequest{})
+	require.NoError(t, err)
+	require.Len(t, list.GetRequests(), 1)
+	require.Equal(t, spoolv1.ApprovalState_APPROVAL_STATE_APPROVED, list.GetRequests()[0].GetState())
 	for range 2 {
 		got, err := o.client.ApproveRequest(as(approver), &spoolv1.ApproveRequestRequest{RequestId: id})
 		require.NoError(t, err)
 		require.Equal(t, spoolv1.ApprovalState_APPROVAL_STATE_APPLIED, got.GetRequest().GetState())
 	}
 	require.Equal(t, 1, o.drives.n)
+	list, err = o.client.ListPendingRequests(as(viewer), &spoolv1.ListPendingRequestsRequest{JobId: "job-1"})
+	require.NoError(t, err)
+	require.Empty(t, list.GetRequests())
 	var redriveEvents int
 	for _, e := range o.trail(t, 100) {
 		if e.GetAction() == spoolv1.OperatorAction_OPERATOR_ACTION_REDRIVE {

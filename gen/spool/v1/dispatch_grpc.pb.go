@@ -93,7 +93,8 @@ type DispatchServiceClient interface {
 	// an expired request is FailedPrecondition.
 	ApproveRequest(ctx context.Context, in *ApproveRequestRequest, opts ...grpc.CallOption) (*ApproveRequestResponse, error)
 	// ListPendingRequests lists the four-eyes requests awaiting approval,
-	// oldest first.
+	// and those approved whose action was not applied yet (an approval cut
+	// short: approving again applies it), oldest first.
 	ListPendingRequests(ctx context.Context, in *ListPendingRequestsRequest, opts ...grpc.CallOption) (*ListPendingRequestsResponse, error)
 	// ListAuditEvents pages through the audit trail of a job: every
 	// state-changing operator action on it, oldest first.
@@ -333,7 +334,8 @@ type DispatchServiceServer interface {
 	// an expired request is FailedPrecondition.
 	ApproveRequest(context.Context, *ApproveRequestRequest) (*ApproveRequestResponse, error)
 	// ListPendingRequests lists the four-eyes requests awaiting approval,
-	// oldest first.
+	// and those approved whose action was not applied yet (an approval cut
+	// short: approving again applies it), oldest first.
 	ListPendingRequests(context.Context, *ListPendingRequestsRequest) (*ListPendingRequestsResponse, error)
 	// ListAuditEvents pages through the audit trail of a job: every
 	// state-changing operator action on it, oldest first.
