@@ -412,6 +412,10 @@ func TestAuditedControls(t *testing.T) {
 		require.NotNil(t, e.GetOutcomeAt(), i)
 	}
 
+	_, err = o.client.ResumeJob(as(operator), &spoolv1.ResumeJobRequest{JobId: "job-1", Reason: strings.Repeat("x", dispatchrpc.MaxReason+1)})
+	require.Equal(t, codes.InvalidArgument, status.Code(err))
+	require.Len(t, o.trail(t, 100), 4, "a refused call leaves no event")
+
 	_, err = o.client.ListAuditEvents(as(viewer), &spoolv1.ListAuditEventsRequest{JobId: "job-1", PageToken: "%%%"})
 	require.Equal(t, codes.InvalidArgument, status.Code(err))
 }

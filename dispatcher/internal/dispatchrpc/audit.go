@@ -25,6 +25,10 @@ type AuditTrail interface {
 // without authentication.
 const Anonymous = "anonymous"
 
+// MaxReason bounds the reason an operator gives for an action: a sentence
+// or a ticket reference, not a document.
+const MaxReason = 1024
+
 // Page sizes of ListAuditEvents.
 const (
 	DefaultAuditPage = 100
@@ -44,6 +48,9 @@ func actor(ctx context.Context) string {
 // recorded after, even when the caller has gone. A dispatcher that dies in
 // between leaves the event without an outcome: attempted, result unknown.
 func (s *Server) audited(ctx context.Context, e audit.Event, act func() error) error {
+	if len(e.Reason) > MaxReason {
+		return status.Errorf(codes.InvalidArgument, "reason: %d bytes, want at most %d", len(e.Reason), MaxReason)
+	}
 	if s.o.Audit == nil {
 		return act()
 	}

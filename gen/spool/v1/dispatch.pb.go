@@ -653,7 +653,7 @@ type RedriveDeadLettersRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	JobId   string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	MaxScan int32                  `protobuf:"varint,2,opt,name=max_scan,json=maxScan,proto3" json:"max_scan,omitempty"`
-	// Why, for the audit trail.
+	// Why, for the audit trail; at most 1024 bytes, as every reason.
 	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
