@@ -118,7 +118,7 @@ func (a *app) pendingCommand() *command {
 }
 
 func (a *app) auditCommand() *command {
-	c := newCommand("audit", "[flags] JOB_ID", "Print a job's audit trail: every pause, resume, cancel, resolve, redrive, four-eyes request and approval, who did it, why, and what came of it.")
+	c := newCommand("audit", "[flags] JOB_ID", "Print a job's audit trail: every pause, resume, cancel, update, resolve, redrive, four-eyes request and approval, who did it, why, and what came of it.")
 	a.runOnDispatchers(c, func(ctx context.Context, client spoolv1.DispatchServiceClient, jobID string) (bool, error) {
 		tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
 		wrote := false
@@ -158,6 +158,10 @@ func eventWhat(e *spoolv1.AuditEvent) string {
 	switch e.GetAction() {
 	case spoolv1.OperatorAction_OPERATOR_ACTION_RESOLVE:
 		what += fmt.Sprintf(" row %d %s", e.GetRow(), resolutionName(e.GetResolution()))
+	case spoolv1.OperatorAction_OPERATOR_ACTION_UPDATE:
+		if e.GetDetail() != "" {
+			what += " " + e.GetDetail()
+		}
 	case spoolv1.OperatorAction_OPERATOR_ACTION_REQUEST, spoolv1.OperatorAction_OPERATOR_ACTION_APPROVE:
 		what += " " + actionName(e.GetRequestedAction())
 		if e.GetRequestedAction() == spoolv1.OperatorAction_OPERATOR_ACTION_RESOLVE {

@@ -82,13 +82,14 @@ func (a *app) updateCommand() *command {
 	rate := c.fs.String("max-failure-rate", "", "pause when more than this share of settled rows failed, e.g. 2%; off removes it")
 	count := c.fs.String("max-failures", "", "pause when more rows than this failed; off removes it")
 	minSettled := c.fs.String("min-settled", "", fmt.Sprintf("settled rows before the rate applies; 0 restores the default (%d)", threshold.DefaultMinSettled))
-	c.perCall = []string{"max-failure-rate", "max-failures", "min-settled"}
+	reason := c.fs.String("reason", "", "why, for the audit trail")
+	c.perCall = []string{"max-failure-rate", "max-failures", "min-settled", "reason"}
 	req := &spoolv1.UpdateJobRequest{}
 	a.runOnDispatchers(c, func(ctx context.Context, client spoolv1.DispatchServiceClient, jobID string) (bool, error) {
 		if err := updateRequest(req, *rate, *count, *minSettled); err != nil {
 			return false, err
 		}
-		req.JobId = jobID
+		req.JobId, req.Reason = jobID, *reason
 		ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 		defer cancel()
 		r, err := client.UpdateJob(ctx, req)

@@ -71,8 +71,10 @@ type Event struct {
 	Row             int64
 	Resolution      spoolv1.Resolution
 	RequestedAction spoolv1.OperatorAction
-	Outcome         string
-	OutcomeAt       time.Time
+	// Detail says what an UPDATE asked to change.
+	Detail    string
+	Outcome   string
+	OutcomeAt time.Time
 }
 
 // eventItem is an event as stored. Its job and row are not named job_id
@@ -92,6 +94,7 @@ type eventItem struct {
 	Row             int64  `dynamodbav:"target_row,omitempty"`
 	Resolution      string `dynamodbav:"resolution,omitempty"`
 	RequestedAction string `dynamodbav:"requested_action,omitempty"`
+	Detail          string `dynamodbav:"detail,omitempty"`
 	Outcome         string `dynamodbav:"outcome,omitempty"`
 	OutcomeAt       int64  `dynamodbav:"outcome_at,omitempty"`
 }
@@ -223,7 +226,7 @@ func toEventItem(e Event) eventItem {
 	it := eventItem{
 		PK: k.PK, SK: k.SK, JobID: e.JobID, ID: e.ID, At: e.At.UnixMilli(),
 		Action: ActionName(e.Action), Actor: e.Actor, Reason: e.Reason, ApprovedBy: e.ApprovedBy,
-		RequestID: e.RequestID, Row: e.Row, Outcome: e.Outcome,
+		RequestID: e.RequestID, Row: e.Row, Detail: e.Detail, Outcome: e.Outcome,
 	}
 	if e.Resolution != spoolv1.Resolution_RESOLUTION_UNSPECIFIED {
 		it.Resolution = e.Resolution.String()
@@ -242,7 +245,7 @@ func (it eventItem) event() Event {
 		JobID: it.JobID, ID: it.ID, At: time.UnixMilli(it.At), Action: ParseAction(it.Action), Actor: it.Actor,
 		Reason: it.Reason, ApprovedBy: it.ApprovedBy, RequestID: it.RequestID, Row: it.Row,
 		Resolution:      spoolv1.Resolution(spoolv1.Resolution_value[it.Resolution]),
-		RequestedAction: ParseAction(it.RequestedAction), Outcome: it.Outcome,
+		RequestedAction: ParseAction(it.RequestedAction), Detail: it.Detail, Outcome: it.Outcome,
 	}
 	if it.OutcomeAt != 0 {
 		e.OutcomeAt = time.UnixMilli(it.OutcomeAt)
@@ -268,6 +271,8 @@ func ActionName(a spoolv1.OperatorAction) string {
 		return "request"
 	case spoolv1.OperatorAction_OPERATOR_ACTION_APPROVE:
 		return "approve"
+	case spoolv1.OperatorAction_OPERATOR_ACTION_UPDATE:
+		return "update"
 	}
 	return ""
 }

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/spoolhq/spool/dispatcher/internal/audit"
 	"github.com/spoolhq/spool/dispatcher/internal/deadletter"
@@ -385,13 +386,15 @@ func TestAuditedControls(t *testing.T) {
 	require.NoError(t, err)
 	_, err = o.client.ResumeJob(as(approver), &spoolv1.ResumeJobRequest{JobId: "job-1"})
 	require.NoError(t, err)
+	_, err = o.client.UpdateJob(as(operator), &spoolv1.UpdateJobRequest{JobId: "job-1", MaxFailureRate: proto.Float64(0.05), Reason: "known bad accounts"})
+	require.NoError(t, err)
 	_, err = o.client.CancelJob(context.Background(), &spoolv1.CancelJobRequest{JobId: "job-1", Reason: "wrong file"})
 	require.NoError(t, err)
 	_, err = o.client.CancelJob(context.Background(), &spoolv1.CancelJobRequest{JobId: "job-1", Reason: "again"})
 	require.Equal(t, codes.FailedPrecondition, status.Code(err))
 
 	events := o.trail(t, 100)
-	require.Len(t, events, 4)
+	require.Len(t, events, 5)
 	want := []struct {
 		action  spoolv1.OperatorAction
 		actor   string
@@ -400,6 +403,7 @@ func TestAuditedControls(t *testing.T) {
 	}{
 		{spoolv1.OperatorAction_OPERATOR_ACTION_PAUSE, operator, "bank holiday", "ok"},
 		{spoolv1.OperatorAction_OPERATOR_ACTION_RESUME, approver, "", "ok"},
+		{spoolv1.OperatorAction_OPERATOR_ACTION_UPDATE, operator, "known bad accounts", "ok"},
 		{spoolv1.OperatorAction_OPERATOR_ACTION_CANCEL, dispatchrpc.Anonymous, "wrong file", "ok"},
 		{spoolv1.OperatorAction_OPERATOR_ACTION_CANCEL, dispatchrpc.Anonymous, "again", "FailedPrecondition"},
 	}
@@ -411,10 +415,11 @@ func TestAuditedControls(t *testing.T) {
 		require.Equal(t, w.outcome, outcomeWord(e.GetOutcome()), i)
 		require.NotNil(t, e.GetOutcomeAt(), i)
 	}
+	require.Equal(t, "max_failure_rate=0.05", events[2].GetDetail())
 
 	_, err = o.client.ResumeJob(as(operator), &spoolv1.ResumeJobRequest{JobId: "job-1", Reason: strings.Repeat("x", dispatchrpc.MaxReason+1)})
 	require.Equal(t, codes.InvalidArgument, status.Code(err))
-	require.Len(t, o.trail(t, 100), 4, "a refused call leaves no event")
+	require.Len(t, o.trail(t, 100), 5, "a refused call leaves no event")
 
 	_, err = o.client.ListAuditEvents(as(viewer), &spoolv1.ListAuditEventsRequest{JobId: "job-1", PageToken: "%%%"})
 	require.Equal(t, codes.InvalidArgument, status.Code(err))

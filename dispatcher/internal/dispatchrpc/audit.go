@@ -124,7 +124,7 @@ func eventProto(e audit.Event) *spoolv1.AuditEvent {
 	p := &spoolv1.AuditEvent{
 		EventId: e.ID, JobId: e.JobID, Action: e.Action, Actor: e.Actor, At: timestamppb.New(e.At),
 		Reason: e.Reason, ApprovedBy: e.ApprovedBy, RequestId: e.RequestID, Row: e.Row,
-		Resolution: e.Resolution, RequestedAction: e.RequestedAction, Outcome: e.Outcome,
+		Resolution: e.Resolution, RequestedAction: e.RequestedAction, Detail: e.Detail, Outcome: e.Outcome,
 	}
 	if !e.OutcomeAt.IsZero() {
 		p.OutcomeAt = timestamppb.New(e.OutcomeAt)

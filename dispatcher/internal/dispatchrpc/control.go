@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -175,15 +176,37 @@ func (s *Server) UpdateJob(ctx context.Context, req *spoolv1.UpdateJobRequest) (
 	if err := threshold.Validate(&spoolv1.FailureThreshold{MaxFailureRate: req.GetMaxFailureRate(), MinSettled: req.GetMinSettled()}); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	j, err := s.o.Control.UpdateThreshold(ctx, req.GetJobId(), jobstore.ThresholdChange{
-		MaxFailures: req.MaxFailures, MaxFailureRate: req.MaxFailureRate, MinSettled: req.MinSettled,
+	var j *spoolv1.Job
+	err := s.audited(ctx, audit.Event{
+		JobID: req.GetJobId(), Action: spoolv1.OperatorAction_OPERATOR_ACTION_UPDATE, Reason: req.GetReason(), Detail: updateDetail(req),
+	}, func() error {
+		var err error
+		j, err = s.o.Control.UpdateThreshold(ctx, req.GetJobId(), jobstore.ThresholdChange{
+			MaxFailures: req.MaxFailures, MaxFailureRate: req.MaxFailureRate, MinSettled: req.MinSettled,
+		})
+		return controlStatus(ctx, err)
 	})
 	if err != nil {
-		return nil, controlStatus(ctx, err)
+		return nil, err
 	}
 	s.o.Log.InfoContext(ctx, "job threshold updated", "job_id", req.GetJobId(), "threshold", threshold.Describe(j.GetFailureThreshold()),
 		"paused", j.GetPaused(), "pause_cause", j.GetPauseCause().String())
 	return &spoolv1.UpdateJobResponse{Job: j}, nil
+}
+
+// updateDetail says what an UpdateJob asks to change, for its audit event.
+func updateDetail(req *spoolv1.UpdateJobRequest) string {
+	var parts []string
+	if req.MaxFailures != nil {
+		parts = append(parts, fmt.Sprintf("max_failures=%d", req.GetMaxFailures()))
+	}
+	if req.MaxFailureRate != nil {
+		parts = append(parts, fmt.Sprintf("max_failure_rate=%g", req.GetMaxFailureRate()))
+	}
+	if req.MinSettled != nil {
+		parts = append(parts, fmt.Sprintf("min_settled=%d", req.GetMinSettled()))
+	}
+	return strings.Join(parts, " ")
 }
 
 func controlStatus(ctx context.Context, err error) error {

@@ -214,6 +214,8 @@ const (
 	OperatorAction_OPERATOR_ACTION_REQUEST OperatorAction = 6
 	// A four-eyes request was approved.
 	OperatorAction_OPERATOR_ACTION_APPROVE OperatorAction = 7
+	// A running job's failure threshold was changed (UpdateJob).
+	OperatorAction_OPERATOR_ACTION_UPDATE OperatorAction = 8
 )
 
 // Enum value maps for OperatorAction.
@@ -227,6 +229,7 @@ var (
 		5: "OPERATOR_ACTION_REDRIVE",
 		6: "OPERATOR_ACTION_REQUEST",
 		7: "OPERATOR_ACTION_APPROVE",
+		8: "OPERATOR_ACTION_UPDATE",
 	}
 	OperatorAction_value = map[string]int32{
 		"OPERATOR_ACTION_UNSPECIFIED": 0,
@@ -237,6 +240,7 @@ var (
 		"OPERATOR_ACTION_REDRIVE":     5,
 		"OPERATOR_ACTION_REQUEST":     6,
 		"OPERATOR_ACTION_APPROVE":     7,
+		"OPERATOR_ACTION_UPDATE":      8,
 	}
 )
 
@@ -1066,7 +1070,9 @@ type UpdateJobRequest struct {
 	// A fraction (0.02 is 2%); 0 removes the rate limit.
 	MaxFailureRate *float64 `protobuf:"fixed64,3,opt,name=max_failure_rate,json=maxFailureRate,proto3,oneof" json:"max_failure_rate,omitempty"`
 	// 0 restores the default.
-	MinSettled    *int64 `protobuf:"varint,4,opt,name=min_settled,json=minSettled,proto3,oneof" json:"min_settled,omitempty"`
+	MinSettled *int64 `protobuf:"varint,4,opt,name=min_settled,json=minSettled,proto3,oneof" json:"min_settled,omitempty"`
+	// Why, for the audit trail.
+	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1127,6 +1133,13 @@ func (x *UpdateJobRequest) GetMinSettled() int64 {
 		return *x.MinSettled
 	}
 	return 0
+}
+
+func (x *UpdateJobRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
 }
 
 type UpdateJobResponse struct {
@@ -2487,8 +2500,10 @@ type AuditEvent struct {
 	Resolution      Resolution     `protobuf:"varint,10,opt,name=resolution,proto3,enum=spool.v1.Resolution" json:"resolution,omitempty"`
 	RequestedAction OperatorAction `protobuf:"varint,11,opt,name=requested_action,json=requestedAction,proto3,enum=spool.v1.OperatorAction" json:"requested_action,omitempty"`
 	// "ok", or the error; empty until known.
-	Outcome       string                 `protobuf:"bytes,12,opt,name=outcome,proto3" json:"outcome,omitempty"`
-	OutcomeAt     *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=outcome_at,json=outcomeAt,proto3" json:"outcome_at,omitempty"`
+	Outcome   string                 `protobuf:"bytes,12,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	OutcomeAt *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=outcome_at,json=outcomeAt,proto3" json:"outcome_at,omitempty"`
+	// What an UPDATE asked to change, as "max_failure_rate=0.05".
+	Detail        string `protobuf:"bytes,14,opt,name=detail,proto3" json:"detail,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2612,6 +2627,13 @@ func (x *AuditEvent) GetOutcomeAt() *timestamppb.Timestamp {
 		return x.OutcomeAt
 	}
 	return nil
+}
+
+func (x *AuditEvent) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
 }
 
 type ListAuditEventsRequest struct {
@@ -2778,13 +2800,14 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"4\n" +
 	"\x11CancelJobResponse\x12\x1f\n" +
-	"\x03job\x18\x01 \x01(\v2\r.spool.v1.JobR\x03job\"\xdc\x01\n" +
+	"\x03job\x18\x01 \x01(\v2\r.spool.v1.JobR\x03job\"\xf4\x01\n" +
 	"\x10UpdateJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12&\n" +
 	"\fmax_failures\x18\x02 \x01(\x03H\x00R\vmaxFailures\x88\x01\x01\x12-\n" +
 	"\x10max_failure_rate\x18\x03 \x01(\x01H\x01R\x0emaxFailureRate\x88\x01\x01\x12$\n" +
 	"\vmin_settled\x18\x04 \x01(\x03H\x02R\n" +
-	"minSettled\x88\x01\x01B\x0f\n" +
+	"minSettled\x88\x01\x01\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reasonB\x0f\n" +
 	"\r_max_failuresB\x13\n" +
 	"\x11_max_failure_rateB\x0e\n" +
 	"\f_min_settled\"4\n" +
@@ -2894,7 +2917,7 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"\x1aListPendingRequestsRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"T\n" +
 	"\x1bListPendingRequestsResponse\x125\n" +
-	"\brequests\x18\x01 \x03(\v2\x19.spool.v1.ApprovalRequestR\brequests\"\xec\x03\n" +
+	"\brequests\x18\x01 \x03(\v2\x19.spool.v1.ApprovalRequestR\brequests\"\x84\x04\n" +
 	"\n" +
 	"AuditEvent\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x15\n" +
@@ -2915,7 +2938,8 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"\x10requested_action\x18\v \x01(\x0e2\x18.spool.v1.OperatorActionR\x0frequestedAction\x12\x18\n" +
 	"\aoutcome\x18\f \x01(\tR\aoutcome\x129\n" +
 	"\n" +
-	"outcome_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\toutcomeAt\"k\n" +
+	"outcome_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\toutcomeAt\x12\x16\n" +
+	"\x06detail\x18\x0e \x01(\tR\x06detail\"k\n" +
 	"\x16ListAuditEventsRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
@@ -2941,7 +2965,7 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"Resolution\x12\x1a\n" +
 	"\x16RESOLUTION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14RESOLUTION_DELIVERED\x10\x01\x12\x15\n" +
-	"\x11RESOLUTION_RESEND\x10\x02*\xf8\x01\n" +
+	"\x11RESOLUTION_RESEND\x10\x02*\x94\x02\n" +
 	"\x0eOperatorAction\x12\x1f\n" +
 	"\x1bOPERATOR_ACTION_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15OPERATOR_ACTION_PAUSE\x10\x01\x12\x1a\n" +
@@ -2950,7 +2974,8 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"\x17OPERATOR_ACTION_RESOLVE\x10\x04\x12\x1b\n" +
 	"\x17OPERATOR_ACTION_REDRIVE\x10\x05\x12\x1b\n" +
 	"\x17OPERATOR_ACTION_REQUEST\x10\x06\x12\x1b\n" +
-	"\x17OPERATOR_ACTION_APPROVE\x10\a*\xbb\x01\n" +
+	"\x17OPERATOR_ACTION_APPROVE\x10\a\x12\x1a\n" +
+	"\x16OPERATOR_ACTION_UPDATE\x10\b*\xbb\x01\n" +
 	"\rApprovalState\x12\x1e\n" +
 	"\x1aAPPROVAL_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16APPROVAL_STATE_PENDING\x10\x01\x12\x1b\n" +
