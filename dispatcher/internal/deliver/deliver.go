@@ -9,6 +9,7 @@ package deliver
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,6 +58,17 @@ type Options struct {
 	// TracerProvider makes the requests' client spans; the global one when
 	// nil.
 	TracerProvider trace.TracerProvider
+	// TLS configures the connections (trust, client certificate, minimum
+	// version); Go's defaults when nil.
+	TLS *tls.Config
+	// Tokens, when set, supply the bearer token of every request
+	// (OAuth2 client credentials).
+	Tokens Tokens
+	// Signer, when set, signs every request in the Standard Webhooks form,
+	// with the transaction key as the webhook id.
+	Signer *Signer
+	// Now is the clock of signatures; time.Now when nil.
+	Now func() time.Time
 }
 
 // Client sends transactions. It is safe for concurrent use.
@@ -64,6 +76,10 @@ type Client struct {
 	url       string
 	keyHeader string
 	header    http.Header
+	timeout   time.Duration
+	tokens    Tokens
+	signer    *Signer
+	now       func() time.Time
 	http      *http.Client
 }
 
@@ -75,18 +91,29 @@ func New(o Options) *Client {
 	if o.MaxConns < 1 {
 		o.MaxConns = 1
 	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConns = o.MaxConns
 	t.MaxIdleConnsPerHost = o.MaxConns
+	if o.TLS != nil {
+		t.TLSClientConfig = o.TLS.Clone()
+	}
 	return &Client{
 		url:       o.URL,
 		keyHeader: o.IdempotencyHeader,
 		header:    o.Header.Clone(),
+		timeout:   o.Timeout,
+		tokens:    o.Tokens,
+		signer:    o.Signer,
+		now:       o.Now,
 		http: &http.Client{
 			// A client span per request, whose context the request carries
 			// in traceparent: the destination's logs join the row's trace.
+			// The timeout is Send's context's, which bounds a token fetch
+			// and a retry after a 401 too.
 			Transport: otelhttp.NewTransport(t, otelhttp.WithTracerProvider(o.TracerProvider)),
-			Timeout:   o.Timeout,
 			// A redirect would be followed as a GET, or re-send the payment
 			// elsewhere; neither is a delivery. The 3xx is returned as a
 			// failure instead.
@@ -129,10 +156,53 @@ func (f *Failure) Unwrap() error { return f.Err }
 
 // Send POSTs e once. It returns nil when the destination answered 2xx, and
 // otherwise a *Failure (or an error building the request).
+//
+// The one exception to "once" is a 401 with an OAuth2 token: a 401 says the
+// request was refused before anything was applied, so the token is dropped,
+// a new one fetched and the request sent a second time, within the same
+// timeout and so within the caller's claim on the transaction. Only the
+// second request's failure is returned: whether anything may have been
+// applied is its alone to say.
 func (c *Client) Send(ctx context.Context, e *spoolv1.Envelope) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(Body(e)))
+	if c.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
+	body := Body(e)
+	token, err := c.token(ctx)
 	if err != nil {
-		return fmt.Errorf("build request for row %d: %w", e.GetRow(), err)
+		return err
+	}
+	err = c.post(ctx, e, body, token)
+	if f, ok := IsFailure(err); ok && f.Status == http.StatusUnauthorized && c.tokens != nil {
+		c.tokens.Invalidate(token)
+		if token, err = c.token(ctx); err != nil {
+			return err
+		}
+		err = c.post(ctx, e, body, token)
+	}
+	return err
+}
+
+// token returns the bearer token to send, "" without OAuth2. A token that
+// cannot be had is a failure that never left the machine: retryable.
+func (c *Client) token(ctx context.Context) (string, error) {
+	if c.tokens == nil {
+		return "", nil
+	}
+	token, err := c.tokens.Token(ctx)
+	if err != nil {
+		return "", &Failure{Err: fmt.Errorf("access token: %w", err)}
+	}
+	return token, nil
+}
+
+// post sends one request.
+func (c *Client) post(ctx context.Context, e *spoolv1.Envelope, body []byte, token string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("build request for row %d: %w", e.GetRow(), redactURLError(err))
 	}
 	// net/http's Transport silently re-sends a request that failed on a
 	// reused keep-alive connection when it judges the request replayable,
@@ -146,6 +216,18 @@ func (c *Client) Send(ctx context.Context, e *spoolv1.Envelope) error {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(c.keyHeader, e.GetTransactionKey())
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if c.signer != nil {
+		// The id is the transaction key, stable across attempts, so a
+		// receiver deduplicates on it; the timestamp and signature are
+		// fresh per request, as the receiver bounds their age.
+		at := c.now()
+		req.Header.Set(HeaderWebhookID, e.GetTransactionKey())
+		req.Header.Set(HeaderWebhookTimestamp, strconv.FormatInt(at.Unix(), 10))
+		req.Header.Set(HeaderWebhookSignature, c.signer.Sign(e.GetTransactionKey(), at, body))
+	}
 
 	// Whether anything reached the wire decides whether a failed request
 	// may have been applied. The transport writes headers first, so a
@@ -158,7 +240,7 @@ func (c *Client) Send(ctx context.Context, e *spoolv1.Envelope) error {
 
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return &Failure{Err: err, Written: written.Load()}
+		return &Failure{Err: redactURLError(err), Written: written.Load()}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {

@@ -1,0 +1,30 @@
+package deliver
+
+import (
+	"errors"
+	"net/url"
+)
+
+// RedactURL returns u fit for a log or a status: its password and its
+// query, either of which may carry a credential, are replaced. An
+// unparsable URL is not shown at all.
+func RedactURL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	if p.RawQuery != "" || p.ForceQuery {
+		p.RawQuery, p.ForceQuery = "REDACTED", false
+	}
+	p.Fragment, p.RawFragment = "", ""
+	return p.Redacted()
+}
+
+// redactURLError redacts the URL net/http names in its errors: a send's
+// error is logged.
+func redactURLError(err error) error {
+	if ue := (*url.Error)(nil); errors.As(err, &ue) {
+		return &url.Error{Op: ue.Op, URL: RedactURL(ue.URL), Err: ue.Err}
+	}
+	return err
+}
