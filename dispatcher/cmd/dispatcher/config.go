@@ -9,7 +9,6 @@ import (
 	"maps"
 	"net/http"
 	"net/textproto"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -82,6 +81,9 @@ type config struct {
 	breakerFailureRate float64
 	breakerCooldown    time.Duration
 	breakerMaxCooldown time.Duration
+
+	// How the dispatcher authenticates to the destination.
+	dest destAuth
 }
 
 // Ledger retention: how long a settled record suppresses duplicates.
@@ -150,10 +152,15 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs.Var(&c.fourEyes, "four-eyes", `operator actions that wait for a second, different principal's approval (ApproveRequest): "resolve", "redrive", both comma-separated, or "none"; without authentication every caller is the same "anonymous", so such a server needs "none" to resolve at all`)
 	fs.DurationVar(&c.fourEyes.TTL, "four-eyes-ttl", dispatchrpc.DefaultRequestTTL, "how long a four-eyes request waits for its approval before it expires")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
+	c.dest.flags(fs)
 	if err := envcfg.Parse(fs, args, lookup); err != nil {
 		return config{}, err
 	}
-	if err := c.validate(); err != nil {
+	err := c.validate()
+	if c.destinationURL != "" {
+		err = errors.Join(err, c.dest.load(c.destinationURL, c.headers.h, lookup))
+	}
+	if err != nil {
 		return config{}, err
 	}
 	if c.claimLease == 0 {
@@ -169,11 +176,6 @@ func (c config) validate() error {
 	} {
 		if f.value == "" {
 			errs = append(errs, fmt.Errorf("-%s (or $%s) is required", f.name, envcfg.EnvName(f.name)))
-		}
-	}
-	if c.destinationURL != "" {
-		if u, err := url.Parse(c.destinationURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("-destination-url %q: want an http(s) URL", c.destinationURL))
 		}
 	}
 	if c.concurrency < 1 {

@@ -12,7 +12,7 @@ import (
 )
 
 func TestParseConfig(t *testing.T) {
-	required := []string{"-queue-url", "http://q", "-table", "jobs", "-destination-url", "http://dest/pay"}
+	required := []string{"-queue-url", "http://q", "-table", "jobs", "-destination-url", "https://dest/pay"}
 	tests := []struct {
 		name    string
 		args    []string

@@ -87,13 +87,13 @@ func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *
 		Open: open, KeepUnknown: cfg.unknownPolicy == ledger.RetryWithKey,
 		Retention: cfg.ledgerRetention,
 	})
-	sender := deliver.New(deliver.Options{
+	sender := deliver.New(cfg.dest.options(deliver.Options{
 		URL:               cfg.destinationURL,
 		IdempotencyHeader: cfg.idempotencyHeader,
 		Header:            cfg.headers.h,
 		Timeout:           cfg.destTimeout,
 		MaxConns:          cfg.concurrency,
-	})
+	}))
 	handler := dispatch.New(dm.Sender(sender), dm.Counter(d.counts, log), dm.Ledger(book), store, dispatch.Options{
 		JobCacheTTL: cfg.jobCacheTTL, ReceivingDelay: cfg.receivingDelay, Log: log, Seen: d.repairer.Note,
 		SendTimeout: cfg.destTimeout, AlreadyApplied: cfg.alreadyApplied, MaxAttempts: cfg.maxAttempts, MaxAge: cfg.maxAge,
@@ -194,14 +194,16 @@ func (d *dispatcher) run(ctx context.Context, lis, metricsLis net.Listener) erro
 	if pollers == 0 {
 		pollers = consume.Pollers(cfg.concurrency)
 	}
-	// The destination URL and header values stay out of the log: either
-	// may carry a credential.
+	// Header values stay out of the log, and the destination URL's query
+	// and password: any may carry a credential.
 	metricsAddr := ""
 	if metricsLis != nil {
 		metricsAddr = metricsLis.Addr().String()
 	}
 	d.log.InfoContext(ctx, "dispatcher started", "listen", lis.Addr().String(), "metrics_listen", metricsAddr, "queue_url", cfg.queueURL, "table", cfg.table,
-		"concurrency", cfg.concurrency, "pollers", pollers, "destination_headers", cfg.headers.String(),
+		"concurrency", cfg.concurrency, "pollers", pollers,
+		"destination", deliver.RedactURL(cfg.destinationURL), "destination_headers", (&headerList{h: cfg.dest.header(cfg.headers.h)}).String(),
+		"destination_auth", cfg.dest.describe(), "destination_tls_min_version", cfg.dest.minTLS,
 		"owner", d.owner, "unknown_policy", cfg.unknownPolicy.String(), "claim_lease", cfg.claimLease,
 		"destination_timeout", cfg.destTimeout, "already_applied", cfg.alreadyApplied.String(),
 		"repair_interval", cfg.repairInterval, "repair_after", cfg.repairAfter,

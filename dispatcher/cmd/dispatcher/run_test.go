@@ -180,7 +180,7 @@ func startDispatcher(t testing.TB, s *stack, destURL, name, logLevel string, ext
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, append([]string{
-			"-listen", addr, "-queue-url", s.queueURL, "-table", s.table, "-destination-url", destURL,
+			"-listen", addr, "-queue-url", s.queueURL, "-table", s.table, "-destination-url", destURL, "-allow-insecure-destination",
 			"-destination-header", "X-Dispatcher: " + name, "-log-level", logLevel,
 			"-receive-wait", "1s", "-counter-flush", "100ms", "-watch-interval", "100ms", "-shutdown-grace", "10s",
 		}, extra...), t.Output())
