@@ -8,6 +8,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -55,6 +58,12 @@ type config struct {
 	logLevel          slog.Level
 	rejectEvery       int64
 	rateLimit         int
+
+	// Authentication the sink requires (see destination's auth.go).
+	httpsListen, certFile, keyFile, clientCAFile string
+	oauthClientID, oauthClientSecret             string
+	oauthTokenTTL, oauthAdvertisedTTL            time.Duration
+	signingSecrets                               string
 }
 
 func parse(args []string, stderr io.Writer, lookup func(string) (string, bool)) (config, error) {
@@ -74,6 +83,15 @@ func parse(args []string, stderr io.Writer, lookup func(string) (string, bool)) 
 	fs.Int64Var(&c.rejectEvery, "reject-every", 0, "answer 422 to every request for a row that is a multiple of this (50: 2 % of rows, the same ones every run); 0 = none")
 	fs.IntVar(&c.rateLimit, "rate-limit", 0, "answer 429 with Retry-After: 1 above this many requests per second (sliding 1s window); 0 = no limit")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
+	fs.StringVar(&c.httpsListen, "https-listen", "", "address to serve HTTPS on too (with -https-cert-file and -https-key-file); off when empty")
+	fs.StringVar(&c.certFile, "https-cert-file", "", "PEM server certificate of the HTTPS listener")
+	fs.StringVar(&c.keyFile, "https-key-file", "", "PEM key of the server certificate")
+	fs.StringVar(&c.clientCAFile, "https-client-ca-file", "", "PEM CA bundle: require mutual TLS, with a client certificate it signed; transactions on the plain listener are then refused (403)")
+	fs.StringVar(&c.oauthClientID, "oauth2-client-id", "", "require OAuth2: serve POST /oauth2/token (client credentials) for this client, and refuse transactions without a valid token (401)")
+	fs.StringVar(&c.oauthClientSecret, "oauth2-client-secret", "", "the OAuth2 client's secret")
+	fs.DurationVar(&c.oauthTokenTTL, "oauth2-token-ttl", time.Minute, "how long an issued token is accepted")
+	fs.DurationVar(&c.oauthAdvertisedTTL, "oauth2-advertised-ttl", 0, "expires_in told to clients; longer than -oauth2-token-ttl makes them send expired tokens, as a server that revokes early does; 0 = the real lifetime")
+	fs.StringVar(&c.signingSecrets, "signing-secrets", "", "require Standard Webhooks signatures made with one of these secrets (whsec_..., space-separated); POST /admin/signing-secrets replaces them at runtime")
 	if err := envcfg.Parse(fs, args, lookup); err != nil {
 		return c, err
 	}
@@ -100,7 +118,51 @@ func parse(args []string, stderr io.Writer, lookup func(string) (string, bool)) 
 	if c.idempotencyHeader == "" {
 		return c, errors.New("-idempotency-header cannot be empty")
 	}
+	if (c.httpsListen != "") != (c.certFile != "" && c.keyFile != "") || (c.clientCAFile != "" && c.httpsListen == "") {
+		return c, errors.New("-https-listen needs -https-cert-file and -https-key-file, and they (and -https-client-ca-file) need -https-listen")
+	}
+	if (c.oauthClientID == "") != (c.oauthClientSecret == "") || c.oauthTokenTTL <= 0 || c.oauthAdvertisedTTL < 0 {
+		return c, errors.New("-oauth2-client-id and -oauth2-client-secret go together, with -oauth2-token-ttl above 0")
+	}
+	if c.signingSecrets != "" {
+		if err := destination.ParseSecrets(strings.Fields(c.signingSecrets)); err != nil {
+			return c, fmt.Errorf("-signing-secrets: %w", err)
+		}
+	}
 	return c, nil
+}
+
+// authOptions are the sink's required authentication, and the TLS of its
+// HTTPS listener (nil without one).
+func (c config) authOptions() ([]destination.Option, *tls.Config, error) {
+	var opts []destination.Option
+	if c.oauthClientID != "" {
+		opts = append(opts, destination.WithOAuth2(c.oauthClientID, c.oauthClientSecret, c.oauthTokenTTL, c.oauthAdvertisedTTL))
+	}
+	if c.signingSecrets != "" {
+		opts = append(opts, destination.WithSignatures(strings.Fields(c.signingSecrets)))
+	}
+	if c.httpsListen == "" {
+		return opts, nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("load the HTTPS certificate: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if c.clientCAFile != "" {
+		pem, err := os.ReadFile(c.clientCAFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("-https-client-ca-file: %w", err)
+		}
+		cfg.ClientCAs = x509.NewCertPool()
+		if !cfg.ClientCAs.AppendCertsFromPEM(pem) {
+			return nil, nil, errors.New("-https-client-ca-file: no PEM certificate in it")
+		}
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		opts = append(opts, destination.WithClientCert())
+	}
+	return opts, cfg, nil
 }
 
 // run serves until ctx ends, then shuts down within shutdownGrace.
@@ -114,7 +176,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
 	}
-	handler := destination.New(ledger.New(),
+	authOpts, tlsCfg, err := c.authOptions()
+	if err != nil {
+		return err
+	}
+	handler := destination.New(ledger.New(), append(authOpts,
 		destination.WithLatency(c.latency, c.jitter),
 		destination.WithFailRate(c.failRate),
 		destination.WithHang(c.hangRate, c.hangFor),
@@ -125,7 +191,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		destination.WithRateLimit(c.rateLimit),
 		destination.WithRand(destination.NewRand(seed)),
 		destination.WithLogger(log),
-	)
+	)...)
 
 	lis, err := net.Listen("tcp", c.listen)
 	if err != nil {
@@ -142,12 +208,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return reqCtx },
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(lis) }()
+	var tlsSrv *http.Server
+	if tlsCfg != nil {
+		tlsLis, err := net.Listen("tcp", c.httpsListen)
+		if err != nil {
+			_ = srv.Close()
+			return fmt.Errorf("listen on %s: %w", c.httpsListen, err)
+		}
+		tlsSrv = &http.Server{Handler: handler, ReadHeaderTimeout: srv.ReadHeaderTimeout, ErrorLog: srv.ErrorLog, BaseContext: srv.BaseContext, TLSConfig: tlsCfg}
+		go func() { errc <- tlsSrv.ServeTLS(tlsLis, "", "") }()
+		log.InfoContext(ctx, "sink listening on HTTPS", "addr", tlsLis.Addr().String(), "mutual_tls", c.clientCAFile != "")
+		fmt.Fprintf(stdout, "sink listening on https://%s\n", tlsLis.Addr())
+	}
 	log.InfoContext(ctx, "sink listening", "addr", lis.Addr().String(), "latency", c.latency.String(), "latency_jitter", c.jitter.String(),
 		"fail_rate", c.failRate, "hang_rate", c.hangRate, "hang_for", c.hangFor.String(), "reset_rate", c.resetRate,
 		"honour_key", c.honourKey, "seed", seed, "idempotency_header", c.idempotencyHeader,
-		"reject_every", c.rejectEvery, "rate_limit", c.rateLimit)
+		"reject_every", c.rejectEvery, "rate_limit", c.rateLimit,
+		"oauth2", c.oauthClientID != "", "oauth2_token_ttl", c.oauthTokenTTL.String(), "signatures", c.signingSecrets != "")
 	fmt.Fprintf(stdout, "sink listening on http://%s\n", lis.Addr())
 
 	select {
@@ -159,13 +238,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	stopRequests()
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		// Requests still running past the grace are cut off.
-		log.WarnContext(ctx, "graceful shutdown timed out; closing connections", "error", err)
-		_ = srv.Close()
+	servers := []*http.Server{srv}
+	if tlsSrv != nil {
+		servers = append(servers, tlsSrv)
 	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve %s: %w", lis.Addr(), err)
+	for _, s := range servers {
+		if err := s.Shutdown(sctx); err != nil {
+			// Requests still running past the grace are cut off.
+			log.WarnContext(ctx, "graceful shutdown timed out; closing connections", "error", err)
+			_ = s.Close()
+		}
+	}
+	for range servers {
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve: %w", err)
+		}
 	}
 	return nil
 }

@@ -24,7 +24,7 @@ func TestParse(t *testing.T) {
 	}{
 		{
 			name: "defaults",
-			want: config{listen: ":8080", idempotencyHeader: "Idempotency-Key", logLevel: slog.LevelInfo, hangFor: 30 * time.Second},
+			want: config{listen: ":8080", idempotencyHeader: "Idempotency-Key", logLevel: slog.LevelInfo, hangFor: 30 * time.Second, oauthTokenTTL: time.Minute},
 		},
 		{
 			name: "environment fills flags",
@@ -33,13 +33,13 @@ func TestParse(t *testing.T) {
 				"SPOOL_HANG_RATE": "0.03", "SPOOL_HANG_FOR": "3s", "SPOOL_RESET_RATE": "0.01", "SPOOL_HONOUR_KEY": "true"},
 			want: config{listen: "127.0.0.1:9", failRate: 0.25, latency: 5 * time.Millisecond, jitter: 2 * time.Millisecond,
 				seed: 7, idempotencyHeader: "X-Key", logLevel: slog.LevelDebug,
-				hangRate: 0.03, hangFor: 3 * time.Second, resetRate: 0.01, honourKey: true},
+				hangRate: 0.03, hangFor: 3 * time.Second, resetRate: 0.01, honourKey: true, oauthTokenTTL: time.Minute},
 		},
 		{
 			name: "flags win",
 			args: []string{"-listen", ":1", "-fail-rate", "1"},
 			env:  map[string]string{"SPOOL_LISTEN": ":2"},
-			want: config{listen: ":1", failRate: 1, idempotencyHeader: "Idempotency-Key", logLevel: slog.LevelInfo, hangFor: 30 * time.Second},
+			want: config{listen: ":1", failRate: 1, idempotencyHeader: "Idempotency-Key", logLevel: slog.LevelInfo, hangFor: 30 * time.Second, oauthTokenTTL: time.Minute},
 		},
 		{name: "fail rate above one", args: []string{"-fail-rate", "1.5"}, wantErr: "-fail-rate"},
 		{name: "negative hang rate", args: []string{"-hang-rate", "-0.1"}, wantErr: "-hang-rate"},
@@ -49,6 +49,10 @@ func TestParse(t *testing.T) {
 		{name: "negative hang", args: []string{"-hang-for", "-1s"}, wantErr: "negative"},
 		{name: "bad level", env: map[string]string{"SPOOL_LOG_LEVEL": "loud"}, wantErr: "SPOOL_LOG_LEVEL"},
 		{name: "stray argument", args: []string{"extra"}, wantErr: "unexpected arguments"},
+		{name: "HTTPS without a certificate", args: []string{"-https-listen", ":0"}, wantErr: "-https-listen needs"},
+		{name: "client CA without HTTPS", args: []string{"-https-client-ca-file", "ca.pem"}, wantErr: "-https-listen needs"},
+		{name: "OAuth2 client without secret", args: []string{"-oauth2-client-id", "spool"}, wantErr: "go together"},
+		{name: "malformed signing secret", env: map[string]string{"SPOOL_SIGNING_SECRETS": "whsec_ok== whsec_*bad*"}, wantErr: "signing secret 2: want whsec_"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -86,10 +90,10 @@ func TestRunServesUntilCancelled(t *testing.T) {
 
 	resp, err = http.Get(url + "/stats")
 	require.NoError(t, err)
-	var stats map[string]int64
+	var stats map[string]any
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&stats))
 	resp.Body.Close()
-	require.Equal(t, int64(1), stats["distinct"])
+	require.Equal(t, 1.0, stats["distinct"])
 
 	cancel()
 	require.NoError(t, <-errc)
@@ -126,8 +130,8 @@ func TestShutdownAbortsAHeldAnswer(t *testing.T) {
 			return false
 		}
 		defer resp.Body.Close()
-		var stats map[string]int64
-		return json.NewDecoder(resp.Body).Decode(&stats) == nil && stats["hung"] == 1
+		var stats map[string]any
+		return json.NewDecoder(resp.Body).Decode(&stats) == nil && stats["hung"] == 1.0
 	}, 5*time.Second, 10*time.Millisecond)
 
 	start := time.Now()

@@ -193,6 +193,8 @@ type statsAnswer struct {
 	// span.
 	AcceptedPerSecond float64 `json:"accepted_per_second"`
 	AcceptedSeconds   float64 `json:"accepted_seconds"`
+	// Auth counts what the required authentication refused and passed.
+	Auth AuthStats `json:"auth"`
 }
 
 func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
@@ -200,7 +202,7 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 	span := s.lastAccepted.Sub(s.firstAccepted).Seconds()
 	n := s.acceptedInRate
 	s.mu.Unlock()
-	a := statsAnswer{AcceptedSeconds: span}
+	a := statsAnswer{AcceptedSeconds: span, Auth: s.authStats()}
 	if span > 0 {
 		// n requests span n-1 intervals.
 		a.AcceptedPerSecond = float64(n-1) / span

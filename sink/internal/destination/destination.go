@@ -17,6 +17,7 @@
 package destination
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -91,6 +92,8 @@ type Server struct {
 	lastAccepted   time.Time
 	acceptedInRate int64
 
+	auth auth
+
 	before, after []stage
 	mux           *http.ServeMux
 }
@@ -138,6 +141,12 @@ func New(l *ledger.Ledger, opts ...Option) *Server {
 	s.mux.HandleFunc("POST /down", s.goDown)
 	s.mux.HandleFunc("GET /refused", s.refused)
 	s.mux.HandleFunc("GET /failed", s.failed)
+	if s.auth.tokens != nil {
+		s.mux.HandleFunc("POST /oauth2/token", s.issueToken)
+	}
+	if s.auth.keys.Load() != nil {
+		s.mux.HandleFunc("POST /admin/signing-secrets", s.setSecrets)
+	}
 	// Every other POST is a transaction, whatever its path, as the
 	// destination URL of a dispatcher may carry any path.
 	s.mux.HandleFunc("POST /", s.transaction)
@@ -156,7 +165,20 @@ type answer struct {
 }
 
 func (s *Server) transaction(w http.ResponseWriter, r *http.Request) {
-	c, err := decode(http.MaxBytesReader(w, r.Body, maxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			err = fmt.Errorf("body larger than %d bytes", tooBig.Limit)
+		}
+		s.ledger.Rejected("")
+		writeJSON(w, http.StatusBadRequest, answer{Error: err.Error()})
+		return
+	}
+	if !s.authenticate(w, r, body) {
+		return
+	}
+	c, err := decode(bytes.NewReader(body))
 	if err != nil {
 		s.ledger.Rejected(c.Job)
 		s.log.DebugContext(r.Context(), "transaction rejected", "job", c.Job, "reason", err.Error())

@@ -224,7 +224,8 @@ func TestStatsNamesTheJob(t *testing.T) {
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
 	require.Equal(t, map[string]any{"job": "a", "requests": 0.0, "distinct": 0.0, "duplicates": 0.0, "failed": 0.0, "rejected": 0.0,
 		"deduplicated": 0.0, "hung": 0.0, "resets": 0.0, "refused": 0.0, "refused_rows": 0.0, "throttled": 0.0, "down": 0.0,
-		"accepted_per_second": 0.0, "accepted_seconds": 0.0}, body)
+		"accepted_per_second": 0.0, "accepted_seconds": 0.0,
+		"auth": map[string]any{"no_client_cert": 0.0, "unauthorized": 0.0, "tokens_issued": 0.0, "bad_signature": 0.0, "signed": 0.0}}, body)
 }
 
 func TestHealthResetAndMethods(t *testing.T) {
