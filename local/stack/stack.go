@@ -158,6 +158,9 @@ func Up(ctx context.Context, o Options) (s *Stack, err error) {
 		d, err := s.startService(ctx, "dispatcher-"+strconv.Itoa(i), "dispatcher", o.DispatcherArgs,
 			[]string{
 				"SPOOL_DESTINATION_URL=" + s.Sink.Addr + "/",
+				// The sink is a local stand-in served over plain HTTP,
+				// which a dispatcher refuses unless allowed.
+				"SPOOL_ALLOW_INSECURE_DESTINATION=true",
 				// local-aws-sqs answers a long poll only once it holds
 				// MaxNumberOfMessages or the wait is over (AWS answers as soon
 				// as any message is there), so the last few messages of a job
