@@ -129,9 +129,6 @@ func (a *destAuth) load(destURL string, headers http.Header, lookup func(string)
 		if a.clientID == "" || a.clientSecret == "" {
 			fail(fmt.Errorf("-destination-oauth2-token-url needs -destination-oauth2-client-id and the secret in $%s or $%s_FILE", envClientSecret, envClientSecret))
 		}
-		if headers.Get("Authorization") != "" {
-			fail(errors.New("-destination-oauth2-token-url and an Authorization destination header: the token would replace the header; keep one"))
-		}
 	}
 
 	if secrets, ok, err := setting(lookup, envSigningSecrets, "destination-signing-secrets-file", a.signingSecretsFile); err != nil {
@@ -148,6 +145,9 @@ func (a *destAuth) load(destURL string, headers http.Header, lookup func(string)
 		} else if err := a.fileHeaders.Set(string(lines)); err != nil {
 			fail(fmt.Errorf("-destination-header-file: %w", err))
 		}
+	}
+	if a.tokenURL != "" && a.header(headers).Get("Authorization") != "" {
+		fail(errors.New("-destination-oauth2-token-url and an Authorization destination header: the token would replace the header; keep one"))
 	}
 	return errors.Join(errs...)
 }

@@ -123,6 +123,12 @@ func TestDestinationAuth(t *testing.T) {
 			wantErr: "keep one",
 		},
 		{
+			name:    "OAuth2 and an Authorization header from the file",
+			args:    append(append([]string(nil), oauth...), "-destination-header-file", writeFile(t, "h", "authorization: Basic c2VjcmV0\n")),
+			env:     map[string]string{envClientSecret: clientSecret},
+			wantErr: "keep one",
+		},
+		{
 			name: "two signing secrets, space-separated",
 			args: base,
 			env:  map[string]string{envSigningSecrets: signing + " " + signingNext},

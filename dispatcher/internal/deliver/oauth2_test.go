@@ -3,6 +3,7 @@ package deliver_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -239,4 +240,38 @@ func TestRedactURL(t *testing.T) {
 	for in, want := range tests {
 		require.Equal(t, want, deliver.RedactURL(in), in)
 	}
+}
+
+// The resend after a 401 shares the first request's timeout, so the whole
+// delivery still fits the claim's lease; an answer lost on the resend is a
+// request that may have been applied.
+func TestSendResendSharesTheTimeout(t *testing.T) {
+	ts := newTokenServer(t, time.Hour)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	var calls atomic.Int64
+	dest := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Read to the end, so the server notices the client leaving.
+		_, _ = io.Copy(io.Discard, r.Body)
+		if calls.Add(1) == 1 {
+			time.Sleep(150 * time.Millisecond)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(dest.Close)
+	const timeout = 400 * time.Millisecond
+	start := time.Now()
+	err := deliver.New(deliver.Options{URL: dest.URL, Timeout: timeout, Tokens: ts.cache(nil)}).Send(t.Context(), envelope(1))
+	took := time.Since(start)
+	f, ok := deliver.IsFailure(err)
+	require.True(t, ok, "%v", err)
+	require.True(t, f.Written, "the resend may have been applied")
+	require.Zero(t, f.Status)
+	require.EqualValues(t, 2, calls.Load())
+	require.Less(t, took, timeout+200*time.Millisecond, "the resend got a timeout of its own")
 }
