@@ -51,12 +51,15 @@ type config struct {
 	awsTimeout         time.Duration
 	maxDeliverAfter    time.Duration
 	logLevel           slog.Level
+	grpc               grpcserve.Limits
+	maxStreams         int
+	idleTimeout        time.Duration
 }
 
 // parseConfig reads flags, then the environment (lookup), and checks the
 // result.
 func parseConfig(args []string, stderr io.Writer, lookup func(string) (string, bool)) (config, error) {
-	var c config
+	c := config{grpc: grpcserve.DefaultLimits()}
 	fs := flag.NewFlagSet("ingestor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.listen, "listen", ":50051", "gRPC listen address")
@@ -80,10 +83,16 @@ func parseConfig(args []string, stderr io.Writer, lookup func(string) (string, b
 	fs.DurationVar(&c.awsTimeout, "aws-timeout", 10*time.Second, "deadline of one AWS call (SendMessageBatch, a job-table read or write), the SDK's retries included")
 	fs.DurationVar(&c.maxDeliverAfter, "max-deliver-after", ingest.DefaultMaxDeliverAfter, "how far ahead a stream's deliver_after may be; keep it below the queue's message retention, or the messages expire while they wait")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
+	fs.IntVar(&c.maxStreams, "max-streams-per-principal", ingest.DefaultMaxStreamsPerPrincipal, "StreamFile calls one caller may have open at once (calls without an identity share one count); 0 = no limit")
+	fs.DurationVar(&c.idleTimeout, "stream-idle-timeout", ingest.DefaultIdleTimeout, "how long a StreamFile call may send nothing before it is ended and its job handled as after a broken stream; 0 = no limit")
+	c.grpc.RegisterFlags(fs)
 	if err := envcfg.Parse(fs, args, lookup); err != nil {
 		return c, err
 	}
-	var missing []error
+	missing := []error{c.grpc.Validate()}
+	if c.maxStreams < 0 || c.idleTimeout < 0 {
+		missing = append(missing, errors.New("-max-streams-per-principal and -stream-idle-timeout must not be negative"))
+	}
 	if c.queueURL == "" {
 		missing = append(missing, errors.New("-queue-url (or $SPOOL_QUEUE_URL) is required"))
 	}
@@ -165,6 +174,7 @@ func run(ctx context.Context, args []string, _, stderr io.Writer) error {
 	im := ingestmetrics.New(reg)
 	batches := im.Batches(q)
 	opts := append(reg.ServerOptions(), tracing.ServerOption(), grpc.MaxRecvMsgSize(c.maxRecvMsgBytes), grpc.WaitForHandlers(true))
+	opts = append(opts, c.grpc.ServerOptions()...)
 	srv := grpcserve.New(log, opts...)
 	spoolv1.RegisterIngestServiceServer(srv, im.Streams(ingest.New(jobs, ingest.Config{
 		NewPublisher: func() (ingest.Publisher, error) {
@@ -187,6 +197,8 @@ func run(ctx context.Context, args []string, _, stderr io.Writer) error {
 		Log:              log,
 		RowRejected:      im.RowRejected,
 		MaxDeliverAfter:  c.maxDeliverAfter,
+		MaxStreams:       c.maxStreams,
+		IdleTimeout:      c.idleTimeout,
 	})))
 	reg.InitializeRPC(srv.Server)
 

@@ -28,6 +28,7 @@ import (
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/emulator"
 	"github.com/spoolhq/spool/platform/emulator/emutest"
+	"github.com/spoolhq/spool/platform/grpcserve"
 	"github.com/spoolhq/spool/platform/jobstore"
 	"github.com/spoolhq/spool/platform/provision"
 	"github.com/spoolhq/spool/platform/testkit"
@@ -57,8 +58,23 @@ func TestParseConfig(t *testing.T) {
 				require.Equal(t, 25*time.Second, c.shutdownGrace)
 				require.Equal(t, 2*time.Minute, c.abortAfter)
 				require.Equal(t, 10*time.Second, c.awsTimeout)
+				require.Equal(t, 8, c.maxStreams)
+				require.Equal(t, 5*time.Minute, c.idleTimeout)
+				require.Equal(t, grpcserve.DefaultLimits(), c.grpc)
 			},
 		},
+		{
+			name: "bounds from the environment",
+			env: map[string]string{"SPOOL_QUEUE_URL": "http://q", "SPOOL_TABLE": "t", "SPOOL_MAX_STREAMS_PER_PRINCIPAL": "2",
+				"SPOOL_STREAM_IDLE_TIMEOUT": "0s", "SPOOL_GRPC_MAX_CONCURRENT_STREAMS": "3"},
+			check: func(t *testing.T, c config) {
+				require.Equal(t, 2, c.maxStreams)
+				require.Zero(t, c.idleTimeout)
+				require.Equal(t, 3, c.grpc.MaxConcurrentStreams)
+			},
+		},
+		{name: "bad bounds", env: required, args: []string{"-max-streams-per-principal", "-1", "-grpc-keepalive-min-time", "0s"},
+			wantErr: []string{"-max-streams-per-principal", "-grpc-keepalive-min-time"}},
 		{
 			name: "environment and flags",
 			args: []string{"-publish-buffer", "50", "-log-level", "debug"},

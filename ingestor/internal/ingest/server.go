@@ -107,16 +107,26 @@ type Config struct {
 	// below the queue's message retention. Zero means
 	// DefaultMaxDeliverAfter.
 	MaxDeliverAfter time.Duration
+	// MaxStreams is how many StreamFile calls one caller (auth.Principal
+	// subject; calls without one share a count) may have open at once.
+	// Zero means no limit.
+	MaxStreams int
+	// IdleTimeout ends a stream whose client sent nothing for this long.
+	// Zero means no limit.
+	IdleTimeout time.Duration
 	// Now and NewID default to the clock and random UUIDs.
 	Now   func() time.Time
 	NewID func() string
+	// idleTimer defaults to a real timer; tests fire it themselves.
+	idleTimer idleTimer
 }
 
 // Server implements spoolv1.IngestServiceServer.
 type Server struct {
 	spoolv1.UnimplementedIngestServiceServer
-	jobs Jobs
-	cfg  Config
+	jobs  Jobs
+	cfg   Config
+	slots *streamSlots
 }
 
 // New returns a server over jobs.
@@ -148,7 +158,10 @@ func New(jobs Jobs, cfg Config) *Server {
 	if cfg.MaxDeliverAfter <= 0 {
 		cfg.MaxDeliverAfter = DefaultMaxDeliverAfter
 	}
-	return &Server{jobs: withDeadlines(jobs, cfg.StoreTimeout), cfg: cfg}
+	if cfg.idleTimer == nil {
+		cfg.idleTimer = realIdleTimer
+	}
+	return &Server{jobs: withDeadlines(jobs, cfg.StoreTimeout), cfg: cfg, slots: newStreamSlots(cfg.MaxStreams)}
 }
 
 // GetJob returns a job's record, by id or by job key. A job whose stream
@@ -190,6 +203,12 @@ func (s *Server) ListProfiles(context.Context, *spoolv1.ListProfilesRequest) (*s
 func (s *Server) StreamFile(stream grpc.ClientStreamingServer[spoolv1.StreamFileRequest, spoolv1.StreamFileResponse]) error {
 	ctx := stream.Context()
 	start := s.cfg.Now()
+	release, err := s.slots.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	stream = withIdleTimeout(stream, s.cfg.IdleTimeout, s.cfg.idleTimer)
 	o, err := s.open(ctx, stream)
 	if err != nil {
 		return err
