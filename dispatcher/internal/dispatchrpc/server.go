@@ -40,7 +40,9 @@ const (
 
 // Options configure a Server. Zero values get the defaults.
 type Options struct {
-	// Interval is how often a watched job is read.
+	// Interval is how often a watched job is read: its watchers share
+	// the reads (see sharedReads), so that is once per interval whatever
+	// their number.
 	Interval time.Duration
 	// Heartbeat is the longest a watcher goes without a message, so that
 	// clients and proxies can tell a quiet job from a dead stream.
@@ -98,8 +100,9 @@ type FlowStatus interface {
 // Server implements spoolv1.DispatchServiceServer.
 type Server struct {
 	spoolv1.UnimplementedDispatchServiceServer
-	jobs Jobs
-	o    Options
+	jobs    Jobs
+	o       Options
+	watches *sharedReads
 }
 
 // New returns a server reading jobs.
@@ -128,7 +131,10 @@ func New(jobs Jobs, o Options) *Server {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	return &Server{jobs: jobs, o: o}
+	// A read counts as fresh for a little less than the interval, so that
+	// a watcher whose ticker fires a hair early still reads anew.
+	fresh := o.Interval - o.Interval/10
+	return &Server{jobs: jobs, o: o, watches: newSharedReads(jobs, fresh, o.ReadTimeout)}
 }
 
 // errShutdown tells a watcher to reconnect, to another dispatcher if need be.
@@ -145,8 +151,10 @@ func (s *Server) WatchJob(req *spoolv1.WatchJobRequest, stream grpc.ServerStream
 	}
 	tick, stop := s.o.Tick(s.o.Interval)
 	defer stop()
+	leave := s.watches.join(id)
+	defer leave()
 
-	job, err := s.jobs.Get(ctx, id)
+	job, err := s.watches.get(ctx, id, s.o.Now())
 	if err != nil {
 		return toStatus(ctx, err)
 	}
@@ -160,17 +168,18 @@ func (s *Server) WatchJob(req *spoolv1.WatchJobRequest, stream grpc.ServerStream
 		return err
 	}
 	last, lastSent := job, now
+	var at time.Time
 	for {
 		select {
 		case <-s.o.Shutdown:
 			return errShutdown
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
-		case <-tick:
+		case at = <-tick:
 		}
-		rctx, cancel := context.WithTimeout(ctx, s.o.ReadTimeout)
-		job, err := s.jobs.Get(rctx, id)
-		cancel()
+		// The tick's time, not the clock's: it says which interval this
+		// read belongs to, the same for every watcher that ticked with it.
+		job, err := s.watches.get(ctx, id, at)
 		if errors.Is(err, jobstore.ErrNotFound) || ctx.Err() != nil {
 			return toStatus(ctx, err)
 		}

@@ -83,6 +83,16 @@ func (c *clock) Now() time.Time {
 	return c.now
 }
 
+// later moves the clock by d and returns the new time, without ticking
+// or waiting: a tick sent with it starts a new watch interval, so the
+// watch reads the job again rather than share its last read.
+func (c *clock) later(d time.Duration) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	return c.now
+}
+
 // advance moves the clock, ticks, and returns once the watch loop read the
 // job and the time for that tick, so the test may change both again.
 func (c *clock) advance(d time.Duration) {
@@ -219,7 +229,7 @@ func TestHungReadDoesNotStallTheWatch(t *testing.T) {
 	jobs.mu.Lock()
 	jobs.hung = hung
 	jobs.mu.Unlock()
-	clk.tick <- clk.Now()
+	clk.tick <- clk.later(time.Second)
 	<-hung
 	jobs.mu.Lock()
 	jobs.hung = nil
@@ -233,7 +243,7 @@ func TestHungReadDoesNotStallTheWatch(t *testing.T) {
 	}()
 	for {
 		select {
-		case clk.tick <- clk.Now():
+		case clk.tick <- clk.later(time.Second):
 			continue
 		case m := <-next:
 			require.True(t, m.GetProgress().GetFinal(), "the watch went on after the hung read")
