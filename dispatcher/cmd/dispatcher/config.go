@@ -24,6 +24,7 @@ import (
 	"github.com/spoolhq/spool/dispatcher/internal/rate"
 	"github.com/spoolhq/spool/dispatcher/internal/recount"
 	"github.com/spoolhq/spool/platform/envcfg"
+	"github.com/spoolhq/spool/platform/grpcserve"
 )
 
 // config is everything the dispatcher is told at start.
@@ -65,10 +66,14 @@ type config struct {
 	heartbeat         time.Duration
 	pausedDelay       time.Duration
 	deadLetterScan    int
+	deadLetterScanMax int
 	deadLetterHold    time.Duration
 
 	// Operator actions that wait for a second principal, and how long.
 	fourEyes fourEyesFlag
+
+	// Limits of the gRPC server.
+	grpc grpcserve.Limits
 
 	// Flow control toward the destination.
 	concurrencyMin     int
@@ -86,6 +91,11 @@ type config struct {
 	dest destAuth
 }
 
+// defaultDeadLetterScanMax is ten default scans: a scan holds every
+// message it reads invisible until it ends, so a caller must not hold the
+// whole dead-letter queue from everyone else.
+const defaultDeadLetterScanMax = 10 * deadletter.DefaultMaxScan
+
 // Ledger retention: how long a settled record suppresses duplicates.
 const (
 	defaultLedgerRetention = 90 * 24 * time.Hour
@@ -101,7 +111,7 @@ func (c config) deliveryBound() time.Duration {
 // parseConfig reads flags, with SPOOL_* environment fallbacks through
 // lookup (os.LookupEnv when nil).
 func parseConfig(args []string, lookup func(string) (string, bool), out io.Writer) (config, error) {
-	var c config
+	c := config{grpc: grpcserve.DefaultLimits()}
 	fs := flag.NewFlagSet("dispatcher", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&c.listen, "listen", ":50052", "gRPC listen address")
@@ -147,12 +157,14 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs.DurationVar(&c.heartbeat, "heartbeat", 0, "how often a message being delivered is extended; 0 = a third of -visibility-timeout")
 	fs.DurationVar(&c.pausedDelay, "paused-delay", dispatch.DefaultPausedDelay, "longest wait before a message of a paused job comes back (the first is 10s, doubling per receive)")
 	fs.IntVar(&c.deadLetterScan, "dead-letter-scan", deadletter.DefaultMaxScan, "most dead-letter queue messages one listing or redrive reads")
+	fs.IntVar(&c.deadLetterScanMax, "dead-letter-scan-max", defaultDeadLetterScanMax, "largest max_scan a ListDeadLetters or RedriveDeadLetters caller may ask for; larger requests are refused")
 	fs.DurationVar(&c.deadLetterHold, "dead-letter-hold", deadletter.DefaultHold, "visibility of dead letters while a listing or redrive reads them (it reads for half of it)")
 	c.fourEyes = fourEyesFlag{Resolve: true, Redrive: true}
 	fs.Var(&c.fourEyes, "four-eyes", `operator actions that wait for a second, different principal's approval (ApproveRequest): "resolve", "redrive", both comma-separated, or "none"; without authentication every caller is the same "anonymous", so such a server needs "none" to resolve at all`)
 	fs.DurationVar(&c.fourEyes.TTL, "four-eyes-ttl", dispatchrpc.DefaultRequestTTL, "how long a four-eyes request waits for its approval before it expires")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
 	c.dest.flags(fs)
+	c.grpc.RegisterFlags(fs)
 	if err := envcfg.Parse(fs, args, lookup); err != nil {
 		return config{}, err
 	}
@@ -242,6 +254,10 @@ func (c config) validate() error {
 	if c.deadLetterScan < 1 {
 		errs = append(errs, fmt.Errorf("-dead-letter-scan %d: want at least 1", c.deadLetterScan))
 	}
+	if c.deadLetterScanMax < c.deadLetterScan {
+		errs = append(errs, fmt.Errorf("-dead-letter-scan-max %d: want at least -dead-letter-scan (%d)", c.deadLetterScanMax, c.deadLetterScan))
+	}
+	errs = append(errs, c.grpc.Validate())
 	if c.deadLetterHold < 2*time.Second || c.deadLetterHold > 12*time.Hour {
 		errs = append(errs, fmt.Errorf("-dead-letter-hold %s: want 2s to 12h", c.deadLetterHold))
 	}

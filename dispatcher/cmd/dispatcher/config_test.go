@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/spoolhq/spool/dispatcher/internal/ledger"
+	"github.com/spoolhq/spool/platform/grpcserve"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -53,8 +54,10 @@ func TestParseConfig(t *testing.T) {
 				require.Zero(t, c.heartbeat)
 				require.Equal(t, 5*time.Minute, c.pausedDelay)
 				require.Equal(t, 10000, c.deadLetterScan)
+				require.Equal(t, 100000, c.deadLetterScanMax)
 				require.Equal(t, time.Minute, c.deadLetterHold)
 				require.Equal(t, fourEyesFlag{Resolve: true, Redrive: true, TTL: 24 * time.Hour}, c.fourEyes)
+				require.Equal(t, grpcserve.DefaultLimits(), c.grpc)
 			},
 		},
 		{
@@ -75,6 +78,20 @@ func TestParseConfig(t *testing.T) {
 		},
 		{name: "four-eyes on an unknown action", args: append([]string{"-four-eyes", "resolve,cancel"}, required...), wantErr: `action "cancel"`},
 		{name: "four-eyes requests that never wait", args: append([]string{"-four-eyes-ttl", "0s"}, required...), wantErr: "-four-eyes-ttl"},
+		{
+			name: "server limits from the environment",
+			env: map[string]string{
+				"SPOOL_QUEUE_URL": "http://q", "SPOOL_TABLE": "jobs", "SPOOL_DESTINATION_URL": "https://dest/pay",
+				"SPOOL_DEAD_LETTER_SCAN_MAX": "20000", "SPOOL_GRPC_MAX_CONNECTION_AGE": "1h", "SPOOL_GRPC_MAX_CONCURRENT_STREAMS": "50",
+			},
+			check: func(t *testing.T, c config) {
+				require.Equal(t, 20000, c.deadLetterScanMax)
+				require.Equal(t, time.Hour, c.grpc.MaxConnectionAge)
+				require.Equal(t, 50, c.grpc.MaxConcurrentStreams)
+			},
+		},
+		{name: "scan cap under the default scan", args: append([]string{"-dead-letter-scan-max", "10"}, required...), wantErr: "-dead-letter-scan-max 10: want at least -dead-letter-scan (10000)"},
+		{name: "bad server limit", args: append([]string{"-grpc-max-concurrent-streams", "0"}, required...), wantErr: "-grpc-max-concurrent-streams 0"},
 		{
 			name: "failure handling from the environment",
 			env: map[string]string{

@@ -126,7 +126,8 @@ func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *
 	}
 	// The audit trail and four-eyes requests live in the job table.
 	trail := audit.New(db, cfg.table, nil)
-	d.srv = grpcserve.New(log, append(d.metrics.ServerOptions(), tracing.ServerOption())...)
+	srvOpts := append(d.metrics.ServerOptions(), tracing.ServerOption())
+	d.srv = grpcserve.New(log, append(srvOpts, cfg.grpc.ServerOptions()...)...)
 	spoolv1.RegisterDispatchServiceServer(d.srv, dispatchrpc.New(store, dispatchrpc.Options{
 		Interval: cfg.watchInterval,
 		Shutdown: d.shutdown,
@@ -137,6 +138,7 @@ func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *
 		Watched:  d.repairer.Note,
 
 		DeadLetters:  deadLetters,
+		MaxScanLimit: cfg.deadLetterScanMax,
 		Control:      store,
 		DispatcherID: d.owner,
 		Flow:         d.flow,

@@ -41,7 +41,11 @@ func (s *Server) ListDeadLetters(req *spoolv1.ListDeadLettersRequest, stream grp
 	if req.GetJobId() == "" {
 		return status.Error(codes.InvalidArgument, "job_id is required")
 	}
-	sum, err := s.o.DeadLetters.List(ctx, req.GetJobId(), int(req.GetMaxScan()), func(e deadletter.Entry) error {
+	maxScan, err := s.maxScan(req.GetMaxScan())
+	if err != nil {
+		return err
+	}
+	sum, err := s.o.DeadLetters.List(ctx, req.GetJobId(), maxScan, func(e deadletter.Entry) error {
 		return stream.Send(&spoolv1.ListDeadLettersResponse{Msg: &spoolv1.ListDeadLettersResponse_Entry{Entry: deadLetterProto(e)}})
 	})
 	if err != nil {
@@ -58,6 +62,11 @@ func (s *Server) RedriveDeadLetters(ctx context.Context, req *spoolv1.RedriveDea
 	}
 	if req.GetJobId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "job_id is required")
+	}
+	// Checked before a four-eyes request is recorded, and again when the
+	// redrive runs (the cap may have changed while it waited).
+	if _, err := s.maxScan(req.GetMaxScan()); err != nil {
+		return nil, err
 	}
 	if s.required(spoolv1.OperatorAction_OPERATOR_ACTION_REDRIVE) {
 		p, err := s.request(ctx, audit.Request{
@@ -81,13 +90,32 @@ func (s *Server) RedriveDeadLetters(ctx context.Context, req *spoolv1.RedriveDea
 }
 
 func (s *Server) redrive(ctx context.Context, jobID string, maxScan int32) (*spoolv1.DeadLetterSummary, error) {
-	sum, err := s.o.DeadLetters.Redrive(ctx, jobID, int(maxScan))
+	n, err := s.maxScan(maxScan)
+	if err != nil {
+		return nil, err
+	}
+	sum, err := s.o.DeadLetters.Redrive(ctx, jobID, n)
 	if err != nil {
 		// Some may have moved before the failure: say how many.
 		return nil, scanStatus(ctx, fmt.Errorf("%d moved before: %w", sum.Matched, err))
 	}
 	s.o.Log.InfoContext(ctx, "dead letters redriven", "job_id", jobID, "moved", sum.Matched, "scanned", sum.Scanned, "complete", sum.Complete)
 	return summaryProto(sum), nil
+}
+
+// maxScan checks a request's max_scan against the server's cap. A request
+// over it is refused rather than cut down: a redrive that silently moved
+// fewer letters than asked would read as done. 0 asks for the server's
+// default, which the scanner fills in.
+func (s *Server) maxScan(asked int32) (int, error) {
+	switch {
+	case asked < 0:
+		return 0, status.Errorf(codes.InvalidArgument, "max_scan %d: want 0 (the server's default) or more", asked)
+	case s.o.MaxScanLimit > 0 && int(asked) > s.o.MaxScanLimit:
+		return 0, status.Errorf(codes.InvalidArgument, "max_scan %d is over the server's limit dead-letter-scan-max=%d; scan in parts (the summary says when a scan is complete)",
+			asked, s.o.MaxScanLimit)
+	}
+	return int(asked), nil
 }
 
 // PauseJob pauses the job; every dispatcher sees it within its job cache

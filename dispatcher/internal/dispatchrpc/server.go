@@ -78,6 +78,9 @@ type Options struct {
 	// Unimplemented.
 	DeadLetters DeadLetters
 	Control     Control
+	// MaxScanLimit caps the max_scan a ListDeadLetters or
+	// RedriveDeadLetters caller may ask for; 0 means no cap.
+	MaxScanLimit int
 	// OpenJobs serves ListOpenJobs (open.go); without it that answers
 	// Unimplemented.
 	OpenJobs OpenJobs
