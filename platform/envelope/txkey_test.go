@@ -42,3 +42,50 @@ func TestTransactionKey(t *testing.T) {
 		})
 	}
 }
+
+func TestLedgerKey(t *testing.T) {
+	const tx = "bk:00ff"
+	tests := []struct {
+		name string
+		ns   envelope.Namespace
+		want string
+	}{
+		{name: "no namespace keeps the former key", want: tx},
+		{name: "destination", ns: envelope.Namespace{Destination: "pay.example.com/v1"}, want: "ns:|pay.example.com/v1|" + tx},
+		{name: "tenant and destination", ns: envelope.Namespace{Tenant: "acme", Destination: "pay.example.com/v1"}, want: "ns:acme|pay.example.com/v1|" + tx},
+	}
+	seen := map[string]string{}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tt.ns.LedgerKey(tx)
+			require.Equal(t, tt.want, got)
+			require.NotContains(t, seen, got, "each namespace has keys of its own")
+			seen[got] = tt.name
+		})
+	}
+	// Two destinations, two tenants: the same business key is four
+	// transactions.
+	keys := map[string]bool{}
+	for _, ns := range []envelope.Namespace{{Destination: "a"}, {Destination: "b"}, {Tenant: "t1", Destination: "a"}, {Tenant: "t2", Destination: "a"}} {
+		keys[ns.LedgerKey(tx)] = true
+	}
+	require.Len(t, keys, 4)
+}
+
+func TestCheckName(t *testing.T) {
+	tests := []struct {
+		name string
+		ok   bool
+	}{
+		{name: "acme", ok: true},
+		{name: "pay.example.com:8443/v1/payments", ok: true},
+		{name: ""},
+		{name: "a|b"},
+		{name: "a\nb"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			require.Equal(t, tt.ok, envelope.CheckName(tt.name) == nil)
+		})
+	}
+}

@@ -12,7 +12,7 @@
 //	JOB#<job id>        CNT#<writer>       one dispatcher's cumulative counts of the job
 //	JOB#<job id>        REPAIR             the correction a ledger recount wrote
 //	KEY#<job key>       KEY                which job a job key names
-//	TX#<tx key>         TX                 a delivery ledger record (transaction key: envelope.TransactionKey)
+//	TX#<ledger key>     TX                 a delivery ledger record (envelope.Namespace.LedgerKey of the transaction key)
 //	RATE#<destination>  RATE               a destination's shared rate schedule
 //	OPEN                JOB#<job id>       a job whose counters may still need a repair
 //	AUDIT#<job id>      EVT#<ms>#<id>      one operator action on the job (package audit)

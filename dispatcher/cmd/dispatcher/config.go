@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,6 +25,7 @@ import (
 	"github.com/spoolhq/spool/dispatcher/internal/rate"
 	"github.com/spoolhq/spool/dispatcher/internal/recount"
 	"github.com/spoolhq/spool/platform/envcfg"
+	"github.com/spoolhq/spool/platform/envelope"
 	"github.com/spoolhq/spool/platform/grpcserve"
 )
 
@@ -37,6 +39,9 @@ type config struct {
 	headers           headerList
 	destTimeout       time.Duration
 	idempotencyHeader string
+	tenant            string
+	destinationName   string
+	legacyKeys        bool
 	concurrency       int
 	pollers           int
 	receiveWait       time.Duration
@@ -102,6 +107,21 @@ const (
 	minLedgerRetention     = 15 * 24 * time.Hour
 )
 
+// namespace is the delivery ledger's namespace of this fleet. Without a
+// -destination-name, the destination URL names the third party: host (and
+// port) and path, not the query, whose values are often credentials and
+// would be written into every ledger key. A path whose '|' were left
+// unescaped would be refused by the checks; EscapedPath escapes it.
+func (c config) namespace() envelope.Namespace {
+	ns := envelope.Namespace{Tenant: c.tenant, Destination: c.destinationName}
+	if ns.Destination == "" {
+		if u, err := url.Parse(c.destinationURL); err == nil {
+			ns.Destination = strings.ToLower(u.Host) + strings.TrimSuffix(u.EscapedPath(), "/")
+		}
+	}
+	return ns
+}
+
 // deliveryBound is long enough for one delivery with its timeout to finish
 // twice over: whatever it was, it has answered or timed out by then.
 func (c config) deliveryBound() time.Duration {
@@ -121,6 +141,9 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs.StringVar(&c.destinationURL, "destination-url", "", "URL every transaction is POSTed to (required)")
 	fs.Var(&c.headers, "destination-header", `header added to every POST, "Name: value"; repeatable, or one per line in the environment`)
 	fs.DurationVar(&c.destTimeout, "destination-timeout", 10*time.Second, "timeout of one POST, response included")
+	fs.StringVar(&c.tenant, "tenant", "", "name of this fleet when fleets share one table: its delivery ledger is its own; empty = none")
+	fs.StringVar(&c.destinationName, "destination-name", "", "name of the third party in the delivery ledger's keys: the same business key for another destination is another transaction; empty = the destination URL's host and path (set it to keep the ledger when the URL changes)")
+	fs.BoolVar(&c.legacyKeys, "ledger-legacy-keys", true, "also look for each transaction's ledger record under its key from before keys were namespaced, so rows settled then are not sent again; one more read per row; turn off once -ledger-retention has passed since the upgrade and no UNKNOWN row of that time is left")
 	fs.StringVar(&c.idempotencyHeader, "idempotency-header", deliver.DefaultIdempotencyHeader, "header carrying the transaction key")
 	fs.IntVar(&c.concurrency, "concurrency", 16, "most deliveries in flight at once (and most messages held): the adaptive concurrency limit's ceiling")
 	fs.IntVar(&c.concurrencyMin, "concurrency-min", limit.DefaultMin, "floor of the adaptive concurrency limit")
@@ -188,6 +211,16 @@ func (c config) validate() error {
 	} {
 		if f.value == "" {
 			errs = append(errs, fmt.Errorf("-%s (or $%s) is required", f.name, envcfg.EnvName(f.name)))
+		}
+	}
+	if c.tenant != "" {
+		if err := envelope.CheckName(c.tenant); err != nil {
+			errs = append(errs, fmt.Errorf("-tenant: %w", err))
+		}
+	}
+	if c.destinationName != "" {
+		if err := envelope.CheckName(c.destinationName); err != nil {
+			errs = append(errs, fmt.Errorf("-destination-name: %w", err))
 		}
 	}
 	if c.concurrency < 1 {

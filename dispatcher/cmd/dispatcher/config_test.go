@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/spoolhq/spool/dispatcher/internal/ledger"
+	"github.com/spoolhq/spool/platform/envelope"
 	"github.com/spoolhq/spool/platform/grpcserve"
 )
 
@@ -90,6 +91,24 @@ func TestParseConfig(t *testing.T) {
 				require.Equal(t, 50, c.grpc.MaxConcurrentStreams)
 			},
 		},
+		{
+			name: "ledger namespace from the destination URL",
+			args: []string{"-queue-url", "http://q", "-table", "jobs", "-destination-url", "https://Pay.Example.com:8443/v1/payments/?token=secret"},
+			check: func(t *testing.T, c config) {
+				require.Equal(t, envelope.Namespace{Destination: "pay.example.com:8443/v1/payments"}, c.namespace(), "host and path; never the query")
+				require.True(t, c.legacyKeys, "records from before namespaces are looked for by default")
+			},
+		},
+		{
+			name: "ledger namespace named",
+			env:  map[string]string{"SPOOL_TENANT": "acme", "SPOOL_DESTINATION_NAME": "payroll-api", "SPOOL_LEDGER_LEGACY_KEYS": "false"},
+			args: required,
+			check: func(t *testing.T, c config) {
+				require.Equal(t, envelope.Namespace{Tenant: "acme", Destination: "payroll-api"}, c.namespace())
+				require.False(t, c.legacyKeys)
+			},
+		},
+		{name: "bad tenant", args: append([]string{"-tenant", "a|b"}, required...), wantErr: "-tenant"},
 		{name: "scan cap under the default scan", args: append([]string{"-dead-letter-scan-max", "10"}, required...), wantErr: "-dead-letter-scan-max 10: want at least -dead-letter-scan (10000)"},
 		{name: "bad server limit", args: append([]string{"-grpc-max-concurrent-streams", "0"}, required...), wantErr: "-grpc-max-concurrent-streams 0"},
 		{

@@ -101,6 +101,8 @@ func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *
 		PausedDelay: cfg.pausedDelay,
 		Pacer:       d.flow,
 		Guard:       store,
+		Namespace:   cfg.namespace(),
+		LegacyKeys:  cfg.legacyKeys,
 	})
 	d.consumer = consume.New(dm.Queue(queue), handler, consume.Options{
 		QueueURL:          cfg.queueURL,

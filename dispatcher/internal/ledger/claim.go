@@ -13,7 +13,14 @@ import (
 
 // Tx is a transaction about to be claimed.
 type Tx struct {
-	Key         string
+	// Key is the key of its record: the envelope's transaction key in the
+	// dispatcher's namespace (envelope.Namespace.LedgerKey).
+	Key string
+	// LegacyKey, when set, is the key its record had before keys were
+	// namespaced. A record found under it is the transaction's record and
+	// is claimed where it is, so that rows delivered, held or suppressed
+	// before the change are not sent again after it.
+	LegacyKey   string
 	JobID       string
 	Row         int64
 	BusinessKey string
@@ -64,6 +71,15 @@ const maxClaimRounds = 4
 // into the job's Unknown figure, and the caller must count it, or the
 // resend that later settles the row takes one off a count never added.
 func (l *Ledger) Claim(ctx context.Context, tx Tx) (Claim, error) {
+	if tx.LegacyKey != "" && tx.LegacyKey != tx.Key {
+		_, ok, err := l.b.Get(ctx, tx.LegacyKey)
+		if err != nil {
+			return Claim{}, fmt.Errorf("claim %s: look for its record under the former key: %w", tx.Key, err)
+		}
+		if ok {
+			tx.Key = tx.LegacyKey
+		}
+	}
 	now := l.o.Now().UnixMilli()
 	// The claim is written as SENDING: the caller sends at once (anything
 	// it waits for, it waits for before claiming), so the claim and the

@@ -8,8 +8,15 @@
 // dispatcher's ReportJob and ResolveTransaction.
 //
 // The state machine (Ledger) is written once over a small Backend with two
-// implementations: DynamoDB (the job table, items keyed TX#<transaction
-// key>) and Memory (for tests). Every change replaces the whole record on
+// implementations: DynamoDB (the job table, items keyed TX#<ledger key>)
+// and Memory (for tests).
+//
+// A record's key is the transaction key in the dispatcher fleet's
+// namespace (envelope.Namespace: its destination, and its tenant when one
+// is configured), so the same business key sent to two third parties, or
+// by two fleets sharing the table, is two transactions. Records written
+// before namespaces were keyed by the bare transaction key; a claim that
+// names that key (Tx.LegacyKey) goes on with such a record where it is. Every change replaces the whole record on
 // the condition that its version is the one read, which is the single-item
 // optimistic write DynamoDB does best and every emulator implements. Each
 // write is safe to apply twice, or to apply without an answer, and is sent
