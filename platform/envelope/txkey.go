@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"unicode"
 )
 
@@ -75,4 +76,19 @@ func (n Namespace) LedgerKey(txKey string) string {
 		return txKey
 	}
 	return "ns:" + n.Tenant + "|" + n.Destination + "|" + txKey
+}
+
+// TransactionKeyOf returns the transaction key a ledger key was made of:
+// the key without its namespace, which is the idempotency key the
+// destination received. Any other key is returned as it is.
+func TransactionKeyOf(ledgerKey string) string {
+	rest, ok := strings.CutPrefix(ledgerKey, "ns:")
+	if !ok {
+		return ledgerKey
+	}
+	parts := strings.SplitN(rest, "|", 3)
+	if len(parts) != 3 {
+		return ledgerKey
+	}
+	return parts[2]
 }

@@ -59,6 +59,7 @@ func TestLedgerKey(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			got := tt.ns.LedgerKey(tx)
 			require.Equal(t, tt.want, got)
+			require.Equal(t, tx, envelope.TransactionKeyOf(got), "the transaction key is recovered")
 			require.NotContains(t, seen, got, "each namespace has keys of its own")
 			seen[got] = tt.name
 		})
@@ -70,6 +71,9 @@ func TestLedgerKey(t *testing.T) {
 		keys[ns.LedgerKey(tx)] = true
 	}
 	require.Len(t, keys, 4)
+	for _, other := range []string{"dup:job-1:4", "job-1:4", "ns:broken"} {
+		require.Equal(t, other, envelope.TransactionKeyOf(other))
+	}
 }
 
 func TestCheckName(t *testing.T) {

@@ -88,6 +88,7 @@ func TestLegacyKeys(t *testing.T) {
 				require.Equal(t, tt.want, c.Verdict)
 				if tt.wantKey != "" {
 					require.Equal(t, tt.wantKey, c.Record.Key)
+					require.Equal(t, business, c.Record.Entry().GetTransactionKey(), "a report shows the key the destination receives")
 				}
 				if tt.wantState != 0 {
 					require.Equal(t, tt.wantState, c.Record.State)

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/envelope"
 )
 
 // MaxReason bounds the reason kept on a record, a destination's answer
@@ -75,7 +76,7 @@ type Resolver struct {
 // Entry returns the record as a report entry.
 func (r Record) Entry() *spoolv1.LedgerEntry {
 	e := &spoolv1.LedgerEntry{
-		JobId: r.JobID, Row: r.Row, TransactionKey: r.Key, State: r.State,
+		JobId: r.JobID, Row: r.Row, TransactionKey: envelope.TransactionKeyOf(r.Key), State: r.State,
 		BusinessKey: r.BusinessKey, Amount: r.Amount, Attempts: r.Attempts,
 		LastStatus: r.LastStatus, Reason: r.Reason,
 		DuplicateOfJobId: r.DupJobID, DuplicateOfRow: r.DupRow,

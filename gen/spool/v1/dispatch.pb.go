@@ -445,7 +445,9 @@ type ListDeadLettersRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	// The most dead-letter queue messages (of every job) the scan reads;
-	// 0 means the server's default.
+	// 0 means the server's default. A value over the server's cap
+	// (-dead-letter-scan-max) is refused with INVALID_ARGUMENT naming it,
+	// not cut down: scan in parts, the summary says when a scan is complete.
 	MaxScan       int32 `protobuf:"varint,2,opt,name=max_scan,json=maxScan,proto3" json:"max_scan,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -654,9 +656,10 @@ func (x *DeadLetterSummary) GetHeldElsewhere() int64 {
 }
 
 type RedriveDeadLettersRequest struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	JobId   string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	MaxScan int32                  `protobuf:"varint,2,opt,name=max_scan,json=maxScan,proto3" json:"max_scan,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// As ListDeadLettersRequest.max_scan, with the same cap.
+	MaxScan int32 `protobuf:"varint,2,opt,name=max_scan,json=maxScan,proto3" json:"max_scan,omitempty"`
 	// Why, for the audit trail; at most 1024 bytes, as every reason.
 	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1582,11 +1585,15 @@ func (x *FlowControl) GetLatencyRecent() *durationpb.Duration {
 
 // LedgerEntry is one row of the delivery ledger.
 type LedgerEntry struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	JobId          string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Row            int64                  `protobuf:"varint,2,opt,name=row,proto3" json:"row,omitempty"`
-	TransactionKey string                 `protobuf:"bytes,3,opt,name=transaction_key,json=transactionKey,proto3" json:"transaction_key,omitempty"`
-	State          TransactionState       `protobuf:"varint,4,opt,name=state,proto3,enum=spool.v1.TransactionState" json:"state,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Row   int64                  `protobuf:"varint,2,opt,name=row,proto3" json:"row,omitempty"`
+	// The transaction key (Envelope.transaction_key), which is the
+	// idempotency key the destination received; the ledger's record key
+	// adds the dispatcher's namespace to it. "dup:<job_id>:<row>" for a
+	// DUPLICATE row's own record.
+	TransactionKey string           `protobuf:"bytes,3,opt,name=transaction_key,json=transactionKey,proto3" json:"transaction_key,omitempty"`
+	State          TransactionState `protobuf:"varint,4,opt,name=state,proto3,enum=spool.v1.TransactionState" json:"state,omitempty"`
 	// Values of the business-key columns, joined with "|"; empty without one.
 	BusinessKey string `protobuf:"bytes,5,opt,name=business_key,json=businessKey,proto3" json:"business_key,omitempty"`
 	// The amount column's value, as in the file.

@@ -96,6 +96,13 @@ type Envelope struct {
 	// "<job_id>:<row>" (row in decimal). A dispatcher receiving an envelope
 	// without a key uses the second form. Go: envelope.TransactionKey in the
 	// platform module.
+	//
+	// The key is the same whatever the destination: the dispatchers scope it
+	// to theirs only in the delivery ledger, whose record key is
+	// "ns:<tenant>|<destination>|<transaction_key>" (envelope.Namespace), so
+	// the same business key in files for two third parties, or two fleets
+	// sharing one table, are separate transactions, while the idempotency
+	// key a destination receives stays this one.
 	TransactionKey string                 `protobuf:"bytes,5,opt,name=transaction_key,json=transactionKey,proto3" json:"transaction_key,omitempty"`
 	PublishedAt    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=published_at,json=publishedAt,proto3" json:"published_at,omitempty"`
 	// The JSON object the destination receives, when the file's profile maps
