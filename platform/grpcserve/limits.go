@@ -24,9 +24,11 @@ const (
 	// then, so that they spread over the tasks a scale-out added.
 	DefaultMaxConnectionAge = 30 * time.Minute
 	// DefaultMaxConnectionAgeGrace is what calls open when a connection
-	// reaches its age get to finish. A StreamFile of a big file takes
-	// long; one cut off here is resumed by its client, at a cost.
-	DefaultMaxConnectionAgeGrace = 10 * time.Minute
+	// reaches its age get to finish; new calls already go to a new
+	// connection. Most files stream in less; a bigger one cut off here
+	// ends Unavailable, and spool send resumes it from its checkpoint, as
+	// after any broken stream. A watch cut off here is watched again.
+	DefaultMaxConnectionAgeGrace = time.Hour
 	// DefaultKeepaliveTime and DefaultKeepaliveTimeout: the server pings
 	// a connection idle this long, and closes it when the ping is not
 	// answered in time, so connections to vanished clients do not pile
