@@ -159,7 +159,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs.IntVar(&c.pollers, "pollers", 0, "parallel receive calls; 0 = ceil(concurrency/10)+1")
 	fs.DurationVar(&c.receiveWait, "receive-wait", 5*time.Second, "long-poll wait of one receive, whole seconds, at most 20s")
 	fs.DurationVar(&c.counterFlush, "counter-flush", time.Second, "how often job counters are written")
-	fs.DurationVar(&c.watchInterval, "watch-interval", dispatchrpc.DefaultInterval, "how often WatchJob reads the job")
+	fs.DurationVar(&c.watchInterval, "watch-interval", dispatchrpc.DefaultInterval, "how often a watched job is read; its watchers share each read")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 25*time.Second, "bound on shutdown: finish in-flight deliveries, flush deletes and counters")
 	fs.DurationVar(&c.jobCacheTTL, "job-cache-ttl", dispatch.DefaultJobCacheTTL, "how long a job record read is trusted when gating deliveries")
 	fs.DurationVar(&c.receivingDelay, "receiving-delay", dispatch.DefaultReceivingDelay, "longest wait before a message of a job still receiving comes back (the first is 1s, doubling per receive)")
