@@ -16,6 +16,7 @@ import (
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/emulator"
 	"github.com/spoolhq/spool/platform/emulator/emutest"
+	"github.com/spoolhq/spool/platform/envelope"
 	"github.com/spoolhq/spool/platform/provision"
 )
 
@@ -29,6 +30,8 @@ import (
 //   - put: the baseline.
 //   - ledger: Claim (written SENDING) and Finish DELIVERED — two
 //     conditional writes, what a dispatcher does per row.
+//   - ledger-legacy-keys: the same, with namespaced keys and the read of
+//     the former key each claim makes while -ledger-legacy-keys is on.
 //   - three-writes: the same states with the claim written CLAIMED and
 //     SENDING written separately, as before the claim wrote SENDING.
 //
@@ -65,6 +68,22 @@ func BenchmarkLedgerWrites(b *testing.B) {
 		}},
 		{"ledger", func(job string, row int64) error {
 			c, err := l.Claim(ctx, benchTx(job, row))
+			if err != nil {
+				return err
+			}
+			r, err := l.Sending(ctx, c.Record)
+			if err != nil {
+				return err
+			}
+			_, _, err = l.Finish(ctx, r, ledger.Outcome{State: delivered, Status: 200})
+			return err
+		}},
+		{"ledger-legacy-keys", func(job string, row int64) error {
+			// As ledger, with a namespaced key and the former key looked
+			// for first (-ledger-legacy-keys), which finds nothing.
+			tx := benchTx(job, row)
+			tx.Key, tx.LegacyKey = envelope.Namespace{Destination: "pay.example.com"}.LedgerKey(tx.Key), tx.Key
+			c, err := l.Claim(ctx, tx)
 			if err != nil {
 				return err
 			}
