@@ -62,6 +62,7 @@ type Store struct {
 	table      string
 	now        func() time.Time
 	abortAfter time.Duration
+	tenant     string
 }
 
 // Option configures a Store.
@@ -76,6 +77,16 @@ func WithAbortAfter(d time.Duration) Option {
 			s.abortAfter = d
 		}
 	}
+}
+
+// WithTenant scopes job keys to a tenant, so that fleets sharing one
+// table each have their own: a file submitted by one with a key another
+// used is a new job, not the other's. Job ids are unique anyway. The job
+// record keeps the key as the caller gave it. Empty means no tenant, and
+// keys as they were before tenants existed; a fleet that sets a tenant
+// later no longer finds the keys it claimed without one.
+func WithTenant(tenant string) Option {
+	return func(s *Store) { s.tenant = tenant }
 }
 
 // WithClock replaces time.Now, so tests can expire leases without waiting.

@@ -34,7 +34,7 @@ const claimAttempts = 5
 // claimKey points key at job id, unless it names a job that is not over.
 func (s *Store) claimKey(ctx context.Context, key, id string) error {
 	for range claimAttempts {
-		item := tablelayout.JobKey(key).Item()
+		item := s.keyItem(key).Item()
 		item["job_id"] = str(id)
 		_, err := s.db.PutItem(ctx, &dynamodb.PutItemInput{
 			TableName:           aws.String(s.table),
@@ -73,7 +73,7 @@ func (s *Store) claimKey(ctx context.Context, key, id string) error {
 		}
 		_, err = s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 			TableName:                 aws.String(s.table),
-			Key:                       tablelayout.JobKey(key).Item(),
+			Key:                       s.keyItem(key).Item(),
 			UpdateExpression:          aws.String("SET job_id = :new"),
 			ConditionExpression:       aws.String("job_id = :old"),
 			ExpressionAttributeValues: map[string]types.AttributeValue{":new": str(id), ":old": str(oldID)},
@@ -88,11 +88,22 @@ func (s *Store) claimKey(ctx context.Context, key, id string) error {
 	return fmt.Errorf("claim job key %q: lost %d races in a row: %w", key, claimAttempts, ErrState)
 }
 
+// keyItem returns the table key of the item that says which job key names,
+// in the store's tenant: "T#<tenant>|<key>". Tenant names exclude '|', so
+// two tenants' keys never meet; a fleet without a tenant could name a key
+// of that form itself, which is why every fleet sharing a table sets one.
+func (s *Store) keyItem(key string) tablelayout.Key {
+	if s.tenant == "" {
+		return tablelayout.JobKey(key)
+	}
+	return tablelayout.JobKey("T#" + s.tenant + "|" + key)
+}
+
 // keyJobID returns the id of the job key names, or ErrNotFound.
 func (s *Store) keyJobID(ctx context.Context, key string) (string, error) {
 	out, err := s.db.GetItem(ctx, &dynamodb.GetItemInput{
 		TableName:      aws.String(s.table),
-		Key:            tablelayout.JobKey(key).Item(),
+		Key:            s.keyItem(key).Item(),
 		ConsistentRead: aws.Bool(true),
 	})
 	if err != nil {

@@ -264,3 +264,42 @@ func TestCompareTotalsWithoutDeclaration(t *testing.T) {
 	require.Equal(t, "control totals do not match: row_count declared 1, actual not counted; amount_sum declared 1, actual not summed",
 		jobstore.CompareTotals(&spoolv1.ControlTotals{RowCount: proto.Int64(1), AmountSum: "1"}, nil))
 }
+
+// TestJobKeysPerTenant: fleets sharing a table each have their own job
+// keys; within one, a key names one job as before.
+func TestJobKeysPerTenant(t *testing.T) {
+	ctx := context.Background()
+	db := dynamodb.NewFromConfig(emutest.Config(emutest.Start(t, emulator.DynamoDB)))
+	require.NoError(t, provision.EnsureTable(ctx, db, "jobs"))
+	tests := []struct {
+		name          string
+		first, second string // tenants
+		wantTaken     bool
+	}{
+		{name: "two tenants: two jobs", first: "t1", second: "t2"},
+		{name: "a tenant and none: two jobs", first: "t1", second: ""},
+		{name: "one tenant: the key is taken", first: "t1", second: "t1", wantTaken: true},
+		{name: "no tenant: the key is taken", wantTaken: true},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := "payroll-" + string(rune('a'+i))
+			a := jobstore.New(db, "jobs", jobstore.WithTenant(tt.first))
+			b := jobstore.New(db, "jobs", jobstore.WithTenant(tt.second))
+			_, err := a.Start(ctx, &spoolv1.Job{JobId: tt.name + "-1", JobKey: key}, "s1")
+			require.NoError(t, err)
+			_, err = b.Start(ctx, &spoolv1.Job{JobId: tt.name + "-2", JobKey: key}, "s2")
+			if tt.wantTaken {
+				require.ErrorIs(t, err, jobstore.ErrKeyTaken)
+				return
+			}
+			require.NoError(t, err)
+			for s, want := range map[*jobstore.Store]string{a: tt.name + "-1", b: tt.name + "-2"} {
+				j, err := s.GetByKey(ctx, key)
+				require.NoError(t, err)
+				require.Equal(t, want, j.GetJobId())
+				require.Equal(t, key, j.GetJobKey(), "the record keeps the caller's key")
+			}
+		})
+	}
+}

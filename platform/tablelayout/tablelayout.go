@@ -11,7 +11,7 @@
 //	JOB#<job id>        JOB                the job record (package jobstore)
 //	JOB#<job id>        CNT#<writer>       one dispatcher's cumulative counts of the job
 //	JOB#<job id>        REPAIR             the correction a ledger recount wrote
-//	KEY#<job key>       KEY                which job a job key names
+//	KEY#<job key>       KEY                which job a job key names (KEY#T#<tenant>|<job key> in a tenant's fleet)
 //	TX#<ledger key>     TX                 a delivery ledger record (envelope.Namespace.LedgerKey of the transaction key)
 //	RATE#<destination>  RATE               a destination's shared rate schedule
 //	OPEN                JOB#<job id>       a job whose counters may still need a repair

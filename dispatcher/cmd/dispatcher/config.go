@@ -141,7 +141,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs.StringVar(&c.destinationURL, "destination-url", "", "URL every transaction is POSTed to (required)")
 	fs.Var(&c.headers, "destination-header", `header added to every POST, "Name: value"; repeatable, or one per line in the environment`)
 	fs.DurationVar(&c.destTimeout, "destination-timeout", 10*time.Second, "timeout of one POST, response included")
-	fs.StringVar(&c.tenant, "tenant", "", "name of this fleet when fleets share one table: its delivery ledger is its own; empty = none")
+	fs.StringVar(&c.tenant, "tenant", "", "name of this fleet when fleets share one table: its delivery ledger is its own (set the same on its ingestors); empty = none")
 	fs.StringVar(&c.destinationName, "destination-name", "", "name of the third party in the delivery ledger's keys: the same business key for another destination is another transaction; empty = the destination URL's host and path (set it to keep the ledger when the URL changes)")
 	fs.BoolVar(&c.legacyKeys, "ledger-legacy-keys", true, "also look for each transaction's ledger record under its key from before keys were namespaced, so rows settled then are not sent again; one more read per row; turn off once -ledger-retention has passed since the upgrade and no UNKNOWN row of that time is left")
 	fs.StringVar(&c.idempotencyHeader, "idempotency-header", deliver.DefaultIdempotencyHeader, "header carrying the transaction key")

@@ -26,6 +26,7 @@ import (
 	"github.com/spoolhq/spool/ingestor/internal/publish"
 	"github.com/spoolhq/spool/platform/awsconf"
 	"github.com/spoolhq/spool/platform/envcfg"
+	"github.com/spoolhq/spool/platform/envelope"
 	"github.com/spoolhq/spool/platform/grpcserve"
 	"github.com/spoolhq/spool/platform/jobstore"
 	"github.com/spoolhq/spool/platform/metrics"
@@ -54,6 +55,7 @@ type config struct {
 	grpc               grpcserve.Limits
 	maxStreams         int
 	idleTimeout        time.Duration
+	tenant             string
 }
 
 // parseConfig reads flags, then the environment (lookup), and checks the
@@ -85,11 +87,17 @@ func parseConfig(args []string, stderr io.Writer, lookup func(string) (string, b
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	fs.IntVar(&c.maxStreams, "max-streams-per-principal", ingest.DefaultMaxStreamsPerPrincipal, "StreamFile calls one caller may have open at once (calls without an identity share one count); 0 = no limit")
 	fs.DurationVar(&c.idleTimeout, "stream-idle-timeout", ingest.DefaultIdleTimeout, "how long a StreamFile call may send nothing before it is ended and its job handled as after a broken stream; 0 = no limit")
+	fs.StringVar(&c.tenant, "tenant", "", "name of this fleet when fleets share one table: its job keys are its own (set the same on its dispatchers); empty = none")
 	c.grpc.RegisterFlags(fs)
 	if err := envcfg.Parse(fs, args, lookup); err != nil {
 		return c, err
 	}
 	missing := []error{c.grpc.Validate()}
+	if c.tenant != "" {
+		if err := envelope.CheckName(c.tenant); err != nil {
+			missing = append(missing, fmt.Errorf("-tenant: %w", err))
+		}
+	}
 	if c.maxStreams < 0 || c.idleTimeout < 0 {
 		missing = append(missing, errors.New("-max-streams-per-principal and -stream-idle-timeout must not be negative"))
 	}
@@ -166,7 +174,7 @@ func run(ctx context.Context, args []string, _, stderr io.Writer) error {
 			return err
 		}
 	}
-	jobs := jobstore.New(dynamodb.NewFromConfig(awsCfg), c.table, jobstore.WithAbortAfter(c.abortAfter))
+	jobs := jobstore.New(dynamodb.NewFromConfig(awsCfg), c.table, jobstore.WithAbortAfter(c.abortAfter), jobstore.WithTenant(c.tenant))
 	// Handlers are waited for even when the grace period runs out, so a
 	// stream cut off by shutdown still records its checkpoint (or ends its
 	// job) before the process exits.

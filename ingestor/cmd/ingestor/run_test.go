@@ -66,13 +66,15 @@ func TestParseConfig(t *testing.T) {
 		{
 			name: "bounds from the environment",
 			env: map[string]string{"SPOOL_QUEUE_URL": "http://q", "SPOOL_TABLE": "t", "SPOOL_MAX_STREAMS_PER_PRINCIPAL": "2",
-				"SPOOL_STREAM_IDLE_TIMEOUT": "0s", "SPOOL_GRPC_MAX_CONCURRENT_STREAMS": "3"},
+				"SPOOL_STREAM_IDLE_TIMEOUT": "0s", "SPOOL_GRPC_MAX_CONCURRENT_STREAMS": "3", "SPOOL_TENANT": "acme"},
 			check: func(t *testing.T, c config) {
+				require.Equal(t, "acme", c.tenant)
 				require.Equal(t, 2, c.maxStreams)
 				require.Zero(t, c.idleTimeout)
 				require.Equal(t, 3, c.grpc.MaxConcurrentStreams)
 			},
 		},
+		{name: "bad tenant", env: required, args: []string{"-tenant", "a|b"}, wantErr: []string{"-tenant"}},
 		{name: "bad bounds", env: required, args: []string{"-max-streams-per-principal", "-1", "-grpc-keepalive-min-time", "0s"},
 			wantErr: []string{"-max-streams-per-principal", "-grpc-keepalive-min-time"}},
 		{
