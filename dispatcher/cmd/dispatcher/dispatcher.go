@@ -211,6 +211,7 @@ func (d *dispatcher) run(ctx context.Context, lis, metricsLis net.Listener) erro
 		"owner", d.owner, "unknown_policy", cfg.unknownPolicy.String(), "claim_lease", cfg.claimLease,
 		"destination_timeout", cfg.destTimeout, "already_applied", cfg.alreadyApplied.String(),
 		"repair_interval", cfg.repairInterval, "repair_after", cfg.repairAfter,
+		"ledger_namespace", cfg.namespace().LedgerKey(""), "ledger_legacy_keys", cfg.legacyKeys,
 		"dead_letter_queue_url", d.deadLetterURL, "max_attempts", cfg.maxAttempts, "visibility_timeout", cfg.visibilityTimeout,
 		"concurrency_min", cfg.concurrencyMin, "rate_limit", cfg.rateLimit, "rate_key", rateKey(cfg),
 		"breaker_failures", cfg.breakerFailures, "breaker_cooldown", cfg.breakerCooldown)
