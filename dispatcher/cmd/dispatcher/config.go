@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -108,15 +110,20 @@ const (
 )
 
 // namespace is the delivery ledger's namespace of this fleet. Without a
-// -destination-name, the destination URL names the third party: host (and
-// port) and path, not the query, whose values are often credentials and
-// would be written into every ledger key. A path whose '|' were left
-// unescaped would be refused by the checks; EscapedPath escapes it.
+// -destination-name, the destination URL names the third party: its host
+// (and port), and a digest of its path, so that two third parties behind
+// one host differ. The path itself is not written: webhook URLs often
+// carry a secret there, and the namespace is in every ledger key and in
+// the start-up log. The query is left out for the same reason.
 func (c config) namespace() envelope.Namespace {
 	ns := envelope.Namespace{Tenant: c.tenant, Destination: c.destinationName}
 	if ns.Destination == "" {
 		if u, err := url.Parse(c.destinationURL); err == nil {
-			ns.Destination = strings.ToLower(u.Host) + strings.TrimSuffix(u.EscapedPath(), "/")
+			ns.Destination = strings.ToLower(u.Host)
+			if p := strings.TrimSuffix(u.EscapedPath(), "/"); p != "" {
+				sum := sha256.Sum256([]byte(p))
+				ns.Destination += "/" + hex.EncodeToString(sum[:8])
+			}
 		}
 	}
 	return ns
@@ -142,7 +149,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs.Var(&c.headers, "destination-header", `header added to every POST, "Name: value"; repeatable, or one per line in the environment`)
 	fs.DurationVar(&c.destTimeout, "destination-timeout", 10*time.Second, "timeout of one POST, response included")
 	fs.StringVar(&c.tenant, "tenant", "", "name of this fleet when fleets share one table: its delivery ledger is its own (set the same on its ingestors); empty = none")
-	fs.StringVar(&c.destinationName, "destination-name", "", "name of the third party in the delivery ledger's keys: the same business key for another destination is another transaction; empty = the destination URL's host and path (set it to keep the ledger when the URL changes)")
+	fs.StringVar(&c.destinationName, "destination-name", "", "name of the third party in the delivery ledger's keys: the same business key for another destination is another transaction; empty = the destination URL's host and a digest of its path (set it to keep the ledger when the URL changes)")
 	fs.BoolVar(&c.legacyKeys, "ledger-legacy-keys", true, "also look for each transaction's ledger record under its key from before keys were namespaced, so rows settled then are not sent again; one more read per row; turn off once -ledger-retention has passed since the upgrade and no UNKNOWN row of that time is left")
 	fs.StringVar(&c.idempotencyHeader, "idempotency-header", deliver.DefaultIdempotencyHeader, "header carrying the transaction key")
 	fs.IntVar(&c.concurrency, "concurrency", 16, "most deliveries in flight at once (and most messages held): the adaptive concurrency limit's ceiling")

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"net/http"
 	"testing"
@@ -95,7 +97,9 @@ func TestParseConfig(t *testing.T) {
 			name: "ledger namespace from the destination URL",
 			args: []string{"-queue-url", "http://q", "-table", "jobs", "-destination-url", "https://Pay.Example.com:8443/v1/payments/?token=secret"},
 			check: func(t *testing.T, c config) {
-				require.Equal(t, envelope.Namespace{Destination: "pay.example.com:8443/v1/payments"}, c.namespace(), "host and path; never the query")
+				sum := sha256.Sum256([]byte("/v1/payments"))
+				want := envelope.Namespace{Destination: "pay.example.com:8443/" + hex.EncodeToString(sum[:8])}
+				require.Equal(t, want, c.namespace(), "host and a digest of the path; never the query")
 				require.True(t, c.legacyKeys, "records from before namespaces are looked for by default")
 			},
 		},
@@ -106,6 +110,13 @@ func TestParseConfig(t *testing.T) {
 			check: func(t *testing.T, c config) {
 				require.Equal(t, envelope.Namespace{Tenant: "acme", Destination: "payroll-api"}, c.namespace())
 				require.False(t, c.legacyKeys)
+			},
+		},
+		{
+			name: "ledger namespace of a URL without a path",
+			args: []string{"-queue-url", "http://q", "-table", "jobs", "-destination-url", "https://pay.example.com/"},
+			check: func(t *testing.T, c config) {
+				require.Equal(t, envelope.Namespace{Destination: "pay.example.com"}, c.namespace())
 			},
 		},
 		{name: "bad tenant", args: append([]string{"-tenant", "a|b"}, required...), wantErr: "-tenant"},
