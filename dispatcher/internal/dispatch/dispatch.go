@@ -165,14 +165,8 @@ type Options struct {
 	// often means a request with the same key is still in progress, and is
 	// retried unless configured here.
 	AlreadyApplied []int
-	// Namespace scopes the ledger's records to this fleet's destination
-	// (and tenant): the same business key for another destination is
-	// another transaction. The zero Namespace keeps the un-namespaced keys.
-	Namespace envelope.Namespace
-	// LegacyKeys looks for each transaction's record under its
-	// un-namespaced key too, and keeps using one found there: records
-	// written before namespaces were configured still suppress their
-	// transaction. It costs a read per claim.
+	// Namespace and LegacyKeys: see ledgerTx.
+	Namespace  envelope.Namespace
 	LegacyKeys bool
 	// MaxAttempts is the retry budget: a row whose attempts since its
 	// last redrive reach it is dead-lettered after a retryable failure.
@@ -298,20 +292,7 @@ func (h *Handler) Handle(ctx context.Context, m consume.Message) consume.Disposi
 		m.SentAt = d.AsTime()
 	}
 
-	key := e.GetTransactionKey()
-	if key == "" {
-		// Every envelope written by the ingestor has a key; an older one
-		// falls back to the row's identity, as the ingestor would derive it.
-		key = envelope.TransactionKey(e.GetJobId(), e.GetRow(), nil)
-	}
-	tx := ledger.Tx{
-		Key: h.o.Namespace.LedgerKey(key), JobID: e.GetJobId(), Row: e.GetRow(), Envelope: e,
-		BusinessKey: BusinessKey(e, job.GetBusinessKeyColumns()), Amount: field(e, job.GetAmountColumn()),
-	}
-	if h.o.LegacyKeys {
-		tx.LegacyKey = key
-	}
-	rec, d, ok := h.claim(ctx, m, tx)
+	rec, d, ok := h.claim(ctx, m, h.ledgerTx(e, job))
 	if !ok {
 		return d
 	}
