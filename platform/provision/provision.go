@@ -112,12 +112,19 @@ type TableAPI interface {
 	CreateTable(ctx context.Context, in *dynamodb.CreateTableInput, opts ...func(*dynamodb.Options)) (*dynamodb.CreateTableOutput, error)
 	DescribeTable(ctx context.Context, in *dynamodb.DescribeTableInput, opts ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error)
 	UpdateTable(ctx context.Context, in *dynamodb.UpdateTableInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateTableOutput, error)
+	PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
 }
 
 // EnsureTable creates the table, with the ledger's report index, unless it
 // exists, and waits until it is active. A table created before the index
 // existed gets it added, and the call waits until the index is active too.
 // The layout (key, index, item types) is tablelayout's.
+//
+// A table this call creates gets its layout item (tablelayout.Layout),
+// which tells dispatchers that its ledger keys were namespaced from the
+// start. A table that existed is never given one: this call cannot know
+// what it holds, and a table without the item is treated as one that may
+// hold records from before, which is the safe side.
 func EnsureTable(ctx context.Context, c TableAPI, name string) error {
 	_, err := c.CreateTable(ctx, &dynamodb.CreateTableInput{
 		TableName:              aws.String(name),
@@ -130,10 +137,37 @@ func EnsureTable(ctx context.Context, c TableAPI, name string) error {
 	if err != nil && !errors.As(err, &inUse) {
 		return fmt.Errorf("create table %s: %w", name, err)
 	}
+	created := err == nil
 	if err := waitActive(ctx, c, name); err != nil {
 		return err
 	}
+	if created {
+		if err := putLayout(ctx, c, name, time.Now()); err != nil {
+			return err
+		}
+	}
 	return ensureLedgerIndex(ctx, c, name)
+}
+
+// putLayout writes the layout item of a table just created, unless the
+// table has one: a put sent twice (a lost answer the SDK retried) or a
+// concurrent provisioning never overwrites it.
+func putLayout(ctx context.Context, c TableAPI, name string, now time.Time) error {
+	_, err := c.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:           aws.String(name),
+		Item:                tablelayout.LayoutItem(now),
+		ConditionExpression: aws.String("attribute_not_exists(#pk)"),
+		ExpressionAttributeNames: map[string]string{
+			"#pk": tablelayout.PK,
+		},
+	})
+	var exists *ddbtypes.ConditionalCheckFailedException
+	if err != nil && !errors.As(err, &exists) {
+		// The table stays without the item, so dispatchers also look for
+		// records under the former keys: slower, never unsafe.
+		return fmt.Errorf("write layout item of table %s (put it by hand as the README says, or dispatchers keep looking for former ledger keys): %w", name, err)
+	}
+	return nil
 }
 
 func waitActive(ctx context.Context, c TableAPI, name string) error {

@@ -17,6 +17,7 @@
 //	OPEN                JOB#<job id>       a job whose counters may still need a repair
 //	AUDIT#<job id>      EVT#<ms>#<id>      one operator action on the job (package audit)
 //	REQUEST             REQ#<request id>   a four-eyes request awaiting or past approval
+//	META                LAYOUT             the table's layout: the ledger key format it began with
 //
 // A job's record and its counter items share a partition, so one Query
 // reads the job with its counts. Ledger records alone carry the
@@ -29,11 +30,18 @@
 // event's time, so the trail reads in order. Four-eyes requests share one
 // partition: they come at the pace of people, and listing the pending
 // ones is one Query.
+//
+// The layout item is written once, by whoever creates the table (package
+// provision, or infrastructure code following the README), and never
+// changed: it says what the table held from its first day. A table
+// without it may hold ledger records from before their keys were
+// namespaced, so dispatchers look for those too.
 package tablelayout
 
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
@@ -76,6 +84,8 @@ const (
 	eventPrefix   = "EVT#"
 	requestPK     = "REQUEST"
 	requestPrefix = "REQ#"
+	metaPK        = "META"
+	layoutSK      = "LAYOUT"
 )
 
 // Key is the primary key of one item.
@@ -166,6 +176,33 @@ const RequestPartition = requestPK
 
 // Request is the key of a four-eyes request.
 func Request(id string) Key { return Key{PK: requestPK, SK: requestPrefix + id} }
+
+// Layout is the key of the table's layout item.
+func Layout() Key { return Key{PK: metaPK, SK: layoutSK} }
+
+// Attributes of the layout item.
+const (
+	// LayoutLedgerKeys is the format of the ledger keys the table began
+	// with, one of the LedgerKeys values.
+	LayoutLedgerKeys = "ledger_keys"
+	// LayoutCreatedAt is when the item was written, RFC 3339, for people.
+	LayoutCreatedAt = "created_at"
+)
+
+// LedgerKeysNamespaced is the ledger key format in which every key is
+// in its destination's (and tenant's) namespace
+// (envelope.Namespace.LedgerKey): a table that began with it holds no
+// record under an un-namespaced key.
+const LedgerKeysNamespaced = "namespaced"
+
+// LayoutItem is the layout item of a table created now, at createdAt: its
+// ledger keys are namespaced from the start.
+func LayoutItem(createdAt time.Time) map[string]types.AttributeValue {
+	item := Layout().Item()
+	item[LayoutLedgerKeys] = &types.AttributeValueMemberS{Value: LedgerKeysNamespaced}
+	item[LayoutCreatedAt] = &types.AttributeValueMemberS{Value: createdAt.UTC().Format(time.RFC3339)}
+	return item
+}
 
 // KeySchema is the table's primary key.
 func KeySchema() []types.KeySchemaElement {
