@@ -43,7 +43,7 @@ type config struct {
 	idempotencyHeader string
 	tenant            string
 	destinationName   string
-	legacyKeys        bool
+	legacyKeys        legacyKeysMode
 	concurrency       int
 	pollers           int
 	receiveWait       time.Duration
@@ -150,7 +150,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs.DurationVar(&c.destTimeout, "destination-timeout", 10*time.Second, "timeout of one POST, response included")
 	fs.StringVar(&c.tenant, "tenant", "", "name of this fleet when fleets share one table: its delivery ledger is its own (set the same on its ingestors); empty = none")
 	fs.StringVar(&c.destinationName, "destination-name", "", "name of the third party in the delivery ledger's keys: the same business key for another destination is another transaction; empty = the destination URL's host and a digest of its path (set it to keep the ledger when the URL changes)")
-	fs.BoolVar(&c.legacyKeys, "ledger-legacy-keys", true, "also look for each transaction's ledger record under its key from before keys were namespaced, so rows settled then are not sent again; one more read per row; turn off once -ledger-retention has passed since the upgrade and no UNKNOWN row of that time is left")
+	fs.Var(&c.legacyKeys, "ledger-legacy-keys", "auto, on or off: also look for each transaction's ledger record under its key from before keys were namespaced, so rows settled then are not sent again; one more read per row; auto = on unless the table's layout item says its keys were namespaced from the start (read at start; a failed read stops the start); turn off once -ledger-retention has passed since the upgrade and no UNKNOWN row of that time is left")
 	fs.StringVar(&c.idempotencyHeader, "idempotency-header", deliver.DefaultIdempotencyHeader, "header carrying the transaction key")
 	fs.IntVar(&c.concurrency, "concurrency", 16, "most deliveries in flight at once (and most messages held): the adaptive concurrency limit's ceiling")
 	fs.IntVar(&c.concurrencyMin, "concurrency-min", limit.DefaultMin, "floor of the adaptive concurrency limit")

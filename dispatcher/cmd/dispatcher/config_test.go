@@ -100,7 +100,7 @@ func TestParseConfig(t *testing.T) {
 				sum := sha256.Sum256([]byte("/v1/payments"))
 				want := envelope.Namespace{Destination: "pay.example.com:8443/" + hex.EncodeToString(sum[:8])}
 				require.Equal(t, want, c.namespace(), "host and a digest of the path; never the query")
-				require.True(t, c.legacyKeys, "records from before namespaces are looked for by default")
+				require.Equal(t, legacyKeysAuto, c.legacyKeys, "the table says by default whether records from before namespaces are looked for")
 			},
 		},
 		{
@@ -109,7 +109,7 @@ func TestParseConfig(t *testing.T) {
 			args: required,
 			check: func(t *testing.T, c config) {
 				require.Equal(t, envelope.Namespace{Tenant: "acme", Destination: "payroll-api"}, c.namespace())
-				require.False(t, c.legacyKeys)
+				require.Equal(t, legacyKeysOff, c.legacyKeys)
 			},
 		},
 		{

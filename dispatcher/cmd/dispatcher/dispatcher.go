@@ -41,6 +41,9 @@ type dispatcher struct {
 	// are taken over once their leases end.
 	owner         string
 	deadLetterURL string
+	// legacyKeys is what -ledger-legacy-keys came to: auto resolved
+	// against the table at start.
+	legacyKeys bool
 
 	consumer *consume.Consumer
 	counts   *tally.Tally
@@ -53,9 +56,16 @@ type dispatcher struct {
 }
 
 // newDispatcher builds a dispatcher on the table and the queue. It looks up
-// the dead-letter queue when the configuration names none.
-func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *sqs.Client, log *slog.Logger) *dispatcher {
+// the dead-letter queue when the configuration names none, and reads the
+// table's layout when -ledger-legacy-keys is auto; it fails only when that
+// read does.
+func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *sqs.Client, log *slog.Logger) (*dispatcher, error) {
 	d := &dispatcher{cfg: cfg, log: log, owner: uuid.NewString(), deadLetterURL: cfg.deadLetterURL, shutdown: make(chan struct{})}
+	legacy, err := legacyKeys(ctx, db, cfg.table, cfg.legacyKeys, log)
+	if err != nil {
+		return nil, err
+	}
+	d.legacyKeys = legacy
 	if d.deadLetterURL == "" {
 		d.deadLetterURL = deadLetterQueue(ctx, queue, cfg.queueURL, log)
 	}
@@ -102,7 +112,7 @@ func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *
 		Pacer:       d.flow,
 		Guard:       store,
 		Namespace:   cfg.namespace(),
-		LegacyKeys:  cfg.legacyKeys,
+		LegacyKeys:  d.legacyKeys,
 	})
 	d.consumer = consume.New(dm.Queue(queue), handler, consume.Options{
 		QueueURL:          cfg.queueURL,
@@ -151,7 +161,7 @@ func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *
 		FourEyes:  dispatchrpc.FourEyes(cfg.fourEyes),
 	}))
 	d.metrics.InitializeRPC(d.srv.Server)
-	return d
+	return d, nil
 }
 
 // shutdownReserve is the part of the shutdown grace kept for each of the
@@ -211,7 +221,7 @@ func (d *dispatcher) run(ctx context.Context, lis, metricsLis net.Listener) erro
 		"owner", d.owner, "unknown_policy", cfg.unknownPolicy.String(), "claim_lease", cfg.claimLease,
 		"destination_timeout", cfg.destTimeout, "already_applied", cfg.alreadyApplied.String(),
 		"repair_interval", cfg.repairInterval, "repair_after", cfg.repairAfter,
-		"ledger_namespace", cfg.namespace().LedgerKey(""), "ledger_legacy_keys", cfg.legacyKeys,
+		"ledger_namespace", cfg.namespace().LedgerKey(""), "ledger_legacy_keys", d.legacyKeys, "ledger_legacy_keys_mode", cfg.legacyKeys.String(),
 		"dead_letter_queue_url", d.deadLetterURL, "max_attempts", cfg.maxAttempts, "visibility_timeout", cfg.visibilityTimeout,
 		"concurrency_min", cfg.concurrencyMin, "rate_limit", cfg.rateLimit, "rate_key", rateKey(cfg),
 		"breaker_failures", cfg.breakerFailures, "breaker_cooldown", cfg.breakerCooldown)

@@ -45,7 +45,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	d := newDispatcher(ctx, cfg, dynamodb.NewFromConfig(awsCfg), sqs.NewFromConfig(awsCfg), log)
+	d, err := newDispatcher(ctx, cfg, dynamodb.NewFromConfig(awsCfg), sqs.NewFromConfig(awsCfg), log)
+	if err != nil {
+		return err
+	}
 	lis, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.listen, err)
