@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
@@ -27,6 +28,7 @@ import (
 	"github.com/spoolhq/spool/local/stack"
 	"github.com/spoolhq/spool/platform/emulator"
 	"github.com/spoolhq/spool/platform/emulator/emutest"
+	"github.com/spoolhq/spool/platform/tablelayout"
 )
 
 // The paths an operator takes now and then: dead letters and their
@@ -282,6 +284,13 @@ func TestInitProvisions(t *testing.T) {
 			d, err := db.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String("spool")})
 			require.NoError(t, err)
 			require.Len(t, d.Table.GlobalSecondaryIndexes, 1, "the report index")
+			// The table init created says its ledger keys are namespaced,
+			// so its dispatchers skip the read of former keys.
+			layout, err := db.GetItem(ctx, &dynamodb.GetItemInput{
+				TableName: aws.String("spool"), Key: tablelayout.Layout().Item(), ConsistentRead: aws.Bool(true),
+			})
+			require.NoError(t, err)
+			require.Equal(t, &ddbtypes.AttributeValueMemberS{Value: tablelayout.LedgerKeysNamespaced}, layout.Item[tablelayout.LayoutLedgerKeys])
 		})
 	}
 }
