@@ -270,7 +270,7 @@ func (a *app) statusCommand() *command {
 }
 
 func (a *app) initCommand() *command {
-	c := newCommand("init", "-queue NAME -table NAME", "Create the queue (with its dead-letter queue) and the table, unless they exist, and print their settings as KEY=value lines.")
+	c := newCommand("init", "-queue NAME -table NAME", "Create the queue (with its dead-letter queue) and the table, unless they exist, and print their settings as KEY=value lines. A table it creates gets its layout item (its ledger keys are namespaced from the start); one that existed is left without.")
 	queue := c.fs.String("queue", "", "queue name; its dead-letter queue is NAME-dlq")
 	table := c.fs.String("table", "", "job table name")
 	c.run = func(ctx context.Context, args []string) error {

@@ -31,7 +31,9 @@ import (
 //   - ledger: Claim (written SENDING) and Finish DELIVERED — two
 //     conditional writes, what a dispatcher does per row.
 //   - ledger-legacy-keys: the same, with namespaced keys and the read of
-//     the former key each claim makes while -ledger-legacy-keys is on.
+//     the former key each claim makes while -ledger-legacy-keys is on (as
+//     auto is on a table without its layout item); ledger is what auto
+//     costs on a table that began with namespaced keys.
 //   - three-writes: the same states with the claim written CLAIMED and
 //     SENDING written separately, as before the claim wrote SENDING.
 //
