@@ -92,10 +92,11 @@ func legacyKeys(ctx context.Context, db layoutReader, table string, mode legacyK
 		return false, fmt.Errorf("read the layout item of table %s for -ledger-legacy-keys=auto (set on or off to start without it): %w", table, err)
 	}
 	if out.Item == nil {
-		log.InfoContext(ctx, "ledger legacy keys on: each claim also looks for its record under its key from before keys were namespaced, one more read per row",
+		log.InfoContext(ctx, "ledger legacy keys on",
 			"table", table,
+			"what", "each claim also looks for its record under its key from before keys were namespaced: one more consistent read per row",
 			"why", "the table has no layout item (pk META, sk LAYOUT), so it may hold ledger records written before; tables spool init creates have one",
-			"turn_off", "set SPOOL_LEDGER_LEGACY_KEYS=off once -ledger-retention has passed since the upgrade and no UNKNOWN row of that time is left; a table that never held records from before can be given its layout item instead (README)")
+			"turn_off", "set SPOOL_LEDGER_LEGACY_KEYS=off once -ledger-retention has passed since the upgrade and no UNKNOWN row of that time is left; a new table that never held such records can be given its layout item instead (deploy/ecs/README.md)")
 		return true, nil
 	}
 	keys, _ := out.Item[tablelayout.LayoutLedgerKeys].(*ddbtypes.AttributeValueMemberS)
