@@ -45,15 +45,18 @@ type config struct {
 	destinationName   string
 	legacyKeys        legacyKeysMode
 	concurrency       int
-	pollers           int
-	receiveWait       time.Duration
-	counterFlush      time.Duration
-	watchInterval     time.Duration
-	shutdownGrace     time.Duration
-	logLevel          slog.Level
-	jobCacheTTL       time.Duration
-	receivingDelay    time.Duration
-	unknownPolicy     ledger.Policy
+	// messagesHeld is the most messages held at once, as configured, or
+	// heldMessages(concurrency) for 0.
+	messagesHeld   int
+	pollers        int
+	receiveWait    time.Duration
+	counterFlush   time.Duration
+	watchInterval  time.Duration
+	shutdownGrace  time.Duration
+	logLevel       slog.Level
+	jobCacheTTL    time.Duration
+	receivingDelay time.Duration
+	unknownPolicy  ledger.Policy
 	// claimLease is the lease as configured, or deliveryBound for 0.
 	claimLease      time.Duration
 	ledgerRetention time.Duration
@@ -152,7 +155,8 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs.StringVar(&c.destinationName, "destination-name", "", "name of the third party in the delivery ledger's keys: the same business key for another destination is another transaction; empty = the destination URL's host and a digest of its path (set it to keep the ledger when the URL changes)")
 	fs.Var(&c.legacyKeys, "ledger-legacy-keys", "auto, on or off: also look for each transaction's ledger record under its key from before keys were namespaced, so rows settled then are not sent again; one more read per row; auto = on unless the table's layout item says its keys were namespaced from the start (read at start; a failed read stops the start); turn off once -ledger-retention has passed since the upgrade and no UNKNOWN row of that time is left")
 	fs.StringVar(&c.idempotencyHeader, "idempotency-header", deliver.DefaultIdempotencyHeader, "header carrying the transaction key")
-	fs.IntVar(&c.concurrency, "concurrency", 16, "most deliveries in flight at once (and most messages held): the adaptive concurrency limit's ceiling")
+	fs.IntVar(&c.concurrency, "concurrency", 16, "most deliveries in flight at once: the adaptive concurrency limit's ceiling")
+	fs.IntVar(&c.messagesHeld, "messages-held", 0, "most messages held at once: those in flight to the destination, and those being received, written to the ledger or settled around them; at least -concurrency; 0 = twice -concurrency")
 	fs.IntVar(&c.concurrencyMin, "concurrency-min", limit.DefaultMin, "floor of the adaptive concurrency limit")
 	fs.IntVar(&c.concurrencyInitial, "concurrency-initial", limit.DefaultInitial, "adaptive concurrency limit before the first latency samples (capped by -concurrency)")
 	fs.BoolVar(&c.everyLossCuts, "concurrency-every-loss-cuts", false, "for comparison only: every 5xx and timeout cuts the adaptive concurrency limit, as plain AIMD does, instead of losses beyond the destination's usual rate (random failures then hold the limit near its floor)")
@@ -163,7 +167,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs.Float64Var(&c.breakerFailureRate, "breaker-failure-rate", 0, "share of failed requests over 10s (at least 20 requests) that also opens the breaker; 0 = off")
 	fs.DurationVar(&c.breakerCooldown, "breaker-cooldown", breaker.DefaultCooldown, "how long the breaker stays open before one probe delivery; doubles per failed probe")
 	fs.DurationVar(&c.breakerMaxCooldown, "breaker-max-cooldown", breaker.DefaultMaxCooldown, "cap on the breaker's doubling cool-down")
-	fs.IntVar(&c.pollers, "pollers", 0, "parallel receive calls; 0 = ceil(concurrency/10)+1")
+	fs.IntVar(&c.pollers, "pollers", 0, "parallel receive calls; 0 = ceil(messages-held/10)+1")
 	fs.DurationVar(&c.receiveWait, "receive-wait", 5*time.Second, "long-poll wait of one receive, whole seconds, at most 20s")
 	fs.DurationVar(&c.counterFlush, "counter-flush", time.Second, "how often job counters are written")
 	fs.DurationVar(&c.watchInterval, "watch-interval", dispatchrpc.DefaultInterval, "how often a watched job is read; its watchers share each read")
@@ -208,6 +212,9 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	if c.claimLease == 0 {
 		c.claimLease = c.deliveryBound()
 	}
+	if c.messagesHeld == 0 {
+		c.messagesHeld = heldMessages(c.concurrency)
+	}
 	return c, nil
 }
 
@@ -235,6 +242,9 @@ func (c config) validate() error {
 	}
 	if c.concurrencyMin < 1 || c.concurrencyMin > max(c.concurrency, 1) {
 		errs = append(errs, fmt.Errorf("-concurrency-min %d: want 1 to -concurrency (%d)", c.concurrencyMin, c.concurrency))
+	}
+	if c.messagesHeld != 0 && c.messagesHeld < c.concurrency {
+		errs = append(errs, fmt.Errorf("-messages-held %d: want 0 (twice -concurrency) or at least -concurrency (%d)", c.messagesHeld, c.concurrency))
 	}
 	if c.concurrencyInitial < 1 {
 		errs = append(errs, fmt.Errorf("-concurrency-initial %d: want at least 1", c.concurrencyInitial))

@@ -32,6 +32,7 @@ func TestParseConfig(t *testing.T) {
 				require.Equal(t, 10*time.Second, c.destTimeout)
 				require.Equal(t, "Idempotency-Key", c.idempotencyHeader)
 				require.Equal(t, 16, c.concurrency)
+				require.Equal(t, 32, c.messagesHeld, "twice the concurrency")
 				require.Zero(t, c.pollers)
 				require.Equal(t, 5*time.Second, c.receiveWait)
 				require.Equal(t, time.Second, c.counterFlush)
@@ -188,6 +189,15 @@ func TestParseConfig(t *testing.T) {
 		{name: "receive wait too long", args: append([]string{"-receive-wait", "30s"}, required...), wantErr: "-receive-wait"},
 		{name: "receive wait fraction", args: append([]string{"-receive-wait", "1500ms"}, required...), wantErr: "-receive-wait"},
 		{name: "no concurrency", args: append([]string{"-concurrency", "0"}, required...), wantErr: "-concurrency"},
+		{name: "fewer messages held than requests", args: append([]string{"-concurrency", "8", "-messages-held", "7"}, required...), wantErr: "-messages-held"},
+		{
+			name: "messages held as configured", args: append([]string{"-concurrency", "8", "-messages-held", "8"}, required...),
+			check: func(t *testing.T, c config) { require.Equal(t, 8, c.messagesHeld) },
+		},
+		{
+			name: "messages held follow the concurrency", args: append([]string{"-concurrency", "5"}, required...),
+			check: func(t *testing.T, c config) { require.Equal(t, 10, c.messagesHeld) },
+		},
 		{name: "bad policy", args: append([]string{"-unknown-policy", "resend"}, required...), wantErr: "-unknown-policy"},
 		{name: "negative lease", args: append([]string{"-claim-lease", "-1s"}, required...), wantErr: "-claim-lease"},
 		{

@@ -116,7 +116,7 @@ func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *
 	})
 	d.consumer = consume.New(dm.Queue(queue), handler, consume.Options{
 		QueueURL:          cfg.queueURL,
-		Concurrency:       cfg.concurrency,
+		Concurrency:       cfg.messagesHeld,
 		Pollers:           cfg.pollers,
 		WaitTime:          cfg.receiveWait,
 		Drain:             cfg.shutdownGrace - 2*cfg.shutdownReserve(),
@@ -206,7 +206,7 @@ func (d *dispatcher) run(ctx context.Context, lis, metricsLis net.Listener) erro
 	cfg := d.cfg
 	pollers := cfg.pollers
 	if pollers == 0 {
-		pollers = consume.Pollers(cfg.concurrency)
+		pollers = consume.Pollers(cfg.messagesHeld)
 	}
 	// Header values stay out of the log, and the destination URL's query
 	// and password: any may carry a credential.
@@ -215,7 +215,7 @@ func (d *dispatcher) run(ctx context.Context, lis, metricsLis net.Listener) erro
 		metricsAddr = metricsLis.Addr().String()
 	}
 	d.log.InfoContext(ctx, "dispatcher started", "listen", lis.Addr().String(), "metrics_listen", metricsAddr, "queue_url", cfg.queueURL, "table", cfg.table,
-		"concurrency", cfg.concurrency, "pollers", pollers,
+		"concurrency", cfg.concurrency, "messages_held", cfg.messagesHeld, "pollers", pollers,
 		"destination", deliver.RedactURL(cfg.destinationURL), "destination_headers", (&headerList{h: cfg.dest.header(cfg.headers.h)}).String(),
 		"destination_auth", cfg.dest.describe(), "destination_tls_min_version", cfg.dest.minTLS,
 		"owner", d.owner, "unknown_policy", cfg.unknownPolicy.String(), "claim_lease", cfg.claimLease,
