@@ -118,43 +118,9 @@ func measure(ctx context.Context, c config, env scenario.Env, tab *report.Table)
 		}
 	}
 
-	// Random loss, 1 dispatcher, with losses judged against the
-	// destination's usual rate (the default) and with every loss cutting
-	// the limit (the rule before): the 0 % run is the one above, the same
-	// for both, since without a loss the two rules are one.
-	for _, rule := range []struct {
-		everyLossCuts bool
-		name          string
-	}{{false, "losses judged against the usual rate"}, {true, "every loss cuts (the rule before)"}} {
-		for _, fail := range []float64{0.02, 0.10} {
-			if !c.runs("loss") {
-				break
-			}
-			d := scenario.Delivery{
-				Name: fmt.Sprintf("loss-%.0f-every-%t", 100*fail, rule.everyLossCuts), Dispatchers: 1, Concurrency: concurrency,
-				Latency: latency, FailRate: fail, EveryLossCuts: rule.everyLossCuts,
-			}
-			d.Rows = rows(steadySeconds * d.Ideal())
-			if rule.everyLossCuts {
-				// The rule before runs at a fraction of the ideal (a third
-				// at 2 %, the seed's speed at 10 %): a quarter of the rows
-				// keeps its run as long as the others. Its limit starts
-				// high and falls, so a shorter run flatters it, if anything.
-				d.Rows = max(200, d.Rows/4)
-			}
-			res, err := env.Deliver(ctx, d, 0)
-			if err != nil {
-				return err
-			}
-			row := report.Row{
-				Name:  fmt.Sprintf("delivery with %.0f %% random 503s, 1 × %d, %s", 100*fail, concurrency, rule.name),
-				Value: res.Rate, Unit: "rows/s", Baseline: rates[1], BaselineName: "0 %",
-				Note: fmt.Sprintf("the loss alone takes %.0f %%; %d rows in %s", 100*fail, d.Rows, res.Wall.Round(time.Second)),
-			}
-			if fail == 0.02 && !rule.everyLossCuts {
-				row.Min = lossFloor
-			}
-			tab.Add(row)
+	if c.runs("loss") {
+		if err := measureLoss(ctx, env, tab, rows(steadySeconds*concurrency/latency.Seconds())); err != nil {
+			return err
 		}
 	}
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,7 +20,10 @@ type Delivery struct {
 	// concurrency limit (-concurrency-every-loss-cuts): the loss rule
 	// before losses were judged against the destination's usual rate.
 	EveryLossCuts bool
-	Rows          int
+	// MessagesHeld, when above 0, is the dispatchers' -messages-held;
+	// their default (twice the concurrency) otherwise.
+	MessagesHeld int
+	Rows         int
 	// CountCalls counts the AWS calls of the run (see callCounter).
 	CountCalls bool
 }
@@ -45,6 +49,8 @@ type DeliveryResult struct {
 	// Calls counts the AWS calls made from sending the file to its last
 	// row at the sink, by "service operation"; when asked for.
 	Calls map[string]int64
+	// Flow is the dispatchers' flow control over the steady part.
+	Flow FlowSample
 }
 
 // Deliver sends a file of d.Rows rows through a fresh stack set up as d
@@ -64,6 +70,9 @@ func (e Env) Deliver(ctx context.Context, d Delivery, seedFor time.Duration) (De
 	dispatcherArgs := []string{"-concurrency", strconv.Itoa(d.Concurrency)}
 	if d.EveryLossCuts {
 		dispatcherArgs = append(dispatcherArgs, "-concurrency-every-loss-cuts")
+	}
+	if d.MessagesHeld > 0 {
+		dispatcherArgs = append(dispatcherArgs, "-messages-held", strconv.Itoa(d.MessagesHeld))
 	}
 	s, err := e.up(ctx, d.Name, d.Dispatchers, dispatcherArgs, sinkArgs, calls)
 	if err != nil {
@@ -101,7 +110,21 @@ func (e Env) Deliver(ctx context.Context, d Delivery, seedFor time.Duration) (De
 	// Generous: a loaded machine may be far below the ideal; a stuck job
 	// still ends the run.
 	timeout := 2*time.Minute + 10*time.Duration(float64(d.Rows)/max(d.Ideal(), 50)*float64(time.Second))
-	p, err := waitDelivered(ctx, s.Sink.Addr, job, int64(d.Rows), timeout)
+	// The flow control is sampled over the part of the run the rate is
+	// measured on.
+	var delivered atomic.Int64
+	var urls []string
+	for _, p := range s.Dispatchers {
+		if p.MetricsURL != "" {
+			urls = append(urls, p.MetricsURL)
+		}
+	}
+	stopSampling := sampleFlow(ctx, urls, func() bool {
+		n := delivered.Load()
+		return n >= int64(d.Rows)/10 && n < int64(d.Rows)*9/10
+	})
+	p, err := waitDelivered(ctx, s.Sink.Addr, job, int64(d.Rows), timeout, delivered.Store)
+	res.Flow = stopSampling()
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", d.Name, err)
 	}
@@ -110,7 +133,7 @@ func (e Env) Deliver(ctx context.Context, d Delivery, seedFor time.Duration) (De
 	if calls != nil {
 		res.Calls = calls.since(before)
 	}
-	fmt.Fprintf(e.Log, "%s: %d rows in %s, steady %.1f rows/s\n", d.Name, d.Rows, res.Wall.Round(time.Millisecond), res.Rate)
+	fmt.Fprintf(e.Log, "%s: %d rows in %s, steady %.1f rows/s; %s\n", d.Name, d.Rows, res.Wall.Round(time.Millisecond), res.Rate, res.Flow)
 	if seedFor > 0 {
 		if res.Seed, err = seedLoop(ctx, s.Sink.Addr, file, seedFor); err != nil {
 			return res, fmt.Errorf("%s: seed's loop: %w", d.Name, err)

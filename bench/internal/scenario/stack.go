@@ -120,8 +120,9 @@ type progress struct {
 }
 
 // waitDelivered polls the sink until it holds rows distinct rows of job, or
-// timeout passes, and returns what it saw.
-func waitDelivered(ctx context.Context, sinkURL, job string, rows int64, timeout time.Duration) (progress, error) {
+// timeout passes, and returns what it saw. seen, when not nil, is told
+// every count as it comes.
+func waitDelivered(ctx context.Context, sinkURL, job string, rows int64, timeout time.Duration, seen func(int64)) (progress, error) {
 	var p progress
 	start := time.Now()
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -133,6 +134,9 @@ func waitDelivered(ctx context.Context, sinkURL, job string, rows int64, timeout
 		}
 		p.at = append(p.at, time.Since(start))
 		p.rows = append(p.rows, st.Distinct)
+		if seen != nil {
+			seen(st.Distinct)
+		}
 		if st.Distinct >= rows {
 			return p, nil
 		}
