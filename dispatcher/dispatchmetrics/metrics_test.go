@@ -58,7 +58,9 @@ func TestCounterByOutcome(t *testing.T) {
 
 type sendFunc func() error
 
-func (f sendFunc) Send(context.Context, *spoolv1.Envelope) error { return f() }
+func (f sendFunc) Send(context.Context, *spoolv1.Envelope) (deliver.Receipt, error) {
+	return deliver.Receipt{}, f()
+}
 
 func TestSenderByStatusClass(t *testing.T) {
 	for _, tc := range []struct {
@@ -75,7 +77,7 @@ func TestSenderByStatusClass(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			reg := prometheus.NewRegistry()
 			m := New(reg, nil)
-			err := m.Sender(sendFunc(func() error { return tc.err })).Send(context.Background(), &spoolv1.Envelope{})
+			_, err := m.Sender(sendFunc(func() error { return tc.err })).Send(context.Background(), &spoolv1.Envelope{})
 			require.Equal(t, tc.err, err)
 			total := 0
 			for _, c := range StatusClasses {

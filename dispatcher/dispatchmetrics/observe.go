@@ -71,20 +71,20 @@ type sender struct {
 	now  func() time.Time
 }
 
-func (s sender) Send(ctx context.Context, e *spoolv1.Envelope) error {
+func (s sender) Send(ctx context.Context, e *spoolv1.Envelope) (deliver.Receipt, error) {
 	start := s.now()
-	err := s.next.Send(ctx, e)
+	receipt, err := s.next.Send(ctx, e)
 	class := "2xx"
 	if err != nil {
 		f, ok := deliver.IsFailure(err)
 		if !ok {
 			// The request was never built: nothing to time.
-			return err
+			return receipt, err
 		}
 		class = metrics.StatusClass(f.Status)
 	}
 	s.m.requestDuration.WithLabelValues(class).Observe(s.now().Sub(start).Seconds())
-	return err
+	return receipt, err
 }
 
 // Ledger times the ledger writes of each delivery.

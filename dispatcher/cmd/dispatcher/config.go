@@ -29,6 +29,7 @@ import (
 	"github.com/spoolhq/spool/platform/envcfg"
 	"github.com/spoolhq/spool/platform/envelope"
 	"github.com/spoolhq/spool/platform/grpcserve"
+	"github.com/spoolhq/spool/platform/reference"
 )
 
 // config is everything the dispatcher is told at start.
@@ -44,6 +45,7 @@ type config struct {
 	tenant            string
 	destinationName   string
 	legacyKeys        legacyKeysMode
+	referenceFrom     referenceFlag
 	concurrency       int
 	// messagesHeld is the most messages held at once, as configured, or
 	// heldMessages(concurrency) for 0.
@@ -155,6 +157,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs.StringVar(&c.destinationName, "destination-name", "", "name of the third party in the delivery ledger's keys: the same business key for another destination is another transaction; empty = the destination URL's host and a digest of its path (set it to keep the ledger when the URL changes)")
 	fs.Var(&c.legacyKeys, "ledger-legacy-keys", "auto, on or off: also look for each transaction's ledger record under its key from before keys were namespaced, so rows settled then are not sent again; one more read per row; auto = on unless the table's layout item says its keys were namespaced from the start (read at start; a failed read stops the start); turn off once -ledger-retention has passed since the upgrade and no UNKNOWN row of that time is left")
 	fs.StringVar(&c.idempotencyHeader, "idempotency-header", deliver.DefaultIdempotencyHeader, "header carrying the transaction key")
+	fs.Var(&c.referenceFrom, "reference-from", `where the destination's accepting answer carries its reference for a transaction, kept in the delivery ledger: "body:/json/pointer" or "header:Name" (a file's profile may name its own); none when empty`)
 	fs.IntVar(&c.concurrency, "concurrency", 16, "most deliveries in flight at once: the adaptive concurrency limit's ceiling")
 	fs.IntVar(&c.messagesHeld, "messages-held", 0, "most messages held at once: those in flight to the destination, and those being received, written to the ledger or settled around them; at least -concurrency; 0 = twice -concurrency")
 	fs.IntVar(&c.concurrencyMin, "concurrency-min", limit.DefaultMin, "floor of the adaptive concurrency limit")
@@ -328,6 +331,20 @@ func (c config) validate() error {
 		errs = append(errs, errors.New("-idempotency-header: must not be empty"))
 	}
 	return errors.Join(errs...)
+}
+
+// referenceFlag is the -reference-from flag, parsed into a reference.From.
+type referenceFlag struct{ from reference.From }
+
+func (r *referenceFlag) String() string { return r.from.String() }
+
+func (r *referenceFlag) Set(v string) error {
+	f, err := reference.Parse(v)
+	if err != nil {
+		return err
+	}
+	r.from = f
+	return nil
 }
 
 // policyFlag is the -unknown-policy flag, parsed into a ledger.Policy.

@@ -220,6 +220,15 @@ func TestParseConfig(t *testing.T) {
 		{name: "heartbeat slower than visibility", args: append([]string{"-heartbeat", "30s"}, required...), wantErr: "-heartbeat"},
 		{name: "no backoff", args: append([]string{"-backoff-max", "0s"}, required...), wantErr: "-backoff-max"},
 		{name: "bad log level", args: append([]string{"-log-level", "loud"}, required...), wantErr: "log-level"},
+		{name: "bad reference spec", args: append([]string{"-reference-from", "/id"}, required...), wantErr: "want body:/json/pointer or header:NAME"},
+		{
+			name: "reference from the environment",
+			env: map[string]string{
+				"SPOOL_QUEUE_URL": "http://q", "SPOOL_TABLE": "jobs", "SPOOL_DESTINATION_URL": "https://dest/pay",
+				"SPOOL_REFERENCE_FROM": "header:location",
+			},
+			check: func(t *testing.T, c config) { require.Equal(t, "header:Location", c.referenceFrom.String()) },
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -103,6 +103,7 @@ func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *
 		Header:            cfg.headers.h,
 		Timeout:           cfg.destTimeout,
 		MaxConns:          cfg.concurrency,
+		ReferenceFrom:     cfg.referenceFrom.from,
 	}))
 	handler := dispatch.New(dm.Sender(sender), dm.Counter(d.counts, log), dm.Ledger(book), store, dispatch.Options{
 		JobCacheTTL: cfg.jobCacheTTL, ReceivingDelay: cfg.receivingDelay, Log: log, Seen: d.repairer.Note,

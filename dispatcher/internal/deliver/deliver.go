@@ -25,6 +25,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/reference"
 )
 
 // Names of the fields Spool adds to every body, after the row's own fields.
@@ -69,6 +70,10 @@ type Options struct {
 	Signer *Signer
 	// Now is the clock of signatures; time.Now when nil.
 	Now func() time.Time
+	// ReferenceFrom is where an accepting answer carries the destination's
+	// reference for the transaction; an envelope's own reference_from
+	// (from its file's profile) takes precedence.
+	ReferenceFrom reference.From
 }
 
 // Client sends transactions. It is safe for concurrent use.
@@ -81,6 +86,7 @@ type Client struct {
 	signer    *Signer
 	now       func() time.Time
 	http      *http.Client
+	refFrom   reference.From
 }
 
 // New returns a client with its own connection pool.
@@ -108,6 +114,7 @@ func New(o Options) *Client {
 		tokens:    o.Tokens,
 		signer:    o.Signer,
 		now:       o.Now,
+		refFrom:   o.ReferenceFrom,
 		http: &http.Client{
 			// A client span per request, whose context the request carries
 			// in traceparent: the destination's logs join the row's trace.
@@ -154,8 +161,17 @@ func (f *Failure) Error() string {
 
 func (f *Failure) Unwrap() error { return f.Err }
 
-// Send POSTs e once. It returns nil when the destination answered 2xx, and
-// otherwise a *Failure (or an error building the request).
+// Receipt is what an accepting answer said about the transaction.
+type Receipt struct {
+	// Reference is the destination's reference for it, as configured (see
+	// package reference); empty when none is configured or the answer had
+	// none. Truncated says a longer one was cut to reference.MaxLen.
+	Reference string
+	Truncated bool
+}
+
+// Send POSTs e once. It returns the receipt when the destination answered
+// 2xx, and otherwise a *Failure (or an error building the request).
 //
 // The one exception to "once" is a 401 with an OAuth2 token: a 401 says the
 // request was refused before anything was applied, so the token is dropped,
@@ -163,7 +179,7 @@ func (f *Failure) Unwrap() error { return f.Err }
 // timeout and so within the caller's claim on the transaction. Only the
 // second request's failure is returned: whether anything may have been
 // applied is its alone to say.
-func (c *Client) Send(ctx context.Context, e *spoolv1.Envelope) error {
+func (c *Client) Send(ctx context.Context, e *spoolv1.Envelope) (Receipt, error) {
 	if c.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
@@ -172,17 +188,17 @@ func (c *Client) Send(ctx context.Context, e *spoolv1.Envelope) error {
 	body := Body(e)
 	token, err := c.token(ctx)
 	if err != nil {
-		return err
+		return Receipt{}, err
 	}
-	err = c.post(ctx, e, body, token)
+	receipt, err := c.post(ctx, e, body, token)
 	if f, ok := IsFailure(err); ok && f.Status == http.StatusUnauthorized && c.tokens != nil {
 		c.tokens.Invalidate(token)
 		if token, err = c.token(ctx); err != nil {
-			return err
+			return Receipt{}, err
 		}
-		err = c.post(ctx, e, body, token)
+		receipt, err = c.post(ctx, e, body, token)
 	}
-	return err
+	return receipt, err
 }
 
 // token returns the bearer token to send, "" without OAuth2. A token that
@@ -199,10 +215,66 @@ func (c *Client) token(ctx context.Context) (string, error) {
 }
 
 // post sends one request.
-func (c *Client) post(ctx context.Context, e *spoolv1.Envelope, body []byte, token string) error {
+func (c *Client) post(ctx context.Context, e *spoolv1.Envelope, body []byte, token string) (Receipt, error) {
+	req, err := c.request(ctx, e, body, token)
+	if err != nil {
+		return Receipt{}, err
+	}
+
+	// Whether anything reached the wire decides whether a failed request
+	// may have been applied. The transport writes headers first, so a
+	// request none of whose headers were written was never seen.
+	var written atomic.Bool
+	req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteHeaders: func() { written.Store(true) },
+		WroteRequest: func(httptrace.WroteRequestInfo) { written.Store(true) },
+	}))
+
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return Receipt{}, &Failure{Err: redactURLError(err), Written: written.Load()}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, maxExcerpt))
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
+		return Receipt{}, &Failure{
+			Status: resp.StatusCode, Written: true, Excerpt: strings.ToValidUTF8(string(excerpt), ""),
+			RetryAfter: RetryAfter(resp.Header.Get("Retry-After"), time.Now()),
+		}
+	}
+	from := c.referenceFrom(e)
+	var answer []byte
+	if from.NeedsBody() {
+		// Read only as far as the drain would: a reference deeper than
+		// that in a bigger answer is not found, and the row is still
+		// delivered. Never logged or returned whole: an answer may echo
+		// the payroll data.
+		answer, _ = io.ReadAll(io.LimitReader(resp.Body, maxDrain))
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
+	ref, cut := from.Extract(resp.Header, answer)
+	return Receipt{Reference: ref, Truncated: cut}, nil
+}
+
+// referenceFrom is where e's reference is found: its profile's choice,
+// else the destination's. The ingestor refused a profile whose spec does
+// not parse, so one that does not here (an envelope from elsewhere) falls
+// back to the destination's.
+func (c *Client) referenceFrom(e *spoolv1.Envelope) reference.From {
+	if spec := e.GetReferenceFrom(); spec != "" {
+		if f, err := reference.Parse(spec); err == nil {
+			return f
+		}
+	}
+	return c.refFrom
+}
+
+// request builds one request for e; post sends it, Render shows it.
+func (c *Client) request(ctx context.Context, e *spoolv1.Envelope, body []byte, token string) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("build request for row %d: %w", e.GetRow(), redactURLError(err))
+		return nil, fmt.Errorf("build request for row %d: %w", e.GetRow(), redactURLError(err))
 	}
 	// net/http's Transport silently re-sends a request that failed on a
 	// reused keep-alive connection when it judges the request replayable,
@@ -228,32 +300,7 @@ func (c *Client) post(ctx context.Context, e *spoolv1.Envelope, body []byte, tok
 		req.Header.Set(HeaderWebhookTimestamp, strconv.FormatInt(at.Unix(), 10))
 		req.Header.Set(HeaderWebhookSignature, c.signer.Sign(e.GetTransactionKey(), at, body))
 	}
-
-	// Whether anything reached the wire decides whether a failed request
-	// may have been applied. The transport writes headers first, so a
-	// request none of whose headers were written was never seen.
-	var written atomic.Bool
-	req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		WroteHeaders: func() { written.Store(true) },
-		WroteRequest: func(httptrace.WroteRequestInfo) { written.Store(true) },
-	}))
-
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return &Failure{Err: redactURLError(err), Written: written.Load()}
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, maxExcerpt))
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
-		return &Failure{
-			Status: resp.StatusCode, Written: true, Excerpt: strings.ToValidUTF8(string(excerpt), ""),
-			RetryAfter: RetryAfter(resp.Header.Get("Retry-After"), time.Now()),
-		}
-	}
-	// Never logged or returned: an answer may echo the payroll data.
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
-	return nil
+	return req, nil
 }
 
 // RetryAfter parses a Retry-After value, delay seconds or an HTTP date,

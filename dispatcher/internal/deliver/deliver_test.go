@@ -116,7 +116,7 @@ func TestSend(t *testing.T) {
 			})
 			env := envelope(3, "employee", "E1", "amount", "10.00")
 			env.TransactionKey = "job-1:3"
-			err := c.Send(t.Context(), env)
+			_, err := c.Send(t.Context(), env)
 			if tt.wantStatus == 0 {
 				require.NoError(t, err)
 			} else {
@@ -154,7 +154,7 @@ func TestSendTimeout(t *testing.T) {
 	t.Cleanup(func() { close(release) })
 
 	c := deliver.New(deliver.Options{URL: srv.URL, Timeout: 100 * time.Millisecond, MaxConns: 1})
-	err := c.Send(t.Context(), envelope(1, "a", "b"))
+	_, err := c.Send(t.Context(), envelope(1, "a", "b"))
 	f, ok := deliver.IsFailure(err)
 	require.True(t, ok, "error %v is a failure", err)
 	require.Zero(t, f.Status)
@@ -166,7 +166,7 @@ func TestUnreachable(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	url := srv.URL
 	srv.Close()
-	err := deliver.New(deliver.Options{URL: url, Timeout: time.Second}).Send(t.Context(), envelope(1))
+	_, err := deliver.New(deliver.Options{URL: url, Timeout: time.Second}).Send(t.Context(), envelope(1))
 	f, ok := deliver.IsFailure(err)
 	require.True(t, ok)
 	require.Zero(t, f.Status)
@@ -194,10 +194,11 @@ func TestNoReplay(t *testing.T) {
 	t.Cleanup(srv.Close)
 
 	c := deliver.New(deliver.Options{URL: srv.URL, Timeout: 5 * time.Second, MaxConns: 1})
-	require.NoError(t, c.Send(t.Context(), envelope(1)))
+	_, err := c.Send(t.Context(), envelope(1))
+	require.NoError(t, err)
 	// The default key header is what makes net/http consider a POST
 	// replayable.
-	err := c.Send(t.Context(), envelope(2))
+	_, err = c.Send(t.Context(), envelope(2))
 	f, ok := deliver.IsFailure(err)
 	require.True(t, ok, "error %v is a failure", err)
 	require.Zero(t, f.Status)
@@ -235,7 +236,7 @@ func TestFailureCarriesRetryAfter(t *testing.T) {
 		w.WriteHeader(http.StatusTooManyRequests)
 	}))
 	t.Cleanup(srv.Close)
-	err := deliver.New(deliver.Options{URL: srv.URL, Timeout: 5 * time.Second}).Send(t.Context(), envelope(1))
+	_, err := deliver.New(deliver.Options{URL: srv.URL, Timeout: 5 * time.Second}).Send(t.Context(), envelope(1))
 	f, ok := deliver.IsFailure(err)
 	require.True(t, ok, "error %v is a failure", err)
 	require.Equal(t, http.StatusTooManyRequests, f.Status)

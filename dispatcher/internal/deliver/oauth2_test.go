@@ -177,7 +177,7 @@ func TestSendRefreshesOnceOn401(t *testing.T) {
 			if tt.oauth {
 				o.Tokens = ts.cache(nil)
 			}
-			err := deliver.New(o).Send(t.Context(), envelope(1))
+			_, err := deliver.New(o).Send(t.Context(), envelope(1))
 			if tt.wantStatus == 0 {
 				require.NoError(t, err)
 			} else {
@@ -201,7 +201,7 @@ func TestSendTokenEndpointFailure(t *testing.T) {
 			ts := newTokenServer(t, time.Hour)
 			ts.status = status
 			dest := newDestination(t, func(string) bool { return false })
-			err := deliver.New(deliver.Options{URL: dest.URL, Timeout: 5 * time.Second, Tokens: ts.cache(nil)}).Send(t.Context(), envelope(1))
+			_, err := deliver.New(deliver.Options{URL: dest.URL, Timeout: 5 * time.Second, Tokens: ts.cache(nil)}).Send(t.Context(), envelope(1))
 			f, ok := deliver.IsFailure(err)
 			require.True(t, ok, "%v", err)
 			require.False(t, f.Written)
@@ -221,7 +221,10 @@ func TestSendConcurrentShareOneToken(t *testing.T) {
 	c := deliver.New(deliver.Options{URL: dest.URL, Timeout: 5 * time.Second, MaxConns: 8, Tokens: ts.cache(nil)})
 	var wg sync.WaitGroup
 	for i := range 20 {
-		wg.Go(func() { require.NoError(t, c.Send(t.Context(), envelope(int64(i)))) })
+		wg.Go(func() {
+			_, err := c.Send(t.Context(), envelope(int64(i)))
+			require.NoError(t, err)
+		})
 	}
 	wg.Wait()
 	require.EqualValues(t, 1, ts.fetches.Load())
@@ -266,7 +269,7 @@ func TestSendResendSharesTheTimeout(t *testing.T) {
 	t.Cleanup(dest.Close)
 	const timeout = 400 * time.Millisecond
 	start := time.Now()
-	err := deliver.New(deliver.Options{URL: dest.URL, Timeout: timeout, Tokens: ts.cache(nil)}).Send(t.Context(), envelope(1))
+	_, err := deliver.New(deliver.Options{URL: dest.URL, Timeout: timeout, Tokens: ts.cache(nil)}).Send(t.Context(), envelope(1))
 	took := time.Since(start)
 	f, ok := deliver.IsFailure(err)
 	require.True(t, ok, "%v", err)

@@ -80,7 +80,8 @@ func TestSendSigns(t *testing.T) {
 	c := deliver.New(deliver.Options{URL: srv.URL, Timeout: 5 * time.Second, Signer: signer,
 		Now: func() time.Time { return time.Unix(vectorTimestamp, 0) }})
 	e := envelope(4, "amount", "10")
-	require.NoError(t, c.Send(t.Context(), e))
+	_, err = c.Send(t.Context(), e)
+	require.NoError(t, err)
 
 	require.Equal(t, e.GetTransactionKey(), got.Get("webhook-id"))
 	require.Equal(t, "1614265330", got.Get("webhook-timestamp"))

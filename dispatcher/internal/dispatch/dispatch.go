@@ -59,9 +59,10 @@ import (
 	"github.com/spoolhq/spool/platform/jobstore"
 )
 
-// Sender sends one transaction; nil means the destination accepted it.
+// Sender sends one transaction; a nil error means the destination accepted
+// it, and the receipt carries its reference.
 type Sender interface {
-	Send(ctx context.Context, e *spoolv1.Envelope) error
+	Send(ctx context.Context, e *spoolv1.Envelope) (deliver.Receipt, error)
 }
 
 // Counter accumulates job counter deltas.
@@ -307,8 +308,10 @@ func (h *Handler) Handle(ctx context.Context, m consume.Message) consume.Disposi
 		r = result{outcome: ledger.Outcome{State: spoolv1.TransactionState_TRANSACTION_STATE_CLAIMED, Reason: sendErr.Error()}, flow: deliver.NotSent}
 	} else {
 		start := h.o.Now()
-		sendErr = h.send.Send(ctx, e)
+		var receipt deliver.Receipt
+		receipt, sendErr = h.send.Send(ctx, e)
 		r = h.classify(sendErr, e)
+		r.outcome.Reference, r.outcome.ReferenceTruncated = receipt.Reference, receipt.Truncated
 		sent = true
 		done(r.flow, h.o.Now().Sub(start))
 	}

@@ -25,23 +25,28 @@ import (
 var t0 = time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)
 
 // sender returns the next scripted error per call, nil once the script
-// runs out, and counts calls.
+// runs out, and counts calls. An accepted row's reference is "ref-" and
+// its row.
 type sender struct {
 	mu     sync.Mutex
 	script []error
 	calls  int
 }
 
-func (s *sender) Send(context.Context, *spoolv1.Envelope) error {
+func (s *sender) Send(_ context.Context, e *spoolv1.Envelope) (deliver.Receipt, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls++
+	ok := deliver.Receipt{Reference: fmt.Sprintf("ref-%d", e.GetRow())}
 	if len(s.script) == 0 {
-		return nil
+		return ok, nil
 	}
 	err := s.script[0]
 	s.script = s.script[1:]
-	return err
+	if err != nil {
+		return deliver.Receipt{}, err
+	}
+	return ok, nil
 }
 
 type counts struct {
@@ -154,10 +159,13 @@ func TestHandle(t *testing.T) {
 		wantCounts          jobstore.Counts
 		wantState           spoolv1.TransactionState
 		wantLog, wantReason string
+		// wantRef is the reference the ledger keeps: the accepting
+		// answer's, none from a refusal or an already-applied 409.
+		wantRef string
 	}{
 		{
 			name: "delivered, then a redelivery is suppressed", want: consume.Delete, wantAgain: consume.Delete, wantSends: 1,
-			wantCounts: jobstore.Counts{Delivered: 1, Suppressed: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED,
+			wantCounts: jobstore.Counts{Delivered: 1, Suppressed: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, wantRef: "ref-1",
 		},
 		{
 			name: "refused for good", script: []error{&deliver.Failure{Status: 422, Written: true, Excerpt: "bad iban"}},
@@ -168,18 +176,18 @@ func TestHandle(t *testing.T) {
 		{
 			name: "503 is retried", script: []error{&deliver.Failure{Status: 503, Written: true}},
 			want: consume.After(time.Second), wantAgain: consume.Delete, wantSends: 2,
-			wantCounts: jobstore.Counts{Retries: 1, Delivered: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED,
+			wantCounts: jobstore.Counts{Retries: 1, Delivered: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, wantRef: "ref-1",
 			wantLog: "status=503",
 		},
 		{
 			name: "429 is retried", script: []error{&deliver.Failure{Status: 429, Written: true}},
 			want: consume.After(time.Second), wantAgain: consume.Delete, wantSends: 2,
-			wantCounts: jobstore.Counts{Retries: 1, Delivered: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED,
+			wantCounts: jobstore.Counts{Retries: 1, Delivered: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, wantRef: "ref-1",
 		},
 		{
 			name: "never written is retried under hold", script: []error{&deliver.Failure{Err: errors.New("dial tcp: refused")}},
 			want: consume.After(time.Second), wantAgain: consume.Delete, wantSends: 2,
-			wantCounts: jobstore.Counts{Retries: 1, Delivered: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED,
+			wantCounts: jobstore.Counts{Retries: 1, Delivered: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, wantRef: "ref-1",
 			wantLog: "dial tcp",
 		},
 		{
@@ -197,17 +205,17 @@ func TestHandle(t *testing.T) {
 		{
 			name: "408 is retried", script: []error{&deliver.Failure{Status: 408, Written: true}},
 			want: consume.After(time.Second), wantAgain: consume.Delete, wantSends: 2,
-			wantCounts: jobstore.Counts{Retries: 1, Delivered: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED,
+			wantCounts: jobstore.Counts{Retries: 1, Delivered: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, wantRef: "ref-1",
 		},
 		{
 			name: "Retry-After is honoured", script: []error{&deliver.Failure{Status: 429, Written: true, RetryAfter: 42 * time.Second}},
 			want: consume.After(42 * time.Second), wantAgain: consume.Delete, wantSends: 2,
-			wantCounts: jobstore.Counts{Retries: 1, Delivered: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED,
+			wantCounts: jobstore.Counts{Retries: 1, Delivered: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, wantRef: "ref-1",
 		},
 		{
 			name: "Retry-After is capped", script: []error{&deliver.Failure{Status: 503, Written: true, RetryAfter: 24 * time.Hour}},
 			want: consume.After(dispatch.DefaultRetryAfterMax), wantAgain: consume.Delete, wantSends: 2,
-			wantCounts: jobstore.Counts{Retries: 1, Delivered: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED,
+			wantCounts: jobstore.Counts{Retries: 1, Delivered: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, wantRef: "ref-1",
 		},
 		{
 			name: "timeout after writing is held", script: []error{timedOut},
@@ -218,7 +226,7 @@ func TestHandle(t *testing.T) {
 		{
 			name: "timeout after writing is resent with the key", policy: ledger.RetryWithKey, script: []error{timedOut},
 			want: consume.After(time.Second), wantAgain: consume.Delete, wantSends: 2,
-			wantCounts: jobstore.Counts{Delivered: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED,
+			wantCounts: jobstore.Counts{Delivered: 1}, wantState: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, wantRef: "ref-1",
 		},
 	}
 	for _, tt := range tests {
@@ -235,6 +243,8 @@ func TestHandle(t *testing.T) {
 			require.Equal(t, tt.wantState, r.State)
 			require.Equal(t, "E1|2026-11", r.BusinessKey)
 			require.Equal(t, "10.50", r.Amount)
+			require.Equal(t, tt.wantRef, r.Reference)
+			require.Equal(t, tt.wantRef, r.Entry().GetReference())
 			if tt.wantReason != "" {
 				require.Equal(t, tt.wantReason, r.Reason)
 			}

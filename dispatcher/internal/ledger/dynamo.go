@@ -79,6 +79,8 @@ type item struct {
 	ResolvedBy        string `dynamodbav:"resolved_by,omitempty"`
 	ApprovedBy        string `dynamodbav:"approved_by,omitempty"`
 	ResolutionRequest string `dynamodbav:"resolution_request,omitempty"`
+	Reference         string `dynamodbav:"reference,omitempty"`
+	RefTruncated      bool   `dynamodbav:"reference_truncated,omitempty"`
 }
 
 func toItem(r Record) item {
@@ -89,6 +91,7 @@ func toItem(r Record) item {
 		UpdatedAt: r.UpdatedAt, Counted: r.Counted, Resend: r.Resend, Dead: r.Dead, Envelope: r.Envelope,
 		DupJobID: r.DupJobID, DupRow: r.DupRow, ExpiresAt: r.ExpiresAt,
 		ResolvedBy: r.Resolved.By, ApprovedBy: r.Resolved.ApprovedBy, ResolutionRequest: r.Resolved.Request,
+		Reference: r.Reference, RefTruncated: r.RefTruncated,
 	}
 }
 
@@ -100,6 +103,7 @@ func (it item) record() Record {
 		UpdatedAt: it.UpdatedAt, Counted: it.Counted, Resend: it.Resend, Dead: it.Dead, Envelope: it.Envelope,
 		DupJobID: it.DupJobID, DupRow: it.DupRow, ExpiresAt: it.ExpiresAt,
 		Resolved: Resolver{By: it.ResolvedBy, ApprovedBy: it.ApprovedBy, Request: it.ResolutionRequest},
+		Reference: it.Reference, RefTruncated: it.RefTruncated,
 	}
 }
 

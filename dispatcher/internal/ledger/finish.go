@@ -8,6 +8,7 @@ import (
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/jobstore"
+	"github.com/spoolhq/spool/platform/reference"
 )
 
 // Sending records, immediately before the request, that the owner is
@@ -54,6 +55,10 @@ type Outcome struct {
 	// message goes to the dead-letter queue, so the row settles its job
 	// until it is redriven.
 	DeadLettered bool
+	// Reference is the destination's reference for a DELIVERED row, at
+	// most reference.MaxLen bytes; ReferenceTruncated says it was cut.
+	Reference          string
+	ReferenceTruncated bool
 }
 
 // Finish records the outcome of the owner's send, and returns the record
@@ -114,6 +119,8 @@ func (l *Ledger) outcome(base Record, o Outcome) (Record, jobstore.Counts, error
 	switch o.State {
 	case spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, spoolv1.TransactionState_TRANSACTION_STATE_REJECTED:
 		c = settle(base.Counted, o.State)
+		next.Reference, next.RefTruncated = reference.Bound(o.Reference)
+		next.RefTruncated = next.RefTruncated || o.ReferenceTruncated
 		next.Counted = false
 		next.Envelope = nil
 		next.ExpiresAt = l.expiry(now)

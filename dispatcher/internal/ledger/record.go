@@ -65,6 +65,11 @@ type Record struct {
 	ExpiresAt int64
 	// Resolved says who settled an UNKNOWN row by hand.
 	Resolved Resolver
+	// Reference is the destination's reference for a settled row, taken
+	// from its accepting answer (package reference), at most
+	// reference.MaxLen bytes; RefTruncated says it was cut.
+	Reference    string
+	RefTruncated bool
 }
 
 // Resolver is who resolved a row: the principal who asked, the one who
@@ -81,6 +86,7 @@ func (r Record) Entry() *spoolv1.LedgerEntry {
 		LastStatus: r.LastStatus, Reason: r.Reason,
 		DuplicateOfJobId: r.DupJobID, DuplicateOfRow: r.DupRow,
 		ResolvedBy: r.Resolved.By, ApprovedBy: r.Resolved.ApprovedBy, ResolutionRequestId: r.Resolved.Request,
+		Reference: r.Reference, ReferenceTruncated: r.RefTruncated,
 	}
 	if r.UpdatedAt != 0 {
 		e.UpdatedAt = timestamppb.New(time.UnixMilli(r.UpdatedAt))

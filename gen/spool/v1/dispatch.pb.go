@@ -1476,6 +1476,363 @@ func (x *ListOpenJobsResponse) GetOpen() int32 {
 	return 0
 }
 
+type ListJobsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only jobs in these states; every state when empty.
+	States []JobState `protobuf:"varint,1,rep,packed,name=states,proto3,enum=spool.v1.JobState" json:"states,omitempty"`
+	// Only jobs created at or after created_after, and before
+	// created_before; either may be absent.
+	CreatedAfter  *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=created_after,json=createdAfter,proto3" json:"created_after,omitempty"`
+	CreatedBefore *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_before,json=createdBefore,proto3" json:"created_before,omitempty"`
+	// The most jobs per page; 0 means the server's default (50). The server
+	// caps it at 500.
+	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page, with the same filters; empty for
+	// the first page.
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJobsRequest) Reset() {
+	*x = ListJobsRequest{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJobsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJobsRequest) ProtoMessage() {}
+
+func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
+func (*ListJobsRequest) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListJobsRequest) GetStates() []JobState {
+	if x != nil {
+		return x.States
+	}
+	return nil
+}
+
+func (x *ListJobsRequest) GetCreatedAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAfter
+	}
+	return nil
+}
+
+func (x *ListJobsRequest) GetCreatedBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedBefore
+	}
+	return nil
+}
+
+func (x *ListJobsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListJobsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListJobsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Newest first, by creation time.
+	Jobs []*Job `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	// Empty when this is the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJobsResponse) Reset() {
+	*x = ListJobsResponse{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJobsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJobsResponse) ProtoMessage() {}
+
+func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
+func (*ListJobsResponse) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListJobsResponse) GetJobs() []*Job {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
+}
+
+func (x *ListJobsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type RenderRequestsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Envelopes     []*Envelope            `protobuf:"bytes,1,rep,name=envelopes,proto3" json:"envelopes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenderRequestsRequest) Reset() {
+	*x = RenderRequestsRequest{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenderRequestsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenderRequestsRequest) ProtoMessage() {}
+
+func (x *RenderRequestsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenderRequestsRequest.ProtoReflect.Descriptor instead.
+func (*RenderRequestsRequest) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RenderRequestsRequest) GetEnvelopes() []*Envelope {
+	if x != nil {
+		return x.Envelopes
+	}
+	return nil
+}
+
+type RenderRequestsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Requests      []*RenderedRequest     `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenderRequestsResponse) Reset() {
+	*x = RenderRequestsResponse{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenderRequestsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenderRequestsResponse) ProtoMessage() {}
+
+func (x *RenderRequestsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenderRequestsResponse.ProtoReflect.Descriptor instead.
+func (*RenderRequestsResponse) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RenderRequestsResponse) GetRequests() []*RenderedRequest {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+// RenderedRequest is one HTTP request as a dispatcher would send it.
+type RenderedRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Row    int64                  `protobuf:"varint,1,opt,name=row,proto3" json:"row,omitempty"`
+	Method string                 `protobuf:"bytes,2,opt,name=method,proto3" json:"method,omitempty"`
+	// The destination URL, its user information redacted.
+	Url           string         `protobuf:"bytes,3,opt,name=url,proto3" json:"url,omitempty"`
+	Headers       []*HeaderValue `protobuf:"bytes,4,rep,name=headers,proto3" json:"headers,omitempty"`
+	Body          string         `protobuf:"bytes,5,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenderedRequest) Reset() {
+	*x = RenderedRequest{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenderedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenderedRequest) ProtoMessage() {}
+
+func (x *RenderedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenderedRequest.ProtoReflect.Descriptor instead.
+func (*RenderedRequest) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RenderedRequest) GetRow() int64 {
+	if x != nil {
+		return x.Row
+	}
+	return 0
+}
+
+func (x *RenderedRequest) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *RenderedRequest) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *RenderedRequest) GetHeaders() []*HeaderValue {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *RenderedRequest) GetBody() string {
+	if x != nil {
+		return x.Body
+	}
+	return ""
+}
+
+// HeaderValue is one header line; value is "REDACTED" for configured
+// headers.
+type HeaderValue struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeaderValue) Reset() {
+	*x = HeaderValue{}
+	mi := &file_spool_v1_dispatch_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeaderValue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeaderValue) ProtoMessage() {}
+
+func (x *HeaderValue) ProtoReflect() protoreflect.Message {
+	mi := &file_spool_v1_dispatch_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeaderValue.ProtoReflect.Descriptor instead.
+func (*HeaderValue) Descriptor() ([]byte, []int) {
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *HeaderValue) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *HeaderValue) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
 // FlowControl is one dispatcher's view of how it paces the destination.
 type FlowControl struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1499,7 +1856,7 @@ type FlowControl struct {
 
 func (x *FlowControl) Reset() {
 	*x = FlowControl{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[20]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1868,7 @@ func (x *FlowControl) String() string {
 func (*FlowControl) ProtoMessage() {}
 
 func (x *FlowControl) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[20]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1881,7 @@ func (x *FlowControl) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlowControl.ProtoReflect.Descriptor instead.
 func (*FlowControl) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{20}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *FlowControl) GetConcurrencyLimit() int32 {
@@ -1611,13 +1968,19 @@ type LedgerEntry struct {
 	ResolvedBy          string `protobuf:"bytes,13,opt,name=resolved_by,json=resolvedBy,proto3" json:"resolved_by,omitempty"`
 	ApprovedBy          string `protobuf:"bytes,14,opt,name=approved_by,json=approvedBy,proto3" json:"approved_by,omitempty"`
 	ResolutionRequestId string `protobuf:"bytes,15,opt,name=resolution_request_id,json=resolutionRequestId,proto3" json:"resolution_request_id,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The third party's reference for the transaction, captured from its
+	// accepting answer as configured (a JSON pointer into the body, or a
+	// header); empty when none was configured or found. At most 256 bytes:
+	// reference_truncated says a longer one was cut.
+	Reference          string `protobuf:"bytes,16,opt,name=reference,proto3" json:"reference,omitempty"`
+	ReferenceTruncated bool   `protobuf:"varint,17,opt,name=reference_truncated,json=referenceTruncated,proto3" json:"reference_truncated,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *LedgerEntry) Reset() {
 	*x = LedgerEntry{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[21]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1629,7 +1992,7 @@ func (x *LedgerEntry) String() string {
 func (*LedgerEntry) ProtoMessage() {}
 
 func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[21]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1642,7 +2005,7 @@ func (x *LedgerEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LedgerEntry.ProtoReflect.Descriptor instead.
 func (*LedgerEntry) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{21}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LedgerEntry) GetJobId() string {
@@ -1750,6 +2113,20 @@ func (x *LedgerEntry) GetResolutionRequestId() string {
 	return ""
 }
 
+func (x *LedgerEntry) GetReference() string {
+	if x != nil {
+		return x.Reference
+	}
+	return ""
+}
+
+func (x *LedgerEntry) GetReferenceTruncated() bool {
+	if x != nil {
+		return x.ReferenceTruncated
+	}
+	return false
+}
+
 type ReportJobRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -1759,7 +2136,7 @@ type ReportJobRequest struct {
 
 func (x *ReportJobRequest) Reset() {
 	*x = ReportJobRequest{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[22]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1771,7 +2148,7 @@ func (x *ReportJobRequest) String() string {
 func (*ReportJobRequest) ProtoMessage() {}
 
 func (x *ReportJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[22]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1784,7 +2161,7 @@ func (x *ReportJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportJobRequest.ProtoReflect.Descriptor instead.
 func (*ReportJobRequest) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{22}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReportJobRequest) GetJobId() string {
@@ -1807,7 +2184,7 @@ type ReportJobResponse struct {
 
 func (x *ReportJobResponse) Reset() {
 	*x = ReportJobResponse{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[23]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1819,7 +2196,7 @@ func (x *ReportJobResponse) String() string {
 func (*ReportJobResponse) ProtoMessage() {}
 
 func (x *ReportJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[23]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1832,7 +2209,7 @@ func (x *ReportJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportJobResponse.ProtoReflect.Descriptor instead.
 func (*ReportJobResponse) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{23}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReportJobResponse) GetMsg() isReportJobResponse_Msg {
@@ -1887,7 +2264,7 @@ type ReportSummary struct {
 
 func (x *ReportSummary) Reset() {
 	*x = ReportSummary{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[24]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1899,7 +2276,7 @@ func (x *ReportSummary) String() string {
 func (*ReportSummary) ProtoMessage() {}
 
 func (x *ReportSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[24]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1912,7 +2289,7 @@ func (x *ReportSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportSummary.ProtoReflect.Descriptor instead.
 func (*ReportSummary) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{24}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReportSummary) GetJob() *Job {
@@ -1941,7 +2318,7 @@ type StateTotal struct {
 
 func (x *StateTotal) Reset() {
 	*x = StateTotal{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[25]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1953,7 +2330,7 @@ func (x *StateTotal) String() string {
 func (*StateTotal) ProtoMessage() {}
 
 func (x *StateTotal) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[25]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1966,7 +2343,7 @@ func (x *StateTotal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateTotal.ProtoReflect.Descriptor instead.
 func (*StateTotal) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{25}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *StateTotal) GetState() TransactionState {
@@ -2003,7 +2380,7 @@ type ResolveTransactionRequest struct {
 
 func (x *ResolveTransactionRequest) Reset() {
 	*x = ResolveTransactionRequest{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[26]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2015,7 +2392,7 @@ func (x *ResolveTransactionRequest) String() string {
 func (*ResolveTransactionRequest) ProtoMessage() {}
 
 func (x *ResolveTransactionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[26]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2028,7 +2405,7 @@ func (x *ResolveTransactionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveTransactionRequest.ProtoReflect.Descriptor instead.
 func (*ResolveTransactionRequest) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{26}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ResolveTransactionRequest) GetJobId() string {
@@ -2073,7 +2450,7 @@ type ResolveTransactionResponse struct {
 
 func (x *ResolveTransactionResponse) Reset() {
 	*x = ResolveTransactionResponse{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[27]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2085,7 +2462,7 @@ func (x *ResolveTransactionResponse) String() string {
 func (*ResolveTransactionResponse) ProtoMessage() {}
 
 func (x *ResolveTransactionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[27]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2098,7 +2475,7 @@ func (x *ResolveTransactionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveTransactionResponse.ProtoReflect.Descriptor instead.
 func (*ResolveTransactionResponse) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{27}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ResolveTransactionResponse) GetEntry() *LedgerEntry {
@@ -2144,7 +2521,7 @@ type ApprovalRequest struct {
 
 func (x *ApprovalRequest) Reset() {
 	*x = ApprovalRequest{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[28]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2156,7 +2533,7 @@ func (x *ApprovalRequest) String() string {
 func (*ApprovalRequest) ProtoMessage() {}
 
 func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[28]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2169,7 +2546,7 @@ func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalRequest.ProtoReflect.Descriptor instead.
 func (*ApprovalRequest) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{28}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ApprovalRequest) GetRequestId() string {
@@ -2288,7 +2665,7 @@ type ApproveRequestRequest struct {
 
 func (x *ApproveRequestRequest) Reset() {
 	*x = ApproveRequestRequest{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[29]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2300,7 +2677,7 @@ func (x *ApproveRequestRequest) String() string {
 func (*ApproveRequestRequest) ProtoMessage() {}
 
 func (x *ApproveRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[29]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2313,7 +2690,7 @@ func (x *ApproveRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRequestRequest.ProtoReflect.Descriptor instead.
 func (*ApproveRequestRequest) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{29}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ApproveRequestRequest) GetRequestId() string {
@@ -2342,7 +2719,7 @@ type ApproveRequestResponse struct {
 
 func (x *ApproveRequestResponse) Reset() {
 	*x = ApproveRequestResponse{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[30]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2354,7 +2731,7 @@ func (x *ApproveRequestResponse) String() string {
 func (*ApproveRequestResponse) ProtoMessage() {}
 
 func (x *ApproveRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[30]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2367,7 +2744,7 @@ func (x *ApproveRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRequestResponse.ProtoReflect.Descriptor instead.
 func (*ApproveRequestResponse) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{30}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ApproveRequestResponse) GetRequest() *ApprovalRequest {
@@ -2401,7 +2778,7 @@ type ListPendingRequestsRequest struct {
 
 func (x *ListPendingRequestsRequest) Reset() {
 	*x = ListPendingRequestsRequest{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[31]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2413,7 +2790,7 @@ func (x *ListPendingRequestsRequest) String() string {
 func (*ListPendingRequestsRequest) ProtoMessage() {}
 
 func (x *ListPendingRequestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[31]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2426,7 +2803,7 @@ func (x *ListPendingRequestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingRequestsRequest.ProtoReflect.Descriptor instead.
 func (*ListPendingRequestsRequest) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{31}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListPendingRequestsRequest) GetJobId() string {
@@ -2445,7 +2822,7 @@ type ListPendingRequestsResponse struct {
 
 func (x *ListPendingRequestsResponse) Reset() {
 	*x = ListPendingRequestsResponse{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[32]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2457,7 +2834,7 @@ func (x *ListPendingRequestsResponse) String() string {
 func (*ListPendingRequestsResponse) ProtoMessage() {}
 
 func (x *ListPendingRequestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[32]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2470,7 +2847,7 @@ func (x *ListPendingRequestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingRequestsResponse.ProtoReflect.Descriptor instead.
 func (*ListPendingRequestsResponse) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{32}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListPendingRequestsResponse) GetRequests() []*ApprovalRequest {
@@ -2517,7 +2894,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[33]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2529,7 +2906,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[33]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2542,7 +2919,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{33}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *AuditEvent) GetEventId() string {
@@ -2656,7 +3033,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[34]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2668,7 +3045,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[34]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2681,7 +3058,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{34}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListAuditEventsRequest) GetJobId() string {
@@ -2716,7 +3093,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_spool_v1_dispatch_proto_msgTypes[35]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2728,7 +3105,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spool_v1_dispatch_proto_msgTypes[35]
+	mi := &file_spool_v1_dispatch_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2741,7 +3118,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{35}
+	return file_spool_v1_dispatch_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -2762,7 +3139,7 @@ var File_spool_v1_dispatch_proto protoreflect.FileDescriptor
 
 const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"\n" +
-	"\x17spool/v1/dispatch.proto\x12\bspool.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12spool/v1/job.proto\"\x8b\x02\n" +
+	"\x17spool/v1/dispatch.proto\x12\bspool.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17spool/v1/envelope.proto\x1a\x12spool/v1/job.proto\"\x8b\x02\n" +
 	"\n" +
 	"DeadLetter\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x10\n" +
@@ -2833,7 +3210,30 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"\x05limit\x18\x01 \x01(\x05R\x05limit\"M\n" +
 	"\x14ListOpenJobsResponse\x12!\n" +
 	"\x04jobs\x18\x01 \x03(\v2\r.spool.v1.JobR\x04jobs\x12\x12\n" +
-	"\x04open\x18\x02 \x01(\x05R\x04open\"\xa7\x03\n" +
+	"\x04open\x18\x02 \x01(\x05R\x04open\"\xfd\x01\n" +
+	"\x0fListJobsRequest\x12*\n" +
+	"\x06states\x18\x01 \x03(\x0e2\x12.spool.v1.JobStateR\x06states\x12?\n" +
+	"\rcreated_after\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\fcreatedAfter\x12A\n" +
+	"\x0ecreated_before\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\rcreatedBefore\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"]\n" +
+	"\x10ListJobsResponse\x12!\n" +
+	"\x04jobs\x18\x01 \x03(\v2\r.spool.v1.JobR\x04jobs\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"I\n" +
+	"\x15RenderRequestsRequest\x120\n" +
+	"\tenvelopes\x18\x01 \x03(\v2\x12.spool.v1.EnvelopeR\tenvelopes\"O\n" +
+	"\x16RenderRequestsResponse\x125\n" +
+	"\brequests\x18\x01 \x03(\v2\x19.spool.v1.RenderedRequestR\brequests\"\x92\x01\n" +
+	"\x0fRenderedRequest\x12\x10\n" +
+	"\x03row\x18\x01 \x01(\x03R\x03row\x12\x16\n" +
+	"\x06method\x18\x02 \x01(\tR\x06method\x12\x10\n" +
+	"\x03url\x18\x03 \x01(\tR\x03url\x12/\n" +
+	"\aheaders\x18\x04 \x03(\v2\x15.spool.v1.HeaderValueR\aheaders\x12\x12\n" +
+	"\x04body\x18\x05 \x01(\tR\x04body\"7\n" +
+	"\vHeaderValue\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xa7\x03\n" +
 	"\vFlowControl\x12+\n" +
 	"\x11concurrency_limit\x18\x01 \x01(\x05R\x10concurrencyLimit\x12\x1b\n" +
 	"\tin_flight\x18\x02 \x01(\x05R\binFlight\x12\x1d\n" +
@@ -2843,7 +3243,7 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"\rbreaker_opens\x18\x05 \x01(\x03R\fbreakerOpens\x12E\n" +
 	"\x11breaker_open_time\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0fbreakerOpenTime\x12D\n" +
 	"\x10latency_baseline\x18\a \x01(\v2\x19.google.protobuf.DurationR\x0flatencyBaseline\x12@\n" +
-	"\x0elatency_recent\x18\b \x01(\v2\x19.google.protobuf.DurationR\rlatencyRecent\"\xab\x04\n" +
+	"\x0elatency_recent\x18\b \x01(\v2\x19.google.protobuf.DurationR\rlatencyRecent\"\xfa\x04\n" +
 	"\vLedgerEntry\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x10\n" +
 	"\x03row\x18\x02 \x01(\x03R\x03row\x12'\n" +
@@ -2864,7 +3264,9 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"resolvedBy\x12\x1f\n" +
 	"\vapproved_by\x18\x0e \x01(\tR\n" +
 	"approvedBy\x122\n" +
-	"\x15resolution_request_id\x18\x0f \x01(\tR\x13resolutionRequestId\")\n" +
+	"\x15resolution_request_id\x18\x0f \x01(\tR\x13resolutionRequestId\x12\x1c\n" +
+	"\treference\x18\x10 \x01(\tR\treference\x12/\n" +
+	"\x13reference_truncated\x18\x11 \x01(\bR\x12referenceTruncated\")\n" +
 	"\x10ReportJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"~\n" +
 	"\x11ReportJobResponse\x12-\n" +
@@ -2989,7 +3391,8 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"\x17APPROVAL_STATE_APPROVED\x10\x02\x12\x1a\n" +
 	"\x16APPROVAL_STATE_APPLIED\x10\x03\x12\x19\n" +
 	"\x15APPROVAL_STATE_FAILED\x10\x04\x12\x1a\n" +
-	"\x16APPROVAL_STATE_EXPIRED\x10\x052\x93\t\n" +
+	"\x16APPROVAL_STATE_EXPIRED\x10\x052\xab\n" +
+	"\n" +
 	"\x0fDispatchService\x12C\n" +
 	"\bWatchJob\x12\x19.spool.v1.WatchJobRequest\x1a\x1a.spool.v1.WatchJobResponse0\x01\x12F\n" +
 	"\tReportJob\x12\x1a.spool.v1.ReportJobRequest\x1a\x1b.spool.v1.ReportJobResponse0\x01\x12_\n" +
@@ -3004,7 +3407,9 @@ const file_spool_v1_dispatch_proto_rawDesc = "" +
 	"\tUpdateJob\x12\x1a.spool.v1.UpdateJobRequest\x1a\x1b.spool.v1.UpdateJobResponse\x12S\n" +
 	"\x0eApproveRequest\x12\x1f.spool.v1.ApproveRequestRequest\x1a .spool.v1.ApproveRequestResponse\x12b\n" +
 	"\x13ListPendingRequests\x12$.spool.v1.ListPendingRequestsRequest\x1a%.spool.v1.ListPendingRequestsResponse\x12V\n" +
-	"\x0fListAuditEvents\x12 .spool.v1.ListAuditEventsRequest\x1a!.spool.v1.ListAuditEventsResponseB/Z-github.com/spoolhq/spool/gen/spool/v1;spoolv1b\x06proto3"
+	"\x0fListAuditEvents\x12 .spool.v1.ListAuditEventsRequest\x1a!.spool.v1.ListAuditEventsResponse\x12A\n" +
+	"\bListJobs\x12\x19.spool.v1.ListJobsRequest\x1a\x1a.spool.v1.ListJobsResponse\x12S\n" +
+	"\x0eRenderRequests\x12\x1f.spool.v1.RenderRequestsRequest\x1a .spool.v1.RenderRequestsResponseB/Z-github.com/spoolhq/spool/gen/spool/v1;spoolv1b\x06proto3"
 
 var (
 	file_spool_v1_dispatch_proto_rawDescOnce sync.Once
@@ -3019,7 +3424,7 @@ func file_spool_v1_dispatch_proto_rawDescGZIP() []byte {
 }
 
 var file_spool_v1_dispatch_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_spool_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_spool_v1_dispatch_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_spool_v1_dispatch_proto_goTypes = []any{
 	(BreakerState)(0),                   // 0: spool.v1.BreakerState
 	(TransactionState)(0),               // 1: spool.v1.TransactionState
@@ -3046,104 +3451,123 @@ var file_spool_v1_dispatch_proto_goTypes = []any{
 	(*GetDispatcherStatusResponse)(nil), // 22: spool.v1.GetDispatcherStatusResponse
 	(*ListOpenJobsRequest)(nil),         // 23: spool.v1.ListOpenJobsRequest
 	(*ListOpenJobsResponse)(nil),        // 24: spool.v1.ListOpenJobsResponse
-	(*FlowControl)(nil),                 // 25: spool.v1.FlowControl
-	(*LedgerEntry)(nil),                 // 26: spool.v1.LedgerEntry
-	(*ReportJobRequest)(nil),            // 27: spool.v1.ReportJobRequest
-	(*ReportJobResponse)(nil),           // 28: spool.v1.ReportJobResponse
-	(*ReportSummary)(nil),               // 29: spool.v1.ReportSummary
-	(*StateTotal)(nil),                  // 30: spool.v1.StateTotal
-	(*ResolveTransactionRequest)(nil),   // 31: spool.v1.ResolveTransactionRequest
-	(*ResolveTransactionResponse)(nil),  // 32: spool.v1.ResolveTransactionResponse
-	(*ApprovalRequest)(nil),             // 33: spool.v1.ApprovalRequest
-	(*ApproveRequestRequest)(nil),       // 34: spool.v1.ApproveRequestRequest
-	(*ApproveRequestResponse)(nil),      // 35: spool.v1.ApproveRequestResponse
-	(*ListPendingRequestsRequest)(nil),  // 36: spool.v1.ListPendingRequestsRequest
-	(*ListPendingRequestsResponse)(nil), // 37: spool.v1.ListPendingRequestsResponse
-	(*AuditEvent)(nil),                  // 38: spool.v1.AuditEvent
-	(*ListAuditEventsRequest)(nil),      // 39: spool.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),     // 40: spool.v1.ListAuditEventsResponse
-	(*timestamppb.Timestamp)(nil),       // 41: google.protobuf.Timestamp
-	(*Job)(nil),                         // 42: spool.v1.Job
-	(*JobProgress)(nil),                 // 43: spool.v1.JobProgress
-	(*durationpb.Duration)(nil),         // 44: google.protobuf.Duration
+	(*ListJobsRequest)(nil),             // 25: spool.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),            // 26: spool.v1.ListJobsResponse
+	(*RenderRequestsRequest)(nil),       // 27: spool.v1.RenderRequestsRequest
+	(*RenderRequestsResponse)(nil),      // 28: spool.v1.RenderRequestsResponse
+	(*RenderedRequest)(nil),             // 29: spool.v1.RenderedRequest
+	(*HeaderValue)(nil),                 // 30: spool.v1.HeaderValue
+	(*FlowControl)(nil),                 // 31: spool.v1.FlowControl
+	(*LedgerEntry)(nil),                 // 32: spool.v1.LedgerEntry
+	(*ReportJobRequest)(nil),            // 33: spool.v1.ReportJobRequest
+	(*ReportJobResponse)(nil),           // 34: spool.v1.ReportJobResponse
+	(*ReportSummary)(nil),               // 35: spool.v1.ReportSummary
+	(*StateTotal)(nil),                  // 36: spool.v1.StateTotal
+	(*ResolveTransactionRequest)(nil),   // 37: spool.v1.ResolveTransactionRequest
+	(*ResolveTransactionResponse)(nil),  // 38: spool.v1.ResolveTransactionResponse
+	(*ApprovalRequest)(nil),             // 39: spool.v1.ApprovalRequest
+	(*ApproveRequestRequest)(nil),       // 40: spool.v1.ApproveRequestRequest
+	(*ApproveRequestResponse)(nil),      // 41: spool.v1.ApproveRequestResponse
+	(*ListPendingRequestsRequest)(nil),  // 42: spool.v1.ListPendingRequestsRequest
+	(*ListPendingRequestsResponse)(nil), // 43: spool.v1.ListPendingRequestsResponse
+	(*AuditEvent)(nil),                  // 44: spool.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),      // 45: spool.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),     // 46: spool.v1.ListAuditEventsResponse
+	(*timestamppb.Timestamp)(nil),       // 47: google.protobuf.Timestamp
+	(*Job)(nil),                         // 48: spool.v1.Job
+	(*JobProgress)(nil),                 // 49: spool.v1.JobProgress
+	(JobState)(0),                       // 50: spool.v1.JobState
+	(*Envelope)(nil),                    // 51: spool.v1.Envelope
+	(*durationpb.Duration)(nil),         // 52: google.protobuf.Duration
 }
 var file_spool_v1_dispatch_proto_depIdxs = []int32{
-	41, // 0: spool.v1.DeadLetter.dead_lettered_at:type_name -> google.protobuf.Timestamp
+	47, // 0: spool.v1.DeadLetter.dead_lettered_at:type_name -> google.protobuf.Timestamp
 	5,  // 1: spool.v1.ListDeadLettersResponse.entry:type_name -> spool.v1.DeadLetter
 	8,  // 2: spool.v1.ListDeadLettersResponse.summary:type_name -> spool.v1.DeadLetterSummary
 	8,  // 3: spool.v1.RedriveDeadLettersResponse.summary:type_name -> spool.v1.DeadLetterSummary
-	33, // 4: spool.v1.RedriveDeadLettersResponse.pending_approval:type_name -> spool.v1.ApprovalRequest
-	42, // 5: spool.v1.PauseJobResponse.job:type_name -> spool.v1.Job
-	42, // 6: spool.v1.ResumeJobResponse.job:type_name -> spool.v1.Job
-	42, // 7: spool.v1.CancelJobResponse.job:type_name -> spool.v1.Job
-	42, // 8: spool.v1.UpdateJobResponse.job:type_name -> spool.v1.Job
-	43, // 9: spool.v1.WatchJobResponse.progress:type_name -> spool.v1.JobProgress
-	25, // 10: spool.v1.WatchJobResponse.flow:type_name -> spool.v1.FlowControl
-	25, // 11: spool.v1.GetDispatcherStatusResponse.flow:type_name -> spool.v1.FlowControl
-	42, // 12: spool.v1.ListOpenJobsResponse.jobs:type_name -> spool.v1.Job
-	0,  // 13: spool.v1.FlowControl.breaker_state:type_name -> spool.v1.BreakerState
-	44, // 14: spool.v1.FlowControl.breaker_open_time:type_name -> google.protobuf.Duration
-	44, // 15: spool.v1.FlowControl.latency_baseline:type_name -> google.protobuf.Duration
-	44, // 16: spool.v1.FlowControl.latency_recent:type_name -> google.protobuf.Duration
-	1,  // 17: spool.v1.LedgerEntry.state:type_name -> spool.v1.TransactionState
-	41, // 18: spool.v1.LedgerEntry.updated_at:type_name -> google.protobuf.Timestamp
-	26, // 19: spool.v1.ReportJobResponse.entry:type_name -> spool.v1.LedgerEntry
-	29, // 20: spool.v1.ReportJobResponse.summary:type_name -> spool.v1.ReportSummary
-	42, // 21: spool.v1.ReportSummary.job:type_name -> spool.v1.Job
-	30, // 22: spool.v1.ReportSummary.totals:type_name -> spool.v1.StateTotal
-	1,  // 23: spool.v1.StateTotal.state:type_name -> spool.v1.TransactionState
-	2,  // 24: spool.v1.ResolveTransactionRequest.resolution:type_name -> spool.v1.Resolution
-	26, // 25: spool.v1.ResolveTransactionResponse.entry:type_name -> spool.v1.LedgerEntry
-	33, // 26: spool.v1.ResolveTransactionResponse.pending_approval:type_name -> spool.v1.ApprovalRequest
-	3,  // 27: spool.v1.ApprovalRequest.action:type_name -> spool.v1.OperatorAction
-	2,  // 28: spool.v1.ApprovalRequest.resolution:type_name -> spool.v1.Resolution
-	41, // 29: spool.v1.ApprovalRequest.requested_at:type_name -> google.protobuf.Timestamp
-	41, // 30: spool.v1.ApprovalRequest.expires_at:type_name -> google.protobuf.Timestamp
-	4,  // 31: spool.v1.ApprovalRequest.state:type_name -> spool.v1.ApprovalState
-	41, // 32: spool.v1.ApprovalRequest.approved_at:type_name -> google.protobuf.Timestamp
-	33, // 33: spool.v1.ApproveRequestResponse.request:type_name -> spool.v1.ApprovalRequest
-	26, // 34: spool.v1.ApproveRequestResponse.entry:type_name -> spool.v1.LedgerEntry
-	8,  // 35: spool.v1.ApproveRequestResponse.summary:type_name -> spool.v1.DeadLetterSummary
-	33, // 36: spool.v1.ListPendingRequestsResponse.requests:type_name -> spool.v1.ApprovalRequest
-	3,  // 37: spool.v1.AuditEvent.action:type_name -> spool.v1.OperatorAction
-	41, // 38: spool.v1.AuditEvent.at:type_name -> google.protobuf.Timestamp
-	2,  // 39: spool.v1.AuditEvent.resolution:type_name -> spool.v1.Resolution
-	3,  // 40: spool.v1.AuditEvent.requested_action:type_name -> spool.v1.OperatorAction
-	41, // 41: spool.v1.AuditEvent.outcome_at:type_name -> google.protobuf.Timestamp
-	38, // 42: spool.v1.ListAuditEventsResponse.events:type_name -> spool.v1.AuditEvent
-	19, // 43: spool.v1.DispatchService.WatchJob:input_type -> spool.v1.WatchJobRequest
-	27, // 44: spool.v1.DispatchService.ReportJob:input_type -> spool.v1.ReportJobRequest
-	31, // 45: spool.v1.DispatchService.ResolveTransaction:input_type -> spool.v1.ResolveTransactionRequest
-	21, // 46: spool.v1.DispatchService.GetDispatcherStatus:input_type -> spool.v1.GetDispatcherStatusRequest
-	6,  // 47: spool.v1.DispatchService.ListDeadLetters:input_type -> spool.v1.ListDeadLettersRequest
-	9,  // 48: spool.v1.DispatchService.RedriveDeadLetters:input_type -> spool.v1.RedriveDeadLettersRequest
-	11, // 49: spool.v1.DispatchService.PauseJob:input_type -> spool.v1.PauseJobRequest
-	13, // 50: spool.v1.DispatchService.ResumeJob:input_type -> spool.v1.ResumeJobRequest
-	15, // 51: spool.v1.DispatchService.CancelJob:input_type -> spool.v1.CancelJobRequest
-	23, // 52: spool.v1.DispatchService.ListOpenJobs:input_type -> spool.v1.ListOpenJobsRequest
-	17, // 53: spool.v1.DispatchService.UpdateJob:input_type -> spool.v1.UpdateJobRequest
-	34, // 54: spool.v1.DispatchService.ApproveRequest:input_type -> spool.v1.ApproveRequestRequest
-	36, // 55: spool.v1.DispatchService.ListPendingRequests:input_type -> spool.v1.ListPendingRequestsRequest
-	39, // 56: spool.v1.DispatchService.ListAuditEvents:input_type -> spool.v1.ListAuditEventsRequest
-	20, // 57: spool.v1.DispatchService.WatchJob:output_type -> spool.v1.WatchJobResponse
-	28, // 58: spool.v1.DispatchService.ReportJob:output_type -> spool.v1.ReportJobResponse
-	32, // 59: spool.v1.DispatchService.ResolveTransaction:output_type -> spool.v1.ResolveTransactionResponse
-	22, // 60: spool.v1.DispatchService.GetDispatcherStatus:output_type -> spool.v1.GetDispatcherStatusResponse
-	7,  // 61: spool.v1.DispatchService.ListDeadLetters:output_type -> spool.v1.ListDeadLettersResponse
-	10, // 62: spool.v1.DispatchService.RedriveDeadLetters:output_type -> spool.v1.RedriveDeadLettersResponse
-	12, // 63: spool.v1.DispatchService.PauseJob:output_type -> spool.v1.PauseJobResponse
-	14, // 64: spool.v1.DispatchService.ResumeJob:output_type -> spool.v1.ResumeJobResponse
-	16, // 65: spool.v1.DispatchService.CancelJob:output_type -> spool.v1.CancelJobResponse
-	24, // 66: spool.v1.DispatchService.ListOpenJobs:output_type -> spool.v1.ListOpenJobsResponse
-	18, // 67: spool.v1.DispatchService.UpdateJob:output_type -> spool.v1.UpdateJobResponse
-	35, // 68: spool.v1.DispatchService.ApproveRequest:output_type -> spool.v1.ApproveRequestResponse
-	37, // 69: spool.v1.DispatchService.ListPendingRequests:output_type -> spool.v1.ListPendingRequestsResponse
-	40, // 70: spool.v1.DispatchService.ListAuditEvents:output_type -> spool.v1.ListAuditEventsResponse
-	57, // [57:71] is the sub-list for method output_type
-	43, // [43:57] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	39, // 4: spool.v1.RedriveDeadLettersResponse.pending_approval:type_name -> spool.v1.ApprovalRequest
+	48, // 5: spool.v1.PauseJobResponse.job:type_name -> spool.v1.Job
+	48, // 6: spool.v1.ResumeJobResponse.job:type_name -> spool.v1.Job
+	48, // 7: spool.v1.CancelJobResponse.job:type_name -> spool.v1.Job
+	48, // 8: spool.v1.UpdateJobResponse.job:type_name -> spool.v1.Job
+	49, // 9: spool.v1.WatchJobResponse.progress:type_name -> spool.v1.JobProgress
+	31, // 10: spool.v1.WatchJobResponse.flow:type_name -> spool.v1.FlowControl
+	31, // 11: spool.v1.GetDispatcherStatusResponse.flow:type_name -> spool.v1.FlowControl
+	48, // 12: spool.v1.ListOpenJobsResponse.jobs:type_name -> spool.v1.Job
+	50, // 13: spool.v1.ListJobsRequest.states:type_name -> spool.v1.JobState
+	47, // 14: spool.v1.ListJobsRequest.created_after:type_name -> google.protobuf.Timestamp
+	47, // 15: spool.v1.ListJobsRequest.created_before:type_name -> google.protobuf.Timestamp
+	48, // 16: spool.v1.ListJobsResponse.jobs:type_name -> spool.v1.Job
+	51, // 17: spool.v1.RenderRequestsRequest.envelopes:type_name -> spool.v1.Envelope
+	29, // 18: spool.v1.RenderRequestsResponse.requests:type_name -> spool.v1.RenderedRequest
+	30, // 19: spool.v1.RenderedRequest.headers:type_name -> spool.v1.HeaderValue
+	0,  // 20: spool.v1.FlowControl.breaker_state:type_name -> spool.v1.BreakerState
+	52, // 21: spool.v1.FlowControl.breaker_open_time:type_name -> google.protobuf.Duration
+	52, // 22: spool.v1.FlowControl.latency_baseline:type_name -> google.protobuf.Duration
+	52, // 23: spool.v1.FlowControl.latency_recent:type_name -> google.protobuf.Duration
+	1,  // 24: spool.v1.LedgerEntry.state:type_name -> spool.v1.TransactionState
+	47, // 25: spool.v1.LedgerEntry.updated_at:type_name -> google.protobuf.Timestamp
+	32, // 26: spool.v1.ReportJobResponse.entry:type_name -> spool.v1.LedgerEntry
+	35, // 27: spool.v1.ReportJobResponse.summary:type_name -> spool.v1.ReportSummary
+	48, // 28: spool.v1.ReportSummary.job:type_name -> spool.v1.Job
+	36, // 29: spool.v1.ReportSummary.totals:type_name -> spool.v1.StateTotal
+	1,  // 30: spool.v1.StateTotal.state:type_name -> spool.v1.TransactionState
+	2,  // 31: spool.v1.ResolveTransactionRequest.resolution:type_name -> spool.v1.Resolution
+	32, // 32: spool.v1.ResolveTransactionResponse.entry:type_name -> spool.v1.LedgerEntry
+	39, // 33: spool.v1.ResolveTransactionResponse.pending_approval:type_name -> spool.v1.ApprovalRequest
+	3,  // 34: spool.v1.ApprovalRequest.action:type_name -> spool.v1.OperatorAction
+	2,  // 35: spool.v1.ApprovalRequest.resolution:type_name -> spool.v1.Resolution
+	47, // 36: spool.v1.ApprovalRequest.requested_at:type_name -> google.protobuf.Timestamp
+	47, // 37: spool.v1.ApprovalRequest.expires_at:type_name -> google.protobuf.Timestamp
+	4,  // 38: spool.v1.ApprovalRequest.state:type_name -> spool.v1.ApprovalState
+	47, // 39: spool.v1.ApprovalRequest.approved_at:type_name -> google.protobuf.Timestamp
+	39, // 40: spool.v1.ApproveRequestResponse.request:type_name -> spool.v1.ApprovalRequest
+	32, // 41: spool.v1.ApproveRequestResponse.entry:type_name -> spool.v1.LedgerEntry
+	8,  // 42: spool.v1.ApproveRequestResponse.summary:type_name -> spool.v1.DeadLetterSummary
+	39, // 43: spool.v1.ListPendingRequestsResponse.requests:type_name -> spool.v1.ApprovalRequest
+	3,  // 44: spool.v1.AuditEvent.action:type_name -> spool.v1.OperatorAction
+	47, // 45: spool.v1.AuditEvent.at:type_name -> google.protobuf.Timestamp
+	2,  // 46: spool.v1.AuditEvent.resolution:type_name -> spool.v1.Resolution
+	3,  // 47: spool.v1.AuditEvent.requested_action:type_name -> spool.v1.OperatorAction
+	47, // 48: spool.v1.AuditEvent.outcome_at:type_name -> google.protobuf.Timestamp
+	44, // 49: spool.v1.ListAuditEventsResponse.events:type_name -> spool.v1.AuditEvent
+	19, // 50: spool.v1.DispatchService.WatchJob:input_type -> spool.v1.WatchJobRequest
+	33, // 51: spool.v1.DispatchService.ReportJob:input_type -> spool.v1.ReportJobRequest
+	37, // 52: spool.v1.DispatchService.ResolveTransaction:input_type -> spool.v1.ResolveTransactionRequest
+	21, // 53: spool.v1.DispatchService.GetDispatcherStatus:input_type -> spool.v1.GetDispatcherStatusRequest
+	6,  // 54: spool.v1.DispatchService.ListDeadLetters:input_type -> spool.v1.ListDeadLettersRequest
+	9,  // 55: spool.v1.DispatchService.RedriveDeadLetters:input_type -> spool.v1.RedriveDeadLettersRequest
+	11, // 56: spool.v1.DispatchService.PauseJob:input_type -> spool.v1.PauseJobRequest
+	13, // 57: spool.v1.DispatchService.ResumeJob:input_type -> spool.v1.ResumeJobRequest
+	15, // 58: spool.v1.DispatchService.CancelJob:input_type -> spool.v1.CancelJobRequest
+	23, // 59: spool.v1.DispatchService.ListOpenJobs:input_type -> spool.v1.ListOpenJobsRequest
+	17, // 60: spool.v1.DispatchService.UpdateJob:input_type -> spool.v1.UpdateJobRequest
+	40, // 61: spool.v1.DispatchService.ApproveRequest:input_type -> spool.v1.ApproveRequestRequest
+	42, // 62: spool.v1.DispatchService.ListPendingRequests:input_type -> spool.v1.ListPendingRequestsRequest
+	45, // 63: spool.v1.DispatchService.ListAuditEvents:input_type -> spool.v1.ListAuditEventsRequest
+	25, // 64: spool.v1.DispatchService.ListJobs:input_type -> spool.v1.ListJobsRequest
+	27, // 65: spool.v1.DispatchService.RenderRequests:input_type -> spool.v1.RenderRequestsRequest
+	20, // 66: spool.v1.DispatchService.WatchJob:output_type -> spool.v1.WatchJobResponse
+	34, // 67: spool.v1.DispatchService.ReportJob:output_type -> spool.v1.ReportJobResponse
+	38, // 68: spool.v1.DispatchService.ResolveTransaction:output_type -> spool.v1.ResolveTransactionResponse
+	22, // 69: spool.v1.DispatchService.GetDispatcherStatus:output_type -> spool.v1.GetDispatcherStatusResponse
+	7,  // 70: spool.v1.DispatchService.ListDeadLetters:output_type -> spool.v1.ListDeadLettersResponse
+	10, // 71: spool.v1.DispatchService.RedriveDeadLetters:output_type -> spool.v1.RedriveDeadLettersResponse
+	12, // 72: spool.v1.DispatchService.PauseJob:output_type -> spool.v1.PauseJobResponse
+	14, // 73: spool.v1.DispatchService.ResumeJob:output_type -> spool.v1.ResumeJobResponse
+	16, // 74: spool.v1.DispatchService.CancelJob:output_type -> spool.v1.CancelJobResponse
+	24, // 75: spool.v1.DispatchService.ListOpenJobs:output_type -> spool.v1.ListOpenJobsResponse
+	18, // 76: spool.v1.DispatchService.UpdateJob:output_type -> spool.v1.UpdateJobResponse
+	41, // 77: spool.v1.DispatchService.ApproveRequest:output_type -> spool.v1.ApproveRequestResponse
+	43, // 78: spool.v1.DispatchService.ListPendingRequests:output_type -> spool.v1.ListPendingRequestsResponse
+	46, // 79: spool.v1.DispatchService.ListAuditEvents:output_type -> spool.v1.ListAuditEventsResponse
+	26, // 80: spool.v1.DispatchService.ListJobs:output_type -> spool.v1.ListJobsResponse
+	28, // 81: spool.v1.DispatchService.RenderRequests:output_type -> spool.v1.RenderRequestsResponse
+	66, // [66:82] is the sub-list for method output_type
+	50, // [50:66] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_spool_v1_dispatch_proto_init() }
@@ -3151,13 +3575,14 @@ func file_spool_v1_dispatch_proto_init() {
 	if File_spool_v1_dispatch_proto != nil {
 		return
 	}
+	file_spool_v1_envelope_proto_init()
 	file_spool_v1_job_proto_init()
 	file_spool_v1_dispatch_proto_msgTypes[2].OneofWrappers = []any{
 		(*ListDeadLettersResponse_Entry)(nil),
 		(*ListDeadLettersResponse_Summary)(nil),
 	}
 	file_spool_v1_dispatch_proto_msgTypes[12].OneofWrappers = []any{}
-	file_spool_v1_dispatch_proto_msgTypes[23].OneofWrappers = []any{
+	file_spool_v1_dispatch_proto_msgTypes[29].OneofWrappers = []any{
 		(*ReportJobResponse_Entry)(nil),
 		(*ReportJobResponse_Summary)(nil),
 	}
@@ -3167,7 +3592,7 @@ func file_spool_v1_dispatch_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spool_v1_dispatch_proto_rawDesc), len(file_spool_v1_dispatch_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   36,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

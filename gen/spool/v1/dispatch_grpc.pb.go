@@ -33,6 +33,8 @@ const (
 	DispatchService_ApproveRequest_FullMethodName      = "/spool.v1.DispatchService/ApproveRequest"
 	DispatchService_ListPendingRequests_FullMethodName = "/spool.v1.DispatchService/ListPendingRequests"
 	DispatchService_ListAuditEvents_FullMethodName     = "/spool.v1.DispatchService/ListAuditEvents"
+	DispatchService_ListJobs_FullMethodName            = "/spool.v1.DispatchService/ListJobs"
+	DispatchService_RenderRequests_FullMethodName      = "/spool.v1.DispatchService/RenderRequests"
 )
 
 // DispatchServiceClient is the client API for DispatchService service.
@@ -99,6 +101,17 @@ type DispatchServiceClient interface {
 	// ListAuditEvents pages through the audit trail of a job: every
 	// state-changing operator action on it, oldest first.
 	ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error)
+	// ListJobs pages through every job the table holds, newest first,
+	// optionally only those in some states and created in a time range. It
+	// reads the table's jobs-by-state index, so a page costs the same at a
+	// million jobs as at ten.
+	ListJobs(ctx context.Context, in *ListJobsRequest, opts ...grpc.CallOption) (*ListJobsResponse, error)
+	// RenderRequests builds the HTTP requests this dispatcher would send for
+	// the given envelopes, with the very code that sends them, and sends
+	// nothing: the dry run of spool send shows them. Header values that may
+	// be secrets (every header the dispatcher is configured to add) are
+	// redacted.
+	RenderRequests(ctx context.Context, in *RenderRequestsRequest, opts ...grpc.CallOption) (*RenderRequestsResponse, error)
 }
 
 type dispatchServiceClient struct {
@@ -276,6 +289,26 @@ func (c *dispatchServiceClient) ListAuditEvents(ctx context.Context, in *ListAud
 	return out, nil
 }
 
+func (c *dispatchServiceClient) ListJobs(ctx context.Context, in *ListJobsRequest, opts ...grpc.CallOption) (*ListJobsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListJobsResponse)
+	err := c.cc.Invoke(ctx, DispatchService_ListJobs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *dispatchServiceClient) RenderRequests(ctx context.Context, in *RenderRequestsRequest, opts ...grpc.CallOption) (*RenderRequestsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenderRequestsResponse)
+	err := c.cc.Invoke(ctx, DispatchService_RenderRequests_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DispatchServiceServer is the server API for DispatchService service.
 // All implementations must embed UnimplementedDispatchServiceServer
 // for forward compatibility.
@@ -340,6 +373,17 @@ type DispatchServiceServer interface {
 	// ListAuditEvents pages through the audit trail of a job: every
 	// state-changing operator action on it, oldest first.
 	ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error)
+	// ListJobs pages through every job the table holds, newest first,
+	// optionally only those in some states and created in a time range. It
+	// reads the table's jobs-by-state index, so a page costs the same at a
+	// million jobs as at ten.
+	ListJobs(context.Context, *ListJobsRequest) (*ListJobsResponse, error)
+	// RenderRequests builds the HTTP requests this dispatcher would send for
+	// the given envelopes, with the very code that sends them, and sends
+	// nothing: the dry run of spool send shows them. Header values that may
+	// be secrets (every header the dispatcher is configured to add) are
+	// redacted.
+	RenderRequests(context.Context, *RenderRequestsRequest) (*RenderRequestsResponse, error)
 	mustEmbedUnimplementedDispatchServiceServer()
 }
 
@@ -391,6 +435,12 @@ func (UnimplementedDispatchServiceServer) ListPendingRequests(context.Context, *
 }
 func (UnimplementedDispatchServiceServer) ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAuditEvents not implemented")
+}
+func (UnimplementedDispatchServiceServer) ListJobs(context.Context, *ListJobsRequest) (*ListJobsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListJobs not implemented")
+}
+func (UnimplementedDispatchServiceServer) RenderRequests(context.Context, *RenderRequestsRequest) (*RenderRequestsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RenderRequests not implemented")
 }
 func (UnimplementedDispatchServiceServer) mustEmbedUnimplementedDispatchServiceServer() {}
 func (UnimplementedDispatchServiceServer) testEmbeddedByValue()                         {}
@@ -644,6 +694,42 @@ func _DispatchService_ListAuditEvents_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DispatchService_ListJobs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListJobsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DispatchServiceServer).ListJobs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DispatchService_ListJobs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DispatchServiceServer).ListJobs(ctx, req.(*ListJobsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DispatchService_RenderRequests_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenderRequestsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DispatchServiceServer).RenderRequests(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DispatchService_RenderRequests_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DispatchServiceServer).RenderRequests(ctx, req.(*RenderRequestsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DispatchService_ServiceDesc is the grpc.ServiceDesc for DispatchService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -694,6 +780,14 @@ var DispatchService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListAuditEvents",
 			Handler:    _DispatchService_ListAuditEvents_Handler,
+		},
+		{
+			MethodName: "ListJobs",
+			Handler:    _DispatchService_ListJobs_Handler,
+		},
+		{
+			MethodName: "RenderRequests",
+			Handler:    _DispatchService_RenderRequests_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

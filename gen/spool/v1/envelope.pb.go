@@ -119,8 +119,14 @@ type Envelope struct {
 	// re-encoded from its envelope, so the trace stays with the row whatever
 	// path it takes. Being part of the versioned contract, a dispatcher
 	// that does not know these fields ignores them.
-	Traceparent   string `protobuf:"bytes,8,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
-	Tracestate    string `protobuf:"bytes,9,opt,name=tracestate,proto3" json:"tracestate,omitempty"`
+	Traceparent string `protobuf:"bytes,8,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
+	Tracestate  string `protobuf:"bytes,9,opt,name=tracestate,proto3" json:"tracestate,omitempty"`
+	// Where the third party's reference for the transaction is in its
+	// accepting answer, from the file's profile: "body:" and a JSON pointer
+	// (RFC 6901) into the body, e.g. "body:/id", or "header:" and a header
+	// name, e.g. "header:Location". Empty: the dispatcher's own setting
+	// (SPOOL_REFERENCE_FROM) applies.
+	ReferenceFrom string `protobuf:"bytes,10,opt,name=reference_from,json=referenceFrom,proto3" json:"reference_from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -218,6 +224,13 @@ func (x *Envelope) GetTracestate() string {
 	return ""
 }
 
+func (x *Envelope) GetReferenceFrom() string {
+	if x != nil {
+		return x.ReferenceFrom
+	}
+	return ""
+}
+
 // Field is one named value of a row.
 type Field struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -275,7 +288,7 @@ var File_spool_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_spool_v1_envelope_proto_rawDesc = "" +
 	"\n" +
-	"\x17spool/v1/envelope.proto\x12\bspool.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcf\x02\n" +
+	"\x17spool/v1/envelope.proto\x12\bspool.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\x02\n" +
 	"\bEnvelope\x123\n" +
 	"\aversion\x18\x01 \x01(\x0e2\x19.spool.v1.EnvelopeVersionR\aversion\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x10\n" +
@@ -287,7 +300,9 @@ const file_spool_v1_envelope_proto_rawDesc = "" +
 	"\vtraceparent\x18\b \x01(\tR\vtraceparent\x12\x1e\n" +
 	"\n" +
 	"tracestate\x18\t \x01(\tR\n" +
-	"tracestate\"1\n" +
+	"tracestate\x12%\n" +
+	"\x0ereference_from\x18\n" +
+	" \x01(\tR\rreferenceFrom\"1\n" +
 	"\x05Field\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value*L\n" +

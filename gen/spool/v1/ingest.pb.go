@@ -163,7 +163,13 @@ type FileHeader struct {
 	// Deliver nothing of the job before this time; the file is still
 	// accepted and sealed now. At most the ingestor's max-deliver-after
 	// ahead, so that its messages outlive the wait in the queue.
-	DeliverAfter  *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=deliver_after,json=deliverAfter,proto3" json:"deliver_after,omitempty"`
+	DeliverAfter *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=deliver_after,json=deliverAfter,proto3" json:"deliver_after,omitempty"`
+	// A dry run: the file goes through every check and mapping of a real
+	// one, but no job is created and nothing is published. The answer
+	// carries the totals and the envelopes of the first preview_rows rows
+	// (at most 20; 3 when 0).
+	DryRun        bool  `protobuf:"varint,14,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	PreviewRows   int32 `protobuf:"varint,15,opt,name=preview_rows,json=previewRows,proto3" json:"preview_rows,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -287,6 +293,20 @@ func (x *FileHeader) GetDeliverAfter() *timestamppb.Timestamp {
 		return x.DeliverAfter
 	}
 	return nil
+}
+
+func (x *FileHeader) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *FileHeader) GetPreviewRows() int32 {
+	if x != nil {
+		return x.PreviewRows
+	}
+	return 0
 }
 
 // Resume says where a resumed stream starts.
@@ -493,7 +513,11 @@ type StreamFileResponse struct {
 	Job    *Job        `protobuf:"bytes,6,opt,name=job,proto3" json:"job,omitempty"`
 	// True when the job key already named a sealed or completed job: that job
 	// is returned and nothing was published.
-	Existing      bool `protobuf:"varint,7,opt,name=existing,proto3" json:"existing,omitempty"`
+	Existing bool `protobuf:"varint,7,opt,name=existing,proto3" json:"existing,omitempty"`
+	// For a dry run: the envelopes the first rows would be published as
+	// (job_id "dry-run", as no job exists). RenderRequests on a dispatcher turns
+	// them into the requests the destination would receive.
+	Preview       []*Envelope `protobuf:"bytes,8,rep,name=preview,proto3" json:"preview,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -575,6 +599,13 @@ func (x *StreamFileResponse) GetExisting() bool {
 		return x.Existing
 	}
 	return false
+}
+
+func (x *StreamFileResponse) GetPreview() []*Envelope {
+	if x != nil {
+		return x.Preview
+	}
+	return nil
 }
 
 // RowError says why one row was rejected.
@@ -832,12 +863,12 @@ var File_spool_v1_ingest_proto protoreflect.FileDescriptor
 
 const file_spool_v1_ingest_proto_rawDesc = "" +
 	"\n" +
-	"\x15spool/v1/ingest.proto\x12\bspool.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12spool/v1/job.proto\x1a\x16spool/v1/profile.proto\"\x8c\x01\n" +
+	"\x15spool/v1/ingest.proto\x12\bspool.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17spool/v1/envelope.proto\x1a\x12spool/v1/job.proto\x1a\x16spool/v1/profile.proto\"\x8c\x01\n" +
 	"\x11StreamFileRequest\x12.\n" +
 	"\x06header\x18\x01 \x01(\v2\x14.spool.v1.FileHeaderH\x00R\x06header\x12(\n" +
 	"\x04rows\x18\x02 \x01(\v2\x12.spool.v1.RowBatchH\x00R\x04rows\x12\x16\n" +
 	"\x05chunk\x18\x03 \x01(\fH\x00R\x05chunkB\x05\n" +
-	"\x03msg\"\xc0\x04\n" +
+	"\x03msg\"\xfc\x04\n" +
 	"\n" +
 	"FileHeader\x12\x1b\n" +
 	"\tfile_name\x18\x01 \x01(\tR\bfileName\x12\x17\n" +
@@ -853,7 +884,9 @@ const file_spool_v1_ingest_proto_rawDesc = "" +
 	" \x01(\v2\x11.spool.v1.ProfileR\rinlineProfile\x12G\n" +
 	"\x11failure_threshold\x18\v \x01(\v2\x1a.spool.v1.FailureThresholdR\x10failureThreshold\x12(\n" +
 	"\x06canary\x18\f \x01(\v2\x10.spool.v1.CanaryR\x06canary\x12?\n" +
-	"\rdeliver_after\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\fdeliverAfter\"=\n" +
+	"\rdeliver_after\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\fdeliverAfter\x12\x17\n" +
+	"\adry_run\x18\x0e \x01(\bR\x06dryRun\x12!\n" +
+	"\fpreview_rows\x18\x0f \x01(\x05R\vpreviewRows\"=\n" +
 	"\x06Resume\x12\x1b\n" +
 	"\tafter_row\x18\x01 \x01(\x03R\bafterRow\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\"*\n" +
@@ -863,7 +896,7 @@ const file_spool_v1_ingest_proto_rawDesc = "" +
 	"\bRowBatch\x12!\n" +
 	"\x04rows\x18\x01 \x03(\v2\r.spool.v1.RowR\x04rows\"\x1d\n" +
 	"\x03Row\x12\x16\n" +
-	"\x06fields\x18\x01 \x03(\tR\x06fields\"\x85\x02\n" +
+	"\x06fields\x18\x01 \x03(\tR\x06fields\"\xb3\x02\n" +
 	"\x12StreamFileResponse\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12#\n" +
 	"\rrows_received\x18\x02 \x01(\x03R\frowsReceived\x12%\n" +
@@ -871,7 +904,8 @@ const file_spool_v1_ingest_proto_rawDesc = "" +
 	"\rrows_rejected\x18\x04 \x01(\x03R\frowsRejected\x12*\n" +
 	"\x06errors\x18\x05 \x03(\v2\x12.spool.v1.RowErrorR\x06errors\x12\x1f\n" +
 	"\x03job\x18\x06 \x01(\v2\r.spool.v1.JobR\x03job\x12\x1a\n" +
-	"\bexisting\x18\a \x01(\bR\bexisting\"f\n" +
+	"\bexisting\x18\a \x01(\bR\bexisting\x12,\n" +
+	"\apreview\x18\b \x03(\v2\x12.spool.v1.EnvelopeR\apreview\"f\n" +
 	"\bRowError\x12\x10\n" +
 	"\x03row\x18\x01 \x01(\x03R\x03row\x12\x16\n" +
 	"\x06column\x18\x02 \x01(\tR\x06column\x12\x16\n" +
@@ -923,6 +957,7 @@ var file_spool_v1_ingest_proto_goTypes = []any{
 	(*Canary)(nil),                // 15: spool.v1.Canary
 	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
 	(*Job)(nil),                   // 17: spool.v1.Job
+	(*Envelope)(nil),              // 18: spool.v1.Envelope
 }
 var file_spool_v1_ingest_proto_depIdxs = []int32{
 	1,  // 0: spool.v1.StreamFileRequest.header:type_name -> spool.v1.FileHeader
@@ -937,19 +972,20 @@ var file_spool_v1_ingest_proto_depIdxs = []int32{
 	5,  // 9: spool.v1.RowBatch.rows:type_name -> spool.v1.Row
 	7,  // 10: spool.v1.StreamFileResponse.errors:type_name -> spool.v1.RowError
 	17, // 11: spool.v1.StreamFileResponse.job:type_name -> spool.v1.Job
-	17, // 12: spool.v1.GetJobResponse.job:type_name -> spool.v1.Job
-	13, // 13: spool.v1.ListProfilesResponse.profiles:type_name -> spool.v1.Profile
-	0,  // 14: spool.v1.IngestService.StreamFile:input_type -> spool.v1.StreamFileRequest
-	8,  // 15: spool.v1.IngestService.GetJob:input_type -> spool.v1.GetJobRequest
-	10, // 16: spool.v1.IngestService.ListProfiles:input_type -> spool.v1.ListProfilesRequest
-	6,  // 17: spool.v1.IngestService.StreamFile:output_type -> spool.v1.StreamFileResponse
-	9,  // 18: spool.v1.IngestService.GetJob:output_type -> spool.v1.GetJobResponse
-	11, // 19: spool.v1.IngestService.ListProfiles:output_type -> spool.v1.ListProfilesResponse
-	17, // [17:20] is the sub-list for method output_type
-	14, // [14:17] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	18, // 12: spool.v1.StreamFileResponse.preview:type_name -> spool.v1.Envelope
+	17, // 13: spool.v1.GetJobResponse.job:type_name -> spool.v1.Job
+	13, // 14: spool.v1.ListProfilesResponse.profiles:type_name -> spool.v1.Profile
+	0,  // 15: spool.v1.IngestService.StreamFile:input_type -> spool.v1.StreamFileRequest
+	8,  // 16: spool.v1.IngestService.GetJob:input_type -> spool.v1.GetJobRequest
+	10, // 17: spool.v1.IngestService.ListProfiles:input_type -> spool.v1.ListProfilesRequest
+	6,  // 18: spool.v1.IngestService.StreamFile:output_type -> spool.v1.StreamFileResponse
+	9,  // 19: spool.v1.IngestService.GetJob:output_type -> spool.v1.GetJobResponse
+	11, // 20: spool.v1.IngestService.ListProfiles:output_type -> spool.v1.ListProfilesResponse
+	18, // [18:21] is the sub-list for method output_type
+	15, // [15:18] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_spool_v1_ingest_proto_init() }
@@ -957,6 +993,7 @@ func file_spool_v1_ingest_proto_init() {
 	if File_spool_v1_ingest_proto != nil {
 		return
 	}
+	file_spool_v1_envelope_proto_init()
 	file_spool_v1_job_proto_init()
 	file_spool_v1_profile_proto_init()
 	file_spool_v1_ingest_proto_msgTypes[0].OneofWrappers = []any{

@@ -288,8 +288,12 @@ type Profile struct {
 	// The failure threshold of jobs of this profile, field by field where
 	// the FileHeader leaves one unset.
 	FailureThreshold *FailureThreshold `protobuf:"bytes,10,opt,name=failure_threshold,json=failureThreshold,proto3" json:"failure_threshold,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Where the destination's answer carries its reference for the
+	// transaction ("body:/id", "header:Location"; see
+	// Envelope.reference_from); empty leaves it to the dispatcher.
+	ReferenceFrom string `protobuf:"bytes,11,opt,name=reference_from,json=referenceFrom,proto3" json:"reference_from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Profile) Reset() {
@@ -390,6 +394,13 @@ func (x *Profile) GetFailureThreshold() *FailureThreshold {
 		return x.FailureThreshold
 	}
 	return nil
+}
+
+func (x *Profile) GetReferenceFrom() string {
+	if x != nil {
+		return x.ReferenceFrom
+	}
+	return ""
 }
 
 // ColumnSpec declares one column.
@@ -628,7 +639,7 @@ var File_spool_v1_profile_proto protoreflect.FileDescriptor
 
 const file_spool_v1_profile_proto_rawDesc = "" +
 	"\n" +
-	"\x16spool/v1/profile.proto\x12\bspool.v1\x1a\x12spool/v1/job.proto\"\xde\x03\n" +
+	"\x16spool/v1/profile.proto\x12\bspool.v1\x1a\x12spool/v1/job.proto\"\x85\x04\n" +
 	"\aProfile\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12.\n" +
@@ -641,7 +652,8 @@ const file_spool_v1_profile_proto_rawDesc = "" +
 	"\x04body\x18\b \x03(\v2\x13.spool.v1.BodyFieldR\x04body\x120\n" +
 	"\x14reject_extra_columns\x18\t \x01(\bR\x12rejectExtraColumns\x12G\n" +
 	"\x11failure_threshold\x18\n" +
-	" \x01(\v2\x1a.spool.v1.FailureThresholdR\x10failureThreshold\"\xe5\x01\n" +
+	" \x01(\v2\x1a.spool.v1.FailureThresholdR\x10failureThreshold\x12%\n" +
+	"\x0ereference_from\x18\v \x01(\tR\rreferenceFrom\"\xe5\x01\n" +
 	"\n" +
 	"ColumnSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12(\n" +

@@ -174,7 +174,7 @@ func (f *File) Columns(cols []string) (*Rows, error) {
 	if len(vs) > 0 {
 		return nil, headerError(vs...)
 	}
-	r := &Rows{v: v, cols: cols, amount: slices.Index(cols, f.header.GetAmountColumn())}
+	r := &Rows{v: v, cols: cols, amount: slices.Index(cols, f.header.GetAmountColumn()), referenceFrom: f.profile.GetReferenceFrom()}
 	for _, c := range f.header.GetBusinessKeyColumns() {
 		r.bk = append(r.bk, slices.Index(cols, c))
 	}
@@ -187,7 +187,15 @@ type Rows struct {
 	cols   []string
 	amount int   // index of the amount column, or -1
 	bk     []int // indexes of the business-key columns
+	// referenceFrom is the profile's spec of where the destination's
+	// reference is, carried in every envelope; checked by profile.Check.
+	referenceFrom string
 }
+
+// ReferenceFrom is where the destination's answer carries its reference,
+// as the profile says (Envelope.reference_from); empty when it says
+// nothing.
+func (r *Rows) ReferenceFrom() string { return r.referenceFrom }
 
 // Check returns why a row is refused, or nil: the reader's reason (field
 // count, text SQS cannot carry, malformed CSV), else the profile's, else an

@@ -134,6 +134,7 @@ func (j *job) run(ctx context.Context, r *csvread.Reader, now func() time.Time) 
 			PublishedAt:    timestamppb.New(now()),
 			Traceparent:    traceparent,
 			Tracestate:     tracestate,
+			ReferenceFrom:  j.rows.ReferenceFrom(),
 		}
 		for i, c := range j.cols {
 			e.Fields[i] = &spoolv1.Field{Name: c, Value: row.Fields[i]}

@@ -17,6 +17,7 @@ import (
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/decimal"
+	"github.com/spoolhq/spool/platform/reference"
 	"github.com/spoolhq/spool/platform/threshold"
 )
 
@@ -97,6 +98,9 @@ func Check(p *spoolv1.Profile) error {
 		if c := declared[a]; c != nil && c.GetType() != spoolv1.ColumnType_COLUMN_TYPE_DECIMAL {
 			add("amount_column", "column %q must be declared DECIMAL", a)
 		}
+	}
+	if _, err := reference.Parse(p.GetReferenceFrom()); err != nil {
+		add("reference_from", "%v", err)
 	}
 	names := map[string]bool{}
 	for i, b := range p.GetBody() {

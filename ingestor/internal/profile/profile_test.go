@@ -86,6 +86,7 @@ func TestParseRefusesBadProfiles(t *testing.T) {
 		{name: "body without source", yaml: `profiles: [{name: a, body: [{name: x}]}]`, msg: "needs a column, a constant or a meta value"},
 		{name: "duplicate column", yaml: `profiles: [{name: a, columns: [{name: x}, {name: x}]}]`, msg: "declared twice"},
 		{name: "not YAML", yaml: "profiles: [", msg: "parse"},
+		{name: "bad reference spec", yaml: `profiles: [{name: a, reference_from: "id"}]`, msg: "reference_from: reference spec"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
