@@ -159,6 +159,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 // answer is the tiny JSON every endpoint but /stats and /transactions
 // returns.
 type answer struct {
+	// ID is the sink's reference for an applied transaction, also in the
+	// Location header, as payment APIs answer.
+	ID      string `json:"id,omitempty"`
 	Status  string `json:"status,omitempty"`
 	Applied int64  `json:"applied,omitempty"`
 	Error   string `json:"error,omitempty"`
@@ -191,19 +194,21 @@ func (s *Server) transaction(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	var ref string
 	if s.honourKey {
 		var applied bool
-		c.Applied, applied = s.ledger.ApplyOnce(c.Job, c.Row, c.Key)
+		c.Applied, ref, applied = s.ledger.ApplyOnceRef(c.Job, c.Row, c.Key)
 		s.traced(r, c)
 		if !applied {
 			// Answered as the first time was, and spared the after-apply
 			// stages: nothing was applied that could be left unknown.
 			s.log.DebugContext(r.Context(), "transaction deduplicated", "job", c.Job, "row", c.Row)
-			writeJSON(w, http.StatusOK, answer{Status: "deduplicated", Applied: c.Applied})
+			referred(w, ref)
+			writeJSON(w, http.StatusOK, answer{ID: ref, Status: "deduplicated", Applied: c.Applied})
 			return
 		}
 	} else {
-		c.Applied = s.ledger.Apply(c.Job, c.Row, c.Key)
+		c.Applied, ref = s.ledger.ApplyRef(c.Job, c.Row, c.Key)
 		s.traced(r, c)
 	}
 	s.log.DebugContext(r.Context(), "transaction applied", "job", c.Job, "row", c.Row, "applied", c.Applied)
@@ -213,7 +218,15 @@ func (s *Server) transaction(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, answer{Status: "applied", Applied: c.Applied})
+	referred(w, ref)
+	writeJSON(w, http.StatusOK, answer{ID: ref, Status: "applied", Applied: c.Applied})
+}
+
+// referred names the transaction's reference in the Location header.
+func referred(w http.ResponseWriter, ref string) {
+	if ref != "" {
+		w.Header().Set("Location", "/payments/"+ref)
+	}
 }
 
 // traced records the request's traceparent against its row, when it has

@@ -29,8 +29,9 @@ func newSink(tb testing.TB, opts ...Option) (*httptest.Server, *ledger.Ledger) {
 }
 
 type reply struct {
-	code int
-	body map[string]any
+	code     int
+	body     map[string]any
+	location string
 }
 
 func post(tb testing.TB, srv *httptest.Server, path, body string, header http.Header) reply {
@@ -44,7 +45,7 @@ func post(tb testing.TB, srv *httptest.Server, path, body string, header http.He
 	resp, err := srv.Client().Do(req)
 	require.NoError(tb, err)
 	defer resp.Body.Close()
-	r := reply{code: resp.StatusCode}
+	r := reply{code: resp.StatusCode, location: resp.Header.Get("Location")}
 	require.NoError(tb, json.NewDecoder(resp.Body).Decode(&r.body))
 	return r
 }
@@ -180,11 +181,18 @@ func TestTransactionRequests(t *testing.T) {
 				got := post(t, srv, path, s.body, h)
 				require.Equal(t, s.status, got.code, "send %d: %v", i, got.body)
 				if s.answer != nil {
+					// References are issued in arrival order; see
+					// TestAnswersIssueAReferencePerApplication.
+					delete(got.body, "id")
 					require.Equal(t, s.answer, got.body, "send %d", i)
 				}
 			}
 			require.Equal(t, tt.want, getStats(t, srv, ""))
-			require.Equal(t, tt.rows, listTransactions(t, srv, "?job=j1"))
+			rows := listTransactions(t, srv, "?job=j1")
+			for i := range rows {
+				rows[i].Reference = ""
+			}
+			require.Equal(t, tt.rows, rows)
 		})
 	}
 }
@@ -200,12 +208,15 @@ func TestStatsAndTransactionsPerJob(t *testing.T) {
 		rows  []ledger.Transaction
 	}{
 		{query: "?job=a", want: ledger.Stats{Requests: 3, Distinct: 2, Duplicates: 1},
-			rows: []ledger.Transaction{{Job: "a", Row: 1, Applied: 1}, {Job: "a", Row: 2, Applied: 2}}},
+			rows: []ledger.Transaction{{Job: "a", Row: 1, Applied: 1, Reference: "pay_2"}, {Job: "a", Row: 2, Applied: 2, Reference: "pay_3"}}},
 		{query: "?job=b", want: ledger.Stats{Requests: 1, Distinct: 1, Rejected: 1},
-			rows: []ledger.Transaction{{Job: "b", Row: 1, Applied: 1}}},
+			rows: []ledger.Transaction{{Job: "b", Row: 1, Applied: 1, Reference: "pay_4"}}},
 		{query: "?job=unknown", want: ledger.Stats{}},
 		{query: "", want: ledger.Stats{Requests: 4, Distinct: 3, Duplicates: 1, Rejected: 1},
-			rows: []ledger.Transaction{{Job: "a", Row: 1, Applied: 1}, {Job: "a", Row: 2, Applied: 2}, {Job: "b", Row: 1, Applied: 1}}},
+			rows: []ledger.Transaction{
+				{Job: "a", Row: 1, Applied: 1, Reference: "pay_2"}, {Job: "a", Row: 2, Applied: 2, Reference: "pay_3"},
+				{Job: "b", Row: 1, Applied: 1, Reference: "pay_4"},
+			}},
 	}
 	for _, tt := range tests {
 		t.Run("query "+tt.query, func(t *testing.T) {
@@ -213,6 +224,48 @@ func TestStatsAndTransactionsPerJob(t *testing.T) {
 			require.Equal(t, tt.rows, listTransactions(t, srv, tt.query))
 		})
 	}
+}
+
+func TestAnswersIssueAReferencePerApplication(t *testing.T) {
+	tests := []struct {
+		name   string
+		opts   []Option
+		header http.Header
+		// want is the reference of each of three requests for one row.
+		want []string
+		last string
+	}{
+		{name: "every application a new one", want: []string{"pay_1", "pay_2", "pay_3"}, last: "pay_3"},
+		{
+			name: "a deduplicated request gets the first", opts: []Option{WithHonourKey(true)},
+			header: http.Header{DefaultIdempotencyHeader: {"k1"}}, want: []string{"pay_1", "pay_1", "pay_1"}, last: "pay_1",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, l := newSink(t, tt.opts...)
+			for _, want := range tt.want {
+				r := post(t, srv, "/", tx("j", 7), tt.header)
+				require.Equal(t, http.StatusOK, r.code)
+				require.Equal(t, want, r.body["id"])
+				require.Equal(t, "/payments/"+want, r.location)
+			}
+			got, ok := l.Lookup("j", 7)
+			require.True(t, ok)
+			require.Equal(t, tt.last, got.Reference)
+			require.Equal(t, tt.last, listTransactions(t, srv, "?job=j")[0].Reference)
+		})
+	}
+}
+
+func TestRefusalsIssueNoReference(t *testing.T) {
+	srv, l := newSink(t, WithRejectEvery(2))
+	r := post(t, srv, "/", tx("j", 2), nil)
+	require.Equal(t, http.StatusUnprocessableEntity, r.code)
+	require.Empty(t, r.location)
+	require.NotContains(t, r.body, "id")
+	_, ok := l.Lookup("j", 2)
+	require.False(t, ok)
 }
 
 func TestStatsNamesTheJob(t *testing.T) {
@@ -379,7 +432,7 @@ func TestHangHoldsTheAnswerOfAnAppliedTransaction(t *testing.T) {
 		srv, l := newSink(t, WithHang(1, 3*time.Second), WithSleep(sleep))
 		got := post(t, srv, "/", tx("j", 1), nil)
 		require.Equal(t, http.StatusOK, got.code)
-		require.Equal(t, map[string]any{"status": "applied", "applied": 1.0}, got.body)
+		require.Equal(t, map[string]any{"id": "pay_1", "status": "applied", "applied": 1.0}, got.body)
 		require.Equal(t, []time.Duration{3 * time.Second}, waits)
 		require.Equal(t, ledger.Stats{Requests: 1, Distinct: 1, Hung: 1}, l.Stats())
 	})
@@ -462,7 +515,7 @@ func TestHonouredKeySkipsTheAfterApplyStages(t *testing.T) {
 	h := http.Header{DefaultIdempotencyHeader: {"k"}}
 	require.Equal(t, http.StatusOK, post(t, srv, "/", tx("j", 1), h).code)
 	got := post(t, srv, "/", tx("j", 1), h)
-	require.Equal(t, map[string]any{"status": "deduplicated", "applied": 1.0}, got.body)
+	require.Equal(t, map[string]any{"id": "pay_1", "status": "deduplicated", "applied": 1.0}, got.body)
 	require.Equal(t, ledger.Stats{Requests: 1, Distinct: 1, Hung: 1, Deduplicated: 1}, l.Stats())
 }
 

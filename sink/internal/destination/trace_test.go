@@ -24,7 +24,7 @@ func TestTransactionsKeepTheLastTraceparentOfEachRow(t *testing.T) {
 		post(t, srv, "/", tx("a", c.row), h)
 	}
 	require.Equal(t, []ledger.Transaction{
-		{Job: "a", Row: 1, Applied: 2, Traceparent: second},
-		{Job: "a", Row: 2, Applied: 1},
+		{Job: "a", Row: 1, Applied: 2, Traceparent: second, Reference: "pay_3"},
+		{Job: "a", Row: 2, Applied: 1, Reference: "pay_2"},
 	}, listTransactions(t, srv, "?job=a"))
 }

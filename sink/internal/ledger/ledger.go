@@ -13,7 +13,9 @@ import (
 	"cmp"
 	"maps"
 	"slices"
+	"strconv"
 	"sync"
+	"sync/atomic"
 )
 
 // Stats are the counters of the whole sink or of one job.
@@ -79,7 +81,16 @@ type Transaction struct {
 	// that was applied or deduplicated, empty when it carried none: the
 	// tests check by it that a row's request joins its caller's trace.
 	Traceparent string `json:"traceparent,omitempty"`
+	// Reference is the sink's own id for the transaction, as its answer
+	// to the last request that applied it said (in the body's id and the
+	// Location header); a deduplicated request is answered with the same.
+	// Issued in arrival order across the sink, so a test cannot guess it
+	// from the row: a client must have read it from the answer.
+	Reference string `json:"reference,omitempty"`
 }
+
+// ReferenceOf is the reference the sink issues for its nth application.
+func ReferenceOf(n uint64) string { return "pay_" + strconv.FormatUint(n, 36) }
 
 // entry is kept per distinct transaction, by value in the job's map; it is
 // deliberately small (two counters and a string header) because a job can
@@ -88,6 +99,8 @@ type entry struct {
 	applied uint32
 	dedup   uint32
 	key     string
+	// ref numbers the last application of the transaction (ReferenceOf).
+	ref uint64
 }
 
 // job is the ledger of one job. Each job has its own lock so that jobs
@@ -120,6 +133,9 @@ type Ledger struct {
 	// in another file is the same transaction.
 	keysMu sync.Mutex
 	keys   map[string]struct{}
+
+	// issued counts applications across the sink, numbering references.
+	issued atomic.Uint64
 }
 
 // New returns an empty ledger.
@@ -149,6 +165,13 @@ func (l *Ledger) job(id string, create bool) *job {
 // the idempotency key, and returns how many times the transaction has now
 // been applied.
 func (l *Ledger) Apply(jobID string, row int64, key string) int64 {
+	n, _ := l.ApplyRef(jobID, row, key)
+	return n
+}
+
+// ApplyRef is Apply that also returns the reference issued for this
+// application.
+func (l *Ledger) ApplyRef(jobID string, row int64, key string) (int64, string) {
 	j := l.job(jobID, true)
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -161,8 +184,9 @@ func (l *Ledger) Apply(jobID string, row int64, key string) int64 {
 		j.stats.Distinct++
 	}
 	e.applied++
+	e.ref = l.issued.Add(1)
 	j.rows[row] = e
-	return int64(e.applied)
+	return int64(e.applied), ReferenceOf(e.ref)
 }
 
 // ApplyOnce is Apply for a destination that honours idempotency keys: when
@@ -171,8 +195,17 @@ func (l *Ledger) Apply(jobID string, row int64, key string) int64 {
 // count. An empty key cannot be honoured, so it is applied like Apply does.
 // Two concurrent requests with one key apply it once.
 func (l *Ledger) ApplyOnce(jobID string, row int64, key string) (applied int64, ok bool) {
+	applied, _, ok = l.ApplyOnceRef(jobID, row, key)
+	return applied, ok
+}
+
+// ApplyOnceRef is ApplyOnce that also returns the transaction's
+// reference: a new one when it was applied, the one issued before when
+// it was deduplicated (empty when that was under another job).
+func (l *Ledger) ApplyOnceRef(jobID string, row int64, key string) (applied int64, ref string, ok bool) {
 	if key == "" {
-		return l.Apply(jobID, row, key), true
+		applied, ref = l.ApplyRef(jobID, row, key)
+		return applied, ref, true
 	}
 	l.keysMu.Lock()
 	_, seen := l.keys[key]
@@ -181,7 +214,8 @@ func (l *Ledger) ApplyOnce(jobID string, row int64, key string) (applied int64, 
 	}
 	l.keysMu.Unlock()
 	if !seen {
-		return l.Apply(jobID, row, key), true
+		applied, ref = l.ApplyRef(jobID, row, key)
+		return applied, ref, true
 	}
 	j := l.job(jobID, true)
 	j.mu.Lock()
@@ -192,11 +226,11 @@ func (l *Ledger) ApplyOnce(jobID string, row int64, key string) (applied int64, 
 	// none is made, since nothing of it was applied.
 	e, ok := j.rows[row]
 	if !ok {
-		return 0, false
+		return 0, "", false
 	}
 	e.dedup++
 	j.rows[row] = e
-	return int64(e.applied), false
+	return int64(e.applied), ReferenceOf(e.ref), false
 }
 
 // Hung records an applied request of jobID held past the client's timeout.
@@ -235,7 +269,11 @@ func (l *Ledger) Lookup(jobID string, row int64) (Transaction, bool) {
 
 // transaction is what j knows of row, whose entry is e; j.mu is held.
 func (j *job) transaction(jobID string, row int64, e entry) Transaction {
-	return Transaction{Job: jobID, Row: row, Applied: int64(e.applied), Key: e.key, Deduplicated: int64(e.dedup), Traceparent: j.traces[row]}
+	t := Transaction{Job: jobID, Row: row, Applied: int64(e.applied), Key: e.key, Deduplicated: int64(e.dedup), Traceparent: j.traces[row]}
+	if e.ref != 0 {
+		t.Reference = ReferenceOf(e.ref)
+	}
+	return t
 }
 
 // Traced records the traceparent of a request for (jobID, row) that was

@@ -49,7 +49,7 @@ func TestLedgerRecordsFirstKeyAndApplyCount(t *testing.T) {
 	require.EqualValues(t, 2, l.Apply("j", 7, "second"))
 	got, ok := l.Lookup("j", 7)
 	require.True(t, ok)
-	require.Equal(t, Transaction{Job: "j", Row: 7, Applied: 2, Key: "first"}, got)
+	require.Equal(t, Transaction{Job: "j", Row: 7, Applied: 2, Key: "first", Reference: "pay_2"}, got)
 	_, ok = l.Lookup("j", 8)
 	require.False(t, ok)
 	_, ok = l.Lookup("other", 7)
@@ -109,6 +109,7 @@ func TestEachListsInRowOrderAcrossBatches(t *testing.T) {
 		if row == 10 {
 			want.Applied = 2
 		}
+		tx.Reference = "" // issued in arrival order; see TestReferences
 		require.Equal(t, want, tx)
 	}
 }
@@ -244,7 +245,11 @@ func TestApplyOnceHonoursKeys(t *testing.T) {
 			}
 			require.Equal(t, tt.want, l.JobStats(tt.job))
 			var rows []Transaction
-			require.NoError(t, l.Each(tt.job, func(tx Transaction) error { rows = append(rows, tx); return nil }))
+			require.NoError(t, l.Each(tt.job, func(tx Transaction) error {
+				tx.Reference = "" // see TestReferences
+				rows = append(rows, tx)
+				return nil
+			}))
 			require.Equal(t, tt.rows, rows)
 		})
 	}
@@ -283,4 +288,25 @@ func TestHungResetsAndResetForgetsKeys(t *testing.T) {
 	_, ok := l.ApplyOnce("a", 1, "k")
 	require.True(t, ok)
 	require.Equal(t, Stats{Requests: 1, Distinct: 1}, l.Stats())
+}
+
+func TestReferences(t *testing.T) {
+	l := New()
+	n, ref, ok := l.ApplyOnceRef("j", 1, "k1")
+	require.True(t, ok)
+	require.Equal(t, int64(1), n)
+	require.Equal(t, "pay_1", ref)
+	_, ref = l.ApplyRef("j", 2, "k2")
+	require.Equal(t, "pay_2", ref)
+	_, ref, ok = l.ApplyOnceRef("other", 5, "k1")
+	require.False(t, ok, "k1 was applied already")
+	require.Empty(t, ref, "deduplicated under another job: this job has no reference")
+	_, ref, ok = l.ApplyOnceRef("j", 1, "k1")
+	require.False(t, ok)
+	require.Equal(t, "pay_1", ref, "a deduplicated request is answered with the first reference")
+	_, ref = l.ApplyRef("j", 1, "k1")
+	require.Equal(t, "pay_3", ref, "applied again: a new one")
+	got, ok := l.Lookup("j", 1)
+	require.True(t, ok)
+	require.Equal(t, "pay_3", got.Reference)
 }
