@@ -76,3 +76,34 @@ func (m *Sum) Add(s string) error {
 // String returns the sum with as many decimals as the most precise term,
 // so it is exact: "10.50" + "0.25" is "10.75".
 func (m *Sum) String() string { return m.v.FloatString(m.scale) }
+
+// Total is the exact sum of amounts as written in a file, for reports:
+// blank amounts count as nothing, and amounts that are not plain decimals
+// are counted apart and named after the sum rather than failing it. The
+// dispatcher's report and the CLI's results check each other with it, so
+// both must add the same way. The zero value is zero.
+type Total struct {
+	sum     Sum
+	invalid int
+}
+
+// Add adds one amount.
+func (t *Total) Add(s string) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return
+	}
+	if t.sum.Add(s) != nil {
+		t.invalid++
+	}
+}
+
+// String is the sum with as many decimals as the most precise amount,
+// followed by the count of amounts left out, if any.
+func (t *Total) String() string {
+	out := t.sum.String()
+	if t.invalid > 0 {
+		out += fmt.Sprintf(" (%d amounts not decimal, left out)", t.invalid)
+	}
+	return out
+}

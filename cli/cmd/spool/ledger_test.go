@@ -27,9 +27,14 @@ func resolved(m *spoolv1.ReportJobResponse) *spoolv1.ReportJobResponse {
 	return m
 }
 
+func withReference(r *spoolv1.ReportJobResponse, ref string) *spoolv1.ReportJobResponse {
+	r.GetEntry().Reference = ref
+	return r
+}
+
 var ledgerReport = []*spoolv1.ReportJobResponse{
 	entry(7, spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN, "E7", "120.00", 1, 0, "dispatcher died during the request"),
-	entry(1, spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, "E1", "10.50", 1, 200, ""),
+	withReference(entry(1, spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, "E1", "10.50", 1, 200, ""), "pay_1"),
 	entry(2, spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, "E2", "9.50", 2, 201, ""),
 	resolved(entry(3, spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, "E3", "0.00", 1, 0, "resolved: delivered, confirmed at the destination")),
 	{Msg: &spoolv1.ReportJobResponse_Summary{Summary: &spoolv1.ReportSummary{
@@ -47,14 +52,14 @@ func TestReport(t *testing.T) {
 	// The first dispatcher is unreachable: the next one answers.
 	require.NoError(t, h.run("report", "-dispatcher-addrs", dispA+","+dispB, "job-1"))
 	want := `UNKNOWN
-row  business key  amount  attempts  last status  reason                              resolved by
-7    E7            120.00  1         -            dispatcher died during the request  -
+row  business key  amount  attempts  last status  reference  reason                              resolved by
+7    E7            120.00  1         -            -          dispatcher died during the request  -
 
 DELIVERED
-row  business key  amount  attempts  last status  reason                                             resolved by
-1    E1            10.50   1         200          -                                                  -
-2    E2            9.50    2         201          -                                                  -
-3    E3            0.00    1         -            resolved: delivered, confirmed at the destination  ops-ann, approved by ops-bob
+row  business key  amount  attempts  last status  reference  reason                                             resolved by
+1    E1            10.50   1         200          pay_1      -                                                  -
+2    E2            9.50    2         201          -          -                                                  -
+3    E3            0.00    1         -            -          resolved: delivered, confirmed at the destination  ops-ann, approved by ops-bob
 
 job job-1: COMPLETED
 state      rows  amount

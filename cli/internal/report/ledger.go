@@ -22,7 +22,8 @@ func TxState(s spoolv1.TransactionState) string {
 // Ledger writes a reconciliation report as the dispatcher streams it:
 // entries arrive grouped by state, UNKNOWN first, so each group gets a
 // heading and a table of row, business key, amount, attempts, last status,
-// reason and who resolved the row by hand; the summary closes it with per-state totals and amount sums.
+// the third party's reference (… when it was cut), reason and who resolved the row by hand; the summary closes it
+// with per-state totals and amount sums.
 // Entries are written as they come, so a report of a million rows needs no
 // memory for them.
 type Ledger struct {
@@ -52,14 +53,18 @@ func (l *Ledger) Entry(e *spoolv1.LedgerEntry) error {
 		l.started, l.state = true, e.GetState()
 		fmt.Fprintf(l.w, "%s\n", TxState(e.GetState()))
 		l.tw = tabwriter.NewWriter(l.w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(l.tw, "row\tbusiness key\tamount\tattempts\tlast status\treason\tresolved by")
+		fmt.Fprintln(l.tw, "row\tbusiness key\tamount\tattempts\tlast status\treference\treason\tresolved by")
 	}
 	status := "-"
 	if e.GetLastStatus() != 0 {
 		status = fmt.Sprint(e.GetLastStatus())
 	}
-	_, err := fmt.Fprintf(l.tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\n", e.GetRow(), orDash(e.GetBusinessKey()), orDash(e.GetAmount()),
-		e.GetAttempts(), status, orDash(e.GetReason()), resolvedBy(e))
+	ref := e.GetReference()
+	if e.GetReferenceTruncated() {
+		ref += "…"
+	}
+	_, err := fmt.Fprintf(l.tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", e.GetRow(), orDash(e.GetBusinessKey()), orDash(e.GetAmount()),
+		e.GetAttempts(), status, orDash(ref), orDash(e.GetReason()), resolvedBy(e))
 	return err
 }
 

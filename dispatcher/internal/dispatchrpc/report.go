@@ -3,8 +3,6 @@ package dispatchrpc
 import (
 	"context"
 	"errors"
-	"fmt"
-	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -53,7 +51,7 @@ func (s *Server) ReportJob(req *spoolv1.ReportJobRequest, stream grpc.ServerStre
 			totals[r.State] = t
 		}
 		t.rows++
-		t.sum.add(r.Amount)
+		t.sum.Add(r.Amount)
 		return stream.Send(&spoolv1.ReportJobResponse{Msg: &spoolv1.ReportJobResponse_Entry{Entry: r.Entry()}})
 	})
 	if err != nil {
@@ -73,7 +71,7 @@ func (s *Server) ReportJob(req *spoolv1.ReportJobRequest, stream grpc.ServerStre
 
 type stateTotal struct {
 	rows int64
-	sum  amountSum
+	sum  decimal.Total
 }
 
 // ResolveTransaction settles an UNKNOWN row: DELIVERED records it so;
@@ -166,31 +164,4 @@ func (s *Server) resolve(ctx context.Context, jobID string, row int64, res spool
 	s.o.Log.InfoContext(ctx, "transaction resolved", "job_id", jobID, "row", row, "resolution", res.String(),
 		"resolved_by", by.By, "approved_by", by.ApprovedBy)
 	return r.Entry(), nil
-}
-
-// amountSum adds amounts exactly, as written in the file (decimal.Sum):
-// money is never summed in floating point. Amounts that are not plain
-// decimals are counted apart and reported after the sum.
-type amountSum struct {
-	sum     decimal.Sum
-	invalid int
-}
-
-func (d *amountSum) add(s string) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return
-	}
-	if d.sum.Add(s) != nil {
-		d.invalid++
-	}
-}
-
-// String is the sum with as many decimals as the most precise amount.
-func (d *amountSum) String() string {
-	out := d.sum.String()
-	if d.invalid > 0 {
-		out += fmt.Sprintf(" (%d amounts not decimal, left out)", d.invalid)
-	}
-	return out
 }
