@@ -178,6 +178,8 @@ type sinkTx struct {
 	Deduplicated int64  `json:"deduplicated"`
 	Key          string `json:"key"`
 	Traceparent  string `json:"traceparent"`
+	// Reference is the sink's id for the transaction, as its answer said.
+	Reference string `json:"reference"`
 }
 
 // sinkLedger returns the sink's record of every transaction of jobID, by row.

@@ -1,0 +1,152 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/local/stack"
+	"github.com/spoolhq/spool/platform/decimal"
+)
+
+// TestResultsCarryTheSinksReferences sends a file of 10 000 rows (2 000
+// with -short) through 2 dispatchers that capture the destination's
+// reference from its answers' body (/id), while the sink refuses every
+// 50th row. spool results must then have one line per row, each delivered
+// line with exactly the reference the sink issued for that row and each
+// refused one with none, and per-state sums equal to the report's, in
+// both formats.
+func TestResultsCarryTheSinksReferences(t *testing.T) {
+	rows := 10_000
+	if testing.Short() {
+		rows = 2_000
+	}
+	s := startStack(t, 2, func(o *stack.Options) {
+		o.SinkArgs = []string{"-reject-every", "50"}
+		o.DispatcherArgs = []string{"-reference-from", "body:/id"}
+	})
+	out, _ := runCLI(t, s, "send", "-business-key", "employee_id,pay_date", "-amount-column", "amount", writeSample(t, rows))
+	jobID := jobIDFrom(t, out)
+	waitJob(t, s, &spoolv1.GetJobRequest{JobId: jobID}, 5*time.Minute, "every row settled", func(j *spoolv1.Job) bool {
+		return j.GetState() == spoolv1.JobState_JOB_STATE_COMPLETED
+	})
+	sink := sinkLedger(t, s, jobID)
+	report := reportJob(t, s.Dispatchers[1].Addr, jobID)
+
+	dir := t.TempDir()
+	csvPath := filepath.Join(dir, "results.csv")
+	out, err := runCLI(t, s, "results", "-o", csvPath, jobID)
+	require.NoError(t, err, out)
+
+	f, err := os.Open(csvPath)
+	require.NoError(t, err)
+	defer f.Close()
+	r := csv.NewReader(bufio.NewReader(f))
+	header, err := r.Read()
+	require.NoError(t, err)
+	col := map[string]int{}
+	for i, c := range header {
+		col[c] = i
+	}
+	seen := map[int64]bool{}
+	sums := map[string]*decimal.Total{}
+	counts := map[string]int64{}
+	for {
+		line, err := r.Read()
+		if err == io.EOF {
+			break
+		}
+		require.NoError(t, err)
+		row, err := strconv.ParseInt(line[col["row"]], 10, 64)
+		require.NoError(t, err)
+		require.False(t, seen[row], "row %d listed twice", row)
+		seen[row] = true
+		state, ref := line[col["state"]], line[col["reference"]]
+		switch state {
+		case "DELIVERED":
+			require.NotEmpty(t, sink[row].Reference, "the sink issued row %d no reference", row)
+			require.Equal(t, sink[row].Reference, ref, "row %d", row)
+		case "REJECTED":
+			require.Zero(t, row%50, "row %d refused, but the sink refuses only every 50th", row)
+			require.Empty(t, ref, "row %d was refused: the sink issued no reference", row)
+		default:
+			t.Fatalf("row %d ended %s", row, state)
+		}
+		if sums[state] == nil {
+			sums[state] = &decimal.Total{}
+		}
+		sums[state].Add(line[col["amount"]])
+		counts[state]++
+	}
+	require.Len(t, seen, rows, "one line per row")
+
+	summary, err := os.ReadFile(filepath.Join(dir, "results.summary.csv"))
+	require.NoError(t, err)
+	totals, err := csv.NewReader(bytes.NewReader(summary)).ReadAll()
+	require.NoError(t, err)
+	want := [][]string{{"state", "rows", "amount_sum"}}
+	for _, st := range report.summary.GetTotals() {
+		name := ledgerStateName(st.GetState())
+		want = append(want, []string{name, strconv.FormatInt(st.GetRows(), 10), st.GetAmountSum()})
+		require.Equal(t, st.GetRows(), counts[name], "%s rows in the file and the report", name)
+		require.Equal(t, st.GetAmountSum(), sums[name].String(), "%s sum of the file's amounts and the report's", name)
+	}
+	require.Equal(t, want, totals, "the summary file is the report's totals")
+	require.EqualValues(t, rows/50, counts["REJECTED"])
+
+	// The same as JSON lines, with the summary as the last line.
+	out, err = runCLI(t, s, "results", "-format", "jsonl", "-o", filepath.Join(dir, "results.jsonl"), jobID)
+	require.NoError(t, err, out)
+	jf, err := os.Open(filepath.Join(dir, "results.jsonl"))
+	require.NoError(t, err)
+	defer jf.Close()
+	sc := bufio.NewScanner(jf)
+	n := 0
+	var last struct {
+		Result *struct {
+			Row       int64  `json:"row"`
+			State     string `json:"state"`
+			Reference string `json:"reference"`
+		} `json:"result"`
+		Summary *struct {
+			Rows   int64 `json:"rows"`
+			Totals []struct {
+				State     string `json:"state"`
+				Rows      int64  `json:"rows"`
+				AmountSum string `json:"amount_sum"`
+			} `json:"totals"`
+		} `json:"summary"`
+	}
+	for sc.Scan() {
+		last.Result, last.Summary = nil, nil
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &last))
+		if last.Result != nil {
+			n++
+			if last.Result.State == "DELIVERED" {
+				require.Equal(t, sink[last.Result.Row].Reference, last.Result.Reference, "row %d", last.Result.Row)
+			}
+		}
+	}
+	require.NoError(t, sc.Err())
+	require.Equal(t, rows, n)
+	require.NotNil(t, last.Summary, "the last line is the summary")
+	require.EqualValues(t, rows, last.Summary.Rows)
+	for i, st := range report.summary.GetTotals() {
+		require.Equal(t, st.GetAmountSum(), last.Summary.Totals[i].AmountSum)
+		require.Equal(t, st.GetRows(), last.Summary.Totals[i].Rows)
+	}
+}
+
+func ledgerStateName(s spoolv1.TransactionState) string {
+	return spoolv1.TransactionState_name[int32(s)][len("TRANSACTION_STATE_"):]
+}
