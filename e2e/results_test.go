@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/csv"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -40,12 +41,17 @@ func TestResultsCarryTheSinksReferences(t *testing.T) {
 	waitJob(t, s, &spoolv1.GetJobRequest{JobId: jobID}, 5*time.Minute, "every row settled", func(j *spoolv1.Job) bool {
 		return j.GetState() == spoolv1.JobState_JOB_STATE_COMPLETED
 	})
+	// The job list finds it among the completed jobs of the last hour.
+	out, err := runCLI(t, s, "jobs", "-state", "completed", "-since", "1h")
+	require.NoError(t, err, out)
+	require.Contains(t, out, jobID)
+	require.Contains(t, out, fmt.Sprintf("%d/%d", rows, rows))
 	sink := sinkLedger(t, s, jobID)
 	report := reportJob(t, s.Dispatchers[1].Addr, jobID)
 
 	dir := t.TempDir()
 	csvPath := filepath.Join(dir, "results.csv")
-	out, err := runCLI(t, s, "results", "-o", csvPath, jobID)
+	out, err = runCLI(t, s, "results", "-o", csvPath, jobID)
 	require.NoError(t, err, out)
 
 	f, err := os.Open(csvPath)

@@ -43,7 +43,8 @@ func (s *Store) Start(ctx context.Context, j *spoolv1.Job, stream string) (*spoo
 		BusinessKeyColumns: j.GetBusinessKeyColumns(), AmountColumn: j.GetAmountColumn(),
 		Control: toTotals(j.GetControl()), StreamID: stream,
 		LeaseExpiresAt: millis(now.Add(s.abortAfter)), AbortAfterMS: s.abortAfter.Milliseconds(),
-		Threshold:  toThreshold(j.GetFailureThreshold()),
+		Threshold: toThreshold(j.GetFailureThreshold()),
+		ListState: stateName(spoolv1.JobState_JOB_STATE_RECEIVING), ListCreated: tablelayout.JobsIndexCreated(millis(now), j.GetJobId()),
 		CanaryRows: j.GetCanary().GetRows(), CanaryContinue: j.GetCanary().GetContinueWhenClean(),
 	}
 	if d := j.GetDeliverAfter(); d != nil {
@@ -268,11 +269,11 @@ func (s *Store) Seal(ctx context.Context, id string, in Ingest) (*spoolv1.Job, e
 	if mismatch != "" {
 		values[":rejected"] = str(stateName(spoolv1.JobState_JOB_STATE_REJECTED))
 		values[":reason"] = str(mismatch)
-		set += ", #state = :rejected, state_reason = :reason, completed_at = :now"
+		set += ", #state = :rejected, list_state = :rejected, state_reason = :reason, completed_at = :now"
 	} else {
 		values[":sealed"] = str(stateName(spoolv1.JobState_JOB_STATE_SEALED))
 		names["#total"] = "total"
-		set += ", #state = :sealed, #total = :pub, sealed_at = :now"
+		set += ", #state = :sealed, list_state = :sealed, #total = :pub, sealed_at = :now"
 		if r.CanaryRows > 0 {
 			values[":canary"] = num(in.CanaryPublished)
 			set += ", canary_size = :canary"

@@ -79,7 +79,7 @@ func (s *Store) ExpireIfAbandoned(ctx context.Context, j *spoolv1.Job) (*spoolv1
 	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:        aws.String(s.table),
 		Key:              tablelayout.Job(j.GetJobId()).Item(),
-		UpdateExpression: aws.String("SET #state = :aborted, state_reason = :reason, updated_at = :now, completed_at = :now"),
+		UpdateExpression: aws.String("SET #state = :aborted, list_state = :aborted, state_reason = :reason, updated_at = :now, completed_at = :now"),
 		// Conditional on the very lease that was seen: a renewal or a
 		// takeover in between wins.
 		ConditionExpression:      aws.String("#state = :receiving AND lease_expires_at = :lease"),
@@ -128,7 +128,7 @@ func (s *Store) end(ctx context.Context, id string, state spoolv1.JobState, reas
 	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:                 aws.String(s.table),
 		Key:                       tablelayout.Job(id).Item(),
-		UpdateExpression:          aws.String("SET #state = :state, state_reason = :reason, updated_at = :now, completed_at = :now"),
+		UpdateExpression:          aws.String("SET #state = :state, list_state = :state, state_reason = :reason, updated_at = :now, completed_at = :now"),
 		ConditionExpression:       aws.String(cond),
 		ExpressionAttributeNames:  map[string]string{"#state": "state"},
 		ExpressionAttributeValues: values,
@@ -158,7 +158,7 @@ func (s *Store) Complete(ctx context.Context, id string, confirmed Settled) (*sp
 	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:                aws.String(s.table),
 		Key:                      tablelayout.Job(id).Item(),
-		UpdateExpression:         aws.String("SET #state = :completed, completed_at = :now, updated_at = :now"),
+		UpdateExpression:         aws.String("SET #state = :completed, list_state = :completed, completed_at = :now, updated_at = :now"),
 		ConditionExpression:      aws.String("#state = :sealed AND #total <= :settled"),
 		ExpressionAttributeNames: map[string]string{"#state": "state", "#total": "total"},
 		ExpressionAttributeValues: map[string]types.AttributeValue{

@@ -68,6 +68,11 @@ type record struct {
 	DeliverAfter     int64            `dynamodbav:"deliver_after,omitempty"`
 	PauseReason      string           `dynamodbav:"pause_reason,omitempty"`
 	PauseCause       string           `dynamodbav:"pause_cause,omitempty"`
+
+	// The keys of the jobs-by-state index (tablelayout.JobsIndex): the
+	// state, written with every change of state, and the creation time.
+	ListState   string `dynamodbav:"list_state,omitempty"`
+	ListCreated string `dynamodbav:"list_created,omitempty"`
 }
 
 // storedThreshold is the stored form of spoolv1.FailureThreshold.

@@ -115,10 +115,11 @@ type TableAPI interface {
 	PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
 }
 
-// EnsureTable creates the table, with the ledger's report index, unless it
-// exists, and waits until it is active. A table created before the index
-// existed gets it added, and the call waits until the index is active too.
-// The layout (key, index, item types) is tablelayout's.
+// EnsureTable creates the table, with its indexes (tablelayout.Indexes),
+// unless it exists, and waits until it is active. A table created before
+// an index existed gets it added, one at a time as DynamoDB requires, and
+// the call waits until each is active too. The layout (key, indexes, item
+// types) is tablelayout's.
 //
 // A table this call creates gets its layout item (tablelayout.Layout),
 // which tells dispatchers that its ledger keys were namespaced from the
@@ -130,7 +131,7 @@ func EnsureTable(ctx context.Context, c TableAPI, name string) error {
 		TableName:              aws.String(name),
 		AttributeDefinitions:   tablelayout.AttributeDefinitions(),
 		KeySchema:              tablelayout.KeySchema(),
-		GlobalSecondaryIndexes: []ddbtypes.GlobalSecondaryIndex{tablelayout.LedgerIndexDefinition()},
+		GlobalSecondaryIndexes: tablelayout.Indexes(),
 		BillingMode:            ddbtypes.BillingModePayPerRequest,
 	})
 	var inUse *ddbtypes.ResourceInUseException
@@ -146,7 +147,12 @@ func EnsureTable(ctx context.Context, c TableAPI, name string) error {
 			return err
 		}
 	}
-	return ensureLedgerIndex(ctx, c, name)
+	for _, idx := range tablelayout.Indexes() {
+		if err := ensureIndex(ctx, c, name, idx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // putLayout writes the layout item of a table just created, unless the
@@ -181,12 +187,13 @@ func waitActive(ctx context.Context, c TableAPI, name string) error {
 	return nil
 }
 
-// ensureLedgerIndex adds the report index to a table that lacks it, and
-// waits until the index is active: the dispatchers' reports query it.
-func ensureLedgerIndex(ctx context.Context, c TableAPI, name string) error {
+// ensureIndex adds index def to a table that lacks it, and waits until the
+// index is active: the dispatchers' reports and job lists query them.
+func ensureIndex(ctx context.Context, c TableAPI, name string, def ddbtypes.GlobalSecondaryIndex) error {
 	const poll = 200 * time.Millisecond
 	deadline := time.Now().Add(5 * time.Minute)
 	created := false
+	indexName := aws.ToString(def.IndexName)
 	for {
 		out, err := c.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(name)})
 		if err != nil {
@@ -194,18 +201,18 @@ func ensureLedgerIndex(ctx context.Context, c TableAPI, name string) error {
 		}
 		var idx *ddbtypes.GlobalSecondaryIndexDescription
 		for i, g := range out.Table.GlobalSecondaryIndexes {
-			if aws.ToString(g.IndexName) == tablelayout.LedgerIndex {
+			if aws.ToString(g.IndexName) == indexName {
 				idx = &out.Table.GlobalSecondaryIndexes[i]
 			}
 		}
 		switch {
 		case idx == nil && created:
-			return fmt.Errorf("add index %s to table %s: the table does not list it", tablelayout.LedgerIndex, name)
+			return fmt.Errorf("add index %s to table %s: the table does not list it", indexName, name)
 		case idx == nil:
 			create := &ddbtypes.CreateGlobalSecondaryIndexAction{
-				IndexName:  aws.String(tablelayout.LedgerIndex),
-				KeySchema:  tablelayout.LedgerIndexDefinition().KeySchema,
-				Projection: tablelayout.LedgerIndexDefinition().Projection,
+				IndexName:  def.IndexName,
+				KeySchema:  def.KeySchema,
+				Projection: def.Projection,
 			}
 			// An on-demand table's index takes no throughput; a provisioned
 			// table's index must have some, and the table's own is the
@@ -224,7 +231,7 @@ func ensureLedgerIndex(ctx context.Context, c TableAPI, name string) error {
 				GlobalSecondaryIndexUpdates: []ddbtypes.GlobalSecondaryIndexUpdate{{Create: create}},
 			})
 			if err != nil {
-				return fmt.Errorf("table %s lacks index %s (job_id, row) and it could not be added; add it by hand: %w", name, tablelayout.LedgerIndex, err)
+				return fmt.Errorf("table %s lacks index %s and it could not be added; add it by hand: %w", name, indexName, err)
 			}
 			created = true
 		case idx.IndexStatus == ddbtypes.IndexStatusActive || idx.IndexStatus == "":
@@ -232,11 +239,11 @@ func ensureLedgerIndex(ctx context.Context, c TableAPI, name string) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("wait for index %s of table %s: still %s", tablelayout.LedgerIndex, name, idx.IndexStatus)
+			return fmt.Errorf("wait for index %s of table %s: still %s", indexName, name, idx.IndexStatus)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for index %s of table %s: %w", tablelayout.LedgerIndex, name, ctx.Err())
+			return fmt.Errorf("wait for index %s of table %s: %w", indexName, name, ctx.Err())
 		case <-time.After(poll):
 		}
 	}

@@ -66,7 +66,7 @@ func TestEnsureTableHasTheLedgerIndex(t *testing.T) {
 	if err == nil {
 		tables = append(tables, "old")
 	} else {
-		require.ErrorContains(t, err, "table old lacks index ledger-by-job (job_id, row)")
+		require.ErrorContains(t, err, "table old lacks index ledger-by-job and it could not be added")
 	}
 	for _, table := range tables {
 		t.Run(table, func(t *testing.T) {
@@ -98,6 +98,14 @@ func TestEnsureTableHasTheLedgerIndex(t *testing.T) {
 				pks = append(pks, it["pk"].(*ddbtypes.AttributeValueMemberS).Value)
 			}
 			require.Equal(t, []string{"TX#a", "TX#b"}, pks, "rows ascending, job records left out")
+
+			desc, err := db.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(table)})
+			require.NoError(t, err)
+			var names []string
+			for _, g := range desc.Table.GlobalSecondaryIndexes {
+				names = append(names, aws.ToString(g.IndexName))
+			}
+			require.ElementsMatch(t, []string{tablelayout.LedgerIndex, tablelayout.JobsIndex}, names)
 		})
 	}
 }

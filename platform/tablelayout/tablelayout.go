@@ -23,7 +23,8 @@
 // reads the job with its counts. Ledger records alone carry the
 // LedgerIndexPK and LedgerIndexSK attributes, so the ledger-by-job index
 // is sparse: it holds ledger records only, and no other item may carry an
-// attribute of those names.
+// attribute of those names. Likewise job records alone carry JobsIndexPK
+// and JobsIndexSK, which make the jobs-by-state index a list of jobs.
 //
 // A job's audit trail has a partition of its own, not the job's, so that
 // reading a job never reads its history; its sort keys begin with the
@@ -60,6 +61,35 @@ const (
 	LedgerIndexPK = "job_id"
 	LedgerIndexSK = "row"
 )
+
+// The jobs' index: every job record carries its state and a sort key of
+// its creation time, so the jobs in a state are read newest first, a page
+// at a time, in a time range, whatever the number of jobs. A state is one
+// index partition; it is written only when a job changes state (counters
+// are other items), a few writes per job, far below a partition's limit.
+const (
+	JobsIndex   = "jobs-by-state"
+	JobsIndexPK = "list_state"
+	JobsIndexSK = "list_created"
+)
+
+// JobsIndexCreated is a job's JobsIndexSK: its creation time in Unix
+// milliseconds, zero-padded so that strings sort as times, then its id, so
+// that two jobs created in the same millisecond both have a place.
+func JobsIndexCreated(createdMillis int64, jobID string) string {
+	return fmt.Sprintf("%013d#%s", createdMillis, jobID)
+}
+
+// JobsIndexJobID returns the job id of a JobsIndexSK.
+func JobsIndexJobID(created string) string {
+	_, id, _ := strings.Cut(created, "#")
+	return id
+}
+
+// JobsIndexBound is the JobsIndexSK bound of a time: every job created at
+// or after it sorts at or after it, every one created before it sorts
+// before.
+func JobsIndexBound(millis int64) string { return fmt.Sprintf("%013d#", millis) }
 
 // ExpiresAt is the table's time-to-live attribute: an item that carries it
 // (Unix seconds) is deleted by DynamoDB some time after then. Only items
@@ -220,6 +250,27 @@ func AttributeDefinitions() []types.AttributeDefinition {
 		{AttributeName: aws.String(SK), AttributeType: types.ScalarAttributeTypeS},
 		{AttributeName: aws.String(LedgerIndexPK), AttributeType: types.ScalarAttributeTypeS},
 		{AttributeName: aws.String(LedgerIndexSK), AttributeType: types.ScalarAttributeTypeN},
+		{AttributeName: aws.String(JobsIndexPK), AttributeType: types.ScalarAttributeTypeS},
+		{AttributeName: aws.String(JobsIndexSK), AttributeType: types.ScalarAttributeTypeS},
+	}
+}
+
+// Indexes are the table's global secondary indexes.
+func Indexes() []types.GlobalSecondaryIndex {
+	return []types.GlobalSecondaryIndex{LedgerIndexDefinition(), JobsIndexDefinition()}
+}
+
+// JobsIndexDefinition is the jobs-by-state index. It projects the keys
+// only: a listing reads each job whole (record and counters) anyway, so a
+// projected copy of the record would cost a write per update for nothing.
+func JobsIndexDefinition() types.GlobalSecondaryIndex {
+	return types.GlobalSecondaryIndex{
+		IndexName: aws.String(JobsIndex),
+		KeySchema: []types.KeySchemaElement{
+			{AttributeName: aws.String(JobsIndexPK), KeyType: types.KeyTypeHash},
+			{AttributeName: aws.String(JobsIndexSK), KeyType: types.KeyTypeRange},
+		},
+		Projection: &types.Projection{ProjectionType: types.ProjectionTypeKeysOnly},
 	}
 }
 

@@ -185,6 +185,9 @@ type Dispatch struct {
 	Approve func(*spoolv1.ApproveRequestRequest) (*spoolv1.ApproveRequestResponse, error)
 	Pending func(*spoolv1.ListPendingRequestsRequest) (*spoolv1.ListPendingRequestsResponse, error)
 	Audit   func(*spoolv1.ListAuditEventsRequest) (*spoolv1.ListAuditEventsResponse, error)
+	// List answers ListJobs; Render answers RenderRequests.
+	List   func(*spoolv1.ListJobsRequest) (*spoolv1.ListJobsResponse, error)
+	Render func(*spoolv1.RenderRequestsRequest) (*spoolv1.RenderRequestsResponse, error)
 
 	mu    sync.Mutex
 	calls []string
@@ -198,6 +201,22 @@ func (f *Dispatch) ReportJob(_ *spoolv1.ReportJobRequest, stream grpc.ServerStre
 		}
 	}
 	return f.ReportErr
+}
+
+// ListJobs implements spoolv1.DispatchServiceServer.
+func (f *Dispatch) ListJobs(_ context.Context, req *spoolv1.ListJobsRequest) (*spoolv1.ListJobsResponse, error) {
+	if f.List == nil {
+		return nil, status.Error(codes.Unimplemented, "no ListJobs")
+	}
+	return f.List(req)
+}
+
+// RenderRequests implements spoolv1.DispatchServiceServer.
+func (f *Dispatch) RenderRequests(_ context.Context, req *spoolv1.RenderRequestsRequest) (*spoolv1.RenderRequestsResponse, error) {
+	if f.Render == nil {
+		return nil, status.Error(codes.Unimplemented, "no RenderRequests")
+	}
+	return f.Render(req)
 }
 
 // ResolveTransaction implements spoolv1.DispatchServiceServer.

@@ -156,6 +156,8 @@ func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *
 		DispatcherID: d.owner,
 		Flow:         d.flow,
 		OpenJobs:     open,
+		JobList:      store,
+		Renderer:     sender,
 
 		Audit:     trail,
 		Approvals: trail,

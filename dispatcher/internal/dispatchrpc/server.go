@@ -93,6 +93,10 @@ type Options struct {
 	// need one (approve.go); without Approvals no action waits.
 	Approvals Approvals
 	FourEyes  FourEyes
+	// JobList serves ListJobs (list.go), and Renderer RenderRequests;
+	// without them those answer Unimplemented.
+	JobList  JobList
+	Renderer Renderer
 }
 
 // FlowStatus reports a dispatcher's flow control (flow.Control).
