@@ -201,6 +201,7 @@ func run(ctx context.Context, args []string, _, stderr io.Writer) error {
 		AbortAfter:       c.abortAfter,
 		StoreTimeout:     c.awsTimeout,
 		CSV:              csvread.Options{Limits: c.limits},
+		MaxMessageBytes:  c.maxMessageBytes,
 		Profiles:         profiles,
 		Log:              log,
 		RowRejected:      im.RowRejected,

@@ -58,6 +58,9 @@ func (s *Server) open(ctx context.Context, stream grpc.ClientStreamingServer[spo
 	if header == nil {
 		return nil, status.Error(codes.InvalidArgument, "the first message must be a header")
 	}
+	if err := checkDryRun(header); err != nil {
+		return nil, err
+	}
 	p, err := admit.Profile(header, s.cfg.Profiles)
 	if err != nil {
 		return nil, readStatus(ctx, err)
@@ -70,7 +73,9 @@ func (s *Server) open(ctx context.Context, stream grpc.ClientStreamingServer[spo
 		return nil, err
 	}
 	o := &opened{header: file.Header(), key: jobKeyOf(file.Header()), resume: header.GetResume(), hash: sha256.New()}
-	if o.key != "" {
+	// A dry run reads the file whatever job its key names: it creates and
+	// touches none.
+	if o.key != "" && !header.GetDryRun() {
 		o.existing, err = s.jobs.GetByKey(ctx, o.key)
 		if errors.Is(err, jobstore.ErrNotFound) {
 			o.existing, err = nil, nil

@@ -96,6 +96,10 @@ type Config struct {
 	CSV csvread.Options
 	// Profiles are the profiles a FileHeader may name; nil means none.
 	Profiles *profile.Set
+	// MaxMessageBytes is the queue's maximum message size, which a dry
+	// run checks each row against as the publisher would; zero means SQS's
+	// (1 MiB).
+	MaxMessageBytes int
 	// Log receives job events; never row contents.
 	Log *slog.Logger
 	// RowRejected, when set, is called for each row a stream rejects (for
@@ -215,6 +219,9 @@ func (s *Server) StreamFile(stream grpc.ClientStreamingServer[spoolv1.StreamFile
 	}
 	if isDone(o.existing) {
 		return sendExisting(stream, o.existing)
+	}
+	if o.header.GetDryRun() {
+		return s.dryRun(ctx, stream, o)
 	}
 	st := &streamState{id: uuid.NewString(), key: o.key}
 	if o.resume != nil {

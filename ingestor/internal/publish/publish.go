@@ -205,6 +205,25 @@ func newPublisher(api API, o Options) (*Publisher, error) {
 	return p, nil
 }
 
+// Check encodes e as Publish would and fails the same way when it cannot
+// be sent (ErrTooLarge): a dry run checks every row with it.
+func Check(e *spoolv1.Envelope, maxMessageBytes int) error {
+	_, _, _, err := encode(e, maxMessageBytes)
+	return err
+}
+
+func encode(e *spoolv1.Envelope, maxMessageBytes int) (body string, attrs map[string]types.MessageAttributeValue, size int, err error) {
+	body, attrs, err = envelope.Encode(e)
+	if err != nil {
+		return "", nil, 0, fmt.Errorf("encode row %d: %w", e.GetRow(), err)
+	}
+	size = envelope.Size(body, attrs)
+	if size > maxMessageBytes {
+		return "", nil, 0, fmt.Errorf("row %d: message of %d bytes exceeds max-message-bytes=%d: %w", e.GetRow(), size, maxMessageBytes, ErrTooLarge)
+	}
+	return body, attrs, size, nil
+}
+
 func (p *Publisher) start() {
 	for range p.opts.Concurrency {
 		p.wg.Go(p.send)
@@ -217,13 +236,9 @@ func (p *Publisher) start() {
 // publisher failed or ctx ended while waiting (the publisher is then
 // failed: the stream cannot go on).
 func (p *Publisher) Publish(ctx context.Context, e *spoolv1.Envelope) error {
-	body, attrs, err := envelope.Encode(e)
+	body, attrs, size, err := encode(e, p.opts.MaxMessageBytes)
 	if err != nil {
-		return fmt.Errorf("encode row %d: %w", e.GetRow(), err)
-	}
-	size := envelope.Size(body, attrs)
-	if size > p.opts.MaxMessageBytes {
-		return fmt.Errorf("row %d: message of %d bytes exceeds max-message-bytes=%d: %w", e.GetRow(), size, p.opts.MaxMessageBytes, ErrTooLarge)
+		return err
 	}
 	en := &entry{row: e.GetRow(), id: strconv.FormatInt(e.GetRow(), 10), body: body, attr: attrs, size: size}
 	if err := p.track(en); err != nil {
