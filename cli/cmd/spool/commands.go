@@ -55,7 +55,9 @@ func (a *app) sendCommand() *command {
 	resumeFor := c.fs.Duration("resume-for", 2*time.Minute, "how long to keep resuming a broken stream")
 	var guards guardFlags
 	guards.register(c.fs)
-	c.perCall = append([]string{"job-key", "columns", "rows", "amount-column", "amount-sum", "business-key", "profile"}, guardFlagNames...)
+	dryRun := c.fs.Bool("dry-run", false, "check and map the file on the ingestor without creating a job or publishing anything; print the totals and the requests of the first rows as a dispatcher would send them (configured headers redacted)")
+	preview := c.fs.Int("preview", 3, "with -dry-run: how many rows' requests to print (0 to 20)")
+	c.perCall = append([]string{"job-key", "columns", "rows", "amount-column", "amount-sum", "business-key", "profile", "dry-run", "preview"}, guardFlagNames...)
 	c.run = func(ctx context.Context, args []string) error {
 		if len(args) > 1 {
 			return usagef("send: one file at a time, got %d", len(args))
@@ -90,6 +92,15 @@ func (a *app) sendCommand() *command {
 			if *rows >= 0 {
 				header.Control.RowCount = rows
 			}
+		}
+		if *dryRun {
+			if *preview < 0 || *preview > 20 {
+				return usagef("send: -preview %d: want 0 to 20", *preview)
+			}
+			if *preview > 0 && err != nil {
+				return err
+			}
+			return a.dryRun(ctx, *ingestor, addrs, path, header, *chunkSize, *preview)
 		}
 		start := a.now()
 		resp, err := a.send(ctx, *ingestor, path, header, *chunkSize, *resumeFor)

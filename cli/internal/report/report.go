@@ -28,6 +28,12 @@ func Answer(w io.Writer, r *spoolv1.StreamFileResponse) {
 		fmt.Fprintf(w, ": %s", progress.State(st))
 	}
 	fmt.Fprintf(w, "\nrows: %d received, %d published, %d rejected\n", r.GetRowsReceived(), r.GetRowsPublished(), r.GetRowsRejected())
+	RowErrors(w, r)
+}
+
+// RowErrors writes the answer's row errors, one a line, and how many more
+// rows were rejected than listed.
+func RowErrors(w io.Writer, r *spoolv1.StreamFileResponse) {
 	for _, e := range r.GetErrors() {
 		fmt.Fprintf(w, "  %s\n", rowError(e))
 	}

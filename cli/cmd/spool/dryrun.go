@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/spoolhq/spool/cli/internal/report"
+	"github.com/spoolhq/spool/cli/internal/rpcerr"
+	"github.com/spoolhq/spool/cli/internal/upload"
+	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+)
+
+// dryRun streams the file to the ingestor as a dry run (its real checks
+// and mapping; no job, nothing published), prints the totals, then asks a
+// dispatcher to render the first rows' requests with the code that sends
+// them, and prints those: what the third party would receive.
+func (a *app) dryRun(ctx context.Context, ingestorAddr string, dispatchers []string, path string, header *spoolv1.FileHeader, chunkSize, preview int) error {
+	// preview_rows 0 would be the server's default: ask for one, show none.
+	header.DryRun, header.PreviewRows = true, int32(max(preview, 1))
+	cc, err := a.dial(ingestorAddr)
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	var in io.Reader = a.stdin
+	header.FileName = "stdin"
+	var size int64
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		info, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		// The file's SHA-256 goes as a real send sends it, so the control
+		// totals are checked alike.
+		digest, err := fileSHA256(f)
+		if err != nil {
+			return fmt.Errorf("hash %s: %w", path, err)
+		}
+		if header.Control == nil {
+			header.Control = &spoolv1.ControlTotals{}
+		}
+		header.Control.Sha256 = digest
+		in, size, header.FileName = f, info.Size(), filepath.Base(path)
+	}
+	display := a.uploadDisplay(ctx, header.GetFileName(), size)
+	resp, err := upload.Send(ctx, spoolv1.NewIngestServiceClient(cc), header, in, chunkSize, display.Sent)
+	display.Stop(err == nil)
+	if err != nil {
+		return fmt.Errorf("dry run of %s: %w%s", header.GetFileName(), err, hint(err, "ingestor", "SPOOL_INGESTOR_ADDR"))
+	}
+	fmt.Fprintf(a.stdout, "dry run of %s: nothing was published, no job was created\n", header.GetFileName())
+	fmt.Fprintf(a.stdout, "rows: %d read, %d would be delivered, %d rejected\n", resp.GetRowsReceived(), resp.GetRowsPublished(), resp.GetRowsRejected())
+	if sum := resp.GetJob().GetActual().GetAmountSum(); sum != "" {
+		fmt.Fprintf(a.stdout, "amount sum (%s): %s\n", resp.GetJob().GetAmountColumn(), sum)
+	}
+	report.RowErrors(a.stdout, resp)
+	if preview == 0 || len(resp.GetPreview()) == 0 {
+		return nil
+	}
+	return a.onDispatcher(dispatchers, func(client spoolv1.DispatchServiceClient) (bool, error) {
+		rendered, err := client.RenderRequests(ctx, &spoolv1.RenderRequestsRequest{Envelopes: resp.GetPreview()})
+		if err != nil {
+			return false, fmt.Errorf("render the first rows' requests: %w", rpcerr.Readable(err))
+		}
+		for _, r := range rendered.GetRequests() {
+			fmt.Fprintf(a.stdout, "\nrow %d: %s %s\n", r.GetRow(), r.GetMethod(), r.GetUrl())
+			for _, h := range r.GetHeaders() {
+				fmt.Fprintf(a.stdout, "%s: %s\n", h.GetName(), h.GetValue())
+			}
+			fmt.Fprintf(a.stdout, "\n%s\n", r.GetBody())
+		}
+		return true, nil
+	})
+}
