@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"strconv"
 	"testing"
 	"time"
@@ -155,4 +156,31 @@ func TestResultsCarryTheSinksReferences(t *testing.T) {
 
 func ledgerStateName(s spoolv1.TransactionState) string {
 	return spoolv1.TransactionState_name[int32(s)][len("TRANSACTION_STATE_"):]
+}
+
+// TestDryRunShowsTheRequests runs spool send -dry-run against a whole
+// stack whose dispatchers add a secret header: the totals are printed,
+// the first rows' requests are shown with the secret redacted and the body
+// the sink would get, and nothing reaches the queue, the table or the sink.
+func TestDryRunShowsTheRequests(t *testing.T) {
+	s := startStack(t, 1, func(o *stack.Options) {
+		o.DispatcherArgs = []string{"-destination-header", "Authorization: Bearer s3cret-token"}
+	})
+	path := writeSample(t, 50)
+	out, err := runCLI(t, s, "send", "-dry-run", "-preview", "2", "-business-key", "employee_id,pay_date", "-amount-column", "amount", path)
+	require.NoError(t, err, out)
+	require.Contains(t, out, "nothing was published, no job was created")
+	require.Contains(t, out, "rows: 50 read, 50 would be delivered, 0 rejected")
+	require.Contains(t, out, "row 1: POST "+s.Sink.Addr)
+	require.Contains(t, out, "Authorization: REDACTED")
+	require.NotContains(t, out, "s3cret-token")
+	require.Contains(t, out, "Idempotency-Key: bk:")
+	require.Contains(t, out, `"spool_job_id":"dry-run","spool_row":2}`)
+
+	out, err = runCLI(t, s, "jobs")
+	require.NoError(t, err, out)
+	require.Equal(t, 1, strings.Count(out, "\n"), "no job was created: %s", out)
+	var stats sinkTotals
+	getJSON(t, s.Sink.Addr+"/stats", &stats)
+	require.Zero(t, stats.Requests)
 }
