@@ -25,7 +25,7 @@ func (a *app) dryRun(ctx context.Context, ingestorAddr string, dispatchers []str
 		return err
 	}
 	defer cc.Close()
-	var in io.Reader = a.stdin
+	in := a.stdin
 	header.FileName = "stdin"
 	var size int64
 	if path != "-" {
