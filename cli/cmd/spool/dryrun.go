@@ -69,6 +69,7 @@ func (a *app) dryRun(ctx context.Context, ingestorAddr string, dispatchers []str
 		if err != nil {
 			return false, fmt.Errorf("render the first rows' requests: %w", rpcerr.Readable(err))
 		}
+		fmt.Fprintf(a.stdout, "\nthe first rows' requests, as a dispatcher would send them (a real run's job id replaces %q, in the keys made from it too):\n", "dry-run")
 		for _, r := range rendered.GetRequests() {
 			fmt.Fprintf(a.stdout, "\nrow %d: %s %s\n", r.GetRow(), r.GetMethod(), r.GetUrl())
 			for _, h := range r.GetHeaders() {

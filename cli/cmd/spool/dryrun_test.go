@@ -62,6 +62,8 @@ rows: 3 read, 2 would be delivered, 1 rejected
 amount sum (amount): 13.50
   row 2 (amount): not a decimal
 
+the first rows' requests, as a dispatcher would send them (a real run's job id replaces "dry-run", in the keys made from it too):
+
 row 1: POST https://pay.example/v1
 Authorization: REDACTED
 Idempotency-Key: dry-run:1
