@@ -102,7 +102,7 @@ func (it item) record() Record {
 		LastStatus: it.LastStatus, Reason: it.Reason, BusinessKey: it.BusinessKey, Amount: it.Amount,
 		UpdatedAt: it.UpdatedAt, Counted: it.Counted, Resend: it.Resend, Dead: it.Dead, Envelope: it.Envelope,
 		DupJobID: it.DupJobID, DupRow: it.DupRow, ExpiresAt: it.ExpiresAt,
-		Resolved: Resolver{By: it.ResolvedBy, ApprovedBy: it.ApprovedBy, Request: it.ResolutionRequest},
+		Resolved:  Resolver{By: it.ResolvedBy, ApprovedBy: it.ApprovedBy, Request: it.ResolutionRequest},
 		Reference: it.Reference, RefTruncated: it.RefTruncated,
 	}
 }
