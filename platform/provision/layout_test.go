@@ -54,7 +54,7 @@ func TestEnsureTableWritesTheLayoutOnce(t *testing.T) {
 			TableName:              aws.String("theirs"),
 			AttributeDefinitions:   tablelayout.AttributeDefinitions(),
 			KeySchema:              tablelayout.KeySchema(),
-			GlobalSecondaryIndexes: []ddbtypes.GlobalSecondaryIndex{tablelayout.LedgerIndexDefinition()},
+			GlobalSecondaryIndexes: tablelayout.Indexes(),
 			BillingMode:            ddbtypes.BillingModePayPerRequest,
 		})
 		require.NoError(t, err)
