@@ -1,7 +1,8 @@
 // Package grpcserve builds and runs the gRPC server both services share:
-// one interceptor chain for unary and streaming calls, health checking,
-// reflection (so grpcurl can list and call everything), and a bounded
-// graceful shutdown.
+// one interceptor chain for unary and streaming calls, TLS and
+// authentication (security.go), health checking, reflection when enabled
+// (so grpcurl can list and call everything), and a bounded graceful
+// shutdown.
 package grpcserve
 
 import (
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
+	grpcauth "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
@@ -26,7 +28,8 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// Server is a gRPC server with health and reflection registered.
+// Server is a gRPC server with health (and, when enabled, reflection)
+// registered.
 type Server struct {
 	*grpc.Server
 	Health *health.Server
@@ -34,31 +37,35 @@ type Server struct {
 }
 
 // New returns a server whose interceptor chain is, outermost first:
-// logging → recovery. Interceptors chained in opts come before these:
-// metrics (metrics.Registry.ServerOptions) go there, so that a panic in any
-// handler is still logged and counted. Auth belongs between logging and
-// recovery. Health and reflection stay exempt from logging (they are
-// polled).
-func New(log *slog.Logger, opts ...grpc.ServerOption) *Server {
+// logging → auth → recovery. Interceptors chained in opts come before
+// these: metrics (metrics.Registry.ServerOptions) go there, so that a panic
+// in any handler is still logged and counted, and so are refusals. Health
+// and reflection stay exempt from logging (they are polled) and from auth
+// (a load balancer's health check carries no credential; reflection only
+// describes the API, and is off unless sec enables it). sec comes from
+// SecurityFlags.Load; its transport credentials are added here.
+func New(log *slog.Logger, sec Security, opts ...grpc.ServerOption) *Server {
 	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
 	recoverOpts := []recovery.Option{recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		log.ErrorContext(ctx, "handler panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 		return status.Error(codes.Internal, "internal error")
 	})}
-	logged := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool { return !isInfrastructure(c.FullMethod()) })
-	opts = append(opts,
-		grpc.ChainUnaryInterceptor(
-			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(log), logOpts...), logged),
-			recovery.UnaryServerInterceptor(recoverOpts...),
-		),
-		grpc.ChainStreamInterceptor(
-			selector.StreamServerInterceptor(logging.StreamServerInterceptor(slogAdapter(log), logOpts...), logged),
-			recovery.StreamServerInterceptor(recoverOpts...),
-		),
-	)
+	api := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool { return !isInfrastructure(c.FullMethod()) })
+	unary := []grpc.UnaryServerInterceptor{selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(log), logOpts...), api)}
+	stream := []grpc.StreamServerInterceptor{selector.StreamServerInterceptor(logging.StreamServerInterceptor(slogAdapter(log), logOpts...), api)}
+	if sec.Auth != nil {
+		unary = append(unary, selector.UnaryServerInterceptor(grpcauth.UnaryServerInterceptor(sec.Auth.Authenticate), api))
+		stream = append(stream, selector.StreamServerInterceptor(grpcauth.StreamServerInterceptor(sec.Auth.Authenticate), api))
+	}
+	unary = append(unary, recovery.UnaryServerInterceptor(recoverOpts...))
+	stream = append(stream, recovery.StreamServerInterceptor(recoverOpts...))
+	opts = append(opts, sec.ServerOptions()...)
+	opts = append(opts, grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
 	s := &Server{Server: grpc.NewServer(opts...), Health: health.NewServer(), log: log}
 	healthpb.RegisterHealthServer(s.Server, s.Health)
-	reflection.Register(s.Server)
+	if sec.Reflection {
+		reflection.Register(s.Server)
+	}
 	return s
 }
 

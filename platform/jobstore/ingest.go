@@ -37,7 +37,7 @@ func (s *Store) Start(ctx context.Context, j *spoolv1.Job, stream string) (*spoo
 	now := s.now()
 	r := record{
 		PK: tablelayout.Job(j.GetJobId()).PK, SK: tablelayout.Job(j.GetJobId()).SK,
-		JobID: j.GetJobId(), JobKey: j.GetJobKey(), FileName: j.GetFileName(),
+		JobID: j.GetJobId(), JobKey: j.GetJobKey(), FileName: j.GetFileName(), SubmittedBy: j.GetSubmittedBy(),
 		State: stateName(spoolv1.JobState_JOB_STATE_RECEIVING), Columns: j.GetColumns(),
 		CreatedAt: millis(now), UpdatedAt: millis(now),
 		BusinessKeyColumns: j.GetBusinessKeyColumns(), AmountColumn: j.GetAmountColumn(),

@@ -19,6 +19,7 @@ type record struct {
 	JobID         string   `dynamodbav:"job_id"`
 	JobKey        string   `dynamodbav:"job_key,omitempty"`
 	FileName      string   `dynamodbav:"file_name,omitempty"`
+	SubmittedBy   string   `dynamodbav:"submitted_by,omitempty"`
 	State         string   `dynamodbav:"state"`
 	StateReason   string   `dynamodbav:"state_reason,omitempty"`
 	Columns       []string `dynamodbav:"columns,omitempty"`
@@ -176,6 +177,7 @@ func (r *record) job() *spoolv1.Job {
 		JobId:                r.JobID,
 		JobKey:               r.JobKey,
 		FileName:             r.FileName,
+		SubmittedBy:          r.SubmittedBy,
 		State:                parseState(r.State),
 		StateReason:          r.StateReason,
 		Columns:              r.Columns,

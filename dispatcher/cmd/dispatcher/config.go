@@ -35,6 +35,7 @@ import (
 // config is everything the dispatcher is told at start.
 type config struct {
 	listen            string
+	security          grpcserve.SecurityFlags
 	metricsListen     string
 	queueURL          string
 	table             string
@@ -147,6 +148,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs := flag.NewFlagSet("dispatcher", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&c.listen, "listen", ":50052", "gRPC listen address")
+	c.security.Register(fs)
 	fs.StringVar(&c.metricsListen, "metrics-listen", "", "address of the Prometheus metrics page (/metrics); off when empty")
 	fs.StringVar(&c.queueURL, "queue-url", "", "URL of the SQS queue to consume (required)")
 	fs.StringVar(&c.table, "table", "", "DynamoDB table of the job records (required)")
@@ -223,6 +225,9 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 
 func (c config) validate() error {
 	var errs []error
+	if err := c.security.Check(); err != nil {
+		errs = append(errs, err)
+	}
 	for _, f := range []struct{ name, value string }{
 		{"queue-url", c.queueURL}, {"table", c.table}, {"destination-url", c.destinationURL},
 	} {

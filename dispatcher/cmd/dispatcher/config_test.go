@@ -16,7 +16,7 @@ import (
 )
 
 func TestParseConfig(t *testing.T) {
-	required := []string{"-queue-url", "http://q", "-table", "jobs", "-destination-url", "https://dest/pay"}
+	required := []string{"-insecure", "-queue-url", "http://q", "-table", "jobs", "-destination-url", "https://dest/pay"}
 	tests := []struct {
 		name    string
 		args    []string
@@ -126,7 +126,7 @@ func TestParseConfig(t *testing.T) {
 		{
 			name: "failure handling from the environment",
 			env: map[string]string{
-				"SPOOL_QUEUE_URL": "http://q", "SPOOL_TABLE": "jobs", "SPOOL_DESTINATION_URL": "https://dest/pay",
+				"SPOOL_QUEUE_URL": "http://q", "SPOOL_TABLE": "jobs", "SPOOL_DESTINATION_URL": "https://dest/pay", "SPOOL_INSECURE": "true",
 				"SPOOL_DEAD_LETTER_QUEUE_URL": "http://q-dlq", "SPOOL_ALREADY_APPLIED": "409, 208",
 				"SPOOL_MAX_ATTEMPTS": "5", "SPOOL_MAX_AGE": "1h", "SPOOL_BACKOFF_BASE": "2s", "SPOOL_BACKOFF_MAX": "1m",
 				"SPOOL_RETRY_AFTER_MAX": "30s", "SPOOL_VISIBILITY_TIMEOUT": "60s", "SPOOL_HEARTBEAT": "15s",
@@ -155,7 +155,7 @@ func TestParseConfig(t *testing.T) {
 		{
 			name: "everything from the environment",
 			env: map[string]string{
-				"SPOOL_QUEUE_URL": "http://q", "SPOOL_TABLE": "jobs", "SPOOL_DESTINATION_URL": "https://dest/pay",
+				"SPOOL_QUEUE_URL": "http://q", "SPOOL_TABLE": "jobs", "SPOOL_DESTINATION_URL": "https://dest/pay", "SPOOL_INSECURE": "true",
 				"SPOOL_DESTINATION_HEADER": "Authorization: Bearer a,b\nx-tenant: acme\n",
 				"SPOOL_CONCURRENCY":        "64", "SPOOL_LOG_LEVEL": "debug", "SPOOL_RECEIVE_WAIT": "20s",
 				"SPOOL_UNKNOWN_POLICY": "retry-with-key", "SPOOL_CLAIM_LEASE": "90s",
@@ -184,6 +184,8 @@ func TestParseConfig(t *testing.T) {
 			},
 		},
 		{name: "required missing", wantErr: "-queue-url (or $SPOOL_QUEUE_URL) is required"},
+		{name: "no security settings", args: required[1:], wantErr: "set SPOOL_TLS_CERT_FILE and SPOOL_TLS_KEY_FILE"},
+		{name: "insecure and TLS", args: append([]string{"-tls-cert-file", "c.pem"}, required...), wantErr: "SPOOL_INSECURE=true serves plaintext"},
 		{name: "bad header", args: append([]string{"-destination-header", "no colon here"}, required...), wantErr: "want \"Name: value\""},
 		{name: "bad url", args: []string{"-queue-url", "q", "-table", "t", "-destination-url", "dest"}, wantErr: "http(s) URL"},
 		{name: "receive wait too long", args: append([]string{"-receive-wait", "30s"}, required...), wantErr: "-receive-wait"},

@@ -59,7 +59,7 @@ type dispatcher struct {
 // the dead-letter queue when the configuration names none, and reads the
 // table's layout when -ledger-legacy-keys is auto; it fails only when that
 // read does.
-func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *sqs.Client, log *slog.Logger) (*dispatcher, error) {
+func newDispatcher(ctx context.Context, cfg config, sec grpcserve.Security, db *dynamodb.Client, queue *sqs.Client, log *slog.Logger) (*dispatcher, error) {
 	d := &dispatcher{cfg: cfg, log: log, owner: uuid.NewString(), deadLetterURL: cfg.deadLetterURL, shutdown: make(chan struct{})}
 	legacy, err := legacyKeys(ctx, db, cfg.table, cfg.legacyKeys, log)
 	if err != nil {
@@ -140,7 +140,7 @@ func newDispatcher(ctx context.Context, cfg config, db *dynamodb.Client, queue *
 	// The audit trail and four-eyes requests live in the job table.
 	trail := audit.New(db, cfg.table, nil)
 	srvOpts := append(d.metrics.ServerOptions(), tracing.ServerOption())
-	d.srv = grpcserve.New(log, append(srvOpts, cfg.grpc.ServerOptions()...)...)
+	d.srv = grpcserve.New(log, sec, append(srvOpts, cfg.grpc.ServerOptions()...)...)
 	spoolv1.RegisterDispatchServiceServer(d.srv, dispatchrpc.New(store, dispatchrpc.Options{
 		Interval: cfg.watchInterval,
 		Shutdown: d.shutdown,

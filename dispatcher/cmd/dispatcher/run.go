@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
+	"github.com/spoolhq/spool/dispatcher/internal/dispatchrpc"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/awsconf"
 	"github.com/spoolhq/spool/platform/envelope"
@@ -45,7 +46,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	d, err := newDispatcher(ctx, cfg, dynamodb.NewFromConfig(awsCfg), sqs.NewFromConfig(awsCfg), log)
+	sec, err := cfg.security.Load(ctx, log, dispatchrpc.Rules)
+	if err != nil {
+		return err
+	}
+	d, err := newDispatcher(ctx, cfg, sec, dynamodb.NewFromConfig(awsCfg), sqs.NewFromConfig(awsCfg), log)
 	if err != nil {
 		return err
 	}

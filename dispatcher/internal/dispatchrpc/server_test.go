@@ -112,7 +112,7 @@ func serve(t testing.TB, jobs dispatchrpc.Jobs, clk *clock, opts ...func(*dispat
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.DiscardHandler)
-	srv := grpcserve.New(log)
+	srv := grpcserve.New(log, grpcserve.Security{})
 	o := dispatchrpc.Options{
 		Shutdown: ctx.Done(),
 		Now:      clk.Now,

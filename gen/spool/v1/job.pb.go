@@ -229,7 +229,11 @@ type Job struct {
 	// settled rows exceeds 2%"; empty when it is not.
 	PauseReason string `protobuf:"bytes,34,opt,name=pause_reason,json=pauseReason,proto3" json:"pause_reason,omitempty"`
 	// Who or what paused the job; unspecified when it is not paused.
-	PauseCause    PauseCause `protobuf:"varint,35,opt,name=pause_cause,json=pauseCause,proto3,enum=spool.v1.PauseCause" json:"pause_cause,omitempty"`
+	PauseCause PauseCause `protobuf:"varint,35,opt,name=pause_cause,json=pauseCause,proto3,enum=spool.v1.PauseCause" json:"pause_cause,omitempty"`
+	// Who submitted the file: the authenticated subject of the stream that
+	// created the job (empty on a server run without authentication). A
+	// caller allowed only to submit may read back only its own jobs.
+	SubmittedBy   string `protobuf:"bytes,36,opt,name=submitted_by,json=submittedBy,proto3" json:"submitted_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -507,6 +511,13 @@ func (x *Job) GetPauseCause() PauseCause {
 		return x.PauseCause
 	}
 	return PauseCause_PAUSE_CAUSE_UNSPECIFIED
+}
+
+func (x *Job) GetSubmittedBy() string {
+	if x != nil {
+		return x.SubmittedBy
+	}
+	return ""
 }
 
 // FailureThreshold pauses a job whose rows fail too often: failures are
@@ -809,7 +820,7 @@ var File_spool_v1_job_proto protoreflect.FileDescriptor
 
 const file_spool_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x12spool/v1/job.proto\x12\bspool.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\v\n" +
+	"\x12spool/v1/job.proto\x12\bspool.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\v\n" +
 	"\x03Job\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x17\n" +
 	"\ajob_key\x18\x02 \x01(\tR\x06jobKey\x12\x1b\n" +
@@ -850,7 +861,8 @@ const file_spool_v1_job_proto_rawDesc = "" +
 	"\rdeliver_after\x18! \x01(\v2\x1a.google.protobuf.TimestampR\fdeliverAfter\x12!\n" +
 	"\fpause_reason\x18\" \x01(\tR\vpauseReason\x125\n" +
 	"\vpause_cause\x18# \x01(\x0e2\x14.spool.v1.PauseCauseR\n" +
-	"pauseCause\"\x96\x01\n" +
+	"pauseCause\x12!\n" +
+	"\fsubmitted_by\x18$ \x01(\tR\vsubmittedBy\"\x96\x01\n" +
 	"\x10FailureThreshold\x12&\n" +
 	"\fmax_failures\x18\x01 \x01(\x03H\x00R\vmaxFailures\x88\x01\x01\x12(\n" +
 	"\x10max_failure_rate\x18\x02 \x01(\x01R\x0emaxFailureRate\x12\x1f\n" +

@@ -36,6 +36,7 @@ import (
 // config is everything the flags set.
 type config struct {
 	listen             string
+	security           grpcserve.SecurityFlags
 	metricsListen      string
 	queueURL           string
 	table              string
@@ -65,6 +66,7 @@ func parseConfig(args []string, stderr io.Writer, lookup func(string) (string, b
 	fs := flag.NewFlagSet("ingestor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.listen, "listen", ":50051", "gRPC listen address")
+	c.security.Register(fs)
 	fs.StringVar(&c.metricsListen, "metrics-listen", "", "address of the Prometheus metrics page (/metrics); off when empty")
 	fs.StringVar(&c.queueURL, "queue-url", "", "URL of the SQS queue rows are published to (required)")
 	fs.StringVar(&c.table, "table", "", "DynamoDB table of job records (required)")
@@ -92,7 +94,7 @@ func parseConfig(args []string, stderr io.Writer, lookup func(string) (string, b
 	if err := envcfg.Parse(fs, args, lookup); err != nil {
 		return c, err
 	}
-	missing := []error{c.grpc.Validate()}
+	missing := []error{c.grpc.Validate(), c.security.Check()}
 	if c.tenant != "" {
 		if err := envelope.CheckName(c.tenant); err != nil {
 			missing = append(missing, fmt.Errorf("-tenant: %w", err))
@@ -183,7 +185,11 @@ func run(ctx context.Context, args []string, _, stderr io.Writer) error {
 	batches := im.Batches(q)
 	opts := append(reg.ServerOptions(), tracing.ServerOption(), grpc.MaxRecvMsgSize(c.maxRecvMsgBytes), grpc.WaitForHandlers(true))
 	opts = append(opts, c.grpc.ServerOptions()...)
-	srv := grpcserve.New(log, opts...)
+	sec, err := c.security.Load(ctx, log, ingest.Rules)
+	if err != nil {
+		return err
+	}
+	srv := grpcserve.New(log, sec, opts...)
 	spoolv1.RegisterIngestServiceServer(srv, im.Streams(ingest.New(jobs, ingest.Config{
 		NewPublisher: func() (ingest.Publisher, error) {
 			return publish.New(batches, publish.Options{

@@ -22,11 +22,14 @@ import (
 
 	"github.com/spoolhq/spool/ingestor/internal/csvread"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/emulator"
+	"github.com/spoolhq/spool/platform/devpki"
 	"github.com/spoolhq/spool/platform/emulator/emutest"
 	"github.com/spoolhq/spool/platform/grpcserve"
 	"github.com/spoolhq/spool/platform/jobstore"
@@ -35,7 +38,7 @@ import (
 )
 
 func TestParseConfig(t *testing.T) {
-	required := map[string]string{"SPOOL_QUEUE_URL": "http://q", "SPOOL_TABLE": "jobs"}
+	required := map[string]string{"SPOOL_QUEUE_URL": "http://q", "SPOOL_TABLE": "jobs", "SPOOL_INSECURE": "true"}
 	tests := []struct {
 		name    string
 		args    []string
@@ -80,7 +83,7 @@ func TestParseConfig(t *testing.T) {
 		{
 			name: "environment and flags",
 			args: []string{"-publish-buffer", "50", "-log-level", "debug"},
-			env:  map[string]string{"SPOOL_QUEUE_URL": "http://q", "SPOOL_TABLE": "t", "SPOOL_MAX_MESSAGE_BYTES": "2048", "SPOOL_PUBLISH_BUFFER": "9", "SPOOL_ABORT_AFTER": "30s", "SPOOL_AWS_TIMEOUT": "3s"},
+			env:  map[string]string{"SPOOL_INSECURE": "true", "SPOOL_QUEUE_URL": "http://q", "SPOOL_TABLE": "t", "SPOOL_MAX_MESSAGE_BYTES": "2048", "SPOOL_PUBLISH_BUFFER": "9", "SPOOL_ABORT_AFTER": "30s", "SPOOL_AWS_TIMEOUT": "3s"},
 			check: func(t *testing.T, c config) {
 				require.Equal(t, 3*time.Second, c.awsTimeout)
 				require.Equal(t, 30*time.Second, c.abortAfter)
@@ -150,6 +153,15 @@ func TestRunServes(t *testing.T) {
 	} {
 		t.Setenv(k, v)
 	}
+	// The service runs as deployed: TLS, client certificates and tokens.
+	pki, err := devpki.New(t.TempDir())
+	require.NoError(t, err)
+	for _, kv := range pki.ServerEnv() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	clientTLS, err := pki.ClientTLS()
+	require.NoError(t, err)
 	port, err := emulator.FreePort()
 	require.NoError(t, err)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
@@ -176,13 +188,25 @@ func TestRunServes(t *testing.T) {
 		}
 	})
 
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(clientTLS)))
 	require.NoError(t, err)
 	defer conn.Close()
 	require.Eventually(t, func() bool {
 		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
 		return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
 	}, 30*time.Second, 20*time.Millisecond)
+
+	// Without a client certificate or a token, nothing but health answers.
+	anonTLS, err := pki.ClientTLS()
+	require.NoError(t, err)
+	anonTLS.Certificates = nil
+	anon, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(anonTLS)))
+	require.NoError(t, err)
+	defer anon.Close()
+	_, err = healthpb.NewHealthClient(anon).Check(ctx, &healthpb.HealthCheckRequest{})
+	require.NoError(t, err, "health is exempt")
+	_, err = spoolv1.NewIngestServiceClient(anon).ListProfiles(ctx, &spoolv1.ListProfilesRequest{})
+	require.Equal(t, codes.Unauthenticated, status.Code(err))
 
 	stream, err := spoolv1.NewIngestServiceClient(conn).StreamFile(ctx)
 	require.NoError(t, err)
@@ -202,6 +226,7 @@ func TestRunServes(t *testing.T) {
 	got, err := spoolv1.NewIngestServiceClient(conn).GetJob(ctx, &spoolv1.GetJobRequest{JobId: resp.GetJobId()})
 	require.NoError(t, err)
 	require.EqualValues(t, 2, got.GetJob().GetTotal())
+	require.Equal(t, devpki.ClientName, got.GetJob().GetSubmittedBy(), "the client certificate names the submitter")
 
 	// The metrics page counts the same rows.
 	page := scrapeMetrics(t, "http://"+metricsAddr+"/metrics")

@@ -274,7 +274,7 @@ func startServer(tb testing.TB, jobs Jobs, cfg Config) (spoolv1.IngestServiceCli
 	logs := &testkit.Buffer{}
 	log := slog.New(slog.NewJSONHandler(io.MultiWriter(logs, tb.Output()), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg.Log = log
-	srv := grpcserve.New(log)
+	srv := grpcserve.New(log, grpcserve.Security{})
 	spoolv1.RegisterIngestServiceServer(srv, New(jobs, cfg))
 	lis := bufconn.Listen(1 << 20)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/auth"
 	"github.com/spoolhq/spool/platform/jobstore"
 )
 
@@ -52,7 +53,7 @@ func (e *unrecordedError) Unwrap() error { return e.err }
 func (s *Server) create(ctx context.Context, o *opened, st *streamState) error {
 	h := o.header
 	j, err := s.jobs.Start(ctx, &spoolv1.Job{
-		JobId: s.cfg.NewID(), JobKey: st.key, FileName: h.GetFileName(), Columns: o.cols,
+		JobId: s.cfg.NewID(), JobKey: st.key, FileName: h.GetFileName(), Columns: o.cols, SubmittedBy: submitter(ctx),
 		Control: h.GetControl(), BusinessKeyColumns: h.GetBusinessKeyColumns(), AmountColumn: h.GetAmountColumn(),
 		FailureThreshold: h.GetFailureThreshold(), Canary: canaryOf(h), DeliverAfter: h.GetDeliverAfter(),
 	}, st.id)
@@ -70,6 +71,13 @@ func (s *Server) create(ctx context.Context, o *opened, st *streamState) error {
 	}
 	st.job = j
 	return nil
+}
+
+// submitter names the authenticated caller, recorded on the job it
+// creates.
+func submitter(ctx context.Context) string {
+	p, _ := auth.FromContext(ctx)
+	return p.Subject
 }
 
 // takeover makes this stream the owner of the receiving job its key names;

@@ -18,6 +18,7 @@ import (
 	"github.com/spoolhq/spool/ingestor/internal/admit"
 	"github.com/spoolhq/spool/ingestor/internal/csvread"
 	"github.com/spoolhq/spool/ingestor/internal/profile"
+	"github.com/spoolhq/spool/platform/auth"
 	"github.com/spoolhq/spool/platform/jobstore"
 )
 
@@ -61,6 +62,12 @@ func (s *Server) open(ctx context.Context, stream grpc.ClientStreamingServer[spo
 	if err := checkDryRun(header); err != nil {
 		return nil, err
 	}
+	// Business keys decide which rows count as the same payment, so a
+	// caller who may not declare them must not smuggle them in inline.
+	// Checked before anything is read or created.
+	if caller, ok := auth.FromContext(ctx); ok && len(header.GetInlineProfile().GetBusinessKeyColumns()) > 0 && !caller.Has(auth.PermInlineKeys) {
+		return nil, auth.Denied(ctx, s.cfg.Log, auth.PermInlineKeys)
+	}
 	p, err := admit.Profile(header, s.cfg.Profiles)
 	if err != nil {
 		return nil, readStatus(ctx, err)
@@ -79,6 +86,11 @@ func (s *Server) open(ctx context.Context, stream grpc.ClientStreamingServer[spo
 		o.existing, err = s.jobs.GetByKey(ctx, o.key)
 		if errors.Is(err, jobstore.ErrNotFound) {
 			o.existing, err = nil, nil
+		}
+		if err == nil && o.existing != nil && !s.mayRead(ctx, o.existing) {
+			// Another submitter's job: neither its state nor a take-over
+			// of its stream is this caller's business.
+			return nil, auth.Denied(ctx, s.cfg.Log, auth.PermView)
 		}
 		if err == nil && o.existing != nil {
 			o.existing, err = s.jobs.ExpireIfAbandoned(ctx, o.existing)

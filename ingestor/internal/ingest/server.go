@@ -39,6 +39,7 @@ import (
 	"github.com/spoolhq/spool/ingestor/internal/csvread"
 	"github.com/spoolhq/spool/ingestor/internal/profile"
 	"github.com/spoolhq/spool/ingestor/internal/publish"
+	"github.com/spoolhq/spool/platform/auth"
 	"github.com/spoolhq/spool/platform/jobstore"
 )
 
@@ -170,7 +171,9 @@ func New(jobs Jobs, cfg Config) *Server {
 
 // GetJob returns a job's record, by id or by job key. A job whose stream
 // broke and was not resumed in time is ended ABORTED first, so the answer
-// never offers a resume that would be refused.
+// never offers a resume that would be refused. A caller who may submit but
+// not view gets only the jobs it submitted; for any other id it is refused
+// the same way whether the job exists or not.
 func (s *Server) GetJob(ctx context.Context, req *spoolv1.GetJobRequest) (*spoolv1.GetJobResponse, error) {
 	var (
 		j   *spoolv1.Job
@@ -186,6 +189,9 @@ func (s *Server) GetJob(ctx context.Context, req *spoolv1.GetJobRequest) (*spool
 	default:
 		return nil, status.Error(codes.InvalidArgument, "job_id or job_key is required")
 	}
+	if (err == nil || errors.Is(err, jobstore.ErrNotFound)) && !s.mayRead(ctx, j) {
+		return nil, auth.Denied(ctx, s.cfg.Log, auth.PermView)
+	}
 	if errors.Is(err, jobstore.ErrNotFound) {
 		return nil, status.Errorf(codes.NotFound, "job %s%s not found", req.GetJobId(), req.GetJobKey())
 	}
@@ -196,6 +202,18 @@ func (s *Server) GetJob(ctx context.Context, req *spoolv1.GetJobRequest) (*spool
 		return nil, storeStatus(ctx, err)
 	}
 	return &spoolv1.GetJobResponse{Job: j}, nil
+}
+
+// mayRead reports whether the caller may read job j (nil: not found). A
+// server run without authentication has no caller and refuses nothing: the
+// interceptor is the gate, and it is absent only when the operator chose
+// to run insecure.
+func (s *Server) mayRead(ctx context.Context, j *spoolv1.Job) bool {
+	p, ok := auth.FromContext(ctx)
+	if !ok || p.Has(auth.PermView) {
+		return true
+	}
+	return j != nil && j.GetSubmittedBy() != "" && j.GetSubmittedBy() == p.Subject
 }
 
 // ListProfiles returns the configured profiles.

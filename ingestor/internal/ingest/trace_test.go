@@ -87,7 +87,7 @@ func startTracedServer(t *testing.T, cfg Config) spoolv1.IngestServiceClient {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	cfg.Log = log
-	srv := grpcserve.New(log, tracing.ServerOption())
+	srv := grpcserve.New(log, grpcserve.Security{}, tracing.ServerOption())
 	spoolv1.RegisterIngestServiceServer(srv, New(newFakeJobs(), cfg))
 	lis := bufconn.Listen(1 << 20)
 	ctx, cancel := context.WithCancel(context.Background())
