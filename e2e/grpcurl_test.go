@@ -29,7 +29,8 @@ func grpcurl(t *testing.T) string {
 
 func runGrpcurl(t *testing.T, stdin string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(grpcurl(t), append([]string{"-plaintext"}, args...)...)
+	// As the README's examples: the stack's CA and an admin token.
+	cmd := exec.Command(grpcurl(t), append([]string{"-cacert", pki.CAFile(), "-H", "authorization: Bearer " + adminToken}, args...)...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

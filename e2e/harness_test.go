@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -15,12 +16,13 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/local/sample"
 	"github.com/spoolhq/spool/local/stack"
 	"github.com/spoolhq/spool/platform/awsconf"
+	"github.com/spoolhq/spool/platform/devpki"
 )
 
 // binDir holds the binaries under test: $SPOOL_BIN_DIR (set by make test),
@@ -64,6 +66,19 @@ func TestMain(m *testing.M) {
 		if err := os.Setenv(awsconf.CallLogEnv, callLog); err != nil {
 			return 1, err
 		}
+		// Every stack runs with TLS and authentication, as deployed; the
+		// tests and the CLI call as an admin unless a test says otherwise.
+		pkiDir, err := os.MkdirTemp("", "spool-e2e-pki-")
+		if err != nil {
+			return 1, err
+		}
+		defer os.RemoveAll(pkiDir)
+		if pki, err = devpki.New(pkiDir); err != nil {
+			return 1, err
+		}
+		if adminToken, err = pki.Token("e2e-admin", []string{"admin"}, 24*time.Hour); err != nil {
+			return 1, err
+		}
 		flag.Parse()
 		code := m.Run()
 		// The calls a failed test made were made all the same.
@@ -83,11 +98,26 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// The PKI every stack of the run uses, and a token with every permission.
+var (
+	pki        *devpki.PKI
+	adminToken string
+)
+
+// bearerToken sends a token as "authorization: Bearer …" on every call.
+type bearerToken string
+
+func (b bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearerToken) RequireTransportSecurity() bool { return true }
+
 // startStack runs a whole stack for the test and stops it at cleanup,
 // checking that every process exits cleanly on SIGTERM.
 func startStack(t *testing.T, dispatchers int, extra func(*stack.Options)) *stack.Stack {
 	t.Helper()
-	o := stack.Options{StateDir: t.TempDir(), BinDir: binDir, Dispatchers: dispatchers}
+	o := stack.Options{StateDir: t.TempDir(), BinDir: binDir, Dispatchers: dispatchers, PKI: pki}
 	if extra != nil {
 		extra(&o)
 	}
@@ -138,7 +168,7 @@ func dumpLogs(t *testing.T, stateDir string) {
 // envOf returns the process environment plus the stack's endpoints, as a
 // user gets it by sourcing .spool/stack.env.
 func envOf(s *stack.Stack) []string {
-	return append(os.Environ(), s.Env...)
+	return append(append(os.Environ(), s.Env...), "SPOOL_TOKEN="+adminToken)
 }
 
 // writeSample writes a sample payroll file of rows rows.
@@ -193,10 +223,23 @@ func requireEachRowOnce(t *testing.T, s *stack.Stack, jobID string, n int64) {
 	require.Len(t, got, int(n), "rows outside 1..%d delivered", n)
 }
 
-// dial connects to a service of the stack.
+// dial connects to a service of the stack, as an admin.
 func dial(t *testing.T, addr string) *grpc.ClientConn {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return dialAs(t, addr, adminToken)
+}
+
+// dialAs connects to a service of the stack with a bearer token (none when
+// empty), trusting the stack's CA.
+func dialAs(t *testing.T, addr, token string) *grpc.ClientConn {
+	t.Helper()
+	pool, err := pki.CertPool()
+	require.NoError(t, err)
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))}
+	if token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken(token)))
+	}
+	conn, err := grpc.NewClient(addr, opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
 	return conn

@@ -8,6 +8,7 @@ package stack
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -25,10 +26,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/smithy-go/middleware"
 	"google.golang.org/grpc"
+	grpccreds "google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/spoolhq/spool/platform/awsconf"
+	"github.com/spoolhq/spool/platform/devpki"
 	"github.com/spoolhq/spool/platform/emulator"
 	"github.com/spoolhq/spool/platform/provision"
 )
@@ -57,6 +60,10 @@ type Options struct {
 	Detach bool
 	// Log receives one line per step; nil discards.
 	Log io.Writer
+	// PKI, when set, runs the services with TLS and authentication: its
+	// server settings go to every service, and stack.env names its CA as
+	// SPOOL_CA_FILE. Without it the services run with SPOOL_INSECURE=true.
+	PKI *devpki.PKI
 }
 
 // Stack is a running stack.
@@ -71,6 +78,9 @@ type Stack struct {
 	Dispatchers []*Proc
 	procs       []*Proc
 	baseEnv     []string
+	// serviceEnv is what the ingestor and dispatchers get on top of
+	// baseEnv: their TLS and auth settings.
+	serviceEnv []string
 }
 
 // EnvFile and PIDFile are the names of the files Up writes in StateDir.
@@ -147,16 +157,21 @@ func Up(ctx context.Context, o Options) (s *Stack, err error) {
 	}
 	fmt.Fprintf(o.Log, "queue %s (dead letters: %s), table %s\n", queues.URL, queues.DLQURL, o.Table)
 	s.baseEnv = append(s.baseEnv, "SPOOL_QUEUE_URL="+queues.URL, "SPOOL_DLQ_URL="+queues.DLQURL, "SPOOL_TABLE="+o.Table)
+	if o.PKI != nil {
+		s.serviceEnv = append(o.PKI.ServerEnv(), "SPOOL_GRPC_REFLECTION=true")
+	} else {
+		s.serviceEnv = []string{"SPOOL_INSECURE=true", "SPOOL_GRPC_REFLECTION=true"}
+	}
 
 	if s.Sink, err = s.startService(ctx, "sink", "sink", o.SinkArgs, nil, httpReady("/healthz")); err != nil {
 		return nil, err
 	}
-	if s.Ingestor, err = s.startService(ctx, "ingestor", "ingestor", o.IngestorArgs, nil, grpcReady); err != nil {
+	if s.Ingestor, err = s.startService(ctx, "ingestor", "ingestor", o.IngestorArgs, s.serviceEnv, s.grpcReady); err != nil {
 		return nil, err
 	}
 	for i := 1; i <= o.Dispatchers; i++ {
 		d, err := s.startService(ctx, "dispatcher-"+strconv.Itoa(i), "dispatcher", o.DispatcherArgs,
-			[]string{
+			append([]string{
 				"SPOOL_DESTINATION_URL=" + s.Sink.Addr + "/",
 				// The sink is a local stand-in served over plain HTTP,
 				// which a dispatcher refuses unless allowed.
@@ -167,7 +182,7 @@ func Up(ctx context.Context, o Options) (s *Stack, err error) {
 				// wait out the poll. A short wait keeps the demo's tail short;
 				// on AWS the default is right.
 				"SPOOL_RECEIVE_WAIT=1s",
-			}, grpcReady)
+			}, s.serviceEnv...), s.grpcReady)
 		if err != nil {
 			return nil, err
 		}
@@ -187,6 +202,9 @@ func Up(ctx context.Context, o Options) (s *Stack, err error) {
 		"SPOOL_INGESTOR_METRICS_URL="+s.Ingestor.MetricsURL,
 		"SPOOL_DISPATCHER_METRICS_URLS="+strings.Join(metricsURLs, ","),
 	)
+	if o.PKI != nil {
+		s.Env = append(s.Env, "SPOOL_CA_FILE="+o.PKI.CAFile())
+	}
 	if err := s.writeFiles(); err != nil {
 		return nil, err
 	}
@@ -275,12 +293,30 @@ func (s *Stack) Ready(p *Proc) func(context.Context, *Proc) error {
 	if p == s.Sink {
 		return httpReady("/healthz")
 	}
-	return grpcReady
+	return s.grpcReady
+}
+
+// transport returns the credentials that reach the stack's services: TLS
+// trusting the PKI's CA, or plaintext without one.
+func (s *Stack) transport() (grpccreds.TransportCredentials, error) {
+	if s.opts.PKI == nil {
+		return insecure.NewCredentials(), nil
+	}
+	pool, err := s.opts.PKI.CertPool()
+	if err != nil {
+		return nil, err
+	}
+	return grpccreds.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}), nil
 }
 
 // grpcReady polls the standard gRPC health service until it says SERVING.
-func grpcReady(ctx context.Context, p *Proc) error {
-	conn, err := grpc.NewClient(p.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// Health needs no credential, only the transport.
+func (s *Stack) grpcReady(ctx context.Context, p *Proc) error {
+	creds, err := s.transport()
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(p.Addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return err
 	}

@@ -15,7 +15,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"golang.org/x/term"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/spoolhq/spool/cli/internal/follow"
 	"github.com/spoolhq/spool/cli/internal/progress"
@@ -33,7 +32,8 @@ type app struct {
 	stdout, stderr io.Writer
 	lookup         func(string) (string, bool)
 	setenv         func(key, value string) error
-	// dialOpts are the options every gRPC client is made with.
+	// dialOpts are the options every gRPC client is made with; nil means
+	// those the environment asks for (transportOptions).
 	dialOpts []grpc.DialOption
 	// tty is whether stderr is a terminal, where progress is animated.
 	tty bool
@@ -55,13 +55,11 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *app {
 		tty = term.IsTerminal(int(f.Fd()))
 	}
 	return &app{
-		stdin:  stdin,
-		stdout: stdout,
-		stderr: stderr,
-		lookup: os.LookupEnv,
-		setenv: os.Setenv,
-		// Plaintext for now; TLS to the services comes with their TLS.
-		dialOpts:      []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), tracing.DialOption()},
+		stdin:         stdin,
+		stdout:        stdout,
+		stderr:        stderr,
+		lookup:        os.LookupEnv,
+		setenv:        os.Setenv,
 		tty:           tty,
 		now:           time.Now,
 		progressEvery: 5 * time.Second,
@@ -229,7 +227,15 @@ func (a *app) help(args []string) error {
 // dial returns a client connection to addr; it connects lazily, on the
 // first call.
 func (a *app) dial(addr string) (*grpc.ClientConn, error) {
-	cc, err := grpc.NewClient(addr, a.dialOpts...)
+	opts := a.dialOpts
+	if opts == nil {
+		var err error
+		if opts, err = transportOptions(a.lookup); err != nil {
+			return nil, err
+		}
+		opts = append(opts, tracing.DialOption())
+	}
+	cc, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
