@@ -113,6 +113,10 @@ bench: deps build
 	go run ./bench/cmd/spool-bench -bin $(BIN)
 	# The delivery path with metrics and tracing on vs off (overhead_% per case).
 	cd dispatcher && go test -run '^$$' -bench DeliveryObservability -benchtime 10000x -count 3 -timeout 10m ./internal/dispatch/
+	# GetJob and a StreamFile of 100 000 rows: plaintext without auth vs TLS + token vs TLS + client certificate.
+	# Each reports its modes' time per call and overhead_% over plaintext, the modes taking turns.
+	cd ingestor && go test -run '^$$' -bench Auth/GetJob -benchtime 2000x -count 3 -timeout 10m ./internal/ingest/
+	cd ingestor && go test -run '^$$' -bench Auth/StreamFile -benchtime 6x -count 3 -timeout 15m ./internal/ingest/
 
 clean:
 	rm -rf bin .spool
