@@ -104,6 +104,9 @@ func newStack(t testing.TB, visibility time.Duration) *stack {
 		"AWS_CONFIG_FILE":             filepath.Join(dir, "config"),
 		"AWS_SHARED_CREDENTIALS_FILE": filepath.Join(dir, "credentials"),
 		"AWS_EC2_METADATA_DISABLED":   "true",
+		// These tests are about delivery; the e2e tests run dispatchers
+		// with TLS and authentication.
+		"SPOOL_INSECURE": "true",
 	} {
 		t.Setenv(k, v)
 	}
