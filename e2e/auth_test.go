@@ -228,6 +228,23 @@ func TestAuthMatrix(t *testing.T) {
 			_, err := dis.ResumeJob(ctx, &spoolv1.ResumeJobRequest{JobId: jobB})
 			return err
 		}},
+		{name: "UpdateJob", allowed: anyOf("operate"), changes: true, call: func(ctx context.Context, _ spoolv1.IngestServiceClient, dis spoolv1.DispatchServiceClient) error {
+			maxFailures := int64(1000)
+			_, err := dis.UpdateJob(ctx, &spoolv1.UpdateJobRequest{JobId: jobB, MaxFailures: &maxFailures})
+			return err
+		}},
+		{name: "ApproveRequest", allowed: anyOf("resolve", "redrive"), changes: true, call: func(ctx context.Context, _ spoolv1.IngestServiceClient, dis spoolv1.DispatchServiceClient) error {
+			_, err := dis.ApproveRequest(ctx, &spoolv1.ApproveRequestRequest{RequestId: "no-such-request", Reason: "auth matrix"})
+			return err
+		}},
+		{name: "ListPendingRequests", allowed: view, call: func(ctx context.Context, _ spoolv1.IngestServiceClient, dis spoolv1.DispatchServiceClient) error {
+			_, err := dis.ListPendingRequests(ctx, &spoolv1.ListPendingRequestsRequest{JobId: jobA})
+			return err
+		}},
+		{name: "ListAuditEvents", allowed: view, call: func(ctx context.Context, _ spoolv1.IngestServiceClient, dis spoolv1.DispatchServiceClient) error {
+			_, err := dis.ListAuditEvents(ctx, &spoolv1.ListAuditEventsRequest{JobId: jobB})
+			return err
+		}},
 		{name: "CancelJob", allowed: anyOf("operate"), changes: true, call: func(ctx context.Context, _ spoolv1.IngestServiceClient, dis spoolv1.DispatchServiceClient) error {
 			_, err := dis.CancelJob(ctx, &spoolv1.CancelJobRequest{JobId: jobB, Reason: "auth matrix"})
 			return err
@@ -271,11 +288,13 @@ func TestAuthMatrix(t *testing.T) {
 	t.Logf("auth matrix: %d credentials × %d calls = %d cells; %d allowed, %d refused",
 		len(creds), len(calls), len(creds)*len(calls), allowedCells, refusedCells)
 	// The allowed state changes did happen: the operators cancelled B and
-	// resolved row 1 of A.
+	// asked for row 1 of A to be resolved (four-eyes holds it for approval).
 	b, err := spoolv1.NewIngestServiceClient(dial(t, s.Ingestor.Addr)).GetJob(ctx, &spoolv1.GetJobRequest{JobId: jobB})
 	require.NoError(t, err)
 	require.Equal(t, spoolv1.JobState_JOB_STATE_CANCELLED, b.GetJob().GetState())
-	require.Equal(t, spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, reportJob(t, s.Dispatchers[0].Addr, jobA).byRow(t)[1].GetState())
+	pending, err := spoolv1.NewDispatchServiceClient(dial(t, s.Dispatchers[0].Addr)).ListPendingRequests(ctx, &spoolv1.ListPendingRequestsRequest{JobId: jobA})
+	require.NoError(t, err)
+	require.NotEmpty(t, pending.GetRequests())
 }
 
 func dialWith(t *testing.T, addr string, opts []grpc.DialOption) *grpc.ClientConn {
@@ -312,13 +331,16 @@ func firstOf[T any](stream interface{ Recv() (T, error) }, err error) error {
 }
 
 // snapshot is what a refused call must not change: how many jobs there
-// are, the state of the jobs the calls aim at, job A's ledger, and the
-// messages in both queues.
+// are, the state of the jobs the calls aim at, job A's ledger, its
+// four-eyes requests, job B's audit trail, and the messages in both
+// queues.
 type snapshot struct {
 	Jobs          int
 	A, B          string
 	Ledger        string
 	Queue, Letter string
+	// Four-eyes requests on A and audit events of B.
+	Pending, Audit int
 }
 
 type snapshotter struct {
@@ -363,6 +385,13 @@ func (sn *snapshotter) take(ctx context.Context) snapshot {
 		require.NoError(t, err)
 		*j.out = fmt.Sprintf("%s paused=%t", resp.GetJob().GetState(), resp.GetJob().GetPaused())
 	}
+	dis := spoolv1.NewDispatchServiceClient(dial(t, sn.dispatchAddr))
+	pending, err := dis.ListPendingRequests(ctx, &spoolv1.ListPendingRequestsRequest{JobId: sn.jobA})
+	require.NoError(t, err)
+	snap.Pending = len(pending.GetRequests())
+	events, err := dis.ListAuditEvents(ctx, &spoolv1.ListAuditEventsRequest{JobId: sn.jobB, PageSize: 1000})
+	require.NoError(t, err)
+	snap.Audit = len(events.GetEvents())
 	for _, e := range reportJob(t, sn.dispatchAddr, sn.jobA).entries {
 		snap.Ledger += fmt.Sprintf("%d:%s ", e.GetRow(), e.GetState())
 	}

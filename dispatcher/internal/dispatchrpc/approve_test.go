@@ -141,7 +141,7 @@ func newOversight(t *testing.T, fourEyes dispatchrpc.FourEyes) *oversight {
 	}
 	trail := audit.New(o.faults, "spool", clk.Now)
 	log := slog.New(slog.DiscardHandler)
-	srv := grpcserve.New(log, grpc.ChainUnaryInterceptor(asPrincipal))
+	srv := grpcserve.New(log, grpcserve.Security{}, grpc.ChainUnaryInterceptor(asPrincipal))
 	spoolv1.RegisterDispatchServiceServer(srv, dispatchrpc.New(tableJobs{}, dispatchrpc.Options{
 		Now: clk.Now, Log: log, Ledger: o.book, Counter: o.counts, DeadLetters: o.drives, Control: o.control,
 		Audit: trail, Approvals: trail, FourEyes: fourEyes,

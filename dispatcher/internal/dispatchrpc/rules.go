@@ -19,4 +19,9 @@ var Rules = auth.Rules{
 	spoolv1.DispatchService_CancelJob_FullMethodName:           {auth.PermOperate},
 	spoolv1.DispatchService_ResolveTransaction_FullMethodName:  {auth.PermResolve},
 	spoolv1.DispatchService_RedriveDeadLetters_FullMethodName:  {auth.PermRedrive},
+	spoolv1.DispatchService_UpdateJob_FullMethodName:           {auth.PermOperate},
+	spoolv1.DispatchService_ListPendingRequests_FullMethodName: {auth.PermView},
+	spoolv1.DispatchService_ListAuditEvents_FullMethodName:     {auth.PermView},
+	// The handler then checks the permission of the action approved.
+	spoolv1.DispatchService_ApproveRequest_FullMethodName: {auth.PermResolve, auth.PermRedrive},
 }
