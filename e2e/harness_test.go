@@ -266,8 +266,15 @@ func watchToEnd(t *testing.T, addr, jobID string, timeout time.Duration) *spoolv
 // runCLI runs bin/spool with the stack's environment.
 func runCLI(t *testing.T, s *stack.Stack, args ...string) (string, error) {
 	t.Helper()
+	return runCLIAs(t, s, adminToken, args...)
+}
+
+// runCLIAs runs the CLI with token as SPOOL_TOKEN.
+func runCLIAs(t *testing.T, s *stack.Stack, token string, args ...string) (string, error) {
+	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, "spool"), args...)
-	cmd.Env = envOf(s)
+	// The last of two values of a variable is the one the process sees.
+	cmd.Env = append(envOf(s), "SPOOL_TOKEN="+token)
 	cmd.Dir = t.TempDir()
 	out, err := cmd.CombinedOutput()
 	return string(out), err

@@ -43,9 +43,8 @@ import (
 func TestRedriveDeadLetters(t *testing.T) {
 	const rows = 40
 	s := startStack(t, 1, func(o *stack.Options) {
-		// The stack runs without authentication here: every caller is the
-		// same anonymous one, so no second person could approve a
-		// four-eyes request (TestFourEyesAnonymous).
+		// Every call here is the harness's admin, so no second person
+		// could approve a four-eyes request (TestFourEyes has two).
 		o.DispatcherArgs = []string{"-max-attempts", "1", "-receiving-delay", "1s", "-concurrency", "4", "-four-eyes", "none"}
 	})
 	resp, err := http.Post(s.Sink.Addr+"/down?for=4s", "", nil)
@@ -100,55 +99,66 @@ func TestResolveUnknownRows(t *testing.T) {
 	require.EqualValues(t, 1, ledger[3].Applied, "an unresolved row is not sent again")
 	entries := reportJob(t, s.Dispatchers[0].Addr, jobID).byRow(t)
 	require.Equal(t, spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, entries[1].GetState())
-	require.Equal(t, "anonymous", entries[1].GetResolvedBy(), "without authentication, who resolved it is anonymous")
-	require.Equal(t, "anonymous", entries[2].GetResolvedBy(), "the resent row keeps who resolved it")
+	require.Equal(t, "e2e-admin", entries[1].GetResolvedBy(), "the token's subject resolved it")
+	require.Equal(t, "e2e-admin", entries[2].GetResolvedBy(), "the resent row keeps who resolved it")
 }
 
-// TestFourEyesAnonymous: under the default four-eyes rule, an operator's
-// resolve of an UNKNOWN row only records a request, which the same caller
-// cannot approve: without authentication every caller is "anonymous", so
-// nothing changes at all. The audit trail lists the request and the
-// refused approval. (The approval by a second principal is tested in the
-// dispatcher's API tests, which put principals in the context.)
-func TestFourEyesAnonymous(t *testing.T) {
+// TestFourEyes: under the default four-eyes rule, an operator's resolve
+// of an UNKNOWN row only records a request, which the same operator cannot
+// approve; nothing changes until a second principal (the approver) does.
+// The audit trail lists the request, the refused approval and the
+// approval, each with who made it.
+func TestFourEyes(t *testing.T) {
 	const rows = 2
 	s := startStack(t, 1, func(o *stack.Options) {
 		o.SinkArgs = []string{"-hang-rate", "1", "-hang-for", "1500ms"}
 		o.DispatcherArgs = []string{"-destination-timeout", "500ms", "-receiving-delay", "1s"}
 	})
+	operator, err := pki.Token("e2e-operator", []string{"operator"}, time.Hour)
+	require.NoError(t, err)
+	approver, err := pki.Token("e2e-approver", []string{"approver"}, time.Hour)
+	require.NoError(t, err)
 	jobID := streamFile(t, s.Ingestor.Addr, writeSample(t, rows), &spoolv1.FileHeader{FileName: "unknown.csv"}).GetJobId()
 	waitJob(t, s, &spoolv1.GetJobRequest{JobId: jobID}, time.Minute, "every row UNKNOWN", func(j *spoolv1.Job) bool {
 		return isFinal(j.GetState()) && j.GetUnknown() == rows
 	})
 
-	out, err := runCLI(t, s, "resolve", "-reason", "seen in the portal", jobID, "1", "--delivered")
+	out, err := runCLIAs(t, s, operator, "resolve", "-reason", "seen in the portal", jobID, "1", "--delivered")
 	require.NoError(t, err, out)
 	require.Contains(t, out, "awaits approval by another person")
 	// The output ends with the command that approves it.
 	fields := strings.Fields(out)
 	requestID := fields[len(fields)-1]
-	out, err = runCLI(t, s, "pending", jobID)
+	out, err = runCLIAs(t, s, operator, "pending", jobID)
 	require.NoError(t, err, out)
 	require.Contains(t, out, "resolve row 1 DELIVERED")
 	require.NotEmpty(t, requestID, out)
 	require.Contains(t, out, requestID)
 
-	out, err = runCLI(t, s, "approve", requestID)
+	out, err = runCLIAs(t, s, operator, "approve", requestID)
 	require.Error(t, err, out)
 	require.Contains(t, out, "four-eyes rule")
-
 	entries := reportJob(t, s.Dispatchers[0].Addr, jobID).byRow(t)
 	require.Equal(t, spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN, entries[1].GetState(), "nothing changes without a second person")
 	require.EqualValues(t, 1, sinkLedger(t, s, jobID)[1].Applied)
 
-	out, err = runCLI(t, s, "audit", jobID)
+	out, err = runCLIAs(t, s, approver, "approve", requestID)
+	require.NoError(t, err, out)
+	entries = reportJob(t, s.Dispatchers[0].Addr, jobID).byRow(t)
+	require.Equal(t, spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, entries[1].GetState(), "approved by a second person")
+	require.Equal(t, spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN, entries[2].GetState())
+	require.EqualValues(t, 1, sinkLedger(t, s, jobID)[1].Applied, "a row resolved delivered is not sent again")
+
+	out, err = runCLIAs(t, s, approver, "audit", jobID)
 	require.NoError(t, err, out)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	require.Len(t, lines, 3, out)
+	require.GreaterOrEqual(t, len(lines), 4, out)
 	require.Contains(t, lines[1], "request resolve row 1 DELIVERED")
+	require.Contains(t, lines[1], "e2e-operator")
 	require.Contains(t, lines[1], "seen in the portal")
 	require.Contains(t, lines[2], "approve resolve row 1 DELIVERED")
 	require.Contains(t, lines[2], "PermissionDenied")
+	require.Contains(t, out, "e2e-approver")
 }
 
 // TestConcurrentSubmissionsOfOneKey: two streams of one file under one
