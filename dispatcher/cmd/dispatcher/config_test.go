@@ -67,7 +67,7 @@ func TestParseConfig(t *testing.T) {
 		{
 			name: "four-eyes from the environment",
 			env: map[string]string{
-				"SPOOL_QUEUE_URL": "http://q", "SPOOL_TABLE": "jobs", "SPOOL_DESTINATION_URL": "https://dest/pay",
+				"SPOOL_QUEUE_URL": "http://q", "SPOOL_TABLE": "jobs", "SPOOL_DESTINATION_URL": "https://dest/pay", "SPOOL_INSECURE": "true",
 				"SPOOL_FOUR_EYES": "Redrive", "SPOOL_FOUR_EYES_TTL": "2h",
 			},
 			check: func(t *testing.T, c config) {
