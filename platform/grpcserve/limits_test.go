@@ -65,7 +65,7 @@ func TestLimitsFlags(t *testing.T) {
 func serve(t *testing.T, l Limits) *grpc.ClientConn {
 	t.Helper()
 	require.NoError(t, l.Validate())
-	s := New(slog.New(slog.DiscardHandler), l.ServerOptions()...)
+	s := New(slog.New(slog.DiscardHandler), Security{}, l.ServerOptions()...)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -184,7 +184,7 @@ func TestParseConfig(t *testing.T) {
 			},
 		},
 		{name: "required missing", wantErr: "-queue-url (or $SPOOL_QUEUE_URL) is required"},
-		{name: "no security settings", args: required[1:], wantErr: "set SPOOL_TLS_CERT_FILE and SPOOL_TLS_KEY_FILE"},
+		{name: "no security settings", args: required[1:], env: map[string]string{"SPOOL_INSECURE": "false"}, wantErr: "set SPOOL_TLS_CERT_FILE and SPOOL_TLS_KEY_FILE"},
 		{name: "insecure and TLS", args: append([]string{"-tls-cert-file", "c.pem"}, required...), wantErr: "SPOOL_INSECURE=true serves plaintext"},
 		{name: "bad header", args: append([]string{"-destination-header", "no colon here"}, required...), wantErr: "want \"Name: value\""},
 		{name: "bad url", args: []string{"-queue-url", "q", "-table", "t", "-destination-url", "dest"}, wantErr: "http(s) URL"},
@@ -234,7 +234,16 @@ func TestParseConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := parseConfig(tt.args, func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok }, io.Discard)
+			lookup := func(k string) (string, bool) {
+				v, ok := tt.env[k]
+				if !ok && k == "SPOOL_INSECURE" {
+					// Unless a case is about the server's security, it
+					// runs plaintext.
+					return "true", true
+				}
+				return v, ok
+			}
+			c, err := parseConfig(tt.args, lookup, io.Discard)
 			if tt.wantErr != "" {
 				require.ErrorContains(t, err, tt.wantErr)
 				return

@@ -68,7 +68,7 @@ func TestParseConfig(t *testing.T) {
 		},
 		{
 			name: "bounds from the environment",
-			env: map[string]string{"SPOOL_QUEUE_URL": "http://q", "SPOOL_TABLE": "t", "SPOOL_MAX_STREAMS_PER_PRINCIPAL": "2",
+			env: map[string]string{"SPOOL_INSECURE": "true", "SPOOL_QUEUE_URL": "http://q", "SPOOL_TABLE": "t", "SPOOL_MAX_STREAMS_PER_PRINCIPAL": "2",
 				"SPOOL_STREAM_IDLE_TIMEOUT": "0s", "SPOOL_GRPC_MAX_CONCURRENT_STREAMS": "3", "SPOOL_TENANT": "acme"},
 			check: func(t *testing.T, c config) {
 				require.Equal(t, "acme", c.tenant)

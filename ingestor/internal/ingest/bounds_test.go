@@ -88,7 +88,7 @@ func (c *callerStream) Context() context.Context { return c.ctx }
 // interceptor.
 func startBounded(tb testing.TB, srv *Server) spoolv1.IngestServiceClient {
 	tb.Helper()
-	s := grpcserve.New(slog.New(slog.NewTextHandler(tb.Output(), nil)), grpc.ChainStreamInterceptor(
+	s := grpcserve.New(slog.New(slog.NewTextHandler(tb.Output(), nil)), grpcserve.Security{}, grpc.ChainStreamInterceptor(
 		func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 			return h(srv, asCaller(ss))
 		}))
