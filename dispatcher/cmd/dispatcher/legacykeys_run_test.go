@@ -22,6 +22,7 @@ import (
 	"github.com/spoolhq/spool/dispatcher/internal/ledger"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/awsconf"
+	"github.com/spoolhq/spool/platform/grpcserve"
 	"github.com/spoolhq/spool/platform/tablelayout"
 )
 
@@ -145,7 +146,7 @@ func TestLedgerLegacyKeysAuto(t *testing.T) {
 func startCounted(t *testing.T, s *stack, reads *ledgerReads, args ...string) func() error {
 	t.Helper()
 	cfg, err := parseConfig(append([]string{
-		"-queue-url", s.queueURL, "-table", s.table, "-allow-insecure-destination",
+		"-insecure", "-queue-url", s.queueURL, "-table", s.table, "-allow-insecure-destination",
 		"-receive-wait", "1s", "-counter-flush", "100ms", "-shutdown-grace", "10s",
 	}, args...), func(string) (string, bool) { return "", false }, io.Discard)
 	require.NoError(t, err)
@@ -153,7 +154,7 @@ func startCounted(t *testing.T, s *stack, reads *ledgerReads, args ...string) fu
 	awsCfg, err := awsconf.Load(t.Context(), log)
 	require.NoError(t, err)
 	db := dynamodb.NewFromConfig(awsCfg, func(o *dynamodb.Options) { o.APIOptions = append(o.APIOptions, reads.middleware) })
-	d, err := newDispatcher(t.Context(), cfg, db, sqs.NewFromConfig(awsCfg), log)
+	d, err := newDispatcher(t.Context(), cfg, grpcserve.Security{}, db, sqs.NewFromConfig(awsCfg), log)
 	require.NoError(t, err)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

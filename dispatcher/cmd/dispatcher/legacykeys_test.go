@@ -18,7 +18,7 @@ import (
 )
 
 func TestLedgerLegacyKeysFlag(t *testing.T) {
-	required := []string{"-queue-url", "http://q", "-table", "jobs", "-destination-url", "https://dest/pay"}
+	required := []string{"-insecure", "-queue-url", "http://q", "-table", "jobs", "-destination-url", "https://dest/pay"}
 	tests := []struct {
 		name    string
 		flag    string // -ledger-legacy-keys, or none when empty
