@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -245,10 +246,29 @@ func TestAuthMatrix(t *testing.T) {
 			_, err := dis.ListAuditEvents(ctx, &spoolv1.ListAuditEventsRequest{JobId: jobB})
 			return err
 		}},
+		{name: "ListJobs", allowed: view, call: func(ctx context.Context, _ spoolv1.IngestServiceClient, dis spoolv1.DispatchServiceClient) error {
+			_, err := dis.ListJobs(ctx, &spoolv1.ListJobsRequest{})
+			return err
+		}},
+		{name: "RenderRequests", allowed: anyOf("submit", "view"), call: func(ctx context.Context, _ spoolv1.IngestServiceClient, dis spoolv1.DispatchServiceClient) error {
+			_, err := dis.RenderRequests(ctx, &spoolv1.RenderRequestsRequest{Envelopes: []*spoolv1.Envelope{{
+				JobId: jobA, Row: 1, TransactionKey: "auth-matrix-render", Fields: []*spoolv1.Field{{Name: "employee_id", Value: "E1"}, {Name: "amount", Value: "1.00"}},
+			}}})
+			return err
+		}},
 		{name: "CancelJob", allowed: anyOf("operate"), changes: true, call: func(ctx context.Context, _ spoolv1.IngestServiceClient, dis spoolv1.DispatchServiceClient) error {
 			_, err := dis.CancelJob(ctx, &spoolv1.CancelJobRequest{JobId: jobB, Reason: "auth matrix"})
 			return err
 		}},
+	}
+
+	// Every method of both services is in the matrix: a new RPC without a
+	// row here fails this test rather than going unchecked.
+	for _, sd := range []grpc.ServiceDesc{spoolv1.IngestService_ServiceDesc, spoolv1.DispatchService_ServiceDesc} {
+		for _, m := range append(methodNames(sd.Methods), streamNames(sd.Streams)...) {
+			require.Truef(t, slices.ContainsFunc(calls, func(c matrixCall) bool { return c.name == m || strings.HasPrefix(c.name, m+" ") }),
+				"%s.%s has no row in the auth matrix", sd.ServiceName, m)
+		}
 	}
 
 	snap := newSnapshotter(t, s, env, jobA, jobB)
@@ -407,4 +427,20 @@ func (sn *snapshotter) take(ctx context.Context) snapshot {
 		*q.out = fmt.Sprint(attrs.Attributes)
 	}
 	return snap
+}
+
+func methodNames(ms []grpc.MethodDesc) []string {
+	names := make([]string, 0, len(ms))
+	for _, m := range ms {
+		names = append(names, m.MethodName)
+	}
+	return names
+}
+
+func streamNames(ss []grpc.StreamDesc) []string {
+	names := make([]string, 0, len(ss))
+	for _, s := range ss {
+		names = append(names, s.StreamName)
+	}
+	return names
 }

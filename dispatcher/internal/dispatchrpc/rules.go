@@ -22,6 +22,10 @@ var Rules = auth.Rules{
 	spoolv1.DispatchService_UpdateJob_FullMethodName:           {auth.PermOperate},
 	spoolv1.DispatchService_ListPendingRequests_FullMethodName: {auth.PermView},
 	spoolv1.DispatchService_ListAuditEvents_FullMethodName:     {auth.PermView},
+	spoolv1.DispatchService_ListJobs_FullMethodName:            {auth.PermView},
+	// A dry run's rendering shows the caller's own rows as the third party
+	// would receive them (secrets redacted): whoever may submit may see it.
+	spoolv1.DispatchService_RenderRequests_FullMethodName: {auth.PermSubmit, auth.PermView},
 	// The handler then checks the permission of the action approved.
 	spoolv1.DispatchService_ApproveRequest_FullMethodName: {auth.PermResolve, auth.PermRedrive},
 }
