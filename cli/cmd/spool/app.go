@@ -21,6 +21,7 @@ import (
 	"github.com/spoolhq/spool/cli/internal/stackenv"
 	"github.com/spoolhq/spool/cli/internal/top"
 	"github.com/spoolhq/spool/platform/awsconf"
+	"github.com/spoolhq/spool/platform/clientauth"
 	"github.com/spoolhq/spool/platform/envcfg"
 	"github.com/spoolhq/spool/platform/tracing"
 )
@@ -32,8 +33,8 @@ type app struct {
 	stdout, stderr io.Writer
 	lookup         func(string) (string, bool)
 	setenv         func(key, value string) error
-	// dialOpts are the options every gRPC client is made with; nil means
-	// those the environment asks for (transportOptions).
+	// dialOpts are the options every gRPC client is made with, after the
+	// credentials the environment names (platform/clientauth).
 	dialOpts []grpc.DialOption
 	// tty is whether stderr is a terminal, where progress is animated.
 	tty bool
@@ -60,6 +61,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *app {
 		stderr:        stderr,
 		lookup:        os.LookupEnv,
 		setenv:        os.Setenv,
+		dialOpts:      []grpc.DialOption{tracing.DialOption()},
 		tty:           tty,
 		now:           time.Now,
 		progressEvery: 5 * time.Second,
@@ -95,7 +97,7 @@ type command struct {
 }
 
 func (a *app) commands() []*command {
-	return []*command{a.sendCommand(), a.watchCommand(), a.statusCommand(), a.jobsCommand(), a.reportCommand(), a.resultsCommand(), a.resolveCommand(),
+	return []*command{a.sendCommand(), a.watchCommand(), a.statusCommand(), a.reportCommand(), a.resolveCommand(),
 		a.deadLettersCommand(), a.redriveCommand(), a.pauseCommand(), a.resumeCommand(), a.cancelCommand(), a.updateCommand(),
 		a.approveCommand(), a.pendingCommand(), a.auditCommand(), a.initCommand(), a.profilesCommand(), a.validateCommand(), a.topCommand()}
 }
@@ -192,6 +194,10 @@ commands:`
 const outro = `Settings come from flags, then SPOOL_* environment variables, then
 .spool/stack.env in the working directory (written by 'make up'), which
 fills only variables that are not already set.
+Credentials: SPOOL_CA_FILE (the CA that signed the servers' certificates),
+SPOOL_TOKEN or SPOOL_TOKEN_FILE (a bearer token sent with every call),
+SPOOL_CLIENT_CERT_FILE and SPOOL_CLIENT_KEY_FILE (mutual TLS). With none of
+them set, spool speaks plaintext.
 Exit status: 0 when the command (and, for send and watch, the job) succeeded,
 1 when it failed or the job did not complete with every row delivered
 (no failed, UNKNOWN or rejected row), 2 for a
@@ -225,17 +231,15 @@ func (a *app) help(args []string) error {
 }
 
 // dial returns a client connection to addr; it connects lazily, on the
-// first call.
+// first call. It speaks TLS and sends a bearer token with every call when
+// the environment (or .spool/stack.env) names a CA, a token or a client
+// certificate, and plaintext only when it names none of them.
 func (a *app) dial(addr string) (*grpc.ClientConn, error) {
-	opts := a.dialOpts
-	if opts == nil {
-		var err error
-		if opts, err = transportOptions(a.lookup); err != nil {
-			return nil, err
-		}
-		opts = append(opts, tracing.DialOption())
+	creds, err := clientauth.FromEnv(a.lookup).DialOptions()
+	if err != nil {
+		return nil, fmt.Errorf("credentials for %s: %w", addr, err)
 	}
-	cc, err := grpc.NewClient(addr, opts...)
+	cc, err := grpc.NewClient(addr, append(creds, a.dialOpts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}

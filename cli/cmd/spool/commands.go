@@ -341,7 +341,9 @@ func splitAddrs(s string) ([]string, error) {
 
 // hint adds a next step to an unreachable service's error.
 func hint(err error, service, env string) string {
-	if status.Code(err) != codes.Unavailable {
+	// A failed TLS handshake is Unavailable too, and rpcerr already said
+	// what to change.
+	if st := status.Convert(err); st.Code() != codes.Unavailable || rpcerr.Advice(st) != "" {
 		return ""
 	}
 	return fmt.Sprintf("\nis the %s running? set its address with %s or the flag (after 'make up', .spool/stack.env has it)", service, env)

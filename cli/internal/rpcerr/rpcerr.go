@@ -1,6 +1,8 @@
 // Package rpcerr turns gRPC errors into messages a person can act on: the
 // status code's name, the server's message, and the fields a BadRequest
-// detail names, instead of "rpc error: code = ... desc = ...".
+// detail names, instead of "rpc error: code = ... desc = ...". A refused
+// credential, a missing permission or a TLS handshake that failed also get
+// a line saying which setting to change.
 package rpcerr
 
 import (
@@ -9,6 +11,7 @@ import (
 	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
@@ -61,6 +64,9 @@ func Describe(st *status.Status) string {
 			}
 		}
 	}
+	if a := Advice(st); a != "" {
+		fmt.Fprintf(&b, "\n  %s", a)
+	}
 	if resp != nil {
 		for _, e := range resp.GetErrors() {
 			fmt.Fprintf(&b, "\n  %s", RowError(e))
@@ -70,6 +76,43 @@ func Describe(st *status.Status) string {
 		}
 	}
 	return b.String()
+}
+
+// The client settings a piece of advice names (see platform/clientauth).
+const settingsHint = "after 'make up', .spool/stack.env holds them"
+
+// transportAdvice maps what gRPC reports of a failed connection to what to
+// change. gRPC reports each as Unavailable, with the TLS library's words in
+// the message; the first match wins.
+var transportAdvice = []struct{ symptom, advice string }{
+	// A plaintext client's HTTP/2 preface is not a TLS ClientHello: a TLS
+	// server closes the connection without a word.
+	{"error reading server preface", "the server closed the connection before speaking gRPC: it probably wants TLS; set SPOOL_CA_FILE to the CA that signed its certificate (" + settingsHint + ")"},
+	{"first record does not look like a TLS handshake", "the server speaks plaintext, this client TLS (SPOOL_CA_FILE, SPOOL_TOKEN or a client certificate is set): unset them for a server run with SPOOL_INSECURE=true, or check the address"},
+	{"certificate signed by unknown authority", "the server's certificate is not signed by the CA in SPOOL_CA_FILE (without it, by a system root): point SPOOL_CA_FILE at the CA that signed it"},
+	{"certificate is not valid for", "the server's certificate does not name the host dialled: use an address its certificate names"},
+	{"certificate has expired", "a certificate has expired (the server's, or the client's in SPOOL_CLIENT_CERT_FILE)"},
+	{"tls: certificate required", "the server wants a client certificate: set SPOOL_CLIENT_CERT_FILE and SPOOL_CLIENT_KEY_FILE"},
+	{"tls: bad certificate", "the server refused the client certificate in SPOOL_CLIENT_CERT_FILE: it is not signed by the CA the server trusts"},
+}
+
+// Advice returns one line saying which setting to change after st, or ""
+// when there is nothing a setting can fix. It never echoes a credential:
+// the server's message names what was wrong, not the token.
+func Advice(st *status.Status) string {
+	switch st.Code() {
+	case codes.Unauthenticated:
+		return "the server did not accept the caller's credential: set SPOOL_TOKEN (or SPOOL_TOKEN_FILE) to a valid, unexpired token (" + settingsHint + ")"
+	case codes.PermissionDenied:
+		return "the caller's roles do not grant this: use a token of a role that does (README: Security)"
+	case codes.Unavailable:
+		for _, t := range transportAdvice {
+			if strings.Contains(st.Message(), t.symptom) {
+				return t.advice
+			}
+		}
+	}
+	return ""
 }
 
 // RowError formats one invalid row: "row 12, column amount: reason (value

@@ -62,6 +62,30 @@ func TestReadable(t *testing.T) {
 			want: "Unavailable: connection refused",
 			code: codes.Unavailable,
 		},
+		{
+			name: "no credential",
+			err:  status.Error(codes.Unauthenticated, "no bearer token or client certificate"),
+			want: "Unauthenticated: no bearer token or client certificate\n  the server did not accept the caller's credential: set SPOOL_TOKEN (or SPOOL_TOKEN_FILE) to a valid, unexpired token (after 'make up', .spool/stack.env holds them)",
+			code: codes.Unauthenticated,
+		},
+		{
+			name: "missing permission",
+			err:  status.Error(codes.PermissionDenied, `permission "resolve" required`),
+			want: "PermissionDenied: permission \"resolve\" required\n  the caller's roles do not grant this: use a token of a role that does (README: Security)",
+			code: codes.PermissionDenied,
+		},
+		{
+			name: "plaintext client, TLS server",
+			err:  status.Error(codes.Unavailable, `connection error: desc = "error reading server preface: EOF"`),
+			want: "Unavailable: connection error: desc = \"error reading server preface: EOF\"\n  the server closed the connection before speaking gRPC: it probably wants TLS; set SPOOL_CA_FILE to the CA that signed its certificate (after 'make up', .spool/stack.env holds them)",
+			code: codes.Unavailable,
+		},
+		{
+			name: "unknown CA",
+			err:  status.Error(codes.Unavailable, `connection error: desc = "transport: authentication handshake failed: tls: failed to verify certificate: x509: certificate signed by unknown authority"`),
+			want: "Unavailable: connection error: desc = \"transport: authentication handshake failed: tls: failed to verify certificate: x509: certificate signed by unknown authority\"\n  the server's certificate is not signed by the CA in SPOOL_CA_FILE (without it, by a system root): point SPOOL_CA_FILE at the CA that signed it",
+			code: codes.Unavailable,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -73,4 +97,32 @@ func TestReadable(t *testing.T) {
 		})
 	}
 	require.NoError(t, Readable(nil))
+}
+
+func TestAdvice(t *testing.T) {
+	tests := []struct {
+		name string
+		st   *status.Status
+		want string // a substring; empty means no advice
+	}{
+		{name: "not found", st: status.New(codes.NotFound, "job j1 not found")},
+		{name: "refused connection", st: status.New(codes.Unavailable, `connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:1: connect: connection refused"`)},
+		{name: "TLS client, plaintext server", st: status.New(codes.Unavailable, "transport: authentication handshake failed: tls: first record does not look like a TLS handshake"), want: "the server speaks plaintext"},
+		{name: "wrong host", st: status.New(codes.Unavailable, "x509: certificate is not valid for any names, but wanted to match ingestor"), want: "does not name the host"},
+		{name: "client certificate wanted", st: status.New(codes.Unavailable, "remote error: tls: certificate required"), want: "SPOOL_CLIENT_CERT_FILE and SPOOL_CLIENT_KEY_FILE"},
+		{name: "client certificate refused", st: status.New(codes.Unavailable, "remote error: tls: bad certificate"), want: "refused the client certificate"},
+		{name: "expired", st: status.New(codes.Unavailable, "x509: certificate has expired or is not yet valid"), want: "has expired"},
+		{name: "unauthenticated", st: status.New(codes.Unauthenticated, "token expired"), want: "SPOOL_TOKEN"},
+		{name: "permission", st: status.New(codes.PermissionDenied, `permission "redrive" required`), want: "roles do not grant"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Advice(tt.st)
+			if tt.want == "" {
+				require.Empty(t, got)
+				return
+			}
+			require.Contains(t, got, tt.want)
+		})
+	}
 }
