@@ -91,6 +91,7 @@ var transportAdvice = []struct{ symptom, advice string }{
 	{"first record does not look like a TLS handshake", "the server speaks plaintext, this client TLS (SPOOL_CA_FILE, SPOOL_TOKEN or a client certificate is set): unset them for a server run with SPOOL_INSECURE=true, or check the address"},
 	{"certificate signed by unknown authority", "the server's certificate is not signed by the CA in SPOOL_CA_FILE (without it, by a system root): point SPOOL_CA_FILE at the CA that signed it"},
 	{"certificate is not valid for", "the server's certificate does not name the host dialled: use an address its certificate names"},
+	{"doesn't contain any IP SANs", "the server's certificate does not name the IP address dialled: use an address its certificate names"},
 	{"certificate has expired", "a certificate has expired (the server's, or the client's in SPOOL_CLIENT_CERT_FILE)"},
 	{"tls: certificate required", "the server wants a client certificate: set SPOOL_CLIENT_CERT_FILE and SPOOL_CLIENT_KEY_FILE"},
 	{"tls: bad certificate", "the server refused the client certificate in SPOOL_CLIENT_CERT_FILE: it is not signed by the CA the server trusts"},

@@ -109,6 +109,7 @@ func TestAdvice(t *testing.T) {
 		{name: "refused connection", st: status.New(codes.Unavailable, `connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:1: connect: connection refused"`)},
 		{name: "TLS client, plaintext server", st: status.New(codes.Unavailable, "transport: authentication handshake failed: tls: first record does not look like a TLS handshake"), want: "the server speaks plaintext"},
 		{name: "wrong host", st: status.New(codes.Unavailable, "x509: certificate is not valid for any names, but wanted to match ingestor"), want: "does not name the host"},
+		{name: "IP not in the certificate", st: status.New(codes.Unavailable, "x509: cannot validate certificate for 10.0.0.1 because it doesn't contain any IP SANs"), want: "IP address dialled"},
 		{name: "client certificate wanted", st: status.New(codes.Unavailable, "remote error: tls: certificate required"), want: "SPOOL_CLIENT_CERT_FILE and SPOOL_CLIENT_KEY_FILE"},
 		{name: "client certificate refused", st: status.New(codes.Unavailable, "remote error: tls: bad certificate"), want: "refused the client certificate"},
 		{name: "expired", st: status.New(codes.Unavailable, "x509: certificate has expired or is not yet valid"), want: "has expired"},

@@ -6,10 +6,22 @@
 //
 //	probe -grpc 127.0.0.1:50051
 //	probe -http http://127.0.0.1:8080/healthz
+//
+// A server that serves TLS is checked over TLS. Run inside the server's own
+// container, where SPOOL_TLS_CERT_FILE names the certificate the server
+// presents, the probe trusts exactly that certificate, whatever names it
+// carries (on ECS they are the service's, not 127.0.0.1). Elsewhere it
+// dials as every Spool client does (platform/clientauth: SPOOL_CA_FILE,
+// SPOOL_TOKEN, a client certificate), and plaintext when none is set.
+// Health checks are exempt from authentication; a token is sent only
+// because a client with one always sends it.
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,12 +31,14 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/spoolhq/spool/platform/clientauth"
 )
 
 func main() {
-	if err := run(context.Background(), os.Args[1:], os.Stderr); err != nil {
+	if err := run(context.Background(), os.Args[1:], os.LookupEnv, os.Stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "probe:", err)
 		}
@@ -32,7 +46,7 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, args []string, stderr io.Writer) error {
+func run(ctx context.Context, args []string, lookup func(string) (string, bool), stderr io.Writer) error {
 	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	grpcAddr := fs.String("grpc", "", "gRPC server address (host:port) to ask for grpc.health.v1 status")
@@ -53,14 +67,65 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	case (*grpcAddr == "") == (*httpURL == ""):
 		return errors.New("give exactly one of -grpc or -http")
 	case *grpcAddr != "":
-		return checkGRPC(ctx, *grpcAddr, *service)
+		opts, err := grpcCredentials(lookup)
+		if err != nil {
+			return err
+		}
+		return checkGRPC(ctx, *grpcAddr, *service, opts)
 	default:
 		return checkHTTP(ctx, *httpURL)
 	}
 }
 
-func checkGRPC(ctx context.Context, addr, service string) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// serverCertEnv names the certificate a Spool server presents; set, it
+// means the probe runs beside that server.
+const serverCertEnv = "SPOOL_TLS_CERT_FILE"
+
+// grpcCredentials returns how to dial the server: pinned to its own
+// certificate, or as a client configured by the environment.
+func grpcCredentials(lookup func(string) (string, bool)) ([]grpc.DialOption, error) {
+	if path, ok := lookup(serverCertEnv); ok && path != "" {
+		cfg, err := pinned(path)
+		if err != nil {
+			return nil, err
+		}
+		return []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}, nil
+	}
+	return clientauth.FromEnv(lookup).DialOptions()
+}
+
+// pinned returns a TLS configuration that accepts exactly the leaf
+// certificate in path: it is the only root, and the name checked is one
+// the certificate itself carries.
+func pinned(path string) (*tls.Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", serverCertEnv, err)
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("%s %s does not start with a PEM certificate", serverCertEnv, path)
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("parse %s: %w", serverCertEnv, err)
+	}
+	var name string
+	switch {
+	case len(leaf.DNSNames) > 0:
+		name = leaf.DNSNames[0]
+	case len(leaf.IPAddresses) > 0:
+		name = leaf.IPAddresses[0].String()
+	default:
+		return nil, fmt.Errorf("%s %s names no host (no subject alternative name)", serverCertEnv, path)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: name}, nil
+}
+
+func checkGRPC(ctx context.Context, addr, service string, opts []grpc.DialOption) error {
+	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", addr, err)
 	}

@@ -2,14 +2,26 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
@@ -17,11 +29,11 @@ import (
 // startHealthServer serves grpc.health.v1 on a free loopback port with the
 // whole server in the given status and "spool.v1.IngestService" SERVING,
 // and stops it at cleanup.
-func startHealthServer(tb testing.TB, status healthpb.HealthCheckResponse_ServingStatus) string {
+func startHealthServer(tb testing.TB, status healthpb.HealthCheckResponse_ServingStatus, opts ...grpc.ServerOption) string {
 	tb.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(tb, err)
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(opts...)
 	h := health.NewServer()
 	h.SetServingStatus("", status)
 	h.SetServingStatus("spool.v1.IngestService", healthpb.HealthCheckResponse_SERVING)
@@ -75,7 +87,79 @@ func TestRun(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := run(context.Background(), tt.args, io.Discard)
+			err := run(context.Background(), tt.args, noEnv, io.Discard)
+			if tt.wantErr == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, tt.wantErr)
+		})
+	}
+}
+
+func noEnv(string) (string, bool) { return "", false }
+
+func envOf(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+// selfSigned writes a self-signed server certificate for host (a DNS name
+// or an IP address) and returns its file and the TLS server option.
+func selfSigned(tb testing.TB, host string) (string, grpc.ServerOption) {
+	tb.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(tb, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true, IsCA: true,
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		tmpl.IPAddresses = []net.IP{ip}
+	} else {
+		tmpl.DNSNames = []string{host}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(tb, err)
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	kder, err := x509.MarshalECPrivateKey(key)
+	require.NoError(tb, err)
+	cert, err := tls.X509KeyPair(certPEM, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))
+	require.NoError(tb, err)
+	path := filepath.Join(tb.TempDir(), "server.pem")
+	require.NoError(tb, os.WriteFile(path, certPEM, 0o600))
+	return path, grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}}))
+}
+
+func TestRunTLS(t *testing.T) {
+	// On ECS the server's certificate names the service, not 127.0.0.1.
+	serviceCert, serviceTLS := selfSigned(t, "ingestor.spool.internal")
+	service := startHealthServer(t, healthpb.HealthCheckResponse_SERVING, serviceTLS)
+	loopbackCert, loopbackTLS := selfSigned(t, "127.0.0.1")
+	loopback := startHealthServer(t, healthpb.HealthCheckResponse_SERVING, loopbackTLS)
+	plain := startHealthServer(t, healthpb.HealthCheckResponse_SERVING)
+	notPEM := filepath.Join(t.TempDir(), "not.pem")
+	require.NoError(t, os.WriteFile(notPEM, []byte("not a certificate"), 0o600))
+
+	tests := []struct {
+		name    string
+		addr    string
+		env     map[string]string
+		wantErr string
+	}{
+		{name: "beside the server: its own certificate, whatever its names", addr: service, env: map[string]string{serverCertEnv: serviceCert}},
+		{name: "beside another server", addr: service, env: map[string]string{serverCertEnv: loopbackCert}, wantErr: "certificate"},
+		{name: "as a client with the CA", addr: loopback, env: map[string]string{"SPOOL_CA_FILE": loopbackCert}},
+		{name: "as a client with a token", addr: loopback, env: map[string]string{"SPOOL_CA_FILE": loopbackCert, "SPOOL_TOKEN": "t"}},
+		{name: "as a client, name not in the certificate", addr: service, env: map[string]string{"SPOOL_CA_FILE": serviceCert}, wantErr: "IP SANs"},
+		{name: "plaintext to a TLS server", addr: loopback, wantErr: "check health of"},
+		{name: "TLS to a plaintext server", addr: plain, env: map[string]string{serverCertEnv: loopbackCert}, wantErr: "check health of"},
+		{name: "server certificate file is not PEM", addr: service, env: map[string]string{serverCertEnv: notPEM}, wantErr: "does not start with a PEM certificate"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := run(context.Background(), []string{"-grpc", tt.addr, "-timeout", "2s"}, envOf(tt.env), io.Discard)
 			if tt.wantErr == "" {
 				require.NoError(t, err)
 				return
