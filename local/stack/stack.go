@@ -3,12 +3,16 @@
 // party, one ingestor and N dispatchers, each a real process on a free
 // port. `make up`/`make down` use it detached; end-to-end tests use it
 // attached and stop it at cleanup.
+//
+// The services run as on ECS: TLS, bearer tokens and a role policy, from a
+// throwaway PKI (platform/devpki) under StateDir/pki. stack.env carries
+// the CA and a token per role for clients, and the settings a service
+// process needs to join the stack.
 package stack
 
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -26,7 +30,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/smithy-go/middleware"
 	"google.golang.org/grpc"
-	grpccreds "google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -58,12 +61,11 @@ type Options struct {
 	AWSEndpoint func(kind emulator.Kind, emulatorURL string) (string, error)
 	// Detach lets the processes outlive the caller (for `make up`).
 	Detach bool
+	// Insecure runs the services plaintext and without authentication
+	// (SPOOL_INSECURE=true), as before they had either.
+	Insecure bool
 	// Log receives one line per step; nil discards.
 	Log io.Writer
-	// PKI, when set, runs the services with TLS and authentication: its
-	// server settings go to every service, and stack.env names its CA as
-	// SPOOL_CA_FILE. Without it the services run with SPOOL_INSECURE=true.
-	PKI *devpki.PKI
 }
 
 // Stack is a running stack.
@@ -76,11 +78,18 @@ type Stack struct {
 	Sink        *Proc
 	Ingestor    *Proc
 	Dispatchers []*Proc
-	procs       []*Proc
-	baseEnv     []string
-	// serviceEnv is what the ingestor and dispatchers get on top of
-	// baseEnv: their TLS and auth settings.
+	// PKI is the stack's throwaway PKI; nil when Options.Insecure.
+	PKI *devpki.PKI
+	// Tokens holds a token per role of the PKI's policy ("admin",
+	// "submitter", "viewer", "operator", "approver"), valid for TokenTTL.
+	Tokens  map[string]string
+	procs   []*Proc
+	baseEnv []string
+	// serviceEnv is what every Spool service gets besides baseEnv: TLS and
+	// token settings, reflection, the sink's http:// allowance.
 	serviceEnv []string
+	// dialOpts are how the stack itself asks its services for their health.
+	dialOpts []grpc.DialOption
 }
 
 // EnvFile and PIDFile are the names of the files Up writes in StateDir.
@@ -116,6 +125,19 @@ func Up(ctx context.Context, o Options) (s *Stack, err error) {
 		return nil, fmt.Errorf("create state dir: %w", err)
 	}
 	s = &Stack{opts: o}
+	var clientEnv []string
+	if o.Insecure {
+		s.serviceEnv = insecureServiceEnv
+		s.dialOpts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	} else {
+		if s.PKI, s.serviceEnv, clientEnv, s.Tokens, err = setUpAuth(filepath.Join(o.StateDir, PKIDir)); err != nil {
+			return nil, err
+		}
+		// Health is exempt from authentication: the CA is enough.
+		if s.dialOpts, err = s.DialOptions(""); err != nil {
+			return nil, err
+		}
+	}
 	// Every failed return below sets s to nil: stop what was started
 	// through a copy.
 	started := s
@@ -157,21 +179,16 @@ func Up(ctx context.Context, o Options) (s *Stack, err error) {
 	}
 	fmt.Fprintf(o.Log, "queue %s (dead letters: %s), table %s\n", queues.URL, queues.DLQURL, o.Table)
 	s.baseEnv = append(s.baseEnv, "SPOOL_QUEUE_URL="+queues.URL, "SPOOL_DLQ_URL="+queues.DLQURL, "SPOOL_TABLE="+o.Table)
-	if o.PKI != nil {
-		s.serviceEnv = append(o.PKI.ServerEnv(), "SPOOL_GRPC_REFLECTION=true")
-	} else {
-		s.serviceEnv = []string{"SPOOL_INSECURE=true", "SPOOL_GRPC_REFLECTION=true"}
-	}
 
 	if s.Sink, err = s.startService(ctx, "sink", "sink", o.SinkArgs, nil, httpReady("/healthz")); err != nil {
 		return nil, err
 	}
-	if s.Ingestor, err = s.startService(ctx, "ingestor", "ingestor", o.IngestorArgs, s.serviceEnv, s.grpcReady); err != nil {
+	if s.Ingestor, err = s.startService(ctx, "ingestor", "ingestor", o.IngestorArgs, nil, s.grpcReady); err != nil {
 		return nil, err
 	}
 	for i := 1; i <= o.Dispatchers; i++ {
 		d, err := s.startService(ctx, "dispatcher-"+strconv.Itoa(i), "dispatcher", o.DispatcherArgs,
-			append([]string{
+			[]string{
 				"SPOOL_DESTINATION_URL=" + s.Sink.Addr + "/",
 				// The sink is a local stand-in served over plain HTTP,
 				// which a dispatcher refuses unless allowed.
@@ -182,7 +199,7 @@ func Up(ctx context.Context, o Options) (s *Stack, err error) {
 				// wait out the poll. A short wait keeps the demo's tail short;
 				// on AWS the default is right.
 				"SPOOL_RECEIVE_WAIT=1s",
-			}, s.serviceEnv...), s.grpcReady)
+			}, s.grpcReady)
 		if err != nil {
 			return nil, err
 		}
@@ -195,16 +212,15 @@ func Up(ctx context.Context, o Options) (s *Stack, err error) {
 		addrs[i] = d.Addr
 		metricsURLs[i] = d.MetricsURL
 	}
-	s.Env = append(append([]string(nil), s.baseEnv...),
+	// The services' settings and the clients' credentials, so that a
+	// process started by hand with this environment joins the stack.
+	s.Env = append(append(append(append([]string(nil), s.baseEnv...), s.serviceEnv...), clientEnv...),
 		"SPOOL_INGESTOR_ADDR="+s.Ingestor.Addr,
 		"SPOOL_DISPATCHER_ADDRS="+strings.Join(addrs, ","),
 		"SPOOL_SINK_URL="+s.Sink.Addr,
 		"SPOOL_INGESTOR_METRICS_URL="+s.Ingestor.MetricsURL,
 		"SPOOL_DISPATCHER_METRICS_URLS="+strings.Join(metricsURLs, ","),
 	)
-	if o.PKI != nil {
-		s.Env = append(s.Env, "SPOOL_CA_FILE="+o.PKI.CAFile())
-	}
 	if err := s.writeFiles(); err != nil {
 		return nil, err
 	}
@@ -240,6 +256,9 @@ func (s *Stack) startService(ctx context.Context, name, bin string, args, env []
 		addr = "http://" + listen
 	}
 	full := append(append(append(os.Environ(), s.baseEnv...), env...), "SPOOL_LISTEN="+listen)
+	if bin != "sink" {
+		full = append(full, s.serviceEnv...)
+	}
 	metricsURL := ""
 	if bin != "sink" {
 		// The metrics page listens on a port of its own, as on ECS.
@@ -296,27 +315,9 @@ func (s *Stack) Ready(p *Proc) func(context.Context, *Proc) error {
 	return s.grpcReady
 }
 
-// transport returns the credentials that reach the stack's services: TLS
-// trusting the PKI's CA, or plaintext without one.
-func (s *Stack) transport() (grpccreds.TransportCredentials, error) {
-	if s.opts.PKI == nil {
-		return insecure.NewCredentials(), nil
-	}
-	pool, err := s.opts.PKI.CertPool()
-	if err != nil {
-		return nil, err
-	}
-	return grpccreds.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}), nil
-}
-
 // grpcReady polls the standard gRPC health service until it says SERVING.
-// Health needs no credential, only the transport.
 func (s *Stack) grpcReady(ctx context.Context, p *Proc) error {
-	creds, err := s.transport()
-	if err != nil {
-		return err
-	}
-	conn, err := grpc.NewClient(p.Addr, grpc.WithTransportCredentials(creds))
+	conn, err := grpc.NewClient(p.Addr, s.dialOpts...)
 	if err != nil {
 		return err
 	}
@@ -383,10 +384,17 @@ func provisionAll(ctx context.Context, sqsURL, ddbURL string, o Options) (provis
 	return q, nil
 }
 
-// writeFiles writes stack.env and the pid file.
+// writeFiles writes stack.env and the pid file. stack.env holds tokens,
+// so only its owner may read it.
 func (s *Stack) writeFiles() error {
 	env := strings.Join(s.Env, "\n") + "\n"
-	if err := os.WriteFile(filepath.Join(s.opts.StateDir, EnvFile), []byte(env), 0o644); err != nil {
+	path := filepath.Join(s.opts.StateDir, EnvFile)
+	// WriteFile keeps the mode of a file that exists: an older stack.env
+	// may have been readable by all.
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("replace %s: %w", EnvFile, err)
+	}
+	if err := os.WriteFile(path, []byte(env), 0o600); err != nil {
 		return fmt.Errorf("write %s: %w", EnvFile, err)
 	}
 	var b strings.Builder

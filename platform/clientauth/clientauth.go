@@ -9,6 +9,8 @@
 //	SPOOL_TOKEN_FILE         file holding the token, read again on every call (rotation)
 //	SPOOL_CLIENT_CERT_FILE   client certificate for mutual TLS (with SPOOL_CLIENT_KEY_FILE)
 //	SPOOL_CLIENT_KEY_FILE    its private key
+//	SPOOL_TLS_SERVER_NAME    the name the server's certificate must carry, when
+//	                         the address dialled is not one of its names
 //
 // A client speaks plaintext only when none of them is set: a credential is
 // never sent without TLS. With a token or a client certificate but no CA
@@ -37,6 +39,7 @@ const (
 	EnvTokenFile  = "SPOOL_TOKEN_FILE"
 	EnvClientCert = "SPOOL_CLIENT_CERT_FILE"
 	EnvClientKey  = "SPOOL_CLIENT_KEY_FILE"
+	EnvServerName = "SPOOL_TLS_SERVER_NAME"
 )
 
 // Config is what a client trusts and presents.
@@ -61,11 +64,12 @@ func FromEnv(lookup func(string) (string, bool)) Config {
 		return strings.TrimSpace(v)
 	}
 	return Config{
-		CAFile:    get(EnvCAFile),
-		Token:     get(EnvToken),
-		TokenFile: get(EnvTokenFile),
-		CertFile:  get(EnvClientCert),
-		KeyFile:   get(EnvClientKey),
+		CAFile:     get(EnvCAFile),
+		Token:      get(EnvToken),
+		TokenFile:  get(EnvTokenFile),
+		CertFile:   get(EnvClientCert),
+		KeyFile:    get(EnvClientKey),
+		ServerName: get(EnvServerName),
 	}
 }
 

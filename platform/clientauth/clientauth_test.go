@@ -136,10 +136,10 @@ func check(tb testing.TB, c Config, addr string) error {
 
 func TestFromEnv(t *testing.T) {
 	env := map[string]string{
-		EnvCAFile: "/ca.pem", EnvToken: " tok\n", EnvClientCert: "/c.pem", EnvClientKey: "/k.pem", "OTHER": "x",
+		EnvCAFile: "/ca.pem", EnvToken: " tok\n", EnvClientCert: "/c.pem", EnvClientKey: "/k.pem", EnvServerName: "localhost", "OTHER": "x",
 	}
 	c := FromEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
-	require.Equal(t, Config{CAFile: "/ca.pem", Token: "tok", CertFile: "/c.pem", KeyFile: "/k.pem"}, c)
+	require.Equal(t, Config{CAFile: "/ca.pem", Token: "tok", CertFile: "/c.pem", KeyFile: "/k.pem", ServerName: "localhost"}, c)
 	require.True(t, c.TLS())
 	require.False(t, FromEnv(func(string) (string, bool) { return "", false }).TLS())
 }
@@ -198,7 +198,11 @@ func TestDial(t *testing.T) {
 		{name: "token from a file", c: Config{CAFile: ca.caFile, TokenFile: tokenFile}, addr: tlsAddr, seen: tlsSeen, wantAuth: []string{"Bearer from-file"}},
 		{name: "TLS without a token", c: Config{CAFile: ca.caFile}, addr: tlsAddr, seen: tlsSeen},
 		{name: "mutual TLS", c: Config{CAFile: ca.caFile, CertFile: ca.clientCertFile, KeyFile: ca.clientKeyFile}, addr: mtlsAddr, seen: mtlsSeen, wantCN: "alice"},
-		{name: "mutual TLS without a client certificate", c: Config{CAFile: ca.caFile}, addr: mtlsAddr, wantErr: "certificate"},
+		// The refusal reaches the client as a TLS alert or a broken pipe,
+		// whichever the race between handshake and first write gives.
+		{name: "mutual TLS without a client certificate", c: Config{CAFile: ca.caFile}, addr: mtlsAddr, wantErr: "Unavailable"},
+		{name: "server name override", c: Config{CAFile: ca.caFile, ServerName: "127.0.0.1"}, addr: "localhost:" + port(tlsAddr), seen: tlsSeen},
+		{name: "wrong server name", c: Config{CAFile: ca.caFile, ServerName: "ingestor"}, addr: tlsAddr, wantErr: "not valid for"},
 		{name: "a CA that did not sign the server", c: Config{CAFile: otherCA.caFile, Token: "tok"}, addr: tlsAddr, wantErr: "certificate signed by unknown authority"},
 		// A token alone means TLS with the system's roots, which do not
 		// know the test CA: the token is never sent in plaintext.
@@ -239,4 +243,9 @@ func TestTokenFileIsReadOnEveryCall(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, []string{"Bearer " + tok}, s.authorization)
 	}
+}
+
+func port(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
 }

@@ -3,6 +3,7 @@
 //
 //	spool-stack up [-dispatchers 2]    start everything in the background
 //	spool-stack down                   stop what `up` started
+//	spool-stack pki -dir D             make a throwaway PKI and a token file per role in D
 //	spool-stack sample -rows N -o F    write a sample payroll CSV
 //	spool-stack check -rows N          compare the sink's stats with N
 package main
@@ -36,7 +37,7 @@ func main() {
 	}
 }
 
-const usage = "usage: spool-stack up|down|sample|check [flags]"
+const usage = "usage: spool-stack up|down|pki|sample|check [flags]"
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
@@ -48,6 +49,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	case "up":
 		binDir := fs.String("bin-dir", "bin", "folder with the ingestor, dispatcher and sink binaries")
 		n := fs.Int("dispatchers", 2, "number of dispatcher processes")
+		insecure := fs.Bool("insecure", false, "run the services plaintext and without authentication")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
@@ -62,16 +64,34 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		s, err := stack.Up(ctx, stack.Options{StateDir: state, BinDir: bin, Dispatchers: *n, Detach: true, Log: stdout})
+		s, err := stack.Up(ctx, stack.Options{StateDir: state, BinDir: bin, Dispatchers: *n, Detach: true, Insecure: *insecure, Log: stdout})
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "stack is up; endpoints in %s (logs in %s)\n",
+		fmt.Fprintf(stdout, "stack is up; endpoints and credentials in %s (logs in %s)\n",
 			filepath.Join(*stateDir, stack.EnvFile), filepath.Join(*stateDir, "logs"))
 		for _, kv := range s.Env {
-			if strings.HasPrefix(kv, "SPOOL_") {
+			if k, _, _ := strings.Cut(kv, "="); shown[k] {
 				fmt.Fprintln(stdout, "  "+kv)
 			}
+		}
+		if s.PKI != nil {
+			fmt.Fprintf(stdout, "  TLS and tokens on: SPOOL_TOKEN (admin) and SPOOL_TOKEN_{SUBMITTER,VIEWER,OPERATOR,APPROVER}, valid for %s, are in %s\n",
+				stack.TokenTTL, filepath.Join(*stateDir, stack.EnvFile))
+		}
+		return nil
+	case "pki":
+		dir := fs.String("dir", filepath.Join(".spool", stack.PKIDir), "folder for the PKI and its tokens/ folder")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		files, err := stack.WritePKI(*dir)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "PKI in %s; tokens valid for %s:\n", *dir, stack.TokenTTL)
+		for _, f := range files {
+			fmt.Fprintln(stdout, "  "+f)
 		}
 		return nil
 	case "down":
@@ -105,6 +125,14 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	default:
 		return errors.New(usage)
 	}
+}
+
+// shown are the settings of stack.env that `up` prints: where things are,
+// not the credentials and service settings the file also holds.
+var shown = map[string]bool{
+	"SPOOL_INGESTOR_ADDR": true, "SPOOL_DISPATCHER_ADDRS": true, "SPOOL_SINK_URL": true,
+	"SPOOL_INGESTOR_METRICS_URL": true, "SPOOL_DISPATCHER_METRICS_URLS": true,
+	"SPOOL_QUEUE_URL": true, "SPOOL_DLQ_URL": true, "SPOOL_TABLE": true, "SPOOL_CA_FILE": true,
 }
 
 // check reads the sink's /stats and says whether every row arrived once.
