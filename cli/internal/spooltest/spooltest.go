@@ -36,11 +36,17 @@ func NewNetwork() *Network { return &Network{lis: map[string]*bufconn.Listener{}
 // the test ends.
 func (n *Network) Serve(tb testing.TB, addr string, register func(grpc.ServiceRegistrar)) {
 	tb.Helper()
+	n.ServeWith(tb, addr, nil, register)
+}
+
+// ServeWith is Serve with server options: TLS credentials, interceptors.
+func (n *Network) ServeWith(tb testing.TB, addr string, opts []grpc.ServerOption, register func(grpc.ServiceRegistrar)) {
+	tb.Helper()
 	lis := bufconn.Listen(1 << 20)
 	n.mu.Lock()
 	n.lis[addr] = lis
 	n.mu.Unlock()
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(opts...)
 	register(srv)
 	done := make(chan struct{})
 	go func() { _ = srv.Serve(lis); close(done) }()
@@ -50,20 +56,24 @@ func (n *Network) Serve(tb testing.TB, addr string, register func(grpc.ServiceRe
 	})
 }
 
-// DialOptions make a client dial this network; plaintext, as the CLI does.
+// DialOptions make a client dial this network in plaintext, as the CLI
+// does when no credentials are configured.
 func (n *Network) DialOptions() []grpc.DialOption {
-	return []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			n.mu.Lock()
-			lis := n.lis[addr]
-			n.mu.Unlock()
-			if lis == nil {
-				return nil, fmt.Errorf("dial %s: connection refused", addr)
-			}
-			return lis.DialContext(ctx)
-		}),
-	}
+	return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), n.Dialer()}
+}
+
+// Dialer makes a client dial this network, leaving its transport
+// credentials to other options.
+func (n *Network) Dialer() grpc.DialOption {
+	return grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+		n.mu.Lock()
+		lis := n.lis[addr]
+		n.mu.Unlock()
+		if lis == nil {
+			return nil, fmt.Errorf("dial %s: connection refused", addr)
+		}
+		return lis.DialContext(ctx)
+	})
 }
 
 // Dial returns a client connection to addr on the network, closed when the

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/spoolhq/spool/cli/internal/spooltest"
+	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/devpki"
+)
+
+// tokenGate stands in for the servers' authentication: it lets through
+// the tokens it knows with their permission and refuses the rest, as the
+// contract says the servers do. It records the authorization header.
+type tokenGate struct {
+	allowed, viewOnly string
+
+	mu   sync.Mutex
+	seen []string
+}
+
+func (g *tokenGate) unary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	auth := md.Get("authorization")
+	g.mu.Lock()
+	g.seen = append(g.seen, strings.Join(auth, ","))
+	g.mu.Unlock()
+	switch {
+	case len(auth) == 0:
+		return nil, status.Error(codes.Unauthenticated, "no bearer token or client certificate")
+	case auth[0] == "Bearer "+g.allowed:
+		return h(ctx, req)
+	case auth[0] == "Bearer "+g.viewOnly:
+		return nil, status.Error(codes.PermissionDenied, `permission "submit" required`)
+	default:
+		return nil, status.Error(codes.Unauthenticated, "bad token: signature")
+	}
+}
+
+func (g *tokenGate) lastSeen() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.seen) == 0 {
+		return ""
+	}
+	return g.seen[len(g.seen)-1]
+}
+
+// tlsHarness is a harness whose ingestor serves TLS with a devpki server
+// certificate and asks for tokens.
+func tlsHarness(t *testing.T) (*harness, *devpki.PKI, *tokenGate) {
+	t.Helper()
+	pki, err := devpki.New(t.TempDir())
+	require.NoError(t, err)
+	admin, err := pki.Token("alice", []string{"admin"}, time.Hour)
+	require.NoError(t, err)
+	viewer, err := pki.Token("bob", []string{"viewer"}, time.Hour)
+	require.NoError(t, err)
+	cert, err := tls.LoadX509KeyPair(pki.ServerCertFile(), pki.ServerKeyFile())
+	require.NoError(t, err)
+	gate := &tokenGate{allowed: admin, viewOnly: viewer}
+
+	h := newHarness(t)
+	// Transport credentials come from the environment, as in a real run.
+	h.app.dialOpts = []grpc.DialOption{h.net.Dialer()}
+	ingest := &spooltest.Ingest{Jobs: map[string]*spoolv1.Job{"job-1": job(spoolv1.JobState_JOB_STATE_SEALED, 0, 0, 10)}}
+	h.net.ServeWith(t, ingestorAddr, []grpc.ServerOption{
+		grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}})),
+		grpc.UnaryInterceptor(gate.unary),
+	}, func(s grpc.ServiceRegistrar) { spoolv1.RegisterIngestServiceServer(s, ingest) })
+	h.env["SPOOL_INGESTOR_ADDR"] = ingestorAddr
+	return h, pki, gate
+}
+
+func TestCredentials(t *testing.T) {
+	type creds struct{ ca, token string }
+	tests := []struct {
+		name string
+		// env sets SPOOL_CA_FILE and SPOOL_TOKEN: "ca" for the PKI's CA,
+		// "admin"/"viewer"/"bad" for a token.
+		env     creds
+		wantErr []string
+		// notWant must not be in the error.
+		notWant string
+	}{
+		{name: "CA and token", env: creds{ca: "ca", token: "admin"}},
+		{
+			name: "no token", env: creds{ca: "ca"},
+			wantErr: []string{"Unauthenticated: no bearer token", "set SPOOL_TOKEN (or SPOOL_TOKEN_FILE)"},
+		},
+		{
+			name: "a token the server does not accept", env: creds{ca: "ca", token: "bad"},
+			wantErr: []string{"Unauthenticated: bad token", "valid, unexpired token"},
+		},
+		{
+			name: "a token without the permission", env: creds{ca: "ca", token: "viewer"},
+			wantErr: []string{`PermissionDenied: permission "submit" required`, "roles do not grant this"},
+		},
+		{
+			name: "plaintext to a TLS server", env: creds{},
+			wantErr: []string{"Unavailable", "it probably wants TLS; set SPOOL_CA_FILE"},
+			notWant: "is the ingestor running",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, pki, gate := tlsHarness(t)
+			tokens := map[string]string{"admin": gate.allowed, "viewer": gate.viewOnly, "bad": "not-a-token"}
+			if tt.env.ca != "" {
+				h.env["SPOOL_CA_FILE"] = pki.CAFile()
+			}
+			if tt.env.token != "" {
+				h.env["SPOOL_TOKEN"] = tokens[tt.env.token]
+			}
+			err := h.run("status", "job-1")
+			if len(tt.wantErr) == 0 {
+				require.NoError(t, err)
+				require.Equal(t, "Bearer "+gate.allowed, gate.lastSeen())
+				return
+			}
+			require.Error(t, err)
+			for _, w := range tt.wantErr {
+				require.Contains(t, err.Error(), w)
+			}
+			if tt.notWant != "" {
+				require.NotContains(t, err.Error(), tt.notWant)
+			}
+			for _, tok := range tokens {
+				require.NotContains(t, err.Error(), tok, "an error never shows a token")
+			}
+		})
+	}
+}
+
+// TestCredentialsFromStackEnv checks that after `make up` the CLI finds
+// the CA and a token file in .spool/stack.env by itself.
+func TestCredentialsFromStackEnv(t *testing.T) {
+	h, pki, gate := tlsHarness(t)
+	dir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, ".spool"), 0o755))
+	tokenFile := filepath.Join(dir, "token")
+	require.NoError(t, os.WriteFile(tokenFile, []byte(gate.allowed+"\n"), 0o600))
+	stackEnv := "SPOOL_CA_FILE=" + pki.CAFile() + "\nSPOOL_TOKEN_FILE=" + tokenFile + "\n"
+	require.NoError(t, os.WriteFile(filepath.Join(dir, ".spool", "stack.env"), []byte(stackEnv), 0o600))
+	t.Chdir(dir)
+
+	require.NoError(t, h.run("status", "job-1"))
+	require.Equal(t, "Bearer "+gate.allowed, gate.lastSeen())
+
+	// Both a token and a token file: which one was meant is unclear.
+	h.env["SPOOL_TOKEN"] = gate.allowed
+	err := h.run("status", "job-1")
+	require.ErrorContains(t, err, "set SPOOL_TOKEN or SPOOL_TOKEN_FILE, not both")
+}
