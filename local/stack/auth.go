@@ -43,21 +43,18 @@ var roles = []role{
 	{name: "approver", env: "SPOOL_TOKEN_APPROVER", subject: "local-approver"},
 }
 
-// Settings every service of the local stack gets besides the PKI's: its
-// servers answer grpcurl (reflection is off by default elsewhere), and its
-// dispatchers may deliver to the sink over plain http://.
-var localServiceEnv = []string{
-	"SPOOL_GRPC_REFLECTION=true",
-	"SPOOL_ALLOW_INSECURE_DESTINATION=true",
-}
+// localServiceEnv is what every service of the local stack gets besides
+// the PKI's settings: its servers answer grpcurl (reflection is off by
+// default elsewhere).
+var localServiceEnv = []string{"SPOOL_GRPC_REFLECTION=true"}
 
 // insecureServiceEnv is what a stack run with Options.Insecure gives its
 // services instead: plaintext, no authentication.
-var insecureServiceEnv = []string{
-	"SPOOL_INSECURE=true",
-	"SPOOL_GRPC_REFLECTION=true",
-	"SPOOL_ALLOW_INSECURE_DESTINATION=true",
-}
+var insecureServiceEnv = []string{"SPOOL_INSECURE=true", "SPOOL_GRPC_REFLECTION=true"}
+
+// joinEnv is what stack.env adds for a dispatcher started by hand: the
+// stack's own get it with their destination, the sink on plain http://.
+var joinEnv = []string{"SPOOL_ALLOW_INSECURE_DESTINATION=true"}
 
 // setUpAuth makes (or reuses) the PKI under dir and mints a token per
 // role. It returns the settings of the services and those of the clients.

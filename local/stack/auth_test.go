@@ -46,7 +46,6 @@ func TestSetUpAuth(t *testing.T) {
 		require.Equal(t, v, svc[k], "services get the PKI's %s", k)
 	}
 	require.Equal(t, "true", svc["SPOOL_GRPC_REFLECTION"], "grpcurl works on the local stack")
-	require.Equal(t, "true", svc["SPOOL_ALLOW_INSECURE_DESTINATION"], "the sink is http://")
 	require.NotContains(t, svc, "SPOOL_INSECURE")
 	for _, k := range []string{"SPOOL_TLS_CERT_FILE", "SPOOL_TLS_KEY_FILE", "SPOOL_AUTH_POLICY_FILE", "SPOOL_AUTH_JWKS_FILE"} {
 		require.FileExists(t, svc[k])

@@ -214,7 +214,7 @@ func Up(ctx context.Context, o Options) (s *Stack, err error) {
 	}
 	// The services' settings and the clients' credentials, so that a
 	// process started by hand with this environment joins the stack.
-	s.Env = append(append(append(append([]string(nil), s.baseEnv...), s.serviceEnv...), clientEnv...),
+	s.Env = append(append(append(append(append([]string(nil), s.baseEnv...), s.serviceEnv...), joinEnv...), clientEnv...),
 		"SPOOL_INGESTOR_ADDR="+s.Ingestor.Addr,
 		"SPOOL_DISPATCHER_ADDRS="+strings.Join(addrs, ","),
 		"SPOOL_SINK_URL="+s.Sink.Addr,
