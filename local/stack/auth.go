@@ -52,10 +52,6 @@ var localServiceEnv = []string{"SPOOL_GRPC_REFLECTION=true"}
 // services instead: plaintext, no authentication.
 var insecureServiceEnv = []string{"SPOOL_INSECURE=true", "SPOOL_GRPC_REFLECTION=true"}
 
-// joinEnv is what stack.env adds for a dispatcher started by hand: the
-// stack's own get it with their destination, the sink on plain http://.
-var joinEnv = []string{"SPOOL_ALLOW_INSECURE_DESTINATION=true"}
-
 // setUpAuth makes (or reuses) the PKI under dir and mints a token per
 // role. It returns the settings of the services and those of the clients.
 func setUpAuth(dir string) (pki *devpki.PKI, serviceEnv, clientEnv []string, tokens map[string]string, err error) {

@@ -186,20 +186,22 @@ func Up(ctx context.Context, o Options) (s *Stack, err error) {
 	if s.Ingestor, err = s.startService(ctx, "ingestor", "ingestor", o.IngestorArgs, nil, s.grpcReady); err != nil {
 		return nil, err
 	}
+	// stack.env carries these too, so a dispatcher started by hand with it
+	// delivers where the stack's own do.
+	dispatcherEnv := []string{
+		"SPOOL_DESTINATION_URL=" + s.Sink.Addr + "/",
+		// The sink is a local stand-in served over plain HTTP,
+		// which a dispatcher refuses unless allowed.
+		"SPOOL_ALLOW_INSECURE_DESTINATION=true",
+		// local-aws-sqs answers a long poll only once it holds
+		// MaxNumberOfMessages or the wait is over (AWS answers as soon
+		// as any message is there), so the last few messages of a job
+		// wait out the poll. A short wait keeps the demo's tail short;
+		// on AWS the default is right.
+		"SPOOL_RECEIVE_WAIT=1s",
+	}
 	for i := 1; i <= o.Dispatchers; i++ {
-		d, err := s.startService(ctx, "dispatcher-"+strconv.Itoa(i), "dispatcher", o.DispatcherArgs,
-			[]string{
-				"SPOOL_DESTINATION_URL=" + s.Sink.Addr + "/",
-				// The sink is a local stand-in served over plain HTTP,
-				// which a dispatcher refuses unless allowed.
-				"SPOOL_ALLOW_INSECURE_DESTINATION=true",
-				// local-aws-sqs answers a long poll only once it holds
-				// MaxNumberOfMessages or the wait is over (AWS answers as soon
-				// as any message is there), so the last few messages of a job
-				// wait out the poll. A short wait keeps the demo's tail short;
-				// on AWS the default is right.
-				"SPOOL_RECEIVE_WAIT=1s",
-			}, s.grpcReady)
+		d, err := s.startService(ctx, "dispatcher-"+strconv.Itoa(i), "dispatcher", o.DispatcherArgs, dispatcherEnv, s.grpcReady)
 		if err != nil {
 			return nil, err
 		}
@@ -214,7 +216,7 @@ func Up(ctx context.Context, o Options) (s *Stack, err error) {
 	}
 	// The services' settings and the clients' credentials, so that a
 	// process started by hand with this environment joins the stack.
-	s.Env = append(append(append(append(append([]string(nil), s.baseEnv...), s.serviceEnv...), joinEnv...), clientEnv...),
+	s.Env = append(append(append(append(append([]string(nil), s.baseEnv...), s.serviceEnv...), dispatcherEnv...), clientEnv...),
 		"SPOOL_INGESTOR_ADDR="+s.Ingestor.Addr,
 		"SPOOL_DISPATCHER_ADDRS="+strings.Join(addrs, ","),
 		"SPOOL_SINK_URL="+s.Sink.Addr,
