@@ -27,7 +27,7 @@ import (
 const repoRoot = ".."
 
 // spoolServices run a Spool binary built from deploy/docker/Dockerfile.
-var spoolServices = []string{"init", "ingestor", "dispatcher", "sink", "spool"}
+var spoolServices = []string{"pki", "init", "ingestor", "dispatcher", "sink", "spool"}
 
 // loadCompose loads the repository's docker-compose.yml the way `docker
 // compose` does (schema validation, interpolation, normalization, paths
@@ -145,11 +145,11 @@ func initArgs(tb testing.TB, p *types.Project) map[string]string {
 
 func TestComposeServices(t *testing.T) {
 	all := loadAll(t)
-	require.ElementsMatch(t, []string{"elasticmq", "dynamodb", "init", "ingestor", "dispatcher", "sink", "spool"}, all.ServiceNames())
+	require.ElementsMatch(t, []string{"pki", "elasticmq", "dynamodb", "init", "ingestor", "dispatcher", "sink", "spool"}, all.ServiceNames())
 
 	// `docker compose up` starts everything but the CLI tool service.
 	up := loadCompose(t, nil)
-	require.ElementsMatch(t, []string{"elasticmq", "dynamodb", "init", "ingestor", "dispatcher", "sink"}, up.ServiceNames())
+	require.ElementsMatch(t, []string{"pki", "elasticmq", "dynamodb", "init", "ingestor", "dispatcher", "sink"}, up.ServiceNames())
 	require.Contains(t, up.DisabledServices, "spool")
 }
 
@@ -191,6 +191,7 @@ func TestComposeBuilds(t *testing.T) {
 		service string
 		cmd     string // the command the image runs, relative to the repository root
 	}{
+		{service: "pki", cmd: "local/cmd/spool-stack"},
 		{service: "init", cmd: "cli/cmd/spool"},
 		{service: "ingestor", cmd: "ingestor/cmd/ingestor"},
 		{service: "dispatcher", cmd: "dispatcher/cmd/dispatcher"},
@@ -266,7 +267,7 @@ func TestComposePorts(t *testing.T) {
 			require.Len(t, s.Ports, 1)
 			port := s.Ports[0]
 			require.Equal(t, tt.target, port.Target)
-			require.Equal(t, "127.0.0.1", port.HostIP, "nothing in the stack has authentication")
+			require.Equal(t, "127.0.0.1", port.HostIP, "the stack's PKI and credentials are throwaway ones")
 			if _, ok := s.Environment["SPOOL_LISTEN"]; ok {
 				require.Equal(t, tt.target, listenPort(t, s), "SPOOL_LISTEN must match the container port")
 			}
@@ -334,6 +335,7 @@ func TestComposeEnvironment(t *testing.T) {
 		// exact values (the defaults the brief of the stack asks for).
 		exact map[string]string
 	}{
+		{service: "pki"},
 		{service: "init", aws: true},
 		{service: "ingestor", aws: true, resources: true, exact: map[string]string{"SPOOL_LISTEN": ":50051"}},
 		{
@@ -462,6 +464,8 @@ func TestComposeDependencies(t *testing.T) {
 		{"ingestor", "init", types.ServiceConditionCompletedSuccessfully},
 		{"dispatcher", "init", types.ServiceConditionCompletedSuccessfully},
 		{"dispatcher", "sink", types.ServiceConditionHealthy},
+		{"ingestor", "pki", types.ServiceConditionCompletedSuccessfully},
+		{"dispatcher", "pki", types.ServiceConditionCompletedSuccessfully},
 		{"spool", "ingestor", types.ServiceConditionHealthy},
 		{"spool", "dispatcher", types.ServiceConditionHealthy},
 	}
