@@ -27,7 +27,9 @@ type (
 		Memory                  string
 		ExecutionRoleArn        string
 		TaskRoleArn             string
-		ContainerDefinitions    []containerDefinition
+		Volumes                 []struct{ Name string }
+		// The service's container comes first; the task's others follow.
+		ContainerDefinitions []containerDefinition
 	}
 	containerDefinition struct {
 		Name         string
@@ -41,6 +43,13 @@ type (
 		Secrets     []struct{ Name, ValueFrom string }
 		HealthCheck *struct{ Command []string }
 		StopTimeout *int
+		EntryPoint  []string
+		Command     []string
+		DependsOn   []struct{ ContainerName, Condition string }
+		MountPoints []struct {
+			SourceVolume, ContainerPath string
+			ReadOnly                    bool
+		}
 	}
 	serviceDefinition struct {
 		Cluster              string
@@ -153,7 +162,8 @@ func TestECSTaskDefinitions(t *testing.T) {
 			require.NotEmpty(t, td.ExecutionRoleArn, "pulling from ECR and logging need the execution role")
 			require.NotEmpty(t, td.TaskRoleArn, "the SDK's credentials come from the task role")
 
-			require.Len(t, td.ContainerDefinitions, 1)
+			// The service and the container that writes its secrets' files.
+			require.Len(t, td.ContainerDefinitions, 2)
 			c := td.ContainerDefinitions[0]
 			require.Equal(t, tt.container, c.Name)
 			require.NotEmpty(t, c.Image)
