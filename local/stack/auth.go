@@ -18,8 +18,9 @@ import (
 // `make up` again mints new ones.
 const TokenTTL = 24 * time.Hour
 
-// PKIDir is the folder of StateDir that holds the stack's throwaway PKI.
-// It is kept across restarts, so a CA a user told a tool to trust stays.
+// PKIDir is the folder of `make up`'s state folder that holds the local
+// stack's throwaway PKI. It is kept across restarts, so a CA a user told a
+// tool to trust stays.
 const PKIDir = "pki"
 
 // role is one role of devpki's policy and the token the stack mints for it.
@@ -48,38 +49,35 @@ var roles = []role{
 // default elsewhere).
 var localServiceEnv = []string{"SPOOL_GRPC_REFLECTION=true"}
 
-// insecureServiceEnv is what a stack run with Options.Insecure gives its
-// services instead: plaintext, no authentication.
+// insecureServiceEnv is what a stack without a PKI gives its services
+// instead: plaintext, no authentication.
 var insecureServiceEnv = []string{"SPOOL_INSECURE=true", "SPOOL_GRPC_REFLECTION=true"}
 
-// setUpAuth makes (or reuses) the PKI under dir and mints a token per
-// role. It returns the settings of the services and those of the clients.
-func setUpAuth(dir string) (pki *devpki.PKI, serviceEnv, clientEnv []string, tokens map[string]string, err error) {
-	if pki, err = devpki.New(dir); err != nil {
-		return nil, nil, nil, nil, fmt.Errorf("make pki: %w", err)
-	}
+// authEnv mints a token per role of pki. It returns the settings of the
+// services and those of the clients.
+func authEnv(pki *devpki.PKI) (serviceEnv, clientEnv []string, tokens map[string]string, err error) {
 	serviceEnv = append(pki.ServerEnv(), localServiceEnv...)
 	clientEnv = []string{clientauth.EnvCAFile + "=" + pki.CAFile()}
 	tokens = map[string]string{}
 	for _, r := range roles {
 		tok, err := pki.Token(r.subject, []string{r.name}, TokenTTL)
 		if err != nil {
-			return nil, nil, nil, nil, fmt.Errorf("mint %s token: %w", r.name, err)
+			return nil, nil, nil, fmt.Errorf("mint %s token: %w", r.name, err)
 		}
 		tokens[r.name] = tok
 		clientEnv = append(clientEnv, r.env+"="+tok)
 	}
-	return pki, serviceEnv, clientEnv, tokens, nil
+	return serviceEnv, clientEnv, tokens, nil
 }
 
 // ClientConfig returns the client settings of the stack with the token of
 // role ("admin", "submitter", "viewer", "operator", "approver"; "" for
 // none): what a test dials the services with.
 func (s *Stack) ClientConfig(role string) (clientauth.Config, error) {
-	if s.PKI == nil {
+	if s.opts.PKI == nil {
 		return clientauth.Config{}, nil
 	}
-	c := clientauth.Config{CAFile: s.PKI.CAFile()}
+	c := clientauth.Config{CAFile: s.opts.PKI.CAFile()}
 	if role != "" {
 		tok, ok := s.Tokens[role]
 		if !ok {
@@ -115,7 +113,11 @@ const TokensDir = "tokens"
 // to dir/tokens/<role>, for a stack whose processes share a folder rather
 // than an environment (docker-compose). It returns the token files.
 func WritePKI(dir string) ([]string, error) {
-	_, _, _, tokens, err := setUpAuth(dir)
+	pki, err := devpki.New(dir)
+	if err != nil {
+		return nil, fmt.Errorf("make pki: %w", err)
+	}
+	_, _, tokens, err := authEnv(pki)
 	if err != nil {
 		return nil, err
 	}

@@ -38,7 +38,9 @@ func envMap(kvs []string) map[string]string {
 
 func TestSetUpAuth(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), PKIDir)
-	pki, serviceEnv, clientEnv, tokens, err := setUpAuth(dir)
+	pki, err := devpki.New(dir)
+	require.NoError(t, err)
+	serviceEnv, clientEnv, tokens, err := authEnv(pki)
 	require.NoError(t, err)
 
 	svc := envMap(serviceEnv)
@@ -75,19 +77,13 @@ func TestSetUpAuth(t *testing.T) {
 	// Four-eyes needs the operator and the approver to be two people.
 	require.Len(t, subjects, len(want), "each token names its own subject")
 
-	// make up again reuses the CA, so a tool told to trust it still does.
-	ca, err := os.ReadFile(pki.CAFile())
-	require.NoError(t, err)
-	again, _, _, _, err := setUpAuth(dir)
-	require.NoError(t, err)
-	ca2, err := os.ReadFile(again.CAFile())
-	require.NoError(t, err)
-	require.Equal(t, ca, ca2)
 }
 
 func TestWritePKI(t *testing.T) {
 	dir := t.TempDir()
 	files, err := WritePKI(dir)
+	require.NoError(t, err)
+	ca, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
 	require.NoError(t, err)
 	require.Len(t, files, len(roles))
 	for i, f := range files {
@@ -99,12 +95,22 @@ func TestWritePKI(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, []any{roles[i].name}, claims(t, strings.TrimSpace(string(b)))["roles"])
 	}
+
+	// Run again (docker compose up again), the CA stays and tokens are new.
+	again, err := WritePKI(dir)
+	require.NoError(t, err)
+	require.Equal(t, files, again)
+	ca2, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	require.NoError(t, err)
+	require.Equal(t, ca, ca2)
 }
 
 func TestClientConfig(t *testing.T) {
-	pki, _, _, tokens, err := setUpAuth(t.TempDir())
+	pki, err := devpki.New(t.TempDir())
 	require.NoError(t, err)
-	s := &Stack{PKI: pki, Tokens: tokens}
+	_, _, tokens, err := authEnv(pki)
+	require.NoError(t, err)
+	s := &Stack{opts: Options{PKI: pki}, Tokens: tokens}
 
 	c, err := s.ClientConfig("operator")
 	require.NoError(t, err)

@@ -4,10 +4,10 @@
 // port. `make up`/`make down` use it detached; end-to-end tests use it
 // attached and stop it at cleanup.
 //
-// The services run as on ECS: TLS, bearer tokens and a role policy, from a
-// throwaway PKI (platform/devpki) under StateDir/pki. stack.env carries
-// the CA and a token per role for clients, and the settings a service
-// process needs to join the stack.
+// Given a PKI (platform/devpki), the services run as on ECS: TLS, bearer
+// tokens and a role policy; stack.env then carries the CA and a token per
+// role for clients, and the settings a service process needs to join the
+// stack. Without one they serve plaintext (SPOOL_INSECURE=true).
 package stack
 
 import (
@@ -30,7 +30,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/smithy-go/middleware"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/spoolhq/spool/platform/awsconf"
@@ -61,9 +60,11 @@ type Options struct {
 	AWSEndpoint func(kind emulator.Kind, emulatorURL string) (string, error)
 	// Detach lets the processes outlive the caller (for `make up`).
 	Detach bool
-	// Insecure runs the services plaintext and without authentication
-	// (SPOOL_INSECURE=true), as before they had either.
-	Insecure bool
+	// PKI, when set, runs the services with TLS and authentication: its
+	// server settings go to every service, and stack.env names its CA and
+	// holds a token per role. Without it the services run with
+	// SPOOL_INSECURE=true: plaintext, no authentication.
+	PKI *devpki.PKI
 	// Log receives one line per step; nil discards.
 	Log io.Writer
 }
@@ -78,10 +79,9 @@ type Stack struct {
 	Sink        *Proc
 	Ingestor    *Proc
 	Dispatchers []*Proc
-	// PKI is the stack's throwaway PKI; nil when Options.Insecure.
-	PKI *devpki.PKI
 	// Tokens holds a token per role of the PKI's policy ("admin",
-	// "submitter", "viewer", "operator", "approver"), valid for TokenTTL.
+	// "submitter", "viewer", "operator", "approver"), valid for TokenTTL;
+	// empty without a PKI.
 	Tokens  map[string]string
 	procs   []*Proc
 	baseEnv []string
@@ -126,17 +126,14 @@ func Up(ctx context.Context, o Options) (s *Stack, err error) {
 	}
 	s = &Stack{opts: o}
 	var clientEnv []string
-	if o.Insecure {
+	if o.PKI == nil {
 		s.serviceEnv = insecureServiceEnv
-		s.dialOpts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	} else {
-		if s.PKI, s.serviceEnv, clientEnv, s.Tokens, err = setUpAuth(filepath.Join(o.StateDir, PKIDir)); err != nil {
-			return nil, err
-		}
-		// Health is exempt from authentication: the CA is enough.
-		if s.dialOpts, err = s.DialOptions(""); err != nil {
-			return nil, err
-		}
+	} else if s.serviceEnv, clientEnv, s.Tokens, err = authEnv(o.PKI); err != nil {
+		return nil, err
+	}
+	// Health is exempt from authentication: the transport is enough.
+	if s.dialOpts, err = s.DialOptions(""); err != nil {
+		return nil, err
 	}
 	// Every failed return below sets s to nil: stop what was started
 	// through a copy.

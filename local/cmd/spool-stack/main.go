@@ -25,6 +25,7 @@ import (
 
 	"github.com/spoolhq/spool/local/sample"
 	"github.com/spoolhq/spool/local/stack"
+	"github.com/spoolhq/spool/platform/devpki"
 )
 
 func main() {
@@ -64,7 +65,14 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		s, err := stack.Up(ctx, stack.Options{StateDir: state, BinDir: bin, Dispatchers: *n, Detach: true, Insecure: *insecure, Log: stdout})
+		o := stack.Options{StateDir: state, BinDir: bin, Dispatchers: *n, Detach: true, Log: stdout}
+		if !*insecure {
+			// Kept across restarts: a CA a tool was told to trust stays.
+			if o.PKI, err = devpki.New(filepath.Join(state, stack.PKIDir)); err != nil {
+				return fmt.Errorf("make pki: %w", err)
+			}
+		}
+		s, err := stack.Up(ctx, o)
 		if err != nil {
 			return err
 		}
@@ -75,7 +83,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 				fmt.Fprintln(stdout, "  "+kv)
 			}
 		}
-		if s.PKI != nil {
+		if o.PKI != nil {
 			fmt.Fprintf(stdout, "  TLS and tokens on: SPOOL_TOKEN (admin) and SPOOL_TOKEN_{SUBMITTER,VIEWER,OPERATOR,APPROVER}, valid for %s, are in %s\n",
 				stack.TokenTTL, filepath.Join(*stateDir, stack.EnvFile))
 		}
