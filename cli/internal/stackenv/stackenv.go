@@ -1,6 +1,7 @@
-// Package stackenv loads the endpoints `make up` wrote to .spool/stack.env,
-// so that after starting the local stack a user can run `spool send` with no
-// flags and no exported variables.
+// Package stackenv loads the endpoints and credentials `make up` wrote to
+// .spool/stack.env (the stack's CA as SPOOL_CA_FILE, an admin token as
+// SPOOL_TOKEN), so that after starting the local stack a user can run
+// `spool send` with no flags and no exported variables.
 package stackenv
 
 import (
