@@ -62,7 +62,7 @@ CMDS := ingestor/cmd/ingestor dispatcher/cmd/dispatcher sink/cmd/sink cli/cmd/sp
 build:
 	go build -o $(BIN)/ $(addprefix github.com/spoolhq/spool/,$(CMDS))
 
-## up: start the local stack in the background; endpoints in .spool/stack.env
+## up: start the local stack in the background, TLS and tokens on; endpoints and credentials in .spool/stack.env
 up: deps build
 	$(BIN)/spool-stack up
 
