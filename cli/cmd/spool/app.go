@@ -97,7 +97,7 @@ type command struct {
 }
 
 func (a *app) commands() []*command {
-	return []*command{a.sendCommand(), a.watchCommand(), a.statusCommand(), a.reportCommand(), a.resolveCommand(),
+	return []*command{a.sendCommand(), a.watchCommand(), a.statusCommand(), a.jobsCommand(), a.reportCommand(), a.resultsCommand(), a.resolveCommand(),
 		a.deadLettersCommand(), a.redriveCommand(), a.pauseCommand(), a.resumeCommand(), a.cancelCommand(), a.updateCommand(),
 		a.approveCommand(), a.pendingCommand(), a.auditCommand(), a.initCommand(), a.profilesCommand(), a.validateCommand(), a.topCommand()}
 }
