@@ -100,7 +100,12 @@ func startSecure(t *testing.T, pki *devpki.PKI, reflection bool, logs *testkit.B
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx, lis, time.Second) }()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
 	return lis.Addr().String()
 }
 

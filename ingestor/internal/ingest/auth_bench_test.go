@@ -3,7 +3,6 @@ package ingest
 import (
 	"context"
 	"crypto/tls"
-	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -43,7 +42,7 @@ func (benchBearer) RequireTransportSecurity() bool { return true }
 // a client dialled with opts.
 func serveOver(b *testing.B, sec grpcserve.Security, opts ...grpc.DialOption) spoolv1.IngestServiceClient {
 	b.Helper()
-	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	log := slog.New(slog.DiscardHandler)
 	srv := grpcserve.New(log, sec)
 	spoolv1.RegisterIngestServiceServer(srv, New(newFakeJobs(), Config{
 		NewPublisher: func() (Publisher, error) { return &discardPub{}, nil },
@@ -56,7 +55,13 @@ func serveOver(b *testing.B, sec grpcserve.Security, opts ...grpc.DialOption) sp
 	go func() { done <- srv.Run(ctx, lis, time.Second) }()
 	conn, err := grpc.NewClient(lis.Addr().String(), opts...)
 	require.NoError(b, err)
-	b.Cleanup(func() { conn.Close(); cancel(); <-done })
+	b.Cleanup(func() {
+		_ = conn.Close() // the client's side only; the server's error is checked below
+		cancel()
+		if err := <-done; err != nil {
+			b.Errorf("serve: %v", err)
+		}
+	})
 	return spoolv1.NewIngestServiceClient(conn)
 }
 
@@ -75,7 +80,7 @@ func BenchmarkAuth(b *testing.B) {
 		CertFile: pki.ServerCertFile(), KeyFile: pki.ServerKeyFile(), ClientCAFile: pki.CAFile(), PolicyFile: pki.PolicyFile(),
 		JWKSFile: pki.JWKSFile(), Issuer: devpki.Issuer, Audience: devpki.Audience,
 	}
-	secure, err := flags.Load(context.Background(), slog.New(slog.NewJSONHandler(io.Discard, nil)), Rules)
+	secure, err := flags.Load(context.Background(), slog.New(slog.DiscardHandler), Rules)
 	require.NoError(b, err)
 	pool, err := pki.CertPool()
 	require.NoError(b, err)
