@@ -40,6 +40,12 @@ type TokenConfig struct {
 	// HTTPClient fetches the JWKS URL; nil means a client with a 10 s
 	// timeout.
 	HTTPClient *http.Client
+	// CacheTTL is how long a verified token is accepted again without
+	// checking its signature (never past its exp); zero turns the cache
+	// off. CacheSize bounds the number of tokens remembered; zero means
+	// 10 000.
+	CacheTTL  time.Duration
+	CacheSize int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -48,6 +54,9 @@ type TokenConfig struct {
 // the JWKS), issuer, audience and expiry.
 type TokenVerifier struct {
 	cfg TokenConfig
+
+	// cache is nil when CacheTTL is zero.
+	cache *tokenCache
 
 	mu      sync.Mutex
 	keys    jose.JSONWebKeySet
@@ -62,6 +71,11 @@ func NewTokenVerifier(ctx context.Context, cfg TokenConfig) (*TokenVerifier, err
 		return nil, errors.New("token verification needs exactly one of a JWKS file or a JWKS URL")
 	case cfg.Issuer == "" || cfg.Audience == "":
 		return nil, errors.New("token verification needs an issuer and an audience")
+	case cfg.CacheTTL < 0 || cfg.CacheSize < 0:
+		return nil, errors.New("token cache TTL and size cannot be negative")
+	}
+	if cfg.CacheSize == 0 {
+		cfg.CacheSize = 10_000
 	}
 	if cfg.Refresh <= 0 {
 		cfg.Refresh = 10 * time.Minute
@@ -76,6 +90,9 @@ func NewTokenVerifier(ctx context.Context, cfg TokenConfig) (*TokenVerifier, err
 		cfg.Now = time.Now
 	}
 	v := &TokenVerifier{cfg: cfg}
+	if cfg.CacheTTL > 0 {
+		v.cache = newTokenCache(cfg.CacheTTL, cfg.CacheSize, cfg.Now)
+	}
 	keys, err := v.load(ctx)
 	if err != nil {
 		return nil, err
@@ -151,14 +168,33 @@ func (v *TokenVerifier) key(ctx context.Context, kid string) []jose.JSONWebKey {
 }
 
 // Verify checks token and returns who it names and its claims. Its errors
-// say what was wrong without repeating the token.
+// say what was wrong without repeating the token. A token that verified
+// within the cache TTL and has not expired is taken from the cache; its
+// Claims are shared between callers and must not be changed.
 func (v *TokenVerifier) Verify(ctx context.Context, token string) (Identity, error) {
+	if v.cache == nil {
+		id, _, err := v.verify(ctx, token)
+		return id, err
+	}
+	if id, ok := v.cache.get(token); ok {
+		return id, nil
+	}
+	id, expiry, err := v.verify(ctx, token)
+	if err != nil {
+		return Identity{}, err
+	}
+	v.cache.put(token, id, expiry)
+	return id, nil
+}
+
+// verify checks token's signature and claims, and returns its expiry too.
+func (v *TokenVerifier) verify(ctx context.Context, token string) (Identity, time.Time, error) {
 	parsed, err := jwt.ParseSigned(token, allowedAlgorithms)
 	if err != nil {
-		return Identity{}, fmt.Errorf("malformed or unsupported token: %w", err)
+		return Identity{}, time.Time{}, fmt.Errorf("malformed or unsupported token: %w", err)
 	}
 	if len(parsed.Headers) != 1 {
-		return Identity{}, errors.New("token must carry one signature")
+		return Identity{}, time.Time{}, errors.New("token must carry one signature")
 	}
 	var std jwt.Claims
 	var all map[string]any
@@ -170,26 +206,26 @@ func (v *TokenVerifier) Verify(ctx context.Context, token string) (Identity, err
 		}
 	}
 	if !verified {
-		return Identity{}, errors.New("token signature does not verify against any known key")
+		return Identity{}, time.Time{}, errors.New("token signature does not verify against any known key")
 	}
 	if std.Expiry == nil {
-		return Identity{}, errors.New("token has no expiry")
+		return Identity{}, time.Time{}, errors.New("token has no expiry")
 	}
 	if std.Subject == "" {
-		return Identity{}, errors.New("token has no subject")
+		return Identity{}, time.Time{}, errors.New("token has no subject")
 	}
 	err = std.ValidateWithLeeway(jwt.Expected{
 		Issuer: v.cfg.Issuer, AnyAudience: jwt.Audience{v.cfg.Audience}, Time: v.cfg.Now(),
 	}, leeway)
 	switch {
 	case errors.Is(err, jwt.ErrExpired):
-		return Identity{}, errors.New("token expired")
+		return Identity{}, time.Time{}, errors.New("token expired")
 	case errors.Is(err, jwt.ErrInvalidIssuer):
-		return Identity{}, errors.New("token issuer not accepted")
+		return Identity{}, time.Time{}, errors.New("token issuer not accepted")
 	case errors.Is(err, jwt.ErrInvalidAudience):
-		return Identity{}, errors.New("token audience not accepted")
+		return Identity{}, time.Time{}, errors.New("token audience not accepted")
 	case err != nil:
-		return Identity{}, fmt.Errorf("token not valid: %w", err)
+		return Identity{}, time.Time{}, fmt.Errorf("token not valid: %w", err)
 	}
-	return Identity{Subject: std.Subject, Method: MethodJWT, Claims: all}, nil
+	return Identity{Subject: std.Subject, Method: MethodJWT, Claims: all}, std.Expiry.Time(), nil
 }

@@ -154,6 +154,7 @@ func TestNewTokenVerifierRefusesBadSettings(t *testing.T) {
 		{name: "both", cfg: TokenConfig{JWKSFile: p.JWKSFile(), JWKSURL: "http://x", Issuer: "i", Audience: "a"}, wantErr: "exactly one"},
 		{name: "no issuer", cfg: TokenConfig{JWKSFile: p.JWKSFile(), Audience: "a"}, wantErr: "issuer and an audience"},
 		{name: "missing file", cfg: TokenConfig{JWKSFile: filepath.Join(t.TempDir(), "none"), Issuer: "i", Audience: "a"}, wantErr: "read jwks"},
+		{name: "negative cache TTL", cfg: TokenConfig{JWKSFile: p.JWKSFile(), Issuer: "i", Audience: "a", CacheTTL: -time.Second}, wantErr: "cannot be negative"},
 		{name: "private key", cfg: TokenConfig{JWKSFile: priv, Issuer: "i", Audience: "a"}, wantErr: "not a public key"},
 	}
 	for _, tt := range tests {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -24,6 +25,8 @@ type SecurityFlags struct {
 	PolicyFile                      string
 	JWKSFile, JWKSURL               string
 	Issuer, Audience                string
+	TokenCacheTTL                   time.Duration
+	TokenCacheSize                  int
 	Reflection                      bool
 	Insecure                        bool
 }
@@ -38,6 +41,8 @@ func (f *SecurityFlags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.JWKSURL, "auth-jwks-url", "", "URL of the JWKS of the keys that sign bearer tokens (fetched again every 10 minutes)")
 	fs.StringVar(&f.Issuer, "auth-issuer", "", "iss a bearer token must carry")
 	fs.StringVar(&f.Audience, "auth-audience", "", "aud a bearer token must carry")
+	fs.DurationVar(&f.TokenCacheTTL, "auth-token-cache-ttl", time.Minute, "how long a verified bearer token is accepted again without checking its signature (never past its exp; bounds how long a removed signing key is still honoured); 0 checks every call")
+	fs.IntVar(&f.TokenCacheSize, "auth-token-cache-size", 10_000, "most verified bearer tokens remembered (least recently used dropped first)")
 	fs.BoolVar(&f.Reflection, "grpc-reflection", false, "serve gRPC reflection (for grpcurl)")
 	fs.BoolVar(&f.Insecure, "insecure", false, "serve plaintext without authentication (local experiments only)")
 }
@@ -68,6 +73,9 @@ func (f *SecurityFlags) Check() error {
 	}
 	if tokens && (f.Issuer == "" || f.Audience == "") {
 		errs = append(errs, errors.New("bearer tokens need SPOOL_AUTH_ISSUER and SPOOL_AUTH_AUDIENCE"))
+	}
+	if f.TokenCacheTTL < 0 || f.TokenCacheSize < 0 {
+		errs = append(errs, errors.New("SPOOL_AUTH_TOKEN_CACHE_TTL and SPOOL_AUTH_TOKEN_CACHE_SIZE cannot be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -124,7 +132,10 @@ func (f *SecurityFlags) Load(ctx context.Context, log *slog.Logger, rules auth.R
 	}
 	var tokens *auth.TokenVerifier
 	if f.JWKSFile != "" || f.JWKSURL != "" {
-		tokens, err = auth.NewTokenVerifier(ctx, auth.TokenConfig{JWKSFile: f.JWKSFile, JWKSURL: f.JWKSURL, Issuer: f.Issuer, Audience: f.Audience})
+		tokens, err = auth.NewTokenVerifier(ctx, auth.TokenConfig{
+			JWKSFile: f.JWKSFile, JWKSURL: f.JWKSURL, Issuer: f.Issuer, Audience: f.Audience,
+			CacheTTL: f.TokenCacheTTL, CacheSize: f.TokenCacheSize,
+		})
 		if err != nil {
 			return Security{}, fmt.Errorf("%w (SPOOL_AUTH_JWKS_FILE or SPOOL_AUTH_JWKS_URL)", err)
 		}
