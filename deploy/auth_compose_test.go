@@ -1,6 +1,9 @@
 package deploy_test
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"net"
 	"os"
 	"path"
 	"path/filepath"
@@ -25,6 +28,18 @@ func pkiDir(tb testing.TB, p *types.Project) string {
 	}
 	tb.Fatal("the pki service's command names no -dir")
 	return ""
+}
+
+// pkiHosts returns the extra host names of the pki service's command.
+func pkiHosts(tb testing.TB, p *types.Project) []string {
+	tb.Helper()
+	cmd := service(tb, p, "pki").Command
+	for i := 1; i+1 < len(cmd); i++ {
+		if cmd[i] == "-hosts" {
+			return strings.Split(cmd[i+1], ",")
+		}
+	}
+	return nil
 }
 
 // requireInPKI checks that file lies in the pki volume as s mounts it:
@@ -94,8 +109,22 @@ func TestComposeAuth(t *testing.T) {
 		require.Equal(t, path.Join(dir, "ca.pem"), envOf(t, s, "SPOOL_CA_FILE"))
 		require.Equal(t, path.Join(dir, "tokens", "admin"), envOf(t, s, "SPOOL_TOKEN_FILE"), "the CLI holds every permission")
 		require.NotContains(t, s.Environment, "SPOOL_TOKEN", "a token value never sits in the compose file")
-		// The dev server certificate names the loopback names only.
-		require.Equal(t, "localhost", envOf(t, s, "SPOOL_TLS_SERVER_NAME"))
+		require.NotContains(t, s.Environment, "SPOOL_TLS_SERVER_NAME", "the server certificate names the hosts the CLI dials")
+
+		// The certificate the pki service's command makes names every host
+		// the CLI dials.
+		made, err := devpki.New(t.TempDir(), pkiHosts(t, p)...)
+		require.NoError(t, err)
+		pair, err := tls.LoadX509KeyPair(made.ServerCertFile(), made.ServerKeyFile())
+		require.NoError(t, err)
+		leaf, err := x509.ParseCertificate(pair.Certificate[0])
+		require.NoError(t, err)
+		addrs := append([]string{envOf(t, s, "SPOOL_INGESTOR_ADDR")}, strings.Split(envOf(t, s, "SPOOL_DISPATCHER_ADDRS"), ",")...)
+		for _, addr := range addrs {
+			host, _, err := net.SplitHostPort(strings.TrimSpace(addr))
+			require.NoError(t, err, addr)
+			require.NoError(t, leaf.VerifyHostname(host), "the server certificate must name %s", host)
+		}
 	})
 
 	t.Run("the destination allowance is for the sink only", func(t *testing.T) {

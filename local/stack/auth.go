@@ -111,9 +111,11 @@ const TokensDir = "tokens"
 
 // WritePKI makes (or reuses) a PKI in dir and writes a fresh token per role
 // to dir/tokens/<role>, for a stack whose processes share a folder rather
-// than an environment (docker-compose). It returns the token files.
-func WritePKI(dir string) ([]string, error) {
-	pki, err := devpki.New(dir)
+// than an environment (docker-compose). The server certificate names the
+// loopback names and hosts (the names clients dial, such as compose
+// service names). It returns the token files.
+func WritePKI(dir string, hosts ...string) ([]string, error) {
+	pki, err := devpki.New(dir, hosts...)
 	if err != nil {
 		return nil, fmt.Errorf("make pki: %w", err)
 	}

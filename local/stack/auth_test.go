@@ -1,6 +1,8 @@
 package stack
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"os"
@@ -81,8 +83,15 @@ func TestSetUpAuth(t *testing.T) {
 
 func TestWritePKI(t *testing.T) {
 	dir := t.TempDir()
-	files, err := WritePKI(dir)
+	files, err := WritePKI(dir, "ingestor", "dispatcher")
 	require.NoError(t, err)
+	server, err := tls.LoadX509KeyPair(filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem"))
+	require.NoError(t, err)
+	leaf, err := x509.ParseCertificate(server.Certificate[0])
+	require.NoError(t, err)
+	for _, h := range []string{"ingestor", "dispatcher", "localhost"} {
+		require.NoError(t, leaf.VerifyHostname(h), "the server certificate names %s", h)
+	}
 	ca, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
 	require.NoError(t, err)
 	require.Len(t, files, len(roles))
@@ -97,7 +106,7 @@ func TestWritePKI(t *testing.T) {
 	}
 
 	// Run again (docker compose up again), the CA stays and tokens are new.
-	again, err := WritePKI(dir)
+	again, err := WritePKI(dir, "ingestor", "dispatcher")
 	require.NoError(t, err)
 	require.Equal(t, files, again)
 	ca2, err := os.ReadFile(filepath.Join(dir, "ca.pem"))

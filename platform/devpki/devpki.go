@@ -1,6 +1,6 @@
 // Package devpki makes a throwaway public-key infrastructure for tests and
 // the local stack: a certificate authority, a server certificate for the
-// loopback names, a client certificate, a token-signing key with its JWKS,
+// loopback names (and any others asked for), a client certificate, a token-signing key with its JWKS,
 // and a policy file granting the usual roles. Everything lives in one
 // directory, so a process started by hand can join by reading the same
 // files.
@@ -79,19 +79,74 @@ type PKI struct {
 // New returns the PKI in dir, making it when dir does not hold a complete,
 // valid one already. Reusing an existing PKI keeps tokens minted earlier
 // valid across restarts of the local stack.
-func New(dir string) (*PKI, error) {
+//
+// The server certificate names localhost, 127.0.0.1 and ::1, and each of
+// hosts (a DNS name or an IP address): the names clients dial, such as the
+// service names of a compose network. An existing PKI whose server
+// certificate lacks one of them gets a new server certificate from the
+// same CA, so clients that trust the CA keep working.
+func New(dir string, hosts ...string) (*PKI, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("make pki directory: %w", err)
 	}
 	p := &PKI{dir: dir, now: time.Now}
 	if key, err := p.load(); err == nil {
 		p.signingKey = key
+		if err := p.coverHosts(hosts); err != nil {
+			return nil, err
+		}
 		return p, nil
 	}
-	if err := p.create(); err != nil {
+	if err := p.create(hosts); err != nil {
 		return nil, err
 	}
 	return p, nil
+}
+
+// coverHosts issues a new server certificate when the existing one does
+// not name every one of hosts.
+func (p *PKI) coverHosts(hosts []string) error {
+	cert, err := readCert(p.ServerCertFile())
+	if err != nil {
+		return fmt.Errorf("read server certificate: %w", err)
+	}
+	missing := false
+	for _, h := range hosts {
+		if cert.VerifyHostname(h) != nil {
+			missing = true
+		}
+	}
+	if !missing {
+		return nil
+	}
+	ca, err := readCert(p.CAFile())
+	if err != nil {
+		return fmt.Errorf("read ca certificate: %w", err)
+	}
+	caKey, err := readKey(p.path(caKeyName))
+	if err != nil {
+		return fmt.Errorf("read ca key: %w", err)
+	}
+	return p.issueLeaf(p.ServerCertFile(), p.ServerKeyFile(), serverTemplate(hosts), ca, caKey)
+}
+
+// serverTemplate is the server certificate for the loopback names and
+// hosts.
+func serverTemplate(hosts []string) *x509.Certificate {
+	tmpl := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "localhost"},
+		DNSNames:    []string{"localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	return tmpl
 }
 
 // Dir returns the directory the PKI lives in.
@@ -215,7 +270,7 @@ func (p *PKI) load() (*ecdsa.PrivateKey, error) {
 	return readKey(p.path(signingKeyName))
 }
 
-func (p *PKI) create() error {
+func (p *PKI) create(hosts []string) error {
 	caKey, err := newKey()
 	if err != nil {
 		return err
@@ -240,38 +295,15 @@ func (p *PKI) create() error {
 	if err := writeKey(p.path(caKeyName), caKey); err != nil {
 		return err
 	}
-	leaves := []struct {
-		certFile, keyFile string
-		tmpl              *x509.Certificate
-	}{
-		{p.ServerCertFile(), p.ServerKeyFile(), &x509.Certificate{
-			Subject:     pkix.Name{CommonName: "localhost"},
-			DNSNames:    []string{"localhost"},
-			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		}},
-		{p.ClientCertFile(), p.ClientKeyFile(), &x509.Certificate{
-			Subject:     pkix.Name{CommonName: ClientName},
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		}},
+	if err := p.issueLeaf(p.ServerCertFile(), p.ServerKeyFile(), serverTemplate(hosts), ca, caKey); err != nil {
+		return err
 	}
-	for _, l := range leaves {
-		key, err := newKey()
-		if err != nil {
-			return err
-		}
-		l.tmpl.NotBefore, l.tmpl.NotAfter = now.Add(-time.Hour), now.Add(validity)
-		l.tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-		der, _, err := issue(l.tmpl, ca, key, caKey)
-		if err != nil {
-			return fmt.Errorf("issue %s: %w", l.tmpl.Subject.CommonName, err)
-		}
-		if err := writeCert(l.certFile, der); err != nil {
-			return err
-		}
-		if err := writeKey(l.keyFile, key); err != nil {
-			return err
-		}
+	client := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: ClientName},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if err := p.issueLeaf(p.ClientCertFile(), p.ClientKeyFile(), client, ca, caKey); err != nil {
+		return err
 	}
 	if p.signingKey, err = newKey(); err != nil {
 		return err
@@ -286,6 +318,29 @@ func (p *PKI) create() error {
 		return err
 	}
 	return writeJSON(p.PolicyFile(), policy(), 0o644)
+}
+
+// issueLeaf issues a certificate from tmpl, signed by the CA, with a new
+// key, valid no longer than the CA, and writes both.
+func (p *PKI) issueLeaf(certFile, keyFile string, tmpl, ca *x509.Certificate, caKey *ecdsa.PrivateKey) error {
+	key, err := newKey()
+	if err != nil {
+		return err
+	}
+	now := p.now()
+	tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Hour), now.Add(validity)
+	if tmpl.NotAfter.After(ca.NotAfter) {
+		tmpl.NotAfter = ca.NotAfter
+	}
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	der, _, err := issue(tmpl, ca, key, caKey)
+	if err != nil {
+		return fmt.Errorf("issue %s: %w", tmpl.Subject.CommonName, err)
+	}
+	if err := writeCert(certFile, der); err != nil {
+		return err
+	}
+	return writeKey(keyFile, key)
 }
 
 // policy grants each role to a token whose roles claim names it, and admin

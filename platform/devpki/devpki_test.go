@@ -210,3 +210,63 @@ func TestPolicyFile(t *testing.T) {
 	}
 	assert.Len(t, granted, 5)
 }
+
+func TestExtraHosts(t *testing.T) {
+	serverCert := func(t *testing.T, p *PKI) *x509.Certificate {
+		t.Helper()
+		c, err := readCert(p.ServerCertFile())
+		require.NoError(t, err)
+		return c
+	}
+	tests := []struct {
+		name     string
+		first    []string // hosts the PKI is made with
+		then     []string // hosts asked for when it is opened again
+		want     []string // names the server certificate must carry at the end
+		reissued bool
+		notNamed []string
+	}{
+		{name: "loopback only", want: []string{"localhost", "127.0.0.1", "::1"}, notNamed: []string{"ingestor"}},
+		{name: "compose hosts", first: []string{"ingestor", "dispatcher", "10.0.0.5"},
+			want: []string{"localhost", "127.0.0.1", "::1", "ingestor", "dispatcher", "10.0.0.5"}, notNamed: []string{"sink"}},
+		{name: "reopened with the same hosts", first: []string{"ingestor"}, then: []string{"ingestor"},
+			want: []string{"localhost", "ingestor"}},
+		{name: "reopened without hosts keeps them", first: []string{"ingestor"}, then: nil,
+			want: []string{"localhost", "ingestor"}},
+		{name: "reopened with a new host", first: []string{"ingestor"}, then: []string{"dispatcher"},
+			want: []string{"localhost", "dispatcher"}, reissued: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			p, err := New(dir, tt.first...)
+			require.NoError(t, err)
+			before := serverCert(t, p)
+			caBefore, err := os.ReadFile(p.CAFile())
+			require.NoError(t, err)
+			tok, err := p.Token("alice", nil, time.Hour)
+			require.NoError(t, err)
+
+			p, err = New(dir, tt.then...)
+			require.NoError(t, err)
+			after := serverCert(t, p)
+			assert.Equal(t, tt.reissued, !before.Equal(after), "server certificate reissued")
+
+			caAfter, err := os.ReadFile(p.CAFile())
+			require.NoError(t, err)
+			assert.Equal(t, caBefore, caAfter, "the CA is kept")
+			_, _, err = verify(t, p, tok)
+			require.NoError(t, err, "tokens minted before still verify")
+
+			pool, err := p.CertPool()
+			require.NoError(t, err)
+			for _, h := range tt.want {
+				_, err := after.Verify(x509.VerifyOptions{DNSName: h, Roots: pool})
+				assert.NoError(t, err, "certificate names %s", h)
+			}
+			for _, h := range tt.notNamed {
+				assert.Error(t, after.VerifyHostname(h), "certificate does not name %s", h)
+			}
+		})
+	}
+}

@@ -3,7 +3,8 @@
 //
 //	spool-stack up [-dispatchers 2]    start everything in the background
 //	spool-stack down                   stop what `up` started
-//	spool-stack pki -dir D             make a throwaway PKI and a token file per role in D
+//	spool-stack pki -dir D [-hosts H]  make a throwaway PKI and a token file per role in D; the
+//	                                   server certificate also names the hosts H (comma-separated)
 //	spool-stack sample -rows N -o F    write a sample payroll CSV
 //	spool-stack check -rows N          compare the sink's stats with N
 package main
@@ -90,10 +91,17 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return nil
 	case "pki":
 		dir := fs.String("dir", filepath.Join(".spool", stack.PKIDir), "folder for the PKI and its tokens/ folder")
+		hosts := fs.String("hosts", "", "comma-separated host names or IP addresses the server certificate names besides localhost, 127.0.0.1 and ::1 (the names clients dial)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		files, err := stack.WritePKI(*dir)
+		var names []string
+		for _, h := range strings.Split(*hosts, ",") {
+			if h = strings.TrimSpace(h); h != "" {
+				names = append(names, h)
+			}
+		}
+		files, err := stack.WritePKI(*dir, names...)
 		if err != nil {
 			return err
 		}
