@@ -72,8 +72,8 @@ func serveOver(b *testing.B, sec grpcserve.Security, opts ...grpc.DialOption) sp
 // with TLS and a client certificate, in the same run. Each mode reports its own time per
 // call and its overhead over plaintext.
 //
-//	cd ingestor && go test -run '^$' -bench Auth/GetJob -benchtime 2000x -count 3 ./internal/ingest/
-//	cd ingestor && go test -run '^$' -bench Auth/StreamFile -benchtime 6x -count 3 ./internal/ingest/
+//	cd ingestor && go test -run '^$' -bench Auth/GetJob -benchtime 2000x -count 5 ./internal/ingest/
+//	cd ingestor && go test -run '^$' -bench Auth/StreamFile -benchtime 6x -count 5 ./internal/ingest/
 func BenchmarkAuth(b *testing.B) {
 	pki, err := devpki.New(b.TempDir())
 	require.NoError(b, err)
