@@ -84,7 +84,7 @@ func BenchmarkAuth(b *testing.B) {
 	secure, err := flags.Load(context.Background(), slog.New(slog.DiscardHandler), Rules)
 	require.NoError(b, err)
 	flags.TokenCacheTTL = time.Minute
-	cached, err := flags.Load(context.Background(), slog.New(slog.NewJSONHandler(io.Discard, nil)), Rules)
+	cached, err := flags.Load(context.Background(), slog.New(slog.DiscardHandler), Rules)
 	require.NoError(b, err)
 	pool, err := pki.CertPool()
 	require.NoError(b, err)
