@@ -181,7 +181,7 @@ func TestTransactionRequests(t *testing.T) {
 				got := post(t, srv, path, s.body, h)
 				require.Equal(t, s.status, got.code, "send %d: %v", i, got.body)
 				if s.answer != nil {
-					// References are issued in arrival order; see
+					// References are keyed per sink process; see
 					// TestAnswersIssueAReferencePerApplication.
 					delete(got.body, "id")
 					require.Equal(t, s.answer, got.body, "send %d", i)
@@ -199,8 +199,11 @@ func TestTransactionRequests(t *testing.T) {
 
 func TestStatsAndTransactionsPerJob(t *testing.T) {
 	srv, _ := newSink(t)
+	// ref holds each answer's reference, in order: a2, a1, a2 again, b1.
+	var ref []string
 	for _, b := range []string{tx("a", 2), tx("a", 1), tx("a", 2), tx("b", 1), `{"spool_job_id":"b"}`} {
-		post(t, srv, "/", b, nil)
+		id, _ := post(t, srv, "/", b, nil).body["id"].(string)
+		ref = append(ref, id)
 	}
 	tests := []struct {
 		query string
@@ -208,14 +211,14 @@ func TestStatsAndTransactionsPerJob(t *testing.T) {
 		rows  []ledger.Transaction
 	}{
 		{query: "?job=a", want: ledger.Stats{Requests: 3, Distinct: 2, Duplicates: 1},
-			rows: []ledger.Transaction{{Job: "a", Row: 1, Applied: 1, Reference: "pay_2"}, {Job: "a", Row: 2, Applied: 2, Reference: "pay_3"}}},
+			rows: []ledger.Transaction{{Job: "a", Row: 1, Applied: 1, Reference: ref[1]}, {Job: "a", Row: 2, Applied: 2, Reference: ref[2]}}},
 		{query: "?job=b", want: ledger.Stats{Requests: 1, Distinct: 1, Rejected: 1},
-			rows: []ledger.Transaction{{Job: "b", Row: 1, Applied: 1, Reference: "pay_4"}}},
+			rows: []ledger.Transaction{{Job: "b", Row: 1, Applied: 1, Reference: ref[3]}}},
 		{query: "?job=unknown", want: ledger.Stats{}},
 		{query: "", want: ledger.Stats{Requests: 4, Distinct: 3, Duplicates: 1, Rejected: 1},
 			rows: []ledger.Transaction{
-				{Job: "a", Row: 1, Applied: 1, Reference: "pay_2"}, {Job: "a", Row: 2, Applied: 2, Reference: "pay_3"},
-				{Job: "b", Row: 1, Applied: 1, Reference: "pay_4"},
+				{Job: "a", Row: 1, Applied: 1, Reference: ref[1]}, {Job: "a", Row: 2, Applied: 2, Reference: ref[2]},
+				{Job: "b", Row: 1, Applied: 1, Reference: ref[3]},
 			}},
 	}
 	for _, tt := range tests {
@@ -231,29 +234,38 @@ func TestAnswersIssueAReferencePerApplication(t *testing.T) {
 		name   string
 		opts   []Option
 		header http.Header
-		// want is the reference of each of three requests for one row.
-		want []string
-		last string
+		// same says whether the three requests for one row get one
+		// reference (deduplicated) or three.
+		same bool
 	}{
-		{name: "every application a new one", want: []string{"pay_1", "pay_2", "pay_3"}, last: "pay_3"},
+		{name: "every application a new one"},
 		{
 			name: "a deduplicated request gets the first", opts: []Option{WithHonourKey(true)},
-			header: http.Header{DefaultIdempotencyHeader: {"k1"}}, want: []string{"pay_1", "pay_1", "pay_1"}, last: "pay_1",
+			header: http.Header{DefaultIdempotencyHeader: {"k1"}}, same: true,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv, l := newSink(t, tt.opts...)
-			for _, want := range tt.want {
+			seen := map[string]bool{}
+			var last string
+			for range 3 {
 				r := post(t, srv, "/", tx("j", 7), tt.header)
 				require.Equal(t, http.StatusOK, r.code)
-				require.Equal(t, want, r.body["id"])
-				require.Equal(t, "/payments/"+want, r.location)
+				id, _ := r.body["id"].(string)
+				require.Regexp(t, `^pay_[0-9a-f]{20}$`, id)
+				require.Equal(t, "/payments/"+id, r.location)
+				seen[id], last = true, id
+			}
+			if tt.same {
+				require.Len(t, seen, 1)
+			} else {
+				require.Len(t, seen, 3)
 			}
 			got, ok := l.Lookup("j", 7)
 			require.True(t, ok)
-			require.Equal(t, tt.last, got.Reference)
-			require.Equal(t, tt.last, listTransactions(t, srv, "?job=j")[0].Reference)
+			require.Equal(t, last, got.Reference)
+			require.Equal(t, last, listTransactions(t, srv, "?job=j")[0].Reference)
 		})
 	}
 }
@@ -432,7 +444,9 @@ func TestHangHoldsTheAnswerOfAnAppliedTransaction(t *testing.T) {
 		srv, l := newSink(t, WithHang(1, 3*time.Second), WithSleep(sleep))
 		got := post(t, srv, "/", tx("j", 1), nil)
 		require.Equal(t, http.StatusOK, got.code)
-		require.Equal(t, map[string]any{"id": "pay_1", "status": "applied", "applied": 1.0}, got.body)
+		require.Regexp(t, `^pay_`, got.body["id"])
+		delete(got.body, "id")
+		require.Equal(t, map[string]any{"status": "applied", "applied": 1.0}, got.body)
 		require.Equal(t, []time.Duration{3 * time.Second}, waits)
 		require.Equal(t, ledger.Stats{Requests: 1, Distinct: 1, Hung: 1}, l.Stats())
 	})
@@ -515,7 +529,9 @@ func TestHonouredKeySkipsTheAfterApplyStages(t *testing.T) {
 	h := http.Header{DefaultIdempotencyHeader: {"k"}}
 	require.Equal(t, http.StatusOK, post(t, srv, "/", tx("j", 1), h).code)
 	got := post(t, srv, "/", tx("j", 1), h)
-	require.Equal(t, map[string]any{"id": "pay_1", "status": "deduplicated", "applied": 1.0}, got.body)
+	first, ok := l.Lookup("j", 1)
+	require.True(t, ok)
+	require.Equal(t, map[string]any{"id": first.Reference, "status": "deduplicated", "applied": 1.0}, got.body)
 	require.Equal(t, ledger.Stats{Requests: 1, Distinct: 1, Hung: 1, Deduplicated: 1}, l.Stats())
 }
 

@@ -11,11 +11,14 @@ package ledger
 
 import (
 	"cmp"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"maps"
 	"slices"
-	"strconv"
 	"sync"
-	"sync/atomic"
 )
 
 // Stats are the counters of the whole sink or of one job.
@@ -84,13 +87,10 @@ type Transaction struct {
 	// Reference is the sink's own id for the transaction, as its answer
 	// to the last request that applied it said (in the body's id and the
 	// Location header); a deduplicated request is answered with the same.
-	// Issued in arrival order across the sink, so a test cannot guess it
+	// Keyed by a secret of this sink process, so a test cannot guess it
 	// from the row: a client must have read it from the answer.
 	Reference string `json:"reference,omitempty"`
 }
-
-// ReferenceOf is the reference the sink issues for its nth application.
-func ReferenceOf(n uint64) string { return "pay_" + strconv.FormatUint(n, 36) }
 
 // entry is kept per distinct transaction, by value in the job's map; it is
 // deliberately small (two counters and a string header) because a job can
@@ -99,8 +99,6 @@ type entry struct {
 	applied uint32
 	dedup   uint32
 	key     string
-	// ref numbers the last application of the transaction (ReferenceOf).
-	ref uint64
 }
 
 // job is the ledger of one job. Each job has its own lock so that jobs
@@ -134,13 +132,31 @@ type Ledger struct {
 	keysMu sync.Mutex
 	keys   map[string]struct{}
 
-	// issued counts applications across the sink, numbering references.
-	issued atomic.Uint64
+	// refKey keys the references the sink issues. A reference is derived
+	// from the application it names rather than stored, so the entry of
+	// a row stays as small as it was (a million-row job is the point).
+	refKey [16]byte
 }
 
 // New returns an empty ledger.
 func New() *Ledger {
-	return &Ledger{jobs: map[string]*job{}, keys: map[string]struct{}{}}
+	l := &Ledger{jobs: map[string]*job{}, keys: map[string]struct{}{}}
+	_, _ = rand.Read(l.refKey[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return l
+}
+
+// reference is the sink's id for the nth application of (jobID, row):
+// the same for that application whenever it is asked (a deduplicated
+// request is answered with it), another for the next application, and
+// not derivable without the process's key.
+func (l *Ledger) reference(jobID string, row int64, n uint32) string {
+	m := hmac.New(sha256.New, l.refKey[:])
+	var b [12]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(row))
+	binary.BigEndian.PutUint32(b[8:], n)
+	m.Write([]byte(jobID))
+	m.Write(b[:])
+	return "pay_" + hex.EncodeToString(m.Sum(nil)[:10])
 }
 
 // job returns the ledger of id, creating it when create is set; nil when it
@@ -184,9 +200,8 @@ func (l *Ledger) ApplyRef(jobID string, row int64, key string) (int64, string) {
 		j.stats.Distinct++
 	}
 	e.applied++
-	e.ref = l.issued.Add(1)
 	j.rows[row] = e
-	return int64(e.applied), ReferenceOf(e.ref)
+	return int64(e.applied), l.reference(jobID, row, e.applied)
 }
 
 // ApplyOnce is Apply for a destination that honours idempotency keys: when
@@ -230,7 +245,7 @@ func (l *Ledger) ApplyOnceRef(jobID string, row int64, key string) (applied int6
 	}
 	e.dedup++
 	j.rows[row] = e
-	return int64(e.applied), ReferenceOf(e.ref), false
+	return int64(e.applied), l.reference(jobID, row, e.applied), false
 }
 
 // Hung records an applied request of jobID held past the client's timeout.
@@ -264,14 +279,14 @@ func (l *Ledger) Lookup(jobID string, row int64) (Transaction, bool) {
 	if !ok {
 		return Transaction{}, false
 	}
-	return j.transaction(jobID, row, e), true
+	return l.transaction(j, jobID, row, e), true
 }
 
 // transaction is what j knows of row, whose entry is e; j.mu is held.
-func (j *job) transaction(jobID string, row int64, e entry) Transaction {
+func (l *Ledger) transaction(j *job, jobID string, row int64, e entry) Transaction {
 	t := Transaction{Job: jobID, Row: row, Applied: int64(e.applied), Key: e.key, Deduplicated: int64(e.dedup), Traceparent: j.traces[row]}
-	if e.ref != 0 {
-		t.Reference = ReferenceOf(e.ref)
+	if e.applied > 0 {
+		t.Reference = l.reference(jobID, row, e.applied)
 	}
 	return t
 }
@@ -423,7 +438,7 @@ func (l *Ledger) Each(jobID string, fn func(Transaction) error) error {
 		for _, r := range rows[start:min(start+lookupBatch, len(rows))] {
 			// A reset may have emptied the job since the rows were copied.
 			if e, ok := j.rows[r]; ok {
-				batch = append(batch, j.transaction(jobID, r, e))
+				batch = append(batch, l.transaction(j, jobID, r, e))
 			}
 		}
 		j.mu.Unlock()
