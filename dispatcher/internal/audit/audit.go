@@ -114,9 +114,25 @@ func (s *Store) Begin(ctx context.Context, e Event) (Event, error) {
 		e.At = s.now()
 	}
 	e.Outcome, e.OutcomeAt = "", time.Time{}
-	av, err := attributevalue.MarshalMap(toEventItem(e))
+	exists, err := s.putNew(ctx, toEventItem(e))
+	if exists {
+		// Written already: by this call before a lost answer, or by an
+		// earlier attempt of the same approval.
+		return s.getEvent(ctx, tablelayout.AuditEvent(e.JobID, e.At.UnixMilli(), e.ID))
+	}
 	if err != nil {
-		return Event{}, fmt.Errorf("marshal audit event: %w", err)
+		return Event{}, fmt.Errorf("write audit event of job %s: %w", e.JobID, err)
+	}
+	return e, nil
+}
+
+// putNew writes item unless an item with its key is stored already, and
+// says whether one was: both kinds of record are written once, and a
+// retry finds the first write instead of making a second.
+func (s *Store) putNew(ctx context.Context, item any) (exists bool, err error) {
+	av, err := attributevalue.MarshalMap(item)
+	if err != nil {
+		return false, fmt.Errorf("marshal: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
@@ -126,14 +142,9 @@ func (s *Store) Begin(ctx context.Context, e Event) (Event, error) {
 	})
 	var ccf *types.ConditionalCheckFailedException
 	if errors.As(err, &ccf) {
-		// Written already: by this call before a lost answer, or by an
-		// earlier attempt of the same approval.
-		return s.getEvent(ctx, tablelayout.AuditEvent(e.JobID, e.At.UnixMilli(), e.ID))
+		return true, nil
 	}
-	if err != nil {
-		return Event{}, fmt.Errorf("write audit event of job %s: %w", e.JobID, err)
-	}
-	return e, nil
+	return false, err
 }
 
 // Finish records the outcome of e's action: "ok", or the error. An
@@ -163,6 +174,8 @@ func (s *Store) Finish(ctx context.Context, e Event, actionErr error) error {
 }
 
 func (s *Store) getEvent(ctx context.Context, k tablelayout.Key) (Event, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	out, err := s.db.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(s.table), Key: k.Item(), ConsistentRead: aws.Bool(true)})
 	if err != nil {
 		return Event{}, fmt.Errorf("read audit event %s: %w", k.SK, err)

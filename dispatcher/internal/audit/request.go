@@ -149,18 +149,8 @@ func (s *Store) Create(ctx context.Context, r Request, ttl time.Duration) (Reque
 	r.RequestedAt = now
 	r.ExpiresAt = now.Add(ttl)
 	r.State = spoolv1.ApprovalState_APPROVAL_STATE_PENDING
-	av, err := attributevalue.MarshalMap(toRequestItem(r))
-	if err != nil {
-		return Request{}, fmt.Errorf("marshal request: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	_, err = s.db.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName: aws.String(s.table), Item: av,
-		ConditionExpression: aws.String("attribute_not_exists(pk)"),
-	})
-	var ccf *types.ConditionalCheckFailedException
-	if errors.As(err, &ccf) {
+	exists, err := s.putNew(ctx, toRequestItem(r))
+	if exists {
 		// The id is fresh, so only this call's own write, applied before
 		// a lost answer and sent again, can be there.
 		got, gerr := s.Get(ctx, r.ID)
@@ -199,29 +189,21 @@ func (s *Store) Get(ctx context.Context, id string) (Request, error) {
 // ErrState.
 func (s *Store) Approve(ctx context.Context, id, approver, reason string) (Request, error) {
 	now := s.now()
-	uctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	out, err := s.db.UpdateItem(uctx, &dynamodb.UpdateItemInput{
-		TableName:                aws.String(s.table),
-		Key:                      tablelayout.Request(id).Item(),
-		UpdateExpression:         aws.String("SET #st = :approved, approved_by = :by, approved_at = :now, approve_reason = :why"),
-		ConditionExpression:      aws.String("attribute_exists(pk) AND #st = :pending AND deadline > :now AND requested_by <> :by"),
-		ExpressionAttributeNames: map[string]string{"#st": "state"},
-		ExpressionAttributeValues: map[string]types.AttributeValue{
+	updated, held, err := s.updateRequest(ctx, id,
+		"SET #st = :approved, approved_by = :by, approved_at = :now, approve_reason = :why",
+		"attribute_exists(pk) AND #st = :pending AND deadline > :now AND requested_by <> :by",
+		map[string]types.AttributeValue{
 			":approved": &types.AttributeValueMemberS{Value: stateName(spoolv1.ApprovalState_APPROVAL_STATE_APPROVED)},
 			":pending":  &types.AttributeValueMemberS{Value: stateName(spoolv1.ApprovalState_APPROVAL_STATE_PENDING)},
 			":by":       &types.AttributeValueMemberS{Value: approver},
 			":now":      &types.AttributeValueMemberN{Value: strconv.FormatInt(now.UnixMilli(), 10)},
 			":why":      &types.AttributeValueMemberS{Value: reason},
-		},
-		ReturnValues: types.ReturnValueAllNew,
-	})
-	var ccf *types.ConditionalCheckFailedException
-	if err == nil {
-		return unmarshalRequest(out.Attributes)
-	}
-	if !errors.As(err, &ccf) {
+		})
+	if err != nil {
 		return Request{}, fmt.Errorf("approve request %s: %w", id, err)
+	}
+	if held {
+		return updated, nil
 	}
 	cur, err := s.Get(ctx, id)
 	if err != nil {
@@ -246,29 +228,46 @@ func (s *Store) Settle(ctx context.Context, id string, actionErr error) (Request
 	if actionErr != nil {
 		st, outcome = spoolv1.ApprovalState_APPROVAL_STATE_FAILED, actionErr.Error()
 	}
-	uctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	out, err := s.db.UpdateItem(uctx, &dynamodb.UpdateItemInput{
-		TableName:                aws.String(s.table),
-		Key:                      tablelayout.Request(id).Item(),
-		UpdateExpression:         aws.String("SET #st = :st, outcome = :o"),
-		ConditionExpression:      aws.String("#st = :approved"),
-		ExpressionAttributeNames: map[string]string{"#st": "state"},
-		ExpressionAttributeValues: map[string]types.AttributeValue{
+	updated, held, err := s.updateRequest(ctx, id, "SET #st = :st, outcome = :o", "#st = :approved",
+		map[string]types.AttributeValue{
 			":st":       &types.AttributeValueMemberS{Value: stateName(st)},
 			":approved": &types.AttributeValueMemberS{Value: stateName(spoolv1.ApprovalState_APPROVAL_STATE_APPROVED)},
 			":o":        &types.AttributeValueMemberS{Value: outcome},
-		},
-		ReturnValues: types.ReturnValueAllNew,
-	})
-	var ccf *types.ConditionalCheckFailedException
-	if errors.As(err, &ccf) {
-		return s.Get(ctx, id)
-	}
+		})
 	if err != nil {
 		return Request{}, fmt.Errorf("settle request %s: %w", id, err)
 	}
-	return unmarshalRequest(out.Attributes)
+	if !held {
+		return s.Get(ctx, id)
+	}
+	return updated, nil
+}
+
+// updateRequest applies update to request id in one write conditional on
+// cond ("#st" names the state attribute), and returns the request as the
+// write left it. held is false when cond did not hold and nothing changed;
+// the caller then reads the request to learn why.
+func (s *Store) updateRequest(ctx context.Context, id, update, cond string, values map[string]types.AttributeValue) (r Request, held bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(s.table),
+		Key:                       tablelayout.Request(id).Item(),
+		UpdateExpression:          aws.String(update),
+		ConditionExpression:       aws.String(cond),
+		ExpressionAttributeNames:  map[string]string{"#st": "state"},
+		ExpressionAttributeValues: values,
+		ReturnValues:              types.ReturnValueAllNew,
+	})
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		return Request{}, false, nil
+	}
+	if err != nil {
+		return Request{}, false, err
+	}
+	r, err = unmarshalRequest(out.Attributes)
+	return r, err == nil, err
 }
 
 // Pending returns the requests awaiting approval and not expired, and
