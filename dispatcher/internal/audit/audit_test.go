@@ -51,6 +51,13 @@ func TestApprove(t *testing.T) {
 		require.NoError(t, err)
 		return r
 	}
+	approvedByBob := func(t *testing.T) string {
+		t.Helper()
+		id := mk(t).ID
+		_, err := s.Approve(ctx, id, "bob", "")
+		require.NoError(t, err)
+		return id
+	}
 	tests := []struct {
 		name    string
 		setup   func(t *testing.T) string
@@ -71,28 +78,16 @@ func TestApprove(t *testing.T) {
 		},
 		{
 			name: "approved again by the same principal", by: "bob", want: spoolv1.ApprovalState_APPROVAL_STATE_APPROVED,
-			setup: func(t *testing.T) string {
-				id := mk(t).ID
-				_, err := s.Approve(ctx, id, "bob", "")
-				require.NoError(t, err)
-				return id
-			},
+			setup: approvedByBob,
 		},
 		{
 			name: "approved already by another", by: "cat", wantErr: audit.ErrState,
-			setup: func(t *testing.T) string {
-				id := mk(t).ID
-				_, err := s.Approve(ctx, id, "bob", "")
-				require.NoError(t, err)
-				return id
-			},
+			setup: approvedByBob,
 		},
 		{
 			name: "applied, asked again by its approver", by: "bob", want: spoolv1.ApprovalState_APPROVAL_STATE_APPLIED,
 			setup: func(t *testing.T) string {
-				id := mk(t).ID
-				_, err := s.Approve(ctx, id, "bob", "")
-				require.NoError(t, err)
+				id := approvedByBob(t)
 				r, err := s.Settle(ctx, id, nil)
 				require.NoError(t, err)
 				require.Equal(t, spoolv1.ApprovalState_APPROVAL_STATE_APPLIED, r.State)
