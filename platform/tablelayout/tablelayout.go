@@ -264,25 +264,24 @@ func Indexes() []types.GlobalSecondaryIndex {
 // only: a listing reads each job whole (record and counters) anyway, so a
 // projected copy of the record would cost a write per update for nothing.
 func JobsIndexDefinition() types.GlobalSecondaryIndex {
-	return types.GlobalSecondaryIndex{
-		IndexName: aws.String(JobsIndex),
-		KeySchema: []types.KeySchemaElement{
-			{AttributeName: aws.String(JobsIndexPK), KeyType: types.KeyTypeHash},
-			{AttributeName: aws.String(JobsIndexSK), KeyType: types.KeyTypeRange},
-		},
-		Projection: &types.Projection{ProjectionType: types.ProjectionTypeKeysOnly},
-	}
+	return indexDefinition(JobsIndex, JobsIndexPK, JobsIndexSK, types.ProjectionTypeKeysOnly)
 }
 
 // LedgerIndexDefinition is the ledger-by-job index: every attribute
 // projected, so a report reads records from the index alone.
 func LedgerIndexDefinition() types.GlobalSecondaryIndex {
+	return indexDefinition(LedgerIndex, LedgerIndexPK, LedgerIndexSK, types.ProjectionTypeAll)
+}
+
+// indexDefinition is a global secondary index keyed by the attributes pk
+// and sk, with the given projection.
+func indexDefinition(name, pk, sk string, projection types.ProjectionType) types.GlobalSecondaryIndex {
 	return types.GlobalSecondaryIndex{
-		IndexName: aws.String(LedgerIndex),
+		IndexName: aws.String(name),
 		KeySchema: []types.KeySchemaElement{
-			{AttributeName: aws.String(LedgerIndexPK), KeyType: types.KeyTypeHash},
-			{AttributeName: aws.String(LedgerIndexSK), KeyType: types.KeyTypeRange},
+			{AttributeName: aws.String(pk), KeyType: types.KeyTypeHash},
+			{AttributeName: aws.String(sk), KeyType: types.KeyTypeRange},
 		},
-		Projection: &types.Projection{ProjectionType: types.ProjectionTypeAll},
+		Projection: &types.Projection{ProjectionType: projection},
 	}
 }
