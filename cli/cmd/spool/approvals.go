@@ -44,19 +44,16 @@ func (a *app) approveCommand() *command {
 	reason := c.fs.String("reason", "", "why you approve, for the audit trail")
 	c.perCall = []string{"reason"}
 	c.run = func(ctx context.Context, args []string) error {
-		if len(args) != 1 {
-			return usagef("approve: want one REQUEST_ID")
-		}
-		addrs, err := splitAddrs(*dispatchers)
+		id, addrs, err := argAndDispatchers("approve", "REQUEST_ID", args, *dispatchers)
 		if err != nil {
 			return err
 		}
 		return a.onDispatcher(addrs, func(client spoolv1.DispatchServiceClient) (bool, error) {
 			ctx, cancel := context.WithTimeout(ctx, rpcTimeout+time.Minute)
 			defer cancel()
-			resp, err := client.ApproveRequest(ctx, &spoolv1.ApproveRequestRequest{RequestId: args[0], Reason: *reason})
+			resp, err := client.ApproveRequest(ctx, &spoolv1.ApproveRequestRequest{RequestId: id, Reason: *reason})
 			if err != nil {
-				return false, fmt.Errorf("approve request %s: %w", args[0], rpcerr.Readable(err))
+				return false, fmt.Errorf("approve request %s: %w", id, rpcerr.Readable(err))
 			}
 			r := resp.GetRequest()
 			fmt.Fprintf(a.stdout, "request %s (%s of job %s, asked by %s) approved by %s: %s\n", r.GetRequestId(), requestWhat(r),

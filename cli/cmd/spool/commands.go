@@ -206,14 +206,11 @@ func (a *app) watchCommand() *command {
 	c := newCommand("watch", "[flags] JOB_ID", "Follow a job's delivery until it ends, then summarise it.")
 	dispatchers := c.fs.String("dispatcher-addrs", defaultDispatcherAddrs, "dispatcher gRPC addresses, comma-separated; the watch moves to the next when one is unavailable")
 	c.run = func(ctx context.Context, args []string) error {
-		if len(args) != 1 {
-			return usagef("watch: want one JOB_ID")
-		}
-		addrs, err := splitAddrs(*dispatchers)
+		jobID, addrs, err := argAndDispatchers("watch", "JOB_ID", args, *dispatchers)
 		if err != nil {
 			return err
 		}
-		return a.watch(ctx, addrs, args[0], a.now())
+		return a.watch(ctx, addrs, jobID, a.now())
 	}
 	return c
 }
@@ -339,6 +336,19 @@ func splitAddrs(s string) ([]string, error) {
 	return addrs, nil
 }
 
+// argAndDispatchers checks that the command cmd got its one argument,
+// named what in its usage, and splits its -dispatcher-addrs.
+func argAndDispatchers(cmd, what string, args []string, dispatchers string) (arg string, addrs []string, err error) {
+	if len(args) != 1 {
+		return "", nil, usagef("%s: want one %s", cmd, what)
+	}
+	addrs, err = splitAddrs(dispatchers)
+	if err != nil {
+		return "", nil, err
+	}
+	return args[0], addrs, nil
+}
+
 // hint adds a next step to an unreachable service's error.
 func hint(err error, service, env string) string {
 	// A failed TLS handshake is Unavailable too, and rpcerr already said
@@ -429,15 +439,12 @@ func (a *app) resolveCommand() *command {
 func (a *app) runOnDispatchers(c *command, call func(ctx context.Context, client spoolv1.DispatchServiceClient, jobID string) (done bool, err error)) {
 	dispatchers := c.fs.String("dispatcher-addrs", defaultDispatcherAddrs, "dispatcher gRPC addresses, comma-separated; the next is tried when one is unavailable")
 	c.run = func(ctx context.Context, args []string) error {
-		if len(args) != 1 {
-			return usagef("%s: want one JOB_ID", c.name)
-		}
-		addrs, err := splitAddrs(*dispatchers)
+		jobID, addrs, err := argAndDispatchers(c.name, "JOB_ID", args, *dispatchers)
 		if err != nil {
 			return err
 		}
 		return a.onDispatcher(addrs, func(client spoolv1.DispatchServiceClient) (bool, error) {
-			return call(ctx, client, args[0])
+			return call(ctx, client, jobID)
 		})
 	}
 }
