@@ -74,11 +74,5 @@ func gocloudLoop(ctx context.Context, client *sqs.Client, queueURL, file string)
 		}
 	}()
 	wg.Wait()
-	if readErr != nil {
-		return 0, readErr
-	}
-	if err := context.Cause(ctx); err != nil {
-		return 0, err
-	}
-	return float64(n) / time.Since(start).Seconds(), nil
+	return loopRate(ctx, readErr, n, start)
 }

@@ -161,13 +161,20 @@ func rawLoop(ctx context.Context, client *sqs.Client, queueURL, file string) (fl
 		return nil
 	}()
 	wg.Wait()
+	return loopRate(ctx, readErr, n, start)
+}
+
+// loopRate is the rows per second a send loop that began at start reached
+// over rows, or why it stopped: the reader's error first, then the one a
+// sender cancelled the loop's ctx with.
+func loopRate(ctx context.Context, readErr error, rows int, start time.Time) (float64, error) {
 	if readErr != nil {
 		return 0, readErr
 	}
 	if err := context.Cause(ctx); err != nil {
 		return 0, err
 	}
-	return float64(n) / time.Since(start).Seconds(), nil
+	return float64(rows) / time.Since(start).Seconds(), nil
 }
 
 // sendBatch sends entries, again for those SQS reports failed.
