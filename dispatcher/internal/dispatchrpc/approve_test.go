@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -13,10 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/spoolhq/spool/dispatcher/internal/audit"
@@ -28,6 +25,7 @@ import (
 	"github.com/spoolhq/spool/platform/emulator/dbfault"
 	"github.com/spoolhq/spool/platform/emulator/emutest"
 	"github.com/spoolhq/spool/platform/grpcserve"
+	"github.com/spoolhq/spool/platform/grpcserve/grpcservetest"
 	"github.com/spoolhq/spool/platform/jobstore"
 	"github.com/spoolhq/spool/platform/tablelayout"
 )
@@ -146,19 +144,7 @@ func newOversight(t *testing.T, fourEyes dispatchrpc.FourEyes) *oversight {
 		Now: clk.Now, Log: log, Ledger: o.book, Counter: o.counts, DeadLetters: o.drives, Control: o.control,
 		Audit: trail, Approvals: trail, FourEyes: fourEyes,
 	}))
-	lis := bufconn.Listen(1 << 20)
-	runCtx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(runCtx, lis, 5*time.Second) }()
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-		conn.Close()
-	})
+	conn := grpcservetest.Dial(t, context.Background(), srv)
 	o.client = spoolv1.NewDispatchServiceClient(conn)
 	return o
 }

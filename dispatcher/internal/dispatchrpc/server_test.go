@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -15,9 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -25,6 +22,7 @@ import (
 	"github.com/spoolhq/spool/dispatcher/internal/dispatchrpc"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/grpcserve"
+	"github.com/spoolhq/spool/platform/grpcserve/grpcservetest"
 	"github.com/spoolhq/spool/platform/jobstore"
 )
 
@@ -123,18 +121,8 @@ func serve(t testing.TB, jobs dispatchrpc.Jobs, clk *clock, opts ...func(*dispat
 		opt(&o)
 	}
 	spoolv1.RegisterDispatchServiceServer(srv, dispatchrpc.New(jobs, o))
-	lis := bufconn.Listen(1 << 20)
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, lis, 5*time.Second) }()
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-		conn.Close()
-	})
+	conn := grpcservetest.Dial(t, ctx, srv)
+	t.Cleanup(cancel)
 	return spoolv1.NewDispatchServiceClient(conn), cancel
 }
 

@@ -3,7 +3,6 @@ package ingest
 import (
 	"context"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -12,14 +11,13 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/auth"
 	"github.com/spoolhq/spool/platform/grpcserve"
+	"github.com/spoolhq/spool/platform/grpcserve/grpcservetest"
 )
 
 func TestStreamSlots(t *testing.T) {
@@ -93,19 +91,7 @@ func startBounded(tb testing.TB, srv *Server) spoolv1.IngestServiceClient {
 			return h(srv, asCaller(ss))
 		}))
 	spoolv1.RegisterIngestServiceServer(s, srv)
-	lis := bufconn.Listen(1 << 20)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, lis, 5*time.Second) }()
-	conn, err := grpc.NewClient("passthrough:///bufconn",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(tb, err)
-	tb.Cleanup(func() {
-		conn.Close()
-		cancel()
-		require.NoError(tb, <-done)
-	})
+	conn := grpcservetest.Dial(tb, context.Background(), s)
 	return spoolv1.NewIngestServiceClient(conn)
 }
 

@@ -6,18 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -25,6 +21,7 @@ import (
 	"github.com/spoolhq/spool/ingestor/internal/csvread"
 	"github.com/spoolhq/spool/ingestor/internal/publish"
 	"github.com/spoolhq/spool/platform/grpcserve"
+	"github.com/spoolhq/spool/platform/grpcserve/grpcservetest"
 	"github.com/spoolhq/spool/platform/jobstore"
 	"github.com/spoolhq/spool/platform/testkit"
 )
@@ -276,19 +273,7 @@ func startServer(tb testing.TB, jobs Jobs, cfg Config) (spoolv1.IngestServiceCli
 	cfg.Log = log
 	srv := grpcserve.New(log, grpcserve.Security{})
 	spoolv1.RegisterIngestServiceServer(srv, New(jobs, cfg))
-	lis := bufconn.Listen(1 << 20)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, lis, 5*time.Second) }()
-	conn, err := grpc.NewClient("passthrough:///bufconn",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(tb, err)
-	tb.Cleanup(func() {
-		conn.Close()
-		cancel()
-		require.NoError(tb, <-done)
-	})
+	conn := grpcservetest.Dial(tb, context.Background(), srv)
 	return spoolv1.NewIngestServiceClient(conn), logs
 }
 

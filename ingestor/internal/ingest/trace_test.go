@@ -3,20 +3,16 @@ package ingest
 import (
 	"context"
 	"log/slog"
-	"net"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/grpcserve"
+	"github.com/spoolhq/spool/platform/grpcserve/grpcservetest"
 	"github.com/spoolhq/spool/platform/tracing"
 )
 
@@ -89,18 +85,6 @@ func startTracedServer(t *testing.T, cfg Config) spoolv1.IngestServiceClient {
 	cfg.Log = log
 	srv := grpcserve.New(log, grpcserve.Security{}, tracing.ServerOption())
 	spoolv1.RegisterIngestServiceServer(srv, New(newFakeJobs(), cfg))
-	lis := bufconn.Listen(1 << 20)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, lis, 5*time.Second) }()
-	conn, err := grpc.NewClient("passthrough:///bufconn",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()), tracing.DialOption())
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		conn.Close()
-		cancel()
-		require.NoError(t, <-done)
-	})
+	conn := grpcservetest.Dial(t, context.Background(), srv, tracing.DialOption())
 	return spoolv1.NewIngestServiceClient(conn)
 }
