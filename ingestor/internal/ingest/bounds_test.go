@@ -184,14 +184,7 @@ func TestStreamFileIdleTimeout(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			jobs := newFakeJobs()
-			published := make(chan struct{}, 1)
-			pub := &fakePub{publish: func(context.Context, *spoolv1.Envelope) error {
-				select {
-				case published <- struct{}{}:
-				default:
-				}
-				return nil
-			}}
+			pub, published := signallingPub()
 			idle := &fakeIdle{}
 			c, logs := startServer(t, jobs, Config{NewPublisher: pubFactory(pub), IdleTimeout: time.Minute, idleTimer: idle.timer})
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -232,6 +232,19 @@ type fakePub struct {
 	publish func(ctx context.Context, e *spoolv1.Envelope) error
 }
 
+// signallingPub is a publisher that signals on published when it has
+// published a row, so a test can act mid-stream without sleeping.
+func signallingPub() (pub *fakePub, published <-chan struct{}) {
+	c := make(chan struct{}, 1)
+	return &fakePub{publish: func(context.Context, *spoolv1.Envelope) error {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
+		return nil
+	}}, c
+}
+
 func (p *fakePub) Publish(ctx context.Context, e *spoolv1.Envelope) error {
 	if p.publish != nil {
 		if err := p.publish(ctx, e); err != nil {
@@ -494,14 +507,7 @@ func TestStreamFileEnded(t *testing.T) {
 
 func TestClientCancelAbortsJob(t *testing.T) {
 	jobs := newFakeJobs()
-	published := make(chan struct{}, 1)
-	pub := &fakePub{publish: func(context.Context, *spoolv1.Envelope) error {
-		select {
-		case published <- struct{}{}:
-		default:
-		}
-		return nil
-	}}
+	pub, published := signallingPub()
 	c, _ := startServer(t, jobs, Config{NewPublisher: pubFactory(pub)})
 	ctx, cancel := context.WithCancel(context.Background())
 	stream, err := c.StreamFile(ctx)
