@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,30 +12,13 @@ import (
 	"github.com/spoolhq/spool/dispatcher/internal/audit"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/emulator/emutest"
+	"github.com/spoolhq/spool/platform/testkit"
 )
 
-// clock is a manual clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func newStore(t *testing.T) (*audit.Store, *clock) {
+func newStore(t *testing.T) (*audit.Store, *testkit.Clock) {
 	t.Helper()
-	clk := &clock{t: time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)}
-	return audit.New(emutest.Table(t, "spool"), "spool", clk.now), clk
+	clk := testkit.NewClock(time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC))
+	return audit.New(emutest.Table(t, "spool"), "spool", clk.Now), clk
 }
 
 func TestApprove(t *testing.T) {
@@ -72,7 +54,7 @@ func TestApprove(t *testing.T) {
 			name: "expired", by: "bob", wantErr: audit.ErrExpired,
 			setup: func(t *testing.T) string {
 				id := mk(t).ID
-				clk.advance(time.Hour)
+				clk.Advance(time.Hour)
 				return id
 			},
 		},
@@ -149,7 +131,7 @@ func TestEvents(t *testing.T) {
 		e, err := s.Begin(ctx, audit.Event{JobID: "job-1", Action: a, Actor: "ann", Reason: string(rune('a' + i))})
 		require.NoError(t, err)
 		began = append(began, e)
-		clk.advance(time.Millisecond)
+		clk.Advance(time.Millisecond)
 	}
 	require.NoError(t, s.Finish(ctx, began[0], nil))
 	require.NoError(t, s.Finish(ctx, began[0], errors.New("later")), "an outcome is kept once recorded")
