@@ -220,16 +220,10 @@ func watchToEnd(t testing.TB, addr, jobID string) *spoolv1.JobProgress {
 
 func (s *stack) requireQueueEmpty(t testing.TB) {
 	t.Helper()
-	attrs, err := s.sqs.GetQueueAttributes(t.Context(), &sqs.GetQueueAttributesInput{
-		QueueUrl: aws.String(s.queueURL),
-		AttributeNames: []sqstypes.QueueAttributeName{
-			sqstypes.QueueAttributeNameApproximateNumberOfMessages,
-			sqstypes.QueueAttributeNameApproximateNumberOfMessagesNotVisible,
-		},
-	})
+	visible, inFlight, err := emutest.QueueCounts(t.Context(), s.sqs, s.queueURL)
 	require.NoError(t, err)
-	require.Equal(t, "0", attrs.Attributes[string(sqstypes.QueueAttributeNameApproximateNumberOfMessages)])
-	require.Equal(t, "0", attrs.Attributes[string(sqstypes.QueueAttributeNameApproximateNumberOfMessagesNotVisible)])
+	require.Equal(t, "0", visible)
+	require.Equal(t, "0", inFlight)
 }
 
 func TestTwoDispatchersDeliverEveryRowOnce(t *testing.T) {

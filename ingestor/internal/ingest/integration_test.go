@@ -80,16 +80,10 @@ func TestIntegrationStreamFile(t *testing.T) {
 	require.Len(t, seen, rows)
 
 	// Nothing is left behind: no duplicate waits in the queue.
-	attrs, err := q.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
-		QueueUrl: aws.String(queues.URL),
-		AttributeNames: []sqstypes.QueueAttributeName{
-			sqstypes.QueueAttributeNameApproximateNumberOfMessages,
-			sqstypes.QueueAttributeNameApproximateNumberOfMessagesNotVisible,
-		},
-	})
+	visible, inFlight, err := emutest.QueueCounts(ctx, q, queues.URL)
 	require.NoError(t, err)
-	require.Equal(t, "0", attrs.Attributes[string(sqstypes.QueueAttributeNameApproximateNumberOfMessages)])
-	require.Equal(t, "0", attrs.Attributes[string(sqstypes.QueueAttributeNameApproximateNumberOfMessagesNotVisible)])
+	require.Equal(t, "0", visible)
+	require.Equal(t, "0", inFlight)
 }
 
 // drain receives and deletes messages until want distinct rows were seen,
