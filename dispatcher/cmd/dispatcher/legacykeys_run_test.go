@@ -18,8 +18,6 @@ import (
 	"github.com/aws/smithy-go/middleware"
 	"github.com/stretchr/testify/require"
 
-	"github.com/spoolhq/spool/dispatcher/internal/ledger"
-	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/awsconf"
 	"github.com/spoolhq/spool/platform/emulator/emutest"
 	"github.com/spoolhq/spool/platform/grpcserve"
@@ -90,16 +88,7 @@ func TestLedgerLegacyKeysAuto(t *testing.T) {
 				// records under the keys of that time.
 				_, err := s.db.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: aws.String(s.table), Key: tablelayout.Layout().Item()})
 				require.NoError(t, err)
-				old := ledger.New(ledger.NewDynamo(s.db, s.table), ledger.Options{Owner: "before", Lease: time.Minute})
-				for row := int64(1); row <= before; row++ {
-					c, err := old.Claim(ctx, ledger.Tx{Key: fmt.Sprintf("job-1:%d", row), JobID: "job-1", Row: row})
-					require.NoError(t, err)
-					require.Equal(t, ledger.Send, c.Verdict)
-					r, err := old.Sending(ctx, c.Record)
-					require.NoError(t, err)
-					_, _, err = old.Finish(ctx, r, ledger.Outcome{State: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, Status: 200})
-					require.NoError(t, err)
-				}
+				s.deliverAs(t, "before", "job-1", before)
 			}
 			dest, destURL := newDestination(t, func(int64) bool { return false })
 			s.publish(t, "job-1", rows)

@@ -24,16 +24,7 @@ func TestLostCounterDeltasAreRepaired(t *testing.T) {
 	s.publishFrom(t, "job-r", dead+1, rows)
 
 	ctx := t.Context()
-	killed := ledger.New(ledger.NewDynamo(s.db, s.table), ledger.Options{Owner: "killed", Lease: time.Minute})
-	for row := int64(1); row <= dead; row++ {
-		c, err := killed.Claim(ctx, ledger.Tx{Key: fmt.Sprintf("job-r:%d", row), JobID: "job-r", Row: row})
-		require.NoError(t, err)
-		require.Equal(t, ledger.Send, c.Verdict)
-		r, err := killed.Sending(ctx, c.Record)
-		require.NoError(t, err)
-		_, _, err = killed.Finish(ctx, r, ledger.Outcome{State: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, Status: 200})
-		require.NoError(t, err)
-	}
+	s.deliverAs(t, "killed", "job-r", dead)
 	require.NoError(t, s.jobs.WriteCounts(ctx, "job-r", jobstore.CounterWrite{Writer: "killed", Version: 1, Counts: jobstore.Counts{Delivered: flushed}}))
 
 	start := time.Now()

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/spoolhq/spool/dispatcher/internal/ledger"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/emulator"
 	"github.com/spoolhq/spool/platform/emulator/emutest"
@@ -215,6 +216,24 @@ func watchToEnd(t testing.TB, addr, jobID string) *spoolv1.JobProgress {
 		if m.GetProgress().GetFinal() {
 			return m.GetProgress()
 		}
+	}
+}
+
+// deliverAs records rows 1 to rows of jobID DELIVERED in the ledger as a
+// dispatcher named owner would have, without sending anything: the rows
+// a dispatcher gone before (or an older release) delivered.
+func (s *stack) deliverAs(t testing.TB, owner, jobID string, rows int64) {
+	t.Helper()
+	ctx := t.Context()
+	l := ledger.New(ledger.NewDynamo(s.db, s.table), ledger.Options{Owner: owner, Lease: time.Minute})
+	for row := int64(1); row <= rows; row++ {
+		c, err := l.Claim(ctx, ledger.Tx{Key: fmt.Sprintf("%s:%d", jobID, row), JobID: jobID, Row: row})
+		require.NoError(t, err)
+		require.Equal(t, ledger.Send, c.Verdict)
+		r, err := l.Sending(ctx, c.Record)
+		require.NoError(t, err)
+		_, _, err = l.Finish(ctx, r, ledger.Outcome{State: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, Status: 200})
+		require.NoError(t, err)
 	}
 }
 
