@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/big"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
@@ -13,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/jobevent"
 	"github.com/spoolhq/spool/platform/tablelayout"
 )
 
@@ -279,7 +281,7 @@ func (s *Store) Seal(ctx context.Context, id string, in Ingest) (*spoolv1.Job, e
 			set += ", canary_size = :canary"
 		}
 	}
-	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+	seal := &dynamodb.UpdateItemInput{
 		TableName:                 aws.String(s.table),
 		Key:                       tablelayout.Job(id).Item(),
 		UpdateExpression:          aws.String("SET " + set),
@@ -287,7 +289,17 @@ func (s *Store) Seal(ctx context.Context, id string, in Ingest) (*spoolv1.Job, e
 		ExpressionAttributeNames:  names,
 		ExpressionAttributeValues: values,
 		ReturnValues:              types.ReturnValueAllNew,
-	})
+	}
+	var out *dynamodb.UpdateItemOutput
+	if mismatch != "" {
+		j := r.job()
+		j.RowsReceived, j.RowsPublished, j.RowsRejected = in.Received, in.Published, in.Rejected
+		e := event(j, jobevent.Rejected, 0, spoolv1.JobState_JOB_STATE_REJECTED, time.UnixMilli(now))
+		e.Reason = mismatch
+		out, err = s.evented(ctx, seal, id, e)
+	} else {
+		out, err = s.db.UpdateItem(ctx, seal)
+	}
 	if isConditionFailed(err) {
 		// Sealed already by this very write, whose answer was lost?
 		if cur, gerr := s.getRecord(ctx, id); gerr == nil && sealedBy(cur, in) {

@@ -63,6 +63,8 @@ type Store struct {
 	now        func() time.Time
 	abortAfter time.Duration
 	tenant     string
+	rowsEvery  time.Duration
+	eventHook  func(jobID string)
 }
 
 // Option configures a Store.
@@ -96,7 +98,7 @@ func WithClock(now func() time.Time) Option {
 
 // New returns a store over table.
 func New(db API, table string, opts ...Option) *Store {
-	s := &Store{db: db, table: table, now: time.Now, abortAfter: DefaultAbortAfter}
+	s := &Store{db: db, table: table, now: time.Now, abortAfter: DefaultAbortAfter, rowsEvery: DefaultRowsEvery}
 	for _, o := range opts {
 		o(s)
 	}

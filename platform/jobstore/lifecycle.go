@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/jobevent"
 	"github.com/spoolhq/spool/platform/tablelayout"
 )
 
@@ -76,7 +77,9 @@ func (s *Store) ExpireIfAbandoned(ctx context.Context, j *spoolv1.Job) (*spoolv1
 		return r.job(), nil
 	}
 	reason := fmt.Sprintf("stream not resumed within %s", time.Duration(r.AbortAfterMS)*time.Millisecond)
-	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+	e := event(r.job(), jobevent.Aborted, 0, spoolv1.JobState_JOB_STATE_ABORTED, now)
+	e.Reason = reason
+	out, err := s.evented(ctx, &dynamodb.UpdateItemInput{
 		TableName:        aws.String(s.table),
 		Key:              tablelayout.Job(j.GetJobId()).Item(),
 		UpdateExpression: aws.String("SET #state = :aborted, list_state = :aborted, state_reason = :reason, updated_at = :now, completed_at = :now"),
@@ -92,7 +95,7 @@ func (s *Store) ExpireIfAbandoned(ctx context.Context, j *spoolv1.Job) (*spoolv1
 			":lease":     num(r.LeaseExpiresAt),
 		},
 		ReturnValues: types.ReturnValueAllNew,
-	})
+	}, j.GetJobId(), e)
 	if isConditionFailed(err) {
 		return s.Get(ctx, j.GetJobId())
 	}
@@ -119,13 +122,20 @@ func (s *Store) EndStream(ctx context.Context, id, stream string, state spoolv1.
 	return s.end(ctx, id, state, reason, fence("#state = :receiving", values, stream), values)
 }
 
+// endEvents are the events of the final states End stores one for; a
+// cancel is a person's own act, and tells nobody anything new.
+var endEvents = map[spoolv1.JobState]jobevent.Kind{
+	spoolv1.JobState_JOB_STATE_ABORTED:  jobevent.Aborted,
+	spoolv1.JobState_JOB_STATE_REJECTED: jobevent.Rejected,
+}
+
 func (s *Store) end(ctx context.Context, id string, state spoolv1.JobState, reason, cond string, values map[string]types.AttributeValue) (*spoolv1.Job, error) {
 	now := millis(s.now())
 	values[":state"] = str(stateName(state))
 	values[":reason"] = str(reason)
 	values[":now"] = num(now)
 	values[":receiving"] = str(stateName(spoolv1.JobState_JOB_STATE_RECEIVING))
-	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+	in := &dynamodb.UpdateItemInput{
 		TableName:                 aws.String(s.table),
 		Key:                       tablelayout.Job(id).Item(),
 		UpdateExpression:          aws.String("SET #state = :state, list_state = :state, state_reason = :reason, updated_at = :now, completed_at = :now"),
@@ -133,11 +143,26 @@ func (s *Store) end(ctx context.Context, id string, state spoolv1.JobState, reas
 		ExpressionAttributeNames:  map[string]string{"#state": "state"},
 		ExpressionAttributeValues: values,
 		ReturnValues:              types.ReturnValueAllNew,
-	})
+	}
+	var err error
+	if kind, ok := endEvents[state]; ok {
+		// The figures are the record's as it stands: an ended job's
+		// counters no longer move but for rows in flight.
+		p, perr := s.readPartition(ctx, id)
+		if perr != nil {
+			return nil, fmt.Errorf("end job %s as %s: %w", id, stateName(state), perr)
+		}
+		e := event(p.job(), kind, 0, state, time.UnixMilli(now))
+		e.Reason = reason
+		_, err = s.evented(ctx, in, id, e)
+	} else {
+		_, err = s.db.UpdateItem(ctx, in)
+	}
 	if isConditionFailed(err) {
 		// Written already, by this very write whose answer was lost?
 		r, gerr := s.getRecord(ctx, id)
 		if gerr == nil && r.State == stateName(state) && r.StateReason == reason && r.CompletedAt == now {
+			s.eventStored(id)
 			return s.Get(ctx, id)
 		}
 		return nil, fmt.Errorf("end job %s as %s: %w", id, stateName(state), ErrState)
@@ -155,7 +180,21 @@ func (s *Store) end(ctx context.Context, id string, state spoolv1.JobState, reas
 // writer, or by this write whose answer was lost) is not an error. It
 // fails with ErrState when the job is not SEALED or confirmed falls short.
 func (s *Store) Complete(ctx context.Context, id string, confirmed Settled) (*spoolv1.Job, error) {
-	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+	p, err := s.readPartition(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("complete job %s: %w", id, err)
+	}
+	j := p.job()
+	if j.GetState() == spoolv1.JobState_JOB_STATE_COMPLETED {
+		return j, nil
+	}
+	now := s.now()
+	e := event(j, jobevent.Completed, 0, spoolv1.JobState_JOB_STATE_COMPLETED, now)
+	// The ledger's figures, which the completion is decided on, over
+	// counters that may lag them.
+	e.Counts.Delivered, e.Counts.Failed, e.Counts.Unknown = confirmed.Delivered, confirmed.Failed, confirmed.Unknown
+	e.Counts.Duplicates, e.Counts.DeadLettered = confirmed.Duplicates, confirmed.DeadLettered
+	_, err = s.evented(ctx, &dynamodb.UpdateItemInput{
 		TableName:                aws.String(s.table),
 		Key:                      tablelayout.Job(id).Item(),
 		UpdateExpression:         aws.String("SET #state = :completed, list_state = :completed, completed_at = :now, updated_at = :now"),
@@ -165,15 +204,17 @@ func (s *Store) Complete(ctx context.Context, id string, confirmed Settled) (*sp
 			":completed": str(stateName(spoolv1.JobState_JOB_STATE_COMPLETED)),
 			":sealed":    str(stateName(spoolv1.JobState_JOB_STATE_SEALED)),
 			":settled":   num(confirmed.Sum()),
-			":now":       num(millis(s.now())),
+			":now":       num(millis(now)),
 		},
-	})
+	}, id, e)
 	if isConditionFailed(err) {
 		j, gerr := s.Get(ctx, id)
 		if gerr != nil {
 			return nil, fmt.Errorf("complete job %s: %w", id, gerr)
 		}
 		if j.GetState() == spoolv1.JobState_JOB_STATE_COMPLETED {
+			// Perhaps by this very write, whose answer was lost.
+			s.eventStored(id)
 			return j, nil
 		}
 		return j, fmt.Errorf("complete job %s, %s with %d of %d rows settled in the ledger: %w",

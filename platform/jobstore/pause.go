@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/jobevent"
 	"github.com/spoolhq/spool/platform/tablelayout"
 	"github.com/spoolhq/spool/platform/threshold"
 )
@@ -127,41 +128,65 @@ func (s *Store) PauseOnThreshold(ctx context.Context, id string) (*spoolv1.Job, 
 		return j, false, nil
 	}
 	values := map[string]types.AttributeValue{}
-	return s.pause(ctx, id, spoolv1.PauseCause_PAUSE_CAUSE_THRESHOLD, reason, versionIs(values, p.rec.ThresholdVersion), values)
+	return s.pause(ctx, p, spoolv1.PauseCause_PAUSE_CAUSE_THRESHOLD, reason, versionIs(values, p.rec.ThresholdVersion), values)
 }
 
 // PauseCanary pauses a SEALED job whose canary is over, unless the canary
 // was released or the job paused meanwhile. It returns the job and whether
 // this call paused it.
 func (s *Store) PauseCanary(ctx context.Context, id, reason string) (*spoolv1.Job, bool, error) {
+	p, err := s.readPartition(ctx, id)
+	if err != nil {
+		return nil, false, fmt.Errorf("pause job %s after its canary: %w", id, err)
+	}
 	values := map[string]types.AttributeValue{}
-	return s.pause(ctx, id, spoolv1.PauseCause_PAUSE_CAUSE_CANARY, reason,
+	return s.pause(ctx, p, spoolv1.PauseCause_PAUSE_CAUSE_CANARY, reason,
 		"(attribute_not_exists(canary_released) OR canary_released = :false)", values)
 }
 
-func (s *Store) pause(ctx context.Context, id string, cause spoolv1.PauseCause, reason, cond string, values map[string]types.AttributeValue) (*spoolv1.Job, bool, error) {
-	now := millis(s.now())
+// pause writes an automatic pause of the job p holds, with its event. The
+// pause's sequence number (how many automatic pauses the job had) is in
+// the condition, so the event's id, which carries it, names this pause
+// and no other: a job a person resumed and that pauses again announces a
+// new event.
+func (s *Store) pause(ctx context.Context, p *partition, cause spoolv1.PauseCause, reason, cond string, values map[string]types.AttributeValue) (*spoolv1.Job, bool, error) {
+	id := p.rec.JobID
+	at := s.now()
+	now := millis(at)
+	seq := p.rec.PauseSeq + 1
+	e := event(p.job(), jobevent.Paused, seq, spoolv1.JobState_JOB_STATE_SEALED, at)
+	e.Cause, e.Reason = pauseCauseName(cause), reason
+	values[":seq"] = num(seq)
+	if seq == 1 {
+		cond += " AND attribute_not_exists(pause_seq)"
+	} else {
+		values[":prevseq"] = num(p.rec.PauseSeq)
+		cond += " AND pause_seq = :prevseq"
+	}
 	values[":true"] = &types.AttributeValueMemberBOOL{Value: true}
 	values[":false"] = &types.AttributeValueMemberBOOL{Value: false}
 	values[":cause"] = str(pauseCauseName(cause))
 	values[":reason"] = str(reason)
 	values[":now"] = num(now)
 	values[":sealed"] = str(stateName(spoolv1.JobState_JOB_STATE_SEALED))
-	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+	_, err := s.evented(ctx, &dynamodb.UpdateItemInput{
 		TableName:                 aws.String(s.table),
 		Key:                       tablelayout.Job(id).Item(),
-		UpdateExpression:          aws.String("SET paused = :true, pause_cause = :cause, pause_reason = :reason, updated_at = :now"),
+		UpdateExpression:          aws.String("SET paused = :true, pause_cause = :cause, pause_reason = :reason, updated_at = :now, pause_seq = :seq"),
 		ConditionExpression:       aws.String("#state = :sealed AND (attribute_not_exists(paused) OR paused = :false) AND " + cond),
 		ExpressionAttributeNames:  map[string]string{"#state": "state"},
 		ExpressionAttributeValues: values,
-	})
+	}, id, e)
 	if isConditionFailed(err) {
 		r, gerr := s.getRecord(ctx, id)
 		if gerr != nil {
 			return nil, false, fmt.Errorf("pause job %s: %w", id, gerr)
 		}
 		// This very write, whose answer was lost?
-		mine := r.Paused && r.PauseCause == pauseCauseName(cause) && r.PauseReason == reason && r.UpdatedAt == now
+		mine := r.Paused && r.PauseCause == pauseCauseName(cause) && r.PauseReason == reason && r.UpdatedAt == now && r.PauseSeq == seq
+		if mine {
+			s.eventStored(id)
+		}
 		j, err := s.Get(ctx, id)
 		return j, mine && err == nil, err
 	}

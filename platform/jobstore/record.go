@@ -74,6 +74,9 @@ type record struct {
 	// state, written with every change of state, and the creation time.
 	ListState   string `dynamodbav:"list_state,omitempty"`
 	ListCreated string `dynamodbav:"list_created,omitempty"`
+	// PauseSeq counts the job's automatic pauses; a pause's event id
+	// carries it.
+	PauseSeq int64 `dynamodbav:"pause_seq,omitempty"`
 }
 
 // storedThreshold is the stored form of spoolv1.FailureThreshold.

@@ -116,6 +116,7 @@ const (
 	requestPrefix = "REQ#"
 	metaPK        = "META"
 	layoutSK      = "LAYOUT"
+	outboxPK      = "OUTBOX"
 )
 
 // Key is the primary key of one item.
@@ -233,6 +234,14 @@ func LayoutItem(createdAt time.Time) map[string]types.AttributeValue {
 	item[LayoutCreatedAt] = &types.AttributeValueMemberS{Value: createdAt.UTC().Format(time.RFC3339)}
 	return item
 }
+
+// OutboxPartition is the one partition of the register of jobs that may
+// hold events still to send (package jobstore's outbox).
+const OutboxPartition = outboxPK
+
+// Outbox is the key of a job's entry in the outbox register; the job id
+// is read back with OpenJobID.
+func Outbox(jobID string) Key { return Key{PK: outboxPK, SK: jobPrefix + jobID} }
 
 // KeySchema is the table's primary key.
 func KeySchema() []types.KeySchemaElement {

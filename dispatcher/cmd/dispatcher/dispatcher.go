@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"net/http"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -20,6 +21,7 @@ import (
 	"github.com/spoolhq/spool/dispatcher/internal/dispatchrpc"
 	"github.com/spoolhq/spool/dispatcher/internal/flow"
 	"github.com/spoolhq/spool/dispatcher/internal/ledger"
+	"github.com/spoolhq/spool/dispatcher/internal/notify"
 	"github.com/spoolhq/spool/dispatcher/internal/openjobs"
 	"github.com/spoolhq/spool/dispatcher/internal/recount"
 	"github.com/spoolhq/spool/dispatcher/internal/tally"
@@ -48,6 +50,8 @@ type dispatcher struct {
 	consumer *consume.Consumer
 	counts   *tally.Tally
 	repairer *recount.Repairer
+	// notifier sends job events; nil without a sink.
+	notifier *notify.Notifier
 	flow     *flow.Control
 	srv      *grpcserve.Server
 	metrics  *metrics.Registry
@@ -69,7 +73,21 @@ func newDispatcher(ctx context.Context, cfg config, sec grpcserve.Security, db *
 	if d.deadLetterURL == "" {
 		d.deadLetterURL = deadLetterQueue(ctx, queue, cfg.queueURL, log)
 	}
-	store := jobstore.New(db, cfg.table)
+	// Job events are stored by the writes that make their transitions;
+	// with a sink configured, this process sends those it stored at once
+	// and sweeps for those others left.
+	var notifier *notify.Notifier
+	store := jobstore.New(db, cfg.table, jobstore.WithRowsEvery(cfg.eventsRowsEvery), jobstore.WithEventHook(func(id string) {
+		if notifier != nil {
+			notifier.Kick(id)
+		}
+	}))
+	if sinks := eventSinks(cfg, queue); len(sinks) > 0 {
+		notifier = notify.New(store, sinks, notify.Options{
+			SweepEvery: cfg.eventsSweep, SweepAfter: cfg.eventsSweepAfter, RetryFor: cfg.eventsRetryFor, Log: log,
+		})
+		d.notifier = notifier
+	}
 	// Flow control toward the destination: the breaker holds receiving
 	// while it is down; the concurrency and rate limits pace the sends.
 	d.flow = newFlow(cfg, db, log)
@@ -114,6 +132,7 @@ func newDispatcher(ctx context.Context, cfg config, sec grpcserve.Security, db *
 		Guard:       store,
 		Namespace:   cfg.namespace(),
 		LegacyKeys:  d.legacyKeys,
+		Announce:    store,
 	})
 	d.consumer = consume.New(dm.Queue(queue), handler, consume.Options{
 		QueueURL:          cfg.queueURL,
@@ -205,6 +224,12 @@ func (d *dispatcher) run(ctx context.Context, lis, metricsLis net.Listener) erro
 		d.repairer.Run(gctx)
 		return nil
 	})
+	if d.notifier != nil {
+		g.Go(func() error {
+			d.notifier.Run(gctx)
+			return nil
+		})
+	}
 
 	cfg := d.cfg
 	pollers := cfg.pollers
@@ -227,11 +252,25 @@ func (d *dispatcher) run(ctx context.Context, lis, metricsLis net.Listener) erro
 		"ledger_namespace", cfg.namespace().LedgerKey(""), "ledger_legacy_keys", d.legacyKeys, "ledger_legacy_keys_mode", cfg.legacyKeys.String(),
 		"dead_letter_queue_url", d.deadLetterURL, "max_attempts", cfg.maxAttempts, "visibility_timeout", cfg.visibilityTimeout,
 		"concurrency_min", cfg.concurrencyMin, "rate_limit", cfg.rateLimit, "rate_key", rateKey(cfg),
-		"breaker_failures", cfg.breakerFailures, "breaker_cooldown", cfg.breakerCooldown)
+		"breaker_failures", cfg.breakerFailures, "breaker_cooldown", cfg.breakerCooldown,
+		"events_webhook", cfg.eventsWebhookURL != "", "events_queue_url", cfg.eventsQueueURL)
 	// main reports an error; it is not logged here too.
 	if err := g.Wait(); err != nil {
 		return err
 	}
 	d.log.InfoContext(ctx, "dispatcher stopped")
 	return nil
+}
+
+// eventSinks are the places job events go, as configured. The webhook's
+// URL stays out of the log: it may carry a credential.
+func eventSinks(cfg config, queue *sqs.Client) []notify.Sink {
+	var sinks []notify.Sink
+	if cfg.eventsWebhookURL != "" {
+		sinks = append(sinks, &notify.Webhook{URL: cfg.eventsWebhookURL, Client: &http.Client{Timeout: notify.DefaultSendTimeout}})
+	}
+	if cfg.eventsQueueURL != "" {
+		sinks = append(sinks, &notify.Queue{Client: queue, URL: cfg.eventsQueueURL})
+	}
+	return sinks
 }

@@ -194,6 +194,9 @@ type Options struct {
 	// Guard, when set, pauses jobs that cross their failure threshold or
 	// whose canary settled; without it no job is paused automatically.
 	Guard Guard
+	// Announce, when set, announces a job's UNKNOWN and dead-lettered
+	// rows as their counts rise (see announceRows).
+	Announce Announcer
 }
 
 // Handler implements consume.Handler.
@@ -206,6 +209,8 @@ type Handler struct {
 	o      Options
 	log    *slog.Logger
 	tracer trace.Tracer
+	// announced remembers the rows events this process saw announced.
+	announced announced
 }
 
 // New returns a handler.

@@ -34,6 +34,7 @@ type Guard interface {
 // due, and returns the job as it then is. A failed write is logged and
 // tried again at the next read.
 func (h *Handler) guard(ctx context.Context, j *spoolv1.Job) *spoolv1.Job {
+	h.announceRows(ctx, j)
 	if h.o.Guard == nil || j.GetState() != spoolv1.JobState_JOB_STATE_SEALED || j.GetPaused() {
 		return j
 	}
