@@ -247,6 +247,7 @@ func (s *Server) transactions(w http.ResponseWriter, r *http.Request) {
 // forget empties the ledger (POST /reset).
 func (s *Server) forget(w http.ResponseWriter, r *http.Request) {
 	s.ledger.Reset()
+	s.events.reset()
 	s.mu.Lock()
 	s.firstAccepted, s.lastAccepted, s.acceptedInRate, s.window = time.Time{}, time.Time{}, 0, nil
 	s.mu.Unlock()

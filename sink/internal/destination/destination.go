@@ -96,6 +96,7 @@ type Server struct {
 
 	before, after []stage
 	mux           *http.ServeMux
+	events        *Events
 }
 
 // New returns the handler of a sink recording into l. Without WithRand the
@@ -147,6 +148,10 @@ func New(l *ledger.Ledger, opts ...Option) *Server {
 	if s.auth.keys.Load() != nil {
 		s.mux.HandleFunc("POST /admin/signing-secrets", s.setSecrets)
 	}
+	// Job events from the dispatchers' events webhook, not transactions.
+	s.events = newEvents()
+	s.mux.HandleFunc("POST /events", s.events.record)
+	s.mux.HandleFunc("GET /events", s.events.list)
 	// Every other POST is a transaction, whatever its path, as the
 	// destination URL of a dispatcher may carry any path.
 	s.mux.HandleFunc("POST /", s.transaction)
