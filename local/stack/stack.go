@@ -190,6 +190,8 @@ func Up(ctx context.Context, o Options) (s *Stack, err error) {
 		// The sink is a local stand-in served over plain HTTP,
 		// which a dispatcher refuses unless allowed.
 		"SPOOL_ALLOW_INSECURE_DESTINATION=true",
+		// The sink records job events too (GET /events).
+		"SPOOL_EVENTS_WEBHOOK_URL=" + s.Sink.Addr + "/events",
 		// local-aws-sqs answers a long poll only once it holds
 		// MaxNumberOfMessages or the wait is over (AWS answers as soon
 		// as any message is there), so the last few messages of a job
