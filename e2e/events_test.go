@@ -16,10 +16,11 @@ import (
 
 // sinkEvent is one event id as the sink's GET /events lists it.
 type sinkEvent struct {
-	ID       string `json:"id"`
-	Kind     string `json:"kind"`
-	JobID    string `json:"job_id"`
-	Received int64  `json:"received"`
+	ID       string    `json:"id"`
+	Kind     string    `json:"kind"`
+	JobID    string    `json:"job_id"`
+	Received int64     `json:"received"`
+	FirstAt  time.Time `json:"first_at"`
 	Event    struct {
 		Time   time.Time `json:"time"`
 		State  string    `json:"state"`
@@ -208,15 +209,22 @@ func TestEventsOncePerTransition(t *testing.T) {
 	require.Positive(t, seen["job.rows_dead_lettered"], "no rows-dead-lettered event: the jobs had %d, %d, %d dead-lettered rows",
 		final[plain].GetDeadLettered(), final[threshold].GetDeadLettered(), final[canary].GetDeadLettered())
 
+	// How late events arrive: sent at once by the dispatcher that stored
+	// them, or by a sweep (the ingestor's).
 	var dups int64
 	var kinds []string
 	perKind := map[string]int{}
+	late := map[string]time.Duration{}
 	for _, e := range evs {
+		if e.Received > 1 {
+			t.Logf("event %s arrived %d times", e.ID, e.Received)
+		}
 		dups += e.Received - 1
 		perKind[e.Kind]++
+		late[e.Kind] = max(late[e.Kind], e.FirstAt.Sub(e.Event.Time))
 	}
 	for k, n := range perKind {
-		kinds = append(kinds, fmt.Sprintf("%s=%d", k, n))
+		kinds = append(kinds, fmt.Sprintf("%s=%d (latest %s)", k, n, late[k].Round(time.Millisecond)))
 	}
 	sort.Strings(kinds)
 	t.Logf("%d event ids (%s); %d duplicate arrivals of an id", len(evs), strings.Join(kinds, " "), dups)

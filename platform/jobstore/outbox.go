@@ -230,6 +230,33 @@ func (s *Store) ClearEvent(ctx context.Context, jobID, eventID string) error {
 	return nil
 }
 
+// LeaseEvent takes a pending event for one sender until now+d, so that
+// dispatchers sweeping at once do not all send it: it reports false when
+// another sender holds a lease that has not run out, or the event is gone
+// (sent and cleared). A sender that dies holding it only delays the event
+// by d.
+func (s *Store) LeaseEvent(ctx context.Context, jobID, eventID string, d time.Duration) (bool, error) {
+	now := s.now()
+	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                aws.String(s.table),
+		Key:                      tablelayout.Job(jobID).Item(),
+		UpdateExpression:         aws.String("SET #event.lease_until = :until"),
+		ConditionExpression:      aws.String("attribute_exists(#event) AND (attribute_not_exists(#event.lease_until) OR #event.lease_until <= :now)"),
+		ExpressionAttributeNames: map[string]string{"#event": eventAttrPrefix + eventID},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":until": num(millis(now.Add(d))),
+			":now":   num(millis(now)),
+		},
+	})
+	if isConditionFailed(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("lease event %s: %w", eventID, err)
+	}
+	return true, nil
+}
+
 // Unlist takes a job out of the outbox register. Call it only when
 // PendingEvents found the job final with no event.
 func (s *Store) Unlist(ctx context.Context, jobID string) error {

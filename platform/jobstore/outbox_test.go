@@ -268,3 +268,39 @@ func TestEndingStoresEventsOfAbortAndRejectOnly(t *testing.T) {
 	require.NoError(t, err)
 	require.ElementsMatch(t, []string{"x1", "x2", "x3"}, listed)
 }
+
+func TestLeaseEventLetsOneSweeperSend(t *testing.T) {
+	ctx := context.Background()
+	db, c := newOutboxTable(t)
+	var h hooks
+	s := storeOn(db, c, &h)
+	sealedJob(t, s, &spoolv1.Job{JobId: "l1"}, 1)
+	_, err := s.Complete(ctx, "l1", jobstore.Settled{Delivered: 1})
+	require.NoError(t, err)
+	const id = "l1/job.completed"
+
+	for _, tc := range []struct {
+		name    string
+		advance time.Duration
+		want    bool
+	}{
+		{"first sweeper", 0, true},
+		{"second sweeper at once", 0, false},
+		{"lease still running", 29 * time.Second, false},
+		{"lease ran out: its holder died", time.Second, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c.Advance(tc.advance)
+			got, err := s.LeaseEvent(ctx, "l1", id, 30*time.Second)
+			require.NoError(t, err)
+			require.Equal(t, tc.want, got)
+		})
+	}
+	ids, _ := pendingIDs(t, s, "l1")
+	require.Equal(t, []string{id}, ids, "a lease leaves the event pending")
+	require.NoError(t, s.ClearEvent(ctx, "l1", id))
+	c.Advance(time.Minute)
+	got, err := s.LeaseEvent(ctx, "l1", id, 30*time.Second)
+	require.NoError(t, err)
+	require.False(t, got, "sent and cleared: nothing to lease")
+}

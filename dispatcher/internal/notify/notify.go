@@ -14,12 +14,14 @@
 //     a process that died before sending, or gave up, once they are
 //     SweepAfter old (longer than the direct path tries, so the two seldom
 //     overlap), and events nobody sends at once (the ingestor's) at the
-//     next sweep. A job that is final and holds no event leaves the
-//     register.
+//     next sweep. A sweeper leases an event in the record before sending
+//     it (for SweepAfter), so of dispatchers sweeping at once one sends
+//     it. A job that is final and holds no event leaves the register.
 //
-// A receiver may therefore get an event twice (a sweep and a slow sender,
-// two dispatchers sweeping at once, a sink that took it while another
-// failed); the event's id, the same each time, tells.
+// A receiver may still get an event twice (a sender that died or failed
+// to clear it after sending, a direct sender slower than SweepAfter, a
+// sink that took it while another failed); the event's id, the same each
+// time, tells.
 package notify
 
 import (
@@ -40,6 +42,7 @@ type Outbox interface {
 	Outbox(ctx context.Context) ([]string, error)
 	PendingEvents(ctx context.Context, jobID string) ([]jobstore.PendingEvent, bool, error)
 	ClearEvent(ctx context.Context, jobID, eventID string) error
+	LeaseEvent(ctx context.Context, jobID, eventID string, d time.Duration) (bool, error)
 	Unlist(ctx context.Context, jobID string) error
 }
 
@@ -184,6 +187,18 @@ func (n *Notifier) Flush(ctx context.Context, jobID string, direct bool) int {
 		}
 		if !n.claim(pe.ID) {
 			continue
+		}
+		if !direct {
+			// Of dispatchers sweeping at once, one sends it; the lease
+			// outlasts one try, and runs out if its holder dies.
+			ok, err := n.box.LeaseEvent(ctx, jobID, pe.ID, n.o.SweepAfter)
+			if err != nil {
+				n.o.Log.WarnContext(ctx, "lease job event", "job_id", jobID, "event_id", pe.ID, "error", err)
+			}
+			if !ok {
+				n.release(pe.ID)
+				continue
+			}
 		}
 		sent := n.sendEvent(ctx, jobID, pe, direct)
 		n.release(pe.ID)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"time"
 )
 
 // maxEvents bounds the job events the sink keeps; past it, new ids are
@@ -35,6 +36,9 @@ type ReceivedEvent struct {
 	// Signature is the webhook-signature header of its first arrival,
 	// empty when unsigned.
 	Signature string `json:"signature,omitempty"`
+	// FirstAt is when it first arrived: with the event's own time, how
+	// late it was.
+	FirstAt time.Time `json:"first_at"`
 }
 
 // EventList is the answer of GET /events.
@@ -77,7 +81,7 @@ func (ev *Events) record(w http.ResponseWriter, r *http.Request) {
 	} else {
 		ev.byID[head.ID] = &ReceivedEvent{
 			ID: head.ID, Kind: head.Kind, JobID: head.JobID, Received: 1, Event: body,
-			Signature: r.Header.Get("webhook-signature"),
+			Signature: r.Header.Get("webhook-signature"), FirstAt: time.Now().UTC(),
 		}
 		ev.order = append(ev.order, head.ID)
 	}
