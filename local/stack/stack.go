@@ -180,7 +180,9 @@ func Up(ctx context.Context, o Options) (s *Stack, err error) {
 	if s.Sink, err = s.startService(ctx, "sink", "sink", o.SinkArgs, nil, httpReady("/healthz")); err != nil {
 		return nil, err
 	}
-	if s.Ingestor, err = s.startService(ctx, "ingestor", "ingestor", o.IngestorArgs, nil, s.grpcReady); err != nil {
+	// The dispatchers send job events to the sink; the ingestor keeps
+	// those of its own transitions for them.
+	if s.Ingestor, err = s.startService(ctx, "ingestor", "ingestor", o.IngestorArgs, []string{"SPOOL_JOB_EVENTS=true"}, s.grpcReady); err != nil {
 		return nil, err
 	}
 	// stack.env carries these too, so a dispatcher started by hand with it

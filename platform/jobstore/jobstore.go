@@ -64,6 +64,7 @@ type Store struct {
 	abortAfter time.Duration
 	tenant     string
 	rowsEvery  time.Duration
+	events     bool
 	eventHook  func(jobID string)
 }
 

@@ -48,11 +48,19 @@ const (
 	DefaultRowsEvery = time.Minute
 )
 
-// WithEventHook calls hook with a job's id after this store wrote an event
-// into the job's record, so the process can send it at once rather than
-// wait for a sweep.
+// WithEvents makes the store keep job events: its transitions store
+// theirs. Without it (the default) they store none, so a fleet that sends
+// no events keeps no outbox; every process whose writes make transitions
+// (ingestor and dispatchers) must have it for every event to be kept.
+func WithEvents() Option {
+	return func(s *Store) { s.events = true }
+}
+
+// WithEventHook keeps job events (WithEvents), and calls hook with a job's
+// id after this store wrote an event into the job's record, so the
+// process can send it at once rather than wait for a sweep.
 func WithEventHook(hook func(jobID string)) Option {
-	return func(s *Store) { s.eventHook = hook }
+	return func(s *Store) { s.events, s.eventHook = true, hook }
 }
 
 // WithRowsEvery sets the least time between two rows events of one kind
@@ -107,6 +115,9 @@ func withEvent(update string, direct bool, names map[string]string, values map[s
 // evented runs an update that stores e, after listing the job in the
 // outbox, and tells the hook when it landed.
 func (s *Store) evented(ctx context.Context, in *dynamodb.UpdateItemInput, jobID string, e jobevent.Event) (*dynamodb.UpdateItemOutput, error) {
+	if !s.events {
+		return s.db.UpdateItem(ctx, in)
+	}
 	if err := s.listOutbox(ctx, jobID); err != nil {
 		return nil, err
 	}
@@ -284,6 +295,9 @@ var rowsAttrs = map[jobevent.Kind][2]string{
 // the same count at once one announces it, and the event's id carries n,
 // a new high of the job's count, so two events are two transitions.
 func (s *Store) AnnounceRows(ctx context.Context, j *spoolv1.Job, kind jobevent.Kind, n int64) (bool, error) {
+	if !s.events {
+		return false, nil
+	}
 	attrs, ok := rowsAttrs[kind]
 	if !ok || n <= 0 {
 		return false, fmt.Errorf("announce rows of job %s: kind %q: %w", j.GetJobId(), kind, errors.ErrUnsupported)

@@ -221,7 +221,7 @@ func TestEndingStoresEventsOfAbortAndRejectOnly(t *testing.T) {
 	ctx := context.Background()
 	db, c := newOutboxTable(t)
 	// The ingestor's store has no hook: its events are for the sweeps.
-	s := jobstore.New(db, "jobs", jobstore.WithClock(c.Now), jobstore.WithAbortAfter(time.Minute))
+	s := jobstore.New(db, "jobs", jobstore.WithClock(c.Now), jobstore.WithAbortAfter(time.Minute), jobstore.WithEvents())
 
 	_, err := s.Start(ctx, &spoolv1.Job{JobId: "x1"}, "s1")
 	require.NoError(t, err)
@@ -303,4 +303,31 @@ func TestLeaseEventLetsOneSweeperSend(t *testing.T) {
 	got, err := s.LeaseEvent(ctx, "l1", id, 30*time.Second)
 	require.NoError(t, err)
 	require.False(t, got, "sent and cleared: nothing to lease")
+}
+
+func TestAStoreWithoutEventsKeepsNone(t *testing.T) {
+	ctx := context.Background()
+	db, c := newOutboxTable(t)
+	s := jobstore.New(db, "jobs", jobstore.WithClock(c.Now))
+	sealedJob(t, s, &spoolv1.Job{JobId: "n1", Canary: &spoolv1.Canary{Rows: 1}}, 2)
+	_, paused, err := s.PauseCanary(ctx, "n1", "canary of 1 delivered; resume to continue")
+	require.NoError(t, err)
+	require.True(t, paused)
+	j, err := s.Get(ctx, "n1")
+	require.NoError(t, err)
+	announced, err := s.AnnounceRows(ctx, j, jobevent.RowsUnknown, 1)
+	require.NoError(t, err)
+	require.False(t, announced)
+	_, err = s.SetPaused(ctx, "n1", false)
+	require.NoError(t, err)
+	j, err = s.Complete(ctx, "n1", jobstore.Settled{Delivered: 2})
+	require.NoError(t, err)
+	require.Equal(t, spoolv1.JobState_JOB_STATE_COMPLETED, j.GetState())
+
+	ids, final := pendingIDs(t, s, "n1")
+	require.Empty(t, ids)
+	require.True(t, final)
+	listed, err := s.Outbox(ctx)
+	require.NoError(t, err)
+	require.Empty(t, listed)
 }

@@ -73,20 +73,19 @@ func newDispatcher(ctx context.Context, cfg config, sec grpcserve.Security, db *
 	if d.deadLetterURL == "" {
 		d.deadLetterURL = deadLetterQueue(ctx, queue, cfg.queueURL, log)
 	}
-	// Job events are stored by the writes that make their transitions;
-	// with a sink configured, this process sends those it stored at once
-	// and sweeps for those others left.
-	var notifier *notify.Notifier
-	store := jobstore.New(db, cfg.table, jobstore.WithRowsEvery(cfg.eventsRowsEvery), jobstore.WithEventHook(func(id string) {
-		if notifier != nil {
-			notifier.Kick(id)
-		}
-	}))
-	if sinks := eventSinks(cfg, queue); len(sinks) > 0 {
-		notifier = notify.New(store, sinks, notify.Options{
+	// Job events are stored by the writes that make their transitions,
+	// when a sink is configured; this process then sends those it stored
+	// at once and sweeps for those others left.
+	sinks := eventSinks(cfg, queue)
+	storeOpts := []jobstore.Option{jobstore.WithRowsEvery(cfg.eventsRowsEvery)}
+	if len(sinks) > 0 {
+		storeOpts = append(storeOpts, jobstore.WithEventHook(func(id string) { d.notifier.Kick(id) }))
+	}
+	store := jobstore.New(db, cfg.table, storeOpts...)
+	if len(sinks) > 0 {
+		d.notifier = notify.New(store, sinks, notify.Options{
 			SweepEvery: cfg.eventsSweep, SweepAfter: cfg.eventsSweepAfter, RetryFor: cfg.eventsRetryFor, Log: log,
 		})
-		d.notifier = notifier
 	}
 	// Flow control toward the destination: the breaker holds receiving
 	// while it is down; the concurrency and rate limits pace the sends.

@@ -49,6 +49,7 @@ type config struct {
 	maxErrors          int
 	progressInterval   time.Duration
 	abortAfter         time.Duration
+	jobEvents          bool
 	shutdownGrace      time.Duration
 	awsTimeout         time.Duration
 	maxDeliverAfter    time.Duration
@@ -83,6 +84,7 @@ func parseConfig(args []string, stderr io.Writer, lookup func(string) (string, b
 	fs.IntVar(&c.maxErrors, "max-errors", 100, "row errors returned in a StreamFile response (the count is never capped)")
 	fs.DurationVar(&c.progressInterval, "progress-interval", time.Second, "how often a stream's counters are written to the job record")
 	fs.DurationVar(&c.abortAfter, "abort-after", jobstore.DefaultAbortAfter, "how long a broken stream's job waits to be resumed before it is ABORTED")
+	fs.BoolVar(&c.jobEvents, "job-events", false, "keep the job events of the ingestor's transitions (rejected, aborted) for the dispatchers to send; on when the dispatchers have an events sink")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 25*time.Second, "time streams get to finish on shutdown")
 	fs.DurationVar(&c.awsTimeout, "aws-timeout", 10*time.Second, "deadline of one AWS call (SendMessageBatch, a job-table read or write), the SDK's retries included")
 	fs.DurationVar(&c.maxDeliverAfter, "max-deliver-after", ingest.DefaultMaxDeliverAfter, "how far ahead a stream's deliver_after may be; keep it below the queue's message retention, or the messages expire while they wait")
@@ -176,7 +178,11 @@ func run(ctx context.Context, args []string, _, stderr io.Writer) error {
 			return err
 		}
 	}
-	jobs := jobstore.New(dynamodb.NewFromConfig(awsCfg), c.table, jobstore.WithAbortAfter(c.abortAfter), jobstore.WithTenant(c.tenant))
+	storeOpts := []jobstore.Option{jobstore.WithAbortAfter(c.abortAfter), jobstore.WithTenant(c.tenant)}
+	if c.jobEvents {
+		storeOpts = append(storeOpts, jobstore.WithEvents())
+	}
+	jobs := jobstore.New(dynamodb.NewFromConfig(awsCfg), c.table, storeOpts...)
 	// Handlers are waited for even when the grace period runs out, so a
 	// stream cut off by shutdown still records its checkpoint (or ends its
 	// job) before the process exits.
