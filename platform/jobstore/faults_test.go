@@ -30,7 +30,21 @@ func newFaultyStore(t testing.TB) (*jobstore.Store, *dbfault.DB, *testkit.Clock)
 	require.NoError(t, provision.EnsureTable(context.Background(), db, "jobs"))
 	c := testkit.NewClock(time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC))
 	f := dbfault.New(db, nil)
-	return jobstore.New(f, "jobs", jobstore.WithClock(c.Now), jobstore.WithAbortAfter(time.Minute)), f, c
+	// Job events on: a transition's event rides on the write whose answer
+	// is lost.
+	return jobstore.New(f, "jobs", jobstore.WithClock(c.Now), jobstore.WithAbortAfter(time.Minute), jobstore.WithEvents()), f, c
+}
+
+// requireEvents checks the job holds exactly these pending events.
+func requireEvents(t *testing.T, s *jobstore.Store, id string, want ...string) {
+	t.Helper()
+	evs, _, err := s.PendingEvents(context.Background(), id)
+	require.NoError(t, err)
+	got := []string{}
+	for _, e := range evs {
+		got = append(got, e.ID)
+	}
+	require.Equal(t, append([]string{}, want...), got)
 }
 
 // write matches writes (op) of the item with key k.
@@ -177,6 +191,7 @@ func TestWritesAppliedTwice(t *testing.T) {
 				clk.Advance(time.Millisecond)
 				_, err = s.End(ctx, id, spoolv1.JobState_JOB_STATE_CANCELLED, "by hand")
 				require.ErrorIs(t, err, jobstore.ErrState, "a later end is not this one")
+				requireEvents(t, s, id)
 			},
 		},
 		{
@@ -199,6 +214,35 @@ func TestWritesAppliedTwice(t *testing.T) {
 				j, err := s.Complete(ctx, id, jobstore.Settled{Delivered: 2})
 				require.NoError(t, err)
 				require.Equal(t, spoolv1.JobState_JOB_STATE_COMPLETED, j.GetState())
+				requireEvents(t, s, id, id+"/job.completed")
+			},
+		},
+		{
+			name:    "canary pause",
+			prepare: func(t *testing.T, id string) { sealed(t, id, 4) },
+			lose:    func(id string) func(dbfault.Call) bool { return write("UpdateItem", tablelayout.Job(id)) },
+			fault:   dbfault.LoseRetried,
+			run: func(t *testing.T, id string) {
+				j, paused, err := s.PauseCanary(ctx, id, "canary of 1 delivered; resume to continue")
+				require.NoError(t, err)
+				require.True(t, paused, "the job holds this very pause")
+				require.True(t, j.GetPaused())
+				requireEvents(t, s, id, id+"/job.paused/1")
+			},
+		},
+		{
+			name: "rejection",
+			prepare: func(t *testing.T, id string) {
+				_, err := s.Start(ctx, &spoolv1.Job{JobId: id}, "s1")
+				require.NoError(t, err)
+			},
+			lose:  func(id string) func(dbfault.Call) bool { return write("UpdateItem", tablelayout.Job(id)) },
+			fault: dbfault.LoseRetried,
+			run: func(t *testing.T, id string) {
+				j, err := s.EndStream(ctx, id, "s1", spoolv1.JobState_JOB_STATE_REJECTED, "row 2: bad")
+				require.NoError(t, err)
+				require.Equal(t, spoolv1.JobState_JOB_STATE_REJECTED, j.GetState())
+				requireEvents(t, s, id, id+"/job.rejected")
 			},
 		},
 		{

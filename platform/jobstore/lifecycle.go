@@ -145,7 +145,7 @@ func (s *Store) end(ctx context.Context, id string, state spoolv1.JobState, reas
 		ReturnValues:              types.ReturnValueAllNew,
 	}
 	var err error
-	if kind, ok := endEvents[state]; ok {
+	if kind, ok := endEvents[state]; ok && s.events {
 		// The figures are the record's as it stands: an ended job's
 		// counters no longer move but for rows in flight.
 		p, perr := s.readPartition(ctx, id)
@@ -180,21 +180,24 @@ func (s *Store) end(ctx context.Context, id string, state spoolv1.JobState, reas
 // writer, or by this write whose answer was lost) is not an error. It
 // fails with ErrState when the job is not SEALED or confirmed falls short.
 func (s *Store) Complete(ctx context.Context, id string, confirmed Settled) (*spoolv1.Job, error) {
-	p, err := s.readPartition(ctx, id)
-	if err != nil {
-		return nil, fmt.Errorf("complete job %s: %w", id, err)
-	}
-	j := p.job()
-	if j.GetState() == spoolv1.JobState_JOB_STATE_COMPLETED {
-		return j, nil
-	}
 	now := s.now()
-	e := event(j, jobevent.Completed, 0, spoolv1.JobState_JOB_STATE_COMPLETED, now)
-	// The ledger's figures, which the completion is decided on, over
-	// counters that may lag them.
-	e.Counts.Delivered, e.Counts.Failed, e.Counts.Unknown = confirmed.Delivered, confirmed.Failed, confirmed.Unknown
-	e.Counts.Duplicates, e.Counts.DeadLettered = confirmed.Duplicates, confirmed.DeadLettered
-	_, err = s.evented(ctx, &dynamodb.UpdateItemInput{
+	var e jobevent.Event
+	if s.events {
+		// The event's figures: the record's, and the ledger's settled
+		// counts the completion is decided on, over counters that may lag.
+		p, err := s.readPartition(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("complete job %s: %w", id, err)
+		}
+		j := p.job()
+		if j.GetState() == spoolv1.JobState_JOB_STATE_COMPLETED {
+			return j, nil
+		}
+		e = event(j, jobevent.Completed, 0, spoolv1.JobState_JOB_STATE_COMPLETED, now)
+		e.Counts.Delivered, e.Counts.Failed, e.Counts.Unknown = confirmed.Delivered, confirmed.Failed, confirmed.Unknown
+		e.Counts.Duplicates, e.Counts.DeadLettered = confirmed.Duplicates, confirmed.DeadLettered
+	}
+	_, err := s.evented(ctx, &dynamodb.UpdateItemInput{
 		TableName:                aws.String(s.table),
 		Key:                      tablelayout.Job(id).Item(),
 		UpdateExpression:         aws.String("SET #state = :completed, list_state = :completed, completed_at = :now, updated_at = :now"),

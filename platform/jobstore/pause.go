@@ -2,6 +2,7 @@ package jobstore
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"strings"
 
@@ -156,6 +157,10 @@ func (s *Store) pause(ctx context.Context, p *partition, cause spoolv1.PauseCaus
 	seq := p.rec.PauseSeq + 1
 	e := event(p.job(), jobevent.Paused, seq, spoolv1.JobState_JOB_STATE_SEALED, at)
 	e.Cause, e.Reason = pauseCauseName(cause), reason
+	// A write id tells this very write, whose answer was lost, from a
+	// racing writer's pause with the same cause, reason and millisecond.
+	token := rand.Text()
+	values[":write"] = str(token)
 	values[":seq"] = num(seq)
 	if seq == 1 {
 		cond += " AND attribute_not_exists(pause_seq)"
@@ -172,7 +177,7 @@ func (s *Store) pause(ctx context.Context, p *partition, cause spoolv1.PauseCaus
 	_, err := s.evented(ctx, &dynamodb.UpdateItemInput{
 		TableName:                 aws.String(s.table),
 		Key:                       tablelayout.Job(id).Item(),
-		UpdateExpression:          aws.String("SET paused = :true, pause_cause = :cause, pause_reason = :reason, updated_at = :now, pause_seq = :seq"),
+		UpdateExpression:          aws.String("SET paused = :true, pause_cause = :cause, pause_reason = :reason, updated_at = :now, pause_seq = :seq, pause_write = :write"),
 		ConditionExpression:       aws.String("#state = :sealed AND (attribute_not_exists(paused) OR paused = :false) AND " + cond),
 		ExpressionAttributeNames:  map[string]string{"#state": "state"},
 		ExpressionAttributeValues: values,
@@ -183,7 +188,7 @@ func (s *Store) pause(ctx context.Context, p *partition, cause spoolv1.PauseCaus
 			return nil, false, fmt.Errorf("pause job %s: %w", id, gerr)
 		}
 		// This very write, whose answer was lost?
-		mine := r.Paused && r.PauseCause == pauseCauseName(cause) && r.PauseReason == reason && r.UpdatedAt == now && r.PauseSeq == seq
+		mine := r.Paused && r.PauseWrite == token
 		if mine {
 			s.eventStored(id)
 		}

@@ -77,6 +77,8 @@ type record struct {
 	// PauseSeq counts the job's automatic pauses; a pause's event id
 	// carries it.
 	PauseSeq int64 `dynamodbav:"pause_seq,omitempty"`
+	// PauseWrite is the write id of the last automatic pause.
+	PauseWrite string `dynamodbav:"pause_write,omitempty"`
 }
 
 // storedThreshold is the stored form of spoolv1.FailureThreshold.
