@@ -1,8 +1,14 @@
 package e2e
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -16,25 +22,32 @@ import (
 
 // sinkEvent is one event id as the sink's GET /events lists it.
 type sinkEvent struct {
-	ID       string    `json:"id"`
-	Kind     string    `json:"kind"`
-	JobID    string    `json:"job_id"`
-	Received int64     `json:"received"`
-	FirstAt  time.Time `json:"first_at"`
-	Event    struct {
-		Time   time.Time `json:"time"`
-		State  string    `json:"state"`
-		Cause  string    `json:"cause"`
-		Reason string    `json:"reason"`
-		Rows   int64     `json:"rows"`
-		Counts struct {
-			Total        int64 `json:"total"`
-			Delivered    int64 `json:"delivered"`
-			Failed       int64 `json:"failed"`
-			Unknown      int64 `json:"unknown"`
-			DeadLettered int64 `json:"dead_lettered"`
-		} `json:"counts"`
-	} `json:"event"`
+	ID        string          `json:"id"`
+	Kind      string          `json:"kind"`
+	JobID     string          `json:"job_id"`
+	Received  int64           `json:"received"`
+	FirstAt   time.Time       `json:"first_at"`
+	Signature string          `json:"signature"`
+	Timestamp string          `json:"timestamp"`
+	Body      json.RawMessage `json:"event"`
+	// Event is Body, read.
+	Event eventBody `json:"-"`
+}
+
+// eventBody is what the tests read of an event's JSON.
+type eventBody struct {
+	Time   time.Time `json:"time"`
+	State  string    `json:"state"`
+	Cause  string    `json:"cause"`
+	Reason string    `json:"reason"`
+	Rows   int64     `json:"rows"`
+	Counts struct {
+		Total        int64 `json:"total"`
+		Delivered    int64 `json:"delivered"`
+		Failed       int64 `json:"failed"`
+		Unknown      int64 `json:"unknown"`
+		DeadLettered int64 `json:"dead_lettered"`
+	} `json:"counts"`
 }
 
 func sinkEvents(t *testing.T, s *stack.Stack) []sinkEvent {
@@ -43,6 +56,9 @@ func sinkEvents(t *testing.T, s *stack.Stack) []sinkEvent {
 		Events []sinkEvent `json:"events"`
 	}
 	getJSON(t, s.Sink.Addr+"/events", &l)
+	for i := range l.Events {
+		require.NoError(t, json.Unmarshal(l.Events[i].Body, &l.Events[i].Event), "event %s", l.Events[i].ID)
+	}
 	return l.Events
 }
 
@@ -67,8 +83,11 @@ func byJobAndKind(evs []sinkEvent) map[string]map[string][]sinkEvent {
 // deduplication to count transitions); the same id arriving twice is
 // allowed, at least once, and counted.
 func TestEventsOncePerTransition(t *testing.T) {
-	requireFlags(t, "dispatcher", "events-webhook-url", "events-sweep", "events-rows-every")
+	requireFlags(t, "dispatcher", "events-webhook-url", "events-sweep", "events-rows-every", "events-signing-secrets-file")
 	const rowsEvery = 2 * time.Second
+	key := []byte("events-e2e-secret")
+	secrets := filepath.Join(t.TempDir(), "events-secrets")
+	require.NoError(t, os.WriteFile(secrets, []byte("whsec_"+base64.StdEncoding.EncodeToString(key)), 0o600))
 	s := startStack(t, 2, func(o *stack.Options) {
 		// Every 25th row refused; 2 % answered 503 (one attempt: dead-
 		// lettered); 2 % applied and held past the dispatchers' timeout
@@ -78,7 +97,7 @@ func TestEventsOncePerTransition(t *testing.T) {
 		o.DispatcherArgs = append([]string{
 			"-max-attempts", "1", "-destination-timeout", "500ms", "-concurrency", "8",
 			"-events-sweep", "1s", "-events-sweep-after", "5s", "-events-retry-for", "3s",
-			"-events-rows-every", rowsEvery.String(),
+			"-events-rows-every", rowsEvery.String(), "-events-signing-secrets-file", secrets,
 		}, guardArgs...)
 	})
 
@@ -211,6 +230,13 @@ func TestEventsOncePerTransition(t *testing.T) {
 
 	// How late events arrive: sent at once by the dispatcher that stored
 	// them, or by a sweep (the ingestor's).
+	// Every event is signed (Standard Webhooks) with the secret.
+	for _, e := range evs {
+		mac := hmac.New(sha256.New, key)
+		fmt.Fprintf(mac, "%s.%s.%s", e.ID, e.Timestamp, e.Body)
+		require.Equal(t, "v1,"+base64.StdEncoding.EncodeToString(mac.Sum(nil)), e.Signature, "event %s", e.ID)
+	}
+
 	var dups int64
 	var kinds []string
 	perKind := map[string]int{}

@@ -24,13 +24,11 @@ import (
 	"github.com/spoolhq/spool/dispatcher/internal/dispatchrpc"
 	"github.com/spoolhq/spool/dispatcher/internal/ledger"
 	"github.com/spoolhq/spool/dispatcher/internal/limit"
-	"github.com/spoolhq/spool/dispatcher/internal/notify"
 	"github.com/spoolhq/spool/dispatcher/internal/rate"
 	"github.com/spoolhq/spool/dispatcher/internal/recount"
 	"github.com/spoolhq/spool/platform/envcfg"
 	"github.com/spoolhq/spool/platform/envelope"
 	"github.com/spoolhq/spool/platform/grpcserve"
-	"github.com/spoolhq/spool/platform/jobstore"
 	"github.com/spoolhq/spool/platform/reference"
 )
 
@@ -70,12 +68,7 @@ type config struct {
 	repairAfter     time.Duration
 
 	// Job events (package notify).
-	eventsWebhookURL string
-	eventsQueueURL   string
-	eventsSweep      time.Duration
-	eventsSweepAfter time.Duration
-	eventsRetryFor   time.Duration
-	eventsRowsEvery  time.Duration
+	events eventsConfig
 
 	// Delivery failure handling.
 	deadLetterURL     string
@@ -211,12 +204,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	c.fourEyes = fourEyesFlag{Resolve: true, Redrive: true}
 	fs.Var(&c.fourEyes, "four-eyes", `operator actions that wait for a second, different principal's approval (ApproveRequest): "resolve", "redrive", both comma-separated, or "none"; without authentication every caller is the same "anonymous", so such a server needs "none" to resolve at all`)
 	fs.DurationVar(&c.fourEyes.TTL, "four-eyes-ttl", dispatchrpc.DefaultRequestTTL, "how long a four-eyes request waits for its approval before it expires")
-	fs.StringVar(&c.eventsWebhookURL, "events-webhook-url", "", "URL job events (completed, paused, rows UNKNOWN or dead-lettered, aborted, rejected) are POSTed to as JSON; off when empty")
-	fs.StringVar(&c.eventsQueueURL, "events-queue-url", "", "URL of an SQS queue job events are sent to; off when empty")
-	fs.DurationVar(&c.eventsSweep, "events-sweep", notify.DefaultSweepEvery, "how often the jobs holding unsent events are swept")
-	fs.DurationVar(&c.eventsSweepAfter, "events-sweep-after", notify.DefaultSweepAfter, "age at which a sweep sends an event its own dispatcher has not sent (it died, or gave up); more than -events-retry-for")
-	fs.DurationVar(&c.eventsRetryFor, "events-retry-for", notify.DefaultRetryFor, "how long a dispatcher retries sending an event it stored, with backoff, before leaving it to the sweeps")
-	fs.DurationVar(&c.eventsRowsEvery, "events-rows-every", jobstore.DefaultRowsEvery, "least time between two rows-UNKNOWN (or two rows-dead-lettered) events of one job")
+	c.events.flags(fs)
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
 	c.dest.flags(fs)
 	c.grpc.RegisterFlags(fs)
@@ -227,6 +215,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	if c.destinationURL != "" {
 		err = errors.Join(err, c.dest.load(c.destinationURL, c.headers.h, lookup))
 	}
+	err = errors.Join(err, c.events.load(&c.dest, lookup))
 	if err != nil {
 		return config{}, err
 	}
@@ -305,21 +294,10 @@ func (c config) validate() error {
 		{"max-age", c.maxAge}, {"backoff-base", c.backoffBase}, {"backoff-max", c.backoffMax},
 		{"retry-after-max", c.retryAfterMax}, {"paused-delay", c.pausedDelay},
 		{"outcome-retry", c.outcomeRetry},
-		{"events-sweep", c.eventsSweep}, {"events-sweep-after", c.eventsSweepAfter},
-		{"events-retry-for", c.eventsRetryFor}, {"events-rows-every", c.eventsRowsEvery},
 	} {
 		if f.value <= 0 {
 			errs = append(errs, fmt.Errorf("-%s %s: want more than 0", f.name, f.value))
 		}
-	}
-	if c.eventsWebhookURL != "" {
-		if u, err := url.Parse(c.eventsWebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("-events-webhook-url %q: want an http(s) URL", c.eventsWebhookURL))
-		}
-	}
-	if c.eventsSweepAfter <= c.eventsRetryFor {
-		// Else a sweep sends an event its dispatcher is still retrying.
-		errs = append(errs, fmt.Errorf("-events-sweep-after %s: want more than -events-retry-for (%s)", c.eventsSweepAfter, c.eventsRetryFor))
 	}
 	if c.ledgerRetention < minLedgerRetention {
 		// A record must outlive every message of its row: SQS keeps a

@@ -231,6 +231,42 @@ func TestParseConfig(t *testing.T) {
 			},
 			check: func(t *testing.T, c config) { require.Equal(t, "header:Location", c.referenceFrom.String()) },
 		},
+		{
+			name: "job events off by default", args: required,
+			check: func(t *testing.T, c config) {
+				require.Empty(t, c.events.sinks(nil))
+				require.Equal(t, 5*time.Second, c.events.sweep)
+				require.Equal(t, 30*time.Second, c.events.sweepAfter)
+				require.Equal(t, 20*time.Second, c.events.retryFor)
+				require.Equal(t, time.Minute, c.events.rowsEvery)
+			},
+		},
+		{
+			name: "job events to a signed webhook and a queue",
+			args: append([]string{"-events-webhook-url", "https://hooks.example/spool?token=s3cret", "-events-queue-url", "http://q/events"}, required...),
+			env:  map[string]string{"SPOOL_EVENTS_SIGNING_SECRETS": "whsec_c2VjcmV0"},
+			check: func(t *testing.T, c config) {
+				require.Len(t, c.events.sinks(nil), 2)
+				require.NotNil(t, c.events.signer)
+			},
+		},
+		{
+			name: "plaintext events webhook", args: append([]string{"-events-webhook-url", "http://hooks.example/spool?token=s3cret"}, required...),
+			wantErr: "-events-webhook-url http://hooks.example/spool?REDACTED: plaintext http",
+		},
+		{
+			name:  "plaintext events webhook allowed for a local stand-in",
+			args:  append([]string{"-events-webhook-url", "http://127.0.0.1:8080/events", "-allow-insecure-destination"}, required...),
+			check: func(t *testing.T, c config) { require.Len(t, c.events.sinks(nil), 1) },
+		},
+		{
+			name: "signing secrets without an events webhook", args: required,
+			env: map[string]string{"SPOOL_EVENTS_SIGNING_SECRETS": "whsec_c2VjcmV0"}, wantErr: "without -events-webhook-url",
+		},
+		{
+			name: "a sweep that would race the sender", args: append([]string{"-events-sweep-after", "10s", "-events-retry-for", "20s"}, required...),
+			wantErr: "-events-sweep-after 10s: want more than -events-retry-for (20s)",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"net"
-	"net/http"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -76,15 +75,15 @@ func newDispatcher(ctx context.Context, cfg config, sec grpcserve.Security, db *
 	// Job events are stored by the writes that make their transitions,
 	// when a sink is configured; this process then sends those it stored
 	// at once and sweeps for those others left.
-	sinks := eventSinks(cfg, queue)
-	storeOpts := []jobstore.Option{jobstore.WithRowsEvery(cfg.eventsRowsEvery)}
+	sinks := cfg.events.sinks(queue)
+	storeOpts := []jobstore.Option{jobstore.WithRowsEvery(cfg.events.rowsEvery)}
 	if len(sinks) > 0 {
 		storeOpts = append(storeOpts, jobstore.WithEventHook(func(id string) { d.notifier.Kick(id) }))
 	}
 	store := jobstore.New(db, cfg.table, storeOpts...)
 	if len(sinks) > 0 {
 		d.notifier = notify.New(store, sinks, notify.Options{
-			SweepEvery: cfg.eventsSweep, SweepAfter: cfg.eventsSweepAfter, RetryFor: cfg.eventsRetryFor, Log: log,
+			SweepEvery: cfg.events.sweep, SweepAfter: cfg.events.sweepAfter, RetryFor: cfg.events.retryFor, Log: log,
 		})
 	}
 	// Flow control toward the destination: the breaker holds receiving
@@ -252,24 +251,11 @@ func (d *dispatcher) run(ctx context.Context, lis, metricsLis net.Listener) erro
 		"dead_letter_queue_url", d.deadLetterURL, "max_attempts", cfg.maxAttempts, "visibility_timeout", cfg.visibilityTimeout,
 		"concurrency_min", cfg.concurrencyMin, "rate_limit", cfg.rateLimit, "rate_key", rateKey(cfg),
 		"breaker_failures", cfg.breakerFailures, "breaker_cooldown", cfg.breakerCooldown,
-		"events_webhook", cfg.eventsWebhookURL != "", "events_queue_url", cfg.eventsQueueURL)
+		"events_webhook", cfg.events.webhookURL != "", "events_signed", cfg.events.signer != nil, "events_queue_url", cfg.events.queueURL)
 	// main reports an error; it is not logged here too.
 	if err := g.Wait(); err != nil {
 		return err
 	}
 	d.log.InfoContext(ctx, "dispatcher stopped")
 	return nil
-}
-
-// eventSinks are the places job events go, as configured. The webhook's
-// URL stays out of the log: it may carry a credential.
-func eventSinks(cfg config, queue *sqs.Client) []notify.Sink {
-	var sinks []notify.Sink
-	if cfg.eventsWebhookURL != "" {
-		sinks = append(sinks, &notify.Webhook{URL: cfg.eventsWebhookURL, Client: &http.Client{Timeout: notify.DefaultSendTimeout}})
-	}
-	if cfg.eventsQueueURL != "" {
-		sinks = append(sinks, &notify.Queue{Client: queue, URL: cfg.eventsQueueURL})
-	}
-	return sinks
 }

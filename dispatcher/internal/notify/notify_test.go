@@ -2,10 +2,15 @@ package notify_test
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/stretchr/testify/require"
 
+	"github.com/spoolhq/spool/dispatcher/internal/deliver"
 	"github.com/spoolhq/spool/dispatcher/internal/notify"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/emulator"
@@ -197,4 +203,33 @@ func TestQueueSinkSendsTheEventWithItsID(t *testing.T) {
 	require.JSONEq(t, string(body), aws.ToString(got.Messages[0].Body))
 	require.Equal(t, "j4/job.paused/1", aws.ToString(got.Messages[0].MessageAttributes["spool-event-id"].StringValue))
 	require.Equal(t, "job.paused", aws.ToString(got.Messages[0].MessageAttributes["spool-event-kind"].StringValue))
+}
+
+// A signed webhook carries a Standard Webhooks signature over its id, the
+// send's timestamp and the body, which the receiver recomputes with the
+// secret.
+func TestWebhookSignsEachSend(t *testing.T) {
+	key := []byte("events-secret")
+	signer, err := deliver.NewSigner("whsec_" + base64.StdEncoding.EncodeToString(key))
+	require.NoError(t, err)
+	var got http.Header
+	var body []byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.Header.Clone()
+		body, _ = io.ReadAll(r.Body)
+	}))
+	t.Cleanup(srv.Close)
+	at := time.Date(2026, 12, 1, 3, 0, 0, 0, time.UTC)
+	w := &notify.Webhook{URL: srv.URL, Signer: signer, Now: func() time.Time { return at }}
+	e := jobevent.Event{ID: "j5/job.completed", Kind: jobevent.Completed, JobID: "j5"}
+	sent, err := e.Marshal()
+	require.NoError(t, err)
+	require.NoError(t, w.Send(context.Background(), e, sent))
+
+	require.Equal(t, sent, body)
+	require.Equal(t, "j5/job.completed", got.Get("webhook-id"))
+	require.Equal(t, strconv.FormatInt(at.Unix(), 10), got.Get("webhook-timestamp"))
+	mac := hmac.New(sha256.New, key)
+	fmt.Fprintf(mac, "%s.%d.%s", e.ID, at.Unix(), sent)
+	require.Equal(t, "v1,"+base64.StdEncoding.EncodeToString(mac.Sum(nil)), got.Get("webhook-signature"))
 }

@@ -19,12 +19,12 @@ import (
 	"github.com/spoolhq/spool/platform/jobevent"
 )
 
-// Signer signs a webhook request: the seam for the Standard Webhooks
-// signature (webhook-id, webhook-timestamp, webhook-signature) that
-// outbound requests are to carry. Without one, events go unsigned, with
-// the id and timestamp headers only.
+// Signer makes a Standard Webhooks signature (deliver.Signer, the one
+// transaction requests carry): the webhook-signature value of an event's
+// id, the signing time and the body. Without one, events go unsigned,
+// with the id and timestamp headers only.
 type Signer interface {
-	Sign(h http.Header, id string, at time.Time, body []byte) error
+	Sign(id string, at time.Time, body []byte) string
 }
 
 // Webhook posts each event as JSON to a URL; any 2xx is taken.
@@ -51,13 +51,12 @@ func (w *Webhook) Send(ctx context.Context, e jobevent.Event, body []byte) error
 	at := now()
 	req.Header.Set("Content-Type", "application/json")
 	// The Standard Webhooks names, so a receiver deduplicates on
-	// webhook-id whether or not the request is signed.
+	// webhook-id whether or not the request is signed. Each send is signed
+	// anew: the timestamp is the send's, which a receiver bounds replays by.
 	req.Header.Set("webhook-id", e.ID)
 	req.Header.Set("webhook-timestamp", strconv.FormatInt(at.Unix(), 10))
 	if w.Signer != nil {
-		if err := w.Signer.Sign(req.Header, e.ID, at, body); err != nil {
-			return fmt.Errorf("sign event %s: %w", e.ID, err)
-		}
+		req.Header.Set("webhook-signature", w.Signer.Sign(e.ID, at, body))
 	}
 	c := w.Client
 	if c == nil {

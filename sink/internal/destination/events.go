@@ -36,6 +36,9 @@ type ReceivedEvent struct {
 	// Signature is the webhook-signature header of its first arrival,
 	// empty when unsigned.
 	Signature string `json:"signature,omitempty"`
+	// Timestamp is the webhook-timestamp header of its first arrival,
+	// which the signature covers.
+	Timestamp string `json:"timestamp,omitempty"`
 	// FirstAt is when it first arrived: with the event's own time, how
 	// late it was.
 	FirstAt time.Time `json:"first_at"`
@@ -81,7 +84,7 @@ func (ev *Events) record(w http.ResponseWriter, r *http.Request) {
 	} else {
 		ev.byID[head.ID] = &ReceivedEvent{
 			ID: head.ID, Kind: head.Kind, JobID: head.JobID, Received: 1, Event: body,
-			Signature: r.Header.Get("webhook-signature"), FirstAt: time.Now().UTC(),
+			Signature: r.Header.Get("webhook-signature"), Timestamp: r.Header.Get("webhook-timestamp"), FirstAt: time.Now().UTC(),
 		}
 		ev.order = append(ev.order, head.ID)
 	}
