@@ -65,7 +65,7 @@ type Store struct {
 	tenant     string
 	rowsEvery  time.Duration
 	events     bool
-	eventHook  func(jobID string)
+	eventHook  func(jobID, eventID string)
 }
 
 // Option configures a Store.

@@ -162,7 +162,9 @@ func (s *Store) end(ctx context.Context, id string, state spoolv1.JobState, reas
 		// Written already, by this very write whose answer was lost?
 		r, gerr := s.getRecord(ctx, id)
 		if gerr == nil && r.State == stateName(state) && r.StateReason == reason && r.CompletedAt == now {
-			s.eventStored(id)
+			if kind, ok := endEvents[state]; ok {
+				s.eventStored(id, jobevent.ID(id, kind, 0))
+			}
 			return s.Get(ctx, id)
 		}
 		return nil, fmt.Errorf("end job %s as %s: %w", id, stateName(state), ErrState)
@@ -217,7 +219,7 @@ func (s *Store) Complete(ctx context.Context, id string, confirmed Settled) (*sp
 		}
 		if j.GetState() == spoolv1.JobState_JOB_STATE_COMPLETED {
 			// Perhaps by this very write, whose answer was lost.
-			s.eventStored(id)
+			s.eventStored(id, jobevent.ID(id, jobevent.Completed, 0))
 			return j, nil
 		}
 		return j, fmt.Errorf("complete job %s, %s with %d of %d rows settled in the ledger: %w",

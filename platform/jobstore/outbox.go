@@ -57,9 +57,10 @@ func WithEvents() Option {
 }
 
 // WithEventHook keeps job events (WithEvents), and calls hook with a job's
-// id after this store wrote an event into the job's record, so the
-// process can send it at once rather than wait for a sweep.
-func WithEventHook(hook func(jobID string)) Option {
+// id and an event's after this store wrote the event into the job's
+// record, so the process can send it at once rather than wait for a sweep.
+// It names the one event this store wrote: another process sends its own.
+func WithEventHook(hook func(jobID, eventID string)) Option {
 	return func(s *Store) { s.events, s.eventHook = true, hook }
 }
 
@@ -131,16 +132,16 @@ func (s *Store) evented(ctx context.Context, in *dynamodb.UpdateItemInput, jobID
 	in.UpdateExpression = aws.String(update)
 	out, err := s.db.UpdateItem(ctx, in)
 	if err == nil {
-		s.eventStored(jobID)
+		s.eventStored(jobID, e.ID)
 	}
 	return out, err
 }
 
 // eventStored tells the hook that the job holds an event this process
 // stored (also when it recognised its own write whose answer was lost).
-func (s *Store) eventStored(jobID string) {
-	if s.eventHook != nil {
-		s.eventHook(jobID)
+func (s *Store) eventStored(jobID, eventID string) {
+	if s.eventHook != nil && s.events {
+		s.eventHook(jobID, eventID)
 	}
 }
 

@@ -25,7 +25,7 @@ type hooks struct {
 	jobs []string
 }
 
-func (h *hooks) hook(id string) {
+func (h *hooks) hook(id, _ string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.jobs = append(h.jobs, id)

@@ -190,7 +190,7 @@ func (s *Store) pause(ctx context.Context, p *partition, cause spoolv1.PauseCaus
 		// This very write, whose answer was lost?
 		mine := r.Paused && r.PauseWrite == token
 		if mine {
-			s.eventStored(id)
+			s.eventStored(id, e.ID)
 		}
 		j, err := s.Get(ctx, id)
 		return j, mine && err == nil, err

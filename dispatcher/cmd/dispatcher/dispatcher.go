@@ -78,7 +78,7 @@ func newDispatcher(ctx context.Context, cfg config, sec grpcserve.Security, db *
 	sinks := cfg.events.sinks(queue)
 	storeOpts := []jobstore.Option{jobstore.WithRowsEvery(cfg.events.rowsEvery)}
 	if len(sinks) > 0 {
-		storeOpts = append(storeOpts, jobstore.WithEventHook(func(id string) { d.notifier.Kick(id) }))
+		storeOpts = append(storeOpts, jobstore.WithEventHook(func(job, event string) { d.notifier.Kick(job, event) }))
 	}
 	store := jobstore.New(db, cfg.table, storeOpts...)
 	if len(sinks) > 0 {

@@ -7,8 +7,9 @@
 // dies. Two paths send them:
 //
 //   - at once: the job store tells the Notifier (Kick) when this process
-//     stored an event, and the Notifier sends the job's events, retried
-//     with backoff for RetryFor, then removes them from the record;
+//     stored an event, and the Notifier sends that event (not others of
+//     the job, which their own writers send), retried with backoff for
+//     RetryFor, then removes it from the record;
 //   - by sweep: every SweepEvery, each dispatcher lists the jobs of the
 //     outbox register and sends what their records still hold: events of
 //     a process that died before sending, or gave up, once they are
@@ -83,7 +84,7 @@ type Notifier struct {
 	o     Options
 	box   Outbox
 	sinks []Sink
-	kick  chan string
+	kick  chan kicked
 
 	mu sync.Mutex
 	// sending holds the events this process is sending, so its own two
@@ -111,14 +112,18 @@ func New(box Outbox, sinks []Sink, o Options) *Notifier {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Notifier{o: o, box: box, sinks: sinks, kick: make(chan string, 256), sending: map[string]bool{}}
+	return &Notifier{o: o, box: box, sinks: sinks, kick: make(chan kicked, 256), sending: map[string]bool{}}
 }
 
-// Kick asks for the job's events to be sent now. It never blocks: when
-// too many are waiting, the sweep sends this one.
-func (n *Notifier) Kick(jobID string) {
+// kicked is an event this process stored, to send at once.
+type kicked struct{ jobID, eventID string }
+
+// Kick asks for an event this process stored to be sent now: that one
+// only, as another process sends its own. It never blocks: when too many
+// are waiting, the sweep sends this one.
+func (n *Notifier) Kick(jobID, eventID string) {
 	select {
-	case n.kick <- jobID:
+	case n.kick <- kicked{jobID, eventID}:
 	default:
 	}
 }
@@ -134,8 +139,8 @@ func (n *Notifier) Run(ctx context.Context) {
 			select {
 			case <-ctx.Done():
 				return
-			case id := <-n.kick:
-				n.Flush(ctx, id, true)
+			case k := <-n.kick:
+				n.Flush(ctx, k.jobID, k.eventID)
 			}
 		}
 	}()
@@ -165,16 +170,17 @@ func (n *Notifier) Sweep(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		n.Flush(ctx, id, false)
+		n.Flush(ctx, id, "")
 	}
 }
 
-// Flush sends the job's pending events and removes those sent: every one
-// when direct (this process just stored them, and retries each for
-// RetryFor), else those due for a sweep, one try each. A final job left
-// with no event is taken out of the register. It returns how many events
-// the job still holds.
-func (n *Notifier) Flush(ctx context.Context, jobID string, direct bool) int {
+// Flush sends the job's pending events and removes those sent: only the
+// event only when it is named (this process just stored it, and retries
+// it for RetryFor), else those due for a sweep, one try each. A final job
+// left with no event is taken out of the register. It returns how many
+// events the job still holds.
+func (n *Notifier) Flush(ctx context.Context, jobID, only string) int {
+	direct := only != ""
 	evs, final, err := n.box.PendingEvents(ctx, jobID)
 	if err != nil {
 		n.o.Log.WarnContext(ctx, "read job events", "job_id", jobID, "error", err)
@@ -182,6 +188,9 @@ func (n *Notifier) Flush(ctx context.Context, jobID string, direct bool) int {
 	}
 	left := len(evs)
 	for _, pe := range evs {
+		if direct && pe.ID != only {
+			continue
+		}
 		if !direct && pe.Direct && n.o.Now().Sub(pe.Stored) < n.o.SweepAfter {
 			continue
 		}

@@ -111,7 +111,7 @@ func TestSweepSendsWhatADeadWriterLeft(t *testing.T) {
 	db, c := table(t)
 	rcv, srv := newReceiver(t)
 	// The writer's hook would have sent it; the process died instead.
-	dead := jobstore.New(db, "jobs", jobstore.WithClock(c.Now), jobstore.WithEventHook(func(string) {}))
+	dead := jobstore.New(db, "jobs", jobstore.WithClock(c.Now), jobstore.WithEventHook(func(string, string) {}))
 	completedJob(t, dead, "j1")
 
 	other := jobstore.New(db, "jobs", jobstore.WithClock(c.Now))
@@ -146,7 +146,7 @@ func TestKickSendsAtOnceAndRetries(t *testing.T) {
 	rcv, srv := newReceiver(t)
 	rcv.failFirst = 2
 	var n *notify.Notifier
-	s := jobstore.New(db, "jobs", jobstore.WithEventHook(func(id string) { n.Kick(id) }))
+	s := jobstore.New(db, "jobs", jobstore.WithEventHook(func(job, event string) { n.Kick(job, event) }))
 	n = notify.New(s, []notify.Sink{&notify.Webhook{URL: srv.URL}}, notify.Options{
 		SweepEvery: time.Hour, SweepAfter: 2 * time.Hour, RetryFor: 10 * time.Second,
 	})
@@ -169,12 +169,12 @@ func TestEventOutlivesASinkDown(t *testing.T) {
 	db, _ := table(t)
 	rcv, srv := newReceiver(t)
 	rcv.setDown(true)
-	s := jobstore.New(db, "jobs", jobstore.WithEventHook(func(string) {}))
+	s := jobstore.New(db, "jobs", jobstore.WithEventHook(func(string, string) {}))
 	completedJob(t, s, "j3")
 	n := notify.New(s, []notify.Sink{&notify.Webhook{URL: srv.URL}}, notify.Options{
 		SweepEvery: time.Second, SweepAfter: 2 * time.Second, RetryFor: 300 * time.Millisecond,
 	})
-	require.Equal(t, 1, n.Flush(ctx, "j3", true), "given up after RetryFor, left in the record")
+	require.Equal(t, 1, n.Flush(ctx, "j3", "j3/job.completed"), "given up after RetryFor, left in the record")
 	require.Empty(t, rcv.got())
 
 	rcv.setDown(false)
@@ -232,4 +232,19 @@ func TestWebhookSignsEachSend(t *testing.T) {
 	mac := hmac.New(sha256.New, key)
 	fmt.Fprintf(mac, "%s.%d.%s", e.ID, at.Unix(), sent)
 	require.Equal(t, "v1,"+base64.StdEncoding.EncodeToString(mac.Sum(nil)), got.Get("webhook-signature"))
+}
+
+// A kick sends the one event this process stored, not the fresh events
+// of the same job another dispatcher is sending itself.
+func TestKickSendsOnlyItsOwnEvent(t *testing.T) {
+	ctx := context.Background()
+	db, _ := table(t)
+	rcv, srv := newReceiver(t)
+	other := jobstore.New(db, "jobs", jobstore.WithEventHook(func(string, string) {}))
+	completedJob(t, other, "j6")
+	n := notify.New(other, []notify.Sink{&notify.Webhook{URL: srv.URL}}, notify.Options{RetryFor: time.Second, SweepAfter: time.Minute})
+	require.Equal(t, 1, n.Flush(ctx, "j6", "j6/job.paused/1"))
+	require.Empty(t, rcv.got(), "another process's fresh event is left to it")
+	require.Equal(t, 0, n.Flush(ctx, "j6", "j6/job.completed"))
+	require.Equal(t, map[string]int{"j6/job.completed": 1}, rcv.got())
 }
