@@ -21,7 +21,6 @@ package clientauth
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -30,6 +29,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/spoolhq/spool/platform/pemfile"
 )
 
 // The variables Config reads.
@@ -96,13 +97,9 @@ func (c Config) Validate() error {
 func (c Config) TLSConfig() (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName}
 	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
+		pool, err := pemfile.CertPool(c.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", EnvCAFile, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s %s holds no PEM certificate", EnvCAFile, c.CAFile)
 		}
 		cfg.RootCAs = pool
 	}

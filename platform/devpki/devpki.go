@@ -28,6 +28,8 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/spoolhq/spool/platform/pemfile"
 )
 
 // Names of what a PKI writes in its directory.
@@ -204,13 +206,9 @@ func (p *PKI) ClientTLS() (*tls.Config, error) {
 
 // CertPool returns a pool holding only the PKI's CA.
 func (p *PKI) CertPool() (*x509.CertPool, error) {
-	pemBytes, err := os.ReadFile(p.CAFile())
+	pool, err := pemfile.CertPool(p.CAFile())
 	if err != nil {
-		return nil, fmt.Errorf("read ca certificate: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pemBytes) {
-		return nil, fmt.Errorf("read ca certificate %s: no certificate found", p.CAFile())
+		return nil, fmt.Errorf("ca certificate: %w", err)
 	}
 	return pool, nil
 }

@@ -3,18 +3,17 @@ package grpcserve
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/spoolhq/spool/platform/auth"
+	"github.com/spoolhq/spool/platform/pemfile"
 )
 
 // SecurityFlags are the TLS and authentication settings every server
@@ -114,13 +113,9 @@ func (f *SecurityFlags) Load(ctx context.Context, log *slog.Logger, rules auth.R
 	}
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if f.ClientCAFile != "" {
-		pemBytes, err := os.ReadFile(f.ClientCAFile)
+		pool, err := pemfile.CertPool(f.ClientCAFile)
 		if err != nil {
-			return Security{}, fmt.Errorf("read client CA (SPOOL_TLS_CLIENT_CA_FILE): %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pemBytes) {
-			return Security{}, fmt.Errorf("client CA %s (SPOOL_TLS_CLIENT_CA_FILE): no PEM certificate", f.ClientCAFile)
+			return Security{}, fmt.Errorf("client CA (SPOOL_TLS_CLIENT_CA_FILE): %w", err)
 		}
 		// A certificate is optional: callers with a bearer token need none.
 		// One that is given must verify.

@@ -9,7 +9,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,6 +23,7 @@ import (
 	"time"
 
 	"github.com/spoolhq/spool/platform/envcfg"
+	"github.com/spoolhq/spool/platform/pemfile"
 	"github.com/spoolhq/spool/sink/internal/destination"
 	"github.com/spoolhq/spool/sink/internal/ledger"
 )
@@ -151,13 +151,8 @@ func (c config) authOptions() ([]destination.Option, *tls.Config, error) {
 	}
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if c.clientCAFile != "" {
-		pem, err := os.ReadFile(c.clientCAFile)
-		if err != nil {
+		if cfg.ClientCAs, err = pemfile.CertPool(c.clientCAFile); err != nil {
 			return nil, nil, fmt.Errorf("-https-client-ca-file: %w", err)
-		}
-		cfg.ClientCAs = x509.NewCertPool()
-		if !cfg.ClientCAs.AppendCertsFromPEM(pem) {
-			return nil, nil, errors.New("-https-client-ca-file: no PEM certificate in it")
 		}
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
 		opts = append(opts, destination.WithClientCert())
