@@ -25,7 +25,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 	body, attrs, err := Encode(in)
 	require.NoError(t, err)
-	require.Equal(t, "42", aws.ToString(attrs[AttrRow].StringValue))
+	require.Equal(t, map[string]string{AttrVersion: Version}, attrValues(attrs), "the version is the only attribute")
 	require.Greater(t, Size(body, attrs), len(body))
 	out, err := Decode(body, attrs)
 	require.NoError(t, err)
@@ -67,4 +67,43 @@ func mustMarshal(t testing.TB, m proto.Message) []byte {
 	b, err := proto.Marshal(m)
 	require.NoError(t, err)
 	return b
+}
+
+func attrValues(attrs map[string]types.MessageAttributeValue) map[string]string {
+	out := map[string]string{}
+	for k, v := range attrs {
+		out[k] = aws.ToString(v.StringValue)
+	}
+	return out
+}
+
+func TestRef(t *testing.T) {
+	body, attrs, err := Encode(&spoolv1.Envelope{Version: spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V1, JobId: "job-1", Row: 42})
+	require.NoError(t, err)
+	newer := b64(mustMarshal(t, &spoolv1.Envelope{Version: 2, JobId: "job-2", Row: 7}))
+	legacy := map[string]types.MessageAttributeValue{
+		AttrVersion: {DataType: aws.String("String"), StringValue: aws.String(Version)},
+		AttrJobID:   {DataType: aws.String("String"), StringValue: aws.String("job-3")},
+		AttrRow:     {DataType: aws.String("Number"), StringValue: aws.String("9")},
+	}
+	tests := []struct {
+		name  string
+		body  string
+		attrs map[string]types.MessageAttributeValue
+		job   string
+		row   int64
+	}{
+		{name: "from the body", body: body, attrs: attrs, job: "job-1", row: 42},
+		{name: "a newer version still names its job", body: newer, job: "job-2", row: 7},
+		{name: "an older ingestor's attributes when the body says nothing", body: "{not base64}", attrs: legacy, job: "job-3", row: 9},
+		{name: "the body wins over the attributes", body: body, attrs: legacy, job: "job-1", row: 42},
+		{name: "neither", body: "AAAA"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			job, row := Ref(tt.body, tt.attrs)
+			require.Equal(t, tt.job, job)
+			require.Equal(t, tt.row, row)
+		})
+	}
 }

@@ -449,8 +449,10 @@ func TestDeadLetterDisposition(t *testing.T) {
 	require.Len(t, dls, 1)
 	r := deadletter.Parse(dls[0].MessageAttributes)
 	require.Equal(t, deadletter.Reason{Reason: "gave up after 20 attempts: 503 Service Unavailable", Status: 503, Attempts: 20, Dispatcher: "d-2", At: r.At}, r)
-	require.Equal(t, "job", deadletter.JobID(dls[0].MessageAttributes), "the envelope attributes travel with it")
-	require.EqualValues(t, 7, deadletter.Row(dls[0].MessageAttributes))
+	job, row := envelope.Ref(aws.ToString(dls[0].MessageBody), dls[0].MessageAttributes)
+	require.Equal(t, "job", job, "the envelope travels with it")
+	require.EqualValues(t, 7, row)
+	require.Contains(t, dls[0].MessageAttributes, envelope.AttrVersion, "the envelope's attributes travel with it")
 }
 
 func TestHeartbeatExtendsWhileHandling(t *testing.T) {

@@ -123,7 +123,8 @@ func (c *Consumer) deadLetter(m types.Message, r deadletter.Reason, del *deleter
 		c.log.Error("dead-letter message; left for redelivery", "message_id", id, "error", err)
 		return
 	}
-	c.log.Warn("message dead-lettered", "message_id", id, "job_id", deadletter.JobID(m.MessageAttributes),
-		"row", deadletter.Row(m.MessageAttributes), "reason", r.Reason, "status", r.Status, "attempts", r.Attempts)
+	job, row := envelope.Ref(aws.ToString(m.Body), m.MessageAttributes)
+	c.log.Warn("message dead-lettered", "message_id", id, "job_id", job, "row", row,
+		"reason", r.Reason, "status", r.Status, "attempts", r.Attempts)
 	del.add(id, aws.ToString(m.ReceiptHandle))
 }

@@ -15,8 +15,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
-
-	"github.com/spoolhq/spool/platform/envelope"
 )
 
 // Attribute names of the reason a dispatcher attaches to a dead letter,
@@ -105,18 +103,6 @@ func Parse(attrs map[string]types.MessageAttributeValue) Reason {
 func AttemptBase(attrs map[string]types.MessageAttributeValue) int {
 	n, _ := strconv.Atoi(aws.ToString(attrs[AttrAttemptBase].StringValue))
 	return max(n, 0)
-}
-
-// JobID and Row read the envelope attributes, so a dead letter is matched
-// to its job without decoding (and holding) its body.
-func JobID(attrs map[string]types.MessageAttributeValue) string {
-	return aws.ToString(attrs[envelope.AttrJobID].StringValue)
-}
-
-// Row reads the row number attribute, 0 when absent.
-func Row(attrs map[string]types.MessageAttributeValue) int64 {
-	n, _ := strconv.ParseInt(aws.ToString(attrs[envelope.AttrRow].StringValue), 10, 64)
-	return n
 }
 
 func str(s string) types.MessageAttributeValue {

@@ -11,6 +11,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/spoolhq/spool/platform/envelope"
 )
 
 // API is the part of the SQS client a Scanner uses.
@@ -113,10 +115,8 @@ func (s *Scanner) Redrive(ctx context.Context, jobID string, maxScan int) (Summa
 }
 
 func entry(m types.Message) Entry {
-	return Entry{
-		MessageID: aws.ToString(m.MessageId), JobID: JobID(m.MessageAttributes), Row: Row(m.MessageAttributes),
-		Reason: Parse(m.MessageAttributes),
-	}
+	job, row := envelope.Ref(aws.ToString(m.Body), m.MessageAttributes)
+	return Entry{MessageID: aws.ToString(m.MessageId), JobID: job, Row: row, Reason: Parse(m.MessageAttributes)}
 }
 
 // scan reads the dead-letter queue and hands the job's messages to take,
@@ -173,7 +173,7 @@ func (s *Scanner) scan(ctx context.Context, jobID string, maxScan int, take func
 			}
 			holding[id] = aws.ToString(m.ReceiptHandle)
 			sum.Scanned++
-			if JobID(m.MessageAttributes) == jobID {
+			if job, _ := envelope.Ref(aws.ToString(m.Body), m.MessageAttributes); job == jobID {
 				mine = append(mine, m)
 			}
 		}
