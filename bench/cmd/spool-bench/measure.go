@@ -130,27 +130,7 @@ func measure(ctx context.Context, c config, env scenario.Env, tab *report.Table)
 		if err != nil {
 			return err
 		}
-		raw := "raw SendMessageBatch, 8 senders"
-		tab.Add(
-			report.Row{
-				Name: "ingest: raw aws-sdk-go-v2 SendMessageBatch loop, 8 senders", Value: in.RawMean(), Unit: "rows/s",
-				Note: fmt.Sprintf("%d rows; mean of %.0f before and %.0f after the others", n, in.RawBefore, in.RawAfter),
-			},
-			report.Row{
-				Name: "ingest: StreamFile, CSV chunks (spool send)", Value: in.Spool, Unit: "rows/s",
-				Baseline: in.RawMean(), BaselineName: raw, Min: ingestFloor,
-			},
-			report.Row{
-				Name: "ingest: StreamFile, row batches", Value: in.SpoolRows, Unit: "rows/s",
-				Baseline: in.RawMean(), BaselineName: raw, Min: ingestFloor,
-				Note: "500 rows per RowBatch message",
-			},
-			report.Row{
-				Name: "ingest: gocloud.dev pubsub/awssnssqs SQS topic (aws-sdk-go-v2)", Value: in.Gocloud, Unit: "rows/s",
-				Baseline: in.RawMean(), BaselineName: raw,
-				Note: "MaxHandlers 8, 80 goroutines sending; a baseline, no floor",
-			},
-		)
+		tab.Add(ingestRows(in)...)
 	}
 
 	// The existing benchmarks: the ledger's cost per row, the ingestor's

@@ -4,15 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"strconv"
-	"sync"
+	"slices"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
-	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/spoolhq/spool/local/stack"
 )
@@ -21,31 +18,106 @@ import (
 // who knows SQS would write, and what the ingestor's publisher uses.
 const rawSenders = 8
 
-// IngestResult is what an ingest run measured, in rows/s.
-type IngestResult struct {
-	// RawBefore and RawAfter are the raw SendMessageBatch loop, run before
-	// and after the others so the queue's depth favours none of them.
-	RawBefore, RawAfter float64
-	// Spool is StreamFile with the CLI's raw CSV chunks (spool send),
-	// SpoolRows the same with rows already split (RowBatch messages).
-	Spool, SpoolRows float64
+// ingestRounds is how many times each way of ingesting runs. The raw loop
+// runs before the first run and after every run, and each run is judged
+// against the mean of the two raw loops around it: a machine that speeds
+// up or slows down during the benchmark (the emulator's heap grows,
+// another process wakes) then judges none of the ways, as one raw loop at
+// each end did (the first came out 20–30 % slower than the last in most
+// runs). Each round changes the order, so no way always follows the same
+// one.
+const ingestRounds = 3
+
+// Way is one way of putting a file's rows on the queue.
+type Way string
+
+// The ways the ingest benchmark compares.
+const (
+	// Raw is a raw aws-sdk-go-v2 SendMessageBatch loop.
+	Raw Way = "raw"
+	// Chunks is StreamFile with the CLI's raw CSV chunks (spool send).
+	Chunks Way = "chunks"
+	// RowBatches is StreamFile with rows already split (RowBatch messages).
+	RowBatches Way = "rows"
 	// Gocloud is gocloud.dev's pubsub/awssnssqs SQS topic.
-	Gocloud float64
+	Gocloud Way = "gocloud"
+)
+
+// IngestRun is what one run of one way measured.
+type IngestRun struct {
+	// Rate is rows/s.
+	Rate float64
+	// Ratio is Rate over the mean of the raw loops run just before and
+	// just after; 0 for the raw loop itself.
+	Ratio float64
+	// Sender is the CPU per row of the processes that sent: the bench
+	// itself for a loop, the CLI and the ingestor for spool send, this
+	// process and the ingestor for row batches. SQS and DynamoDB are the
+	// CPU per row of the two emulators. Zero where /proc cannot be read.
+	Sender, SQS, DynamoDB time.Duration
 }
 
-// RawMean is the raw loop's mean.
-func (r IngestResult) RawMean() float64 { return (r.RawBefore + r.RawAfter) / 2 }
+// IngestResult is what the ingest benchmark measured.
+type IngestResult struct {
+	// Rows is the size of every run's file.
+	Rows int
+	// Runs holds each way's runs, in the order they ran.
+	Runs map[Way][]IngestRun
+}
+
+// Rate, Ratio, Sender and Emulators are the medians of way's runs.
+func (r IngestResult) Rate(w Way) float64  { return median(r.Runs[w], func(x IngestRun) float64 { return x.Rate }) }
+func (r IngestResult) Ratio(w Way) float64 { return median(r.Runs[w], func(x IngestRun) float64 { return x.Ratio }) }
+
+// Sender is the median CPU per row of way's senders.
+func (r IngestResult) Sender(w Way) time.Duration {
+	return time.Duration(median(r.Runs[w], func(x IngestRun) float64 { return float64(x.Sender) }))
+}
+
+// SQS and DynamoDB are the median CPU per row of each emulator under way.
+func (r IngestResult) SQS(w Way) time.Duration {
+	return time.Duration(median(r.Runs[w], func(x IngestRun) float64 { return float64(x.SQS) }))
+}
+
+// DynamoDB is the median CPU per row of the DynamoDB emulator under way.
+func (r IngestResult) DynamoDB(w Way) time.Duration {
+	return time.Duration(median(r.Runs[w], func(x IngestRun) float64 { return float64(x.DynamoDB) }))
+}
+
+// Range is the lowest and highest rate of way's runs.
+func (r IngestResult) Range(w Way) (lo, hi float64) {
+	for i, x := range r.Runs[w] {
+		if i == 0 || x.Rate < lo {
+			lo = x.Rate
+		}
+		hi = max(hi, x.Rate)
+	}
+	return lo, hi
+}
+
+func median(runs []IngestRun, f func(IngestRun) float64) float64 {
+	if len(runs) == 0 {
+		return 0
+	}
+	v := make([]float64, len(runs))
+	for i, x := range runs {
+		v[i] = f(x)
+	}
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
 
 // Ingest measures putting a file of rows rows on the queue: through the
 // ingestor's StreamFile (the CLI's send, as a user runs it, and a client
 // sending row batches), through a raw aws-sdk-go-v2 SendMessageBatch loop
-// and through gocloud.dev's SQS topic, on the same emulator and queue. The
-// raw loop runs first and last (after a warm-up loop that is not
-// counted), the others between, so the depth of the queue sits in the
-// middle of the raw loop's for each of them. The dispatchers are stopped first, so only the senders
-// load the emulator.
+// and through gocloud.dev's SQS topic, on the same emulator and queue,
+// ingestRounds times each between raw loops. The dispatchers are stopped
+// first, so only the senders load the emulator.
 func (e Env) Ingest(ctx context.Context, rows int) (IngestResult, error) {
-	var res IngestResult
+	res := IngestResult{Rows: rows, Runs: map[Way][]IngestRun{}}
 	s, err := e.up(ctx, "ingest", 1, nil, nil, nil)
 	if err != nil {
 		return res, err
@@ -68,36 +140,112 @@ func (e Env) Ingest(ctx context.Context, rows int) (IngestResult, error) {
 	if err != nil {
 		return res, err
 	}
+	m := meter{s: s}
+	ways := map[Way]func(ctx context.Context, round int) (time.Duration, error){
+		Raw: func(ctx context.Context, _ int) (time.Duration, error) {
+			return m.self(func() error { return rawLoop(ctx, client, queueURL, file) })
+		},
+		Gocloud: func(ctx context.Context, _ int) (time.Duration, error) {
+			return m.self(func() error { return gocloudLoop(ctx, client, queueURL, file) })
+		},
+		// Each StreamFile run sends a file of its own: the ingestor takes
+		// a file it already accepted as that job again, without sending.
+		Chunks: func(ctx context.Context, round int) (time.Duration, error) {
+			f, err := e.sampleFileSeed(rows, uint64(rows)*10+uint64(round))
+			if err != nil {
+				return 0, err
+			}
+			return m.ingestor(func() (time.Duration, error) {
+				_, cli, err := e.sendCPU(ctx, s, f)
+				return cli, err
+			})
+		},
+		RowBatches: func(ctx context.Context, round int) (time.Duration, error) {
+			f, err := e.sampleFileSeed(rows, uint64(rows)*10+5+uint64(round))
+			if err != nil {
+				return 0, err
+			}
+			return m.ingestor(func() (time.Duration, error) {
+				return m.self(func() error {
+					n, err := sendRowBatches(ctx, s, f)
+					if err == nil && n != int64(rows) {
+						err = fmt.Errorf("row batches: %d of %d rows taken", n, rows)
+					}
+					return err
+				})
+			})
+		},
+	}
+	run := func(w Way, round int) (IngestRun, error) {
+		sqs0, dynamo0, start := m.cpu(s.SQS), m.cpu(s.Dynamo), time.Now()
+		sender, err := ways[w](ctx, round)
+		if err != nil {
+			return IngestRun{}, fmt.Errorf("ingest %s, round %d: %w", w, round+1, err)
+		}
+		elapsed, n := time.Since(start), time.Duration(rows)
+		return IngestRun{
+			Rate: float64(rows) / elapsed.Seconds(), Sender: sender / n,
+			SQS: (m.cpu(s.SQS) - sqs0) / n, DynamoDB: (m.cpu(s.Dynamo) - dynamo0) / n,
+		}, nil
+	}
 	// One loop first, not counted: a cold emulator (its JavaScript not yet
 	// compiled) and cold connections made the first measured loop half as
 	// fast as the last (15 052 against 28 602 rows/s in one run), which
 	// would judge whatever ran first.
-	if _, err := rawLoop(ctx, client, queueURL, file); err != nil {
+	if _, err := run(Raw, 0); err != nil {
 		return res, fmt.Errorf("warm-up: %w", err)
 	}
-	if res.RawBefore, err = rawLoop(ctx, client, queueURL, file); err != nil {
-		return res, err
-	}
-	start := time.Now()
-	if _, err := e.send(ctx, s, file); err != nil {
-		return res, err
-	}
-	res.Spool = float64(rows) / time.Since(start).Seconds()
-	if res.Gocloud, err = gocloudLoop(ctx, client, queueURL, file); err != nil {
-		return res, err
-	}
-	start = time.Now()
-	n, err := sendRowBatches(ctx, s, file)
+	before, err := run(Raw, 0)
 	if err != nil {
 		return res, err
 	}
-	res.SpoolRows = float64(n) / time.Since(start).Seconds()
-	if res.RawAfter, err = rawLoop(ctx, client, queueURL, file); err != nil {
-		return res, err
+	res.Runs[Raw] = append(res.Runs[Raw], before)
+	order := []Way{Chunks, RowBatches, Gocloud}
+	for round := range ingestRounds {
+		for i := range order {
+			w := order[(i+round)%len(order)]
+			x, err := run(w, round)
+			if err != nil {
+				return res, err
+			}
+			after, err := run(Raw, round)
+			if err != nil {
+				return res, err
+			}
+			x.Ratio = x.Rate / ((before.Rate + after.Rate) / 2)
+			res.Runs[w] = append(res.Runs[w], x)
+			res.Runs[Raw] = append(res.Runs[Raw], after)
+			fmt.Fprintf(e.Log, "ingest %d rows, round %d: %s %.0f rows/s, %.2f of the raw loops around it (%.0f, %.0f); CPU per row: senders %v, SQS %v, DynamoDB %v\n",
+				rows, round+1, w, x.Rate, x.Ratio, before.Rate, after.Rate, x.Sender, x.SQS, x.DynamoDB)
+			before = after
+		}
 	}
-	fmt.Fprintf(e.Log, "ingest %d rows: raw %.0f, StreamFile chunks %.0f, gocloud.dev %.0f, StreamFile rows %.0f, raw %.0f rows/s\n",
-		rows, res.RawBefore, res.Spool, res.Gocloud, res.SpoolRows, res.RawAfter)
 	return res, nil
+}
+
+// meter reads the CPU the stack's processes and this one use.
+type meter struct{ s *stack.Stack }
+
+// cpu is the CPU p has used so far.
+func (m meter) cpu(p *stack.Proc) time.Duration {
+	d, _ := procCPU(p.Pid())
+	return d
+}
+
+// self runs f and returns the CPU this process used meanwhile.
+func (m meter) self(f func() error) (time.Duration, error) {
+	start := selfCPU()
+	err := f()
+	return selfCPU() - start, err
+}
+
+// ingestor runs f and returns the CPU f reports plus what the ingestor
+// used meanwhile.
+func (m meter) ingestor(f func() (time.Duration, error)) (time.Duration, error) {
+	start, _ := procCPU(m.s.Ingestor.Pid())
+	used, err := f()
+	end, _ := procCPU(m.s.Ingestor.Pid())
+	return used + end - start, err
 }
 
 // sqsOf returns a client of the stack's SQS emulator and its queue's URL.
@@ -112,102 +260,4 @@ func sqsOf(s *stack.Stack) (*sqs.Client, string, error) {
 		BaseEndpoint: aws.String(s.SQS.Addr),
 	}
 	return sqs.NewFromConfig(cfg), queueURL, nil
-}
-
-// rawLoop sends every row of file to the queue as one message, ten to a
-// SendMessageBatch, from rawSenders goroutines, and returns rows/s. The
-// body is the row as JSON with its job and number, about the size of
-// Spool's envelope; failed entries are sent again, as any correct loop
-// must.
-func rawLoop(ctx context.Context, client *sqs.Client, queueURL, file string) (float64, error) {
-	rows, err := openRowFile(file)
-	if err != nil {
-		return 0, err
-	}
-	defer rows.Close()
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	batches := make(chan []types.SendMessageBatchRequestEntry, rawSenders)
-	var wg sync.WaitGroup
-	for range rawSenders {
-		wg.Go(func() {
-			for b := range batches {
-				if err := sendBatch(ctx, client, queueURL, b); err != nil {
-					cancel(err)
-				}
-			}
-		})
-	}
-	start := time.Now()
-	n := 0
-	var batch []types.SendMessageBatchRequestEntry
-	readErr := func() error {
-		defer close(batches)
-		for {
-			row, b, err := rows.next("job_id", "raw-loop", "row")
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				return err
-			}
-			n = row
-			batch = append(batch, types.SendMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(len(batch))), MessageBody: aws.String(string(b))})
-			if len(batch) == 10 {
-				select {
-				case batches <- batch:
-				case <-ctx.Done():
-					return context.Cause(ctx)
-				}
-				batch = nil
-			}
-		}
-		if len(batch) > 0 {
-			batches <- batch
-		}
-		return nil
-	}()
-	wg.Wait()
-	return loopRate(ctx, readErr, n, start)
-}
-
-// loopRate is the rows per second a send loop that began at start reached
-// over rows, or why it stopped: the reader's error first, then the one a
-// sender cancelled the loop's ctx with.
-func loopRate(ctx context.Context, readErr error, rows int, start time.Time) (float64, error) {
-	if readErr != nil {
-		return 0, readErr
-	}
-	if err := context.Cause(ctx); err != nil {
-		return 0, err
-	}
-	return float64(rows) / time.Since(start).Seconds(), nil
-}
-
-// sendBatch sends entries, again for those SQS reports failed.
-func sendBatch(ctx context.Context, client *sqs.Client, queueURL string, entries []types.SendMessageBatchRequestEntry) error {
-	for attempt := 1; len(entries) > 0; attempt++ {
-		out, err := client.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: aws.String(queueURL), Entries: entries})
-		if err != nil {
-			return fmt.Errorf("send batch: %w", err)
-		}
-		if len(out.Failed) == 0 {
-			return nil
-		}
-		if attempt == 5 {
-			return fmt.Errorf("send batch: %d entries still failed after %d attempts", len(out.Failed), attempt)
-		}
-		failed := map[string]bool{}
-		for _, f := range out.Failed {
-			failed[aws.ToString(f.Id)] = true
-		}
-		var again []types.SendMessageBatchRequestEntry
-		for _, e := range entries {
-			if failed[aws.ToString(e.Id)] {
-				again = append(again, e)
-			}
-		}
-		entries = again
-	}
-	return nil
 }

@@ -55,8 +55,13 @@ func (e Env) up(ctx context.Context, name string, dispatchers int, dispatcherArg
 }
 
 // sampleFile writes a sample payroll file of rows rows (deterministic).
-func (e Env) sampleFile(rows int) (string, error) {
-	path := filepath.Join(e.WorkDir, fmt.Sprintf("payroll-%d.csv", rows))
+func (e Env) sampleFile(rows int) (string, error) { return e.sampleFileSeed(rows, uint64(rows)) }
+
+// sampleFileSeed writes a sample payroll file of rows rows drawn from
+// seed: files of other seeds have other contents, so the ingestor takes
+// each as a new file rather than as one it already accepted.
+func (e Env) sampleFileSeed(rows int, seed uint64) (string, error) {
+	path := filepath.Join(e.WorkDir, fmt.Sprintf("payroll-%d-%d.csv", rows, seed))
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
 	}
@@ -64,7 +69,7 @@ func (e Env) sampleFile(rows int) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := sample.Write(f, rows, uint64(rows)); err != nil {
+	if err := sample.Write(f, rows, seed); err != nil {
 		f.Close()
 		return "", fmt.Errorf("write sample: %w", err)
 	}
@@ -74,20 +79,27 @@ func (e Env) sampleFile(rows int) (string, error) {
 // send runs `spool send -no-watch file` against s and returns the job's
 // ID once the ingestor has taken the whole file.
 func (e Env) send(ctx context.Context, s *stack.Stack, file string) (string, error) {
+	id, _, err := e.sendCPU(ctx, s, file)
+	return id, err
+}
+
+// sendCPU is send, also returning the CPU time the CLI used.
+func (e Env) sendCPU(ctx context.Context, s *stack.Stack, file string) (string, time.Duration, error) {
 	cmd := exec.CommandContext(ctx, filepath.Join(e.BinDir, "spool"), "send", "-no-watch", file)
 	cmd.Env = append(os.Environ(), s.Env...)
 	cmd.Dir = e.WorkDir
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("spool send: %w\n%s", err, out)
+		return "", 0, fmt.Errorf("spool send: %w\n%s", err, out)
 	}
+	cpu := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	for _, f := range strings.Fields(string(out)) {
 		f = strings.Trim(f, "(),:")
 		if len(f) == 36 && strings.Count(f, "-") == 4 {
-			return f, nil
+			return f, cpu, nil
 		}
 	}
-	return "", fmt.Errorf("no job id in the output of spool send:\n%s", out)
+	return "", 0, fmt.Errorf("no job id in the output of spool send:\n%s", out)
 }
 
 // sinkStats is the part of the sink's /stats answer read here.
