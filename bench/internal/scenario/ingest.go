@@ -66,8 +66,12 @@ type IngestResult struct {
 }
 
 // Rate, Ratio, Sender and Emulators are the medians of way's runs.
-func (r IngestResult) Rate(w Way) float64  { return median(r.Runs[w], func(x IngestRun) float64 { return x.Rate }) }
-func (r IngestResult) Ratio(w Way) float64 { return median(r.Runs[w], func(x IngestRun) float64 { return x.Ratio }) }
+func (r IngestResult) Rate(w Way) float64 {
+	return median(r.Runs[w], func(x IngestRun) float64 { return x.Rate })
+}
+func (r IngestResult) Ratio(w Way) float64 {
+	return median(r.Runs[w], func(x IngestRun) float64 { return x.Ratio })
+}
 
 // Sender is the median CPU per row of way's senders.
 func (r IngestResult) Sender(w Way) time.Duration {
