@@ -102,5 +102,11 @@ func Decode(body string, attrs map[string]types.MessageAttributeValue) (*spoolv1
 	if e.GetJobId() == "" || e.GetRow() <= 0 {
 		return nil, fmt.Errorf("decode envelope: missing job id or row")
 	}
+	if e.GetTransactionKey() == "" {
+		// The contract's default (envelope.proto): every reader of the
+		// envelope, the ledger and the idempotency header alike, sees the
+		// key the ingestor would have derived.
+		e.TransactionKey = TransactionKey(e.GetJobId(), e.GetRow(), nil)
+	}
 	return &e, nil
 }

@@ -107,3 +107,15 @@ func TestRef(t *testing.T) {
 		})
 	}
 }
+
+// An envelope without a transaction key (the contract allows one) decodes
+// with the key the ingestor would derive, so the ledger and the
+// destination's idempotency header both see it, never an empty key.
+func TestDecodeDefaultsTheKey(t *testing.T) {
+	body, attrs, err := Encode(&spoolv1.Envelope{Version: spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V1, JobId: "job-1", Row: 42})
+	require.NoError(t, err)
+	e, err := Decode(body, attrs)
+	require.NoError(t, err)
+	require.Equal(t, "job-1:42", e.GetTransactionKey())
+	require.Equal(t, TransactionKey("job-1", 42, nil), e.GetTransactionKey())
+}

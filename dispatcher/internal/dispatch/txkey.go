@@ -3,7 +3,6 @@ package dispatch
 import (
 	"github.com/spoolhq/spool/dispatcher/internal/ledger"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
-	"github.com/spoolhq/spool/platform/envelope"
 )
 
 // ledgerTx is the ledger transaction of envelope e of job.
@@ -16,12 +15,8 @@ import (
 // written before namespaces were configured still suppress their
 // transaction; that costs a read per claim.
 func (h *Handler) ledgerTx(e *spoolv1.Envelope, job *spoolv1.Job) ledger.Tx {
+	// envelope.Decode gave a keyless envelope the contract's default key.
 	key := e.GetTransactionKey()
-	if key == "" {
-		// Every envelope written by the ingestor has a key; an older one
-		// falls back to the row's identity, as the ingestor would derive it.
-		key = envelope.TransactionKey(e.GetJobId(), e.GetRow(), nil)
-	}
 	tx := ledger.Tx{
 		Key: h.o.Namespace.LedgerKey(key), JobID: e.GetJobId(), Row: e.GetRow(), Envelope: e,
 		BusinessKey: BusinessKey(e, job.GetBusinessKeyColumns()), Amount: field(e, job.GetAmountColumn()),

@@ -75,7 +75,9 @@ func (EnvelopeVersion) EnumDescriptor() ([]byte, []int) {
 // deployed independently. The body on the wire is the base64 (standard
 // alphabet) of the binary encoding of this message, because SQS bodies must
 // be text. The message attribute "spool-envelope" names the version, so a
-// dispatcher can refuse a version it does not know without decoding it.
+// dispatcher can refuse a version it does not know without decoding it; it
+// is the only attribute (ingestors before December 2026 also wrote
+// "spool-job-id" and "spool-row", which readers still accept).
 // Compatible changes add fields; an incompatible change bumps the version.
 type Envelope struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -114,8 +116,9 @@ type Envelope struct {
 	// span is its child and the destination's request carries it on. Empty
 	// when the call had none. It travels in the envelope rather than in a
 	// message attribute: SQS allows ten attributes per message and a row
-	// already takes up to nine (the envelope's three, a dead letter's five
-	// reasons, a redriven row's attempt base); and a requeued row is
+	// already takes up to seven (the envelope's version, a dead letter's
+	// five reasons, a redriven row's attempt base; older ingestors also
+	// wrote the job id and row); and a requeued row is
 	// re-encoded from its envelope, so the trace stays with the row whatever
 	// path it takes. Being part of the versioned contract, a dispatcher
 	// that does not know these fields ignores them.
