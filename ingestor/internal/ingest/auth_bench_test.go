@@ -49,6 +49,13 @@ func serveOver(b *testing.B, sec grpcserve.Security, opts ...grpc.DialOption) sp
 		NewPublisher: func() (Publisher, error) { return &discardPub{}, nil },
 		Log:          log, ProgressInterval: time.Second, AbortAfter: time.Minute,
 	}))
+	return serveOn(b, srv, opts...)
+}
+
+// serveOn serves srv on loopback TCP until the benchmark ends, and returns
+// a client dialled with opts.
+func serveOn(b *testing.B, srv *grpcserve.Server, opts ...grpc.DialOption) spoolv1.IngestServiceClient {
+	b.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(b, err)
 	ctx, cancel := context.WithCancel(context.Background())
