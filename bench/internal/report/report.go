@@ -38,6 +38,10 @@ type Row struct {
 	Unchecked string `json:"unchecked,omitempty"`
 	// Note is anything else a reader needs.
 	Note string `json:"note,omitempty"`
+	// Rounds and BaselineRounds are the measurements Value and Baseline
+	// summarize (their medians), when the figure was measured in rounds.
+	Rounds         []float64 `json:"rounds,omitempty"`
+	BaselineRounds []float64 `json:"baseline_rounds,omitempty"`
 }
 
 // ratio returns the row's ratio, computing it from the baseline when it
@@ -71,6 +75,9 @@ func (r Row) Failure() string {
 
 // Table is a benchmark run.
 type Table struct {
+	// Kind names what was run, and the start of the JSON file's name:
+	// "run" (make bench) when empty.
+	Kind     string    `json:"kind,omitempty"`
 	Started  time.Time `json:"started"`
 	Finished time.Time `json:"finished"`
 	// Machine describes where it ran (cores, load), since every figure is
@@ -100,7 +107,7 @@ func (t *Table) Print(w io.Writer) error {
 	for _, r := range t.Rows {
 		base := ""
 		if r.Baseline != 0 {
-			base = fmt.Sprintf("%s (%s)", num(r.Baseline), r.BaselineName)
+			base = fmt.Sprintf("%s (%s%s)", num(r.Baseline), r.BaselineName, rounds("; ", r.BaselineRounds))
 		}
 		ratio := ""
 		if q := r.ratio(); q != 0 {
@@ -127,7 +134,11 @@ func (t *Table) Print(w io.Writer) error {
 			note = strings.TrimSpace("not checked: " + r.Unchecked + "; " + note)
 			note = strings.TrimSuffix(note, ";")
 		}
-		fmt.Fprintf(tw, "%s\t%s %s\t%s\t%s\t%s\t%s\n", r.Name, num(r.Value), r.Unit, base, ratio, b, note)
+		fig := num(r.Value) + " " + r.Unit
+		if rs := rounds("", r.Rounds); rs != "" {
+			fig += " (" + rs + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, fig, base, ratio, b, note)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -138,6 +149,19 @@ func (t *Table) Print(w io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// rounds lists the rounds behind a median after sep, or nothing for a
+// figure measured once.
+func rounds(sep string, xs []float64) string {
+	if len(xs) < 2 {
+		return ""
+	}
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = num(x)
+	}
+	return sep + "rounds " + strings.Join(s, ", ")
 }
 
 // num prints a figure with as many digits as it needs.
@@ -152,8 +176,8 @@ func num(v float64) string {
 	}
 }
 
-// WriteJSON writes the table to dir, named for when the run started, and
-// returns the file's path.
+// WriteJSON writes the table to dir, named for its kind and when the run
+// started, and returns the file's path.
 func (t *Table) WriteJSON(dir string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("create %s: %w", dir, err)
@@ -162,7 +186,11 @@ func (t *Table) WriteJSON(dir string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("encode results: %w", err)
 	}
-	path := filepath.Join(dir, "run-"+t.Started.UTC().Format("20060102T150405Z")+".json")
+	kind := t.Kind
+	if kind == "" {
+		kind = "run"
+	}
+	path := filepath.Join(dir, kind+"-"+t.Started.UTC().Format("20060102T150405Z")+".json")
 	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
 		return "", fmt.Errorf("write results: %w", err)
 	}

@@ -53,3 +53,29 @@ func TestPrintAndJSON(t *testing.T) {
 	require.NoError(t, json.Unmarshal(b, &back))
 	require.Equal(t, tab.Rows, back.Rows)
 }
+
+// TestRoundsAndKind: a figure measured in rounds shows them beside its
+// median, and a table of another kind than make bench's run is written
+// under its kind's name.
+func TestRoundsAndKind(t *testing.T) {
+	tab := Table{Kind: "compare", Started: time.Date(2026, 12, 1, 1, 2, 3, 0, time.UTC)}
+	tab.Add(
+		Row{Name: "e2e", Value: 60.5, Unit: "s", Rounds: []float64{60, 61}, Baseline: 59.5, BaselineName: "base abc", BaselineRounds: []float64{59, 60}, Max: 1.05},
+		Row{Name: "once", Value: 7, Unit: "s", Rounds: []float64{7}, Baseline: 6, BaselineName: "base abc", BaselineRounds: []float64{6}},
+	)
+	var out bytes.Buffer
+	require.NoError(t, tab.Print(&out))
+	require.Contains(t, out.String(), "60.5 s (rounds 60.0, 61.0)")
+	require.Contains(t, out.String(), "59.5 (base abc; rounds 59.0, 60.0)")
+	require.Contains(t, out.String(), "7.00 s  ", "one round is the figure itself")
+	require.Contains(t, out.String(), "6.00 (base abc)")
+
+	path, err := tab.WriteJSON(t.TempDir())
+	require.NoError(t, err)
+	require.Contains(t, path, "compare-20261201T010203Z.json")
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var back Table
+	require.NoError(t, json.Unmarshal(b, &back))
+	require.Equal(t, tab, back)
+}
