@@ -6,7 +6,7 @@ export GOWORK := $(CURDIR)/go.work
 MODULES := gen platform ingestor dispatcher cli sink local e2e deploy
 BIN := $(CURDIR)/bin
 
-.PHONY: all deps tools generate check-generate lint release-proto build up down demo test test-unit chaos bench clean
+.PHONY: all deps tools generate check-generate lint release-proto build up down demo test test-unit chaos bench bench-compare clean
 
 all: build
 
@@ -117,6 +117,15 @@ bench: deps build
 	# Each reports its modes' time per call and overhead_% over plaintext, the modes taking turns.
 	cd ingestor && go test -run '^$$' -bench Auth/GetJob -benchtime 2000x -count 3 -timeout 10m ./internal/ingest/
 	cd ingestor && go test -run '^$$' -bench Auth/StreamFile -benchtime 6x -count 3 -timeout 15m ./internal/ingest/
+
+## bench-compare: this checkout (uncommitted changes included) against BASE, the two taking turns for COUNT
+## rounds: TestLargeFileThreeDispatchers' time (50 000 rows; SPOOL_E2E_ROWS to change it) and the ledger
+## benchmark; each figure's rounds and medians, the ratio and whether it is within noise; JSON to
+## bench/results/; fails when a figure is slower beyond noise. BASE is checked out in a temporary git worktree.
+BASE ?= 1a8c8b8
+COUNT ?= 2
+bench-compare: deps build
+	go run ./bench/cmd/spool-compare -base $(BASE) -count $(COUNT)
 
 clean:
 	rm -rf bin .spool

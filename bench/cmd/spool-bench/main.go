@@ -19,7 +19,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -96,13 +95,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer os.RemoveAll(work)
 
-	tab := &report.Table{Started: time.Now(), Machine: machine()}
+	tab := &report.Table{Started: time.Now(), Machine: report.Machine()}
 	env := scenario.Env{BinDir: c.bin, WorkDir: work, Log: stderr}
 	if err := measure(ctx, c, env, tab); err != nil {
 		return err
 	}
 	tab.Finished = time.Now()
-	if l, ok := loadAverage(); ok {
+	if l, ok := report.LoadAverage(); ok {
 		tab.Machine += fmt.Sprintf(", %.1f at the end", l)
 	}
 	return finish(tab, c.results, stdout)
@@ -124,27 +123,4 @@ func finish(tab *report.Table, results string, stdout io.Writer) error {
 		return fmt.Errorf("%d ratios out of their bounds", len(f))
 	}
 	return nil
-}
-
-// machine describes the machine the figures are relative to.
-func machine() string {
-	s := fmt.Sprintf("%d cores", runtime.NumCPU())
-	if l, ok := loadAverage(); ok {
-		s += fmt.Sprintf(", load %.1f at the start", l)
-	}
-	return s
-}
-
-// loadAverage is the machine's one-minute load average, where the system
-// tells it.
-func loadAverage() (float64, bool) {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return 0, false
-	}
-	var l1 float64
-	if _, err := fmt.Sscan(string(b), &l1); err != nil {
-		return 0, false
-	}
-	return l1, true
 }

@@ -101,7 +101,7 @@ func (f Figure) Row(baseName string, base, head []float64, minNoise float64) (re
 	case f.Gauge != "":
 		r.Unchecked = f.Gauge
 	case j.Verdict == Unjudged:
-		r.Unchecked = string(Unjudged)
+		r.Unchecked = "one round has no spread to judge by"
 	default:
 		if f.Lower {
 			r.Max = 1 + j.Noise
@@ -139,7 +139,7 @@ func Spread(xs []float64) float64 {
 // Rule states the verdict's rule for the table's header.
 func Rule(minNoise float64) string {
 	return strings.Join([]string{
-		"figure and baseline are the medians of each side's rounds (the rounds in brackets);",
+		"figure and baseline are the medians of each side's rounds (shown beside them);",
 		fmt.Sprintf("within noise when head/base is within 1 ± the larger side's spread between its rounds (range / median), at least %.0f %%", 100*minNoise),
 	}, " ")
 }

@@ -121,7 +121,7 @@ func TestFigureRow(t *testing.T) {
 		},
 		{
 			name: "one round is shown, not judged", fig: Figure{Name: "e2e", Unit: "s", Lower: true},
-			base: []float64{10}, head: []float64{20}, wantUncheck: string(Unjudged),
+			base: []float64{10}, head: []float64{20}, wantUncheck: "one round has no spread to judge by",
 		},
 	}
 	for _, tt := range tests {

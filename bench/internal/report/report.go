@@ -77,7 +77,10 @@ func (r Row) Failure() string {
 type Table struct {
 	// Kind names what was run, and the start of the JSON file's name:
 	// "run" (make bench) when empty.
-	Kind     string    `json:"kind,omitempty"`
+	Kind string `json:"kind,omitempty"`
+	// Title says what the run compared, where its rows do not (the
+	// commits of a comparison).
+	Title    string    `json:"title,omitempty"`
 	Started  time.Time `json:"started"`
 	Finished time.Time `json:"finished"`
 	// Machine describes where it ran (cores, load), since every figure is
