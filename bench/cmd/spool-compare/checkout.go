@@ -38,7 +38,7 @@ func checkout(ctx context.Context, c config, work string, log io.Writer) (base, 
 	if err != nil {
 		return side{}, side{}, cleanup, err
 	}
-	if st, err := git(ctx, c.root, "status", "--porcelain", "--untracked-files=no"); err != nil {
+	if st, err := git(ctx, c.root, "status", "--porcelain"); err != nil {
 		return side{}, side{}, cleanup, err
 	} else if st != "" {
 		// The head is the checkout as it is, which is what a developer
