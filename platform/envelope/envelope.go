@@ -46,14 +46,29 @@ var ErrUnknownVersion = errors.New("unknown envelope version")
 
 // Encode returns the SQS body and attributes for e.
 func Encode(e *spoolv1.Envelope) (string, map[string]types.MessageAttributeValue, error) {
-	b, err := proto.Marshal(e)
-	if err != nil {
+	var enc Encoder
+	return enc.Encode(e)
+}
+
+// Encoder encodes envelopes as Encode does, reusing its buffers from one
+// envelope to the next: a stream encodes one a row, and the two buffers
+// were a fifth of the heap allocations of a row's encoding. One goroutine
+// at a time.
+type Encoder struct {
+	pb, text []byte
+}
+
+// Encode returns the SQS body and attributes for e.
+func (enc *Encoder) Encode(e *spoolv1.Envelope) (string, map[string]types.MessageAttributeValue, error) {
+	var err error
+	if enc.pb, err = (proto.MarshalOptions{}).MarshalAppend(enc.pb[:0], e); err != nil {
 		return "", nil, fmt.Errorf("marshal envelope: %w", err)
 	}
+	enc.text = base64.StdEncoding.AppendEncode(enc.text[:0], enc.pb)
 	attrs := map[string]types.MessageAttributeValue{
 		AttrVersion: {DataType: aws.String("String"), StringValue: aws.String(Version)},
 	}
-	return base64.StdEncoding.EncodeToString(b), attrs, nil
+	return string(enc.text), attrs, nil
 }
 
 // Ref returns the job and row a message carries, for attributing a dead

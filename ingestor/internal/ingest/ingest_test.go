@@ -253,7 +253,7 @@ func (p *fakePub) Publish(ctx context.Context, e *spoolv1.Envelope) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.got = append(p.got, e)
+	p.got = append(p.got, proto.CloneOf(e)) // the stream reuses e
 	return nil
 }
 

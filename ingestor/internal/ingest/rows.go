@@ -11,7 +11,6 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/ingestor/internal/admit"
@@ -70,6 +69,11 @@ var errInvalidRows = errors.New("invalid rows under the reject-file policy")
 // stopCause returns why the stream was stopped from within (fenced, or
 // its progress not recorded), nil when it was not.
 func stopCause(ctx context.Context) error {
+	if ctx.Err() == nil {
+		// The common case, checked twice a row: no cause to inspect (and
+		// errors.As below allocates).
+		return nil
+	}
 	cause := context.Cause(ctx)
 	var unrecorded *unrecordedError
 	if errors.Is(cause, errFenced) || errors.As(cause, &unrecorded) {
@@ -94,6 +98,7 @@ func (j *job) run(ctx context.Context, r *csvread.Reader, now func() time.Time) 
 	// Every row carries the call's trace context, so that its delivery
 	// joins the caller's trace.
 	traceparent, tracestate := tracing.Traceparent(ctx)
+	envs := newEnvelopes(j.cols)
 	for {
 		// A stopped stream stops at its next row, before publishing it. A
 		// stream blocked waiting for its client stops when the client
@@ -125,20 +130,11 @@ func (j *job) run(ctx context.Context, r *csvread.Reader, now func() time.Time) 
 			// to count and report its invalid rows.
 			continue
 		}
-		e := &spoolv1.Envelope{
-			Version:        spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V1,
-			JobId:          j.id,
-			Row:            row.Num,
-			Fields:         make([]*spoolv1.Field, len(j.cols)),
-			TransactionKey: j.transactionKey(row),
-			PublishedAt:    timestamppb.New(now()),
-			Traceparent:    traceparent,
-			Tracestate:     tracestate,
-			ReferenceFrom:  j.rows.ReferenceFrom(),
-		}
-		for i, c := range j.cols {
-			e.Fields[i] = &spoolv1.Field{Name: c, Value: row.Fields[i]}
-		}
+		e := envs.next(row.Fields)
+		e.JobId, e.Row, e.TransactionKey = j.id, row.Num, j.transactionKey(row)
+		at := now()
+		e.PublishedAt.Seconds, e.PublishedAt.Nanos = at.Unix(), int32(at.Nanosecond())
+		e.Traceparent, e.Tracestate, e.ReferenceFrom = traceparent, tracestate, j.rows.ReferenceFrom()
 		e.Body = j.rows.Body(row.Fields, profile.Meta{JobID: j.id, Row: row.Num, TransactionKey: e.GetTransactionKey()})
 		err = j.pub.Publish(ctx, e)
 		if errors.Is(err, publish.ErrTooLarge) {

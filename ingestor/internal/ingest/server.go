@@ -65,6 +65,9 @@ type Jobs interface {
 
 // Publisher publishes the rows of one stream (see publish.Publisher).
 type Publisher interface {
+	// Publish hands over e's row. It must not keep e, which the stream
+	// fills again for its next row: what it keeps it copies (the
+	// encoding, or a clone).
 	Publish(ctx context.Context, e *spoolv1.Envelope) error
 	Flush(ctx context.Context) error
 	Stats() publish.Stats

@@ -160,6 +160,7 @@ type Publisher struct {
 	api     API
 	opts    Options
 	entries chan *entry
+	enc     envelope.Encoder // Publish's alone: it is called from one goroutine
 
 	ctx    context.Context // ends when the publisher fails or is closed
 	cancel context.CancelFunc
@@ -208,12 +209,13 @@ func newPublisher(api API, o Options) (*Publisher, error) {
 // Check encodes e as Publish would and fails the same way when it cannot
 // be sent (ErrTooLarge): a dry run checks every row with it.
 func Check(e *spoolv1.Envelope, maxMessageBytes int) error {
-	_, _, _, err := encode(e, maxMessageBytes)
+	var enc envelope.Encoder
+	_, _, _, err := encode(&enc, e, maxMessageBytes)
 	return err
 }
 
-func encode(e *spoolv1.Envelope, maxMessageBytes int) (body string, attrs map[string]types.MessageAttributeValue, size int, err error) {
-	body, attrs, err = envelope.Encode(e)
+func encode(enc *envelope.Encoder, e *spoolv1.Envelope, maxMessageBytes int) (body string, attrs map[string]types.MessageAttributeValue, size int, err error) {
+	body, attrs, err = enc.Encode(e)
 	if err != nil {
 		return "", nil, 0, fmt.Errorf("encode row %d: %w", e.GetRow(), err)
 	}
@@ -236,7 +238,7 @@ func (p *Publisher) start() {
 // publisher failed or ctx ended while waiting (the publisher is then
 // failed: the stream cannot go on).
 func (p *Publisher) Publish(ctx context.Context, e *spoolv1.Envelope) error {
-	body, attrs, size, err := encode(e, p.opts.MaxMessageBytes)
+	body, attrs, size, err := encode(&p.enc, e, p.opts.MaxMessageBytes)
 	if err != nil {
 		return err
 	}
