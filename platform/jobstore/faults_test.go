@@ -59,6 +59,24 @@ func TestWritesAppliedTwice(t *testing.T) {
 	ctx := context.Background()
 	s, f, clk := newFaultyStore(t)
 
+	// started leaves a job receiving on stream s1.
+	started := func(t *testing.T, id string) {
+		t.Helper()
+		_, err := s.Start(ctx, &spoolv1.Job{JobId: id}, "s1")
+		require.NoError(t, err)
+	}
+	// jobUpdate matches an update of the job's own item.
+	jobUpdate := func(id string) func(dbfault.Call) bool { return write("UpdateItem", tablelayout.Job(id)) }
+	// startByKey starts the job under the key key-<id> and checks that the
+	// key names it.
+	startByKey := func(t *testing.T, id string) {
+		t.Helper()
+		_, err := s.Start(ctx, &spoolv1.Job{JobId: id, JobKey: "key-" + id}, "s1")
+		require.NoError(t, err, "the key holds this submission's own claim")
+		j, err := s.GetByKey(ctx, "key-"+id)
+		require.NoError(t, err, "the key names a job that exists")
+		require.Equal(t, id, j.GetJobId())
+	}
 	sealed := func(t *testing.T, id string, rows int64) {
 		t.Helper()
 		_, err := s.Start(ctx, &spoolv1.Job{JobId: id}, "s-"+id)
@@ -93,25 +111,13 @@ func TestWritesAppliedTwice(t *testing.T) {
 			name:  "claim of a job key",
 			lose:  func(id string) func(dbfault.Call) bool { return write("PutItem", tablelayout.JobKey("key-"+id)) },
 			fault: dbfault.LoseRetried,
-			run: func(t *testing.T, id string) {
-				_, err := s.Start(ctx, &spoolv1.Job{JobId: id, JobKey: "key-" + id}, "s1")
-				require.NoError(t, err, "the key holds this submission's own claim")
-				j, err := s.GetByKey(ctx, "key-"+id)
-				require.NoError(t, err, "the key names a job that exists")
-				require.Equal(t, id, j.GetJobId())
-			},
+			run:   startByKey,
 		},
 		{
 			name:  "claim of a job key, answer lost for good",
 			lose:  func(id string) func(dbfault.Call) bool { return write("PutItem", tablelayout.JobKey("key-"+id)) },
 			fault: dbfault.Lose,
-			run: func(t *testing.T, id string) {
-				_, err := s.Start(ctx, &spoolv1.Job{JobId: id, JobKey: "key-" + id}, "s1")
-				require.NoError(t, err)
-				j, err := s.GetByKey(ctx, "key-"+id)
-				require.NoError(t, err, "the key names a job that exists")
-				require.Equal(t, id, j.GetJobId())
-			},
+			run:   startByKey,
 		},
 		{
 			name: "re-pointing of a job key",
@@ -123,22 +129,13 @@ func TestWritesAppliedTwice(t *testing.T) {
 			},
 			lose:  func(id string) func(dbfault.Call) bool { return write("UpdateItem", tablelayout.JobKey("key-"+id)) },
 			fault: dbfault.LoseRetried,
-			run: func(t *testing.T, id string) {
-				_, err := s.Start(ctx, &spoolv1.Job{JobId: id, JobKey: "key-" + id}, "s1")
-				require.NoError(t, err)
-				j, err := s.GetByKey(ctx, "key-"+id)
-				require.NoError(t, err)
-				require.Equal(t, id, j.GetJobId())
-			},
+			run:   startByKey,
 		},
 		{
-			name: "takeover",
-			prepare: func(t *testing.T, id string) {
-				_, err := s.Start(ctx, &spoolv1.Job{JobId: id}, "s1")
-				require.NoError(t, err)
-			},
-			lose:  func(id string) func(dbfault.Call) bool { return write("UpdateItem", tablelayout.Job(id)) },
-			fault: dbfault.LoseRetried,
+			name:    "takeover",
+			prepare: started,
+			lose:    jobUpdate,
+			fault:   dbfault.LoseRetried,
 			run: func(t *testing.T, id string) {
 				_, _, err := s.Takeover(ctx, id, "s2")
 				require.NoError(t, err)
@@ -146,13 +143,10 @@ func TestWritesAppliedTwice(t *testing.T) {
 			},
 		},
 		{
-			name: "progress",
-			prepare: func(t *testing.T, id string) {
-				_, err := s.Start(ctx, &spoolv1.Job{JobId: id}, "s1")
-				require.NoError(t, err)
-			},
-			lose:  func(id string) func(dbfault.Call) bool { return write("UpdateItem", tablelayout.Job(id)) },
-			fault: dbfault.LoseRetried,
+			name:    "progress",
+			prepare: started,
+			lose:    jobUpdate,
+			fault:   dbfault.LoseRetried,
 			run: func(t *testing.T, id string) {
 				require.NoError(t, s.RecordIngest(ctx, id, jobstore.Ingest{Received: 3, Published: 3, Stream: "s1"}))
 				j, err := s.Get(ctx, id)
@@ -161,13 +155,10 @@ func TestWritesAppliedTwice(t *testing.T) {
 			},
 		},
 		{
-			name: "seal",
-			prepare: func(t *testing.T, id string) {
-				_, err := s.Start(ctx, &spoolv1.Job{JobId: id}, "s1")
-				require.NoError(t, err)
-			},
-			lose:  func(id string) func(dbfault.Call) bool { return write("UpdateItem", tablelayout.Job(id)) },
-			fault: dbfault.LoseRetried,
+			name:    "seal",
+			prepare: started,
+			lose:    jobUpdate,
+			fault:   dbfault.LoseRetried,
 			run: func(t *testing.T, id string) {
 				j, err := s.Seal(ctx, id, jobstore.Ingest{Received: 4, Published: 4, Stream: "s1"})
 				require.NoError(t, err, "the job holds this stream's own seal")
@@ -178,12 +169,10 @@ func TestWritesAppliedTwice(t *testing.T) {
 			},
 		},
 		{
-			name: "cancel",
-			prepare: func(t *testing.T, id string) {
-				sealed(t, id, 4)
-			},
-			lose:  func(id string) func(dbfault.Call) bool { return write("UpdateItem", tablelayout.Job(id)) },
-			fault: dbfault.LoseRetried,
+			name:    "cancel",
+			prepare: func(t *testing.T, id string) { sealed(t, id, 4) },
+			lose:    jobUpdate,
+			fault:   dbfault.LoseRetried,
 			run: func(t *testing.T, id string) {
 				j, err := s.End(ctx, id, spoolv1.JobState_JOB_STATE_CANCELLED, "by hand")
 				require.NoError(t, err)
@@ -197,7 +186,7 @@ func TestWritesAppliedTwice(t *testing.T) {
 		{
 			name:    "pause",
 			prepare: func(t *testing.T, id string) { sealed(t, id, 4) },
-			lose:    func(id string) func(dbfault.Call) bool { return write("UpdateItem", tablelayout.Job(id)) },
+			lose:    jobUpdate,
 			fault:   dbfault.LoseRetried,
 			run: func(t *testing.T, id string) {
 				j, err := s.SetPaused(ctx, id, true)
@@ -208,7 +197,7 @@ func TestWritesAppliedTwice(t *testing.T) {
 		{
 			name:    "completion",
 			prepare: func(t *testing.T, id string) { sealed(t, id, 2) },
-			lose:    func(id string) func(dbfault.Call) bool { return write("UpdateItem", tablelayout.Job(id)) },
+			lose:    jobUpdate,
 			fault:   dbfault.LoseRetried,
 			run: func(t *testing.T, id string) {
 				j, err := s.Complete(ctx, id, jobstore.Settled{Delivered: 2})
@@ -220,7 +209,7 @@ func TestWritesAppliedTwice(t *testing.T) {
 		{
 			name:    "canary pause",
 			prepare: func(t *testing.T, id string) { sealed(t, id, 4) },
-			lose:    func(id string) func(dbfault.Call) bool { return write("UpdateItem", tablelayout.Job(id)) },
+			lose:    jobUpdate,
 			fault:   dbfault.LoseRetried,
 			run: func(t *testing.T, id string) {
 				j, paused, err := s.PauseCanary(ctx, id, "canary of 1 delivered; resume to continue")
@@ -231,13 +220,10 @@ func TestWritesAppliedTwice(t *testing.T) {
 			},
 		},
 		{
-			name: "rejection",
-			prepare: func(t *testing.T, id string) {
-				_, err := s.Start(ctx, &spoolv1.Job{JobId: id}, "s1")
-				require.NoError(t, err)
-			},
-			lose:  func(id string) func(dbfault.Call) bool { return write("UpdateItem", tablelayout.Job(id)) },
-			fault: dbfault.LoseRetried,
+			name:    "rejection",
+			prepare: started,
+			lose:    jobUpdate,
+			fault:   dbfault.LoseRetried,
 			run: func(t *testing.T, id string) {
 				j, err := s.EndStream(ctx, id, "s1", spoolv1.JobState_JOB_STATE_REJECTED, "row 2: bad")
 				require.NoError(t, err)
