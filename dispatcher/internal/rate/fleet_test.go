@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/spoolhq/spool/dispatcher/internal/clock/clocktest"
 	"github.com/spoolhq/spool/dispatcher/internal/rate"
 )
 
@@ -136,106 +137,44 @@ func TestFleetRateInMemory(t *testing.T) {
 	require.InDelta(t, perSecond*window.Seconds(), float64(sum(counts)), 2)
 }
 
-// stepClock is a clock.Clock for a fleet of callers in virtual time: it
-// stands still while any caller runs, and moves to the earliest wait's end
-// once all of them wait on it.
+// stepClock runs a fleet of callers in virtual time: the clock stands still
+// while any caller runs, and moves to the earliest wait's end once all of
+// them wait on it.
 type stepClock struct {
-	mu     sync.Mutex
-	cond   *sync.Cond
-	now    time.Time
-	timers []stepTimer
-	halt   string // why the fleet stops early
+	*clocktest.Clock
 }
 
-type stepTimer struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func newStepClock() *stepClock {
-	c := &stepClock{now: time.Unix(1_700_000_000, 0)}
-	c.cond = sync.NewCond(&c.mu)
-	return c
-}
-
-func (c *stepClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *stepClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-		return ch
-	}
-	c.timers = append(c.timers, stepTimer{at: c.now.Add(d), ch: ch})
-	c.cond.Broadcast()
-	return ch
-}
-
-// stop ends the fleet early, for why.
-func (c *stepClock) stop(why string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.halt == "" {
-		c.halt = why
-	}
-	c.cond.Broadcast()
+func newStepClock() stepClock {
+	return stepClock{clocktest.New(false)}
 }
 
 // fleet is the fleet function above in the clock's time: callers
 // goroutines per limiter, the grants of each limiter counted within
 // window after warmup.
-func (c *stepClock) fleet(tb testing.TB, limiters []*rate.Limiter, callers int, warmup, window time.Duration) []int {
+func (c stepClock) fleet(tb testing.TB, limiters []*rate.Limiter, callers int, warmup, window time.Duration) []int {
 	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, halt := context.WithCancelCause(context.Background())
 	from := c.Now().Add(warmup)
 	to := from.Add(window)
 	var wg sync.WaitGroup
-	counts := pull(ctx, tb, &wg, limiters, callers, c.Now, from, to, func() { c.stop("a wait failed") })
+	counts := pull(ctx, tb, &wg, limiters, callers, c.Now, from, to, func() { halt(errors.New("a wait failed")) })
 	// A caller that never comes to wait on the clock would stall the
 	// fleet; the watchdog turns that into a failure, not a hang.
-	watchdog := time.AfterFunc(time.Minute, func() { c.stop("callers stopped waiting on the clock") })
+	watchdog := time.AfterFunc(time.Minute, func() { halt(errors.New("callers stopped waiting on the clock")) })
 	defer watchdog.Stop()
 	n := len(limiters) * callers
-	c.mu.Lock()
 	for {
-		for len(c.timers) < n && c.halt == "" {
-			c.cond.Wait()
-		}
-		if c.halt != "" {
-			halt, waiting := c.halt, len(c.timers)
-			c.mu.Unlock()
-			cancel()
+		next, waiting, err := c.AwaitTimers(ctx, n)
+		if err != nil {
 			wg.Wait()
-			tb.Fatalf("%s: %d of %d callers wait", halt, waiting, n)
-		}
-		next := c.timers[0].at
-		for _, tm := range c.timers[1:] {
-			if tm.at.Before(next) {
-				next = tm.at
-			}
+			tb.Fatalf("%v: %d of %d callers wait", context.Cause(ctx), waiting, n)
 		}
 		if !next.Before(to) {
 			break
 		}
-		c.now = next
-		kept := c.timers[:0]
-		for _, tm := range c.timers {
-			if tm.at.After(c.now) {
-				kept = append(kept, tm)
-				continue
-			}
-			tm.ch <- c.now
-		}
-		c.timers = kept
+		c.Advance(next.Sub(c.Now()))
 	}
-	c.mu.Unlock()
-	cancel()
+	halt(context.Canceled)
 	wg.Wait()
 	return counts
 }

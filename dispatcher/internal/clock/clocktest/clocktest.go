@@ -2,6 +2,7 @@
 package clocktest
 
 import (
+	"context"
 	"sync"
 	"time"
 )
@@ -12,6 +13,7 @@ import (
 // time.
 type Clock struct {
 	mu     sync.Mutex
+	cond   *sync.Cond // broadcast when a timer is set
 	now    time.Time
 	auto   bool
 	timers []timer
@@ -25,7 +27,9 @@ type timer struct {
 
 // New returns a clock at a fixed instant.
 func New(auto bool) *Clock {
-	return &Clock{now: time.Unix(1_700_000_000, 0), auto: auto}
+	c := &Clock{now: time.Unix(1_700_000_000, 0), auto: auto}
+	c.cond = sync.NewCond(&c.mu)
+	return c
 }
 
 // Now returns the clock's time.
@@ -50,7 +54,36 @@ func (c *Clock) After(d time.Duration) <-chan time.Time {
 		return ch
 	}
 	c.timers = append(c.timers, timer{at: c.now.Add(d), ch: ch})
+	c.cond.Broadcast()
 	return ch
+}
+
+// AwaitTimers blocks until n timers (at least one) are pending and
+// returns the earliest one's time, or returns ctx's error with the number pending: a test that
+// drives several goroutines in virtual time moves the clock only once all
+// of them wait on it.
+func (c *Clock) AwaitTimers(ctx context.Context, n int) (time.Time, int, error) {
+	stop := context.AfterFunc(ctx, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.cond.Broadcast()
+	})
+	defer stop()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(c.timers) < max(n, 1) && ctx.Err() == nil {
+		c.cond.Wait()
+	}
+	if err := ctx.Err(); err != nil {
+		return time.Time{}, len(c.timers), err
+	}
+	next := c.timers[0].at
+	for _, t := range c.timers[1:] {
+		if t.at.Before(next) {
+			next = t.at
+		}
+	}
+	return next, len(c.timers), nil
 }
 
 // Advance moves the clock and fires the timers that are due.
