@@ -15,6 +15,19 @@ import (
 	"github.com/spoolhq/spool/platform/grpcserve"
 )
 
+// parseEnv parses args with env as the whole environment. Unless env says
+// otherwise, the server runs plaintext: few cases are about its security.
+func parseEnv(args []string, env map[string]string) (config, error) {
+	lookup := func(k string) (string, bool) {
+		v, ok := env[k]
+		if !ok && k == "SPOOL_INSECURE" {
+			return "true", true
+		}
+		return v, ok
+	}
+	return parseConfig(args, lookup, io.Discard)
+}
+
 func TestParseConfig(t *testing.T) {
 	required := []string{"-insecure", "-queue-url", "http://q", "-table", "jobs", "-destination-url", "https://dest/pay"}
 	tests := []struct {
@@ -270,16 +283,7 @@ func TestParseConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			lookup := func(k string) (string, bool) {
-				v, ok := tt.env[k]
-				if !ok && k == "SPOOL_INSECURE" {
-					// Unless a case is about the server's security, it
-					// runs plaintext.
-					return "true", true
-				}
-				return v, ok
-			}
-			c, err := parseConfig(tt.args, lookup, io.Discard)
+			c, err := parseEnv(tt.args, tt.env)
 			if tt.wantErr != "" {
 				require.ErrorContains(t, err, tt.wantErr)
 				return

@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"io"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -205,15 +204,7 @@ func TestDestinationAuth(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			lookup := func(k string) (string, bool) {
-				if k == "SPOOL_INSECURE" {
-					// The server's own security is not what this tests.
-					return "true", true
-				}
-				v, ok := tt.env[k]
-				return v, ok
-			}
-			c, err := parseConfig(tt.args, lookup, io.Discard)
+			c, err := parseEnv(tt.args, tt.env)
 			if tt.wantErr != "" {
 				require.ErrorContains(t, err, tt.wantErr)
 				for _, secret := range []string{clientSecret, "querysecret", "c2VjcmV0"} {
