@@ -147,17 +147,7 @@ func startCounted(t *testing.T, s *stack, reads *ledgerReads, args ...string) fu
 	require.NoError(t, err)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.run(ctx, lis, nil) }()
-	var once sync.Once
-	var runErr error
-	stop := func() error {
-		once.Do(func() { cancel(); runErr = <-done })
-		return runErr
-	}
-	t.Cleanup(func() { _ = stop() })
-	return stop
+	return runInBackground(t, func(ctx context.Context) error { return d.run(ctx, lis, nil) })
 }
 
 // queueDrained says whether no message is left, visible or in flight.

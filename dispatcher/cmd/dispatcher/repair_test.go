@@ -7,7 +7,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/spoolhq/spool/dispatcher/internal/ledger"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/jobstore"
 )
@@ -67,19 +66,12 @@ func TestWatchedStalledJobIsRepaired(t *testing.T) {
 	s.publishFrom(t, "job-w", rows+1, rows)
 
 	ctx := t.Context()
-	killed := ledger.New(ledger.NewDynamo(s.db, s.table), ledger.Options{Owner: "killed", Lease: time.Minute})
-	for row := int64(1); row <= rows; row++ {
-		c, err := killed.Claim(ctx, ledger.Tx{Key: fmt.Sprintf("job-w:%d", row), JobID: "job-w", Row: row})
-		require.NoError(t, err)
-		r, err := killed.Sending(ctx, c.Record)
-		require.NoError(t, err)
-		state := spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED
+	s.settleAs(t, "killed", "job-w", rows, func(row int64) spoolv1.TransactionState {
 		if row%10 == 0 {
-			state = spoolv1.TransactionState_TRANSACTION_STATE_REJECTED
+			return spoolv1.TransactionState_TRANSACTION_STATE_REJECTED
 		}
-		_, _, err = killed.Finish(ctx, r, ledger.Outcome{State: state, Status: 200})
-		require.NoError(t, err)
-	}
+		return spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED
+	})
 	require.NoError(t, s.jobs.WriteCounts(ctx, "job-w", jobstore.CounterWrite{Writer: "killed", Version: 1, Counts: jobstore.Counts{Delivered: 30, Failed: 2}}))
 
 	addr, _ := startDispatcher(t, s, destURL, "live", "info", "-repair-interval", "200ms", "-repair-after", "1s")

@@ -180,23 +180,30 @@ func startDispatcher(t testing.TB, s *stack, destURL, name, logLevel string, ext
 	port, err := emulator.FreePort()
 	require.NoError(t, err)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, append([]string{
+	stop := runInBackground(t, func(ctx context.Context) error {
+		return run(ctx, append([]string{
 			"-listen", addr, "-queue-url", s.queueURL, "-table", s.table, "-destination-url", destURL, "-allow-insecure-destination",
 			"-destination-header", "X-Dispatcher: " + name, "-log-level", logLevel,
 			"-receive-wait", "1s", "-counter-flush", "100ms", "-watch-interval", "100ms", "-shutdown-grace", "10s",
 		}, extra...), t.Output())
-	}()
-	var once sync.Once
-	var runErr error
-	stop := func() error {
-		once.Do(func() { cancel(); runErr = <-done })
-		return runErr
-	}
-	t.Cleanup(func() { _ = stop() })
+	})
 	return addr, stop
+}
+
+// runInBackground runs fn in a goroutine until the returned function, or
+// the test's end, cancels its context; the function waits for fn and
+// returns its error, the same on every call.
+func runInBackground(t testing.TB, fn func(ctx context.Context) error) func() error {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- fn(ctx) }()
+	stop := sync.OnceValue(func() error {
+		cancel()
+		return <-done
+	})
+	t.Cleanup(func() { _ = stop() })
+	return stop
 }
 
 // watchToEnd follows the job on addr until its final message.
@@ -224,6 +231,14 @@ func watchToEnd(t testing.TB, addr, jobID string) *spoolv1.JobProgress {
 // a dispatcher gone before (or an older release) delivered.
 func (s *stack) deliverAs(t testing.TB, owner, jobID string, rows int64) {
 	t.Helper()
+	s.settleAs(t, owner, jobID, rows, func(int64) spoolv1.TransactionState {
+		return spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED
+	})
+}
+
+// settleAs is deliverAs with each row's final state chosen by state.
+func (s *stack) settleAs(t testing.TB, owner, jobID string, rows int64, state func(row int64) spoolv1.TransactionState) {
+	t.Helper()
 	ctx := t.Context()
 	l := ledger.New(ledger.NewDynamo(s.db, s.table), ledger.Options{Owner: owner, Lease: time.Minute})
 	for row := int64(1); row <= rows; row++ {
@@ -232,7 +247,7 @@ func (s *stack) deliverAs(t testing.TB, owner, jobID string, rows int64) {
 		require.Equal(t, ledger.Send, c.Verdict)
 		r, err := l.Sending(ctx, c.Record)
 		require.NoError(t, err)
-		_, _, err = l.Finish(ctx, r, ledger.Outcome{State: spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, Status: 200})
+		_, _, err = l.Finish(ctx, r, ledger.Outcome{State: state(row), Status: 200})
 		require.NoError(t, err)
 	}
 }
