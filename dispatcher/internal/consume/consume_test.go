@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -256,11 +257,7 @@ func (h *handler) Handle(ctx context.Context, m consume.Message) consume.Disposi
 func (h *handler) handled() map[int64]int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := map[int64]int{}
-	for k, v := range h.rows {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(h.rows)
 }
 
 // setup returns a fake queue and handler sharing one finished counter.

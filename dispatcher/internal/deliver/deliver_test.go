@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/spoolhq/spool/dispatcher/internal/deliver"
+	"github.com/spoolhq/spool/dispatcher/internal/deliver/delivertest"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 )
 
@@ -65,13 +65,6 @@ func TestBody(t *testing.T) {
 	}
 }
 
-// recorded is what the test destination saw of one request.
-type recorded struct {
-	method string
-	header http.Header
-	body   string
-}
-
 func TestSend(t *testing.T) {
 	tests := []struct {
 		name       string
@@ -89,26 +82,16 @@ func TestSend(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var (
-				mu  sync.Mutex
-				got []recorded
-			)
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				b, err := io.ReadAll(r.Body)
-				require.NoError(t, err)
-				mu.Lock()
-				got = append(got, recorded{method: r.Method, header: r.Header.Clone(), body: string(b)})
-				mu.Unlock()
+			dest := delivertest.New(t, func(w http.ResponseWriter) {
 				if tt.status == http.StatusTemporaryRedirect {
 					w.Header().Set("Location", "/elsewhere")
 				}
 				w.WriteHeader(tt.status)
 				_, _ = io.WriteString(w, "refused")
-			}))
-			t.Cleanup(srv.Close)
+			})
 
 			c := deliver.New(deliver.Options{
-				URL:               srv.URL,
+				URL:               dest.URL,
 				IdempotencyHeader: tt.keyHeader,
 				Header:            http.Header{"Authorization": {"Bearer s3cret"}, "X-Tenant": {"acme"}},
 				Timeout:           5 * time.Second,
@@ -128,16 +111,13 @@ func TestSend(t *testing.T) {
 				require.NotContains(t, f.Error(), "refused", "the body may echo payroll data")
 			}
 
-			mu.Lock()
-			defer mu.Unlock()
-			require.Len(t, got, 1)
-			r := got[0]
-			require.Equal(t, http.MethodPost, r.method)
-			require.Equal(t, `{"employee":"E1","amount":"10.00","spool_job_id":"job-1","spool_row":3}`, r.body)
-			require.Equal(t, "application/json", r.header.Get("Content-Type"))
-			require.Equal(t, "job-1:3", r.header.Get(tt.wantKeyHdr))
-			require.Equal(t, "Bearer s3cret", r.header.Get("Authorization"))
-			require.Equal(t, "acme", r.header.Get("X-Tenant"))
+			r := dest.Only()
+			require.Equal(t, http.MethodPost, r.Method)
+			require.Equal(t, `{"employee":"E1","amount":"10.00","spool_job_id":"job-1","spool_row":3}`, r.Body)
+			require.Equal(t, "application/json", r.Header.Get("Content-Type"))
+			require.Equal(t, "job-1:3", r.Header.Get(tt.wantKeyHdr))
+			require.Equal(t, "Bearer s3cret", r.Header.Get("Authorization"))
+			require.Equal(t, "acme", r.Header.Get("X-Tenant"))
 		})
 	}
 }

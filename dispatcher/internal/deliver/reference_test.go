@@ -1,7 +1,6 @@
 package deliver_test
 
 import (
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/spoolhq/spool/dispatcher/internal/deliver"
+	"github.com/spoolhq/spool/dispatcher/internal/deliver/delivertest"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/reference"
 )
@@ -56,16 +56,9 @@ func TestSendCapturesReference(t *testing.T) {
 }
 
 func TestRenderIsWhatSendSends(t *testing.T) {
-	var seen *http.Request
-	var seenBody string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		seen = r
-		b, _ := io.ReadAll(r.Body)
-		seenBody = string(b)
-	}))
-	t.Cleanup(srv.Close)
+	dest := delivertest.New(t, nil)
 	c := deliver.New(deliver.Options{
-		URL: srv.URL + "/v1/payments", Timeout: 5 * time.Second, IdempotencyHeader: "X-Key",
+		URL: dest.URL + "/v1/payments", Timeout: 5 * time.Second, IdempotencyHeader: "X-Key",
 		Header: http.Header{"Authorization": {"Bearer s3cret"}, "X-Tenant": {"acme"}},
 	})
 	e := envelope(4, "employee", "E4", "amount", "10.00")
@@ -77,8 +70,10 @@ func TestRenderIsWhatSendSends(t *testing.T) {
 
 	require.Equal(t, int64(4), got.GetRow())
 	require.Equal(t, http.MethodPost, got.GetMethod())
-	require.Equal(t, srv.URL+"/v1/payments", got.GetUrl())
-	require.Equal(t, seenBody, got.GetBody())
+	seen := dest.Only()
+	require.Equal(t, dest.URL+"/v1/payments", got.GetUrl())
+	require.Equal(t, "/v1/payments", seen.Path)
+	require.Equal(t, seen.Body, got.GetBody())
 	headers := map[string]string{}
 	for _, h := range got.GetHeaders() {
 		headers[h.GetName()] = h.GetValue()

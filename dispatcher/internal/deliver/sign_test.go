@@ -1,9 +1,6 @@
 package deliver_test
 
 import (
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/spoolhq/spool/dispatcher/internal/deliver"
+	"github.com/spoolhq/spool/dispatcher/internal/deliver/delivertest"
 )
 
 // The Standard Webhooks test vector, as its reference libraries test it.
@@ -68,23 +66,18 @@ func TestNewSignerRefusesWithoutEchoing(t *testing.T) {
 // A signed request carries the transaction key as its webhook id and a
 // signature over exactly the body sent, at the timestamp sent.
 func TestSendSigns(t *testing.T) {
-	var got http.Header
-	var body []byte
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got = r.Header.Clone()
-		body, _ = io.ReadAll(r.Body)
-	}))
-	t.Cleanup(srv.Close)
+	dest := delivertest.New(t, nil)
 	signer, err := deliver.NewSigner(vectorSecret)
 	require.NoError(t, err)
-	c := deliver.New(deliver.Options{URL: srv.URL, Timeout: 5 * time.Second, Signer: signer,
+	c := deliver.New(deliver.Options{URL: dest.URL, Timeout: 5 * time.Second, Signer: signer,
 		Now: func() time.Time { return time.Unix(vectorTimestamp, 0) }})
 	e := envelope(4, "amount", "10")
 	_, err = c.Send(t.Context(), e)
 	require.NoError(t, err)
 
-	require.Equal(t, e.GetTransactionKey(), got.Get("webhook-id"))
-	require.Equal(t, "1614265330", got.Get("webhook-timestamp"))
-	require.Equal(t, signer.Sign(e.GetTransactionKey(), time.Unix(vectorTimestamp, 0), body), got.Get("webhook-signature"))
-	require.Equal(t, string(deliver.Body(e)), string(body))
+	got := dest.Only()
+	require.Equal(t, e.GetTransactionKey(), got.Header.Get("webhook-id"))
+	require.Equal(t, "1614265330", got.Header.Get("webhook-timestamp"))
+	require.Equal(t, signer.Sign(e.GetTransactionKey(), time.Unix(vectorTimestamp, 0), []byte(got.Body)), got.Header.Get("webhook-signature"))
+	require.Equal(t, string(deliver.Body(e)), got.Body)
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -21,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/spoolhq/spool/dispatcher/internal/deliver"
+	"github.com/spoolhq/spool/dispatcher/internal/deliver/delivertest"
 	"github.com/spoolhq/spool/dispatcher/internal/notify"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/emulator"
@@ -69,11 +71,7 @@ func newReceiver(t *testing.T) (*receiver, *httptest.Server) {
 func (r *receiver) got() map[string]int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := map[string]int{}
-	for k, v := range r.byID {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(r.byID)
 }
 
 func (r *receiver) setDown(down bool) {
@@ -212,26 +210,21 @@ func TestWebhookSignsEachSend(t *testing.T) {
 	key := []byte("events-secret")
 	signer, err := deliver.NewSigner("whsec_" + base64.StdEncoding.EncodeToString(key))
 	require.NoError(t, err)
-	var got http.Header
-	var body []byte
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got = r.Header.Clone()
-		body, _ = io.ReadAll(r.Body)
-	}))
-	t.Cleanup(srv.Close)
+	dest := delivertest.New(t, nil)
 	at := time.Date(2026, 12, 1, 3, 0, 0, 0, time.UTC)
-	w := &notify.Webhook{URL: srv.URL, Signer: signer, Now: func() time.Time { return at }}
+	w := &notify.Webhook{URL: dest.URL, Signer: signer, Now: func() time.Time { return at }}
 	e := jobevent.Event{ID: "j5/job.completed", Kind: jobevent.Completed, JobID: "j5"}
 	sent, err := e.Marshal()
 	require.NoError(t, err)
 	require.NoError(t, w.Send(context.Background(), e, sent))
 
-	require.Equal(t, sent, body)
-	require.Equal(t, "j5/job.completed", got.Get("webhook-id"))
-	require.Equal(t, strconv.FormatInt(at.Unix(), 10), got.Get("webhook-timestamp"))
+	got := dest.Only()
+	require.Equal(t, string(sent), got.Body)
+	require.Equal(t, "j5/job.completed", got.Header.Get("webhook-id"))
+	require.Equal(t, strconv.FormatInt(at.Unix(), 10), got.Header.Get("webhook-timestamp"))
 	mac := hmac.New(sha256.New, key)
 	fmt.Fprintf(mac, "%s.%d.%s", e.ID, at.Unix(), sent)
-	require.Equal(t, "v1,"+base64.StdEncoding.EncodeToString(mac.Sum(nil)), got.Get("webhook-signature"))
+	require.Equal(t, "v1,"+base64.StdEncoding.EncodeToString(mac.Sum(nil)), got.Header.Get("webhook-signature"))
 }
 
 // A kick sends the one event this process stored, not the fresh events
