@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,54 +68,60 @@ func TestParse(t *testing.T) {
 	}
 }
 
-func TestRunServesUntilCancelled(t *testing.T) {
+// startSink runs the sink with args on a free loopback port until stop, or
+// the test's end, and returns its URL; stop returns run's error.
+func startSink(t *testing.T, args ...string) (url string, stop func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	outR, outW := io.Pipe()
 	errc := make(chan error, 1)
 	go func() {
-		errc <- run(ctx, []string{"-listen", "127.0.0.1:0", "-seed", "3"}, outW, io.Discard)
+		errc <- run(ctx, append([]string{"-listen", "127.0.0.1:0"}, args...), outW, io.Discard)
 		outW.Close()
 	}()
-
+	stop = sync.OnceValue(func() error {
+		cancel()
+		return <-errc
+	})
+	t.Cleanup(func() { _ = stop() })
 	line, err := bufio.NewReader(outR).ReadString('\n')
 	require.NoError(t, err)
 	url, ok := strings.CutPrefix(strings.TrimSpace(line), "sink listening on ")
 	require.True(t, ok, "first line: %q", line)
 	go func() { _, _ = io.Copy(io.Discard, outR) }()
+	return url, stop
+}
+
+// stats reads the sink's /stats.
+func stats(url string) (map[string]any, error) {
+	resp, err := http.Get(url + "/stats")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var s map[string]any
+	return s, json.NewDecoder(resp.Body).Decode(&s)
+}
+
+func TestRunServesUntilCancelled(t *testing.T) {
+	url, stop := startSink(t, "-seed", "3")
 
 	resp, err := http.Post(url+"/", "application/json", strings.NewReader(`{"spool_job_id":"j","spool_row":1}`))
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 
-	resp, err = http.Get(url + "/stats")
+	got, err := stats(url)
 	require.NoError(t, err)
-	var stats map[string]any
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&stats))
-	resp.Body.Close()
-	require.Equal(t, 1.0, stats["distinct"])
+	require.Equal(t, 1.0, got["distinct"])
 
-	cancel()
-	require.NoError(t, <-errc)
+	require.NoError(t, stop())
 }
 
 // TestShutdownAbortsAHeldAnswer checks that a request held on purpose does
 // not keep the sink alive for the whole shutdown grace.
 func TestShutdownAbortsAHeldAnswer(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	outR, outW := io.Pipe()
-	errc := make(chan error, 1)
-	go func() {
-		errc <- run(ctx, []string{"-listen", "127.0.0.1:0", "-hang-rate", "1", "-hang-for", "1h"}, outW, io.Discard)
-		outW.Close()
-	}()
-	line, err := bufio.NewReader(outR).ReadString('\n')
-	require.NoError(t, err)
-	url, ok := strings.CutPrefix(strings.TrimSpace(line), "sink listening on ")
-	require.True(t, ok, "first line: %q", line)
-	go func() { _, _ = io.Copy(io.Discard, outR) }()
+	url, stop := startSink(t, "-hang-rate", "1", "-hang-for", "1h")
 
 	posted := make(chan error, 1)
 	go func() {
@@ -125,18 +132,12 @@ func TestShutdownAbortsAHeldAnswer(t *testing.T) {
 		posted <- err
 	}()
 	require.Eventually(t, func() bool {
-		resp, err := http.Get(url + "/stats")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		var stats map[string]any
-		return json.NewDecoder(resp.Body).Decode(&stats) == nil && stats["hung"] == 1.0
+		got, err := stats(url)
+		return err == nil && got["hung"] == 1.0
 	}, 5*time.Second, 10*time.Millisecond)
 
 	start := time.Now()
-	cancel()
-	require.NoError(t, <-errc)
+	require.NoError(t, stop())
 	require.Less(t, time.Since(start), shutdownGrace, "the held request kept the sink up for the whole grace")
 	require.Error(t, <-posted, "a held request must be aborted, not answered")
 }
