@@ -2,14 +2,8 @@ package clientauth
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -23,15 +17,16 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+
+	"github.com/spoolhq/spool/platform/testca"
 )
 
-// testCA is a certificate authority that signs a server certificate for
-// 127.0.0.1 and a client certificate.
+// testCA is a certificate authority with a server certificate for
+// 127.0.0.1 and a client certificate, in files where the client reads
+// them.
 type testCA struct {
-	dir              string
+	*testca.CA
 	caFile           string
-	cert             *x509.Certificate
-	key              *ecdsa.PrivateKey
 	serverCert       tls.Certificate
 	clientCertFile   string
 	clientKeyFile    string
@@ -41,47 +36,18 @@ type testCA struct {
 func newTestCA(tb testing.TB) *testCA {
 	tb.Helper()
 	dir := tb.TempDir()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(tb, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(tb, err)
-	cert, err := x509.ParseCertificate(der)
-	require.NoError(tb, err)
-	ca := &testCA{dir: dir, cert: cert, key: key, caFile: filepath.Join(dir, "ca.pem"), clientCommonName: "alice"}
-	require.NoError(tb, os.WriteFile(ca.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
+	ca := &testCA{CA: testca.New(tb), caFile: filepath.Join(dir, "ca.pem"), clientCommonName: "alice"}
+	require.NoError(tb, os.WriteFile(ca.caFile, ca.PEM, 0o600))
 
-	certPEM, keyPEM := ca.issue(tb, 2, "127.0.0.1", x509.ExtKeyUsageServerAuth)
+	certPEM, keyPEM := ca.Issue(tb, "127.0.0.1", x509.ExtKeyUsageServerAuth)
+	var err error
 	ca.serverCert, err = tls.X509KeyPair(certPEM, keyPEM)
 	require.NoError(tb, err)
-	certPEM, keyPEM = ca.issue(tb, 3, ca.clientCommonName, x509.ExtKeyUsageClientAuth)
+	certPEM, keyPEM = ca.Issue(tb, ca.clientCommonName, x509.ExtKeyUsageClientAuth)
 	ca.clientCertFile, ca.clientKeyFile = filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
 	require.NoError(tb, os.WriteFile(ca.clientCertFile, certPEM, 0o600))
 	require.NoError(tb, os.WriteFile(ca.clientKeyFile, keyPEM, 0o600))
 	return ca
-}
-
-func (ca *testCA) issue(tb testing.TB, serial int64, name string, usage x509.ExtKeyUsage) (certPEM, keyPEM []byte) {
-	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(tb, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-	}
-	if ip := net.ParseIP(name); ip != nil {
-		tmpl.IPAddresses = []net.IP{ip}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	require.NoError(tb, err)
-	kder, err := x509.MarshalECPrivateKey(key)
-	require.NoError(tb, err)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
 }
 
 // seen is what the server saw of the last call.
@@ -176,7 +142,7 @@ func TestDial(t *testing.T) {
 	tlsAddr, tlsSeen := serve(t, credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{ca.serverCert}}))
 	plainAddr, plainSeen := serve(t, nil)
 	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
+	pool.AddCert(ca.Cert)
 	mtlsAddr, mtlsSeen := serve(t, credentials.NewTLS(&tls.Config{
 		Certificates: []tls.Certificate{ca.serverCert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert,
 	}))

@@ -1,36 +1,16 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-)
 
-// testCert returns a self-signed certificate and its key, PEM encoded.
-func testCert(t *testing.T) (certPEM, keyPEM string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "spool-dispatcher"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	require.NoError(t, err)
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
-}
+	"github.com/spoolhq/spool/platform/testca"
+)
 
 func writeFile(t *testing.T, name, content string) string {
 	t.Helper()
@@ -45,7 +25,8 @@ func TestDestinationAuth(t *testing.T) {
 		signing      = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 		signingNext  = "whsec_c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb24="
 	)
-	cert, key := testCert(t)
+	certPEM, keyPEM := testca.SelfSigned(t, "spool-dispatcher")
+	cert, key := string(certPEM), string(keyPEM)
 	base := []string{"-queue-url", "q", "-table", "t", "-destination-url", "https://dest/pay?api_key=querysecret"}
 	oauth := append(append([]string(nil), base...), "-destination-oauth2-token-url", "https://auth/token", "-destination-oauth2-client-id", "spool")
 	tests := []struct {
