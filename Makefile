@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 export GOWORK := $(CURDIR)/go.work
 
-MODULES := gen platform ingestor dispatcher cli sink local e2e deploy
+MODULES := gen platform ingestor dispatcher cli sink local e2e deploy bench
 BIN := $(CURDIR)/bin
 
 .PHONY: all deps tools generate check-generate lint release-proto build up down demo test test-unit chaos bench bench-compare clean
@@ -39,7 +39,7 @@ generate: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
 # finds nothing. The image travels with every clone, and its diff shows in review what a release froze.
 # Changes since the last release are compared with what clients and queued messages may still hold.
 RELEASED_PROTO := proto/released/image.txtpb
-LINT_PKGS := $(foreach m,platform ingestor dispatcher cli sink local e2e deploy,./$(m)/...)
+LINT_PKGS := $(foreach m,platform ingestor dispatcher cli sink local e2e deploy bench,./$(m)/...)
 lint: $(BIN)/buf $(BIN)/golangci-lint
 	$(BIN)/buf lint
 	$(BIN)/buf breaking --against $(RELEASED_PROTO)
@@ -83,7 +83,7 @@ demo: deps build
 ## test: lint, generated-code check, unit, integration and end-to-end tests, then each fuzz target for FUZZTIME
 ## The DynamoDB tests run on dynalite, then again on DynamoDB Local (AWS's own emulator; needs Java):
 ## every package whose tests start a DynamoDB emulator, and the short end-to-end runs.
-PKGS := $(foreach m,platform ingestor dispatcher cli sink local e2e deploy,github.com/spoolhq/spool/$(m)/...)
+PKGS := $(foreach m,platform ingestor dispatcher cli sink local e2e deploy bench,github.com/spoolhq/spool/$(m)/...)
 # e2e is left out of the package list: its short runs on DynamoDB Local are DYNAMODB_E2E.
 DYNAMODB_PKGS = $(filter-out ./e2e/,$(addprefix ./,$(sort $(dir $(shell git grep -l -e 'emulator\.DynamoDB' -e 'emutest\.Table' -- '*_test.go')))))
 DYNAMODB_E2E := ^(TestSendExactlyOnce|TestBusinessKeyAcrossFiles)$$
@@ -98,7 +98,7 @@ test: deps tools check-generate lint build
 ## test-unit: the inner loop, well under a minute with a warm build cache: every module's tests with
 ## -short, which skips each test that starts an emulator (emutest.Start) or a million-row run; no e2e/,
 ## no lint, no fuzzing. Results are cached as go test caches them; make test stays the full run.
-UNIT_PKGS := $(foreach m,platform ingestor dispatcher cli sink local deploy,github.com/spoolhq/spool/$(m)/...)
+UNIT_PKGS := $(foreach m,platform ingestor dispatcher cli sink local deploy bench,github.com/spoolhq/spool/$(m)/...)
 test-unit:
 	go test -short -timeout 5m $(UNIT_PKGS)
 

@@ -124,11 +124,12 @@ func (t *Table) Print(w io.Writer) error {
 			bound = append(bound, fmt.Sprintf("≤ %.2f", r.Max))
 		}
 		b := strings.Join(bound, ", ")
-		if r.Failure() != "" {
+		switch {
+		case r.Failure() != "":
 			b += " FAIL"
-		} else if b != "" && r.Unchecked == "" && r.ratio() != 0 {
+		case b != "" && r.Unchecked == "" && r.ratio() != 0:
 			b += " ok"
-		} else if b != "" && r.ratio() == 0 {
+		case b != "" && r.ratio() == 0:
 			// The baseline did not run (-only): nothing was checked.
 			b += " not checked"
 		}

@@ -65,10 +65,12 @@ type IngestResult struct {
 	Runs map[Way][]IngestRun
 }
 
-// Rate, Ratio, Sender and Emulators are the medians of way's runs.
+// Rate is the median rate of way's runs.
 func (r IngestResult) Rate(w Way) float64 {
 	return median(r.Runs[w], func(x IngestRun) float64 { return x.Rate })
 }
+
+// Ratio is the median of way's runs' ratios to the raw loops around them.
 func (r IngestResult) Ratio(w Way) float64 {
 	return median(r.Runs[w], func(x IngestRun) float64 { return x.Ratio })
 }
