@@ -105,37 +105,29 @@ func (s *Store) Start(ctx context.Context, j *spoolv1.Job, stream string) (*spoo
 // fails with ErrState when the job is over or its lease expired.
 func (s *Store) Takeover(ctx context.Context, id, stream string) (*spoolv1.Job, Checkpoint, error) {
 	now := s.now()
-	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                aws.String(s.table),
-		Key:                      tablelayout.Job(id).Item(),
-		UpdateExpression:         aws.String("SET stream_id = :stream, lease_expires_at = :lease, abort_after_ms = :after, updated_at = :now"),
-		ConditionExpression:      aws.String("#state = :receiving AND (attribute_not_exists(lease_expires_at) OR lease_expires_at > :now)"),
-		ExpressionAttributeNames: map[string]string{"#state": "state"},
-		ExpressionAttributeValues: map[string]types.AttributeValue{
+	w, err := s.updateJob(ctx, id, "take over job "+id, jobUpdate{
+		update: "SET stream_id = :stream, lease_expires_at = :lease, abort_after_ms = :after, updated_at = :now",
+		cond:   "#state = :receiving AND (attribute_not_exists(lease_expires_at) OR lease_expires_at > :now)",
+		values: map[string]types.AttributeValue{
 			":stream":    str(stream),
 			":lease":     num(millis(now.Add(s.abortAfter))),
 			":after":     num(s.abortAfter.Milliseconds()),
 			":now":       num(millis(now)),
 			":receiving": str(stateName(spoolv1.JobState_JOB_STATE_RECEIVING)),
 		},
-		ReturnValues: types.ReturnValueAllNew,
-	})
-	if isConditionFailed(err) {
+		returnNew: true,
 		// Taken over already by this very write, whose answer was lost?
-		r, gerr := s.getRecord(ctx, id)
-		if gerr == nil && r.State == stateName(spoolv1.JobState_JOB_STATE_RECEIVING) && r.StreamID == stream && r.UpdatedAt >= millis(now) {
-			return r.job(), r.checkpoint(), nil
-		}
+		mine: func(r *record) bool {
+			return r.State == stateName(spoolv1.JobState_JOB_STATE_RECEIVING) && r.StreamID == stream && r.UpdatedAt >= millis(now)
+		},
+	})
+	if err != nil {
+		return nil, Checkpoint{}, err
+	}
+	if !w.held {
 		return nil, Checkpoint{}, fmt.Errorf("take over job %s: %w", id, ErrState)
 	}
-	if err != nil {
-		return nil, Checkpoint{}, fmt.Errorf("take over job %s: %w", id, err)
-	}
-	var r record
-	if err := attributevalue.UnmarshalMap(out.Attributes, &r); err != nil {
-		return nil, Checkpoint{}, fmt.Errorf("unmarshal job %s: %w", id, err)
-	}
-	return r.job(), r.checkpoint(), nil
+	return w.rec.job(), w.rec.checkpoint(), nil
 }
 
 // Ingest is what the ingestor knows about a job's stream.
@@ -206,26 +198,20 @@ func (s *Store) RecordIngest(ctx context.Context, id string, in Ingest) error {
 	if len(remove) > 0 {
 		expr += " REMOVE " + strings.Join(remove, ", ")
 	}
-	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                 aws.String(s.table),
-		Key:                       tablelayout.Job(id).Item(),
-		UpdateExpression:          aws.String(expr),
-		ConditionExpression:       aws.String(fence("#state = :receiving", values, in.Stream)),
-		ExpressionAttributeNames:  map[string]string{"#state": "state"},
-		ExpressionAttributeValues: values,
-	})
-	if isConditionFailed(err) {
+	w, err := s.updateJob(ctx, id, "record ingest of job "+id, jobUpdate{
+		update: expr, cond: fence("#state = :receiving", values, in.Stream), values: values,
 		// Stored already by this very write, whose answer was lost, and
 		// the job moved on since?
-		r, gerr := s.getRecord(ctx, id)
-		if gerr == nil && r.StreamID == in.Stream && r.RowsReceived == in.Received && r.RowsPublished == in.Published &&
-			r.RowsRejected == in.Rejected && r.LeaseExpiresAt == millis(now.Add(s.abortAfter)) {
-			return nil
-		}
-		return fmt.Errorf("record ingest of job %s: %w", id, ErrState)
-	}
+		mine: func(r *record) bool {
+			return r.StreamID == in.Stream && r.RowsReceived == in.Received && r.RowsPublished == in.Published &&
+				r.RowsRejected == in.Rejected && r.LeaseExpiresAt == millis(now.Add(s.abortAfter))
+		},
+	})
 	if err != nil {
-		return fmt.Errorf("record ingest of job %s: %w", id, err)
+		return err
+	}
+	if !w.held {
+		return fmt.Errorf("record ingest of job %s: %w", id, ErrState)
 	}
 	return nil
 }
@@ -281,40 +267,27 @@ func (s *Store) Seal(ctx context.Context, id string, in Ingest) (*spoolv1.Job, e
 			set += ", canary_size = :canary"
 		}
 	}
-	seal := &dynamodb.UpdateItemInput{
-		TableName:                 aws.String(s.table),
-		Key:                       tablelayout.Job(id).Item(),
-		UpdateExpression:          aws.String("SET " + set),
-		ConditionExpression:       aws.String(fence("#state = :receiving", values, in.Stream)),
-		ExpressionAttributeNames:  names,
-		ExpressionAttributeValues: values,
-		ReturnValues:              types.ReturnValueAllNew,
+	seal := jobUpdate{
+		update: "SET " + set, cond: fence("#state = :receiving", values, in.Stream),
+		names: names, values: values, returnNew: true,
+		// Sealed already by this very write, whose answer was lost?
+		mine: func(cur *record) bool { return sealedBy(cur, in) },
 	}
-	var out *dynamodb.UpdateItemOutput
 	if mismatch != "" {
 		j := r.job()
 		j.RowsReceived, j.RowsPublished, j.RowsRejected = in.Received, in.Published, in.Rejected
 		e := event(j, jobevent.Rejected, 0, spoolv1.JobState_JOB_STATE_REJECTED, time.UnixMilli(now))
 		e.Reason = mismatch
-		out, err = s.evented(ctx, seal, id, e)
-	} else {
-		out, err = s.db.UpdateItem(ctx, seal)
+		seal.event = &e
 	}
-	if isConditionFailed(err) {
-		// Sealed already by this very write, whose answer was lost?
-		if cur, gerr := s.getRecord(ctx, id); gerr == nil && sealedBy(cur, in) {
-			return s.completeEmpty(ctx, cur)
-		}
+	w, err := s.updateJob(ctx, id, "seal job "+id, seal)
+	if err != nil {
+		return nil, err
+	}
+	if !w.held {
 		return nil, fmt.Errorf("seal job %s: %w", id, ErrState)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("seal job %s: %w", id, err)
-	}
-	var sealed record
-	if err := attributevalue.UnmarshalMap(out.Attributes, &sealed); err != nil {
-		return nil, fmt.Errorf("unmarshal job %s: %w", id, err)
-	}
-	return s.completeEmpty(ctx, &sealed)
+	return s.completeEmpty(ctx, w.rec)
 }
 
 // sealedBy reports whether r holds the seal of in's stream with in's

@@ -79,30 +79,28 @@ func (s *Store) ExpireIfAbandoned(ctx context.Context, j *spoolv1.Job) (*spoolv1
 	reason := fmt.Sprintf("stream not resumed within %s", time.Duration(r.AbortAfterMS)*time.Millisecond)
 	e := event(r.job(), jobevent.Aborted, 0, spoolv1.JobState_JOB_STATE_ABORTED, now)
 	e.Reason = reason
-	out, err := s.evented(ctx, &dynamodb.UpdateItemInput{
-		TableName:        aws.String(s.table),
-		Key:              tablelayout.Job(j.GetJobId()).Item(),
-		UpdateExpression: aws.String("SET #state = :aborted, list_state = :aborted, state_reason = :reason, updated_at = :now, completed_at = :now"),
+	w, err := s.updateJob(ctx, j.GetJobId(), "expire job "+j.GetJobId(), jobUpdate{
+		update: "SET #state = :aborted, list_state = :aborted, state_reason = :reason, updated_at = :now, completed_at = :now",
 		// Conditional on the very lease that was seen: a renewal or a
 		// takeover in between wins.
-		ConditionExpression:      aws.String("#state = :receiving AND lease_expires_at = :lease"),
-		ExpressionAttributeNames: map[string]string{"#state": "state"},
-		ExpressionAttributeValues: map[string]types.AttributeValue{
+		cond: "#state = :receiving AND lease_expires_at = :lease",
+		values: map[string]types.AttributeValue{
 			":aborted":   str(stateName(spoolv1.JobState_JOB_STATE_ABORTED)),
 			":receiving": str(stateName(spoolv1.JobState_JOB_STATE_RECEIVING)),
 			":reason":    str(reason),
 			":now":       num(millis(now)),
 			":lease":     num(r.LeaseExpiresAt),
 		},
-		ReturnValues: types.ReturnValueAllNew,
-	}, j.GetJobId(), e)
-	if isConditionFailed(err) {
+		returnNew: true,
+		event:     &e,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !w.held {
 		return s.Get(ctx, j.GetJobId())
 	}
-	if err != nil {
-		return nil, fmt.Errorf("expire job %s: %w", j.GetJobId(), err)
-	}
-	return unmarshalJob(out.Attributes)
+	return w.rec.job(), nil
 }
 
 // End moves a job that is not yet final to a final state other than
@@ -130,47 +128,37 @@ var endEvents = map[spoolv1.JobState]jobevent.Kind{
 }
 
 func (s *Store) end(ctx context.Context, id string, state spoolv1.JobState, reason, cond string, values map[string]types.AttributeValue) (*spoolv1.Job, error) {
+	what := fmt.Sprintf("end job %s as %s", id, stateName(state))
 	now := millis(s.now())
 	values[":state"] = str(stateName(state))
 	values[":reason"] = str(reason)
 	values[":now"] = num(now)
 	values[":receiving"] = str(stateName(spoolv1.JobState_JOB_STATE_RECEIVING))
-	in := &dynamodb.UpdateItemInput{
-		TableName:                 aws.String(s.table),
-		Key:                       tablelayout.Job(id).Item(),
-		UpdateExpression:          aws.String("SET #state = :state, list_state = :state, state_reason = :reason, updated_at = :now, completed_at = :now"),
-		ConditionExpression:       aws.String(cond),
-		ExpressionAttributeNames:  map[string]string{"#state": "state"},
-		ExpressionAttributeValues: values,
-		ReturnValues:              types.ReturnValueAllNew,
+	u := jobUpdate{
+		update: "SET #state = :state, list_state = :state, state_reason = :reason, updated_at = :now, completed_at = :now",
+		cond:   cond, values: values,
+		// Written already, by this very write whose answer was lost?
+		mine: func(r *record) bool {
+			return r.State == stateName(state) && r.StateReason == reason && r.CompletedAt == now
+		},
 	}
-	var err error
 	if kind, ok := endEvents[state]; ok && s.events {
 		// The figures are the record's as it stands: an ended job's
 		// counters no longer move but for rows in flight.
-		p, perr := s.readPartition(ctx, id)
-		if perr != nil {
-			return nil, fmt.Errorf("end job %s as %s: %w", id, stateName(state), perr)
+		p, err := s.readPartition(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 		e := event(p.job(), kind, 0, state, time.UnixMilli(now))
 		e.Reason = reason
-		_, err = s.evented(ctx, in, id, e)
-	} else {
-		_, err = s.db.UpdateItem(ctx, in)
+		u.event = &e
 	}
-	if isConditionFailed(err) {
-		// Written already, by this very write whose answer was lost?
-		r, gerr := s.getRecord(ctx, id)
-		if gerr == nil && r.State == stateName(state) && r.StateReason == reason && r.CompletedAt == now {
-			if kind, ok := endEvents[state]; ok {
-				s.eventStored(id, jobevent.ID(id, kind, 0))
-			}
-			return s.Get(ctx, id)
-		}
-		return nil, fmt.Errorf("end job %s as %s: %w", id, stateName(state), ErrState)
-	}
+	w, err := s.updateJob(ctx, id, what, u)
 	if err != nil {
-		return nil, fmt.Errorf("end job %s as %s: %w", id, stateName(state), err)
+		return nil, err
+	}
+	if !w.held {
+		return nil, fmt.Errorf("%s: %w", what, ErrState)
 	}
 	return s.Get(ctx, id)
 }
@@ -183,7 +171,7 @@ func (s *Store) end(ctx context.Context, id string, state spoolv1.JobState, reas
 // fails with ErrState when the job is not SEALED or confirmed falls short.
 func (s *Store) Complete(ctx context.Context, id string, confirmed Settled) (*spoolv1.Job, error) {
 	now := s.now()
-	var e jobevent.Event
+	var e *jobevent.Event
 	if s.events {
 		// The event's figures: the record's, and the ledger's settled
 		// counts the completion is decided on, over counters that may lag.
@@ -195,24 +183,27 @@ func (s *Store) Complete(ctx context.Context, id string, confirmed Settled) (*sp
 		if j.GetState() == spoolv1.JobState_JOB_STATE_COMPLETED {
 			return j, nil
 		}
-		e = event(j, jobevent.Completed, 0, spoolv1.JobState_JOB_STATE_COMPLETED, now)
-		e.Counts.Delivered, e.Counts.Failed, e.Counts.Unknown = confirmed.Delivered, confirmed.Failed, confirmed.Unknown
-		e.Counts.Duplicates, e.Counts.DeadLettered = confirmed.Duplicates, confirmed.DeadLettered
+		ev := event(j, jobevent.Completed, 0, spoolv1.JobState_JOB_STATE_COMPLETED, now)
+		ev.Counts.Delivered, ev.Counts.Failed, ev.Counts.Unknown = confirmed.Delivered, confirmed.Failed, confirmed.Unknown
+		ev.Counts.Duplicates, ev.Counts.DeadLettered = confirmed.Duplicates, confirmed.DeadLettered
+		e = &ev
 	}
-	_, err := s.evented(ctx, &dynamodb.UpdateItemInput{
-		TableName:                aws.String(s.table),
-		Key:                      tablelayout.Job(id).Item(),
-		UpdateExpression:         aws.String("SET #state = :completed, list_state = :completed, completed_at = :now, updated_at = :now"),
-		ConditionExpression:      aws.String("#state = :sealed AND #total <= :settled"),
-		ExpressionAttributeNames: map[string]string{"#state": "state", "#total": "total"},
-		ExpressionAttributeValues: map[string]types.AttributeValue{
+	w, err := s.updateJob(ctx, id, "complete job "+id, jobUpdate{
+		update: "SET #state = :completed, list_state = :completed, completed_at = :now, updated_at = :now",
+		cond:   "#state = :sealed AND #total <= :settled",
+		names:  map[string]string{"#state": "state", "#total": "total"},
+		values: map[string]types.AttributeValue{
 			":completed": str(stateName(spoolv1.JobState_JOB_STATE_COMPLETED)),
 			":sealed":    str(stateName(spoolv1.JobState_JOB_STATE_SEALED)),
 			":settled":   num(confirmed.Sum()),
 			":now":       num(millis(now)),
 		},
-	}, id, e)
-	if isConditionFailed(err) {
+		event: e,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !w.held {
 		j, gerr := s.Get(ctx, id)
 		if gerr != nil {
 			return nil, fmt.Errorf("complete job %s: %w", id, gerr)
@@ -224,9 +215,6 @@ func (s *Store) Complete(ctx context.Context, id string, confirmed Settled) (*sp
 		}
 		return j, fmt.Errorf("complete job %s, %s with %d of %d rows settled in the ledger: %w",
 			id, stateName(j.GetState()), confirmed.Sum(), j.GetTotal(), ErrState)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("complete job %s: %w", id, err)
 	}
 	return s.Get(ctx, id)
 }

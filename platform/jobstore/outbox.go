@@ -229,17 +229,12 @@ func (s *Store) PendingEvents(ctx context.Context, id string) ([]PendingEvent, b
 // ClearEvent removes a sent event from the job's record. Clearing one
 // already cleared (by another sender) is not an error.
 func (s *Store) ClearEvent(ctx context.Context, jobID, eventID string) error {
-	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                aws.String(s.table),
-		Key:                      tablelayout.Job(jobID).Item(),
-		UpdateExpression:         aws.String("REMOVE #event"),
-		ConditionExpression:      aws.String("attribute_exists(#event)"),
-		ExpressionAttributeNames: map[string]string{"#event": eventAttrPrefix + eventID},
+	_, err := s.updateJob(ctx, jobID, "clear event "+eventID, jobUpdate{
+		update: "REMOVE #event",
+		cond:   "attribute_exists(#event)",
+		names:  map[string]string{"#event": eventAttrPrefix + eventID},
 	})
-	if err != nil && !isConditionFailed(err) {
-		return fmt.Errorf("clear event %s: %w", eventID, err)
-	}
-	return nil
+	return err
 }
 
 // LeaseEvent takes a pending event for one sender until now+d, so that
@@ -249,24 +244,16 @@ func (s *Store) ClearEvent(ctx context.Context, jobID, eventID string) error {
 // by d.
 func (s *Store) LeaseEvent(ctx context.Context, jobID, eventID string, d time.Duration) (bool, error) {
 	now := s.now()
-	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                aws.String(s.table),
-		Key:                      tablelayout.Job(jobID).Item(),
-		UpdateExpression:         aws.String("SET #event.lease_until = :until"),
-		ConditionExpression:      aws.String("attribute_exists(#event) AND (attribute_not_exists(#event.lease_until) OR #event.lease_until <= :now)"),
-		ExpressionAttributeNames: map[string]string{"#event": eventAttrPrefix + eventID},
-		ExpressionAttributeValues: map[string]types.AttributeValue{
+	w, err := s.updateJob(ctx, jobID, "lease event "+eventID, jobUpdate{
+		update: "SET #event.lease_until = :until",
+		cond:   "attribute_exists(#event) AND (attribute_not_exists(#event.lease_until) OR #event.lease_until <= :now)",
+		names:  map[string]string{"#event": eventAttrPrefix + eventID},
+		values: map[string]types.AttributeValue{
 			":until": num(millis(now.Add(d))),
 			":now":   num(millis(now)),
 		},
 	})
-	if isConditionFailed(err) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("lease event %s: %w", eventID, err)
-	}
-	return true, nil
+	return w.held, err
 }
 
 // Unlist takes a job out of the outbox register. Call it only when
@@ -306,26 +293,17 @@ func (s *Store) AnnounceRows(ctx context.Context, j *spoolv1.Job, kind jobevent.
 	now := s.now()
 	e := event(j, kind, n, spoolv1.JobState_JOB_STATE_SEALED, now)
 	e.Rows = n
-	in := &dynamodb.UpdateItemInput{
-		TableName:        aws.String(s.table),
-		Key:              tablelayout.Job(j.GetJobId()).Item(),
-		UpdateExpression: aws.String("SET #n = :n, #at = :now"),
-		ConditionExpression: aws.String("#state = :sealed AND (attribute_not_exists(#n) OR #n < :n) AND " +
-			"(attribute_not_exists(#at) OR #at <= :since)"),
-		ExpressionAttributeNames: map[string]string{"#state": "state", "#n": attrs[0], "#at": attrs[1]},
-		ExpressionAttributeValues: map[string]types.AttributeValue{
+	w, err := s.updateJob(ctx, j.GetJobId(), fmt.Sprintf("announce %s of job %s", kind, j.GetJobId()), jobUpdate{
+		update: "SET #n = :n, #at = :now",
+		cond:   "#state = :sealed AND (attribute_not_exists(#n) OR #n < :n) AND (attribute_not_exists(#at) OR #at <= :since)",
+		names:  map[string]string{"#state": "state", "#n": attrs[0], "#at": attrs[1]},
+		values: map[string]types.AttributeValue{
 			":sealed": str(stateName(spoolv1.JobState_JOB_STATE_SEALED)),
 			":n":      num(n),
 			":now":    num(millis(now)),
 			":since":  num(millis(now.Add(-s.rowsEvery))),
 		},
-	}
-	_, err := s.evented(ctx, in, j.GetJobId(), e)
-	if isConditionFailed(err) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("announce %s of job %s: %w", kind, j.GetJobId(), err)
-	}
-	return true, nil
+		event: &e,
+	})
+	return w.held, err
 }

@@ -6,14 +6,11 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/jobevent"
-	"github.com/spoolhq/spool/platform/tablelayout"
 	"github.com/spoolhq/spool/platform/threshold"
 )
 
@@ -82,31 +79,25 @@ func (s *Store) SetPaused(ctx context.Context, id string, paused bool) (*spoolv1
 			cond += " AND pause_cause = :cause"
 		}
 	}
-	_, err = s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                 aws.String(s.table),
-		Key:                       tablelayout.Job(id).Item(),
-		UpdateExpression:          aws.String(update),
-		ConditionExpression:       aws.String(cond),
-		ExpressionAttributeNames:  map[string]string{"#state": "state"},
-		ExpressionAttributeValues: values,
-	})
-	if isConditionFailed(err) {
+	w, err := s.updateJob(ctx, id, verb+" job "+id, jobUpdate{
+		update: update, cond: cond, values: values,
 		// This very write, applied before its answer was lost and the job
-		// ended or changed since; or the job is over: tell which.
-		r, gerr := s.getRecord(ctx, id)
-		if gerr != nil {
-			return nil, fmt.Errorf("%s job %s: %w", verb, id, gerr)
-		}
-		if r.Paused == paused && r.UpdatedAt == now {
-			return s.Get(ctx, id)
-		}
+		// ended or changed since?
+		mine: func(r *record) bool { return r.Paused == paused && r.UpdatedAt == now },
+	})
+	if err != nil {
+		return nil, err
+	}
+	if w.readErr != nil {
+		return nil, w.readErr
+	}
+	if !w.held {
+		// The job is over, or was paused meanwhile: tell which.
+		r := w.rec
 		if r.State == stateName(spoolv1.JobState_JOB_STATE_RECEIVING) || r.State == stateName(spoolv1.JobState_JOB_STATE_SEALED) {
 			return r.job(), fmt.Errorf("%s job %s: paused by %s meanwhile, try again: %w", verb, id, strings.ToLower(r.PauseCause), ErrState)
 		}
 		return r.job(), fmt.Errorf("%s job %s, which is %s: %w", verb, id, r.State, ErrState)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%s job %s: %w", verb, id, err)
 	}
 	return s.Get(ctx, id)
 }
@@ -174,53 +165,41 @@ func (s *Store) pause(ctx context.Context, p *partition, cause spoolv1.PauseCaus
 	values[":reason"] = str(reason)
 	values[":now"] = num(now)
 	values[":sealed"] = str(stateName(spoolv1.JobState_JOB_STATE_SEALED))
-	_, err := s.evented(ctx, &dynamodb.UpdateItemInput{
-		TableName:                 aws.String(s.table),
-		Key:                       tablelayout.Job(id).Item(),
-		UpdateExpression:          aws.String("SET paused = :true, pause_cause = :cause, pause_reason = :reason, updated_at = :now, pause_seq = :seq, pause_write = :write"),
-		ConditionExpression:       aws.String("#state = :sealed AND (attribute_not_exists(paused) OR paused = :false) AND " + cond),
-		ExpressionAttributeNames:  map[string]string{"#state": "state"},
-		ExpressionAttributeValues: values,
-	}, id, e)
-	if isConditionFailed(err) {
-		r, gerr := s.getRecord(ctx, id)
-		if gerr != nil {
-			return nil, false, fmt.Errorf("pause job %s: %w", id, gerr)
-		}
+	w, err := s.updateJob(ctx, id, "pause job "+id, jobUpdate{
+		update: "SET paused = :true, pause_cause = :cause, pause_reason = :reason, updated_at = :now, pause_seq = :seq, pause_write = :write",
+		cond:   "#state = :sealed AND (attribute_not_exists(paused) OR paused = :false) AND " + cond,
+		values: values,
+		event:  &e,
 		// This very write, whose answer was lost?
-		mine := r.Paused && r.PauseWrite == token
-		if mine {
-			s.eventStored(id, e.ID)
-		}
-		j, err := s.Get(ctx, id)
-		return j, mine && err == nil, err
-	}
+		mine: func(r *record) bool { return r.Paused && r.PauseWrite == token },
+	})
 	if err != nil {
-		return nil, false, fmt.Errorf("pause job %s: %w", id, err)
+		return nil, false, err
+	}
+	if w.readErr != nil {
+		return nil, false, w.readErr
 	}
 	j, err := s.Get(ctx, id)
-	return j, err == nil, err
+	return j, w.held && err == nil, err
 }
 
 // ReleaseCanary lets every row of a SEALED job be delivered without a
 // pause: its canary settled clean and was configured to go on by itself.
 // Releasing a released canary changes nothing.
 func (s *Store) ReleaseCanary(ctx context.Context, id string) (*spoolv1.Job, error) {
-	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                aws.String(s.table),
-		Key:                      tablelayout.Job(id).Item(),
-		UpdateExpression:         aws.String("SET canary_released = :true, updated_at = :now"),
-		ConditionExpression:      aws.String("#state = :sealed AND (attribute_not_exists(canary_released) OR canary_released = :false)"),
-		ExpressionAttributeNames: map[string]string{"#state": "state"},
-		ExpressionAttributeValues: map[string]types.AttributeValue{
+	// A failed condition is a canary released already, or a job that is
+	// no longer SEALED: nothing to do either way.
+	if _, err := s.updateJob(ctx, id, "release canary of job "+id, jobUpdate{
+		update: "SET canary_released = :true, updated_at = :now",
+		cond:   "#state = :sealed AND (attribute_not_exists(canary_released) OR canary_released = :false)",
+		values: map[string]types.AttributeValue{
 			":true":   &types.AttributeValueMemberBOOL{Value: true},
 			":false":  &types.AttributeValueMemberBOOL{Value: false},
 			":now":    num(millis(s.now())),
 			":sealed": str(stateName(spoolv1.JobState_JOB_STATE_SEALED)),
 		},
-	})
-	if err != nil && !isConditionFailed(err) {
-		return nil, fmt.Errorf("release canary of job %s: %w", id, err)
+	}); err != nil {
+		return nil, err
 	}
 	return s.Get(ctx, id)
 }
@@ -306,26 +285,17 @@ func (s *Store) updateThreshold(ctx context.Context, id string, ch ThresholdChan
 	if len(remove) > 0 {
 		update += " REMOVE " + strings.Join(remove, ", ")
 	}
-	_, err = s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                 aws.String(s.table),
-		Key:                       tablelayout.Job(id).Item(),
-		UpdateExpression:          aws.String(update),
-		ConditionExpression:       aws.String(cond),
-		ExpressionAttributeNames:  map[string]string{"#state": "state"},
-		ExpressionAttributeValues: values,
+	w, err := s.updateJob(ctx, id, "update threshold of job "+id, jobUpdate{
+		update: update, cond: cond, values: values,
+		// This very write, whose answer was lost?
+		mine: func(cur *record) bool { return cur.ThresholdVersion == r.ThresholdVersion+1 && cur.UpdatedAt == now },
 	})
-	if isConditionFailed(err) {
-		// This very write, whose answer was lost? Otherwise another change
-		// came first: read again and decide again.
-		cur, gerr := s.getRecord(ctx, id)
-		if gerr == nil && cur.ThresholdVersion == r.ThresholdVersion+1 && cur.UpdatedAt == now {
-			j, err := s.Get(ctx, id)
-			return j, err == nil, err
-		}
-		return nil, false, nil
-	}
 	if err != nil {
-		return nil, false, fmt.Errorf("update threshold of job %s: %w", id, err)
+		return nil, false, err
+	}
+	if !w.held {
+		// Another change came first: read again and decide again.
+		return nil, false, nil
 	}
 	j, err = s.Get(ctx, id)
 	return j, err == nil, err

@@ -1,12 +1,9 @@
 package jobstore
 
 import (
-	"fmt"
 	"strings"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
@@ -236,12 +233,4 @@ func (r *record) checkpoint() Checkpoint {
 		Published: r.ResumePublished, Rejected: r.ResumeRejected, AmountSum: r.ResumeAmountSum,
 		CanaryPublished: r.ResumeCanary,
 	}
-}
-
-func unmarshalJob(item map[string]types.AttributeValue) (*spoolv1.Job, error) {
-	var r record
-	if err := attributevalue.UnmarshalMap(item, &r); err != nil {
-		return nil, fmt.Errorf("unmarshal job: %w", err)
-	}
-	return r.job(), nil
 }
