@@ -9,6 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/spoolhq/spool/platform/condwrite"
 	"github.com/spoolhq/spool/platform/tablelayout"
 )
 
@@ -111,7 +112,7 @@ func (s *Store) WriteCounts(ctx context.Context, id string, w CounterWrite) erro
 		ExpressionAttributeNames:  map[string]string{"#version": "version"},
 		ExpressionAttributeValues: map[string]types.AttributeValue{":version": num(w.Version)},
 	})
-	if isConditionFailed(err) {
+	if condwrite.Failed(err) {
 		// The item holds this version already (this very write, applied
 		// before its answer was lost) or a newer one of the same writer,
 		// which counts everything this one did.

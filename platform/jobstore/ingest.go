@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/condwrite"
 	"github.com/spoolhq/spool/platform/jobevent"
 	"github.com/spoolhq/spool/platform/tablelayout"
 )
@@ -56,22 +57,17 @@ func (s *Store) Start(ctx context.Context, j *spoolv1.Job, stream string) (*spoo
 	if err != nil {
 		return nil, fmt.Errorf("marshal job %s: %w", j.GetJobId(), err)
 	}
-	_, err = s.db.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName:           aws.String(s.table),
-		Item:                item,
-		ConditionExpression: aws.String("attribute_not_exists(pk)"),
-	})
-	if isConditionFailed(err) {
+	exists, err := condwrite.PutNew(ctx, s.db, s.table, item)
+	if err != nil {
+		return nil, fmt.Errorf("create job %s: %w", j.GetJobId(), err)
+	}
+	if exists {
 		// The id is taken: by this very write, applied before its answer
 		// was lost (the SDK retried it), or by another.
 		cur, gerr := s.getRecord(ctx, j.GetJobId())
 		if gerr != nil || cur.StreamID != stream || cur.CreatedAt != r.CreatedAt || cur.JobKey != r.JobKey {
 			return nil, fmt.Errorf("create job %s: %w", j.GetJobId(), ErrExists)
 		}
-		err = nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("create job %s: %w", j.GetJobId(), err)
 	}
 	if key := j.GetJobKey(); key != "" {
 		if err := s.claimKey(ctx, key, j.GetJobId()); err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/condwrite"
 	"github.com/spoolhq/spool/platform/tablelayout"
 )
 
@@ -36,16 +37,12 @@ func (s *Store) claimKey(ctx context.Context, key, id string) error {
 	for range claimAttempts {
 		item := s.keyItem(key).Item()
 		item["job_id"] = str(id)
-		_, err := s.db.PutItem(ctx, &dynamodb.PutItemInput{
-			TableName:           aws.String(s.table),
-			Item:                item,
-			ConditionExpression: aws.String("attribute_not_exists(pk)"),
-		})
-		if err == nil {
-			return nil
-		}
-		if !isConditionFailed(err) {
+		exists, err := condwrite.PutNew(ctx, s.db, s.table, item)
+		if err != nil {
 			return fmt.Errorf("claim job key %q: %w", key, err)
+		}
+		if !exists {
+			return nil
 		}
 		oldID, err := s.keyJobID(ctx, key)
 		if errors.Is(err, ErrNotFound) {
@@ -81,7 +78,7 @@ func (s *Store) claimKey(ctx context.Context, key, id string) error {
 		if err == nil {
 			return nil
 		}
-		if !isConditionFailed(err) {
+		if !condwrite.Failed(err) {
 			return fmt.Errorf("re-point job key %q: %w", key, err)
 		}
 	}

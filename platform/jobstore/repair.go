@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/condwrite"
 	"github.com/spoolhq/spool/platform/tablelayout"
 )
 
@@ -98,7 +99,7 @@ func (s *Store) RepairCounts(ctx context.Context, id string, seen time.Time, c S
 		ExpressionAttributeNames:  map[string]string{"#version": "version"},
 		ExpressionAttributeValues: map[string]types.AttributeValue{":prev": num(prev)},
 	})
-	if isConditionFailed(err) {
+	if condwrite.Failed(err) {
 		// This very write, applied before its answer was lost, or
 		// another repairer's.
 		cur, gerr := s.getCounter(ctx, key)

@@ -9,6 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/spoolhq/spool/platform/condwrite"
 	"github.com/spoolhq/spool/platform/jobevent"
 	"github.com/spoolhq/spool/platform/tablelayout"
 )
@@ -84,7 +85,7 @@ func (s *Store) updateJob(ctx context.Context, id, what string, u jobUpdate) (jo
 		return jobUpdated{held: true, rec: &r}, nil
 	case err == nil:
 		return jobUpdated{held: true}, nil
-	case !isConditionFailed(err):
+	case !condwrite.Failed(err):
 		return jobUpdated{}, fmt.Errorf("%s: %w", what, err)
 	case u.mine == nil:
 		return jobUpdated{}, nil
