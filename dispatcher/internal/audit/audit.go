@@ -29,6 +29,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/condwrite"
 	"github.com/spoolhq/spool/platform/tablelayout"
 )
 
@@ -136,15 +137,7 @@ func (s *Store) putNew(ctx context.Context, item any) (exists bool, err error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	_, err = s.db.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName: aws.String(s.table), Item: av,
-		ConditionExpression: aws.String("attribute_not_exists(pk)"),
-	})
-	var ccf *types.ConditionalCheckFailedException
-	if errors.As(err, &ccf) {
-		return true, nil
-	}
-	return false, err
+	return condwrite.PutNew(ctx, s.db, s.table, av)
 }
 
 // Finish records the outcome of e's action: "ok", or the error. An
@@ -166,8 +159,7 @@ func (s *Store) Finish(ctx context.Context, e Event, actionErr error) error {
 			":t": &types.AttributeValueMemberN{Value: fmt.Sprint(s.now().UnixMilli())},
 		},
 	})
-	var ccf *types.ConditionalCheckFailedException
-	if err != nil && !errors.As(err, &ccf) {
+	if err != nil && !condwrite.Failed(err) {
 		return fmt.Errorf("record outcome of audit event %s of job %s: %w", e.ID, e.JobID, err)
 	}
 	return nil

@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/condwrite"
 	"github.com/spoolhq/spool/platform/tablelayout"
 )
 
@@ -259,8 +260,7 @@ func (s *Store) updateRequest(ctx context.Context, id, update, cond string, valu
 		ExpressionAttributeValues: values,
 		ReturnValues:              types.ReturnValueAllNew,
 	})
-	var ccf *types.ConditionalCheckFailedException
-	if errors.As(err, &ccf) {
+	if condwrite.Failed(err) {
 		return Request{}, false, nil
 	}
 	if err != nil {

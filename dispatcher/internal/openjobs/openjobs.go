@@ -25,6 +25,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/spoolhq/spool/platform/condwrite"
 	"github.com/spoolhq/spool/platform/tablelayout"
 )
 
@@ -106,8 +107,7 @@ func (r *Register) Unmark(ctx context.Context, jobID string, cutoff time.Time) e
 		ExpressionAttributeNames:  map[string]string{"#m": attrMarked},
 		ExpressionAttributeValues: map[string]types.AttributeValue{":cutoff": &types.AttributeValueMemberN{Value: strconv.FormatInt(cutoff.UnixMilli(), 10)}},
 	})
-	var ccf *types.ConditionalCheckFailedException
-	if errors.As(err, &ccf) {
+	if condwrite.Failed(err) {
 		return fmt.Errorf("unmark job %s: %w", jobID, ErrMarked)
 	}
 	if err != nil {
