@@ -119,8 +119,8 @@ bench: deps build
 	cd ingestor && go test -run '^$$' -bench Auth/StreamFile -benchtime 6x -count 3 -timeout 15m ./internal/ingest/
 
 ## bench-compare: this checkout (uncommitted changes included) against BASE, the two taking turns for COUNT
-## rounds: TestLargeFileThreeDispatchers' time (50 000 rows; SPOOL_E2E_ROWS to change it) and the ledger
-## benchmark; each figure's rounds and medians, the ratio and whether it is within noise; JSON to
+## rounds: TestLargeFileThreeDispatchers' time (50 000 rows; SPOOL_E2E_ROWS to change it), the ledger
+## benchmark and the ingestor's (rows/s and peak RSS at 1 000 000 rows); each figure's rounds and medians, the ratio and whether it is within noise; JSON to
 ## bench/results/; fails when a figure is slower beyond noise. BASE is checked out in a temporary git worktree.
 BASE ?= 1a8c8b8
 COUNT ?= 2

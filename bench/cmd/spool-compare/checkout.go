@@ -24,9 +24,10 @@ type side struct {
 	dir string
 	// env is what every command of this side runs with (sideEnv).
 	env []string
-	// e2e and ledger are the compiled test binaries of e2e/ and of the
-	// dispatcher's ledger package.
-	e2e, ledger string
+	// e2e is the compiled test binary of e2e/; tests those of the
+	// benchmarks' packages, by package.
+	e2e   string
+	tests map[string]string
 }
 
 // checkout adds the base commit as a worktree under work, installs its
@@ -124,11 +125,13 @@ func (s *side) build(ctx context.Context, work string, log io.Writer) error {
 		return fmt.Errorf("build %s: %w", s.name, err)
 	}
 	s.e2e = filepath.Join(work, s.name+"-e2e.test")
-	s.ledger = filepath.Join(work, s.name+"-ledger.test")
-	for _, t := range []struct{ out, pkg string }{
-		{s.e2e, "e2e"},
-		{s.ledger, filepath.Join("dispatcher", "internal", "ledger")},
-	} {
+	s.tests = map[string]string{}
+	pkgs := []struct{ out, pkg string }{{s.e2e, "e2e"}}
+	for _, bm := range benchmarks {
+		s.tests[bm.pkg] = filepath.Join(work, s.name+"-"+strings.ReplaceAll(bm.pkg, "/", "-")+".test")
+		pkgs = append(pkgs, struct{ out, pkg string }{s.tests[bm.pkg], bm.pkg})
+	}
+	for _, t := range pkgs {
 		cmd := s.command(ctx, filepath.Join(s.dir, t.pkg), "go", "test", "-c", "-o", t.out, ".")
 		if err := runLogged(cmd, log); err != nil {
 			return fmt.Errorf("build %s's %s tests: %w", s.name, t.pkg, err)
