@@ -30,6 +30,7 @@
 package breaker
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"strconv"
@@ -38,6 +39,7 @@ import (
 
 	"github.com/spoolhq/spool/dispatcher/internal/clock"
 	"github.com/spoolhq/spool/dispatcher/internal/deliver"
+	"github.com/spoolhq/spool/platform/positive"
 )
 
 // State is a breaker's state.
@@ -132,31 +134,15 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
-	if o.Failures < 1 {
-		o.Failures = DefaultFailures
-	}
-	if o.Window <= 0 {
-		o.Window = DefaultWindow
-	}
-	if o.MinRequests < 1 {
-		o.MinRequests = DefaultMinRequests
-	}
-	if o.Cooldown <= 0 {
-		o.Cooldown = DefaultCooldown
-	}
-	if o.MaxCooldown <= 0 {
-		o.MaxCooldown = max(DefaultMaxCooldown, o.Cooldown)
-	}
+	o.Failures = positive.Or(o.Failures, DefaultFailures)
+	o.Window = positive.Or(o.Window, DefaultWindow)
+	o.MinRequests = positive.Or(o.MinRequests, DefaultMinRequests)
+	o.Cooldown = positive.Or(o.Cooldown, DefaultCooldown)
+	o.MaxCooldown = positive.Or(o.MaxCooldown, max(DefaultMaxCooldown, o.Cooldown))
 	o.MaxCooldown = max(o.MaxCooldown, o.Cooldown)
-	if o.ProbeTimeout <= 0 {
-		o.ProbeTimeout = DefaultProbeTimeout
-	}
-	if o.Clock == nil {
-		o.Clock = clock.Real{}
-	}
-	if o.Log == nil {
-		o.Log = slog.Default()
-	}
+	o.ProbeTimeout = positive.Or(o.ProbeTimeout, DefaultProbeTimeout)
+	o.Clock = cmp.Or[clock.Clock](o.Clock, clock.Real{})
+	o.Log = cmp.Or(o.Log, slog.Default())
 	return o
 }
 

@@ -1,6 +1,7 @@
 package deadletter
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/spoolhq/spool/platform/envelope"
+	"github.com/spoolhq/spool/platform/positive"
 )
 
 // API is the part of the SQS client a Scanner uses.
@@ -77,15 +79,11 @@ type Scanner struct {
 
 // NewScanner returns a scanner; zero options get defaults.
 func NewScanner(api API, o Options) *Scanner {
-	if o.MaxScan <= 0 {
-		o.MaxScan = DefaultMaxScan
-	}
+	o.MaxScan = positive.Or(o.MaxScan, DefaultMaxScan)
 	if o.Hold < 2*time.Second {
 		o.Hold = DefaultHold
 	}
-	if o.Log == nil {
-		o.Log = slog.Default()
-	}
+	o.Log = cmp.Or(o.Log, slog.Default())
 	return &Scanner{api: api, o: o, now: time.Now}
 }
 
@@ -126,9 +124,7 @@ func (s *Scanner) scan(ctx context.Context, jobID string, maxScan int, take func
 	if s.o.DeadLetterURL == "" {
 		return Summary{}, errors.New("no dead-letter queue configured")
 	}
-	if maxScan <= 0 {
-		maxScan = s.o.MaxScan
-	}
+	maxScan = positive.Or(maxScan, s.o.MaxScan)
 	var sum Summary
 	held, err := s.heldElsewhere(ctx)
 	if err != nil {

@@ -39,6 +39,7 @@
 package dispatch
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -57,6 +58,7 @@ import (
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/envelope"
 	"github.com/spoolhq/spool/platform/jobstore"
+	"github.com/spoolhq/spool/platform/positive"
 )
 
 // Sender sends one transaction; a nil error means the destination accepted
@@ -215,47 +217,23 @@ type Handler struct {
 
 // New returns a handler.
 func New(send Sender, count Counter, l Ledger, jobs Jobs, o Options) *Handler {
-	if o.JobCacheTTL <= 0 {
-		o.JobCacheTTL = DefaultJobCacheTTL
-	}
-	if o.ReceivingDelay <= 0 {
-		o.ReceivingDelay = DefaultReceivingDelay
-	}
+	o.JobCacheTTL = positive.Or(o.JobCacheTTL, DefaultJobCacheTTL)
+	o.ReceivingDelay = positive.Or(o.ReceivingDelay, DefaultReceivingDelay)
+	o.CallTimeout = positive.Or(o.CallTimeout, DefaultCallTimeout)
+	o.MaxAttempts = positive.Or(o.MaxAttempts, DefaultMaxAttempts)
+	o.MaxAge = positive.Or(o.MaxAge, DefaultMaxAge)
+	o.BackoffBase = positive.Or(o.BackoffBase, DefaultBackoffBase)
+	o.BackoffMax = positive.Or(o.BackoffMax, DefaultBackoffMax)
+	o.RetryAfterMax = positive.Or(o.RetryAfterMax, DefaultRetryAfterMax)
+	o.PausedDelay = positive.Or(o.PausedDelay, DefaultPausedDelay)
+	o.Log = cmp.Or(o.Log, slog.Default())
+	o.Pacer = cmp.Or[Pacer](o.Pacer, unpaced{})
+	o.TracerProvider = cmp.Or(o.TracerProvider, otel.GetTracerProvider())
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.Log == nil {
-		o.Log = slog.Default()
-	}
-	if o.CallTimeout <= 0 {
-		o.CallTimeout = DefaultCallTimeout
-	}
-	if o.MaxAttempts <= 0 {
-		o.MaxAttempts = DefaultMaxAttempts
-	}
-	if o.MaxAge <= 0 {
-		o.MaxAge = DefaultMaxAge
-	}
-	if o.BackoffBase <= 0 {
-		o.BackoffBase = DefaultBackoffBase
-	}
-	if o.BackoffMax <= 0 {
-		o.BackoffMax = DefaultBackoffMax
-	}
-	if o.RetryAfterMax <= 0 {
-		o.RetryAfterMax = DefaultRetryAfterMax
-	}
-	if o.PausedDelay <= 0 {
-		o.PausedDelay = DefaultPausedDelay
-	}
 	if o.Rand == nil {
 		o.Rand = rand.Float64
-	}
-	if o.Pacer == nil {
-		o.Pacer = unpaced{}
-	}
-	if o.TracerProvider == nil {
-		o.TracerProvider = otel.GetTracerProvider()
 	}
 	h := &Handler{
 		send: send, count: count, ledger: l, jobs: jobs, o: o, log: o.Log,

@@ -14,6 +14,7 @@ import (
 	"github.com/spoolhq/spool/dispatcher/internal/ledger"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/auth"
+	"github.com/spoolhq/spool/platform/positive"
 )
 
 // Approvals keeps four-eyes requests (audit.Store).
@@ -54,10 +55,7 @@ func (s *Server) required(action spoolv1.OperatorAction) bool {
 // request records a four-eyes request for r's action, under a REQUEST
 // event of the audit trail, and returns it.
 func (s *Server) request(ctx context.Context, r audit.Request) (*spoolv1.ApprovalRequest, error) {
-	ttl := s.o.FourEyes.TTL
-	if ttl <= 0 {
-		ttl = DefaultRequestTTL
-	}
+	ttl := positive.Or(s.o.FourEyes.TTL, DefaultRequestTTL)
 	r.RequestedBy = actor(ctx)
 	r.ID = audit.NewRequestID(s.o.Now())
 	var made audit.Request

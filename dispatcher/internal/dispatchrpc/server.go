@@ -10,6 +10,7 @@
 package dispatchrpc
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -23,6 +24,7 @@ import (
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/jobstore"
+	"github.com/spoolhq/spool/platform/positive"
 )
 
 // Jobs is the part of the job store WatchJob reads.
@@ -114,18 +116,10 @@ type Server struct {
 
 // New returns a server reading jobs.
 func New(jobs Jobs, o Options) *Server {
-	if o.Interval <= 0 {
-		o.Interval = DefaultInterval
-	}
-	if o.Heartbeat <= 0 {
-		o.Heartbeat = DefaultHeartbeat
-	}
-	if o.Window <= 0 {
-		o.Window = DefaultWindow
-	}
-	if o.ReadTimeout <= 0 {
-		o.ReadTimeout = DefaultReadTimeout
-	}
+	o.Interval = positive.Or(o.Interval, DefaultInterval)
+	o.Heartbeat = positive.Or(o.Heartbeat, DefaultHeartbeat)
+	o.Window = positive.Or(o.Window, DefaultWindow)
+	o.ReadTimeout = positive.Or(o.ReadTimeout, DefaultReadTimeout)
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -135,9 +129,7 @@ func New(jobs Jobs, o Options) *Server {
 			return t.C, t.Stop
 		}
 	}
-	if o.Log == nil {
-		o.Log = slog.Default()
-	}
+	o.Log = cmp.Or(o.Log, slog.Default())
 	// A read counts as fresh for a little less than the interval, so that
 	// a watcher whose ticker fires a hair early still reads anew.
 	fresh := o.Interval - o.Interval/10

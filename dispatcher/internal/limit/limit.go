@@ -67,6 +67,7 @@ import (
 	"time"
 
 	"github.com/spoolhq/spool/dispatcher/internal/deliver"
+	"github.com/spoolhq/spool/platform/positive"
 )
 
 // Defaults for Options.
@@ -109,16 +110,10 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
-	if o.Min < 1 {
-		o.Min = DefaultMin
-	}
-	if o.Max < 1 {
-		o.Max = max(DefaultMax, o.Min)
-	}
+	o.Min = positive.Or(o.Min, DefaultMin)
+	o.Max = positive.Or(o.Max, max(DefaultMax, o.Min))
 	o.Max = max(o.Max, o.Min)
-	if o.Initial < 1 {
-		o.Initial = DefaultInitial
-	}
+	o.Initial = positive.Or(o.Initial, DefaultInitial)
 	o.Initial = min(max(o.Initial, o.Min), o.Max)
 	if o.Backoff <= 0 || o.Backoff >= 1 {
 		o.Backoff = DefaultBackoff
@@ -129,12 +124,8 @@ func (o Options) withDefaults() Options {
 	if o.Smoothing <= 0 || o.Smoothing > 1 {
 		o.Smoothing = DefaultSmoothing
 	}
-	if o.WindowSamples < 1 {
-		o.WindowSamples = DefaultWindowSamples
-	}
-	if o.BaselineWindows < 1 {
-		o.BaselineWindows = DefaultBaselineWindows
-	}
+	o.WindowSamples = positive.Or(o.WindowSamples, DefaultWindowSamples)
+	o.BaselineWindows = positive.Or(o.BaselineWindows, DefaultBaselineWindows)
 	return o
 }
 

@@ -26,6 +26,7 @@
 package notify
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -36,6 +37,7 @@ import (
 
 	"github.com/spoolhq/spool/platform/jobevent"
 	"github.com/spoolhq/spool/platform/jobstore"
+	"github.com/spoolhq/spool/platform/positive"
 )
 
 // Outbox is the part of the job store that keeps events (jobstore.Store).
@@ -94,21 +96,11 @@ type Notifier struct {
 
 // New returns a Notifier sending to sinks.
 func New(box Outbox, sinks []Sink, o Options) *Notifier {
-	if o.SweepEvery <= 0 {
-		o.SweepEvery = DefaultSweepEvery
-	}
-	if o.RetryFor <= 0 {
-		o.RetryFor = DefaultRetryFor
-	}
-	if o.SweepAfter <= 0 {
-		o.SweepAfter = max(DefaultSweepAfter, o.RetryFor+o.SweepEvery)
-	}
-	if o.SendTimeout <= 0 {
-		o.SendTimeout = DefaultSendTimeout
-	}
-	if o.Log == nil {
-		o.Log = slog.New(slog.DiscardHandler)
-	}
+	o.SweepEvery = positive.Or(o.SweepEvery, DefaultSweepEvery)
+	o.RetryFor = positive.Or(o.RetryFor, DefaultRetryFor)
+	o.SweepAfter = positive.Or(o.SweepAfter, max(DefaultSweepAfter, o.RetryFor+o.SweepEvery))
+	o.SendTimeout = positive.Or(o.SendTimeout, DefaultSendTimeout)
+	o.Log = cmp.Or(o.Log, slog.New(slog.DiscardHandler))
 	if o.Now == nil {
 		o.Now = time.Now
 	}

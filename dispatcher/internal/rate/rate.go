@@ -43,12 +43,14 @@
 package rate
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/spoolhq/spool/dispatcher/internal/clock"
+	"github.com/spoolhq/spool/platform/positive"
 )
 
 // Backend keeps each destination's shared schedule.
@@ -86,21 +88,11 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
-	if o.Burst < 1 {
-		o.Burst = DefaultBurst
-	}
-	if o.MaxLease < 1 {
-		o.MaxLease = DefaultMaxLease
-	}
-	if o.Expire <= 0 {
-		o.Expire = DefaultExpire
-	}
-	if o.Ahead <= 0 {
-		o.Ahead = DefaultAhead
-	}
-	if o.Clock == nil {
-		o.Clock = clock.Real{}
-	}
+	o.Burst = positive.Or(o.Burst, DefaultBurst)
+	o.MaxLease = positive.Or(o.MaxLease, DefaultMaxLease)
+	o.Expire = positive.Or(o.Expire, DefaultExpire)
+	o.Ahead = positive.Or(o.Ahead, DefaultAhead)
+	o.Clock = cmp.Or[clock.Clock](o.Clock, clock.Real{})
 	return o
 }
 

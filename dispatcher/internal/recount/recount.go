@@ -40,6 +40,7 @@
 package recount
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -52,6 +53,7 @@ import (
 	"github.com/spoolhq/spool/dispatcher/internal/openjobs"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/jobstore"
+	"github.com/spoolhq/spool/platform/positive"
 )
 
 // Jobs is the part of the job store a repair reads and writes.
@@ -146,18 +148,12 @@ type entry struct {
 
 // New returns a repairer.
 func New(jobs Jobs, l Ledger, o Options) *Repairer {
-	if o.Interval <= 0 {
-		o.Interval = DefaultInterval
-	}
-	if o.After <= 0 {
-		o.After = DefaultAfter
-	}
+	o.Interval = positive.Or(o.Interval, DefaultInterval)
+	o.After = positive.Or(o.After, DefaultAfter)
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.Log == nil {
-		o.Log = slog.Default()
-	}
+	o.Log = cmp.Or(o.Log, slog.Default())
 	return &Repairer{jobs: jobs, ledger: l, o: o, tracked: map[string]*entry{}, kick: make(chan struct{}, 1)}
 }
 

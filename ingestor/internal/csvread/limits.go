@@ -3,6 +3,8 @@ package csvread
 import (
 	"errors"
 	"fmt"
+
+	"github.com/spoolhq/spool/platform/positive"
 )
 
 // Default limits, used where Limits leave a field zero. They are far above
@@ -41,23 +43,14 @@ type Limits struct {
 	MaxRows int64
 }
 
-// WithDefaults returns l with every zero field set to its default.
+// WithDefaults returns l with every zero (or negative) field set to its
+// default.
 func (l Limits) WithDefaults() Limits {
-	if l.MaxFieldBytes <= 0 {
-		l.MaxFieldBytes = DefaultMaxFieldBytes
-	}
-	if l.MaxRecordBytes <= 0 {
-		l.MaxRecordBytes = DefaultMaxRecordBytes
-	}
-	if l.MaxHeaderBytes <= 0 {
-		l.MaxHeaderBytes = DefaultMaxHeaderBytes
-	}
-	if l.MaxColumns <= 0 {
-		l.MaxColumns = DefaultMaxColumns
-	}
-	if l.MaxRows <= 0 {
-		l.MaxRows = DefaultMaxRows
-	}
+	l.MaxFieldBytes = positive.Or(l.MaxFieldBytes, DefaultMaxFieldBytes)
+	l.MaxRecordBytes = positive.Or(l.MaxRecordBytes, DefaultMaxRecordBytes)
+	l.MaxHeaderBytes = positive.Or(l.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	l.MaxColumns = positive.Or(l.MaxColumns, DefaultMaxColumns)
+	l.MaxRows = positive.Or(l.MaxRows, DefaultMaxRows)
 	return l
 }
 

@@ -12,6 +12,7 @@ import (
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/ingestor/internal/publish"
 	"github.com/spoolhq/spool/platform/jobstore"
+	"github.com/spoolhq/spool/platform/positive"
 )
 
 // DryRunJobID is the job id of a dry run's envelopes: no job exists.
@@ -41,10 +42,7 @@ func (s *Server) dryRun(ctx context.Context, stream grpc.ClientStreamingServer[s
 	case n > maxPreviewRows:
 		n = maxPreviewRows
 	}
-	pub := &previewPublisher{keep: n, maxBytes: s.cfg.MaxMessageBytes}
-	if pub.maxBytes <= 0 {
-		pub.maxBytes = defaultMaxMessageBytes
-	}
+	pub := &previewPublisher{keep: n, maxBytes: positive.Or(s.cfg.MaxMessageBytes, defaultMaxMessageBytes)}
 	st := &streamState{id: DryRunJobID, job: &spoolv1.Job{JobId: DryRunJobID}}
 	j, err := newJob(st, o, pub, s.cfg.MaxErrors, s.cfg.CheckpointEvery)
 	if err != nil {

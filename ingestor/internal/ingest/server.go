@@ -25,6 +25,7 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -41,6 +42,7 @@ import (
 	"github.com/spoolhq/spool/ingestor/internal/publish"
 	"github.com/spoolhq/spool/platform/auth"
 	"github.com/spoolhq/spool/platform/jobstore"
+	"github.com/spoolhq/spool/platform/positive"
 )
 
 // DefaultCheckpointEvery is how many rows pass between two resume
@@ -139,33 +141,21 @@ type Server struct {
 
 // New returns a server over jobs.
 func New(jobs Jobs, cfg Config) *Server {
-	if cfg.ProgressInterval <= 0 {
-		cfg.ProgressInterval = time.Second
-	}
-	if cfg.AbortAfter <= 0 {
-		cfg.AbortAfter = jobstore.DefaultAbortAfter
-	}
-	if cfg.StoreTimeout <= 0 {
-		cfg.StoreTimeout = DefaultStoreTimeout
-	}
-	if cfg.CheckpointEvery <= 0 {
-		cfg.CheckpointEvery = DefaultCheckpointEvery
-	}
+	cfg.ProgressInterval = positive.Or(cfg.ProgressInterval, time.Second)
+	cfg.AbortAfter = positive.Or(cfg.AbortAfter, jobstore.DefaultAbortAfter)
+	cfg.StoreTimeout = positive.Or(cfg.StoreTimeout, DefaultStoreTimeout)
+	cfg.CheckpointEvery = positive.Or(cfg.CheckpointEvery, DefaultCheckpointEvery)
 	if cfg.MaxErrors < 0 {
 		cfg.MaxErrors = 0
 	}
-	if cfg.Log == nil {
-		cfg.Log = slog.New(slog.DiscardHandler)
-	}
+	cfg.Log = cmp.Or(cfg.Log, slog.New(slog.DiscardHandler))
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	if cfg.NewID == nil {
 		cfg.NewID = uuid.NewString
 	}
-	if cfg.MaxDeliverAfter <= 0 {
-		cfg.MaxDeliverAfter = DefaultMaxDeliverAfter
-	}
+	cfg.MaxDeliverAfter = positive.Or(cfg.MaxDeliverAfter, DefaultMaxDeliverAfter)
 	if cfg.idleTimer == nil {
 		cfg.idleTimer = realIdleTimer
 	}

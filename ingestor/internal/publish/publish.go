@@ -17,6 +17,7 @@
 package publish
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,6 +35,7 @@ import (
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/envelope"
+	"github.com/spoolhq/spool/platform/positive"
 )
 
 // maxBatchEntries is SQS's limit of entries per SendMessageBatch.
@@ -101,27 +103,15 @@ func (o *Options) defaults() error {
 	if o.MaxMessageBytes <= 0 {
 		return errors.New("publish: max message bytes must be positive")
 	}
-	if o.Concurrency <= 0 {
-		o.Concurrency = DefaultConcurrency
-	}
-	if o.Buffer <= 0 {
-		o.Buffer = DefaultBuffer
-	}
-	if o.MaxAttempts <= 0 {
-		o.MaxAttempts = DefaultMaxAttempts
-	}
-	if o.MinBackoff <= 0 {
-		o.MinBackoff = DefaultMinBackoff
-	}
+	o.Concurrency = positive.Or(o.Concurrency, DefaultConcurrency)
+	o.Buffer = positive.Or(o.Buffer, DefaultBuffer)
+	o.MaxAttempts = positive.Or(o.MaxAttempts, DefaultMaxAttempts)
+	o.MinBackoff = positive.Or(o.MinBackoff, DefaultMinBackoff)
 	if o.MaxBackoff < o.MinBackoff {
 		o.MaxBackoff = max(DefaultMaxBackoff, o.MinBackoff)
 	}
-	if o.CallTimeout <= 0 {
-		o.CallTimeout = DefaultCallTimeout
-	}
-	if o.Log == nil {
-		o.Log = slog.New(slog.DiscardHandler)
-	}
+	o.CallTimeout = positive.Or(o.CallTimeout, DefaultCallTimeout)
+	o.Log = cmp.Or(o.Log, slog.New(slog.DiscardHandler))
 	return nil
 }
 

@@ -454,3 +454,31 @@ func TestHungCallTimesOutAndIsRetried(t *testing.T) {
 	require.Len(t, f.batchSizes(), 2)
 	f.requireStoredOnce(t, 3)
 }
+
+// Counts and durations left zero or set negative take the defaults: a
+// negative concurrency would send nothing, a negative buffer block at once.
+func TestOptionsDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   Options
+		want Options
+	}{
+		{"zero", Options{}, Options{Concurrency: DefaultConcurrency, Buffer: DefaultBuffer, MaxAttempts: DefaultMaxAttempts,
+			MinBackoff: DefaultMinBackoff, MaxBackoff: DefaultMaxBackoff, CallTimeout: DefaultCallTimeout}},
+		{"negative", Options{Concurrency: -1, Buffer: -1, MaxAttempts: -1, MinBackoff: -1, MaxBackoff: -1, CallTimeout: -1},
+			Options{Concurrency: DefaultConcurrency, Buffer: DefaultBuffer, MaxAttempts: DefaultMaxAttempts,
+				MinBackoff: DefaultMinBackoff, MaxBackoff: DefaultMaxBackoff, CallTimeout: DefaultCallTimeout}},
+		{"set", Options{Concurrency: 3, Buffer: 4, MaxAttempts: 5, MinBackoff: time.Second, MaxBackoff: time.Minute, CallTimeout: time.Hour},
+			Options{Concurrency: 3, Buffer: 4, MaxAttempts: 5, MinBackoff: time.Second, MaxBackoff: time.Minute, CallTimeout: time.Hour}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := tc.in
+			o.QueueURL, o.MaxMessageBytes = "q", 1
+			require.NoError(t, o.defaults())
+			require.NotNil(t, o.Log)
+			got := o
+			got.QueueURL, got.MaxMessageBytes, got.Log = "", 0, nil
+			require.Equal(t, tc.want, got)
+		})
+	}
+}
