@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
-	"sort"
 )
 
 // Policy grants roles to callers and permissions to roles. It is read from
@@ -75,12 +75,7 @@ func ParsePolicy(b []byte) (*Policy, error) {
 	if len(f.Roles) == 0 {
 		errs = append(errs, errors.New("no roles defined"))
 	}
-	names := make([]string, 0, len(f.Roles))
-	for name := range f.Roles {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(f.Roles)) {
 		for _, perm := range f.Roles[name] {
 			if !slices.Contains(Permissions, perm) {
 				errs = append(errs, fmt.Errorf("role %q: unknown permission %q (known: %v)", name, perm, Permissions))

@@ -2,9 +2,10 @@ package deliver
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"net/url"
-	"sort"
+	"slices"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 )
@@ -35,12 +36,7 @@ func (c *Client) Render(e *spoolv1.Envelope) (*spoolv1.RenderedRequest, error) {
 		u.User = url.User(Redacted)
 	}
 	out := &spoolv1.RenderedRequest{Row: e.GetRow(), Method: req.Method, Url: u.String(), Body: string(body)}
-	names := make([]string, 0, len(req.Header))
-	for k := range req.Header {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	for _, k := range names {
+	for _, k := range slices.Sorted(maps.Keys(req.Header)) {
 		for _, v := range req.Header[k] {
 			if c.secretHeader(k) {
 				v = Redacted

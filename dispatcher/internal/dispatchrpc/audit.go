@@ -97,16 +97,11 @@ func (s *Server) ListAuditEvents(ctx context.Context, req *spoolv1.ListAuditEven
 	if req.GetJobId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "job_id is required")
 	}
-	size := req.GetPageSize()
-	switch {
-	case size < 0:
-		return nil, status.Error(codes.InvalidArgument, "page_size must not be negative")
-	case size == 0:
-		size = DefaultAuditPage
-	case size > MaxAuditPage:
-		size = MaxAuditPage
+	size, err := pageSize("page_size", req.GetPageSize(), DefaultAuditPage, MaxAuditPage)
+	if err != nil {
+		return nil, err
 	}
-	events, next, err := s.o.Audit.List(ctx, req.GetJobId(), size, req.GetPageToken())
+	events, next, err := s.o.Audit.List(ctx, req.GetJobId(), int32(size), req.GetPageToken())
 	switch {
 	case errors.Is(err, audit.ErrBadToken):
 		return nil, status.Error(codes.InvalidArgument, err.Error())

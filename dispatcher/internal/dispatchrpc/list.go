@@ -33,20 +33,30 @@ const (
 	maxRender = 100
 )
 
+// pageSize reads the size of a page (or a limit) a caller asked for, named
+// field in its error: 0 asks for def, more than most gets most, and a
+// negative size is refused.
+func pageSize(field string, asked int32, def, most int) (int, error) {
+	switch n := int(asked); {
+	case n < 0:
+		return 0, status.Errorf(codes.InvalidArgument, "%s %d: want 0 or more", field, n)
+	case n == 0:
+		return def, nil
+	default:
+		return min(n, most), nil
+	}
+}
+
 // ListJobs implements spoolv1.DispatchServiceServer.
 func (s *Server) ListJobs(ctx context.Context, req *spoolv1.ListJobsRequest) (*spoolv1.ListJobsResponse, error) {
 	if s.o.JobList == nil {
 		return nil, status.Error(codes.Unimplemented, "this dispatcher cannot list jobs")
 	}
-	f := jobstore.ListFilter{Limit: int(req.GetPageSize()), Token: req.GetPageToken()}
-	switch {
-	case f.Limit < 0:
-		return nil, status.Errorf(codes.InvalidArgument, "page_size %d: want 0 or more", f.Limit)
-	case f.Limit == 0:
-		f.Limit = defaultListPage
-	case f.Limit > maxListPage:
-		f.Limit = maxListPage
+	limit, err := pageSize("page_size", req.GetPageSize(), defaultListPage, maxListPage)
+	if err != nil {
+		return nil, err
 	}
+	f := jobstore.ListFilter{Limit: limit, Token: req.GetPageToken()}
 	for _, st := range req.GetStates() {
 		if !slices.Contains(jobstore.ListStates, st) {
 			return nil, status.Errorf(codes.InvalidArgument, "state %v: not a job state", st)

@@ -41,14 +41,9 @@ func (s *Server) ListOpenJobs(ctx context.Context, req *spoolv1.ListOpenJobsRequ
 	if s.o.OpenJobs == nil {
 		return nil, status.Error(codes.Unimplemented, "this dispatcher has no register of open jobs")
 	}
-	limit := int(req.GetLimit())
-	switch {
-	case limit < 0:
-		return nil, status.Errorf(codes.InvalidArgument, "limit %d: want 0 or more", limit)
-	case limit == 0:
-		limit = defaultOpenLimit
-	case limit > maxOpenLimit:
-		limit = maxOpenLimit
+	limit, err := pageSize("limit", req.GetLimit(), defaultOpenLimit, maxOpenLimit)
+	if err != nil {
+		return nil, err
 	}
 	ids, err := s.o.OpenJobs.List(ctx)
 	if err != nil {
