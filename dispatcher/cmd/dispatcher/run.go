@@ -36,12 +36,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(tracing.LogHandler(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel})))
-	shutdownTracing, err := tracing.Setup(ctx, "spool-dispatcher")
+	log, flushTraces, err := tracing.StartService(ctx, "spool-dispatcher", stderr, cfg.logLevel)
 	if err != nil {
 		return err
 	}
-	defer tracing.Flush(ctx, shutdownTracing, log)
+	defer flushTraces()
 	awsCfg, err := awsconf.Load(ctx, log)
 	if err != nil {
 		return err

@@ -152,12 +152,11 @@ func run(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(tracing.LogHandler(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: c.logLevel})))
-	shutdownTracing, err := tracing.Setup(ctx, "spool-ingestor")
+	log, flushTraces, err := tracing.StartService(ctx, "spool-ingestor", stderr, c.logLevel)
 	if err != nil {
 		return err
 	}
-	defer tracing.Flush(ctx, shutdownTracing, log)
+	defer flushTraces()
 
 	var profiles *profile.Set
 	if c.profiles != "" {
