@@ -40,7 +40,7 @@ func actionName(a spoolv1.OperatorAction) string {
 
 func (a *app) approveCommand() *command {
 	c := newCommand("approve", "[flags] REQUEST_ID", "Approve another person's four-eyes request (a resolve or a redrive) and apply it. Approving again after a lost answer applies nothing twice.")
-	dispatchers := c.fs.String("dispatcher-addrs", defaultDispatcherAddrs, "dispatcher gRPC addresses, comma-separated; the next is tried when one is unavailable")
+	dispatchers := dispatcherAddrsFlag(c.fs)
 	reason := c.fs.String("reason", "", "why you approve, for the audit trail")
 	c.perCall = []string{"reason"}
 	c.run = func(ctx context.Context, args []string) error {
@@ -73,7 +73,7 @@ func (a *app) approveCommand() *command {
 
 func (a *app) pendingCommand() *command {
 	c := newCommand("pending", "[flags] [JOB_ID]", "List the four-eyes requests awaiting approval (and any approved whose action was cut short), of one job or of every job.")
-	dispatchers := c.fs.String("dispatcher-addrs", defaultDispatcherAddrs, "dispatcher gRPC addresses, comma-separated; the next is tried when one is unavailable")
+	dispatchers := dispatcherAddrsFlag(c.fs)
 	c.run = func(ctx context.Context, args []string) error {
 		if len(args) > 1 {
 			return usagef("pending: want at most one JOB_ID")
@@ -82,11 +82,7 @@ func (a *app) pendingCommand() *command {
 		if len(args) == 1 {
 			job = args[0]
 		}
-		addrs, err := splitAddrs(*dispatchers)
-		if err != nil {
-			return err
-		}
-		return a.onDispatcher(addrs, func(client spoolv1.DispatchServiceClient) (bool, error) {
+		return a.onDispatcherAddrs(*dispatchers, func(client spoolv1.DispatchServiceClient) (bool, error) {
 			ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 			defer cancel()
 			resp, err := client.ListPendingRequests(ctx, &spoolv1.ListPendingRequestsRequest{JobId: job})

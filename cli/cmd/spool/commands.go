@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -391,7 +392,7 @@ func (a *app) reportCommand() *command {
 
 func (a *app) resolveCommand() *command {
 	c := newCommand("resolve", "[flags] JOB_ID ROW --delivered|--resend", "Settle an UNKNOWN row after checking the third party: it has the transaction (--delivered), or it must be sent again with the same idempotency key (--resend). Under four-eyes this records a request that another person approves (spool approve).")
-	dispatchers := c.fs.String("dispatcher-addrs", defaultDispatcherAddrs, "dispatcher gRPC addresses, comma-separated; the next is tried when one is unavailable")
+	dispatchers := dispatcherAddrsFlag(c.fs)
 	delivered := c.fs.Bool("delivered", false, "the third party has the transaction: record it DELIVERED")
 	resend := c.fs.Bool("resend", false, "the third party does not have it: send it again")
 	reason := c.fs.String("reason", "", "what you found at the third party, for the audit trail")
@@ -411,11 +412,7 @@ func (a *app) resolveCommand() *command {
 		if *resend {
 			res = spoolv1.Resolution_RESOLUTION_RESEND
 		}
-		addrs, err := splitAddrs(*dispatchers)
-		if err != nil {
-			return err
-		}
-		return a.onDispatcher(addrs, func(client spoolv1.DispatchServiceClient) (bool, error) {
+		return a.onDispatcherAddrs(*dispatchers, func(client spoolv1.DispatchServiceClient) (bool, error) {
 			ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 			defer cancel()
 			resp, err := client.ResolveTransaction(ctx, &spoolv1.ResolveTransactionRequest{JobId: args[0], Row: row, Resolution: res, Reason: *reason})
@@ -437,7 +434,7 @@ func (a *app) resolveCommand() *command {
 // and run call on those dispatchers as onDispatcher does: any of them
 // serves, since the job record and the ledger are shared.
 func (a *app) runOnDispatchers(c *command, call func(ctx context.Context, client spoolv1.DispatchServiceClient, jobID string) (done bool, err error)) {
-	dispatchers := c.fs.String("dispatcher-addrs", defaultDispatcherAddrs, "dispatcher gRPC addresses, comma-separated; the next is tried when one is unavailable")
+	dispatchers := dispatcherAddrsFlag(c.fs)
 	c.run = func(ctx context.Context, args []string) error {
 		jobID, addrs, err := argAndDispatchers(c.name, "JOB_ID", args, *dispatchers)
 		if err != nil {
@@ -447,6 +444,22 @@ func (a *app) runOnDispatchers(c *command, call func(ctx context.Context, client
 			return call(ctx, client, jobID)
 		})
 	}
+}
+
+// dispatcherAddrsFlag adds -dispatcher-addrs to fs, for a command that
+// needs any one dispatcher to answer.
+func dispatcherAddrsFlag(fs *flag.FlagSet) *string {
+	return fs.String("dispatcher-addrs", defaultDispatcherAddrs, "dispatcher gRPC addresses, comma-separated; the next is tried when one is unavailable")
+}
+
+// onDispatcherAddrs runs call as onDispatcher does, on the dispatchers a
+// -dispatcher-addrs value names.
+func (a *app) onDispatcherAddrs(dispatchers string, call func(spoolv1.DispatchServiceClient) (done bool, err error)) error {
+	addrs, err := splitAddrs(dispatchers)
+	if err != nil {
+		return err
+	}
+	return a.onDispatcher(addrs, call)
 }
 
 // onDispatcher runs call on each dispatcher in turn until one answers:

@@ -18,7 +18,7 @@ import (
 
 func (a *app) jobsCommand() *command {
 	c := newCommand("jobs", "[flags]", "List recent jobs, newest first: state, progress, failures and age, from the job table's index (any dispatcher answers).")
-	dispatchers := c.fs.String("dispatcher-addrs", defaultDispatcherAddrs, "dispatcher gRPC addresses, comma-separated; the next is tried when one is unavailable")
+	dispatchers := dispatcherAddrsFlag(c.fs)
 	states := c.fs.String("state", "", "only jobs in these states, comma-separated (receiving, sealed, completed, aborted, rejected, cancelled); all when empty")
 	since := c.fs.Duration("since", 0, "only jobs created within this long before now, e.g. 24h; all when 0")
 	limit := c.fs.Int("limit", 20, "most jobs to show (1 to 500)")
@@ -46,11 +46,7 @@ func (a *app) jobsCommand() *command {
 		if *since > 0 {
 			req.CreatedAfter = timestamppb.New(now.Add(-*since))
 		}
-		addrs, err := splitAddrs(*dispatchers)
-		if err != nil {
-			return err
-		}
-		return a.onDispatcher(addrs, func(client spoolv1.DispatchServiceClient) (bool, error) {
+		return a.onDispatcherAddrs(*dispatchers, func(client spoolv1.DispatchServiceClient) (bool, error) {
 			resp, err := client.ListJobs(ctx, req)
 			if err != nil {
 				return false, fmt.Errorf("list jobs: %w", rpcerr.Readable(err))
