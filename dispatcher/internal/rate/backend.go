@@ -109,17 +109,9 @@ func (d *Dynamo) Reserve(ctx context.Context, dest string, floor time.Time, span
 // extend reserves span from the schedule's next slot, if that is not
 // before floor.
 func (d *Dynamo) extend(ctx context.Context, key, values map[string]types.AttributeValue, span time.Duration) (time.Time, error) {
-	out, err := d.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:           aws.String(d.table),
-		Key:                 key,
-		UpdateExpression:    aws.String("SET #next = #next + :span, #exp = :expires"),
-		ConditionExpression: aws.String("#next >= :floor"),
-		ExpressionAttributeNames: map[string]string{
-			"#next": attrNext, "#exp": tablelayout.ExpiresAt,
-		},
-		ExpressionAttributeValues: with(values, ":span", number(int64(span))),
-		ReturnValues:              types.ReturnValueUpdatedNew,
-	})
+	in := d.scheduleWrite(key, with(values, ":span", number(int64(span))), "#next = #next + :span", "#next >= :floor")
+	in.ReturnValues = types.ReturnValueUpdatedNew
+	out, err := d.db.UpdateItem(ctx, in)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("extend schedule: %w", err)
 	}
@@ -137,20 +129,28 @@ func (d *Dynamo) extend(ctx context.Context, key, values map[string]types.Attrib
 // restart reserves span from floor, if the schedule is idle (its next slot
 // is before floor) or new.
 func (d *Dynamo) restart(ctx context.Context, key, values map[string]types.AttributeValue, floor time.Time, span time.Duration) (time.Time, error) {
-	_, err := d.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:           aws.String(d.table),
-		Key:                 key,
-		UpdateExpression:    aws.String("SET #next = :end, #exp = :expires"),
-		ConditionExpression: aws.String("attribute_not_exists(#next) OR #next < :floor"),
-		ExpressionAttributeNames: map[string]string{
-			"#next": attrNext, "#exp": tablelayout.ExpiresAt,
-		},
-		ExpressionAttributeValues: with(values, ":end", number(floor.Add(span).UnixNano())),
-	})
+	_, err := d.db.UpdateItem(ctx, d.scheduleWrite(key, with(values, ":end", number(floor.Add(span).UnixNano())),
+		"#next = :end", "attribute_not_exists(#next) OR #next < :floor"))
 	if err != nil {
 		return time.Time{}, fmt.Errorf("restart schedule: %w", err)
 	}
 	return floor, nil
+}
+
+// scheduleWrite is the one write both reservations make to the schedule's
+// item, under cond: set assigns #next (the schedule's next free time, in
+// Unix ns), and the item's expiry moves with every write.
+func (d *Dynamo) scheduleWrite(key, values map[string]types.AttributeValue, set, cond string) *dynamodb.UpdateItemInput {
+	return &dynamodb.UpdateItemInput{
+		TableName:           aws.String(d.table),
+		Key:                 key,
+		UpdateExpression:    aws.String("SET " + set + ", #exp = :expires"),
+		ConditionExpression: aws.String(cond),
+		ExpressionAttributeNames: map[string]string{
+			"#next": attrNext, "#exp": tablelayout.ExpiresAt,
+		},
+		ExpressionAttributeValues: values,
+	}
 }
 
 func number(n int64) types.AttributeValue {
