@@ -215,50 +215,32 @@ func (f *Dispatch) ReportJob(_ *spoolv1.ReportJobRequest, stream grpc.ServerStre
 
 // ListJobs implements spoolv1.DispatchServiceServer.
 func (f *Dispatch) ListJobs(_ context.Context, req *spoolv1.ListJobsRequest) (*spoolv1.ListJobsResponse, error) {
-	if f.List == nil {
-		return nil, status.Error(codes.Unimplemented, "no ListJobs")
-	}
-	return f.List(req)
+	return scripted(f.List, req, "no ListJobs")
 }
 
 // RenderRequests implements spoolv1.DispatchServiceServer.
 func (f *Dispatch) RenderRequests(_ context.Context, req *spoolv1.RenderRequestsRequest) (*spoolv1.RenderRequestsResponse, error) {
-	if f.Render == nil {
-		return nil, status.Error(codes.Unimplemented, "no RenderRequests")
-	}
-	return f.Render(req)
+	return scripted(f.Render, req, "no RenderRequests")
 }
 
 // ResolveTransaction implements spoolv1.DispatchServiceServer.
 func (f *Dispatch) ResolveTransaction(_ context.Context, req *spoolv1.ResolveTransactionRequest) (*spoolv1.ResolveTransactionResponse, error) {
-	if f.Resolve == nil {
-		return nil, status.Error(codes.Unimplemented, "no resolve scripted")
-	}
-	return f.Resolve(req)
+	return scripted(f.Resolve, req, "no resolve scripted")
 }
 
 // ApproveRequest implements spoolv1.DispatchServiceServer.
 func (f *Dispatch) ApproveRequest(_ context.Context, req *spoolv1.ApproveRequestRequest) (*spoolv1.ApproveRequestResponse, error) {
-	if f.Approve == nil {
-		return nil, status.Error(codes.Unimplemented, "no approve scripted")
-	}
-	return f.Approve(req)
+	return scripted(f.Approve, req, "no approve scripted")
 }
 
 // ListPendingRequests implements spoolv1.DispatchServiceServer.
 func (f *Dispatch) ListPendingRequests(_ context.Context, req *spoolv1.ListPendingRequestsRequest) (*spoolv1.ListPendingRequestsResponse, error) {
-	if f.Pending == nil {
-		return nil, status.Error(codes.Unimplemented, "no pending list scripted")
-	}
-	return f.Pending(req)
+	return scripted(f.Pending, req, "no pending list scripted")
 }
 
 // ListAuditEvents implements spoolv1.DispatchServiceServer.
 func (f *Dispatch) ListAuditEvents(_ context.Context, req *spoolv1.ListAuditEventsRequest) (*spoolv1.ListAuditEventsResponse, error) {
-	if f.Audit == nil {
-		return nil, status.Error(codes.Unimplemented, "no audit trail scripted")
-	}
-	return f.Audit(req)
+	return scripted(f.Audit, req, "no audit trail scripted")
 }
 
 // WatchJob implements spoolv1.DispatchServiceServer.
@@ -279,4 +261,13 @@ func (f *Dispatch) Calls() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]string(nil), f.calls...)
+}
+
+// scripted answers req with fn, the script a test set, or Unimplemented
+// with why when the test set none.
+func scripted[Req, Resp any](fn func(Req) (*Resp, error), req Req, why string) (*Resp, error) {
+	if fn == nil {
+		return nil, status.Error(codes.Unimplemented, why)
+	}
+	return fn(req)
 }
