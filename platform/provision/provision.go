@@ -19,6 +19,7 @@ import (
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/aws/smithy-go"
 
+	"github.com/spoolhq/spool/platform/condwrite"
 	"github.com/spoolhq/spool/platform/tablelayout"
 )
 
@@ -159,16 +160,9 @@ func EnsureTable(ctx context.Context, c TableAPI, name string) error {
 // table has one: a put sent twice (a lost answer the SDK retried) or a
 // concurrent provisioning never overwrites it.
 func putLayout(ctx context.Context, c TableAPI, name string, now time.Time) error {
-	_, err := c.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName:           aws.String(name),
-		Item:                tablelayout.LayoutItem(now),
-		ConditionExpression: aws.String("attribute_not_exists(#pk)"),
-		ExpressionAttributeNames: map[string]string{
-			"#pk": tablelayout.PK,
-		},
-	})
-	var exists *ddbtypes.ConditionalCheckFailedException
-	if err != nil && !errors.As(err, &exists) {
+	// An item there already is one a concurrent provisioning wrote, or
+	// this one, whose answer was lost: either way the table has its layout.
+	if _, err := condwrite.PutNew(ctx, c, name, tablelayout.LayoutItem(now)); err != nil {
 		// The table stays without the item, so dispatchers also look for
 		// records under the former keys: slower, never unsafe.
 		return fmt.Errorf("write layout item of table %s (put it by hand as the README says, or dispatchers keep looking for former ledger keys): %w", name, err)

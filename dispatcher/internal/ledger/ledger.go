@@ -33,6 +33,7 @@ import (
 	"time"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/positive"
 )
 
 var (
@@ -134,12 +135,8 @@ func New(b Backend, o Options) *Ledger {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.OutcomeRetry <= 0 {
-		o.OutcomeRetry = DefaultOutcomeRetry
-	}
-	if o.RetryBackoff <= 0 {
-		o.RetryBackoff = DefaultRetryBackoff
-	}
+	o.OutcomeRetry = positive.Or(o.OutcomeRetry, DefaultOutcomeRetry)
+	o.RetryBackoff = positive.Or(o.RetryBackoff, DefaultRetryBackoff)
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}

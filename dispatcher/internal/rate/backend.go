@@ -2,7 +2,6 @@ package rate
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -12,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/spoolhq/spool/platform/condwrite"
 	"github.com/spoolhq/spool/platform/tablelayout"
 )
 
@@ -97,8 +97,7 @@ func (d *Dynamo) Reserve(ctx context.Context, dest string, floor time.Time, span
 			d.mu.Unlock()
 			return start, nil
 		}
-		var ccf *types.ConditionalCheckFailedException
-		if !errors.As(err, &ccf) {
+		if !condwrite.Failed(err) {
 			return time.Time{}, err
 		}
 		restart = !restart
