@@ -21,15 +21,24 @@ func ingestRows(in scenario.IngestResult) []report.Row {
 		Note: fmt.Sprintf("%d rows a run; median of %d runs (%.0f–%.0f), one before the first other run and one after each", in.Rows, len(in.Runs[scenario.Raw]), lo, hi),
 	}}
 	judged := fmt.Sprintf("median of %d runs, each against the mean of the raw loops just before and after it", len(in.Runs[scenario.Chunks]))
+	// sized is how a way compares with the raw loop sending messages of
+	// Spool's size, both judged against the plain raw loops around them.
+	sized := func(w scenario.Way) string {
+		if in.Ratio(scenario.RawSized) == 0 {
+			return ""
+		}
+		return fmt.Sprintf("; %.2f of the raw loop with messages of Spool's size", in.Ratio(w)/in.Ratio(scenario.RawSized))
+	}
 	for _, w := range []struct {
 		way   scenario.Way
 		name  string
 		floor float64
 		note  string
 	}{
-		{scenario.Chunks, "ingest: StreamFile, CSV chunks (spool send)", ingestFloor, judged},
-		{scenario.RowBatches, "ingest: StreamFile, row batches", ingestFloor, judged + "; 500 rows per RowBatch message"},
+		{scenario.Chunks, "ingest: StreamFile, CSV chunks (spool send)", ingestFloor, judged + sized(scenario.Chunks)},
+		{scenario.RowBatches, "ingest: StreamFile, row batches", ingestFloor, judged + "; 500 rows per RowBatch message" + sized(scenario.RowBatches)},
 		{scenario.Gocloud, "ingest: gocloud.dev pubsub/awssnssqs SQS topic (aws-sdk-go-v2)", 0, judged + "; MaxHandlers 8, 80 goroutines sending; a baseline, no floor"},
+		{scenario.RawSized, "ingest: the raw loop, messages of Spool's size", 0, judged + "; each JSON body padded with spaces to its row's envelope's length, with the envelope's attribute: what the message's size costs any sender on this emulator; no floor"},
 	} {
 		rows = append(rows, report.Row{
 			Name: w.name, Value: in.Rate(w.way), Unit: "rows/s", Baseline: in.Rate(scenario.Raw), BaselineName: raw,
@@ -44,6 +53,7 @@ func ingestRows(in scenario.IngestResult) []report.Row {
 		name, senders string
 	}{
 		{scenario.Raw, "raw loop", "this process"},
+		{scenario.RawSized, "raw loop, messages of Spool's size", "this process"},
 		{scenario.Chunks, "StreamFile, CSV chunks", "the CLI and the ingestor"},
 		{scenario.RowBatches, "StreamFile, row batches", "this process's client and the ingestor"},
 		{scenario.Gocloud, "gocloud.dev", "this process"},

@@ -35,6 +35,10 @@ type Way string
 const (
 	// Raw is a raw aws-sdk-go-v2 SendMessageBatch loop.
 	Raw Way = "raw"
+	// RawSized is the raw loop with messages of Spool's size: each body
+	// padded to its row's envelope's length, with the envelope's
+	// attribute.
+	RawSized Way = "raw-sized"
 	// Chunks is StreamFile with the CLI's raw CSV chunks (spool send).
 	Chunks Way = "chunks"
 	// RowBatches is StreamFile with rows already split (RowBatch messages).
@@ -149,7 +153,10 @@ func (e Env) Ingest(ctx context.Context, rows int) (IngestResult, error) {
 	m := meter{s: s}
 	ways := map[Way]func(ctx context.Context, round int) (time.Duration, error){
 		Raw: func(ctx context.Context, _ int) (time.Duration, error) {
-			return m.self(func() error { return rawLoop(ctx, client, queueURL, file) })
+			return m.self(func() error { return rawLoop(ctx, client, queueURL, file, false) })
+		},
+		RawSized: func(ctx context.Context, _ int) (time.Duration, error) {
+			return m.self(func() error { return rawLoop(ctx, client, queueURL, file, true) })
 		},
 		Gocloud: func(ctx context.Context, _ int) (time.Duration, error) {
 			return m.self(func() error { return gocloudLoop(ctx, client, queueURL, file) })
@@ -206,7 +213,7 @@ func (e Env) Ingest(ctx context.Context, rows int) (IngestResult, error) {
 		return res, err
 	}
 	res.Runs[Raw] = append(res.Runs[Raw], before)
-	order := []Way{Chunks, RowBatches, Gocloud}
+	order := []Way{Chunks, RowBatches, Gocloud, RawSized}
 	for round := range ingestRounds {
 		for i := range order {
 			w := order[(i+round)%len(order)]

@@ -2,23 +2,32 @@ package scenario
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/envelope"
 )
 
 // rawLoop sends every row of file to the queue as one message, ten to a
-// SendMessageBatch, from rawSenders goroutines, and returns rows/s. The
-// body is the row as JSON with its job and number, about the size of
-// Spool's envelope; failed entries are sent again, as any correct loop
-// must.
-func rawLoop(ctx context.Context, client *sqs.Client, queueURL, file string) error {
+// SendMessageBatch, from rawSenders goroutines. The body is the row as
+// JSON with its job and number; failed entries are sent again, as any
+// correct loop must. With sized, each body is padded with spaces (still
+// JSON) to the length of the row's Spool envelope and carries its
+// attribute: the same bytes per message as StreamFile sends, which is
+// what the SQS emulator's time per message follows.
+func rawLoop(ctx context.Context, client *sqs.Client, queueURL, file string, sized bool) error {
 	rows, err := openRowFile(file)
 	if err != nil {
 		return err
@@ -41,14 +50,18 @@ func rawLoop(ctx context.Context, client *sqs.Client, queueURL, file string) err
 	readErr := func() error {
 		defer close(batches)
 		for {
-			_, b, err := rows.next("job_id", "raw-loop", "row")
+			row, b, err := rows.next("job_id", "raw-loop", "row")
 			if errors.Is(err, io.EOF) {
 				break
 			}
 			if err != nil {
 				return err
 			}
-			batch = append(batch, types.SendMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(len(batch))), MessageBody: aws.String(string(b))})
+			entry := types.SendMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(len(batch))), MessageBody: aws.String(string(b))}
+			if sized {
+				entry.MessageBody, entry.MessageAttributes = envelopeSized(b, row, rows.header, rows.last)
+			}
+			batch = append(batch, entry)
 			if len(batch) == 10 {
 				select {
 				case batches <- batch:
@@ -65,6 +78,29 @@ func rawLoop(ctx context.Context, client *sqs.Client, queueURL, file string) err
 	}()
 	wg.Wait()
 	return loopErr(ctx, readErr)
+}
+
+// sizedJob stands for a job id in the envelopes envelopeSized measures:
+// a UUID, as the ingestor's are.
+const sizedJob = "6f1c2b3a-9d4e-4f5a-8b6c-7d8e9f0a1b2c"
+
+// envelopeSized returns body padded with spaces to the length of the
+// envelope Spool would send for the row (its fields by name, job and row,
+// transaction key, publication time), and that envelope's attributes.
+func envelopeSized(body []byte, row int, header, values []string) (*string, map[string]types.MessageAttributeValue) {
+	e := &spoolv1.Envelope{
+		Version: spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V1, JobId: sizedJob, Row: int64(row),
+		TransactionKey: envelope.TransactionKey(sizedJob, int64(row), nil), PublishedAt: timestamppb.Now(),
+	}
+	for i, h := range header {
+		e.Fields = append(e.Fields, &spoolv1.Field{Name: h, Value: values[i]})
+	}
+	size := base64.StdEncoding.EncodedLen(proto.Size(e))
+	padded := string(body) + strings.Repeat(" ", max(0, size-len(body)))
+	attrs := map[string]types.MessageAttributeValue{
+		envelope.AttrVersion: {DataType: aws.String("String"), StringValue: aws.String(envelope.Version)},
+	}
+	return &padded, attrs
 }
 
 // loopErr is why a send loop stopped early: the reader's error first,

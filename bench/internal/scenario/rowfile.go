@@ -17,6 +17,7 @@ type rowFile struct {
 	r      *csv.Reader
 	header []string
 	n      int
+	last   []string // the last row's values
 }
 
 // openRowFile opens path and reads its header.
@@ -46,6 +47,7 @@ func (rf *rowFile) next(jobKey, job, rowKey string) (int, []byte, error) {
 		return rf.n, nil, fmt.Errorf("read row %d: %w", rf.n+1, err)
 	}
 	rf.n++
+	rf.last = rec
 	body := map[string]any{jobKey: job, rowKey: rf.n}
 	for i, h := range rf.header {
 		body[h] = rec[i]
