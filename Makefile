@@ -110,13 +110,16 @@ chaos: deps build
 
 ## bench: Spool side by side with its baselines in one table (ingest, delivery vs Little's law and scaling, the seed's loop, random loss, the ledger, the ingestor's memory); fails when a ratio is out of its bound; JSON to bench/results/. Then the delivery path's cost of metrics and tracing (reported)
 bench: deps build
-	go run ./bench/cmd/spool-bench -bin $(BIN)
+	# A ratio out of its bound fails make bench, but only after the benchmarks below have run too.
+	@go run ./bench/cmd/spool-bench -bin $(BIN); echo $$? > $(BIN)/.bench-status
 	# The delivery path with metrics and tracing on vs off (overhead_% per case).
 	cd dispatcher && go test -run '^$$' -bench DeliveryObservability -benchtime 10000x -count 3 -timeout 10m ./internal/dispatch/
 	# GetJob and a StreamFile of 100 000 rows: plaintext without auth vs TLS + token vs TLS + client certificate.
 	# Each reports its modes' time per call and overhead_% over plaintext, the modes taking turns.
 	cd ingestor && go test -run '^$$' -bench Auth/GetJob -benchtime 2000x -count 3 -timeout 10m ./internal/ingest/
 	cd ingestor && go test -run '^$$' -bench Auth/StreamFile -benchtime 6x -count 3 -timeout 15m ./internal/ingest/
+	cd ingestor && go test -run '^$$' -bench RowPath -benchtime 5x -count 3 -timeout 10m ./internal/ingest/
+	@status=$$(cat $(BIN)/.bench-status); rm -f $(BIN)/.bench-status; if [ "$$status" != 0 ]; then echo "make bench: spool-bench's table has a ratio out of its bound (above)"; exit 1; fi
 
 ## bench-compare: this checkout (uncommitted changes included) against BASE, the two taking turns for COUNT
 ## rounds: TestLargeFileThreeDispatchers' time (50 000 rows; SPOOL_E2E_ROWS to change it), the ledger
