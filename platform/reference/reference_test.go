@@ -34,6 +34,9 @@ func TestExtract(t *testing.T) {
 		{name: "header, any case", spec: "header:location", header: http.Header{"Location": {"/payments/p7"}}, want: "/payments/p7"},
 		{name: "header absent", spec: "header:Location", header: http.Header{}, want: ""},
 		{name: "long value cut on a rune", spec: "body:/id", body: `{"id":"` + long + `"}`, want: long[:reference.MaxLen], truncated: true},
+		// One byte ahead, MaxLen falls inside an é: the cut backs off to
+		// the rune before rather than keep half of it.
+		{name: "long value cut mid-rune backs off", spec: "body:/id", body: `{"id":"a` + long + `"}`, want: ("a" + long)[:reference.MaxLen-1], truncated: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
