@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
@@ -104,13 +104,22 @@ func withEvent(update string, direct bool, names map[string]string, values map[s
 	if err != nil {
 		return "", err
 	}
+	stored, err := attributevalue.Marshal(storedEvent{Body: string(body), At: e.Time.UnixMilli(), Direct: direct})
+	if err != nil {
+		return "", fmt.Errorf("marshal event %s: %w", e.ID, err)
+	}
 	names["#event"] = eventAttrPrefix + e.ID
-	values[":event"] = &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{
-		"body":   str(string(body)),
-		"at":     num(e.Time.UnixMilli()),
-		"direct": &types.AttributeValueMemberBOOL{Value: direct},
-	}}
+	values[":event"] = stored
 	return update + ", #event = :event", nil
+}
+
+// storedEvent is an event as its job's record holds it, in the attribute
+// eventAttrPrefix + its id; LeaseEvent adds a lease_until to it.
+type storedEvent struct {
+	Body string `dynamodbav:"body"`
+	// At is when the transition's write stored it, Unix milliseconds.
+	At     int64 `dynamodbav:"at"`
+	Direct bool  `dynamodbav:"direct"`
 }
 
 // evented runs an update that stores e, after listing the job in the
@@ -203,21 +212,11 @@ func (s *Store) PendingEvents(ctx context.Context, id string) ([]PendingEvent, b
 		if !ok {
 			continue
 		}
-		m, ok := av.(*types.AttributeValueMemberM)
-		if !ok {
+		var se storedEvent
+		if err := attributevalue.Unmarshal(av, &se); err != nil || se.Body == "" {
 			continue
 		}
-		body, _ := m.Value["body"].(*types.AttributeValueMemberS)
-		at, _ := m.Value["at"].(*types.AttributeValueMemberN)
-		if body == nil {
-			continue
-		}
-		var ms int64
-		if at != nil {
-			ms, _ = strconv.ParseInt(at.Value, 10, 64)
-		}
-		direct, _ := m.Value["direct"].(*types.AttributeValueMemberBOOL)
-		evs = append(evs, PendingEvent{ID: evID, Body: []byte(body.Value), Stored: time.UnixMilli(ms), Direct: direct != nil && direct.Value})
+		evs = append(evs, PendingEvent{ID: evID, Body: []byte(se.Body), Stored: time.UnixMilli(se.At), Direct: se.Direct})
 	}
 	sort.Slice(evs, func(a, b int) bool { return evs[a].Stored.Before(evs[b].Stored) })
 	state, _ := out.Item["state"].(*types.AttributeValueMemberS)
