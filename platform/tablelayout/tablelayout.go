@@ -77,7 +77,7 @@ const (
 // milliseconds, zero-padded so that strings sort as times, then its id, so
 // that two jobs created in the same millisecond both have a place.
 func JobsIndexCreated(createdMillis int64, jobID string) string {
-	return fmt.Sprintf("%013d#%s", createdMillis, jobID)
+	return JobsIndexBound(createdMillis) + jobID
 }
 
 // JobsIndexJobID returns the job id of a JobsIndexSK.
