@@ -48,3 +48,24 @@ func TestSum(t *testing.T) {
 	_, err = Parse("abc")
 	require.Error(t, err)
 }
+
+func TestTotal(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		amounts []string
+		want    string
+	}{
+		{"nothing is zero", nil, "0"},
+		{"exact, at the finest scale", []string{"0.1", "0.20"}, "0.30"},
+		{"blank amounts count as nothing", []string{"5", "", "  ", " 2.5 "}, "7.5"},
+		{"amounts not decimal are left out and counted", []string{"1", "1e3", "abc", "2"}, "3 (2 amounts not decimal, left out)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var sum Total
+			for _, a := range tc.amounts {
+				sum.Add(a)
+			}
+			require.Equal(t, tc.want, sum.String())
+		})
+	}
+}
