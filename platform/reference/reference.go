@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 )
 
 // MaxLen bounds a reference as kept in the delivery ledger: a reference is
@@ -108,16 +107,13 @@ func (f From) Extract(h http.Header, body []byte) (ref string, truncated bool) {
 	return Bound(ref)
 }
 
-// Bound cuts ref to MaxLen bytes on a rune boundary.
+// Bound cuts ref to MaxLen bytes on a rune boundary, as a dead letter's
+// reason is cut: the bytes of a rune the cut split are dropped.
 func Bound(ref string) (string, bool) {
 	if len(ref) <= MaxLen {
 		return ref, false
 	}
-	cut := ref[:MaxLen]
-	for len(cut) > 0 && !utf8.ValidString(cut) {
-		cut = cut[:len(cut)-1]
-	}
-	return cut, true
+	return strings.ToValidUTF8(ref[:MaxLen], ""), true
 }
 
 func pointerValue(body []byte, tokens []string) string {
