@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
+	"github.com/spoolhq/spool/bench/internal/compare"
 	"github.com/spoolhq/spool/local/stack"
 )
 
@@ -107,19 +107,13 @@ func (r IngestResult) Range(w Way) (lo, hi float64) {
 	return lo, hi
 }
 
+// median is compare's median of f over runs.
 func median(runs []IngestRun, f func(IngestRun) float64) float64 {
-	if len(runs) == 0 {
-		return 0
-	}
 	v := make([]float64, len(runs))
 	for i, x := range runs {
 		v[i] = f(x)
 	}
-	slices.Sort(v)
-	if len(v)%2 == 1 {
-		return v[len(v)/2]
-	}
-	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	return compare.Median(v)
 }
 
 // Ingest measures putting a file of rows rows on the queue: through the
