@@ -149,33 +149,17 @@ func (a *app) send(ctx context.Context, addr, path string, header *spoolv1.FileH
 		}
 		return resp, nil
 	}
-	f, err := os.Open(path)
+	f, size, err := openToSend(path, header)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !info.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file; pipe it to spool send - instead (without resuming)", path)
-	}
-	name := filepath.Base(path)
-	header.FileName = name
-	digest, err := fileSHA256(f)
-	if err != nil {
-		return nil, fmt.Errorf("hash %s: %w", name, err)
-	}
-	if header.Control == nil {
-		header.Control = &spoolv1.ControlTotals{}
-	}
-	header.Control.Sha256 = digest
+	name := header.GetFileName()
 	key := header.GetJobKey()
 	if key == "" {
-		key = "sha256:" + digest
+		key = "sha256:" + header.GetControl().GetSha256()
 	}
-	display := a.uploadDisplay(ctx, name, info.Size())
+	display := a.uploadDisplay(ctx, name, size)
 	resp, err := upload.SendResumable(ctx, client, header, f, chunkSize, display.Sent, upload.Resume{
 		Jobs: client, Key: key, For: resumeFor,
 		MinBackoff: a.resumeBackoff, MaxBackoff: 20 * a.resumeBackoff,
@@ -188,6 +172,37 @@ func (a *app) send(ctx context.Context, addr, path string, header *spoolv1.FileH
 		return nil, fmt.Errorf("send %s to the ingestor at %s: %w%s", name, addr, err, hint(err, "ingestor", "SPOOL_INGESTOR_ADDR"))
 	}
 	return resp, nil
+}
+
+// openToSend opens the file at path for StreamFile and names it in
+// header: its base name, and its SHA-256 in the control totals, so that
+// the ingestor checks the bytes it got against the file's. The file is
+// read back from its start.
+func openToSend(path string, header *spoolv1.FileHeader) (*os.File, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	info, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	if !info.Mode().IsRegular() {
+		f.Close()
+		return nil, 0, fmt.Errorf("%s is not a regular file; pipe it to spool send - instead (without resuming)", path)
+	}
+	header.FileName = filepath.Base(path)
+	digest, err := fileSHA256(f)
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("hash %s: %w", header.FileName, err)
+	}
+	if header.Control == nil {
+		header.Control = &spoolv1.ControlTotals{}
+	}
+	header.Control.Sha256 = digest
+	return f, info.Size(), nil
 }
 
 // fileSHA256 returns the hex SHA-256 of f's bytes, streamed, and leaves f

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/spoolhq/spool/cli/internal/report"
 	"github.com/spoolhq/spool/cli/internal/rpcerr"
@@ -28,26 +26,14 @@ func (a *app) dryRun(ctx context.Context, ingestorAddr string, dispatchers []str
 	header.FileName = "stdin"
 	var size int64
 	if path != "-" {
-		f, err := os.Open(path)
+		// The file goes as a real send sends it, its SHA-256 included, so
+		// the control totals are checked alike.
+		f, n, err := openToSend(path, header)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		info, err := f.Stat()
-		if err != nil {
-			return err
-		}
-		// The file's SHA-256 goes as a real send sends it, so the control
-		// totals are checked alike.
-		digest, err := fileSHA256(f)
-		if err != nil {
-			return fmt.Errorf("hash %s: %w", path, err)
-		}
-		if header.Control == nil {
-			header.Control = &spoolv1.ControlTotals{}
-		}
-		header.Control.Sha256 = digest
-		in, size, header.FileName = f, info.Size(), filepath.Base(path)
+		in, size = f, n
 	}
 	display := a.uploadDisplay(ctx, header.GetFileName(), size)
 	resp, err := upload.Send(ctx, spoolv1.NewIngestServiceClient(cc), header, in, chunkSize, display.Sent)
