@@ -33,6 +33,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/spoolhq/spool/cli/internal/progress"
+	"github.com/spoolhq/spool/cli/internal/report"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/decimal"
 )
@@ -117,14 +119,10 @@ type Line struct {
 // LineOf is the results line of a ledger entry.
 func LineOf(e *spoolv1.LedgerEntry) Line {
 	return Line{
-		Row: e.GetRow(), BusinessKey: e.GetBusinessKey(), Amount: e.GetAmount(), State: stateName(e.GetState()),
+		Row: e.GetRow(), BusinessKey: e.GetBusinessKey(), Amount: e.GetAmount(), State: report.TxState(e.GetState()),
 		Attempts: e.GetAttempts(), LastStatus: e.GetLastStatus(), Reference: e.GetReference(),
 		ReferenceTruncated: e.GetReferenceTruncated(), Reason: e.GetReason(), ResolvedBy: e.GetResolvedBy(), ApprovedBy: e.GetApprovedBy(),
 	}
-}
-
-func stateName(s spoolv1.TransactionState) string {
-	return strings.TrimPrefix(s.String(), "TRANSACTION_STATE_")
 }
 
 // Entry writes one row's line.
@@ -194,9 +192,9 @@ func (w *Writer) Summary(s *spoolv1.ReportSummary) error {
 			State  string       `json:"job_state"`
 			Rows   int64        `json:"rows"`
 			Totals []stateTotal `json:"totals"`
-		}{JobID: s.GetJob().GetJobId(), State: strings.TrimPrefix(s.GetJob().GetState().String(), "JOB_STATE_"), Rows: w.rows, Totals: []stateTotal{}}
+		}{JobID: s.GetJob().GetJobId(), State: progress.State(s.GetJob().GetState()), Rows: w.rows, Totals: []stateTotal{}}
 		for _, t := range s.GetTotals() {
-			sum.Totals = append(sum.Totals, stateTotal{State: stateName(t.GetState()), Rows: t.GetRows(), AmountSum: t.GetAmountSum()})
+			sum.Totals = append(sum.Totals, stateTotal{State: report.TxState(t.GetState()), Rows: t.GetRows(), AmountSum: t.GetAmountSum()})
 		}
 		if err := w.jsonLine("summary", sum); err != nil {
 			return err
@@ -217,7 +215,7 @@ func (w *Writer) Summary(s *spoolv1.ReportSummary) error {
 	sw := csv.NewWriter(w.summary)
 	rows := [][]string{SummaryColumns}
 	for _, t := range s.GetTotals() {
-		rows = append(rows, []string{stateName(t.GetState()), strconv.FormatInt(t.GetRows(), 10), Cell(t.GetAmountSum())})
+		rows = append(rows, []string{report.TxState(t.GetState()), strconv.FormatInt(t.GetRows(), 10), Cell(t.GetAmountSum())})
 	}
 	if err := sw.WriteAll(rows); err != nil {
 		return fmt.Errorf("write results summary: %w", err)
@@ -237,12 +235,12 @@ func (w *Writer) check(s *spoolv1.ReportSummary) error {
 		}
 		if mine.rows != t.GetRows() || mine.sum.String() != t.GetAmountSum() {
 			diffs = append(diffs, fmt.Sprintf("%s: %d rows summing %s here, %d summing %s in the report",
-				stateName(t.GetState()), mine.rows, mine.sum.String(), t.GetRows(), t.GetAmountSum()))
+				report.TxState(t.GetState()), mine.rows, mine.sum.String(), t.GetRows(), t.GetAmountSum()))
 		}
 	}
 	for st, mine := range w.totals {
 		if !seen[st] {
-			diffs = append(diffs, fmt.Sprintf("%s: %d rows here, none in the report", stateName(st), mine.rows))
+			diffs = append(diffs, fmt.Sprintf("%s: %d rows here, none in the report", report.TxState(st), mine.rows))
 		}
 	}
 	if len(diffs) > 0 {
