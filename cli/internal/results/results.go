@@ -139,11 +139,8 @@ func (w *Writer) Entry(e *spoolv1.LedgerEntry) error {
 	if w.format == JSONLines {
 		return w.jsonLine("result", l)
 	}
-	if !w.started {
-		w.started = true
-		if err := w.csv.Write(Columns); err != nil {
-			return fmt.Errorf("write results header: %w", err)
-		}
+	if err := w.header(); err != nil {
+		return err
 	}
 	c := w.cells
 	c[0] = strconv.FormatInt(l.Row, 10)
@@ -165,6 +162,18 @@ func (w *Writer) Entry(e *spoolv1.LedgerEntry) error {
 	c[10] = Cell(l.ApprovedBy)
 	if err := w.csv.Write(c); err != nil {
 		return fmt.Errorf("write results of row %d: %w", l.Row, err)
+	}
+	return nil
+}
+
+// header writes the CSV header line, once.
+func (w *Writer) header() error {
+	if w.started {
+		return nil
+	}
+	w.started = true
+	if err := w.csv.Write(Columns); err != nil {
+		return fmt.Errorf("write results header: %w", err)
 	}
 	return nil
 }
@@ -201,13 +210,10 @@ func (w *Writer) Summary(s *spoolv1.ReportSummary) error {
 		}
 		return w.flush()
 	}
-	if !w.started {
-		// A job without ledger rows still gets a file that says which
-		// columns it would have.
-		w.started = true
-		if err := w.csv.Write(Columns); err != nil {
-			return fmt.Errorf("write results header: %w", err)
-		}
+	// A job without ledger rows still gets a file that says which columns
+	// it would have.
+	if err := w.header(); err != nil {
+		return err
 	}
 	if err := w.flush(); err != nil {
 		return err
