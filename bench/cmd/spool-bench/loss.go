@@ -23,19 +23,17 @@ import (
 // in flight (the dispatcher's setting before) show what the bookkeeping
 // around each request costs when it holds a slot of its own.
 func measureLoss(ctx context.Context, env scenario.Env, tab *report.Table, rows int) error {
-	run := func(name string, fail float64, everyLossCuts bool, held, rows int) (scenario.DeliveryResult, scenario.Delivery, error) {
-		d := scenario.Delivery{
-			Name: name, Dispatchers: 1, Concurrency: concurrency, Latency: latency,
-			FailRate: fail, EveryLossCuts: everyLossCuts, MessagesHeld: held, Rows: rows,
-		}
-		res, err := env.Deliver(ctx, d, 0)
-		return res, d, err
+	one := scenario.Delivery{Dispatchers: 1, Concurrency: concurrency, Latency: latency}
+	run := func(name string, fail float64, everyLossCuts bool, held, rows int) (scenario.DeliveryResult, error) {
+		d := one
+		d.Name, d.FailRate, d.EveryLossCuts, d.MessagesHeld, d.Rows = name, fail, everyLossCuts, held, rows
+		return env.Deliver(ctx, d, 0)
 	}
-	before, d, err := run("loss-0-before", 0, false, 0, rows)
+	before, err := run("loss-0-before", 0, false, 0, rows)
 	if err != nil {
 		return err
 	}
-	heldBefore, _, err := run("loss-0-held-16", 0, false, concurrency, rows)
+	heldBefore, err := run("loss-0-held-16", 0, false, concurrency, rows)
 	if err != nil {
 		return err
 	}
@@ -64,18 +62,18 @@ func measureLoss(ctx context.Context, env scenario.Env, tab *report.Table, rows 
 		if r.held > 0 {
 			name += fmt.Sprintf("-held-%d", r.held)
 		}
-		if r.res, _, err = run(name, r.fail, r.everyLossCuts, r.held, r.rows); err != nil {
+		if r.res, err = run(name, r.fail, r.everyLossCuts, r.held, r.rows); err != nil {
 			return err
 		}
 	}
-	after, _, err := run("loss-0-after", 0, false, 0, rows)
+	after, err := run("loss-0-after", 0, false, 0, rows)
 	if err != nil {
 		return err
 	}
 	clean := (before.Rate + after.Rate) / 2
 	tab.Add(report.Row{
 		Name:  fmt.Sprintf("delivery without loss, 1 × %d (the loss runs' baseline)", concurrency),
-		Value: clean, Unit: "rows/s", Baseline: d.Ideal(), BaselineName: "Little's law",
+		Value: clean, Unit: "rows/s", Baseline: one.Ideal(), BaselineName: "Little's law",
 		Note: fmt.Sprintf("%d rows; mean of %.1f before and %.1f after the loss runs; %s; %s", rows, before.Rate, after.Rate, before.Flow, after.Flow),
 	})
 	tab.Add(report.Row{
