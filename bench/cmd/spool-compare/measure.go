@@ -51,10 +51,10 @@ var benchmarks = []struct {
 // figure to tab.
 func measure(ctx context.Context, c config, base, head side, tab *report.Table, log io.Writer) error {
 	sides := []side{base, head}
-	// e2e holds each side's end-to-end seconds, by side name; ledger each
-	// figure's rounds, by figure and side name.
+	// e2e holds each side's end-to-end seconds, by side name.
 	e2e := map[string][]float64{}
-	// figures holds each benchmark's figures' rounds, by side name.
+	// figures holds each benchmark's figures' rounds, by benchmark, figure
+	// and side name.
 	figures := make([][]map[string][]float64, len(benchmarks))
 	for i, bm := range benchmarks {
 		for range bm.figures {
