@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -89,15 +88,7 @@ func TestAuthMatrix(t *testing.T) {
 	defer cancel()
 	env := stackEnv(s.Env)
 
-	tokenConn := func(token string) []grpc.DialOption {
-		pool, err := pki.CertPool()
-		require.NoError(t, err)
-		opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))}
-		if token != "" {
-			opts = append(opts, grpc.WithPerRPCCredentials(bearerToken(token)))
-		}
-		return opts
-	}
+	tokenConn := func(token string) []grpc.DialOption { return dialOptionsAs(t, token) }
 	mint := func(sub string, roles []string, ttl time.Duration) string {
 		tok, err := pki.Token(sub, roles, ttl)
 		require.NoError(t, err)

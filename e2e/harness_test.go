@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -16,12 +15,12 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/local/sample"
 	"github.com/spoolhq/spool/local/stack"
 	"github.com/spoolhq/spool/platform/awsconf"
+	"github.com/spoolhq/spool/platform/clientauth"
 	"github.com/spoolhq/spool/platform/devpki"
 )
 
@@ -103,15 +102,6 @@ var (
 	pki        *devpki.PKI
 	adminToken string
 )
-
-// bearerToken sends a token as "authorization: Bearer …" on every call.
-type bearerToken string
-
-func (b bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(b)}, nil
-}
-
-func (bearerToken) RequireTransportSecurity() bool { return true }
 
 // startStack runs a whole stack for the test and stops it at cleanup,
 // checking that every process exits cleanly on SIGTERM.
@@ -233,16 +223,20 @@ func dial(t *testing.T, addr string) *grpc.ClientConn {
 // empty), trusting the stack's CA.
 func dialAs(t *testing.T, addr, token string) *grpc.ClientConn {
 	t.Helper()
-	pool, err := pki.CertPool()
-	require.NoError(t, err)
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))}
-	if token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken(token)))
-	}
-	conn, err := grpc.NewClient(addr, opts...)
+	conn, err := grpc.NewClient(addr, dialOptionsAs(t, token)...)
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
 	return conn
+}
+
+// dialOptionsAs are the options of a client that trusts the stack's CA
+// and sends token (none when empty) with every call: the CLI's own
+// (platform/clientauth), as SPOOL_CA_FILE and SPOOL_TOKEN set them.
+func dialOptionsAs(t *testing.T, token string) []grpc.DialOption {
+	t.Helper()
+	opts, err := clientauth.Config{CAFile: pki.CAFile(), Token: token}.DialOptions()
+	require.NoError(t, err)
+	return opts
 }
 
 // watchToEnd follows WatchJob on addr and returns the final progress.
