@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -14,11 +15,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/stretchr/testify/require"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/local/stack"
 	"github.com/spoolhq/spool/platform/decimal"
+	"github.com/spoolhq/spool/platform/emulator/emutest"
 )
 
 // TestResultsCarryTheSinksReferences sends a file of 10 000 rows (2 000
@@ -183,4 +188,18 @@ func TestDryRunShowsTheRequests(t *testing.T) {
 	var stats sinkTotals
 	getJSON(t, s.Sink.Addr+"/stats", &stats)
 	require.Zero(t, stats.Requests)
+	// Nor is anything waiting on the queue, in flight or delayed: the
+	// sink's count alone would miss a message not yet delivered.
+	attrs, err := sqs.NewFromConfig(emutest.Config(s.SQS.Addr)).GetQueueAttributes(context.Background(), &sqs.GetQueueAttributesInput{
+		QueueUrl: aws.String(stackEnv(s.Env)["SPOOL_QUEUE_URL"]),
+		AttributeNames: []types.QueueAttributeName{
+			types.QueueAttributeNameApproximateNumberOfMessages, types.QueueAttributeNameApproximateNumberOfMessagesNotVisible,
+			types.QueueAttributeNameApproximateNumberOfMessagesDelayed,
+		},
+	})
+	require.NoError(t, err)
+	require.Len(t, attrs.Attributes, 3)
+	for name, n := range attrs.Attributes {
+		require.Equal(t, "0", n, "%s: nothing was published", name)
+	}
 }
