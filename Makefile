@@ -111,7 +111,7 @@ chaos: deps build
 ## bench: Spool side by side with its baselines in one table (ingest, delivery vs Little's law and scaling, the seed's loop, random loss, the ledger, the ingestor's memory); fails when a ratio is out of its bound; JSON to bench/results/. Then the delivery path's cost of metrics and tracing (reported)
 bench: deps build
 	# A ratio out of its bound fails make bench, but only after the benchmarks below have run too.
-	@go run ./bench/cmd/spool-bench -bin $(BIN); echo $$? > $(BIN)/.bench-status
+	@status=0; go run ./bench/cmd/spool-bench -bin $(BIN) || status=$$?; echo $$status > $(BIN)/.bench-status
 	# The delivery path with metrics and tracing on vs off (overhead_% per case).
 	cd dispatcher && go test -run '^$$' -bench DeliveryObservability -benchtime 10000x -count 3 -timeout 10m ./internal/dispatch/
 	# GetJob and a StreamFile of 100 000 rows: plaintext without auth vs TLS + token vs TLS + client certificate.
