@@ -11,6 +11,7 @@ import (
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/ingestor/internal/publish"
+	"github.com/spoolhq/spool/platform/envelope"
 	"github.com/spoolhq/spool/platform/jobstore"
 	"github.com/spoolhq/spool/platform/positive"
 )
@@ -85,12 +86,13 @@ func (s *Server) dryRun(ctx context.Context, stream grpc.ClientStreamingServer[s
 type previewPublisher struct {
 	keep     int
 	maxBytes int
+	enc      envelope.Encoder // one for the stream, as the real publisher's
 	kept     []*spoolv1.Envelope
 	handed   int64
 }
 
 func (p *previewPublisher) Publish(_ context.Context, e *spoolv1.Envelope) error {
-	if err := publish.Check(e, p.maxBytes); err != nil {
+	if err := publish.Check(&p.enc, e, p.maxBytes); err != nil {
 		return err
 	}
 	if len(p.kept) < p.keep {

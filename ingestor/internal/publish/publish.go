@@ -196,11 +196,11 @@ func newPublisher(api API, o Options) (*Publisher, error) {
 	return p, nil
 }
 
-// Check encodes e as Publish would and fails the same way when it cannot
-// be sent (ErrTooLarge): a dry run checks every row with it.
-func Check(e *spoolv1.Envelope, maxMessageBytes int) error {
-	var enc envelope.Encoder
-	_, _, _, err := encode(&enc, e, maxMessageBytes)
+// Check encodes e with enc as Publish would and fails the same way when
+// it cannot be sent (ErrTooLarge): a dry run checks every row with it,
+// reusing one encoder as a stream's publisher does.
+func Check(enc *envelope.Encoder, e *spoolv1.Envelope, maxMessageBytes int) error {
+	_, _, _, err := encode(enc, e, maxMessageBytes)
 	return err
 }
 
