@@ -232,7 +232,7 @@ func (c *Client) post(ctx context.Context, e *spoolv1.Envelope, body []byte, tok
 
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return Receipt{}, &Failure{Err: redactURLError(err), Written: written.Load()}
+		return Receipt{}, &Failure{Err: RedactURLError(err), Written: written.Load()}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
@@ -274,7 +274,7 @@ func (c *Client) referenceFrom(e *spoolv1.Envelope) reference.From {
 func (c *Client) request(ctx context.Context, e *spoolv1.Envelope, body []byte, token string) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
 	if err != nil {
-		return nil, fmt.Errorf("build request for row %d: %w", e.GetRow(), redactURLError(err))
+		return nil, fmt.Errorf("build request for row %d: %w", e.GetRow(), RedactURLError(err))
 	}
 	// net/http's Transport silently re-sends a request that failed on a
 	// reused keep-alive connection when it judges the request replayable,

@@ -20,9 +20,10 @@ func RedactURL(u string) string {
 	return p.Redacted()
 }
 
-// redactURLError redacts the URL net/http names in its errors: a send's
-// error is logged.
-func redactURLError(err error) error {
+// RedactURLError redacts the URL net/http names in its errors (as
+// RedactURL): a send's error is logged, the destination's and the events
+// webhook's alike.
+func RedactURLError(err error) error {
 	if ue := (*url.Error)(nil); errors.As(err, &ue) {
 		return &url.Error{Op: ue.Op, URL: RedactURL(ue.URL), Err: ue.Err}
 	}

@@ -241,3 +241,16 @@ func TestKickSendsOnlyItsOwnEvent(t *testing.T) {
 	require.Equal(t, 0, n.Flush(ctx, "j6", "j6/job.completed"))
 	require.Equal(t, map[string]int{"j6/job.completed": 1}, rcv.got())
 }
+
+// A webhook that cannot be reached fails with its URL redacted: the error
+// is logged, and the URL's query may hold the receiver's credential.
+func TestWebhookErrorRedactsTheURL(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	srv.Close()
+	w := &notify.Webhook{URL: srv.URL + "/spool?token=s3cret"}
+	e := jobevent.Event{ID: "j7/job.completed", Kind: jobevent.Completed, JobID: "j7"}
+	err := w.Send(context.Background(), e, []byte(`{}`))
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "s3cret")
+	require.Contains(t, err.Error(), "post event j7/job.completed")
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
+	"github.com/spoolhq/spool/dispatcher/internal/deliver"
 	"github.com/spoolhq/spool/platform/jobevent"
 )
 
@@ -42,7 +43,7 @@ func (w *Webhook) Name() string { return "webhook" }
 func (w *Webhook) Send(ctx context.Context, e jobevent.Event, body []byte) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("webhook request for event %s: %w", e.ID, err)
+		return fmt.Errorf("webhook request for event %s: %w", e.ID, deliver.RedactURLError(err))
 	}
 	now := time.Now
 	if w.Now != nil {
@@ -64,7 +65,8 @@ func (w *Webhook) Send(ctx context.Context, e jobevent.Event, body []byte) error
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return fmt.Errorf("post event %s: %w", e.ID, err)
+		// The error names the URL, whose query may hold a credential.
+		return fmt.Errorf("post event %s: %w", e.ID, deliver.RedactURLError(err))
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
