@@ -13,11 +13,16 @@ func RedactURL(u string) string {
 	if err != nil {
 		return "(unparsable URL)"
 	}
-	if p.RawQuery != "" || p.ForceQuery {
-		p.RawQuery, p.ForceQuery = "REDACTED", false
-	}
+	redactQuery(p)
 	p.Fragment, p.RawFragment = "", ""
 	return p.Redacted()
+}
+
+// redactQuery replaces u's query, which may carry a credential.
+func redactQuery(u *url.URL) {
+	if u.RawQuery != "" || u.ForceQuery {
+		u.RawQuery, u.ForceQuery = Redacted, false
+	}
 }
 
 // RedactURLError redacts the URL net/http names in its errors (as

@@ -95,4 +95,11 @@ func TestRenderRedactsURLCredentials(t *testing.T) {
 	got, err := c.Render(&spoolv1.Envelope{JobId: "j", Row: 1, TransactionKey: "j:1"})
 	require.NoError(t, err)
 	require.Equal(t, "https://REDACTED@pay.example/v1", got.GetUrl())
+
+	// A query may carry a credential too (an API key): the caller, who
+	// may only submit, does not see it.
+	c = deliver.New(deliver.Options{URL: "https://pay.example/v1?api_key=s3cret", Timeout: time.Second})
+	got, err = c.Render(&spoolv1.Envelope{JobId: "j", Row: 1, TransactionKey: "j:1"})
+	require.NoError(t, err)
+	require.Equal(t, "https://pay.example/v1?REDACTED", got.GetUrl())
 }

@@ -15,7 +15,8 @@ import (
 const Redacted = "REDACTED"
 
 // Render returns the request Send would send for e, sending nothing: its
-// method, URL (user information redacted), headers in name order and
+// method, URL (user information and query redacted, as RedactURL does in
+// logs: either may carry a credential), headers in name order and
 // body, built by the same code. The values of the configured headers, of
 // Authorization (no token is fetched: a bearer token stands as REDACTED)
 // and of the signature are redacted. The transport adds its own headers
@@ -35,6 +36,7 @@ func (c *Client) Render(e *spoolv1.Envelope) (*spoolv1.RenderedRequest, error) {
 	if u.User != nil {
 		u.User = url.User(Redacted)
 	}
+	redactQuery(&u)
 	out := &spoolv1.RenderedRequest{Row: e.GetRow(), Method: req.Method, Url: u.String(), Body: string(body)}
 	for _, k := range slices.Sorted(maps.Keys(req.Header)) {
 		for _, v := range req.Header[k] {
