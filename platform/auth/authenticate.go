@@ -43,13 +43,13 @@ func (a *Authenticator) Authenticate(ctx context.Context) (context.Context, erro
 	method, _ := grpc.Method(ctx)
 	id, err := a.identify(ctx)
 	if err != nil {
-		a.refused(ctx, method, "", "", codes.Unauthenticated, err.Error())
+		refused(ctx, a.log, method, "", "", codes.Unauthenticated, err.Error())
 		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
 	p := a.policy.Grant(id)
 	needed, ok := a.rules[method]
 	if !ok {
-		a.refused(ctx, method, p.Subject, "", codes.PermissionDenied, "no rule for method")
+		refused(ctx, a.log, method, p.Subject, "", codes.PermissionDenied, "no rule for method")
 		return nil, status.Errorf(codes.PermissionDenied, "method %s is not open to anyone", method)
 	}
 	for _, perm := range needed {
@@ -58,26 +58,19 @@ func (a *Authenticator) Authenticate(ctx context.Context) (context.Context, erro
 		}
 	}
 	msg := permissionMessage(needed)
-	a.refused(ctx, method, p.Subject, joinPermissions(needed), codes.PermissionDenied, msg)
+	refused(ctx, a.log, method, p.Subject, joinPermissions(needed), codes.PermissionDenied, msg)
 	return nil, status.Error(codes.PermissionDenied, msg)
 }
 
-// Denied returns the PermissionDenied error for an action needing perm, and
-// logs the refusal as the interceptor does. Handlers use it for checks that
-// depend on what a call carries.
-func (a *Authenticator) Denied(ctx context.Context, perm Permission) error {
-	return Denied(ctx, a.log, perm)
-}
-
 // Denied returns the PermissionDenied error naming perm, logging the
-// refusal with the caller and method (nil log: not logged).
+// refusal with the caller and method as the interceptor does (nil log: not
+// logged). Handlers use it for checks that depend on what a call carries.
 func Denied(ctx context.Context, log *slog.Logger, perm Permission) error {
 	msg := permissionMessage([]Permission{perm})
 	if log != nil {
 		method, _ := grpc.Method(ctx)
 		p, _ := FromContext(ctx)
-		log.WarnContext(ctx, "call refused", "method", method, "subject", p.Subject, "permission", string(perm),
-			"code", codes.PermissionDenied.String())
+		refused(ctx, log, method, p.Subject, string(perm), codes.PermissionDenied, msg)
 	}
 	return status.Error(codes.PermissionDenied, msg)
 }
@@ -101,9 +94,10 @@ func joinPermissions(perms []Permission) string {
 	return strings.Join(s, "|")
 }
 
-// refused logs a refusal. It never logs the token, only what was wrong.
-func (a *Authenticator) refused(ctx context.Context, method, subject, perm string, code codes.Code, reason string) {
-	a.log.WarnContext(ctx, "call refused", "method", method, "subject", subject, "permission", perm,
+// refused logs a refusal, the interceptor's or a handler's. It never logs
+// the token, only what was wrong.
+func refused(ctx context.Context, log *slog.Logger, method, subject, perm string, code codes.Code, reason string) {
+	log.WarnContext(ctx, "call refused", "method", method, "subject", subject, "permission", perm,
 		"code", code.String(), "reason", reason)
 }
 

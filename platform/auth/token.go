@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/spoolhq/spool/platform/positive"
 )
 
 // Only asymmetric algorithms are accepted. Listing them is what stops a
@@ -74,18 +77,10 @@ func NewTokenVerifier(ctx context.Context, cfg TokenConfig) (*TokenVerifier, err
 	case cfg.CacheTTL < 0 || cfg.CacheSize < 0:
 		return nil, errors.New("token cache TTL and size cannot be negative")
 	}
-	if cfg.CacheSize == 0 {
-		cfg.CacheSize = 10_000
-	}
-	if cfg.Refresh <= 0 {
-		cfg.Refresh = 10 * time.Minute
-	}
-	if cfg.MinRefresh <= 0 {
-		cfg.MinRefresh = 30 * time.Second
-	}
-	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second}
-	}
+	cfg.CacheSize = positive.Or(cfg.CacheSize, 10_000)
+	cfg.Refresh = positive.Or(cfg.Refresh, 10*time.Minute)
+	cfg.MinRefresh = positive.Or(cfg.MinRefresh, 30*time.Second)
+	cfg.HTTPClient = cmp.Or(cfg.HTTPClient, &http.Client{Timeout: 10 * time.Second})
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -146,10 +141,7 @@ func (v *TokenVerifier) load(ctx context.Context) (jose.JSONWebKeySet, error) {
 func (v *TokenVerifier) key(ctx context.Context, kid string) []jose.JSONWebKey {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	keys := v.keys.Key(kid)
-	if kid == "" {
-		keys = v.keys.Keys
-	}
+	keys := named(v.keys, kid)
 	if v.cfg.JWKSURL == "" {
 		return keys
 	}
@@ -157,14 +149,20 @@ func (v *TokenVerifier) key(ctx context.Context, kid string) []jose.JSONWebKey {
 	if age >= v.cfg.Refresh || (len(keys) == 0 && age >= v.cfg.MinRefresh) {
 		if set, err := v.load(ctx); err == nil {
 			v.keys = set
-			keys = v.keys.Key(kid)
-			if kid == "" {
-				keys = v.keys.Keys
-			}
+			keys = named(v.keys, kid)
 		}
 		v.fetched = v.cfg.Now()
 	}
 	return keys
+}
+
+// named returns the keys of set that kid names; a token without a key id
+// is tried against every key.
+func named(set jose.JSONWebKeySet, kid string) []jose.JSONWebKey {
+	if kid == "" {
+		return set.Keys
+	}
+	return set.Key(kid)
 }
 
 // Verify checks token and returns who it names and its claims. Its errors

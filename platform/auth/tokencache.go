@@ -38,9 +38,9 @@ type tokenCache struct {
 type cacheEntry struct {
 	key [sha256.Size]byte
 	id  Identity
-	// expiry is the token's exp; until is when the entry stops being
-	// served: the earlier of expiry and verification + TTL.
-	expiry, until time.Time
+	// until is when the entry stops being served: the earlier of the
+	// token's exp and its verification + TTL.
+	until time.Time
 }
 
 func newTokenCache(ttl time.Duration, size int, now func() time.Time) *tokenCache {
@@ -59,7 +59,7 @@ func (c *tokenCache) get(token string) (Identity, bool) {
 		return Identity{}, false
 	}
 	e := el.Value.(*cacheEntry)
-	if !now.Before(e.until) || !now.Before(e.expiry) {
+	if !now.Before(e.until) {
 		c.lru.Remove(el)
 		delete(c.entries, key)
 		return Identity{}, false
@@ -85,11 +85,11 @@ func (c *tokenCache) put(token string, id Identity, expiry time.Time) {
 	defer c.mu.Unlock()
 	if el, ok := c.entries[key]; ok {
 		e := el.Value.(*cacheEntry)
-		e.id, e.expiry, e.until = id, expiry, until
+		e.id, e.until = id, until
 		c.lru.MoveToFront(el)
 		return
 	}
-	c.entries[key] = c.lru.PushFront(&cacheEntry{key: key, id: id, expiry: expiry, until: until})
+	c.entries[key] = c.lru.PushFront(&cacheEntry{key: key, id: id, until: until})
 	for c.lru.Len() > c.size {
 		oldest := c.lru.Back()
 		c.lru.Remove(oldest)
