@@ -51,7 +51,7 @@ var localServiceEnv = []string{"SPOOL_GRPC_REFLECTION=true"}
 
 // insecureServiceEnv is what a stack without a PKI gives its services
 // instead: plaintext, no authentication.
-var insecureServiceEnv = []string{"SPOOL_INSECURE=true", "SPOOL_GRPC_REFLECTION=true"}
+var insecureServiceEnv = append([]string{"SPOOL_INSECURE=true"}, localServiceEnv...)
 
 // authEnv mints a token per role of pki. It returns the settings of the
 // services and those of the clients.

@@ -259,11 +259,9 @@ func (s *Stack) startService(ctx context.Context, name, bin string, args, env []
 		addr = "http://" + listen
 	}
 	full := append(append(append(os.Environ(), s.baseEnv...), env...), "SPOOL_LISTEN="+listen)
-	if bin != "sink" {
-		full = append(full, s.serviceEnv...)
-	}
 	metricsURL := ""
 	if bin != "sink" {
+		full = append(full, s.serviceEnv...)
 		// The metrics page listens on a port of its own, as on ECS.
 		mport, err := emulator.FreePort()
 		if err != nil {
