@@ -202,7 +202,7 @@ func (s *Server) transaction(w http.ResponseWriter, r *http.Request) {
 	var ref string
 	if s.honourKey {
 		var applied bool
-		c.Applied, ref, applied = s.ledger.ApplyOnceRef(c.Job, c.Row, c.Key)
+		c.Applied, ref, applied = s.ledger.ApplyOnce(c.Job, c.Row, c.Key)
 		s.traced(r, c)
 		if !applied {
 			// Answered as the first time was, and spared the after-apply
@@ -213,7 +213,7 @@ func (s *Server) transaction(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	} else {
-		c.Applied, ref = s.ledger.ApplyRef(c.Job, c.Row, c.Key)
+		c.Applied, ref = s.ledger.Apply(c.Job, c.Row, c.Key)
 		s.traced(r, c)
 	}
 	s.log.DebugContext(r.Context(), "transaction applied", "job", c.Job, "row", c.Row, "applied", c.Applied)

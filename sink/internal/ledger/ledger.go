@@ -179,15 +179,8 @@ func (l *Ledger) job(id string, create bool) *job {
 
 // Apply records one accepted request for transaction (jobID, row) carrying
 // the idempotency key, and returns how many times the transaction has now
-// been applied.
-func (l *Ledger) Apply(jobID string, row int64, key string) int64 {
-	n, _ := l.ApplyRef(jobID, row, key)
-	return n
-}
-
-// ApplyRef is Apply that also returns the reference issued for this
-// application.
-func (l *Ledger) ApplyRef(jobID string, row int64, key string) (int64, string) {
+// been applied and the reference issued for this application.
+func (l *Ledger) Apply(jobID string, row int64, key string) (applied int64, ref string) {
 	j := l.job(jobID, true)
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -207,19 +200,12 @@ func (l *Ledger) ApplyRef(jobID string, row int64, key string) (int64, string) {
 // ApplyOnce is Apply for a destination that honours idempotency keys: when
 // key was applied before (by any job), it applies nothing, counts the
 // request as deduplicated and returns false with the transaction's apply
-// count. An empty key cannot be honoured, so it is applied like Apply does.
+// count and the reference issued before (empty when that was under another
+// job). An empty key cannot be honoured, so it is applied like Apply does.
 // Two concurrent requests with one key apply it once.
-func (l *Ledger) ApplyOnce(jobID string, row int64, key string) (applied int64, ok bool) {
-	applied, _, ok = l.ApplyOnceRef(jobID, row, key)
-	return applied, ok
-}
-
-// ApplyOnceRef is ApplyOnce that also returns the transaction's
-// reference: a new one when it was applied, the one issued before when
-// it was deduplicated (empty when that was under another job).
-func (l *Ledger) ApplyOnceRef(jobID string, row int64, key string) (applied int64, ref string, ok bool) {
+func (l *Ledger) ApplyOnce(jobID string, row int64, key string) (applied int64, ref string, ok bool) {
 	if key == "" {
-		applied, ref = l.ApplyRef(jobID, row, key)
+		applied, ref = l.Apply(jobID, row, key)
 		return applied, ref, true
 	}
 	l.keysMu.Lock()
@@ -229,7 +215,7 @@ func (l *Ledger) ApplyOnceRef(jobID string, row int64, key string) (applied int6
 	}
 	l.keysMu.Unlock()
 	if !seen {
-		applied, ref = l.ApplyRef(jobID, row, key)
+		applied, ref = l.Apply(jobID, row, key)
 		return applied, ref, true
 	}
 	j := l.job(jobID, true)

@@ -45,8 +45,9 @@ func TestApplyCountsDistinctAndDuplicates(t *testing.T) {
 
 func TestLedgerRecordsFirstKeyAndApplyCount(t *testing.T) {
 	l := New()
-	require.EqualValues(t, 1, l.Apply("j", 7, "first"))
-	applied, ref := l.ApplyRef("j", 7, "second")
+	applied, _ := l.Apply("j", 7, "first")
+	require.EqualValues(t, 1, applied)
+	applied, ref := l.Apply("j", 7, "second")
 	require.EqualValues(t, 2, applied)
 	got, ok := l.Lookup("j", 7)
 	require.True(t, ok)
@@ -240,7 +241,7 @@ func TestApplyOnceHonoursKeys(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			l := New()
 			for i, a := range tt.applies {
-				applied, ok := l.ApplyOnce(a.job, a.row, a.key)
+				applied, _, ok := l.ApplyOnce(a.job, a.row, a.key)
 				require.Equal(t, a.applied, applied, "apply %d", i)
 				require.Equal(t, a.ok, ok, "apply %d", i)
 			}
@@ -286,31 +287,31 @@ func TestHungResetsAndResetForgetsKeys(t *testing.T) {
 
 	l.Reset()
 	// The key is forgotten with the rest: it applies again.
-	_, ok := l.ApplyOnce("a", 1, "k")
+	_, _, ok := l.ApplyOnce("a", 1, "k")
 	require.True(t, ok)
 	require.Equal(t, Stats{Requests: 1, Distinct: 1}, l.Stats())
 }
 
 func TestReferences(t *testing.T) {
 	l := New()
-	n, first, ok := l.ApplyOnceRef("j", 1, "k1")
+	n, first, ok := l.ApplyOnce("j", 1, "k1")
 	require.True(t, ok)
 	require.Equal(t, int64(1), n)
 	require.Regexp(t, `^pay_[0-9a-f]{20}$`, first)
-	_, second := l.ApplyRef("j", 2, "k2")
+	_, second := l.Apply("j", 2, "k2")
 	require.NotEqual(t, first, second, "each transaction its own")
-	_, ref, ok := l.ApplyOnceRef("other", 5, "k1")
+	_, ref, ok := l.ApplyOnce("other", 5, "k1")
 	require.False(t, ok, "k1 was applied already")
 	require.Empty(t, ref, "deduplicated under another job: this job has no reference")
-	_, ref, ok = l.ApplyOnceRef("j", 1, "k1")
+	_, ref, ok = l.ApplyOnce("j", 1, "k1")
 	require.False(t, ok)
 	require.Equal(t, first, ref, "a deduplicated request is answered with the first reference")
-	_, again := l.ApplyRef("j", 1, "k1")
+	_, again := l.Apply("j", 1, "k1")
 	require.NotEqual(t, first, again, "applied again: a new one")
 	require.NotEqual(t, second, again)
 	got, ok := l.Lookup("j", 1)
 	require.True(t, ok)
 	require.Equal(t, again, got.Reference)
-	_, elsewhere := New().ApplyRef("j", 1, "k1")
+	_, elsewhere := New().Apply("j", 1, "k1")
 	require.NotEqual(t, first, elsewhere, "another sink process issues other references: they cannot be guessed from the row")
 }
