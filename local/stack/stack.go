@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -217,13 +218,13 @@ func Up(ctx context.Context, o Options) (s *Stack, err error) {
 	}
 	// The services' settings and the clients' credentials, so that a
 	// process started by hand with this environment joins the stack.
-	s.Env = append(append(append(append(append([]string(nil), s.baseEnv...), s.serviceEnv...), dispatcherEnv...), clientEnv...),
-		"SPOOL_INGESTOR_ADDR="+s.Ingestor.Addr,
-		"SPOOL_DISPATCHER_ADDRS="+strings.Join(addrs, ","),
-		"SPOOL_SINK_URL="+s.Sink.Addr,
-		"SPOOL_INGESTOR_METRICS_URL="+s.Ingestor.MetricsURL,
-		"SPOOL_DISPATCHER_METRICS_URLS="+strings.Join(metricsURLs, ","),
-	)
+	s.Env = slices.Concat(s.baseEnv, s.serviceEnv, dispatcherEnv, clientEnv, []string{
+		"SPOOL_INGESTOR_ADDR=" + s.Ingestor.Addr,
+		"SPOOL_DISPATCHER_ADDRS=" + strings.Join(addrs, ","),
+		"SPOOL_SINK_URL=" + s.Sink.Addr,
+		"SPOOL_INGESTOR_METRICS_URL=" + s.Ingestor.MetricsURL,
+		"SPOOL_DISPATCHER_METRICS_URLS=" + strings.Join(metricsURLs, ","),
+	})
 	if err := s.writeFiles(); err != nil {
 		return nil, err
 	}
