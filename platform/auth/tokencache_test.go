@@ -137,10 +137,13 @@ func TestVerifierCacheBoundsKeyRemoval(t *testing.T) {
 	_, err = v.Verify(context.Background(), tok)
 	require.ErrorContains(t, err, "does not verify")
 
-	// A refused token is never cached.
+	// A refused token is never cached: the entry that ran out is gone and
+	// no other took its place.
+	require.Zero(t, v.cache.len())
 	now = now.Add(time.Second)
 	_, err = v.Verify(context.Background(), tok)
 	require.Error(t, err)
+	require.Zero(t, v.cache.len())
 }
 
 func TestVerifierCacheServesNoExpiredToken(t *testing.T) {
