@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,21 +13,21 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	"github.com/spoolhq/spool/cli/internal/spooltest"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/auth"
 	"github.com/spoolhq/spool/platform/devpki"
 )
 
-// tokenGate stands in for the servers' authentication: it lets through
-// the tokens it knows with their permission and refuses the rest, as the
-// contract says the servers do. It records the authorization header.
+// tokenGate is the servers' authentication (platform/auth, with the dev
+// PKI's policy) in front of a fake ingestor, and records the
+// authorization header of every call.
 type tokenGate struct {
 	allowed, viewOnly string
+	authn             *auth.Authenticator
 
 	mu   sync.Mutex
 	seen []string
@@ -34,20 +35,14 @@ type tokenGate struct {
 
 func (g *tokenGate) unary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
-	auth := md.Get("authorization")
 	g.mu.Lock()
-	g.seen = append(g.seen, strings.Join(auth, ","))
+	g.seen = append(g.seen, strings.Join(md.Get("authorization"), ","))
 	g.mu.Unlock()
-	switch {
-	case len(auth) == 0:
-		return nil, status.Error(codes.Unauthenticated, "no bearer token or client certificate")
-	case auth[0] == "Bearer "+g.allowed:
-		return h(ctx, req)
-	case auth[0] == "Bearer "+g.viewOnly:
-		return nil, status.Error(codes.PermissionDenied, `permission "submit" required`)
-	default:
-		return nil, status.Error(codes.Unauthenticated, "bad token: signature")
+	ctx, err := g.authn.Authenticate(ctx)
+	if err != nil {
+		return nil, err
 	}
+	return h(ctx, req)
 }
 
 func (g *tokenGate) lastSeen() string {
@@ -71,7 +66,13 @@ func tlsHarness(t *testing.T) (*harness, *devpki.PKI, *tokenGate) {
 	require.NoError(t, err)
 	cert, err := tls.LoadX509KeyPair(pki.ServerCertFile(), pki.ServerKeyFile())
 	require.NoError(t, err)
-	gate := &tokenGate{allowed: admin, viewOnly: viewer}
+	policy, err := auth.LoadPolicy(pki.PolicyFile())
+	require.NoError(t, err)
+	tokens, err := auth.NewTokenVerifier(t.Context(), auth.TokenConfig{JWKSFile: pki.JWKSFile(), Issuer: devpki.Issuer, Audience: devpki.Audience})
+	require.NoError(t, err)
+	// GetJob asks for submit alone here, so that a viewer is refused.
+	rules := auth.Rules{spoolv1.IngestService_GetJob_FullMethodName: {auth.PermSubmit}}
+	gate := &tokenGate{allowed: admin, viewOnly: viewer, authn: auth.NewAuthenticator(tokens, policy, rules, slog.New(slog.DiscardHandler))}
 
 	h := newHarness(t)
 	// Transport credentials come from the environment, as in a real run.
@@ -99,11 +100,11 @@ func TestCredentials(t *testing.T) {
 		{name: "CA and token", env: creds{ca: "ca", token: "admin"}},
 		{
 			name: "no token", env: creds{ca: "ca"},
-			wantErr: []string{"Unauthenticated: no bearer token", "set SPOOL_TOKEN (or SPOOL_TOKEN_FILE)"},
+			wantErr: []string{"Unauthenticated: no credential", "set SPOOL_TOKEN (or SPOOL_TOKEN_FILE)"},
 		},
 		{
 			name: "a token the server does not accept", env: creds{ca: "ca", token: "bad"},
-			wantErr: []string{"Unauthenticated: bad token", "valid, unexpired token"},
+			wantErr: []string{"Unauthenticated: invalid bearer token", "valid, unexpired token"},
 		},
 		{
 			name: "a token without the permission", env: creds{ca: "ca", token: "viewer"},
