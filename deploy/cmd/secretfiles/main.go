@@ -69,14 +69,31 @@ func run(args []string, lookup func(string) (string, bool), stdout, stderr io.Wr
 	}
 	for _, s := range secrets {
 		path := filepath.Join(*dir, s.file)
-		if err := os.WriteFile(path, []byte(s.value), 0o600); err != nil {
+		if err := writePrivate(path, s.value); err != nil {
 			return fmt.Errorf("write %s (from %s): %w", path, s.name, err)
-		}
-		// WriteFile keeps the mode of a file that was there already.
-		if err := os.Chmod(path, 0o600); err != nil {
-			return fmt.Errorf("restrict %s: %w", path, err)
 		}
 		fmt.Fprintf(stdout, "wrote %s from %s\n", path, s.name)
 	}
 	return nil
+}
+
+// writePrivate puts value in path, readable by its owner alone at every
+// moment: it is written to a new file of mode 0600 beside path, then
+// renamed over it. Writing path itself would keep the mode of a file that
+// was there already, so the new secret would be readable by others until
+// a chmod after it.
+func writePrivate(path, value string) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) // after the rename there is nothing to remove
+	if _, err := f.WriteString(value); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }

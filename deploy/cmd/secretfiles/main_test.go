@@ -73,4 +73,10 @@ func TestRunReplacesReadableFile(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
 	require.Equal(t, "wrote "+path+" from K\n", out.String())
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, "new", string(b))
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "no temporary file is left beside it")
 }
