@@ -38,7 +38,7 @@ func ingestRows(in scenario.IngestResult) []report.Row {
 		{scenario.Chunks, "ingest: StreamFile, CSV chunks (spool send)", ingestFloor, judged + sized(scenario.Chunks)},
 		{scenario.RowBatches, "ingest: StreamFile, row batches", ingestFloor, judged + "; 500 rows per RowBatch message" + sized(scenario.RowBatches)},
 		{scenario.Gocloud, "ingest: gocloud.dev pubsub/awssnssqs SQS topic (aws-sdk-go-v2)", 0, judged + "; MaxHandlers 8, 80 goroutines sending; a baseline, no floor"},
-		{scenario.RawSized, "ingest: the raw loop, messages of Spool's size", 0, judged + "; each JSON body padded with spaces to its row's envelope's length, with the envelope's attribute: what the message's size costs any sender on this emulator; no floor"},
+		{scenario.RawSized, "ingest: the raw loop, messages of Spool's size", 0, judged + "; each JSON body padded with spaces to the length of its row's Spool message (a V2 envelope, which has no attribute): what the message's size costs any sender on this emulator; no floor"},
 	} {
 		rows = append(rows, report.Row{
 			Name: w.name, Value: in.Rate(w.way), Unit: "rows/s", Baseline: in.Rate(scenario.Raw), BaselineName: raw,

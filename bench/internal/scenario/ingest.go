@@ -39,8 +39,8 @@ const (
 	// Raw is a raw aws-sdk-go-v2 SendMessageBatch loop.
 	Raw Way = "raw"
 	// RawSized is the raw loop with messages of Spool's size: each body
-	// padded to its row's envelope's length, with the envelope's
-	// attribute.
+	// padded to the length of its row's Spool message, with that
+	// message's attributes.
 	RawSized Way = "raw-sized"
 	// Chunks is StreamFile with the CLI's raw CSV chunks (spool send).
 	Chunks Way = "chunks"

@@ -2,7 +2,6 @@ package scenario
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -13,7 +12,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
@@ -24,8 +22,8 @@ import (
 // SendMessageBatch, from rawSenders goroutines. The body is the row as
 // JSON with its job and number; failed entries are sent again, as any
 // correct loop must. With sized, each body is padded with spaces (still
-// JSON) to the length of the row's Spool envelope and carries its
-// attribute: the same bytes per message as StreamFile sends, which is
+// JSON) to the length of the row's Spool message and carries its
+// attributes: the same bytes per message as StreamFile sends, which is
 // what the SQS emulator's time per message follows.
 func rawLoop(ctx context.Context, client *sqs.Client, queueURL, file string, sized bool) error {
 	rows, err := openRowFile(file)
@@ -59,7 +57,7 @@ func rawLoop(ctx context.Context, client *sqs.Client, queueURL, file string, siz
 			}
 			entry := types.SendMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(len(batch))), MessageBody: aws.String(string(b))}
 			if sized {
-				entry.MessageBody, entry.MessageAttributes = envelopeSized(b, row, rows.header, rows.last)
+				entry.MessageBody, entry.MessageAttributes = envelopeSized(b, row, rows.last)
 			}
 			batch = append(batch, entry)
 			if len(batch) == 10 {
@@ -85,21 +83,20 @@ func rawLoop(ctx context.Context, client *sqs.Client, queueURL, file string, siz
 const sizedJob = "6f1c2b3a-9d4e-4f5a-8b6c-7d8e9f0a1b2c"
 
 // envelopeSized returns body padded with spaces to the length of the
-// envelope Spool would send for the row (its fields by name, job and row,
-// transaction key, publication time), and that envelope's attributes.
-func envelopeSized(body []byte, row int, header, values []string) (*string, map[string]types.MessageAttributeValue) {
+// message Spool sends for the row, and that message's attributes: the
+// envelope the ingestor writes by default (V2: the values, job and row,
+// publication time; the default transaction key left out), encoded by
+// the ingestor's own encoder.
+func envelopeSized(body []byte, row int, values []string) (*string, map[string]types.MessageAttributeValue) {
 	e := &spoolv1.Envelope{
-		Version: spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V1, JobId: sizedJob, Row: int64(row),
-		TransactionKey: envelope.TransactionKey(sizedJob, int64(row), nil), PublishedAt: timestamppb.Now(),
+		Version: spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V2, JobId: sizedJob, Row: int64(row),
+		Values: values, PublishedAt: timestamppb.Now(),
 	}
-	for i, h := range header {
-		e.Fields = append(e.Fields, &spoolv1.Field{Name: h, Value: values[i]})
+	text, attrs, err := envelope.Encode(e)
+	if err != nil {
+		panic(fmt.Sprintf("encode a well-formed envelope: %v", err)) // a programming error
 	}
-	size := base64.StdEncoding.EncodedLen(proto.Size(e))
-	padded := string(body) + strings.Repeat(" ", max(0, size-len(body)))
-	attrs := map[string]types.MessageAttributeValue{
-		envelope.AttrVersion: {DataType: aws.String("String"), StringValue: aws.String(envelope.Version)},
-	}
+	padded := string(body) + strings.Repeat(" ", max(0, len(text)-len(body)))
 	return &padded, attrs
 }
 

@@ -11,10 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/spoolhq/spool/dispatcher/internal/consume"
+	"github.com/spoolhq/spool/dispatcher/internal/deadletter"
 	"github.com/spoolhq/spool/dispatcher/internal/deliver"
 	"github.com/spoolhq/spool/dispatcher/internal/dispatch"
 	"github.com/spoolhq/spool/dispatcher/internal/ledger"
@@ -31,12 +35,14 @@ type sender struct {
 	mu     sync.Mutex
 	script []error
 	calls  int
+	last   *spoolv1.Envelope // the envelope of the last call
 }
 
 func (s *sender) Send(_ context.Context, e *spoolv1.Envelope) (deliver.Receipt, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls++
+	s.last = proto.CloneOf(e)
 	ok := deliver.Receipt{Reference: fmt.Sprintf("ref-%d", e.GetRow())}
 	if len(s.script) == 0 {
 		return ok, nil
@@ -289,6 +295,49 @@ func TestGating(t *testing.T) {
 			_, claimed, err := f.ledger.Get(t.Context(), "job:1")
 			require.NoError(t, err)
 			require.False(t, claimed, "no ledger record")
+		})
+	}
+}
+
+// A V2 envelope is delivered with its values named from the job's
+// columns; one whose values do not match them is dead-lettered with the
+// reason, before anything is claimed or sent.
+func TestV2EnvelopeIsNamedFromItsJob(t *testing.T) {
+	columns := []string{"employee", "iban", "period", "amount"}
+	tests := []struct {
+		name    string
+		columns []string
+		values  []string
+		dead    string // the dead-letter reason; "" for a delivery
+	}{
+		{name: "named and delivered", columns: columns, values: []string{"E1", "SECRET-IBAN", "2026-11", "10.50"}},
+		{name: "more values than columns", columns: columns[:3], values: []string{"E1", "SECRET-IBAN", "2026-11", "10.50"},
+			dead: "undeliverable envelope: name the values of row 1 of job job: 4 values, the job has 3 columns"},
+		{name: "a job recorded without columns", values: []string{"E1"},
+			dead: "undeliverable envelope: name the values of row 1 of job job: 1 values, the job has 0 columns"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, sealed, ledger.Hold)
+			f.jobs.job.Columns = tt.columns
+			m := consume.Message{ID: "m", Envelope: &spoolv1.Envelope{
+				Version: spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V2, JobId: "job", Row: 1, TransactionKey: "job:1", Values: tt.values,
+			}}
+			d := f.h.Handle(t.Context(), m)
+			require.NotContains(t, f.logs.String(), "SECRET-IBAN", "row values never reach a log")
+			if tt.dead != "" {
+				require.Equal(t, consume.DeadLetter(deadletter.Reason{Reason: tt.dead}), d)
+				require.Zero(t, f.send.calls, "nothing is sent")
+				_, claimed, err := f.ledger.Get(t.Context(), "job:1")
+				require.NoError(t, err)
+				require.False(t, claimed, "no ledger record")
+				return
+			}
+			require.Equal(t, consume.Delete, d)
+			want := message(1).Envelope
+			if diff := cmp.Diff(want, f.send.last, protocmp.Transform()); diff != "" {
+				t.Fatalf("delivered envelope (-want +got):\n%s", diff)
+			}
 		})
 	}
 }

@@ -9,7 +9,9 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/spoolhq/spool/dispatcher/internal/consume"
+	"github.com/spoolhq/spool/dispatcher/internal/deadletter"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/envelope"
 	"github.com/spoolhq/spool/platform/jobstore"
 )
 
@@ -62,6 +64,12 @@ func (h *Handler) gate(ctx context.Context, m consume.Message) (*spoolv1.Job, co
 		}
 		if job.GetPaused() || canaryHolds(job, e.GetRow()) {
 			return nil, consume.After(h.pausedDelay(m.ReceiveCount)), false
+		}
+		// A V2 envelope's values are named from the job's columns here,
+		// before anything reads them; from here on it is a V1 envelope.
+		if err := envelope.Expand(e, job.GetColumns()); err != nil {
+			h.log.ErrorContext(ctx, "envelope does not match its job; dead-lettered", "job_id", e.GetJobId(), "row", e.GetRow(), "message_id", m.ID, "error", err)
+			return nil, consume.DeadLetter(deadletter.Reason{Reason: "undeliverable envelope: " + err.Error()}), false
 		}
 		return job, consume.Disposition{}, true
 	case spoolv1.JobState_JOB_STATE_RECEIVING:

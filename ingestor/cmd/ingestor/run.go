@@ -58,6 +58,8 @@ type config struct {
 	maxStreams         int
 	idleTimeout        time.Duration
 	tenant             string
+	envelopeVersion    string
+	envelope           spoolv1.EnvelopeVersion
 }
 
 // parseConfig reads flags, then the environment (lookup), and checks the
@@ -91,6 +93,7 @@ func parseConfig(args []string, stderr io.Writer, lookup func(string) (string, b
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	fs.IntVar(&c.maxStreams, "max-streams-per-principal", ingest.DefaultMaxStreamsPerPrincipal, "StreamFile calls one caller may have open at once (calls without an identity share one count); 0 = no limit")
 	fs.DurationVar(&c.idleTimeout, "stream-idle-timeout", ingest.DefaultIdleTimeout, "how long a StreamFile call may send nothing before it is ended and its job handled as after a broken stream; 0 = no limit")
+	fs.StringVar(&c.envelopeVersion, "envelope-version", "v2", "version of the envelopes rows are published in: v2 (values without their names), or v1 while some dispatchers of the fleet cannot read v2 (deploy those first)")
 	fs.StringVar(&c.tenant, "tenant", "", "name of this fleet when fleets share one table: its job keys are its own (set the same on its dispatchers); empty = none")
 	c.grpc.RegisterFlags(fs)
 	if err := envcfg.Parse(fs, args, lookup); err != nil {
@@ -101,6 +104,10 @@ func parseConfig(args []string, stderr io.Writer, lookup func(string) (string, b
 		if err := envelope.CheckName(c.tenant); err != nil {
 			missing = append(missing, fmt.Errorf("-tenant: %w", err))
 		}
+	}
+	var err error
+	if c.envelope, err = envelope.ParseVersion(c.envelopeVersion); err != nil {
+		missing = append(missing, fmt.Errorf("-envelope-version: %w", err))
 	}
 	if c.maxStreams < 0 || c.idleTimeout < 0 {
 		missing = append(missing, errors.New("-max-streams-per-principal and -stream-idle-timeout must not be negative"))
@@ -219,6 +226,7 @@ func run(ctx context.Context, args []string, _, stderr io.Writer) error {
 		MaxDeliverAfter:  c.maxDeliverAfter,
 		MaxStreams:       c.maxStreams,
 		IdleTimeout:      c.idleTimeout,
+		EnvelopeVersion:  c.envelope,
 	})))
 	reg.InitializeRPC(srv.Server)
 

@@ -64,13 +64,15 @@ func TestParseConfig(t *testing.T) {
 				require.Equal(t, 8, c.maxStreams)
 				require.Equal(t, 5*time.Minute, c.idleTimeout)
 				require.Equal(t, grpcserve.DefaultLimits(), c.grpc)
+				require.Equal(t, spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V2, c.envelope)
 			},
 		},
 		{
 			name: "bounds from the environment",
 			env: map[string]string{"SPOOL_INSECURE": "true", "SPOOL_QUEUE_URL": "http://q", "SPOOL_TABLE": "t", "SPOOL_MAX_STREAMS_PER_PRINCIPAL": "2",
-				"SPOOL_STREAM_IDLE_TIMEOUT": "0s", "SPOOL_GRPC_MAX_CONCURRENT_STREAMS": "3", "SPOOL_TENANT": "acme"},
+				"SPOOL_STREAM_IDLE_TIMEOUT": "0s", "SPOOL_GRPC_MAX_CONCURRENT_STREAMS": "3", "SPOOL_TENANT": "acme", "SPOOL_ENVELOPE_VERSION": "v1"},
 			check: func(t *testing.T, c config) {
+				require.Equal(t, spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V1, c.envelope)
 				require.Equal(t, "acme", c.tenant)
 				require.Equal(t, 2, c.maxStreams)
 				require.Zero(t, c.idleTimeout)
@@ -78,6 +80,7 @@ func TestParseConfig(t *testing.T) {
 			},
 		},
 		{name: "bad tenant", env: required, args: []string{"-tenant", "a|b"}, wantErr: []string{"-tenant"}},
+		{name: "bad envelope version", env: required, args: []string{"-envelope-version", "3"}, wantErr: []string{`-envelope-version: envelope version "3": want v1 or v2`}},
 		{name: "bad bounds", env: required, args: []string{"-max-streams-per-principal", "-1", "-grpc-keepalive-min-time", "0s"},
 			wantErr: []string{"-max-streams-per-principal", "-grpc-keepalive-min-time"}},
 		{

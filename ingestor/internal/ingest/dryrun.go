@@ -43,9 +43,9 @@ func (s *Server) dryRun(ctx context.Context, stream grpc.ClientStreamingServer[s
 	case n > maxPreviewRows:
 		n = maxPreviewRows
 	}
-	pub := &previewPublisher{keep: n, maxBytes: positive.Or(s.cfg.MaxMessageBytes, defaultMaxMessageBytes)}
+	pub := &previewPublisher{keep: n, cols: o.cols, maxBytes: positive.Or(s.cfg.MaxMessageBytes, defaultMaxMessageBytes)}
 	st := &streamState{id: DryRunJobID, job: &spoolv1.Job{JobId: DryRunJobID}}
-	j, err := newJob(st, o, pub, s.cfg.MaxErrors, s.cfg.CheckpointEvery)
+	j, err := s.newJob(st, o, pub)
 	if err != nil {
 		return err
 	}
@@ -85,6 +85,7 @@ func (s *Server) dryRun(ctx context.Context, stream grpc.ClientStreamingServer[s
 // nothing.
 type previewPublisher struct {
 	keep     int
+	cols     []string // the job's, to name a V2 envelope's values
 	maxBytes int
 	enc      envelope.Encoder // one for the stream, as the real publisher's
 	kept     []*spoolv1.Envelope
@@ -96,7 +97,13 @@ func (p *previewPublisher) Publish(_ context.Context, e *spoolv1.Envelope) error
 		return err
 	}
 	if len(p.kept) < p.keep {
-		p.kept = append(p.kept, proto.CloneOf(e))
+		// The preview is what a dispatcher would deliver: the V1 envelope
+		// a V2 one stands for, as a dispatcher names it.
+		kept := proto.CloneOf(e)
+		if err := envelope.Expand(kept, p.cols); err != nil {
+			return err
+		}
+		p.kept = append(p.kept, kept)
 	}
 	p.handed++
 	return nil

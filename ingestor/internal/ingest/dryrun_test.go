@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
+	"github.com/spoolhq/spool/platform/envelope"
 )
 
 // mapping is a profile that maps rows to a body of their own, with a
@@ -60,7 +61,12 @@ func TestDryRunChecksAndMapsLikeARealRun(t *testing.T) {
 
 	require.Len(t, dry.GetPreview(), 2)
 	for i, got := range dry.GetPreview() {
+		// The preview is what a dispatcher delivers: the real run's V2
+		// envelope, named from the job's columns.
 		want := pub.envelopes()[i]
+		require.Equal(t, spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V2, want.GetVersion())
+		require.NoError(t, envelope.Expand(want, real.GetJob().GetColumns()))
+		require.Equal(t, spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V1, got.GetVersion())
 		require.Equal(t, DryRunJobID, got.GetJobId())
 		require.Equal(t, want.GetRow(), got.GetRow())
 		require.Equal(t, want.GetFields(), got.GetFields())

@@ -20,6 +20,7 @@ import (
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/ingestor/internal/csvread"
 	"github.com/spoolhq/spool/ingestor/internal/publish"
+	"github.com/spoolhq/spool/platform/envelope"
 	"github.com/spoolhq/spool/platform/grpcserve"
 	"github.com/spoolhq/spool/platform/grpcserve/grpcservetest"
 	"github.com/spoolhq/spool/platform/jobstore"
@@ -359,57 +360,81 @@ func TestStreamFileHappyPath(t *testing.T) {
 			},
 		},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			jobs, pub := newFakeJobs(), &fakePub{}
-			ids := 0
-			c, logs := startServer(t, jobs, Config{
-				NewPublisher: pubFactory(pub),
-				MaxErrors:    10,
-				NewID:        func() string { ids++; return fmt.Sprintf("job-%d", ids) },
-			})
-			resp, err := send(context.Background(), c, tt.msgs...)
-			require.NoError(t, err)
-
-			require.Equal(t, "job-1", resp.GetJobId())
-			require.EqualValues(t, 3, resp.GetRowsReceived())
-			require.EqualValues(t, 2, resp.GetRowsPublished())
-			require.EqualValues(t, 1, resp.GetRowsRejected())
-			require.Len(t, resp.GetErrors(), 1)
-			require.EqualValues(t, 2, resp.GetErrors()[0].GetRow())
-			require.Equal(t, "expected 2 fields, got 3", resp.GetErrors()[0].GetReason())
-			require.Equal(t, spoolv1.JobState_JOB_STATE_SEALED, resp.GetJob().GetState())
-			require.EqualValues(t, 2, resp.GetJob().GetTotal())
-
-			j := jobs.only(t)
-			require.Equal(t, spoolv1.JobState_JOB_STATE_SEALED, j.GetState())
-			require.Equal(t, []string{"id", "amount"}, j.GetColumns())
-			require.Equal(t, "pay.csv", j.GetFileName())
-			require.Equal(t, "payroll-11", j.GetJobKey())
-
-			envs := pub.envelopes()
-			require.Len(t, envs, 2)
-			for i, want := range []struct {
-				row    int64
-				id, am string
-			}{{1, "e1", secret}, {3, "e3", "3.00"}} {
-				e := envs[i]
-				require.Equal(t, spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V1, e.GetVersion())
-				require.Equal(t, "job-1", e.GetJobId())
-				require.Equal(t, want.row, e.GetRow())
-				require.Equal(t, fmt.Sprintf("job-1:%d", want.row), e.GetTransactionKey())
-				require.NotNil(t, e.GetPublishedAt())
-				require.Len(t, e.GetFields(), 2)
-				require.Equal(t, "id", e.GetFields()[0].GetName())
-				require.Equal(t, want.id, e.GetFields()[0].GetValue())
-				require.Equal(t, "amount", e.GetFields()[1].GetName())
-				require.Equal(t, want.am, e.GetFields()[1].GetValue())
-			}
-			require.True(t, pub.closed)
-			require.Contains(t, logs.String(), "job sealed")
-			require.NotContains(t, logs.String(), secret, "row values must never be logged")
-		})
+	versions := []struct {
+		name string
+		set  spoolv1.EnvelopeVersion // the server's setting
+		want spoolv1.EnvelopeVersion // what it writes
+	}{
+		{name: "default", want: spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V2},
+		{name: "v1", set: spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V1, want: spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V1},
 	}
+	for _, tt := range tests {
+		for _, v := range versions {
+			t.Run(tt.name+"/"+v.name, func(t *testing.T) { testHappyPath(t, tt.msgs, v.set, v.want) })
+		}
+	}
+}
+
+// testHappyPath sends msgs (the file of TestStreamFileHappyPath) to a
+// server writing envelopes of version set, and checks that it wrote
+// envelopes of version, which a dispatcher turns into the file's rows.
+func testHappyPath(t *testing.T, msgs []*spoolv1.StreamFileRequest, set, version spoolv1.EnvelopeVersion) {
+	jobs, pub := newFakeJobs(), &fakePub{}
+	ids := 0
+	c, logs := startServer(t, jobs, Config{
+		NewPublisher:    pubFactory(pub),
+		MaxErrors:       10,
+		NewID:           func() string { ids++; return fmt.Sprintf("job-%d", ids) },
+		EnvelopeVersion: set,
+	})
+	resp, err := send(context.Background(), c, msgs...)
+	require.NoError(t, err)
+
+	require.Equal(t, "job-1", resp.GetJobId())
+	require.EqualValues(t, 3, resp.GetRowsReceived())
+	require.EqualValues(t, 2, resp.GetRowsPublished())
+	require.EqualValues(t, 1, resp.GetRowsRejected())
+	require.Len(t, resp.GetErrors(), 1)
+	require.EqualValues(t, 2, resp.GetErrors()[0].GetRow())
+	require.Equal(t, "expected 2 fields, got 3", resp.GetErrors()[0].GetReason())
+	require.Equal(t, spoolv1.JobState_JOB_STATE_SEALED, resp.GetJob().GetState())
+	require.EqualValues(t, 2, resp.GetJob().GetTotal())
+
+	j := jobs.only(t)
+	require.Equal(t, spoolv1.JobState_JOB_STATE_SEALED, j.GetState())
+	require.Equal(t, []string{"id", "amount"}, j.GetColumns())
+	require.Equal(t, "pay.csv", j.GetFileName())
+	require.Equal(t, "payroll-11", j.GetJobKey())
+
+	envs := pub.envelopes()
+	require.Len(t, envs, 2)
+	for i, want := range []struct {
+		row    int64
+		id, am string
+	}{{1, "e1", secret}, {3, "e3", "3.00"}} {
+		e := envs[i]
+		require.Equal(t, version, e.GetVersion())
+		require.Equal(t, "job-1", e.GetJobId())
+		require.Equal(t, want.row, e.GetRow())
+		require.NotNil(t, e.GetPublishedAt())
+		if version == spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V2 {
+			require.Equal(t, []string{want.id, want.am}, e.GetValues())
+			require.Empty(t, e.GetFields())
+			require.Empty(t, e.GetTransactionKey(), "V2 leaves the default key out")
+			// What a dispatcher reads: the job's columns name the values.
+			require.NoError(t, envelope.Expand(e, j.GetColumns()))
+		}
+		require.Equal(t, fmt.Sprintf("job-1:%d", want.row), e.GetTransactionKey())
+		require.Empty(t, e.GetValues())
+		require.Len(t, e.GetFields(), 2)
+		require.Equal(t, "id", e.GetFields()[0].GetName())
+		require.Equal(t, want.id, e.GetFields()[0].GetValue())
+		require.Equal(t, "amount", e.GetFields()[1].GetName())
+		require.Equal(t, want.am, e.GetFields()[1].GetValue())
+	}
+	require.True(t, pub.closed)
+	require.Contains(t, logs.String(), "job sealed")
+	require.NotContains(t, logs.String(), secret, "row values must never be logged")
 }
 
 func TestStreamFileRefusedBeforeJob(t *testing.T) {
@@ -526,7 +551,7 @@ func TestClientCancelAbortsJob(t *testing.T) {
 func TestRejectedRowsAndErrorCap(t *testing.T) {
 	jobs := newFakeJobs()
 	pub := &fakePub{publish: func(_ context.Context, e *spoolv1.Envelope) error {
-		if e.GetFields()[1].GetValue() == "huge" {
+		if e.GetValues()[1] == "huge" {
 			return fmt.Errorf("row %d: message of 2000000 bytes exceeds max-message-bytes=1048576: %w", e.GetRow(), publish.ErrTooLarge)
 		}
 		return nil

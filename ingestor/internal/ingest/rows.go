@@ -28,6 +28,7 @@ type job struct {
 	id        string
 	stream    string
 	cols      []string
+	version   spoolv1.EnvelopeVersion // of the envelopes it writes
 	rows      *admit.Rows
 	pub       Publisher
 	maxErrors int
@@ -52,13 +53,15 @@ type job struct {
 	committed   jobstore.Checkpoint
 }
 
-func newJob(st *streamState, o *opened, pub Publisher, maxErrors int, every int64) (*job, error) {
+// newJob returns the job of stream st, which publishes to pub.
+func (s *Server) newJob(st *streamState, o *opened, pub Publisher) (*job, error) {
 	sum, err := decimal.Parse(st.base.AmountSum)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "checkpoint amount sum: %v", err)
 	}
 	return &job{
-		id: st.job.GetJobId(), stream: st.id, cols: o.cols, rows: o.rows, pub: pub, maxErrors: maxErrors, every: every,
+		id: st.job.GetJobId(), stream: st.id, cols: o.cols, version: s.cfg.EnvelopeVersion, rows: o.rows, pub: pub,
+		maxErrors: s.cfg.MaxErrors, every: s.cfg.CheckpointEvery,
 		base: st.base, committed: st.base, hash: o.hash, sum: sum, canaryRows: o.header.GetCanary().GetRows(),
 	}, nil
 }
@@ -98,7 +101,7 @@ func (j *job) run(ctx context.Context, r *csvread.Reader, now func() time.Time) 
 	// Every row carries the call's trace context, so that its delivery
 	// joins the caller's trace.
 	traceparent, tracestate := tracing.Traceparent(ctx)
-	envs := newEnvelopes(j.cols)
+	envs := newEnvelopes(j.cols, j.version)
 	for {
 		// A stopped stream stops at its next row, before publishing it. A
 		// stream blocked waiting for its client stops when the client
@@ -131,11 +134,13 @@ func (j *job) run(ctx context.Context, r *csvread.Reader, now func() time.Time) 
 			continue
 		}
 		e := envs.next(row.Fields)
-		e.JobId, e.Row, e.TransactionKey = j.id, row.Num, j.transactionKey(row)
+		key := j.transactionKey(row)
+		e.JobId, e.Row = j.id, row.Num
+		envs.key(e, key, len(j.rows.BusinessKey()) > 0)
 		at := now()
 		e.PublishedAt.Seconds, e.PublishedAt.Nanos = at.Unix(), int32(at.Nanosecond())
 		e.Traceparent, e.Tracestate, e.ReferenceFrom = traceparent, tracestate, j.rows.ReferenceFrom()
-		e.Body = j.rows.Body(row.Fields, profile.Meta{JobID: j.id, Row: row.Num, TransactionKey: e.GetTransactionKey()})
+		e.Body = j.rows.Body(row.Fields, profile.Meta{JobID: j.id, Row: row.Num, TransactionKey: key})
 		err = j.pub.Publish(ctx, e)
 		if errors.Is(err, publish.ErrTooLarge) {
 			j.reject(&spoolv1.RowError{Row: row.Num, Reason: err.Error()}, counted)

@@ -106,6 +106,10 @@ type Config struct {
 	// run checks each row against as the publisher would; zero means SQS's
 	// (1 MiB).
 	MaxMessageBytes int
+	// EnvelopeVersion is the version of the envelopes streams write:
+	// unspecified means V2. V1 is for a fleet whose dispatchers do not all
+	// read V2 yet (envelope.proto says why, and in which order to deploy).
+	EnvelopeVersion spoolv1.EnvelopeVersion
 	// Log receives job events; never row contents.
 	Log *slog.Logger
 	// RowRejected, when set, is called for each row a stream rejects (for
@@ -256,7 +260,7 @@ func (s *Server) StreamFile(stream grpc.ClientStreamingServer[spoolv1.StreamFile
 	}
 	defer pub.Close() // idempotent
 
-	j, err := newJob(st, o, pub, s.cfg.MaxErrors, s.cfg.CheckpointEvery)
+	j, err := s.newJob(st, o, pub)
 	if err != nil {
 		return s.fail(ctx, log, st, nil, err)
 	}
