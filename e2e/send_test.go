@@ -1,10 +1,15 @@
 package e2e
 
 import (
+	"context"
+	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,6 +20,7 @@ import (
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/local/sample"
 	"github.com/spoolhq/spool/local/stack"
+	"github.com/spoolhq/spool/platform/decimal"
 )
 
 // TestSendExactlyOnce sends a payroll file with the CLI through two
@@ -175,4 +181,76 @@ func TestBusinessKeyAcrossFiles(t *testing.T) {
 	// mistake for a damaged answer.
 	require.NoError(t, s.Down())
 	requireJSONLogs(t, append([]*stack.Proc{s.Ingestor}, s.Dispatchers...)...)
+}
+
+// TestEnvelopeVersionsRollOut is the envelope's rolling upgrade: an
+// ingestor still writing version 1 (SPOOL_ENVELOPE_VERSION=v1) sends a
+// file, then, restarted with version 2 (the default), another, through the
+// same dispatchers. Both files reach the destination whole, once, under
+// their default keys, and the ledger holds the file's amounts: the
+// dispatchers named version 2's values from the job's columns.
+func TestEnvelopeVersionsRollOut(t *testing.T) {
+	s := startStack(t, 2, func(o *stack.Options) { o.IngestorArgs = append(o.IngestorArgs, "-envelope-version", "v1") })
+	send := func(rows int) string {
+		file := writeSample(t, rows)
+		out, err := runCLI(t, s, "send", "-amount-column", "amount", file)
+		require.NoError(t, err, "spool send:\n%s", out)
+		require.Contains(t, out, fmt.Sprintf("delivered %d of %d", rows, rows))
+		jobID := jobIDFrom(t, out)
+		requireEachRowOnce(t, s, jobID, int64(rows))
+		for r, tx := range sinkLedger(t, s, jobID) {
+			require.Equal(t, fmt.Sprintf("%s:%d", jobID, r), tx.Key, "row %d's idempotency key", r)
+		}
+		summary := reportJob(t, s.Dispatchers[0].Addr, jobID).summary
+		require.Len(t, summary.GetTotals(), 1)
+		require.Equal(t, spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED, summary.GetTotals()[0].GetState())
+		require.Equal(t, fileAmountSum(t, file), summary.GetTotals()[0].GetAmountSum(), "the ledger's amounts are the file's")
+		return jobID
+	}
+	v1 := send(400)
+
+	require.NoError(t, s.Ingestor.Stop(10*time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	require.NoError(t, s.Ingestor.RestartWith(ctx, s.Ready(s.Ingestor), "-envelope-version", "v2"))
+	v2 := send(401)
+
+	// The ingestor's log says which version each job's rows were written in.
+	logs, err := os.ReadFile(s.Ingestor.LogPath)
+	require.NoError(t, err)
+	written := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(logs)), "\n") {
+		var rec struct {
+			Msg     string `json:"msg"`
+			JobID   string `json:"job_id"`
+			Version string `json:"envelope_version"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(line), &rec), line)
+		if rec.Msg == "job created" {
+			written[rec.JobID] = rec.Version
+		}
+	}
+	require.Equal(t, map[string]string{v1: "v1", v2: "v2"}, written)
+}
+
+// fileAmountSum is the sum of the amount column of a sample file.
+func fileAmountSum(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	r := csv.NewReader(f)
+	header, err := r.Read()
+	require.NoError(t, err)
+	col := slices.Index(header, "amount")
+	require.GreaterOrEqual(t, col, 0, "no amount column")
+	var sum decimal.Total
+	for {
+		rec, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return sum.String()
+		}
+		require.NoError(t, err)
+		sum.Add(rec[col])
+	}
 }

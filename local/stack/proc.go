@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 )
@@ -156,6 +157,17 @@ func (p *Proc) Restart(ctx context.Context, ready func(context.Context, *Proc) e
 		return err
 	}
 	return ready(ctx, p)
+}
+
+// RestartWith is Restart with args added to the command's from now on, as
+// an operator changes a setting of one service in a rolling deploy. A
+// flag given again wins over its earlier value.
+func (p *Proc) RestartWith(ctx context.Context, ready func(context.Context, *Proc) error, args ...string) error {
+	if !p.Exited() {
+		return fmt.Errorf("restart %s: still running", p.Name)
+	}
+	p.args = append(slices.Clip(p.args), args...)
+	return p.Restart(ctx, ready)
 }
 
 func newProc(name, addr, stateDir, path string, args, env []string, dir string, detach bool) *Proc {

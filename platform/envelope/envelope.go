@@ -54,13 +54,24 @@ const Version = "v1"
 
 // ParseVersion reads a version as an operator names it: "v1" or "v2".
 func ParseVersion(s string) (spoolv1.EnvelopeVersion, error) {
-	switch s {
-	case "v1":
-		return spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V1, nil
-	case "v2":
-		return spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V2, nil
+	for _, v := range []spoolv1.EnvelopeVersion{spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V1, spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V2} {
+		if VersionName(v) == s {
+			return v, nil
+		}
 	}
 	return spoolv1.EnvelopeVersion_ENVELOPE_VERSION_UNSPECIFIED, fmt.Errorf("envelope version %q: want v1 or v2", s)
+}
+
+// VersionName is the name ParseVersion reads for v: "v1", "v2", or the
+// enum's own name for any other.
+func VersionName(v spoolv1.EnvelopeVersion) string {
+	switch v {
+	case spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V1:
+		return "v1"
+	case spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V2:
+		return "v2"
+	}
+	return v.String()
 }
 
 // ErrUnknownVersion marks a message written by a newer (or foreign)

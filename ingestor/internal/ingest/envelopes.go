@@ -21,12 +21,9 @@ type envelopes struct {
 }
 
 // newEnvelopes returns the envelopes of a job with columns cols, in
-// version (V2 when unspecified).
+// version (V1 or V2).
 func newEnvelopes(cols []string, version spoolv1.EnvelopeVersion) *envelopes {
 	v := &envelopes{version: version}
-	if version == spoolv1.EnvelopeVersion_ENVELOPE_VERSION_UNSPECIFIED {
-		v.version = spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V2
-	}
 	if v.version != spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V1 {
 		return v
 	}

@@ -41,6 +41,7 @@ import (
 	"github.com/spoolhq/spool/ingestor/internal/profile"
 	"github.com/spoolhq/spool/ingestor/internal/publish"
 	"github.com/spoolhq/spool/platform/auth"
+	"github.com/spoolhq/spool/platform/envelope"
 	"github.com/spoolhq/spool/platform/jobstore"
 	"github.com/spoolhq/spool/platform/positive"
 )
@@ -160,6 +161,7 @@ func New(jobs Jobs, cfg Config) *Server {
 		cfg.NewID = uuid.NewString
 	}
 	cfg.MaxDeliverAfter = positive.Or(cfg.MaxDeliverAfter, DefaultMaxDeliverAfter)
+	cfg.EnvelopeVersion = cmp.Or(cfg.EnvelopeVersion, spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V2)
 	if cfg.idleTimer == nil {
 		cfg.idleTimer = realIdleTimer
 	}
@@ -251,7 +253,7 @@ func (s *Server) StreamFile(stream grpc.ClientStreamingServer[spoolv1.StreamFile
 	if o.resume != nil {
 		log.InfoContext(ctx, "stream resumed", "after_row", o.resume.GetAfterRow(), "checkpoint_row", st.base.Row)
 	} else {
-		log.InfoContext(ctx, "job created", "columns", len(o.cols), "resumable", o.key != "")
+		log.InfoContext(ctx, "job created", "columns", len(o.cols), "resumable", o.key != "", "envelope_version", envelope.VersionName(s.cfg.EnvelopeVersion))
 	}
 
 	pub, err := s.cfg.NewPublisher()
