@@ -60,9 +60,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&c.results, "results", "", "where the JSON goes (default ROOT/bench/results)")
 	fs.Float64Var(&c.scale, "scale", 1, "multiplies every size (rows); below 1 for a quick look, not for figures")
 	fs.BoolVar(&c.short, "short", false, "skip the 1 M-row memory run")
+	markdown := fs.String("markdown", "", "print the table of this `results JSON` as Markdown (the README's table) and run nothing")
 	only := fs.String("only", "", "run only these parts, comma-separated ("+strings.Join(parts, ", ")+"); a ratio whose baseline did not run is left out")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *markdown != "" {
+		t, err := report.ReadJSON(*markdown)
+		if err != nil {
+			return err
+		}
+		return t.Markdown(stdout)
 	}
 	if *only != "" {
 		c.only = map[string]bool{}

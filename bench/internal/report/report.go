@@ -108,41 +108,8 @@ func (t *Table) Print(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "measured\tfigure\tbaseline\tratio\tbound\tnote")
 	for _, r := range t.Rows {
-		base := ""
-		if r.Baseline != 0 {
-			base = fmt.Sprintf("%s (%s%s)", num(r.Baseline), r.BaselineName, rounds("; ", r.BaselineRounds))
-		}
-		ratio := ""
-		if q := r.ratio(); q != 0 {
-			ratio = fmt.Sprintf("%.2f", q)
-		}
-		var bound []string
-		if r.Min != 0 {
-			bound = append(bound, fmt.Sprintf("≥ %.2f", r.Min))
-		}
-		if r.Max != 0 {
-			bound = append(bound, fmt.Sprintf("≤ %.2f", r.Max))
-		}
-		b := strings.Join(bound, ", ")
-		switch {
-		case r.Failure() != "":
-			b += " FAIL"
-		case b != "" && r.Unchecked == "" && r.ratio() != 0:
-			b += " ok"
-		case b != "" && r.ratio() == 0:
-			// The baseline did not run (-only): nothing was checked.
-			b += " not checked"
-		}
-		note := r.Note
-		if r.Unchecked != "" {
-			note = strings.TrimSpace("not checked: " + r.Unchecked + "; " + note)
-			note = strings.TrimSuffix(note, ";")
-		}
-		fig := num(r.Value) + " " + r.Unit
-		if rs := rounds("", r.Rounds); rs != "" {
-			fig += " (" + rs + ")"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, fig, base, ratio, b, note)
+		c := r.cells()
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.name, c.figure, c.baseline, c.ratio, c.bound, c.note)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -153,6 +120,58 @@ func (t *Table) Print(w io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// Markdown writes the table as the README shows it: a Markdown table of
+// every column but the notes.
+func (t *Table) Markdown(w io.Writer) error {
+	var b strings.Builder
+	b.WriteString("| measured | figure | baseline | ratio | bound |\n|---|---|---|---|---|\n")
+	for _, r := range t.Rows {
+		c := r.cells()
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", c.name, c.figure, c.baseline, c.ratio, c.bound)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// cells is a row as text, one field per column.
+type cells struct{ name, figure, baseline, ratio, bound, note string }
+
+func (r Row) cells() cells {
+	c := cells{name: r.Name, note: r.Note}
+	if r.Baseline != 0 {
+		c.baseline = fmt.Sprintf("%s (%s%s)", num(r.Baseline), r.BaselineName, rounds("; ", r.BaselineRounds))
+	}
+	if q := r.ratio(); q != 0 {
+		c.ratio = fmt.Sprintf("%.2f", q)
+	}
+	var bound []string
+	if r.Min != 0 {
+		bound = append(bound, fmt.Sprintf("≥ %.2f", r.Min))
+	}
+	if r.Max != 0 {
+		bound = append(bound, fmt.Sprintf("≤ %.2f", r.Max))
+	}
+	c.bound = strings.Join(bound, ", ")
+	switch {
+	case r.Failure() != "":
+		c.bound += " FAIL"
+	case c.bound != "" && r.Unchecked == "" && r.ratio() != 0:
+		c.bound += " ok"
+	case c.bound != "" && r.ratio() == 0:
+		// The baseline did not run (-only): nothing was checked.
+		c.bound += " not checked"
+	}
+	if r.Unchecked != "" {
+		c.note = strings.TrimSpace("not checked: " + r.Unchecked + "; " + c.note)
+		c.note = strings.TrimSuffix(c.note, ";")
+	}
+	c.figure = num(r.Value) + " " + r.Unit
+	if rs := rounds("", r.Rounds); rs != "" {
+		c.figure += " (" + rs + ")"
+	}
+	return c
 }
 
 // rounds lists the rounds behind a median after sep, or nothing for a
@@ -199,4 +218,17 @@ func (t *Table) WriteJSON(dir string) (string, error) {
 		return "", fmt.Errorf("write results: %w", err)
 	}
 	return path, nil
+}
+
+// ReadJSON reads a table WriteJSON wrote.
+func ReadJSON(path string) (*Table, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var t Table
+	if err := json.Unmarshal(b, &t); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", path, err)
+	}
+	return &t, nil
 }

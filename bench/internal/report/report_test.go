@@ -47,11 +47,18 @@ func TestPrintAndJSON(t *testing.T) {
 	path, err := tab.WriteJSON(t.TempDir())
 	require.NoError(t, err)
 	require.Contains(t, path, "run-20261201T010203Z.json")
-	b, err := os.ReadFile(path)
+	back, err := ReadJSON(path)
 	require.NoError(t, err)
-	var back Table
-	require.NoError(t, json.Unmarshal(b, &back))
 	require.Equal(t, tab.Rows, back.Rows)
+
+	// The README's table, from the JSON: every column but the notes.
+	out.Reset()
+	require.NoError(t, back.Markdown(&out))
+	require.Equal(t, `| measured | figure | baseline | ratio | bound |
+|---|---|---|---|---|
+| delivery, 1 dispatcher | 70.0 rows/s | 80.0 (ideal) | 0.88 | ≥ 0.80 ok |
+| delivery, 2 % loss | 40.0 rows/s | 70.0 (0 %) | 0.57 | ≥ 0.85 FAIL |
+`, out.String())
 }
 
 // TestRoundsAndKind: a figure measured in rounds shows them beside its
