@@ -104,6 +104,11 @@ func (s *Server) RenderRequests(_ context.Context, req *spoolv1.RenderRequestsRe
 	}
 	out := &spoolv1.RenderRequestsResponse{}
 	for _, e := range req.GetEnvelopes() {
+		if e.GetVersion() == spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V2 {
+			// Its values have no names without its job, which a dry run
+			// does not create: the dry run's preview is already named.
+			return nil, status.Errorf(codes.InvalidArgument, "render row %d: a version 2 envelope, whose values are named only by its job's columns: render a dry run's preview (StreamFile with dry_run), whose envelopes are named", e.GetRow())
+		}
 		r, err := s.o.Renderer.Render(e)
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "render row %d: %v", e.GetRow(), err)

@@ -3,6 +3,7 @@ package dispatchrpc_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -91,6 +92,46 @@ func TestListJobs(t *testing.T) {
 			require.Equal(t, tt.wantFilter.States, tt.index.got.States)
 			require.True(t, tt.wantFilter.After.Equal(tt.index.got.After))
 			require.True(t, tt.wantFilter.Before.Equal(tt.index.got.Before))
+		})
+	}
+}
+
+// renderer renders an envelope as its row's number and first field.
+type renderer struct{}
+
+func (renderer) Render(e *spoolv1.Envelope) (*spoolv1.RenderedRequest, error) {
+	return &spoolv1.RenderedRequest{Body: fmt.Sprintf("%d:%s", e.GetRow(), e.GetFields()[0].GetValue())}, nil
+}
+
+// RenderRequests renders a dry run's named envelopes and refuses a version
+// 2 envelope, whose values it cannot name without its job.
+func TestRenderRequests(t *testing.T) {
+	named := &spoolv1.Envelope{Version: spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V1, JobId: "dry-run", Row: 1, Fields: []*spoolv1.Field{{Name: "id", Value: "e1"}}}
+	unnamed := &spoolv1.Envelope{Version: spoolv1.EnvelopeVersion_ENVELOPE_VERSION_V2, JobId: "job", Row: 2, Values: []string{"e2"}}
+	tests := []struct {
+		name      string
+		envelopes []*spoolv1.Envelope
+		want      []string
+		wantErr   string
+	}{
+		{name: "named", envelopes: []*spoolv1.Envelope{named}, want: []string{"1:e1"}},
+		{name: "version 2", envelopes: []*spoolv1.Envelope{named, unnamed}, wantErr: "render row 2: a version 2 envelope"},
+	}
+	s := dispatchrpc.New(nil, dispatchrpc.Options{Renderer: renderer{}})
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := s.RenderRequests(t.Context(), &spoolv1.RenderRequestsRequest{Envelopes: tt.envelopes})
+			if tt.wantErr != "" {
+				require.Equal(t, codes.InvalidArgument, status.Code(err))
+				require.ErrorContains(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			var got []string
+			for _, r := range resp.GetRequests() {
+				got = append(got, r.GetBody())
+			}
+			require.Equal(t, tt.want, got)
 		})
 	}
 }

@@ -110,7 +110,8 @@ type DispatchServiceClient interface {
 	// the given envelopes, with the very code that sends them, and sends
 	// nothing: the dry run of spool send shows them. Header values that may
 	// be secrets (every header the dispatcher is configured to add) are
-	// redacted.
+	// redacted. The envelopes are a dry run's preview, whose values are
+	// named (version 1); a version 2 envelope is refused (InvalidArgument).
 	RenderRequests(ctx context.Context, in *RenderRequestsRequest, opts ...grpc.CallOption) (*RenderRequestsResponse, error)
 }
 
@@ -382,7 +383,8 @@ type DispatchServiceServer interface {
 	// the given envelopes, with the very code that sends them, and sends
 	// nothing: the dry run of spool send shows them. Header values that may
 	// be secrets (every header the dispatcher is configured to add) are
-	// redacted.
+	// redacted. The envelopes are a dry run's preview, whose values are
+	// named (version 1); a version 2 envelope is refused (InvalidArgument).
 	RenderRequests(context.Context, *RenderRequestsRequest) (*RenderRequestsResponse, error)
 	mustEmbedUnimplementedDispatchServiceServer()
 }

@@ -94,10 +94,11 @@ func (EnvelopeVersion) EnumDescriptor() ([]byte, []int) {
 //     A row's message is then about half the size (a sample payroll row:
 //     177 bytes against 342, when the same row as JSON is 171): the
 //     column names are the same in every row of a file, and the default
-//     key is derived from the job and row. A dispatcher names the values from the job's
-//     record, which it reads anyway to honour a pause or a cancel. A V2
+//     key is derived from the job and row. A dispatcher names the values
+//     from the job's record, which it reads anyway to honour a pause or a
+//     cancel. A V2
 //     envelope has no fields; in a dispatcher's memory, once named, it is
-//     the V1 envelope it stands for (envelope.Name in the platform
+//     the V1 envelope it stands for (envelope.Expand in the platform
 //     module), so what a dispatcher keeps or requeues is V1.
 //
 // Dispatchers read both. Deploy dispatchers that read V2 before ingestors
