@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
 	"github.com/spoolhq/spool/platform/jobstore"
@@ -34,38 +35,42 @@ func (c Count) Settled() jobstore.Settled {
 }
 
 // Count counts the job's records by what they mean for its counters. It
-// reads the job's index entries once per state, so memory stays flat; on
-// DynamoDB the index is eventually consistent, so a record written just
-// before may be missing.
+// reads the job's index entries once, every state at once, so memory stays
+// flat; on DynamoDB the index is eventually consistent, so a record
+// written just before may be missing. One pass, not one per state: a job
+// completes on this count, every dispatcher that saw its last rows
+// counts, and on the local DynamoDB emulator a pass per state made the
+// completion of a 50 000-row job take seconds of its CPU.
 func (l *Ledger) Count(ctx context.Context, jobID string) (Count, error) {
 	var c Count
-	for _, s := range ReportOrder {
-		err := l.b.ByJob(ctx, jobID, s, func(r Record) error {
-			c.LastChange = max(c.LastChange, r.UpdatedAt)
-			switch r.State {
-			case spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED:
-				c.Delivered++
-			case spoolv1.TransactionState_TRANSACTION_STATE_REJECTED:
-				c.Failed++
-			case spoolv1.TransactionState_TRANSACTION_STATE_DUPLICATE:
-				c.Duplicates++
-			case spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN:
-				c.Unknown++
-			default:
-				switch {
-				case r.Counted:
-					c.Unknown++
-				case r.Dead:
-					c.DeadLettered++
-				default:
-					c.Pending++
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return Count{}, fmt.Errorf("count %s rows of job %s: %w", StateName(s), jobID, err)
+	err := l.b.ByJob(ctx, jobID, spoolv1.TransactionState_TRANSACTION_STATE_UNSPECIFIED, func(r Record) error {
+		if !slices.Contains(ReportOrder, r.State) {
+			return nil // no record is written in another state
 		}
+		c.LastChange = max(c.LastChange, r.UpdatedAt)
+		switch r.State {
+		case spoolv1.TransactionState_TRANSACTION_STATE_DELIVERED:
+			c.Delivered++
+		case spoolv1.TransactionState_TRANSACTION_STATE_REJECTED:
+			c.Failed++
+		case spoolv1.TransactionState_TRANSACTION_STATE_DUPLICATE:
+			c.Duplicates++
+		case spoolv1.TransactionState_TRANSACTION_STATE_UNKNOWN:
+			c.Unknown++
+		default:
+			switch {
+			case r.Counted:
+				c.Unknown++
+			case r.Dead:
+				c.DeadLettered++
+			default:
+				c.Pending++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Count{}, fmt.Errorf("count the ledger of job %s: %w", jobID, err)
 	}
 	return c, nil
 }

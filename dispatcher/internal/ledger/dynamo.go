@@ -203,21 +203,24 @@ func refusedReturnValues(err error) bool {
 
 // ByJob implements Backend. The filter on state is applied by DynamoDB
 // after reading each page, so every state costs one pass over the job's
-// index entries; a report is rare, and this keeps memory flat.
+// index entries (every state at once costs one pass too); a report is
+// rare, and this keeps memory flat.
 func (d *Dynamo) ByJob(ctx context.Context, jobID string, state spoolv1.TransactionState, fn func(Record) error) error {
-	p := dynamodb.NewQueryPaginator(d.db, &dynamodb.QueryInput{
-		TableName:              aws.String(d.table),
-		IndexName:              aws.String(tablelayout.LedgerIndex),
-		KeyConditionExpression: aws.String("#job = :job"),
-		FilterExpression:       aws.String("#state = :state"),
-		ExpressionAttributeNames: map[string]string{
-			"#job": tablelayout.LedgerIndexPK, "#state": "state",
-		},
+	in := &dynamodb.QueryInput{
+		TableName:                aws.String(d.table),
+		IndexName:                aws.String(tablelayout.LedgerIndex),
+		KeyConditionExpression:   aws.String("#job = :job"),
+		ExpressionAttributeNames: map[string]string{"#job": tablelayout.LedgerIndexPK},
 		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":job":   &types.AttributeValueMemberS{Value: jobID},
-			":state": &types.AttributeValueMemberS{Value: StateName(state)},
+			":job": &types.AttributeValueMemberS{Value: jobID},
 		},
-	})
+	}
+	if state != spoolv1.TransactionState_TRANSACTION_STATE_UNSPECIFIED {
+		in.FilterExpression = aws.String("#state = :state")
+		in.ExpressionAttributeNames["#state"] = "state"
+		in.ExpressionAttributeValues[":state"] = &types.AttributeValueMemberS{Value: StateName(state)}
+	}
+	p := dynamodb.NewQueryPaginator(d.db, in)
 	for p.HasMorePages() {
 		out, err := d.page(ctx, p)
 		if err != nil {

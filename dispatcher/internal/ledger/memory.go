@@ -56,7 +56,7 @@ func (m *Memory) ByJob(ctx context.Context, jobID string, state spoolv1.Transact
 	m.mu.Lock()
 	var out []Record
 	for _, r := range m.records {
-		if r.JobID == jobID && r.State == state {
+		if r.JobID == jobID && (state == spoolv1.TransactionState_TRANSACTION_STATE_UNSPECIFIED || r.State == state) {
 			out = append(out, clone(r))
 		}
 	}
