@@ -118,6 +118,8 @@ bench: deps build
 	# Each reports its modes' time per call and overhead_% over plaintext, the modes taking turns.
 	cd ingestor && go test -run '^$$' -bench Auth/GetJob -benchtime 2000x -count 3 -timeout 10m ./internal/ingest/
 	cd ingestor && go test -run '^$$' -bench Auth/StreamFile -benchtime 6x -count 3 -timeout 15m ./internal/ingest/
+	# Count, which completes every job, against a pass over whole ledger entries and a pass per state (count/… ratios).
+	cd dispatcher && go test -run '^$$' -bench LedgerCount -benchtime 5x -timeout 10m ./internal/ledger/
 	cd ingestor && go test -run '^$$' -bench RowPath -benchtime 5x -count 3 -timeout 10m ./internal/ingest/
 	@status=$$(cat $(BIN)/.bench-status); rm -f $(BIN)/.bench-status; if [ "$$status" != 0 ]; then echo "make bench: spool-bench's table has a ratio out of its bound (above)"; exit 1; fi
 

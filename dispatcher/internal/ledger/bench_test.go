@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/spoolhq/spool/dispatcher/internal/ledger"
 	spoolv1 "github.com/spoolhq/spool/gen/spool/v1"
@@ -18,6 +19,7 @@ import (
 	"github.com/spoolhq/spool/platform/emulator/emutest"
 	"github.com/spoolhq/spool/platform/envelope"
 	"github.com/spoolhq/spool/platform/provision"
+	"github.com/spoolhq/spool/platform/tablelayout"
 )
 
 // BenchmarkLedgerWrites measures what the delivery ledger costs per row on
@@ -165,4 +167,116 @@ func runRows(n, workers int, fn func(row int64) error) error {
 	}
 	wg.Wait()
 	return first
+}
+
+// BenchmarkLedgerCount measures Count, which completes every job, on a
+// real DynamoDB (dynalite here) against two baselines read from the same
+// job in the same run: one pass over the job's whole index entries (what
+// Count read before it projected its Marks) and Report's pass per state
+// (what it read before that). Reported: each one's time per count and the
+// ratio of Count's time to each (lower is better).
+//
+//	cd dispatcher && go test -run '^$' -bench LedgerCount -benchtime 5x ./internal/ledger/
+func BenchmarkLedgerCount(b *testing.B) {
+	const rows, job = 20_000, "count-job"
+	db := dynamodb.NewFromConfig(emutest.Config(emutest.Start(b, emulator.DynamoDB)))
+	ctx := context.Background()
+	if err := provision.EnsureTable(ctx, db, "spool"); err != nil {
+		b.Fatal(err)
+	}
+	// The job's records, delivered, written 25 at a time: the setup is
+	// not what is measured.
+	var batch []types.WriteRequest
+	for row := int64(1); row <= rows; row++ {
+		tx := benchTx(job, row)
+		item, err := attributevalue.MarshalMap(map[string]any{
+			"pk": "TX#" + tx.Key, "sk": "TX", "job_id": job, "row": row, "tx_key": tx.Key, "state": "DELIVERED",
+			"owner": "bench", "lease_until": 0, "fence": 1, "version": 2, "attempts": 1, "last_status": 200,
+			"business_key": tx.BusinessKey, "amount": tx.Amount, "updated_at": time.Now().UnixMilli(),
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		batch = append(batch, types.WriteRequest{PutRequest: &types.PutRequest{Item: item}})
+		if len(batch) == 25 || row == rows {
+			if err := writeBatch(ctx, db, batch); err != nil {
+				b.Fatal(err)
+			}
+			batch = nil
+		}
+	}
+	l := ledger.New(ledger.NewDynamo(db, "spool"), ledger.Options{Owner: "bench", Lease: time.Minute})
+
+	paths := []struct {
+		name string
+		pass func() (int64, error)
+	}{
+		{"count", func() (int64, error) {
+			c, err := l.Count(ctx, job)
+			return c.Delivered, err
+		}},
+		{"entries", func() (int64, error) {
+			var n int64
+			p := dynamodb.NewQueryPaginator(db, &dynamodb.QueryInput{
+				TableName: aws.String("spool"), IndexName: aws.String(tablelayout.LedgerIndex),
+				KeyConditionExpression:    aws.String("#job = :job"),
+				ExpressionAttributeNames:  map[string]string{"#job": tablelayout.LedgerIndexPK},
+				ExpressionAttributeValues: map[string]types.AttributeValue{":job": &types.AttributeValueMemberS{Value: job}},
+			})
+			for p.HasMorePages() {
+				out, err := p.NextPage(ctx)
+				if err != nil {
+					return 0, err
+				}
+				for _, m := range out.Items {
+					var it map[string]any
+					if err := attributevalue.UnmarshalMap(m, &it); err != nil {
+						return 0, err
+					}
+					n++
+				}
+			}
+			return n, nil
+		}},
+		{"per-state", func() (int64, error) {
+			var n int64
+			err := l.Report(ctx, job, func(ledger.Record) error { n++; return nil })
+			return n, err
+		}},
+	}
+	spent := make([]time.Duration, len(paths))
+	b.ResetTimer()
+	for range b.N {
+		for i, p := range paths {
+			start := time.Now()
+			n, err := p.pass()
+			if err != nil {
+				b.Fatalf("%s: %v", p.name, err)
+			}
+			if n != rows {
+				b.Fatalf("%s read %d rows, want %d", p.name, n, rows)
+			}
+			spent[i] += time.Since(start)
+		}
+	}
+	b.StopTimer()
+	for i, p := range paths {
+		b.ReportMetric(spent[i].Seconds()/float64(b.N), p.name+"-s/pass")
+		if i > 0 {
+			b.ReportMetric(float64(spent[0])/float64(spent[i]), "count/"+p.name)
+		}
+	}
+}
+
+// writeBatch writes the items of batch, again for those DynamoDB leaves
+// unprocessed.
+func writeBatch(ctx context.Context, db *dynamodb.Client, batch []types.WriteRequest) error {
+	for len(batch) > 0 {
+		out, err := db.BatchWriteItem(ctx, &dynamodb.BatchWriteItemInput{RequestItems: map[string][]types.WriteRequest{"spool": batch}})
+		if err != nil {
+			return err
+		}
+		batch = out.UnprocessedItems["spool"]
+	}
+	return nil
 }

@@ -37,13 +37,19 @@ func TestCountMatchesTheDeltas(t *testing.T) {
 		c, err = a.Claim(ctx, tx(6))
 		require.NoError(t, err)
 		require.Equal(t, ledger.Send, c.Verdict)
+		// Row 7 was dead-lettered: it settles as such until redriven.
+		c, err = a.Claim(ctx, tx(7))
+		require.NoError(t, err)
+		dead, counts, err := a.Finish(ctx, c.Record, ledger.Outcome{State: claimed, Status: 503, Reason: "dead-lettered: gave up", DeadLettered: true})
+		require.NoError(t, err)
+		add(dead, counts)
 
 		got, err := a.Count(ctx, "job-1")
 		require.NoError(t, err)
 		require.Equal(t, ledger.Count{
-			Delivered: 2, Failed: 1, Unknown: 2, Pending: 1, LastChange: w.clock.now().UnixMilli(),
+			Delivered: 2, Failed: 1, Unknown: 2, DeadLettered: 1, Pending: 1, LastChange: w.clock.now().UnixMilli(),
 		}, got)
-		require.Equal(t, jobstore.Settled{Delivered: total.Delivered, Failed: total.Failed, Unknown: total.Unknown}, got.Settled())
+		require.Equal(t, jobstore.Settled{Delivered: total.Delivered, Failed: total.Failed, Unknown: total.Unknown, DeadLettered: total.DeadLettered}, got.Settled())
 
 		other, err := a.Count(ctx, "job-2")
 		require.NoError(t, err)

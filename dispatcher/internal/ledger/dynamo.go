@@ -203,24 +203,21 @@ func refusedReturnValues(err error) bool {
 
 // ByJob implements Backend. The filter on state is applied by DynamoDB
 // after reading each page, so every state costs one pass over the job's
-// index entries (every state at once costs one pass too); a report is
-// rare, and this keeps memory flat.
+// index entries; a report is rare, and this keeps memory flat.
 func (d *Dynamo) ByJob(ctx context.Context, jobID string, state spoolv1.TransactionState, fn func(Record) error) error {
-	in := &dynamodb.QueryInput{
-		TableName:                aws.String(d.table),
-		IndexName:                aws.String(tablelayout.LedgerIndex),
-		KeyConditionExpression:   aws.String("#job = :job"),
-		ExpressionAttributeNames: map[string]string{"#job": tablelayout.LedgerIndexPK},
-		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":job": &types.AttributeValueMemberS{Value: jobID},
+	p := dynamodb.NewQueryPaginator(d.db, &dynamodb.QueryInput{
+		TableName:              aws.String(d.table),
+		IndexName:              aws.String(tablelayout.LedgerIndex),
+		KeyConditionExpression: aws.String("#job = :job"),
+		FilterExpression:       aws.String("#state = :state"),
+		ExpressionAttributeNames: map[string]string{
+			"#job": tablelayout.LedgerIndexPK, "#state": "state",
 		},
-	}
-	if state != spoolv1.TransactionState_TRANSACTION_STATE_UNSPECIFIED {
-		in.FilterExpression = aws.String("#state = :state")
-		in.ExpressionAttributeNames["#state"] = "state"
-		in.ExpressionAttributeValues[":state"] = &types.AttributeValueMemberS{Value: StateName(state)}
-	}
-	p := dynamodb.NewQueryPaginator(d.db, in)
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":job":   &types.AttributeValueMemberS{Value: jobID},
+			":state": &types.AttributeValueMemberS{Value: StateName(state)},
+		},
+	})
 	for p.HasMorePages() {
 		out, err := d.page(ctx, p)
 		if err != nil {
@@ -232,6 +229,50 @@ func (d *Dynamo) ByJob(ctx context.Context, jobID string, state spoolv1.Transact
 				return err
 			}
 			if err := fn(r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// markAttributes are the item attributes a Mark is read from (their names
+// are item's tags).
+var markAttributes = []string{"state", "counted_unknown", "dead_lettered", "updated_at"}
+
+// Marks implements Backend: one pass over the job's index entries, each
+// projected to a Mark's attributes. A projection costs the same read units
+// on AWS (they are counted on whole entries) but moves a quarter of the
+// bytes, and halves a count's time on the local emulator.
+func (d *Dynamo) Marks(ctx context.Context, jobID string, fn func(Mark) error) error {
+	names := map[string]string{"#job": tablelayout.LedgerIndexPK}
+	projection := make([]string, len(markAttributes))
+	for i, a := range markAttributes {
+		// Placeholders for all of them: "state" is a reserved word.
+		projection[i] = "#p" + strconv.Itoa(i)
+		names[projection[i]] = a
+	}
+	p := dynamodb.NewQueryPaginator(d.db, &dynamodb.QueryInput{
+		TableName:                aws.String(d.table),
+		IndexName:                aws.String(tablelayout.LedgerIndex),
+		KeyConditionExpression:   aws.String("#job = :job"),
+		ProjectionExpression:     aws.String(strings.Join(projection, ", ")),
+		ExpressionAttributeNames: names,
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":job": &types.AttributeValueMemberS{Value: jobID},
+		},
+	})
+	for p.HasMorePages() {
+		out, err := d.page(ctx, p)
+		if err != nil {
+			return fmt.Errorf("query ledger marks of job %s: %w", jobID, err)
+		}
+		for _, m := range out.Items {
+			r, err := unmarshal(m)
+			if err != nil {
+				return err
+			}
+			if err := fn(markOf(r)); err != nil {
 				return err
 			}
 		}

@@ -61,9 +61,11 @@ type Backend interface {
 	// lost condition with a *Conflict carrying the record that stands, and
 	// save the ledger a read.
 	Replace(ctx context.Context, prev int64, next Record) error
-	// ByJob calls fn for the job's records in state, rows ascending;
-	// TRANSACTION_STATE_UNSPECIFIED stands for every state.
+	// ByJob calls fn for the job's records in state, rows ascending.
 	ByJob(ctx context.Context, jobID string, state spoolv1.TransactionState, fn func(Record) error) error
+	// Marks calls fn with the Mark of each of the job's records, in no
+	// promised order.
+	Marks(ctx context.Context, jobID string, fn func(Mark) error) error
 	// Find returns the job's record of row; ok is false when there is none.
 	Find(ctx context.Context, jobID string, row int64) (r Record, ok bool, err error)
 }

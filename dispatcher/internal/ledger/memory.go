@@ -51,12 +51,33 @@ func (m *Memory) Replace(_ context.Context, prev int64, next Record) error {
 	return nil
 }
 
+// Marks implements Backend.
+func (m *Memory) Marks(ctx context.Context, jobID string, fn func(Mark) error) error {
+	m.mu.Lock()
+	var out []Mark
+	for _, r := range m.records {
+		if r.JobID == jobID {
+			out = append(out, markOf(r))
+		}
+	}
+	m.mu.Unlock()
+	for _, mk := range out {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(mk); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // ByJob implements Backend.
 func (m *Memory) ByJob(ctx context.Context, jobID string, state spoolv1.TransactionState, fn func(Record) error) error {
 	m.mu.Lock()
 	var out []Record
 	for _, r := range m.records {
-		if r.JobID == jobID && (state == spoolv1.TransactionState_TRANSACTION_STATE_UNSPECIFIED || r.State == state) {
+		if r.JobID == jobID && r.State == state {
 			out = append(out, clone(r))
 		}
 	}
