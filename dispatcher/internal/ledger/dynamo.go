@@ -205,35 +205,13 @@ func refusedReturnValues(err error) bool {
 // after reading each page, so every state costs one pass over the job's
 // index entries; a report is rare, and this keeps memory flat.
 func (d *Dynamo) ByJob(ctx context.Context, jobID string, state spoolv1.TransactionState, fn func(Record) error) error {
-	p := dynamodb.NewQueryPaginator(d.db, &dynamodb.QueryInput{
-		TableName:              aws.String(d.table),
-		IndexName:              aws.String(tablelayout.LedgerIndex),
-		KeyConditionExpression: aws.String("#job = :job"),
-		FilterExpression:       aws.String("#state = :state"),
-		ExpressionAttributeNames: map[string]string{
-			"#job": tablelayout.LedgerIndexPK, "#state": "state",
-		},
+	return d.query(ctx, &dynamodb.QueryInput{
+		FilterExpression:         aws.String("#state = :state"),
+		ExpressionAttributeNames: map[string]string{"#state": "state"},
 		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":job":   &types.AttributeValueMemberS{Value: jobID},
 			":state": &types.AttributeValueMemberS{Value: StateName(state)},
 		},
-	})
-	for p.HasMorePages() {
-		out, err := d.page(ctx, p)
-		if err != nil {
-			return fmt.Errorf("query ledger of job %s: %w", jobID, err)
-		}
-		for _, m := range out.Items {
-			r, err := unmarshal(m)
-			if err != nil {
-				return err
-			}
-			if err := fn(r); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	}, jobID, fn)
 }
 
 // markAttributes are the item attributes a Mark is read from (their names
@@ -245,34 +223,45 @@ var markAttributes = []string{"state", "counted_unknown", "dead_lettered", "upda
 // on AWS (they are counted on whole entries) but moves a quarter of the
 // bytes, and halves a count's time on the local emulator.
 func (d *Dynamo) Marks(ctx context.Context, jobID string, fn func(Mark) error) error {
-	names := map[string]string{"#job": tablelayout.LedgerIndexPK}
+	names := map[string]string{}
 	projection := make([]string, len(markAttributes))
 	for i, a := range markAttributes {
 		// Placeholders for all of them: "state" is a reserved word.
 		projection[i] = "#p" + strconv.Itoa(i)
 		names[projection[i]] = a
 	}
-	p := dynamodb.NewQueryPaginator(d.db, &dynamodb.QueryInput{
-		TableName:                aws.String(d.table),
-		IndexName:                aws.String(tablelayout.LedgerIndex),
-		KeyConditionExpression:   aws.String("#job = :job"),
-		ProjectionExpression:     aws.String(strings.Join(projection, ", ")),
-		ExpressionAttributeNames: names,
-		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":job": &types.AttributeValueMemberS{Value: jobID},
-		},
-	})
+	in := &dynamodb.QueryInput{ProjectionExpression: aws.String(strings.Join(projection, ", ")), ExpressionAttributeNames: names}
+	return d.query(ctx, in, jobID, func(r Record) error { return fn(markOf(r)) })
+}
+
+// query runs in over the job's entries of the ledger index, page by page,
+// and calls fn for each. in brings what narrows the query (a filter, a
+// projection, their names and values); query adds the table, the index
+// and the job's key condition.
+func (d *Dynamo) query(ctx context.Context, in *dynamodb.QueryInput, jobID string, fn func(Record) error) error {
+	in.TableName = aws.String(d.table)
+	in.IndexName = aws.String(tablelayout.LedgerIndex)
+	in.KeyConditionExpression = aws.String("#job = :job")
+	if in.ExpressionAttributeNames == nil {
+		in.ExpressionAttributeNames = map[string]string{}
+	}
+	in.ExpressionAttributeNames["#job"] = tablelayout.LedgerIndexPK
+	if in.ExpressionAttributeValues == nil {
+		in.ExpressionAttributeValues = map[string]types.AttributeValue{}
+	}
+	in.ExpressionAttributeValues[":job"] = &types.AttributeValueMemberS{Value: jobID}
+	p := dynamodb.NewQueryPaginator(d.db, in)
 	for p.HasMorePages() {
 		out, err := d.page(ctx, p)
 		if err != nil {
-			return fmt.Errorf("query ledger marks of job %s: %w", jobID, err)
+			return fmt.Errorf("query ledger of job %s: %w", jobID, err)
 		}
 		for _, m := range out.Items {
 			r, err := unmarshal(m)
 			if err != nil {
 				return err
 			}
-			if err := fn(markOf(r)); err != nil {
+			if err := fn(r); err != nil {
 				return err
 			}
 		}

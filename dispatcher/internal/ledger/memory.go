@@ -53,31 +53,21 @@ func (m *Memory) Replace(_ context.Context, prev int64, next Record) error {
 
 // Marks implements Backend.
 func (m *Memory) Marks(ctx context.Context, jobID string, fn func(Mark) error) error {
-	m.mu.Lock()
-	var out []Mark
-	for _, r := range m.records {
-		if r.JobID == jobID {
-			out = append(out, markOf(r))
-		}
-	}
-	m.mu.Unlock()
-	for _, mk := range out {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := fn(mk); err != nil {
-			return err
-		}
-	}
-	return nil
+	return m.each(ctx, func(r Record) bool { return r.JobID == jobID }, func(r Record) error { return fn(markOf(r)) })
 }
 
 // ByJob implements Backend.
 func (m *Memory) ByJob(ctx context.Context, jobID string, state spoolv1.TransactionState, fn func(Record) error) error {
+	return m.each(ctx, func(r Record) bool { return r.JobID == jobID && r.State == state }, fn)
+}
+
+// each calls fn for a copy of every record keep keeps, rows ascending; fn
+// runs without the lock, so it may call the backend.
+func (m *Memory) each(ctx context.Context, keep func(Record) bool, fn func(Record) error) error {
 	m.mu.Lock()
 	var out []Record
 	for _, r := range m.records {
-		if r.JobID == jobID && r.State == state {
+		if keep(r) {
 			out = append(out, clone(r))
 		}
 	}
